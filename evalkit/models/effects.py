@@ -1,0 +1,499 @@
+"""Shared machinery of the count and cost models: design matrices, robust variances and
+average effects by recycled predictions.
+
+Three things live here because :mod:`evalkit.models.count` and
+:mod:`evalkit.models.twopart` both need them:
+
+* turning a data frame and a Wilkinson formula into model matrices whose columns carry
+  R's names (``(Intercept)``, ``I(age^2)``, ``sexM``), after dropping incomplete rows with
+  a :class:`~evalkit.errors.DataDroppedWarning`;
+* sandwich (heteroskedasticity- and cluster-robust) variance matrices computed the way
+  R's ``sandwich`` package does;
+* the average treatment effect by *recycled predictions* with a delta-method standard
+  error, returned as an :class:`EffectResult`.
+"""
+from __future__ import annotations
+
+import ast
+import re
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import patsy
+from scipy import linalg, stats
+
+from evalkit.errors import DataDroppedWarning, DataValidationError, ParamsError
+
+__all__ = [
+    "EffectResult",
+    "r_term_name",
+    "prepare_frame",
+    "build_matrix",
+    "parse_vcov",
+    "sandwich",
+    "recycled_effect",
+]
+
+EFFECT_COLUMNS = ["scale", "estimate", "std_error", "ci_low", "ci_high", "p_value"]
+
+# Names a formula may use that are functions, not columns of the data.
+_FORMULA_FUNCTIONS = {
+    "np", "numpy", "C", "I", "Q", "center", "standardize", "scale", "bs", "cr", "cc", "te",
+    "Treatment", "Sum", "Helmert", "Poly", "Diff", "log", "log1p", "exp", "sqrt", "abs",
+    "True", "False", "None",
+}
+
+# The namespace formulas are evaluated in (patsy adds its own builtins C, I, Q, ...).
+_EVAL_ENV = patsy.EvalEnvironment([{
+    "np": np, "numpy": np, "log": np.log, "log1p": np.log1p, "exp": np.exp,
+    "sqrt": np.sqrt, "abs": np.abs,
+}])
+
+
+# --------------------------------------------------------------------------- names
+def r_term_name(name: str) -> str:
+    """Translate a patsy column name into the name R gives the same column.
+
+    ``Intercept`` -> ``(Intercept)``; ``g[T.b]`` -> ``gb``; ``flag[T.True]`` ->
+    ``flagTRUE``; ``I(x ** 2)`` -> ``I(x^2)``; ``np.log(x)`` -> ``log(x)``; interactions
+    keep R's ``a:b``.
+
+    Examples
+    --------
+    >>> r_term_name("I(age ** 2)")
+    'I(age^2)'
+    >>> r_term_name("sex[T.M]:age")
+    'sexM:age'
+    """
+    if name == "Intercept":
+        return "(Intercept)"
+
+    def level(match: re.Match) -> str:
+        value = match.group(1)
+        return {"True": "TRUE", "False": "FALSE"}.get(value, value)
+
+    out = re.sub(r"\[T\.([^\]]*)\]", level, name)
+    out = re.sub(r"\[([^\]]*)\]", level, out)
+    out = out.replace(" ** ", "^").replace("**", "^")
+    out = re.sub(r"\bnp\.|\bnumpy\.", "", out)
+    return out
+
+
+# --------------------------------------------------------------------------- frames
+def _formula_variables(formula: str, columns) -> list[str]:
+    """Columns of the data a formula refers to (raises on names that are not columns)."""
+    if "offset(" in formula.replace(" ", ""):
+        raise ParamsError(
+            f"formula {formula!r} uses offset(); pass the exposure column instead, e.g. "
+            "count_model(data, formula, exposure='member_months') (log offset)."
+        )
+    try:
+        desc = patsy.ModelDesc.from_formula(formula)
+    except patsy.PatsyError as exc:
+        raise ParamsError(f"cannot parse formula {formula!r}: {exc}") from None
+    columns = set(map(str, columns))
+    used: list[str] = []
+    unknown: list[str] = []
+    for term in list(desc.lhs_termlist) + list(desc.rhs_termlist):
+        for factor in term.factors:
+            code = factor.name()
+            try:
+                tree = ast.parse(code, mode="eval")
+            except SyntaxError:
+                raise ParamsError(f"cannot parse the term {code!r} of formula {formula!r}") from None
+            for node in ast.walk(tree):
+                names = []
+                if isinstance(node, ast.Name):
+                    names = [node.id]
+                elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                      and node.func.id == "Q" and node.args
+                      and isinstance(node.args[0], ast.Constant)):
+                    names = [str(node.args[0].value)]
+                for nm in names:
+                    if nm in columns:
+                        if nm not in used:
+                            used.append(nm)
+                    elif nm not in _FORMULA_FUNCTIONS and nm not in unknown:
+                        unknown.append(nm)
+    if unknown:
+        raise DataValidationError(
+            f"formula {formula!r} uses column(s) {unknown} that are not in the data "
+            f"(available: {sorted(columns)}). Check the spelling or add the column.",
+            failures=[{"table": "data", "column": nm, "reason": "missing_column",
+                       "count": 0, "examples": []} for nm in unknown],
+        )
+    return used
+
+
+def prepare_frame(data: pd.DataFrame, formulas, extra_columns=(), what: str = "model"):
+    """Select the columns a model uses and set aside rows with missing values.
+
+    Parameters
+    ----------
+    data : DataFrame
+        Input; never modified.
+    formulas : list of str
+        Every formula of the model (their variables are collected).
+    extra_columns : sequence of str
+        Other columns the fit needs (exposure, cluster id).
+    what : str
+        Name of the model, used in messages.
+
+    Returns
+    -------
+    frame : DataFrame
+        The used columns of the complete rows (original index kept).
+    dropped : dict
+        ``{"missing values": k}`` when rows were left out, else empty.
+
+    Raises
+    ------
+    DataValidationError
+        A column is missing or no complete rows remain.
+    """
+    if not isinstance(data, pd.DataFrame):
+        raise DataValidationError(f"{what}: data must be a pandas DataFrame, got {type(data).__name__}.")
+    used: list[str] = []
+    for f in formulas:
+        for nm in _formula_variables(f, data.columns):
+            if nm not in used:
+                used.append(nm)
+    missing = [c for c in extra_columns if c not in data.columns]
+    if missing:
+        raise DataValidationError(
+            f"{what}: column(s) {missing} not found in the data (available: "
+            f"{sorted(map(str, data.columns))}).",
+            failures=[{"table": "data", "column": c, "reason": "missing_column",
+                       "count": 0, "examples": []} for c in missing],
+        )
+    for c in extra_columns:
+        if c not in used:
+            used.append(c)
+    frame = data.loc[:, used]
+    isna = frame.isna()
+    bad = isna.any(axis=1).to_numpy()
+    dropped: dict = {}
+    if bad.any():
+        per_column = {c: int(n) for c, n in isna.sum().items() if n}
+        n_bad = int(bad.sum())
+        dropped["missing values"] = n_bad
+        warnings.warn(
+            f"{what}: {n_bad} of {len(frame)} rows left out because of missing values "
+            f"(per column: {per_column}); fill or drop them upstream to silence this.",
+            DataDroppedWarning, stacklevel=3,
+        )
+        frame = frame.loc[~bad]
+    if len(frame) == 0:
+        raise DataValidationError(f"{what}: no complete rows left to fit the model.")
+    return frame, dropped
+
+
+def build_matrix(formula_or_info, frame: pd.DataFrame, what: str = "model"):
+    """Model matrix (and response) for ``frame``.
+
+    Parameters
+    ----------
+    formula_or_info : str or patsy.DesignInfo
+        A formula (``"y ~ x1 + x2"`` or a right-hand side ``"~ x1 + x2"``) or the design
+        information of an earlier fit (to rebuild the matrix on new data, e.g. with the
+        treatment set to 1 for everyone).
+    frame : DataFrame
+
+    Returns
+    -------
+    y : ndarray or None
+    X : ndarray (float, C-contiguous)
+    names : list of str  (R names)
+    info : patsy.DesignInfo
+    """
+    if isinstance(formula_or_info, patsy.DesignInfo):
+        (X,) = patsy.build_design_matrices([formula_or_info], frame, NA_action="raise")
+        return None, np.asarray(X, dtype=float), None, formula_or_info
+    formula = formula_or_info
+    try:
+        if "~" in formula and formula.split("~", 1)[0].strip():
+            y, X = patsy.dmatrices(formula, frame, eval_env=_EVAL_ENV, NA_action="raise")
+            if y.shape[1] != 1:
+                raise DataValidationError(
+                    f"{what}: the outcome of {formula!r} must be one numeric column "
+                    f"(got columns {y.design_info.column_names}); code it as 0/1 or a number."
+                )
+            y = np.asarray(y, dtype=float)[:, 0]
+        else:
+            y = None
+            X = patsy.dmatrix(formula, frame, eval_env=_EVAL_ENV, NA_action="raise")
+    except patsy.PatsyError as exc:
+        raise DataValidationError(f"{what}: cannot build the model matrix of {formula!r}: {exc}") from None
+    names = [r_term_name(n) for n in X.design_info.column_names]
+    return y, np.ascontiguousarray(np.asarray(X, dtype=float)), names, X.design_info
+
+
+def check_full_rank(X: np.ndarray, names, what: str) -> None:
+    """Raise a clear error when a column is constant or a combination of others."""
+    if X.shape[0] < X.shape[1]:
+        raise DataValidationError(
+            f"{what}: {X.shape[0]} rows for {X.shape[1]} coefficients; use more data or fewer terms."
+        )
+    # Pivoted QR on column-scaled X names the columns that add nothing (R would report NA).
+    scale = np.sqrt((X * X).sum(axis=0))
+    scale[scale == 0] = 1.0
+    _, R, piv = linalg.qr(X / scale, mode="economic", pivoting=True)
+    d = np.abs(np.diag(R))
+    tol = max(X.shape) * np.finfo(float).eps * (d[0] if d.size else 0.0) * 1e3
+    rank = int((d > tol).sum())
+    if rank < X.shape[1]:
+        aliased = [names[j] for j in piv[rank:]]
+        constant = [nm for nm, col in zip(names, X.T) if nm != "(Intercept)" and np.ptp(col) == 0]
+        hint = (f" ({constant} constant in the rows used)" if constant else "")
+        raise DataValidationError(
+            f"{what}: term(s) {aliased} are constant or a linear combination of other terms"
+            f"{hint}; R would report them as NA. Drop them from the formula."
+        )
+
+
+def binary_columns(X: np.ndarray, names):
+    """Indices of non-intercept columns that only hold 0 and 1 (dummies, 0/1 covariates)."""
+    out = []
+    for j, nm in enumerate(names):
+        if nm == "(Intercept)":
+            continue
+        col = X[:, j]
+        if np.all((col == 0) | (col == 1)):
+            out.append(j)
+    return out
+
+
+def check_no_empty_cells(X, names, event, what: str, event_label: str, non_event_label=None):
+    """Each 0/1 column must have events (and, if asked, non-events) at both its levels.
+
+    A 0/1 covariate (e.g. the treatment) whose rows at one level have no events makes the
+    likelihood increase without bound as its coefficient goes to minus infinity
+    (separation); the fit would stop at an arbitrary large value.
+    """
+    event = np.asarray(event, dtype=bool)
+    for j in binary_columns(X, names):
+        col = X[:, j] == 1
+        for lev, mask in ((1, col), (0, ~col)):
+            if not mask.any():
+                continue
+            if not event[mask].any():
+                raise DataValidationError(
+                    f"{what}: no {event_label} among the {int(mask.sum())} rows with "
+                    f"{names[j]} = {lev}; its coefficient is not finite (separation). "
+                    "Check the data (an arm with no events?), merge levels or drop the term."
+                )
+            if non_event_label and event[mask].all():
+                raise DataValidationError(
+                    f"{what}: every one of the {int(mask.sum())} rows with {names[j]} = {lev} "
+                    f"has {event_label}, none {non_event_label}; its coefficient is not finite "
+                    "(perfect separation). Merge levels or drop the term."
+                )
+
+
+# --------------------------------------------------------------------------- variance
+def parse_vcov(vcov, what: str = "model"):
+    """Normalise the ``vcov`` option to ``("model"|"HC0"|"HC1", None)`` or ``("cluster", col)``."""
+    if isinstance(vcov, str) and vcov in ("model", "HC0", "HC1"):
+        return vcov, None
+    if isinstance(vcov, dict) and set(vcov) == {"cluster"} and isinstance(vcov["cluster"], str):
+        return "cluster", vcov["cluster"]
+    raise ParamsError(
+        f"{what}: vcov must be 'model', 'HC0', 'HC1' or {{'cluster': 'column'}}, got {vcov!r}."
+    )
+
+
+def sandwich(scores: np.ndarray, bread: np.ndarray, kind: str, groups=None,
+             n_coef: int | None = None) -> np.ndarray:
+    """Sandwich variance ``B (S'S) B`` with R's small-sample adjustments.
+
+    Parameters
+    ----------
+    scores : (n, p) ndarray
+        Per-row score contributions (derivatives of each row's log-likelihood, or
+        quasi-likelihood, with respect to the parameters), dispersion taken as 1.
+    bread : (p, p) ndarray
+        Inverse of the negative Hessian (for a GLM, ``(X'WX)^-1`` without dispersion).
+    kind : {"HC0", "HC1", "cluster"}
+        ``HC0``: no adjustment. ``HC1``: times ``n/(n-k)``. ``cluster``: scores summed
+        within clusters, times ``G/(G-1) * (n-1)/(n-k)`` (sandwich::vcovCL, type HC1).
+    groups : array-like, for ``cluster``
+    n_coef : int, optional
+        ``k`` in the adjustments (default ``p``).
+
+    Notes
+    -----
+    statsmodels offers these per GLM (``cov_type=``), but the zero-inflated and hurdle
+    likelihoods here are written by hand and two-part models stack two fits, so one small
+    function serves all of them. The meat is scaled exactly as ``sandwich::vcovHC`` /
+    ``vcovCL`` scale it.
+    """
+    n, p = scores.shape
+    k = p if n_coef is None else n_coef
+    if kind == "cluster":
+        codes, uniques = pd.factorize(pd.Series(np.asarray(groups)), use_na_sentinel=False)
+        G = len(uniques)
+        if G < 2:
+            raise ParamsError("cluster-robust variance needs at least 2 clusters; found 1.")
+        summed = np.column_stack([np.bincount(codes, weights=scores[:, j], minlength=G)
+                                  for j in range(p)])
+        meat = summed.T @ summed
+        adj = G / (G - 1) * (n - 1) / (n - k)
+    else:
+        meat = scores.T @ scores
+        adj = n / (n - k) if kind == "HC1" else 1.0
+    return adj * bread @ meat @ bread
+
+
+# --------------------------------------------------------------------------- effects
+@dataclass(frozen=True)
+class EffectResult:
+    """An average treatment effect by recycled predictions, as a value.
+
+    Attributes
+    ----------
+    table : DataFrame
+        Rows ``scale, estimate, std_error, ci_low, ci_high, p_value``; ``scale`` uses the
+        results vocabulary (``rate_difference_per_1000_mm``, ``rate_ratio``,
+        ``cost_difference``, ``difference``, ``ratio``).
+    treatment : str
+        The 0/1 column that was set to 1, then 0, for every row.
+    mean_treated, mean_control : float
+        Average predicted outcome with everyone treated / everyone untreated, on the scale
+        of the difference row (events per 1,000 member-months, events or dollars per member).
+    nobs : int
+        Rows averaged over.
+    method : str
+    vcov : str
+        Variance the delta method used (the fit's ``vcov``).
+    alpha : float
+    """
+
+    table: pd.DataFrame
+    treatment: str
+    mean_treated: float
+    mean_control: float
+    nobs: int
+    method: str
+    vcov: str
+    alpha: float = 0.05
+    estimand: str = "ATE"
+    extra: dict = field(default_factory=dict)
+
+    def to_frame(self) -> pd.DataFrame:
+        return self.table.copy()
+
+    def estimate(self, scale: str) -> float:
+        """The estimate on one scale, e.g. ``res.estimate("rate_ratio")``."""
+        row = self.table.loc[self.table["scale"] == scale]
+        if row.empty:
+            raise KeyError(f"no {scale!r} row; scales here: {self.table['scale'].tolist()}")
+        return float(row["estimate"].iloc[0])
+
+    def summary(self) -> str:
+        lines = [f"{self.estimand} of {self.treatment} ({self.method}); {self.nobs} rows; vcov {self.vcov}",
+                 f"mean if all treated: {self.mean_treated:.6g}; if none treated: {self.mean_control:.6g}",
+                 self.table.to_string(index=False, float_format=lambda v: f"{v:.6g}")]
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        head = (f"<p><b>{self.estimand} of {self.treatment}</b> ({self.method}) &middot; "
+                f"{self.nobs} rows</p>")
+        return head + self.table.to_html(index=False, float_format=lambda v: f"{v:.4g}")
+
+
+def counterfactual_frames(frame: pd.DataFrame, treatment: str, what: str):
+    """Copies of ``frame`` with ``treatment`` set to 1 (True) and to 0 (False) for all rows."""
+    if not isinstance(treatment, str) or treatment not in frame.columns:
+        raise ParamsError(
+            f"{what}: treatment {treatment!r} is not a column used by the model "
+            f"(model columns: {list(frame.columns)}); name the 0/1 treatment column of the formula."
+        )
+    col = frame[treatment]
+    if pd.api.types.is_bool_dtype(col):
+        one, zero = True, False
+    elif pd.api.types.is_numeric_dtype(col) and set(np.unique(col.to_numpy())) <= {0, 1}:
+        one, zero = 1, 0
+    else:
+        raise ParamsError(
+            f"{what}: treatment {treatment!r} must be coded 0/1 or True/False "
+            f"(found values such as {list(pd.unique(col))[:5]})."
+        )
+    f1 = frame.assign(**{treatment: pd.Series(one, index=frame.index, dtype=col.dtype)})
+    f0 = frame.assign(**{treatment: pd.Series(zero, index=frame.index, dtype=col.dtype)})
+    return f1, f0
+
+
+def recycled_effect(mean_and_gradient: Callable, frame: pd.DataFrame, treatment: str,
+                    vcov: np.ndarray, alpha: float, difference_scale: str,
+                    ratio_scale: str, row_scale=None, method: str = "",
+                    vcov_label: str = "model", what: str = "model",
+                    extra: dict | None = None) -> EffectResult:
+    """Average effect of setting ``treatment`` from 0 to 1 for everyone.
+
+    Estimand and formulas
+    ---------------------
+    With ``m_i(t)`` the model's predicted mean for row ``i`` with the treatment set to
+    ``t`` and ``s_i`` a per-row scale (``1000 / exposure_i`` for rates per 1,000
+    member-months, else 1)::
+
+        A1 = mean_i s_i m_i(1),  A0 = mean_i s_i m_i(0)
+        difference = A1 - A0,   ratio = A1 / A0
+
+    Standard errors by the delta method with the parameter covariance ``V``: with
+    ``g_t = dA_t / d(params)``, ``Var(difference) = (g1 - g0)' V (g1 - g0)`` and
+    ``Var(log ratio) = (g1/A1 - g0/A0)' V (g1/A1 - g0/A0)``. The difference gets a Wald
+    interval; the ratio's interval and p-value are computed on the log scale and
+    exponentiated; its ``std_error`` is the delta-method SE of the ratio itself
+    (``ratio * se(log ratio)``). Covariates are held at their observed values (the
+    variance treats them as fixed, as Stata's ``margins`` and R's ``marginaleffects`` do).
+
+    Parameters
+    ----------
+    mean_and_gradient : callable
+        ``f(frame_t, s) -> (A_t, g_t)`` for a counterfactual frame.
+    """
+    f1, f0 = counterfactual_frames(frame, treatment, what)
+    n = len(frame)
+    s = np.ones(n) if row_scale is None else np.asarray(row_scale, dtype=float)
+    a1, g1 = mean_and_gradient(f1, s)
+    a0, g0 = mean_and_gradient(f0, s)
+    gd = g1 - g0
+    if not np.any(gd != 0) and a1 == a0:
+        raise ParamsError(
+            f"{what}: setting {treatment!r} to 1 or 0 does not change the predictions; "
+            "the treatment must enter the model formula."
+        )
+    z = stats.norm.ppf(1 - alpha / 2)
+    diff = a1 - a0
+    se_diff = float(np.sqrt(max(gd @ vcov @ gd, 0.0)))
+    p_diff = 2 * stats.norm.sf(abs(diff) / se_diff) if se_diff > 0 else np.nan
+    rows = [(difference_scale, diff, se_diff, diff - z * se_diff, diff + z * se_diff, p_diff)]
+    if a1 > 0 and a0 > 0:
+        ratio = a1 / a0
+        gl = g1 / a1 - g0 / a0
+        se_log = float(np.sqrt(max(gl @ vcov @ gl, 0.0)))
+        p_ratio = 2 * stats.norm.sf(abs(np.log(ratio)) / se_log) if se_log > 0 else np.nan
+        rows.append((ratio_scale, ratio, ratio * se_log, ratio * np.exp(-z * se_log),
+                     ratio * np.exp(z * se_log), p_ratio))
+    table = pd.DataFrame(rows, columns=EFFECT_COLUMNS)
+    return EffectResult(table=table, treatment=treatment, mean_treated=float(a1),
+                        mean_control=float(a0), nobs=n, method=method, vcov=vcov_label,
+                        alpha=alpha, extra=dict(extra or {}))
+
+
+def vcov_label(kind: str, cluster: str | None) -> str:
+    return f"cluster({cluster})" if kind == "cluster" else kind
+
+
+def check_alpha(alpha, what: str) -> float:
+    try:
+        a = float(alpha)
+    except (TypeError, ValueError):
+        a = np.nan
+    if not 0 < a < 1:
+        raise ParamsError(f"{what}: alpha must be between 0 and 1 (e.g. 0.05), got {alpha!r}.")
+    return a
+

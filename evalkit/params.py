@@ -1,0 +1,267 @@
+"""Run parameters: one validated object, checked before any work starts.
+
+A params file is YAML. Every key is checked: an unknown key, a wrong type or a bad value
+is a :class:`~evalkit.errors.ParamsError` that names the key (dotted) and what is
+allowed. Overrides given as ``--set data.members=100000`` are applied to the raw mapping
+*before* validation, so they are checked the same way.
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .data.contract import ARMS, CATEGORIES, CLAIMS_TABLES
+from .errors import ParamsError
+
+#: Workbooks evalkit ships, in the order a run executes them.
+WORKBOOKS = ("data_quality", "utilization")
+
+TableName = Literal["members", "enrollment", "encounters", "exposure"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PersonParams(_Strict):
+    """Person-level mode: one row per member with outcomes already computed."""
+
+    path: str = Field(description="CSV, Parquet or DuckDB file with one row per member")
+    table: str | None = Field(None, description="table name when path is a DuckDB database")
+    id: str | None = Field(None, description="member id column (optional)")
+    treatment: str = Field(description="column holding the arm")
+    treated_value: Any = Field(1, description="value of `treatment` that marks the self-help arm")
+    outcomes: list[str] = Field(min_length=1, description="count or cost outcome columns")
+    exposure: str | None = Field(None, description="member-months (or person-time) column")
+    covariates: list[str] = Field(default_factory=list)
+
+
+class DataParams(_Strict):
+    source: Literal["synthetic", "files", "duckdb"] = "synthetic"
+    scenario: str = "demo"
+    members: int | None = Field(None, gt=0, description="synthetic: number of members")
+    scenario_options: dict[str, Any] = Field(default_factory=dict,
+                                             description="synthetic: scenario overrides")
+    tables: dict[TableName, str] = Field(default_factory=dict,
+                                         description="files: path of each contract table; "
+                                                     "duckdb: table name of each")
+    database: str | None = Field(None, description="duckdb: path of the database file")
+    columns: dict[TableName, dict[str, str]] = Field(
+        default_factory=dict, description="contract role -> your column name, per table")
+    category_map: dict[str, str] = Field(
+        default_factory=dict, description="your category code -> contract category")
+    group_map: dict[str, str] = Field(
+        default_factory=dict, description="your group label -> self_help or control")
+    date_format: str | None = Field(None, description="strptime format of dates in CSV files")
+    person: PersonParams | None = None
+
+    @field_validator("category_map")
+    @classmethod
+    def _categories(cls, v):
+        bad = {k: c for k, c in v.items() if c not in CATEGORIES}
+        if bad:
+            raise ValueError(f"category_map maps onto unknown categories {bad}; "
+                             f"allowed: {', '.join(CATEGORIES)}")
+        return v
+
+    @field_validator("group_map")
+    @classmethod
+    def _groups(cls, v):
+        bad = {k: g for k, g in v.items() if g not in ARMS}
+        if bad:
+            raise ValueError(f"group_map maps onto unknown arms {bad}; allowed: {', '.join(ARMS)}")
+        return v
+
+    @field_validator("columns")
+    @classmethod
+    def _roles(cls, v):
+        for table, mapping in v.items():
+            roles = set(CLAIMS_TABLES[table].names)
+            bad = sorted(set(mapping) - roles)
+            if bad:
+                raise ValueError(f"columns.{table}: unknown role(s) {bad}; "
+                                 f"roles of {table}: {', '.join(sorted(roles))}")
+        return v
+
+
+class WindowParams(_Strict):
+    baseline_days: int = Field(365, gt=0, le=3660, description="days before the index date")
+    followup_days: int = Field(365, gt=0, le=3660, description="days from the index date on")
+    require_enrolled_at_index: bool = True
+    min_followup_months: float = Field(0.0, ge=0, description="exclude members with less follow-up")
+
+
+class EngineParams(_Strict):
+    name: Literal["duckdb"] = "duckdb"
+    threads: int | None = Field(None, gt=0)
+    memory_limit: str | None = Field(None, description="e.g. '2GB'; DuckDB spills beyond it")
+
+
+class ReportParams(_Strict):
+    public: bool = Field(False, description="treat outputs as public: suppress small cells")
+    min_cell: int = Field(11, ge=1, description="smallest count of people shown in public output")
+
+
+class Params(_Strict):
+    title: str = "Self-help referral evaluation"
+    mode: Literal["claims", "person"] = "claims"
+    seed: int = Field(20240611, ge=0)
+    data: DataParams = DataParams()
+    windows: WindowParams = WindowParams()
+    engine: EngineParams = EngineParams()
+    report: ReportParams = ReportParams()
+    workbooks: list[str] = Field(default_factory=lambda: list(WORKBOOKS))
+
+    @field_validator("workbooks")
+    @classmethod
+    def _workbooks(cls, v):
+        bad = [w for w in v if w not in WORKBOOKS]
+        if bad:
+            raise ValueError(f"unknown workbook(s) {bad}; available: {', '.join(WORKBOOKS)}")
+        if not v:
+            raise ValueError("at least one workbook is needed")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        d = self.data
+        if self.mode == "person":
+            if d.person is None:
+                raise ValueError("mode 'person' needs data.person (path, treatment, outcomes)")
+        elif d.source == "files":
+            missing = [t for t in CLAIMS_TABLES if t not in d.tables]
+            if missing:
+                raise ValueError(f"data.source 'files' needs data.tables for {missing}")
+        elif d.source == "duckdb":
+            if not d.database:
+                raise ValueError("data.source 'duckdb' needs data.database (path of the file)")
+        return self
+
+    def to_dict(self) -> dict:
+        return self.model_dump(mode="json")
+
+    def digest(self) -> str:
+        """SHA-256 of the canonical JSON form of the validated params."""
+        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _format_errors(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            parent = _model_at(e["loc"][:-1])
+            allowed = list(parent.model_fields) if parent else []
+            near = difflib.get_close_matches(str(e["loc"][-1]), allowed, n=1)
+            hint = f" (did you mean '{near[0]}'?)" if near else ""
+            lines.append(f"  {key}: unknown key{hint}; allowed here: "
+                         f"{', '.join(allowed) or 'see docs/params.md'}")
+        else:
+            got = e.get("input")
+            shown = f" (got {got!r})" if isinstance(got, (str, int, float, bool)) else ""
+            lines.append(f"  {key}: {e['msg']}{shown}")
+    return "invalid params:\n" + "\n".join(lines)
+
+
+def _model_at(loc) -> type[BaseModel] | None:
+    model: type[BaseModel] = Params
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+        ann = field.annotation
+        candidates = [ann, *getattr(ann, "__args__", ())]
+        nxt = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if nxt is None:
+            return None
+        model = nxt
+    return model
+
+
+def apply_overrides(raw: dict, overrides: list[str] | dict | None) -> dict:
+    """Apply ``KEY=VALUE`` overrides (dotted keys, YAML values) to a raw params mapping."""
+    out = copy.deepcopy(raw)
+    if not overrides:
+        return out
+    items = overrides.items() if isinstance(overrides, dict) else (_split(o) for o in overrides)
+    for key, value in items:
+        parts = key.split(".")
+        node = out
+        for p in parts[:-1]:
+            nxt = node.get(p)
+            if nxt is None:
+                nxt = node[p] = {}
+            if not isinstance(nxt, dict):
+                raise ParamsError(f"--set {key}: '{p}' is not a section, it holds {nxt!r}")
+            node = nxt
+        node[parts[-1]] = yaml.safe_load(value) if isinstance(value, str) else value
+    return out
+
+
+def _split(item: str) -> tuple[str, str]:
+    if "=" not in item:
+        raise ParamsError(f"--set {item!r}: expected KEY=VALUE, e.g. --set data.members=100000")
+    key, value = item.split("=", 1)
+    if not key.strip():
+        raise ParamsError(f"--set {item!r}: the key is empty")
+    return key.strip(), value
+
+
+def validate(raw: dict) -> Params:
+    """Validate a raw mapping into :class:`Params`, or raise a ParamsError naming every bad key."""
+    if not isinstance(raw, dict):
+        raise ParamsError(f"params must be a mapping of keys to values, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as err:
+        raise ParamsError(_format_errors(err)) from None
+
+
+def load(path: str | Path | None = None, overrides: list[str] | dict | None = None,
+         base_dir: Path | None = None) -> Params:
+    """Read a YAML params file (or start from defaults), apply overrides, validate.
+
+    Relative data paths in the file are resolved against the file's folder.
+    """
+    raw: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ParamsError(f"params file not found: {path}")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ParamsError(f"{path}: not valid YAML: {err}") from None
+        base_dir = base_dir or path.resolve().parent
+    params = validate(apply_overrides(raw, overrides))
+    return resolve_paths(params, base_dir) if base_dir else params
+
+
+def resolve_paths(params: Params, base_dir: Path) -> Params:
+    """Make the data paths absolute, relative to ``base_dir`` (the params file's folder)."""
+    d = params.data
+
+    def fix(p: str | None) -> str | None:
+        if p is None:
+            return None
+        q = Path(p).expanduser()
+        return str(q if q.is_absolute() else (base_dir / q).resolve())
+
+    updates: dict[str, Any] = {}
+    if d.source == "files":
+        updates["tables"] = {k: fix(v) for k, v in d.tables.items()}
+    if d.database:
+        updates["database"] = fix(d.database)
+    if d.person is not None:
+        updates["person"] = d.person.model_copy(update={"path": fix(d.person.path)})
+    if not updates:
+        return params
+    return params.model_copy(update={"data": d.model_copy(update=updates)})

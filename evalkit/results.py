@@ -1,0 +1,144 @@
+"""The results contract: every estimate as a record, written to ``results.json``.
+
+Each workbook records its estimates and tables with a :class:`Recorder`; the runner
+merges the parts, in workbook order, into ``results.json`` (see docs/results.md)::
+
+    run:       evalkit version, params, params hash, seed, data fingerprint,
+               start/end times, status, per-workbook status
+    estimates: workbook, outcome, contrast, estimand, method, scale, estimate,
+               std_error, ci_low, ci_high, p_value, n_treated, n_control
+    tables:    named tables as lists of records
+
+For ratio scales (``rate_ratio``, ``hazard_ratio``, ``odds_ratio``, ``ratio``) the
+``std_error`` is that of the log of the estimate, which is what the interval is built on.
+Every file is written to a temporary name and renamed, so a reader never sees half a file.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import EvalkitError
+
+SCALES = (
+    "difference", "ratio", "rate_ratio", "rate_difference_per_1000_mm", "hazard_ratio",
+    "odds_ratio", "risk_difference", "cost_difference", "pmpm_difference",
+    "net_savings_per_member", "roi", "benefit_cost_ratio", "icer", "nmb",
+    "probability_cost_saving", "proportion", "mean",
+)
+ESTIMATE_FIELDS = ("workbook", "outcome", "contrast", "estimand", "method", "scale", "estimate",
+                   "std_error", "ci_low", "ci_high", "p_value", "n_treated", "n_control")
+
+
+def _clean(value):
+    """JSON-safe, deterministic values: NaN/inf -> None, numpy -> Python, dates -> ISO."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        v = float(value)
+        return None if math.isnan(v) or math.isinf(v) else v
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, (pd.Timestamp, _dt.date, _dt.datetime)):
+        return value.isoformat()[:10] if isinstance(value, (_dt.date, pd.Timestamp)) and \
+            not isinstance(value, _dt.datetime) else value.isoformat()
+    if isinstance(value, np.ndarray):
+        return [_clean(v) for v in value.tolist()]
+    if value is pd.NA or value is pd.NaT:
+        return None
+    return value
+
+
+def records(df: pd.DataFrame) -> list[dict]:
+    """A DataFrame as JSON-safe records (column order kept)."""
+    return [_clean(dict(zip(df.columns, row))) for row in df.itertuples(index=False, name=None)]
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    """Write JSON to ``path`` via a temporary file and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(_clean(obj), fh, indent=1, allow_nan=False)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class Recorder:
+    """Collects one workbook's estimates and tables; :meth:`save` writes them.
+
+    Parameters
+    ----------
+    output_dir : the run's output folder.
+    workbook : the workbook's name (``data_quality``, ``utilization``, ...).
+    """
+
+    def __init__(self, output_dir: str | Path, workbook: str):
+        self.path = Path(output_dir) / "parts" / f"{workbook}.json"
+        self.workbook = workbook
+        self.estimates: list[dict] = []
+        self.tables: dict[str, list[dict]] = {}
+
+    def add_estimate(self, *, outcome: str, scale: str, estimate: float, contrast: str =
+                     "self_help vs control", estimand: str = "ATE", method: str = "",
+                     std_error=None, ci_low=None, ci_high=None, p_value=None,
+                     n_treated=None, n_control=None, **extra) -> None:
+        if scale not in SCALES:
+            raise EvalkitError(f"scale {scale!r} is not in the results vocabulary: {', '.join(SCALES)}")
+        rec = {"workbook": self.workbook, "outcome": outcome, "contrast": contrast,
+               "estimand": estimand, "method": method, "scale": scale, "estimate": estimate,
+               "std_error": std_error, "ci_low": ci_low, "ci_high": ci_high,
+               "p_value": p_value, "n_treated": n_treated, "n_control": n_control}
+        rec.update(extra)
+        self.estimates.append(_clean(rec))
+
+    def add_estimates(self, df: pd.DataFrame, **defaults) -> None:
+        """Add every row of ``df`` (columns named as the estimate fields) as an estimate."""
+        for rec in records(df):
+            self.add_estimate(**{**defaults, **{k: v for k, v in rec.items() if v is not None
+                                                or k in ESTIMATE_FIELDS}})
+
+    def add_table(self, name: str, df: pd.DataFrame) -> None:
+        self.tables[name] = records(df)
+
+    def save(self) -> Path:
+        write_json_atomic(self.path, {"workbook": self.workbook, "estimates": self.estimates,
+                                      "tables": self.tables})
+        return self.path
+
+
+def assemble(output_dir: Path, run_info: dict, workbooks: list[str]) -> dict:
+    """Merge the workbooks' parts into one results mapping, in workbook order."""
+    estimates, tables = [], {}
+    for wb in workbooks:
+        part = Path(output_dir) / "parts" / f"{wb}.json"
+        if not part.exists():
+            continue
+        data = json.loads(part.read_text())
+        estimates += data["estimates"]
+        for name, rows in data["tables"].items():
+            tables[f"{wb}.{name}"] = rows
+    return {"run": run_info, "estimates": estimates, "tables": tables}
+
+
+def load(path: str | Path) -> dict:
+    """Read a results.json; estimates come back as a DataFrame under ``estimates_frame``."""
+    data = json.loads(Path(path).read_text())
+    data["estimates_frame"] = pd.DataFrame(data["estimates"])
+    return data

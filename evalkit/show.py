@@ -1,0 +1,58 @@
+"""Plain-language display of results for the workbooks: sentences and tidy tables.
+
+Computing lives elsewhere; these functions only turn result tables into what a reader
+sees (strings and DataFrames with readable column names).
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+from .plots import ARM_LABELS, OUTCOME_LABELS
+
+
+def _label(outcome: str) -> str:
+    return OUTCOME_LABELS.get(outcome, outcome.replace("_", " "))
+
+
+def rates_table(rates: pd.DataFrame) -> pd.DataFrame:
+    """Rates per 1,000 member-months as 'rate (low-high)' in one row per outcome x period."""
+    r = rates.copy()
+    r["value"] = [f"{v:,.1f} ({lo:,.1f}-{hi:,.1f})" for v, lo, hi in
+                  zip(r["rate"], r["ci_low"], r["ci_high"])]
+    r["arm"] = r["arm"].map(ARM_LABELS)
+    index = [c for c in ("outcome", "period") if c in r]
+    wide = r.pivot_table(index=index, columns="arm", values="value", aggfunc="first")
+    members = r.pivot_table(index=index, columns="arm", values="members", aggfunc="first")
+    wide = wide.join(members.add_suffix(": members"))
+    wide.columns.name = None
+    return wide.reset_index().assign(outcome=lambda d: d["outcome"].map(_label))
+
+
+def contrasts_table(contrasts: pd.DataFrame) -> pd.DataFrame:
+    """Rate ratios and differences with 95% CIs and p-values, readable."""
+    c = contrasts.copy()
+    c["outcome"] = c["outcome"].map(_label)
+    c["95% CI"] = [f"{lo:,.3g} to {hi:,.3g}" for lo, hi in zip(c["ci_low"], c["ci_high"])]
+    c["p"] = [("<0.001" if p < 0.001 else f"{p:.3f}") for p in c["p_value"]]
+    keep = [k for k in ("outcome", "period", "scale", "estimate", "95% CI", "p") if k in c]
+    return c[keep].round({"estimate": 3})
+
+
+def findings(contrasts: pd.DataFrame, rates: pd.DataFrame, period: str = "followup") -> list[str]:
+    """One sentence per outcome comparing the arms in ``period`` (for the finance committee)."""
+    out = []
+    sub = contrasts[contrasts.get("period", period) == period] if "period" in contrasts else contrasts
+    rs = rates[rates["period"] == period] if "period" in rates else rates
+    for outcome in dict.fromkeys(sub["outcome"]):
+        rr = sub[(sub["outcome"] == outcome) & (sub["scale"] == "rate_ratio")].iloc[0]
+        diff = sub[(sub["outcome"] == outcome) & (sub["scale"] != "rate_ratio")].iloc[0]
+        t = rs[(rs["outcome"] == outcome) & (rs["arm"] == "self_help")].iloc[0]
+        c = rs[(rs["outcome"] == outcome) & (rs["arm"] == "control")].iloc[0]
+        change = (rr["estimate"] - 1) * 100
+        direction = "fewer" if change < 0 else "more"
+        out.append(
+            f"{_label(outcome)}: {t['rate']:,.1f} per 1,000 member-months with self-help referral "
+            f"vs {c['rate']:,.1f} without, {abs(diff['estimate']):,.1f} {direction} per 1,000 "
+            f"member-months (95% CI {diff['ci_low']:,.1f} to {diff['ci_high']:,.1f}); "
+            f"rate ratio {rr['estimate']:.2f} (95% CI {rr['ci_low']:.2f} to {rr['ci_high']:.2f}).")
+    return out

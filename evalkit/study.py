@@ -1,0 +1,248 @@
+"""Prepare a run's analysis database, and read it back from the workbooks.
+
+:func:`prepare` does the heavy, private part of a run once, before any workbook starts:
+it makes or reads the source data, checks it against the contract (quarantining bad
+rows), builds the cohort and the member x window table, all inside DuckDB, and stores
+them in ``<out>/work/analysis.duckdb``. That file holds member-level data: it is the
+analyst's working copy and is never published.
+
+:class:`Study` opens that file read-only; each workbook calls its methods and shows the
+result.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from . import cohort as _cohort
+from . import describe, utilization
+from .data.load import LoadReport, load_claims, load_report, scan_sql
+from .data.person import load_person
+from .errors import DataValidationError
+from .params import Params
+
+DB_NAME = "analysis.duckdb"
+
+
+def _connect(path: Path, params: Params, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect(str(path), read_only=read_only)
+    if params.engine.threads:
+        con.execute(f"SET threads = {int(params.engine.threads)}")
+    if params.engine.memory_limit:
+        con.execute(f"SET memory_limit = '{params.engine.memory_limit}'")
+    return con
+
+
+def fingerprint(paths: list[Path]) -> str:
+    """SHA-256 over the bytes of the input files (in the given order)."""
+    h = hashlib.sha256()
+    for p in paths:
+        files = sorted(p.rglob("*")) if p.is_dir() else [p]
+        for f in files:
+            if f.is_file():
+                h.update(f.name.encode())
+                with open(f, "rb") as fh:
+                    for block in iter(lambda: fh.read(1 << 20), b""):
+                        h.update(block)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Prepared:
+    database: Path
+    fingerprint: str
+    report: LoadReport
+    truth: dict | None
+
+
+def prepare(params: Params, out_dir: str | Path, progress: bool = False) -> Prepared:
+    """Build ``<out>/work/analysis.duckdb`` from the params' data source.
+
+    Written to a temporary file and renamed when complete, so a failed preparation
+    never leaves a database that looks finished.
+    """
+    work = Path(out_dir) / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    final = work / DB_NAME
+    tmp = work / (DB_NAME + ".partial")
+    tmp.unlink(missing_ok=True)
+    d = params.data
+    truth = None
+    con = _connect(tmp, params)
+    try:
+        con.execute(f"SET temp_directory = '{work / 'spill'}'")
+        if params.mode == "person":
+            p = d.person
+            src = f"src.{p.table}" if p.table else scan_sql(p.path, "person")
+            if p.table:
+                con.execute(f"ATTACH '{p.path}' AS src (READ_ONLY)")
+            load_person(con, src, p.treatment, p.treated_value, p.outcomes, p.exposure,
+                        p.covariates, p.id)
+            inputs = [Path(p.path)]
+        else:
+            if d.source == "synthetic":
+                from .data import synthetic
+                syn_dir = work / "synthetic"
+                if syn_dir.exists():
+                    shutil.rmtree(syn_dir)
+                plan = synthetic.generate(syn_dir, scenario=d.scenario, members=d.members,
+                                          seed=params.seed, progress=progress,
+                                          **d.scenario_options)
+                truth = plan.truth
+                paths = {t: str(syn_dir / f"{t}.parquet") for t in
+                         ("members", "enrollment", "encounters", "exposure")}
+                sources = {t: scan_sql(pth, t) for t, pth in paths.items()}
+                inputs = [Path(paths[t]) for t in sorted(paths)]
+            elif d.source == "files":
+                sources = {t: scan_sql(pth, t) for t, pth in d.tables.items()}
+                inputs = [Path(d.tables[t]) for t in sorted(d.tables)]
+            else:
+                if not Path(d.database).is_file():
+                    raise DataValidationError(f"data.database: file not found: {d.database}")
+                con.execute(f"ATTACH '{d.database}' AS src (READ_ONLY)")
+                sources = {t: f"src.{d.tables.get(t, t)}" for t in
+                           ("members", "enrollment", "encounters", "exposure")}
+                inputs = [Path(d.database)]
+            load_claims(con, sources, d.columns, d.category_map, d.group_map, d.date_format)
+            w = params.windows
+            attrition = _cohort.build_cohort(con, w.baseline_days, w.followup_days,
+                                             w.require_enrolled_at_index, w.min_followup_months)
+            con.register("_attrition", attrition)
+            con.execute("CREATE TABLE attrition AS SELECT * FROM _attrition")
+            con.unregister("_attrition")
+            utilization.build_member_windows(con)
+        report = load_report(con)
+        fp = fingerprint(inputs)
+        con.execute("CREATE TABLE run_info AS SELECT ? AS fingerprint, ? AS truth, ? AS mode",
+                    [fp, json.dumps(truth), params.mode])
+        con.execute("CHECKPOINT")
+    finally:
+        con.close()
+    os.replace(tmp, final)
+    return Prepared(final, fp, report, truth)
+
+
+class Study:
+    """Read access to a prepared run, for the workbooks.
+
+    Parameters
+    ----------
+    params_path : the validated ``params.json`` the runner wrote into the output folder.
+    """
+
+    def __init__(self, params_path: str | Path):
+        from .params import validate
+        self.params_path = Path(params_path)
+        self.output_dir = self.params_path.parent
+        self.params = validate(json.loads(self.params_path.read_text()))
+        db = self.output_dir / "work" / DB_NAME
+        if not db.exists():
+            raise FileNotFoundError(f"{db} is missing: run the analysis with `evalkit run`, "
+                                    "which prepares it before the workbooks start")
+        self.con = _connect(db, self.params, read_only=True)
+
+    def recorder(self, workbook: str):
+        """A :class:`~evalkit.results.Recorder` for this run's ``workbook``."""
+        from .results import Recorder
+        return Recorder(self.output_dir, workbook)
+
+    def describe_run(self) -> pd.DataFrame:
+        """The run's provenance, as a small two-column table."""
+        p = self.params
+        fp = self.con.execute("SELECT fingerprint FROM run_info").fetchall()[0][0]
+        from . import __version__
+        rows = [("title", p.title), ("mode", p.mode),
+                ("data source", p.data.source if p.mode == "claims" else p.data.person.path),
+                ("scenario", p.data.scenario if p.data.source == "synthetic" else "-"),
+                ("seed", p.seed), ("params hash", p.digest()[:16]),
+                ("data fingerprint", fp[:16]), ("evalkit version", __version__)]
+        if p.mode == "claims":
+            rows += [("baseline window", f"{p.windows.baseline_days} days before the index date"),
+                     ("follow-up window", f"{p.windows.followup_days} days from the index date")]
+        return pd.DataFrame(rows, columns=["item", "value"]).astype({"value": str})
+
+    def sql(self, query: str) -> pd.DataFrame:
+        return self.con.execute(query).df()
+
+    @property
+    def mode(self) -> str:
+        return self.params.mode
+
+    @property
+    def truth(self) -> dict | None:
+        raw = self.con.execute("SELECT truth FROM run_info").fetchall()[0][0]
+        return json.loads(raw) if raw else None
+
+    def load_report(self) -> LoadReport:
+        return load_report(self.con)
+
+    def attrition(self) -> pd.DataFrame:
+        if self.mode == "person":
+            counts = self.sql('SELECT "group", count(*) AS n FROM persons GROUP BY 1')
+            n = dict(zip(counts["group"], counts["n"]))
+            return pd.DataFrame([{"step": "accepted person-level rows",
+                                  "self_help": int(n.get("self_help", 0)),
+                                  "control": int(n.get("control", 0)),
+                                  "total": int(sum(n.values())), "excluded": 0}])
+        return self.sql("SELECT * FROM attrition")
+
+    def outcomes(self) -> list[str]:
+        if self.mode == "person":
+            return list(self.params.data.person.outcomes)
+        return list(utilization.OUTCOMES)
+
+    def member_windows(self) -> pd.DataFrame:
+        """One row per member x period (claims mode) or per member (person mode)."""
+        if self.mode == "person":
+            return self.sql("SELECT *, 'followup' AS period FROM persons")
+        return self.sql("SELECT * FROM member_windows ORDER BY member_id, period")
+
+    def analysis_frame(self) -> pd.DataFrame:
+        """One row per member: follow-up outcomes plus baseline covariates.
+
+        Claims mode: cohort covariates (age at index, female, comorbidity and the
+        members table's other columns), baseline utilization and cost (``baseline_*``),
+        follow-up outcomes and member-months.
+        """
+        if self.mode == "person":
+            return self.sql("SELECT * FROM persons ORDER BY member_id")
+        out = list(utilization.OUTCOMES) + ["total_cost", "member_months"]
+        bl = ", ".join(f"b.{c} AS baseline_{c}" for c in out)
+        fu = ", ".join(f"f.{c}" for c in out)
+        return self.sql(f"""
+            SELECT c.* EXCLUDE (bl_start, fu_start, fu_end, bl_member_months, fu_member_months),
+                   CAST(c.sex = 'F' AS INTEGER) AS female, {bl}, {fu}
+            FROM cohort c
+            JOIN member_windows b ON b.member_id = c.member_id AND b.period = 'baseline'
+            JOIN member_windows f ON f.member_id = c.member_id AND f.period = 'followup'
+            ORDER BY c.member_id""")
+
+    def covariates(self) -> list[str]:
+        if self.mode == "person":
+            return list(self.params.data.person.covariates)
+        frame_cols = self.sql("SELECT * FROM cohort LIMIT 0").columns
+        skip = {"member_id", "group", "index_date", "bl_start", "fu_start", "fu_end",
+                "bl_member_months", "fu_member_months", "sex", "dose"}
+        extra = [c for c in frame_cols if c not in skip and c != "age_at_index"]
+        base = ["baseline_" + c for c in (*utilization.OUTCOMES, "total_cost")]
+        return ["age_at_index", "female", *extra, *base]
+
+    def table1(self) -> pd.DataFrame:
+        return describe.table1(self.analysis_frame(), "group", self.covariates())
+
+    def rates(self, per_period: bool = True):
+        frame = self.member_windows()
+        if self.mode == "person" and self.params.data.person.exposure is None:
+            frame = frame.assign(member_months=1.0)
+        return describe.rates(frame, self.outcomes(), "group", "member_months",
+                              by="period" if per_period else None)
+
+    def close(self) -> None:
+        self.con.close()

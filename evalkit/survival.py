@@ -1,0 +1,872 @@
+"""Time-to-event analysis: Kaplan-Meier curves, the log-rank test and Cox regression.
+
+Everything here is checked against R's ``survival`` package (``survfit``, ``survdiff``,
+``coxph``, ``concordance``); see ``tests/test_survival.py`` and
+``tests/reference/r/cox_rossi.R``.
+
+What comes from a library and what is written here
+---------------------------------------------------
+* Kaplan-Meier estimates and Greenwood standard errors: ``statsmodels.duration.SurvfuncRight``.
+  The log-scale confidence interval, the look-up at arbitrary times (R's
+  ``summary(fit, times = ...)``) and the median are added here, because statsmodels
+  offers neither R's pointwise "log" interval nor that look-up.
+* Cox partial likelihood (Efron and Breslow ties), coefficients and model-based
+  standard errors: ``statsmodels.duration.hazard_regression.PHReg`` (agrees with
+  ``coxph`` to ~1e-13).
+* Robust (sandwich) standard errors: written here. ``PHReg``'s robust covariance uses
+  Breslow-type score residuals even for Efron ties, so it differs from
+  ``coxph(robust = TRUE)`` by ~0.5%; the score residuals below follow the Efron
+  approximation exactly as ``coxph`` does.
+* Harrell's concordance and its standard error: written here (no Python library in the
+  environment computes ``survival::concordance``'s infinitesimal-jackknife SE).
+* Log-rank test: written here. ``statsmodels.duration.survfunc.survdiff`` returns only
+  the statistic and p-value; the observed and expected counts R reports need the same
+  sums, so the whole test is computed in one place (it is cross-checked against
+  ``survdiff`` in the tests).
+"""
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import patsy
+from scipy import stats
+from statsmodels.duration.hazard_regression import PHReg
+from statsmodels.duration.survfunc import SurvfuncRight
+from statsmodels.tools.sm_exceptions import ConvergenceWarning
+
+from evalkit.errors import (
+    ConvergenceError,
+    DataDroppedWarning,
+    DataValidationError,
+    ParamsError,
+    StatisticalWarning,
+)
+from evalkit.models.base import ModelResult, wald_table
+
+__all__ = [
+    "KaplanMeierResult",
+    "LogRankResult",
+    "CoxResult",
+    "kaplan_meier",
+    "logrank",
+    "cox",
+    "concordance_index",
+]
+
+_KM_COLUMNS = ["group", "time", "n_risk", "n_event", "survival", "std_error", "ci_low", "ci_high"]
+
+
+# --------------------------------------------------------------------------------------
+# input checks shared by the three entry points
+# --------------------------------------------------------------------------------------
+def _check_alpha(alpha: float) -> float:
+    if not isinstance(alpha, (int, float, np.floating)) or not 0 < float(alpha) < 1:
+        raise ParamsError(f"alpha must be a number strictly between 0 and 1 (got {alpha!r}); "
+                          "use 0.05 for 95% intervals.")
+    return float(alpha)
+
+
+def _require_columns(data: pd.DataFrame, columns: list[str], where: str) -> None:
+    if not isinstance(data, pd.DataFrame):
+        raise DataValidationError(f"{where}: data must be a pandas DataFrame, got {type(data).__name__}.")
+    missing = [c for c in columns if c not in data.columns]
+    if missing:
+        failures = [{"table": "data", "column": c, "reason": "missing column", "count": 1,
+                     "examples": []} for c in missing]
+        raise DataValidationError(
+            f"{where}: column(s) {missing} not found in data; available columns: "
+            f"{list(data.columns)}.", failures)
+
+
+def _survival_frame(data: pd.DataFrame, duration: str, event: str, extra: list[str],
+                    where: str) -> tuple[pd.DataFrame, dict]:
+    """Copy of the used columns with missing rows removed (warned about) and types checked."""
+    cols = [duration, event] + [c for c in extra if c not in (duration, event)]
+    _require_columns(data, cols, where)
+    frame = data.loc[:, cols].copy()
+    missing = frame.isna().any(axis=1).to_numpy()
+    dropped: dict = {}
+    if missing.any():
+        count = int(missing.sum())
+        dropped["missing_values"] = count
+        warnings.warn(f"{where}: {count} of {len(frame)} rows have a missing value in "
+                      f"{cols} and were left out.", DataDroppedWarning, stacklevel=3)
+        frame = frame.loc[~missing]
+    if len(frame) == 0:
+        raise DataValidationError(f"{where}: no rows left after removing missing values.")
+    try:
+        time = frame[duration].to_numpy(dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise DataValidationError(f"{where}: duration column {duration!r} must be numeric.") from exc
+    if not np.all(np.isfinite(time)) or (time < 0).any():
+        bad = int((~np.isfinite(time) | (time < 0)).sum())
+        raise DataValidationError(
+            f"{where}: duration column {duration!r} has {bad} negative or infinite value(s); "
+            "follow-up times must be finite and >= 0.",
+            [{"table": "data", "column": duration, "reason": "negative or infinite", "count": bad,
+              "examples": []}])
+    raw = frame[event]
+    try:
+        status = raw.to_numpy(dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise DataValidationError(f"{where}: event column {event!r} must be 0/1 or boolean.") from exc
+    bad = ~np.isin(status, (0.0, 1.0))
+    if bad.any():
+        raise DataValidationError(
+            f"{where}: event column {event!r} must be coded 0 (censored) / 1 (event); found "
+            f"{sorted(set(status[bad].tolist()))[:5]}.",
+            [{"table": "data", "column": event, "reason": "not 0/1", "count": int(bad.sum()),
+              "examples": sorted(set(status[bad].tolist()))[:5]}])
+    frame[duration] = time
+    frame[event] = status
+    return frame, dropped
+
+
+def _z(alpha: float) -> float:
+    return float(stats.norm.ppf(1 - alpha / 2))
+
+
+# --------------------------------------------------------------------------------------
+# Kaplan-Meier
+# --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Curve:
+    """One group's Kaplan-Meier curve at its event times plus the raw data for look-ups."""
+
+    times: np.ndarray          # distinct event times
+    surv: np.ndarray           # S(t) just after each event time
+    se_log: np.ndarray         # sqrt(Greenwood sum) = SE of log S (= SE of the cumulative hazard)
+    obs_time: np.ndarray       # every subject's follow-up time (sorted)
+    obs_status: np.ndarray     # matching event indicators
+
+
+@dataclass(frozen=True)
+class KaplanMeierResult:
+    """Kaplan-Meier survival curves, one per group, as a value.
+
+    Attributes
+    ----------
+    table : DataFrame
+        ``group, time, n_risk, n_event, survival, std_error, ci_low, ci_high`` at the
+        requested times (or at every event time when none were requested), laid out as
+        R's ``summary(survfit(...), times = ...)``: ``n_risk`` is the number still under
+        observation at ``time``; ``n_event`` counts events since the previous listed time;
+        ``std_error`` is the Greenwood standard error of S(t).
+    median : DataFrame
+        ``group, n, events, median, ci_low, ci_high``: median survival time per group and
+        its confidence interval (NaN when the curve, or the confidence band, never
+        reaches 0.5), as R's ``print(survfit(...))``.
+    alpha : float
+    conf_type : str
+        Always ``"log"`` (R's default): ``S * exp(+/- z * se(log S))``, upper end capped at 1.
+    group : str or None
+        Name of the grouping column.
+    """
+
+    table: pd.DataFrame
+    median: pd.DataFrame
+    alpha: float = 0.05
+    conf_type: str = "log"
+    group: str | None = None
+    curves: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def at(self, times) -> pd.DataFrame:
+        """Survival, its SE and CI at the given times for every group (same columns as ``table``)."""
+        times = _as_times(times)
+        frames = [_curve_at(label, curve, times, self.alpha) for label, curve in self.curves.items()]
+        return pd.concat(frames, ignore_index=True)
+
+    def plot(self, ax=None, ci: bool = True, **step_kwargs):
+        """Step curves with shaded confidence bands; returns the matplotlib Axes.
+
+        Censoring times are marked with ``+`` (as R's ``plot.survfit(mark.time = TRUE)``).
+        """
+        import matplotlib.pyplot as plt
+
+        if ax is None:
+            _, ax = plt.subplots()
+        z = _z(self.alpha)
+        for label, curve in self.curves.items():
+            t = np.concatenate([[0.0], curve.times])
+            s = np.concatenate([[1.0], curve.surv])
+            se = np.concatenate([[0.0], curve.se_log])
+            name = "all" if self.group is None else f"{self.group}={label}"
+            line, = ax.step(t, s, where="post", label=name, **step_kwargs)
+            if ci:
+                low, high = _log_ci(s, se, z)
+                ax.fill_between(t, low, high, step="post", alpha=0.2, color=line.get_color(),
+                                linewidth=0)
+            cens = curve.obs_time[curve.obs_status == 0]
+            if cens.size:
+                idx = np.searchsorted(curve.times, cens, side="right") - 1
+                y = np.where(idx >= 0, curve.surv[np.maximum(idx, 0)], 1.0)
+                ax.plot(cens, y, "+", color=line.get_color(), markersize=5)
+        ax.set_xlabel("time")
+        ax.set_ylabel("survival probability")
+        ax.set_ylim(0, 1.02)
+        if len(self.curves) > 1:
+            ax.legend()
+        return ax
+
+
+def _as_times(times) -> np.ndarray:
+    arr = np.atleast_1d(np.asarray(times, dtype=float))
+    if arr.ndim != 1 or not np.all(np.isfinite(arr)) or (arr < 0).any():
+        raise ParamsError(f"times must be finite non-negative numbers (got {times!r}).")
+    return np.sort(arr)
+
+
+def _log_ci(surv, se_log, z):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        low = surv * np.exp(-z * se_log)
+        high = np.minimum(surv * np.exp(z * se_log), 1.0)
+    bad = ~(surv > 0) | ~np.isfinite(se_log)
+    low = np.where(bad, np.nan, low)
+    high = np.where(bad, np.nan, high)
+    return low, high
+
+
+def _curve_at(label, curve: _Curve, times: np.ndarray, alpha: float) -> pd.DataFrame:
+    """R's summary.survfit(times=) for one curve: step look-up and counts between times."""
+    idx = np.searchsorted(curve.times, times, side="right") - 1
+    before = idx < 0
+    surv = np.where(before, 1.0, curve.surv[np.maximum(idx, 0)])
+    se_log = np.where(before, 0.0, curve.se_log[np.maximum(idx, 0)])
+    # beyond the last follow-up time nothing is observed: R drops such rows; keep them as NaN
+    after = times > curve.obs_time[-1]
+    surv = np.where(after, np.nan, surv)
+    se_log = np.where(after, np.nan, se_log)
+    n_risk = len(curve.obs_time) - np.searchsorted(curve.obs_time, times, side="left")
+    event_times = curve.obs_time[curve.obs_status == 1]
+    cum_events = np.searchsorted(event_times, times, side="right")
+    n_event = np.diff(np.concatenate([[0], cum_events]))
+    low, high = _log_ci(surv, se_log, _z(alpha))
+    with np.errstate(invalid="ignore"):
+        std_error = surv * se_log
+    return pd.DataFrame({
+        "group": [label] * len(times), "time": times, "n_risk": n_risk.astype(int),
+        "n_event": n_event.astype(int), "survival": surv, "std_error": std_error,
+        "ci_low": low, "ci_high": high,
+    }, columns=_KM_COLUMNS)
+
+
+def _first_below_half(times: np.ndarray, values: np.ndarray) -> float:
+    """Smallest time at which a step curve is <= 0.5 (midpoint rule when it sits at 0.5)."""
+    tol = np.sqrt(np.finfo(float).eps)
+    hit = np.flatnonzero(values <= 0.5 + tol)
+    if hit.size == 0:
+        return float("nan")
+    i = hit[0]
+    if abs(values[i] - 0.5) < tol:
+        later = np.flatnonzero(values[i + 1:] < 0.5 - tol)
+        if later.size:
+            return float((times[i] + times[i + 1 + later[0]]) / 2)
+    return float(times[i])
+
+
+def kaplan_meier(data: pd.DataFrame, duration: str, event: str, group: str | None = None,
+                 times=None, alpha: float = 0.05) -> KaplanMeierResult:
+    """Kaplan-Meier estimate of the survival function, overall or per group.
+
+    Estimates S(t) = P(T > t) from right-censored follow-up. At each distinct event time
+    t_j with n_j subjects at risk and d_j events, ``S(t) = prod_{t_j <= t} (1 - d_j / n_j)``.
+    The variance is Greenwood's, ``Var[log S(t)] = sum_{t_j <= t} d_j / (n_j (n_j - d_j))``,
+    and the pointwise interval is R's default "log" interval,
+    ``S(t) * exp(+/- z_{1-alpha/2} * sqrt(Var[log S(t)]))`` with the upper end capped at 1.
+    This is ``survival::survfit(Surv(duration, event) ~ group)`` and, for the table,
+    ``summary(fit, times = times)``.
+
+    Parameters
+    ----------
+    data : DataFrame
+        One row per subject. Not modified.
+    duration : str
+        Follow-up time column (>= 0).
+    event : str
+        1 = event observed, 0 = censored (booleans accepted).
+    group : str, optional
+        Column defining the curves; one curve per distinct value (sorted).
+    times : array_like, optional
+        Times at which to report the curve. Default: every event time of each group.
+    alpha : float
+        1 - confidence level.
+
+    Returns
+    -------
+    KaplanMeierResult
+        ``.table`` at ``times``; ``.at(times)`` for other times; ``.median`` per group;
+        ``.plot(ax)`` draws the curves.
+
+    Notes
+    -----
+    Rows with a missing value in the used columns are dropped with a
+    ``DataDroppedWarning``. A time beyond a group's last follow-up gives NaN survival
+    (R omits such rows). When S(t) reaches 0 the log interval is undefined (NaN), as in R.
+
+    Examples
+    --------
+    >>> km = kaplan_meier(rossi, "week", "arrest", group="fin", times=[10, 20, 52])
+    >>> km.table[["group", "time", "survival", "ci_low", "ci_high"]]   # doctest: +SKIP
+    >>> km.plot()                                                       # doctest: +SKIP
+
+    References
+    ----------
+    Kaplan EL, Meier P (1958). Nonparametric estimation from incomplete observations.
+    JASA 53:457-481. Greenwood M (1926). The natural duration of cancer. Therneau TM,
+    Grambsch PM (2000). Modeling Survival Data, ch. 2.
+    """
+    alpha = _check_alpha(alpha)
+    frame, _ = _survival_frame(data, duration, event, [] if group is None else [group],
+                               "kaplan_meier")
+    labels = ["all"] if group is None else sorted(frame[group].unique().tolist())
+    curves: dict[Any, _Curve] = {}
+    z = _z(alpha)
+    medians = []
+    for label in labels:
+        sub = frame if group is None else frame.loc[frame[group] == label]
+        t = sub[duration].to_numpy(float)
+        s = sub[event].to_numpy(float)
+        order = np.argsort(t, kind="stable")
+        t, s = t[order], s[order]
+        if s.sum() > 0:
+            sf = SurvfuncRight(t, s)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                se_log = sf.surv_prob_se / sf.surv_prob
+            # at S = 0 Greenwood's sum is infinite (n_j = d_j); keep it infinite
+            se_log = np.where(sf.surv_prob > 0, se_log, np.inf)
+            curve = _Curve(np.asarray(sf.surv_times, float), np.asarray(sf.surv_prob, float),
+                           se_log, t, s)
+        else:
+            curve = _Curve(np.array([]), np.array([]), np.array([]), t, s)
+        curves[label] = curve
+        low, high = _log_ci(curve.surv, curve.se_log, z)
+        medians.append({
+            "group": label, "n": len(t), "events": int(s.sum()),
+            "median": _first_below_half(curve.times, curve.surv),
+            # lower limit: where the upper band crosses 0.5; upper limit: the lower band
+            "ci_low": _first_below_half(curve.times, np.nan_to_num(high, nan=0.0)),
+            "ci_high": _first_below_half(curve.times, np.nan_to_num(low, nan=0.0)),
+        })
+    if times is None:
+        table = pd.concat([_curve_at(label, c, c.times, alpha) for label, c in curves.items()],
+                          ignore_index=True)
+    else:
+        grid = _as_times(times)
+        table = pd.concat([_curve_at(label, c, grid, alpha) for label, c in curves.items()],
+                          ignore_index=True)
+    return KaplanMeierResult(table=table, median=pd.DataFrame(medians), alpha=alpha,
+                             conf_type="log", group=group, curves=curves)
+
+
+# --------------------------------------------------------------------------------------
+# log-rank test
+# --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LogRankResult:
+    """Log-rank (Mantel-Haenszel) test of equal survival curves, as R's ``survdiff``.
+
+    Attributes
+    ----------
+    chisq, df, p_value : float, int, float
+    table : DataFrame
+        ``group, n, observed, expected, o_minus_e, oe2_over_e, oe2_over_v`` per group
+        (the last two are R's ``(O-E)^2/E`` and ``(O-E)^2/V`` columns).
+    variance : ndarray
+        The hypergeometric variance-covariance matrix of O - E.
+    """
+
+    chisq: float
+    df: int
+    p_value: float
+    table: pd.DataFrame
+    variance: np.ndarray = field(repr=False, compare=False)
+    group: str = ""
+
+
+def logrank(data: pd.DataFrame, duration: str, event: str, group: str) -> LogRankResult:
+    """Log-rank test that the survival curves of all groups are the same.
+
+    At each distinct event time t_j the expected number of events in group g under the
+    null is ``d_j * n_gj / n_j``; summing gives E_g. The test statistic is
+    ``(O - E)' V^- (O - E)`` with the hypergeometric variance
+    ``V_gh = sum_j d_j (n_j - d_j)/(n_j - 1) * n_gj/n_j * (delta_gh - n_hj/n_j)``,
+    using all groups but one, referred to chi-square with (groups - 1) df. This is
+    ``survival::survdiff(Surv(duration, event) ~ group)`` (rho = 0).
+
+    Parameters
+    ----------
+    data : DataFrame
+    duration, event, group : str
+        Column names; ``event`` is 1 = event, 0 = censored.
+
+    Returns
+    -------
+    LogRankResult
+
+    Notes
+    -----
+    A group without events still enters the test (its O = 0) but a
+    ``StatisticalWarning`` is raised: the test then has little to compare, and a Cox
+    model with that group as a covariate would not converge.
+
+    Examples
+    --------
+    >>> lr = logrank(rossi, "week", "arrest", "fin")
+    >>> round(lr.chisq, 2), round(lr.p_value, 3)                 # doctest: +SKIP
+    (3.84, 0.05)
+
+    References
+    ----------
+    Mantel N (1966). Cancer Chemotherapy Reports 50:163-170. Peto R, Peto J (1972).
+    JRSS A 135:185-207.
+    """
+    frame, _ = _survival_frame(data, duration, event, [group], "logrank")
+    labels = sorted(frame[group].unique().tolist())
+    if len(labels) < 2:
+        raise DataValidationError(f"logrank: column {group!r} has a single value ({labels}); "
+                                  "need at least two groups to compare.")
+    t = frame[duration].to_numpy(float)
+    s = frame[event].to_numpy(float)
+    g = pd.Categorical(frame[group], categories=labels).codes
+    k = len(labels)
+    utime = np.unique(t[s == 1])
+    if utime.size == 0:
+        raise DataValidationError("logrank: no events in the data; nothing to test.")
+    # at risk (time >= t_j) and events (time == t_j) per group and event time
+    n_at = np.empty((utime.size, k))
+    d_at = np.empty((utime.size, k))
+    for gi in range(k):
+        tg = np.sort(t[g == gi])
+        n_at[:, gi] = tg.size - np.searchsorted(tg, utime, side="left")
+        te = np.sort(t[(g == gi) & (s == 1)])
+        d_at[:, gi] = (np.searchsorted(te, utime, side="right")
+                       - np.searchsorted(te, utime, side="left"))
+    n_tot = n_at.sum(1)
+    d_tot = d_at.sum(1)
+    share = n_at / n_tot[:, None]
+    observed = d_at.sum(0)
+    expected = (d_tot[:, None] * share).sum(0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        factor = np.where(n_tot > 1, d_tot * (n_tot - d_tot) / (n_tot - 1), 0.0)
+    variance = np.diag((factor[:, None] * share).sum(0)) - (factor[:, None, None] * share[:, :, None]
+                                                           * share[:, None, :]).sum(0)
+    diff = observed - expected
+    keep = np.flatnonzero(expected > 0)
+    use = keep[1:] if keep.size else keep
+    df = int(keep.size - 1)
+    sub = variance[np.ix_(use, use)]
+    chisq = float(diff[use] @ np.linalg.pinv(sub) @ diff[use]) if df > 0 else 0.0
+    p_value = float(stats.chi2.sf(chisq, df)) if df > 0 else float("nan")
+    no_events = [lab for lab, o in zip(labels, observed) if o == 0]
+    if no_events:
+        warnings.warn(f"logrank: group(s) {no_events} of {group!r} have no events; the test "
+                      "only reflects the remaining groups' timing. Report the event counts, "
+                      "and do not fit a Cox model with this group as a covariate.",
+                      StatisticalWarning, stacklevel=2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        table = pd.DataFrame({
+            "group": labels, "n": np.bincount(g, minlength=k).astype(int),
+            "observed": observed, "expected": expected, "o_minus_e": diff,
+            "oe2_over_e": diff ** 2 / expected, "oe2_over_v": diff ** 2 / np.diag(variance),
+        })
+    return LogRankResult(chisq=chisq, df=df, p_value=p_value, table=table, variance=variance,
+                         group=group)
+
+
+# --------------------------------------------------------------------------------------
+# concordance
+# --------------------------------------------------------------------------------------
+def _count_lower_left(pc: np.ndarray, px: np.ndarray, qc: np.ndarray, qx: np.ndarray) -> np.ndarray:
+    """For every query q: number of points p with pc < qc and px < qx (integer px, qx >= 0).
+
+    O(n log^2 n) with numpy only: the prefix of points (sorted by pc) below each query is
+    split into power-of-two blocks, and within each block the px values are sorted once per
+    level and searched.
+    """
+    out = np.zeros(qc.shape[0], dtype=np.int64)
+    n = pc.shape[0]
+    if n == 0 or qc.shape[0] == 0:
+        return out
+    order = np.argsort(pc, kind="stable")
+    pcs = pc[order]
+    pxs = px[order].astype(np.int64)
+    k = np.searchsorted(pcs, qc, side="left")
+    width = int(max(pxs.max(), qx.max())) + 2
+    pos = np.arange(n, dtype=np.int64)
+    level = 0
+    while (1 << level) <= n:
+        sel = np.flatnonzero((k >> level) & 1)
+        if sel.size:
+            keys = np.sort((pos >> level) * width + pxs)
+            block = (k[sel] >> level) - 1
+            lo = np.searchsorted(keys, block * width, side="left")
+            hi = np.searchsorted(keys, block * width + qx[sel], side="left")
+            out[sel] += hi - lo
+        level += 1
+    return out
+
+
+def concordance_index(time, status, risk) -> dict:
+    """Harrell's C for right-censored data with its standard error, as ``survival::concordance``.
+
+    A pair (i, j) is comparable when the shorter time is an event (a subject censored at
+    the same time as an event counts as surviving longer; two events at the same time are
+    "tied on y" and left out). It is concordant when the subject that failed first has the
+    higher ``risk`` (a Cox linear predictor), discordant when lower, and ties in ``risk``
+    count 1/2: ``C = (concordant + tied_x / 2) / (concordant + discordant + tied_x)``.
+    The standard error is the infinitesimal-jackknife one of survival >= 3.0 (each
+    subject's share of concordant/discordant/tied pairs gives its influence on Somers' d;
+    ``var(C) = sum(influence^2) / 4``), with time weights "n" (all pairs weighted 1).
+
+    Returns
+    -------
+    dict with ``concordance``, ``std_error``, ``concordant``, ``discordant``, ``tied_x``,
+    ``tied_y``, ``tied_xy``.
+    """
+    time = np.asarray(time, float)
+    status = np.asarray(status, float)
+    risk = np.asarray(risk, float)
+    trank = np.unique(time, return_inverse=True)[1].astype(np.int64)
+    key = 2 * trank + (status == 0)            # censored sort after events at the same time
+    xr = np.unique(risk, return_inverse=True)[1].astype(np.int64)
+    ev = np.flatnonzero(status == 1)
+    # i (event) as the earlier member: partners j with key_j > key_i
+    lt = _count_lower_left(-key, xr, -key[ev], xr[ev])
+    le = _count_lower_left(-key, xr, -key[ev], xr[ev] + 1)
+    n_after = key.size - np.searchsorted(np.sort(key), key[ev], side="right")
+    conc_e = lt                                  # partner has lower risk: concordant
+    tie_e = le - lt
+    disc_e = n_after - le
+    # j (anyone) as the later member: earlier events i with key_i < key_j
+    kev, xev = key[ev], xr[ev]
+    lt2 = _count_lower_left(kev, xev, key, xr)
+    le2 = _count_lower_left(kev, xev, key, xr + 1)
+    n_before = np.searchsorted(np.sort(kev), key, side="left")
+    disc_l = lt2                                 # earlier event had the lower risk
+    tie_l = le2 - lt2
+    conc_l = n_before - le2
+    conc = conc_l.astype(float)
+    disc = disc_l.astype(float)
+    tie = tie_l.astype(float)
+    conc[ev] += conc_e
+    disc[ev] += disc_e
+    tie[ev] += tie_e
+    concordant = conc_e.sum()
+    discordant = disc_e.sum()
+    tied_x = tie_e.sum()
+    npair = float(concordant + discordant + tied_x)
+    # tied on y: pairs of events at the same time (split by whether risk ties too)
+    ev_pairs = pd.DataFrame({"t": time[ev], "x": xr[ev]})
+    same_t = ev_pairs.groupby("t").size()
+    same_tx = ev_pairs.groupby(["t", "x"]).size()
+    tied_xy = float((same_tx * (same_tx - 1) / 2).sum())
+    tied_y = float((same_t * (same_t - 1) / 2).sum()) - tied_xy
+    if npair == 0:
+        return {"concordance": float("nan"), "std_error": float("nan"), "concordant": 0.0,
+                "discordant": 0.0, "tied_x": 0.0, "tied_y": tied_y, "tied_xy": tied_xy}
+    somers = (concordant - discordant) / npair
+    influence = (conc - disc) / npair - somers / npair * (conc + disc + tie)
+    return {
+        "concordance": float((somers + 1) / 2),
+        "std_error": float(np.sqrt(np.sum(influence ** 2) / 4)),
+        "concordant": float(concordant), "discordant": float(discordant), "tied_x": float(tied_x),
+        "tied_y": tied_y, "tied_xy": tied_xy,
+    }
+
+
+# --------------------------------------------------------------------------------------
+# Cox regression
+# --------------------------------------------------------------------------------------
+class CoxResult(ModelResult):
+    """A fitted Cox model: ``ModelResult`` plus survival-specific accessors.
+
+    ``table`` holds log-hazard coefficients (``estimate``) with the standard six columns,
+    followed by ``hazard_ratio``, ``hr_ci_low`` and ``hr_ci_high``.
+    """
+
+    @property
+    def concordance(self) -> float:
+        """Harrell's C of the linear predictor (``summary(coxph)$concordance["C"]``)."""
+        return self.extra["concordance"]
+
+    @property
+    def concordance_se(self) -> float:
+        return self.extra["concordance_se"]
+
+    @property
+    def hazard_ratios(self) -> pd.Series:
+        return pd.Series(self.table["hazard_ratio"].to_numpy(), index=self.table["term"],
+                         name="hazard_ratio")
+
+
+def _r_term_name(name: str) -> str:
+    """patsy column name -> the name R's model.matrix gives it."""
+    name = name.replace("[T.True]", "TRUE").replace("[T.False]", "FALSE")
+    name = re.sub(r"\[T\.([^\]]*)\]", r"\1", name)
+    name = re.sub(r"\[([^\]]*)\]", r"\1", name)
+    return re.sub(r"\s*\*\*\s*", "^", name)
+
+
+def _design(data: pd.DataFrame, rhs: str, where: str) -> pd.DataFrame:
+    """Design matrix without intercept, columns in formula order, rows with NA dropped."""
+    try:
+        desc = patsy.ModelDesc.from_formula(rhs)
+        dm = patsy.dmatrix(rhs, data, return_type="dataframe", NA_action="drop")
+    except patsy.PatsyError as exc:
+        raise DataValidationError(f"{where}: cannot build the design for '{rhs}': {exc}. "
+                                  "Check that every variable is a column of data.") from exc
+    slices = dm.design_info.term_name_slices
+    cols: list[str] = []
+    for term in desc.rhs_termlist:
+        tname = term.name()
+        if tname == "Intercept":
+            continue
+        cols.extend(dm.columns[slices[tname]])
+    out = dm.loc[:, cols]
+    out.columns = [_r_term_name(c) for c in cols]
+    return out
+
+
+def _score_residuals(time: np.ndarray, status: np.ndarray, X: np.ndarray, beta: np.ndarray,
+                     ties: str) -> np.ndarray:
+    """Per-subject score residuals of the Cox partial likelihood (Efron or Breslow).
+
+    Written here because statsmodels' ``PHReg.score_residuals`` uses the Breslow form for
+    every tie method; ``coxph(robust = TRUE)`` uses the Efron form with Efron ties. With d
+    tied events at t_j the Efron risk-set sums are S0 - (k/d) E0, k = 0..d-1, where E0
+    sums over the tied events; each tied event carries weight (1 - k/d) in sub-step k.
+    The residuals add up to the score vector.
+    """
+    n, p = X.shape
+    Xc = X - X.mean(0)
+    eta = Xc @ beta
+    r = np.exp(eta - eta.max())
+    utime, inv = np.unique(time, return_inverse=True)
+    m = utime.size
+
+    def by_time(w):
+        return np.bincount(inv, weights=w, minlength=m)
+
+    def rev_cumsum(a):
+        return np.cumsum(a[::-1], axis=0)[::-1]
+
+    rx = r[:, None] * Xc
+    S0 = rev_cumsum(by_time(r))
+    S1 = rev_cumsum(np.column_stack([by_time(rx[:, c]) for c in range(p)]))
+    E0 = by_time(r * status)
+    E1 = np.column_stack([by_time(rx[:, c] * status) for c in range(p)])
+    deaths = by_time(status)
+    ev = np.flatnonzero(deaths > 0)
+    d = deaths[ev].astype(np.int64)
+    j = np.repeat(ev, d)
+    step = np.arange(j.size) - np.repeat(np.cumsum(d) - d, d)
+    frac = step / np.repeat(d, d) if ties == "efron" else np.zeros(j.size)
+    den = S0[j] - frac * E0[j]
+    xbar = (S1[j] - frac[:, None] * E1[j]) / den[:, None]
+
+    def per_time(w):
+        return np.bincount(j, weights=w, minlength=m)
+
+    A = per_time(1 / den)
+    B = np.column_stack([per_time(xbar[:, c] / den) for c in range(p)])
+    Ad = per_time((1 - frac) / den)
+    Bd = np.column_stack([per_time((1 - frac) * xbar[:, c] / den) for c in range(p)])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        xbar_mean = np.column_stack([per_time(xbar[:, c]) for c in range(p)]) / deaths[:, None]
+    cumA, cumB = np.cumsum(A), np.cumsum(B, axis=0)
+    cumA_lt, cumB_lt = cumA - A, cumB - B
+    dead = status == 1
+    hz_a = np.where(dead, cumA_lt[inv] + Ad[inv], cumA[inv])
+    hz_b = np.where(dead[:, None], cumB_lt[inv] + Bd[inv], cumB[inv])
+    resid = -r[:, None] * (Xc * hz_a[:, None] - hz_b)
+    resid[dead] += Xc[dead] - xbar_mean[inv[dead]]
+    return resid
+
+
+def cox(data: pd.DataFrame, formula: str, duration: str, event: str, ties: str = "efron",
+        robust: bool = False, alpha: float = 0.05) -> CoxResult:
+    """Cox proportional-hazards regression, as R's ``survival::coxph``.
+
+    Models the hazard as ``h(t | x) = h0(t) exp(x' beta)`` with h0 left unspecified, and
+    estimates beta by maximising the partial likelihood. Tied event times are handled by
+    Efron's approximation (R's default) or Breslow's. Coefficients are log hazard ratios;
+    ``exp(beta)`` is the hazard ratio per unit of the covariate.
+
+    Parameters
+    ----------
+    data : DataFrame
+        One row per subject. Not modified.
+    formula : str
+        Right-hand side in Wilkinson/patsy notation, e.g. ``"fin + age + C(educ)"``;
+        anything left of ``~`` is ignored (so ``"Surv(week, arrest) ~ fin + age"`` works).
+        There is no intercept in a Cox model.
+    duration, event : str
+        Follow-up time column and event indicator (1 = event, 0 = censored).
+    ties : {"efron", "breslow"}
+    robust : bool
+        If True, standard errors (and CIs, p-values, Wald test) use the sandwich estimator
+        ``V = I^-1 (sum_i U_i U_i') I^-1`` built from per-subject score residuals U_i, as
+        ``coxph(..., robust = TRUE)`` (its "dfbeta" residuals D = U I^-1 give V = D'D). The
+        model-based SEs stay in ``extra["naive_std_error"]``.
+    alpha : float
+        1 - confidence level of the Wald intervals.
+
+    Returns
+    -------
+    CoxResult
+        ``table``: term, estimate (log HR), std_error, ci_low, ci_high, p_value,
+        hazard_ratio, hr_ci_low, hr_ci_high. ``loglik``: partial log-likelihood at the
+        estimate. ``concordance`` / ``concordance_se``: Harrell's C (see
+        :func:`concordance_index`). ``extra``: ``loglik_null``, ``lr_test``,
+        ``wald_test``, ``score_test`` (each ``(statistic, df, p_value)``), ``n_events``,
+        ``ties``, ``robust``, ``naive_std_error``, ``concordance_counts``.
+
+    Raises
+    ------
+    DataValidationError
+        Missing columns, no events, a constant or collinear covariate.
+    ConvergenceError
+        Newton-Raphson did not converge.
+
+    Warns
+    -----
+    DataDroppedWarning
+        Rows with missing values were left out (count in ``dropped``).
+    StatisticalWarning
+        A coefficient appears infinite (monotone likelihood, e.g. a group with no
+        events); as in R, the estimate and its SE are then meaningless.
+
+    Examples
+    --------
+    >>> fit = cox(rossi, "fin + age + race + wexp + mar + paro + prio", "week", "arrest")
+    >>> fit.table[["term", "estimate", "std_error", "hazard_ratio"]]      # doctest: +SKIP
+    >>> fit.concordance                                                  # doctest: +SKIP
+    0.6403...
+
+    References
+    ----------
+    Cox DR (1972). Regression models and life-tables. JRSS B 34:187-220. Efron B (1977).
+    JASA 72:557-565. Lin DY, Wei LJ (1989). The robust inference for the Cox proportional
+    hazards model. JASA 84:1074-1078. Therneau TM, Grambsch PM (2000). Modeling Survival
+    Data: Extending the Cox Model. Springer.
+    """
+    alpha = _check_alpha(alpha)
+    if ties not in ("efron", "breslow"):
+        raise ParamsError(f"ties must be 'efron' or 'breslow' (got {ties!r}).")
+    if not isinstance(formula, str) or not formula.split("~")[-1].strip():
+        raise ParamsError(f"formula must name at least one covariate, e.g. 'x1 + x2' (got {formula!r}).")
+    rhs = formula.split("~")[-1].strip()
+    _require_columns(data, [duration, event], "cox")
+    frame_all = data.reset_index(drop=True)
+    # rows with a missing value in any used column: patsy drops them from the design; the
+    # response columns are checked here, and one warning reports the total
+    design = _design(frame_all, rhs, "cox")
+    keep = design.index[frame_all.loc[design.index, [duration, event]].notna().all(axis=1)]
+    n_input = len(frame_all)
+    dropped: dict = {}
+    if len(keep) < n_input:
+        dropped["missing_values"] = n_input - len(keep)
+        warnings.warn(f"cox: {n_input - len(keep)} of {n_input} rows have a missing value in "
+                      f"{duration!r}, {event!r} or the covariates and were left out.",
+                      DataDroppedWarning, stacklevel=2)
+    frame, _ = _survival_frame(frame_all.loc[keep], duration, event, [], "cox")
+    design = design.loc[frame.index]
+    X = design.to_numpy(dtype=float)
+    terms = list(design.columns)
+    time = frame[duration].to_numpy(float)
+    status = frame[event].to_numpy(float)
+    n_events = int(status.sum())
+    if n_events == 0:
+        raise DataValidationError("cox: there are no events; a Cox model cannot be fitted. "
+                                  "Check the event column coding (1 = event).")
+    constant = [t for t, sd in zip(terms, X.std(0)) if sd == 0]
+    if constant:
+        raise DataValidationError(
+            f"cox: covariate(s) {constant} are constant in the rows used; drop them from the "
+            "formula (a Cox model has no intercept to absorb them).",
+            [{"table": "data", "column": c, "reason": "constant covariate", "count": len(X),
+              "examples": []} for c in constant])
+    if np.linalg.matrix_rank(X - X.mean(0)) < X.shape[1]:
+        raise DataValidationError(f"cox: the covariates {terms} are linearly dependent; "
+                                  "remove the redundant term(s).")
+
+    model = PHReg(time, X, status=status, ties=ties)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            fitted = model.fit(tol=1e-10, maxiter=100)
+        except np.linalg.LinAlgError as exc:
+            raise ConvergenceError(
+                "cox: Newton-Raphson failed (singular information matrix). A covariate may "
+                "separate events from non-events; check event counts per level.") from exc
+    not_converged = any(issubclass(w.category, ConvergenceWarning) for w in caught)
+    beta = np.asarray(fitted.params, float)
+    naive_cov = np.asarray(fitted.cov_params(), float)
+    if not np.all(np.isfinite(beta)):
+        raise ConvergenceError("cox: the fit produced non-finite coefficients; a covariate "
+                               "may separate events from non-events.")
+    # R's check for infinite coefficients (coxph.fit): the next Newton step is still large
+    # relative to the coefficient.
+    score = np.asarray(model.score(beta), float)
+    with np.errstate(all="ignore"):
+        try:
+            next_step = np.abs(np.linalg.solve(-np.asarray(model.hessian(beta)), score))
+        except np.linalg.LinAlgError:
+            next_step = np.full(beta.shape, np.inf)
+    infinite = [t for t, s, b in zip(terms, next_step, beta)
+                if s > 1e-9 and s > np.sqrt(1e-9) * abs(b)]
+    if infinite:
+        warnings.warn(
+            f"cox: coefficient(s) for {infinite} appear to be infinite (monotone partial "
+            "likelihood: e.g. one level has no events). Their estimates and SEs are not "
+            "usable; merge sparse levels, drop the term, or report a log-rank test and "
+            "event counts instead.", StatisticalWarning, stacklevel=2)
+    elif not_converged:
+        raise ConvergenceError("cox: Newton-Raphson did not converge in 100 iterations. "
+                               "Rescale covariates (e.g. age in decades) or simplify the model.")
+
+    naive_se = np.sqrt(np.diag(naive_cov))
+    if robust:
+        U = _score_residuals(time, status, X, beta, ties)
+        dfbeta = U @ naive_cov
+        cov = dfbeta.T @ dfbeta
+    else:
+        cov = naive_cov
+    se = np.sqrt(np.diag(cov))
+    table = wald_table(terms, beta, se, alpha=alpha)
+    table["hazard_ratio"] = np.exp(table["estimate"])
+    table["hr_ci_low"] = np.exp(table["ci_low"])
+    table["hr_ci_high"] = np.exp(table["ci_high"])
+
+    loglik = float(model.loglike(beta))
+    loglik_null = float(model.loglike(np.zeros_like(beta)))
+    p = len(beta)
+    lr = 2 * (loglik - loglik_null)
+    wald = float(beta @ np.linalg.solve(cov, beta))
+    u0 = np.asarray(model.score(np.zeros_like(beta)), float)
+    score_stat = float(u0 @ np.linalg.solve(-np.asarray(model.hessian(np.zeros_like(beta))), u0))
+    conc = concordance_index(time, status, X @ beta)
+    extra = {
+        "concordance": conc["concordance"],
+        "concordance_se": conc["std_error"],
+        "concordance_counts": {k: conc[k] for k in ("concordant", "discordant", "tied_x",
+                                                     "tied_y", "tied_xy")},
+        "loglik_null": loglik_null,
+        "lr_test": (lr, p, float(stats.chi2.sf(lr, p))),
+        "wald_test": (wald, p, float(stats.chi2.sf(wald, p))),
+        "score_test": (score_stat, p, float(stats.chi2.sf(score_stat, p))),
+        "n_events": n_events,
+        "ties": ties,
+        "robust": bool(robust),
+        "naive_std_error": dict(zip(terms, naive_se)),
+        "possibly_infinite": infinite,
+    }
+    method = f"Cox proportional hazards ({ties} ties{', robust SE' if robust else ''})"
+    return CoxResult(table=table, method=method, formula=f"Surv({duration}, {event}) ~ {rhs}",
+                     nobs=len(time), dropped=dropped, loglik=loglik, alpha=alpha, extra=extra,
+                     model=fitted)

@@ -1,0 +1,162 @@
+"""Claims -> one row per member x window: visits, inpatient days, costs, member-months.
+
+The aggregation is written once, as SQL, and runs inside the database engine (DuckDB by
+default); claim lines are never pulled into Python. :func:`member_windows_pandas` is an
+independent in-memory implementation of the same rules, used to cross-check the SQL in
+tests and as the baseline in ``benchmarks/``.
+
+Rules (also in docs/data-contract.md):
+
+* windows: baseline ``[index - baseline_days, index)``, follow-up
+  ``[index, index + followup_days)``;
+* a *visit* is a distinct (member, category, date of service): several claim lines for
+  the same ER visit count once; ``pharmacy`` counts fills the same way;
+* visits and costs are assigned to the window that holds the date of service (for
+  inpatient stays, the admission date), so a stay's whole cost goes to the window it
+  started in;
+* *inpatient days* are the nights of a stay inside the window: the days d with
+  ``admission <= d < discharge`` (a same-day stay counts as one day); a stay crossing the
+  index date contributes days to both windows; lines of one stay (same admission date)
+  are merged, keeping the latest discharge;
+* costs are allowed amounts summed in whole cents (exact, so results do not depend on
+  the order of summation or the number of threads);
+* *member-months* are enrolled days inside the window divided by 365/12;
+* claims outside enrollment never get here: they are quarantined when loaded.
+"""
+from __future__ import annotations
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from .cohort import DAYS_PER_MONTH
+from .data.contract import CATEGORIES
+
+#: Count columns per category (visits, or fills for pharmacy) in the member x window table.
+VISIT_COLUMNS = {
+    "er": "er_visits",
+    "outpatient_mh": "outpatient_mh_visits",
+    "outpatient_other": "outpatient_other_visits",
+    "primary_care": "primary_care_visits",
+    "pharmacy": "pharmacy_fills",
+    "other": "other_visits",
+    "inpatient": "inpatient_admissions",
+}
+COST_COLUMNS = {c: f"cost_{c}" for c in CATEGORIES}
+OUTCOMES = ["er_visits", "outpatient_mh_visits", "inpatient_days"]
+WINDOWS = ("baseline", "followup")
+
+
+def member_windows_sql() -> str:
+    """SQL for the member x window table (column ``period``: baseline or followup).
+
+    Reads tables ``cohort`` and ``encounters``.
+    """
+    bounds = {"baseline": ("bl_start", "fu_start"), "followup": ("fu_start", "fu_end")}
+    aggs = []
+    for w, (lo, hi) in bounds.items():
+        inside = f"d.service_date >= c.{lo} AND d.service_date < c.{hi}"
+        for cat, col in VISIT_COLUMNS.items():
+            aggs.append(f"count(*) FILTER (WHERE d.category = '{cat}' AND {inside}) AS {w}__{col}")
+        for cat, col in COST_COLUMNS.items():
+            aggs.append(f"coalesce(sum(d.cents) FILTER (WHERE d.category = '{cat}' AND {inside}), 0)"
+                        f" AS {w}__{col}")
+        aggs.append(
+            f"coalesce(sum(greatest(0, date_diff('day', greatest(d.service_date, c.{lo}), "
+            f"least(d.stay_end, c.{hi})))) FILTER (WHERE d.category = 'inpatient'), 0) "
+            f"AS {w}__inpatient_days")
+    per_window = []
+    for w, (lo, hi) in bounds.items():
+        visit_sel = ", ".join(f"CAST(coalesce(a.{w}__{c}, 0) AS BIGINT) AS {c}"
+                              for c in VISIT_COLUMNS.values())
+        cost_sel = ", ".join(f"coalesce(a.{w}__{c}, 0) / 100.0 AS {c}" for c in COST_COLUMNS.values())
+        total = " + ".join(f"coalesce(a.{w}__{c}, 0)" for c in COST_COLUMNS.values())
+        mm = "bl_member_months" if w == "baseline" else "fu_member_months"
+        per_window.append(f"""
+        SELECT c.member_id, c."group", '{w}' AS period, c.{lo} AS window_start,
+               c.{hi} - 1 AS window_end, c.{mm} AS member_months,
+               {visit_sel},
+               CAST(coalesce(a.{w}__inpatient_days, 0) AS BIGINT) AS inpatient_days,
+               {cost_sel},
+               ({total}) / 100.0 AS total_cost
+        FROM cohort c LEFT JOIN agg a USING (member_id)""")
+    return f"""
+    WITH days AS (
+      SELECT e.member_id, e.category, e.service_date,
+             CASE WHEN e.category = 'inpatient'
+                  THEN greatest(max(e.end_date), e.service_date + 1) END AS stay_end,
+             sum(CAST(round(e.allowed_amount * 100) AS BIGINT)) AS cents
+      FROM encounters e JOIN cohort c USING (member_id)
+      WHERE e.service_date < c.fu_end
+        AND coalesce(e.end_date, e.service_date) >= c.bl_start
+      GROUP BY e.member_id, e.category, e.service_date
+    ),
+    agg AS (
+      SELECT c.member_id, {', '.join(aggs)}
+      FROM days d JOIN cohort c USING (member_id)
+      GROUP BY c.member_id
+    )
+    {' UNION ALL '.join(per_window)}
+    """
+
+
+def build_member_windows(con: duckdb.DuckDBPyConnection) -> None:
+    """Create table ``member_windows`` in ``con`` (needs ``cohort`` and ``encounters``)."""
+    con.execute("CREATE OR REPLACE TABLE member_windows AS SELECT * FROM ("
+                + member_windows_sql() + ') ORDER BY member_id, period')
+
+
+def member_windows_pandas(cohort: pd.DataFrame, encounters: pd.DataFrame) -> pd.DataFrame:
+    """The same rules as :func:`member_windows_sql`, in pandas (reference and baseline).
+
+    ``cohort`` needs member_id, group, bl_start, fu_start, fu_end, bl_member_months,
+    fu_member_months; ``encounters`` the contract columns. Returns the same columns as the
+    SQL version, sorted by member_id and window.
+    """
+    c = cohort[["member_id", "group", "bl_start", "fu_start", "fu_end",
+                "bl_member_months", "fu_member_months"]]
+    e = encounters[["member_id", "category", "service_date", "end_date", "allowed_amount"]]
+    e = e.merge(c[["member_id", "bl_start", "fu_end"]], on="member_id")
+    last = e["end_date"].fillna(e["service_date"])
+    e = e[(e["service_date"] < e["fu_end"]) & (last >= e["bl_start"])]
+    e = e.assign(cents=np.round(e["allowed_amount"].to_numpy() * 100).astype(np.int64))
+    days = (e.groupby(["member_id", "category", "service_date"], sort=False, observed=True)
+             .agg(end_date=("end_date", "max"), cents=("cents", "sum")).reset_index())
+    days = days.merge(c, on="member_id")
+    one_day = pd.Timedelta(days=1)
+    stay_end = days["end_date"].where(days["end_date"] > days["service_date"],
+                                      days["service_date"] + one_day)
+    frames = []
+    for w, lo, hi, mm in (("baseline", "bl_start", "fu_start", "bl_member_months"),
+                          ("followup", "fu_start", "fu_end", "fu_member_months")):
+        inside = (days["service_date"] >= days[lo]) & (days["service_date"] < days[hi])
+        d = days[inside]
+        visits = d.groupby(["member_id", "category"], observed=True).size().unstack(fill_value=0)
+        cents = d.groupby(["member_id", "category"], observed=True)["cents"].sum().unstack(fill_value=0)
+        ip = days["category"] == "inpatient"
+        start = np.maximum(days.loc[ip, "service_date"], days.loc[ip, lo])
+        end = np.minimum(stay_end[ip], days.loc[ip, hi])
+        nights = ((end - start).dt.days).clip(lower=0)
+        ip_days = nights.groupby(days.loc[ip, "member_id"]).sum()
+        out = c[["member_id", "group", lo, hi, mm]].rename(
+            columns={lo: "window_start", hi: "window_end", mm: "member_months"})
+        out = out.assign(period=w, window_end=out["window_end"] - one_day)
+        out = out.set_index("member_id")
+        for cat, col in VISIT_COLUMNS.items():
+            out[col] = visits[cat].reindex(out.index, fill_value=0) if cat in visits else 0
+        out["inpatient_days"] = ip_days.reindex(out.index, fill_value=0)
+        total = 0
+        for cat, col in COST_COLUMNS.items():
+            v = cents[cat].reindex(out.index, fill_value=0) if cat in cents else 0
+            out[col] = v / 100.0
+            total = total + v
+        out["total_cost"] = total / 100.0
+        frames.append(out.reset_index())
+    res = pd.concat(frames, ignore_index=True)
+    cols = ["member_id", "group", "period", "window_start", "window_end", "member_months",
+            *VISIT_COLUMNS.values(), "inpatient_days", *COST_COLUMNS.values(), "total_cost"]
+    return res[cols].sort_values(["member_id", "period"]).reset_index(drop=True)
+
+
+__all__ = ["member_windows_sql", "build_member_windows", "member_windows_pandas",
+           "VISIT_COLUMNS", "COST_COLUMNS", "OUTCOMES", "WINDOWS", "DAYS_PER_MONTH"]
