@@ -70,7 +70,9 @@ def scan_sql(path: str, table: str | None = None) -> str:
         glob = str(p / "**" / "*.parquet") if p.is_dir() else str(p)
         return f"read_parquet({_lit(glob)})"
     if suffix.endswith((".csv", ".csv.gz", ".tsv", ".txt")):
-        return f"read_csv({_lit(str(p))}, header=true, sample_size=-1)"
+        # read as text: types and dates are checked (and reported) by the contract checks,
+        # never guessed by a sniffer (which may read 03/05/2023 as 3 May)
+        return f"read_csv({_lit(str(p))}, header=true, all_varchar=true)"
     raise DataValidationError(
         f"{table or 'input'}: cannot tell the format of {path}; use .csv, .parquet "
         "or a folder of Parquet files (or data.source: duckdb for a database file)")
@@ -225,11 +227,8 @@ def load_claims(con: duckdb.DuckDBPyConnection, sources: dict[str, str],
     if failures:
         raise DataValidationError(_format_failures(failures), failures)
 
-    id_types = {name: _columns(con, f"(SELECT {typed[name]} FROM {sources[name]})")["member_id"]
-                for name in CLAIMS_TABLES}
-    integer_ids = all(t.upper() in ("BIGINT", "INTEGER", "SMALLINT", "HUGEINT", "UBIGINT",
-                                    "UINTEGER", "TINYINT") for t in id_types.values())
-    id_type = "BIGINT" if integer_ids else "VARCHAR"
+    id_type = "BIGINT" if all(_integer_ids(con, f"(SELECT {typed[n]} FROM {sources[n]})")
+                              for n in CLAIMS_TABLES) else "VARCHAR"
 
     for name in CLAIMS_TABLES:
         con.execute(f"CREATE OR REPLACE TEMP TABLE raw_{name} AS "
@@ -338,6 +337,19 @@ def load_claims(con: duckdb.DuckDBPyConnection, sources: dict[str, str],
         con.execute(f"DROP TABLE IF EXISTS chk_{name}")
         con.execute(f"DROP TABLE IF EXISTS raw_{name}")
     return load_report(con)
+
+
+def _integer_ids(con, relation: str) -> bool:
+    """True when member ids are integers, or text that is exactly an integer ('17', not '017')."""
+    dtype = _columns(con, relation)["member_id"].upper()
+    if dtype in ("BIGINT", "INTEGER", "SMALLINT", "TINYINT", "UINTEGER", "USMALLINT", "UTINYINT"):
+        return True
+    if dtype != "VARCHAR":
+        return False
+    bad = con.execute(f"SELECT count(*) FROM {relation} WHERE member_id IS NOT NULL AND "
+                      f"coalesce(CAST(TRY_CAST(member_id AS BIGINT) AS VARCHAR) <> member_id, true)"
+                      ).fetchall()[0][0]
+    return bad == 0
 
 
 def _dup_key(con) -> str:

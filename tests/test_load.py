@@ -1,0 +1,155 @@
+"""The data contract at the door: structural errors and row-level quarantine.
+
+Expected counts are worked out by hand from tests/fixtures/tiny/*.csv (see the comments).
+"""
+import shutil
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pytest
+
+from evalkit.data.load import load_claims, scan_sql
+from evalkit.data.person import load_person
+from evalkit.errors import DataValidationError
+
+TINY = Path(__file__).parent / "fixtures" / "tiny"
+TABLES = ("members", "enrollment", "encounters", "exposure")
+MAPS = dict(category_map={"ED": "er", "IP": "inpatient"}, group_map={"T": "self_help", "C": "control"})
+
+
+def sources(folder, suffix=".csv"):
+    return {t: scan_sql(str(Path(folder) / f"{t}{suffix}"), t) for t in TABLES}
+
+
+def load_tiny(con=None, folder=TINY, **kw):
+    con = con or duckdb.connect()
+    return con, load_claims(con, sources(folder), **{**MAPS, **kw})
+
+
+def test_quarantine_reasons_by_hand():
+    con, rep = load_tiny()
+    got = {(r.table, r.reason): r.rows for r in rep.quarantine.itertuples()}
+    assert got == {
+        ("members", "duplicate_member"): 1,          # member 3 listed twice
+        ("enrollment", "end_before_start"): 1,       # member 3: 2023-01-01 .. 2022-01-01
+        ("enrollment", "unknown_member"): 1,         # member 9 has no members row
+        ("enrollment", "overlapping_spell"): 1,      # member 2: second spell starts before first ends
+        ("encounters", "unknown_category"): 1,       # code XX
+        ("encounters", "negative_amount"): 1,        # -5
+        ("encounters", "end_before_start"): 1,       # discharge before admission
+        ("encounters", "unknown_member"): 1,         # member 9
+        ("encounters", "duplicate_line"): 1,         # claim 11 repeated
+        ("encounters", "service_outside_enrollment"): 2,  # member 3 has no valid spell; 2025 date
+        ("exposure", "unknown_member"): 1,           # member 4
+    }
+    assert rep.balanced()
+    c = rep.counts.set_index("table")
+    assert c.loc["encounters", "rows_in"] == 10 and c.loc["encounters", "accepted"] == 3
+    assert "accounted for" in rep.check()
+    # the quarantine keeps the source row and the original values
+    rec = con.execute("SELECT record FROM quarantine WHERE reason = 'unknown_category'").fetchall()[0][0]
+    assert '"XX"' in rec
+    # accepted rows carry contract categories and arms
+    assert set(con.execute("SELECT DISTINCT category FROM encounters").df().category) == {"er", "inpatient"}
+    assert set(con.execute('SELECT DISTINCT "group" FROM exposure').df().group) == {"self_help", "control"}
+
+
+def test_unmapped_codes_are_quarantined_not_dropped():
+    con, rep = load_tiny(category_map={"ED": "er"})  # IP no longer mapped
+    q = rep.quarantine.set_index(["table", "reason"])
+    assert q.loc[("encounters", "unknown_category"), "rows"] == 3
+    assert rep.balanced()
+
+
+def _copy_tiny(tmp_path):
+    for f in TINY.glob("*.csv"):
+        shutil.copy(f, tmp_path / f.name)
+    return tmp_path
+
+
+def test_structural_problems_are_all_reported(tmp_path):
+    d = _copy_tiny(tmp_path)
+    enc = pd.read_csv(d / "encounters.csv", dtype=str)
+    enc = enc.rename(columns={"service_date": "svc_date"})
+    enc.loc[0, "allowed_amount"] = "a lot"
+    enc.to_csv(d / "encounters.csv", index=False)
+    exp = pd.read_csv(d / "exposure.csv", dtype=str)
+    exp.loc[0, "index_date"] = "31/12/2023"
+    exp.to_csv(d / "exposure.csv", index=False)
+    (d / "members.csv").write_text("member_id,birth_year,sex\n")
+    with pytest.raises(DataValidationError) as e:
+        load_tiny(folder=d)
+    reasons = {(f["table"], f["column"], f["reason"]) for f in e.value.failures}
+    assert reasons == {
+        ("members", None, "empty_table"),
+        ("encounters", "service_date", "missing_column"),
+        ("encounters", "allowed_amount", "wrong_type"),
+        ("exposure", "index_date", "unparseable_date"),
+    }
+    msg = str(e.value)
+    assert "did you mean 'svc_date'" in msg and "31/12/2023" in msg and "a lot" in msg
+
+
+def test_column_mapping_and_date_format(tmp_path):
+    d = _copy_tiny(tmp_path)
+    enc = pd.read_csv(d / "encounters.csv", dtype=str)
+    enc = enc.rename(columns={"member_id": "MBR", "service_date": "SVC_DT", "allowed_amount": "ALLOWED"})
+    enc["SVC_DT"] = pd.to_datetime(enc["SVC_DT"]).dt.strftime("%m/%d/%Y")
+    enc["end_date"] = pd.to_datetime(enc["end_date"]).dt.strftime("%m/%d/%Y")
+    enc.to_csv(d / "encounters.csv", index=False)
+    for t in ("members", "enrollment", "exposure"):
+        df = pd.read_csv(d / f"{t}.csv", dtype=str)
+        for c in ("start_date", "end_date", "index_date"):
+            if c in df:
+                df[c] = pd.to_datetime(df[c]).dt.strftime("%m/%d/%Y")
+        df.to_csv(d / f"{t}.csv", index=False)
+    con, rep = load_tiny(folder=d, date_format="%m/%d/%Y", columns={
+        "encounters": {"member_id": "MBR", "service_date": "SVC_DT", "allowed_amount": "ALLOWED"}})
+    base_con, base = load_tiny()
+    pd.testing.assert_frame_equal(rep.counts, base.counts)
+    a = con.execute("SELECT * FROM encounters ORDER BY claim_id").df()
+    b = base_con.execute("SELECT * FROM encounters ORDER BY claim_id").df()
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_parquet_and_duckdb_sources_agree(tmp_path):
+    base_con, base = load_tiny()
+    raw = duckdb.connect(str(tmp_path / "plan.duckdb"))
+    for t in TABLES:
+        raw.execute(f"CREATE TABLE {t} AS SELECT * FROM {scan_sql(str(TINY / (t + '.csv')), t)}")
+        raw.execute(f"COPY {t} TO '{tmp_path / (t + '.parquet')}' (FORMAT parquet)")
+    raw.close()
+    pq_con = duckdb.connect()
+    pq = load_claims(pq_con, sources(tmp_path, ".parquet"), **MAPS)
+    db_con = duckdb.connect()
+    db_con.execute(f"ATTACH '{tmp_path / 'plan.duckdb'}' AS src (READ_ONLY)")
+    db = load_claims(db_con, {t: f"src.{t}" for t in TABLES}, **MAPS)
+    for r in (pq, db):
+        pd.testing.assert_frame_equal(r.counts, base.counts)
+        pd.testing.assert_frame_equal(r.quarantine, base.quarantine)
+
+
+def test_missing_file_is_clear():
+    with pytest.raises(DataValidationError, match="not found"):
+        scan_sql("/nonexistent/members.csv", "members")
+    with pytest.raises(DataValidationError, match="cannot tell the format"):
+        scan_sql(str(TINY / "README.md"), "members")
+
+
+def test_person_mode_quarantine_and_errors(tmp_path):
+    f = tmp_path / "p.csv"
+    f.write_text("id,arm,visits,cost,months,age\n1,1,3,100,12,40\n2,0,0,0,12,50\n3,1,,5,12,41\n"
+                 "4,0,-1,5,12,33\n5,0,2,5,0,30\n5,1,2,5,12,30\n")
+    con = duckdb.connect()
+    load_person(con, scan_sql(str(f)), "arm", 1, ["visits", "cost"], "months", ["age"], "id")
+    from evalkit.data.load import load_report
+    rep = load_report(con)
+    got = {r.reason: r.rows for r in rep.quarantine.itertuples()}
+    # row 3: empty visits; row 4: negative; row 5: zero months; row 6: id 5 again
+    assert got == {"missing_value": 1, "negative_value": 1, "nonpositive_exposure": 1,
+                   "duplicate_member": 1}
+    assert rep.balanced() and rep.counts.accepted.iloc[0] == 2
+    with pytest.raises(DataValidationError) as e:
+        load_person(con, scan_sql(str(f)), "treat", 1, ["visitz"], None, [], "id")
+    assert {x["column"] for x in e.value.failures} == {"treat", "visitz"}

@@ -1,0 +1,76 @@
+import pytest
+
+from evalkit import params as P
+from evalkit.errors import ParamsError
+
+
+def test_defaults_validate():
+    p = P.validate({})
+    assert p.data.source == "synthetic" and p.windows.followup_days == 365
+
+
+def test_unknown_key_names_key_and_suggests():
+    with pytest.raises(ParamsError) as e:
+        P.validate({"data": {"membrs": 10}})
+    msg = str(e.value)
+    assert "data.membrs" in msg and "did you mean 'members'" in msg and "scenario" in msg
+
+
+def test_wrong_type_and_bad_value_all_reported():
+    with pytest.raises(ParamsError) as e:
+        P.validate({"data": {"members": -5}, "windows": {"baseline_days": "a year"}})
+    msg = str(e.value)
+    assert "data.members" in msg and "greater than 0" in msg
+    assert "windows.baseline_days" in msg
+
+
+def test_override_applies_and_is_validated():
+    p = P.load(None, ["data.members=1234", "windows.followup_days=180"])
+    assert p.data.members == 1234 and p.windows.followup_days == 180
+    with pytest.raises(ParamsError, match="data.memberz"):
+        P.load(None, ["data.memberz=5"])
+    with pytest.raises(ParamsError, match="KEY=VALUE"):
+        P.load(None, ["data.members"])
+    with pytest.raises(ParamsError, match="not a section"):
+        P.load(None, ["seed=3", "seed.x=1"])
+    with pytest.raises(ParamsError, match="seed"):
+        P.load(None, ["seed.x=1"])
+
+
+def test_contradictory_settings():
+    with pytest.raises(ParamsError, match="data.tables"):
+        P.validate({"data": {"source": "files"}})
+    with pytest.raises(ParamsError, match="data.person"):
+        P.validate({"mode": "person"})
+    with pytest.raises(ParamsError, match="unknown workbook"):
+        P.validate({"workbooks": ["utilisation"]})
+    with pytest.raises(ParamsError, match="unknown categories"):
+        P.validate({"data": {"category_map": {"ED": "emergency"}}})
+
+
+def test_params_file_errors(tmp_path):
+    with pytest.raises(ParamsError, match="not found"):
+        P.load(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: [unclosed")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        P.load(bad)
+
+
+def test_relative_paths_resolve_against_params_file(tmp_path):
+    f = tmp_path / "p.yaml"
+    f.write_text("data:\n  source: files\n  tables: {members: m.csv, enrollment: e.csv, "
+                 "encounters: c.csv, exposure: x.csv}\n")
+    p = P.load(f)
+    assert p.data.tables["members"] == str(tmp_path / "m.csv")
+
+
+def test_digest_is_stable_and_sensitive():
+    a, b = P.validate({"seed": 1}), P.validate({"seed": 1})
+    assert a.digest() == b.digest() != P.validate({"seed": 2}).digest()
+
+
+def test_shipped_params_files_validate():
+    from pathlib import Path
+    for f in sorted((Path(__file__).parents[1] / "params").glob("*.yaml")):
+        P.load(f)

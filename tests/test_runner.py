@@ -1,0 +1,121 @@
+"""End to end: real papermill runs of the real workbooks in a Jupyter kernel."""
+import json
+import shutil
+from pathlib import Path
+
+import nbformat
+import pytest
+
+import evalkit
+from evalkit import runner
+from evalkit.errors import EvalkitError, ParamsError, WorkbookError
+
+TINY = Path(__file__).parent / "fixtures" / "tiny"
+PARAMS = {
+    "title": "tiny",
+    "data": {"source": "files",
+             "tables": {t: str(TINY / f"{t}.csv") for t in ("members", "enrollment", "encounters", "exposure")},
+             "category_map": {"ED": "er", "IP": "inpatient"},
+             "group_map": {"T": "self_help", "C": "control"}},
+}
+
+
+def _write_params(tmp_path, extra=None):
+    import yaml
+    f = tmp_path / "tiny.yaml"
+    f.write_text(yaml.safe_dump({**PARAMS, **(extra or {})}))
+    return f
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("run")
+    return evalkit.run(_write_params(tmp), out=tmp / "out", quiet=True)
+
+
+def _strip_times(results):
+    run = dict(results["run"])
+    run.pop("started"), run.pop("finished")
+    return {**results, "run": run}
+
+
+def test_run_writes_contract_outputs(tiny_run):
+    out = tiny_run.output_dir
+    for name in ("01_data_quality.ipynb", "01_data_quality.html", "02_utilization.ipynb",
+                 "02_utilization.html", "results.json", "params.json"):
+        assert (out / name).is_file(), name
+    res = json.loads(tiny_run.results_path.read_text())
+    assert res["run"]["status"] == "ok"
+    assert [w["status"] for w in res["run"]["workbooks"]] == ["ok", "ok"]
+    assert len(res["run"]["params_hash"]) == 64 and len(res["run"]["data_fingerprint"]) == 64
+    fu = [e for e in res["estimates"] if e.get("period") == "followup"]
+    assert {e["outcome"] for e in fu} == {"er_visits", "outpatient_mh_visits", "inpatient_days"}
+    for e in res["estimates"]:
+        assert set(("workbook", "outcome", "contrast", "estimand", "method", "scale", "estimate",
+                    "std_error", "ci_low", "ci_high", "p_value", "n_treated", "n_control")) <= set(e)
+    assert "data_quality.table1" in res["tables"] and "utilization.rates" in res["tables"]
+    counts = {r["table"]: r for r in res["tables"]["data_quality.load_counts"]}
+    assert all(r["rows_in"] == r["accepted"] + r["quarantined"] for r in counts.values())
+    # source workbooks stay clean; executed copies have outputs
+    src = nbformat.read(runner.WORKBOOK_DIR / "01_data_quality.ipynb", as_version=4)
+    assert not any(c.get("outputs") for c in src.cells if c.cell_type == "code")
+    done = nbformat.read(out / "01_data_quality.ipynb", as_version=4)
+    assert any(c.get("outputs") for c in done.cells if c.cell_type == "code")
+
+
+def test_same_params_same_results(tiny_run, tmp_path):
+    again = evalkit.run(_write_params(tmp_path), out=tmp_path / "again", quiet=True)
+    a = _strip_times(json.loads(tiny_run.results_path.read_text()))
+    b = _strip_times(json.loads(again.results_path.read_text()))
+    assert a == b
+
+
+def test_rerun_into_same_folder_is_safe(tiny_run):
+    res = evalkit.run(_write_params(tiny_run.output_dir.parent), out=tiny_run.output_dir, quiet=True,
+                      overrides=["workbooks=[data_quality]"])
+    data = json.loads(res.results_path.read_text())
+    assert data["run"]["status"] == "ok" and [w["workbook"] for w in data["run"]["workbooks"]] == ["data_quality"]
+    assert not any(e["workbook"] == "utilization" for e in data["estimates"])
+
+
+def test_failing_workbook_is_reported_and_kept(tmp_path, monkeypatch):
+    wb_dir = tmp_path / "workbooks"
+    shutil.copytree(runner.WORKBOOK_DIR, wb_dir)
+    nb = nbformat.read(wb_dir / "02_utilization.ipynb", as_version=4)
+    nb.cells.insert(4, nbformat.v4.new_code_cell("raise RuntimeError('planted failure')"))
+    nbformat.write(nb, wb_dir / "02_utilization.ipynb")
+    monkeypatch.setattr(runner, "WORKBOOK_DIR", wb_dir)
+    with pytest.raises(WorkbookError) as e:
+        evalkit.run(_write_params(tmp_path), out=tmp_path / "out", quiet=True)
+    msg = str(e.value)
+    assert "utilization" in msg and "planted failure" in msg and "code cell" in msg
+    res = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert res["run"]["status"] == "failed"
+    assert [w["status"] for w in res["run"]["workbooks"]] == ["ok", "failed"]
+    partial = nbformat.read(tmp_path / "out" / "02_utilization.ipynb", as_version=4)
+    assert any(o.get("output_type") == "error" for c in partial.cells if c.cell_type == "code"
+               for o in c.get("outputs", []))
+
+
+def test_bad_params_fail_before_any_work(tmp_path):
+    with pytest.raises(ParamsError, match="data.scenaro"):
+        evalkit.run(_write_params(tmp_path), out=tmp_path / "out", overrides=["data.scenaro=demo"])
+    assert not (tmp_path / "out").exists()
+
+
+def test_output_folder_checks(tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(EvalkitError, match="is a file"):
+        evalkit.run(_write_params(tmp_path), out=tmp_path / "f", quiet=True)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "thesis.docx").write_text("x")
+    with pytest.raises(EvalkitError, match="not an evalkit run"):
+        evalkit.run(_write_params(tmp_path), out=other, quiet=True)
+
+
+def test_cli_reports_errors_and_exit_code(tmp_path, capsys):
+    from evalkit.cli import main
+    assert main(["validate", str(_write_params(tmp_path))]) == 0
+    assert main(["validate", str(_write_params(tmp_path)), "--set", "windows.baseline_days=0"]) == 2
+    assert "windows.baseline_days" in capsys.readouterr().err
