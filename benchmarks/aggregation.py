@@ -1,0 +1,160 @@
+"""Claims -> member x window aggregation: DuckDB (evalkit) vs pandas vs a scan-only bound.
+
+Builds synthetic plans with about 10M and 50M encounter lines (1M members; cached in
+benchmarks/_data/), then, for each size:
+
+* times, in this one process and interleaved, the DuckDB aggregation evalkit uses, an
+  in-memory pandas implementation of the same rules (the baseline), and DuckDB summing the
+  needed columns only (the practical lower bound);
+* measures each contender's peak memory in a fresh child process (peak RSS, which counts
+  DuckDB's and Arrow's native memory, unlike tracemalloc);
+* checks that DuckDB and pandas give the same member x window table.
+
+Usage: python benchmarks/aggregation.py [--sizes 10 50] [--repeats 3] [--members 1000000]
+Prints a table of seconds, ratios and peak memory.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from evalkit.cohort import build_cohort
+from evalkit.data import synthetic
+from evalkit.utilization import member_windows_pandas, member_windows_sql
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE / "_data"
+ENC_COLS = ["member_id", "category", "service_date", "end_date", "allowed_amount"]
+
+
+def plan(lines_millions: int, members: int) -> Path:
+    out = DATA / f"plan_{members}_{lines_millions}M"
+    if not (out / "encounters.parquet").exists():
+        t = time.perf_counter()
+        scale = synthetic.lines_scale_for(lines_millions * 1_000_000, members)
+        synthetic.generate(out, scenario="demo", members=members, lines_scale=scale, progress=True)
+        print(f"generated {out.name} in {time.perf_counter() - t:.0f}s", file=sys.stderr)
+    return out
+
+
+def connect(folder: Path, threads: int | None = None) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect()
+    if threads:
+        con.execute(f"SET threads = {threads}")
+    for t in ("members", "enrollment", "encounters", "exposure"):
+        con.execute(f"CREATE VIEW {t} AS SELECT * FROM read_parquet('{folder / (t + '.parquet')}')")
+    build_cohort(con)
+    return con
+
+
+def run_duckdb(con) -> pd.DataFrame:
+    con.execute("CREATE OR REPLACE TEMP TABLE mw AS " + member_windows_sql())
+    return con.execute("SELECT count(*) FROM mw").df()
+
+
+def run_scan(con) -> pd.DataFrame:
+    return con.execute("SELECT count(*), sum(member_id), count(category), max(service_date), "
+                       "max(end_date), sum(allowed_amount) FROM encounters").df()
+
+
+def run_pandas(folder: Path, cohort: pd.DataFrame) -> pd.DataFrame:
+    enc = pq.read_table(folder / "encounters.parquet", columns=ENC_COLS).to_pandas(
+        date_as_object=False, types_mapper={}.get)
+    enc["category"] = enc["category"].astype("category")
+    return member_windows_pandas(cohort, enc)
+
+
+def cohort_frame(con) -> pd.DataFrame:
+    return con.execute("SELECT * FROM cohort").df()
+
+
+def child(kind: str, folder: str) -> None:
+    """Run one contender once and print its peak RSS (MB) and seconds as JSON."""
+    folder = Path(folder)
+    con = connect(folder)
+    cohort = cohort_frame(con) if kind == "pandas" else None
+    t = time.perf_counter()
+    if kind == "duckdb":
+        run_duckdb(con)
+    elif kind == "scan":
+        run_scan(con)
+    else:
+        run_pandas(folder, cohort)
+    sec = time.perf_counter() - t
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"kind": kind, "seconds": sec, "peak_mb": peak}))
+
+
+def peak_memory(kind: str, folder: Path) -> float:
+    out = subprocess.run([sys.executable, __file__, "--child", kind, str(folder)],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])["peak_mb"]
+
+
+def agree(con, folder: Path) -> str:
+    con.execute("CREATE OR REPLACE TEMP TABLE mw AS " + member_windows_sql())
+    a = con.execute("SELECT * FROM mw ORDER BY member_id, period").df()
+    b = run_pandas(folder, cohort_frame(con))
+    cols = [c for c in a.columns if c not in ("group", "period", "window_start", "window_end")]
+    a, b = a[cols].reset_index(drop=True), b[cols].reset_index(drop=True)
+    same_ints = all((a[c].astype(np.int64) == b[c].astype(np.int64)).all()
+                    for c in cols if c.endswith(("visits", "fills", "admissions", "days")))
+    cost_diff = max(float(np.max(np.abs(a[c].to_numpy() - b[c].to_numpy()))) for c in cols
+                    if c.startswith(("cost_", "total_cost", "member_months")))
+    return f"rows {len(a):,} = {len(b):,}, counts equal: {same_ints}, max |cost diff| {cost_diff:.1e}"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", type=int, nargs="+", default=[10, 50], help="millions of lines")
+    ap.add_argument("--members", type=int, default=1_000_000)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        return child(*args.child)
+    rows = []
+    for size in args.sizes:
+        folder = plan(size, args.members)
+        lines = pq.ParquetFile(folder / "encounters.parquet").metadata.num_rows
+        con = connect(folder)
+        cohort = cohort_frame(con)
+        times = {"duckdb": [], "pandas": [], "scan": []}
+        for _ in range(args.repeats):            # interleaved, same process
+            for kind in times:
+                t = time.perf_counter()
+                if kind == "duckdb":
+                    run_duckdb(con)
+                elif kind == "scan":
+                    run_scan(con)
+                else:
+                    run_pandas(folder, cohort)
+                times[kind].append(time.perf_counter() - t)
+        med = {k: statistics.median(v) for k, v in times.items()}
+        mem = {k: peak_memory(k, folder) for k in times}
+        check = agree(con, folder)
+        rows.append({"lines": f"{lines / 1e6:.1f}M", "duckdb_s": med["duckdb"], "pandas_s": med["pandas"],
+                     "scan_s": med["scan"], "pandas/duckdb": med["pandas"] / med["duckdb"],
+                     "duckdb/scan": med["duckdb"] / med["scan"],
+                     "duckdb_peak_mb": mem["duckdb"], "pandas_peak_mb": mem["pandas"],
+                     "scan_peak_mb": mem["scan"], "agree": check})
+        print(pd.DataFrame(rows[-1:]).drop(columns="agree").round(2).to_string(index=False), flush=True)
+        print("  ", check, flush=True)
+    print("\nClaims -> member x window aggregation (median of "
+          f"{args.repeats}; peak RSS of a fresh process running the step once)")
+    print(pd.DataFrame(rows).drop(columns="agree").round(2).to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()
