@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -31,7 +30,7 @@ import pyarrow.parquet as pq
 
 from evalkit.cohort import build_cohort
 from evalkit.data import synthetic
-from evalkit.utilization import member_windows_pandas, member_windows_sql
+from evalkit.utilization import build_member_windows, member_windows_pandas
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "_data"
@@ -58,9 +57,8 @@ def connect(folder: Path, threads: int | None = None) -> duckdb.DuckDBPyConnecti
     return con
 
 
-def run_duckdb(con) -> pd.DataFrame:
-    con.execute("CREATE OR REPLACE TEMP TABLE mw AS " + member_windows_sql())
-    return con.execute("SELECT count(*) FROM mw").df()
+def run_duckdb(con) -> None:
+    build_member_windows(con, "mw")
 
 
 def run_scan(con) -> pd.DataFrame:
@@ -92,7 +90,10 @@ def child(kind: str, folder: str) -> None:
     else:
         run_pandas(folder, cohort)
     sec = time.perf_counter() - t
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # VmHWM: this process's peak resident memory (ru_maxrss would carry the parent's
+    # peak across fork + exec)
+    status = Path("/proc/self/status").read_text()
+    peak = int(next(x for x in status.splitlines() if x.startswith("VmHWM")).split()[1]) / 1024
     print(json.dumps({"kind": kind, "seconds": sec, "peak_mb": peak}))
 
 
@@ -103,7 +104,7 @@ def peak_memory(kind: str, folder: Path) -> float:
 
 
 def agree(con, folder: Path) -> str:
-    con.execute("CREATE OR REPLACE TEMP TABLE mw AS " + member_windows_sql())
+    run_duckdb(con)
     a = con.execute("SELECT * FROM mw ORDER BY member_id, period").df()
     b = run_pandas(folder, cohort_frame(con))
     cols = [c for c in a.columns if c not in ("group", "period", "window_start", "window_end")]
