@@ -195,6 +195,8 @@ class KaplanMeierResult:
             t = np.concatenate([[0.0], curve.times])
             s = np.concatenate([[1.0], curve.surv])
             se = np.concatenate([[0.0], curve.se_log])
+            if curve.obs_time[-1] > t[-1]:          # carry the curve to the last follow-up
+                t, s, se = np.append(t, curve.obs_time[-1]), np.append(s, s[-1]), np.append(se, se[-1])
             name = "all" if self.group is None else f"{self.group}={label}"
             line, = ax.step(t, s, where="post", label=name, **step_kwargs)
             if ci:
@@ -203,8 +205,8 @@ class KaplanMeierResult:
                                 linewidth=0)
             cens = curve.obs_time[curve.obs_status == 0]
             if cens.size:
-                idx = np.searchsorted(curve.times, cens, side="right") - 1
-                y = np.where(idx >= 0, curve.surv[np.maximum(idx, 0)], 1.0)
+                idx = np.searchsorted(t, cens, side="right") - 1
+                y = s[np.maximum(idx, 0)]
                 ax.plot(cens, y, "+", color=line.get_color(), markersize=5)
         ax.set_xlabel("time")
         ax.set_ylabel("survival probability")
@@ -233,10 +235,12 @@ def _log_ci(surv, se_log, z):
 
 def _curve_at(label, curve: _Curve, times: np.ndarray, alpha: float) -> pd.DataFrame:
     """R's summary.survfit(times=) for one curve: step look-up and counts between times."""
-    idx = np.searchsorted(curve.times, times, side="right") - 1
-    before = idx < 0
-    surv = np.where(before, 1.0, curve.surv[np.maximum(idx, 0)])
-    se_log = np.where(before, 0.0, curve.se_log[np.maximum(idx, 0)])
+    # prepend time 0 (S = 1, SE 0) so that times before the first event, and groups
+    # without events, need no special case
+    grid = np.concatenate([[-np.inf], curve.times])
+    idx = np.searchsorted(grid, times, side="right") - 1
+    surv = np.concatenate([[1.0], curve.surv])[idx]
+    se_log = np.concatenate([[0.0], curve.se_log])[idx]
     # beyond the last follow-up time nothing is observed: R drops such rows; keep them as NaN
     after = times > curve.obs_time[-1]
     surv = np.where(after, np.nan, surv)
@@ -348,9 +352,10 @@ def kaplan_meier(data: pd.DataFrame, duration: str, event: str, group: str | Non
         medians.append({
             "group": label, "n": len(t), "events": int(s.sum()),
             "median": _first_below_half(curve.times, curve.surv),
-            # lower limit: where the upper band crosses 0.5; upper limit: the lower band
-            "ci_low": _first_below_half(curve.times, np.nan_to_num(high, nan=0.0)),
-            "ci_high": _first_below_half(curve.times, np.nan_to_num(low, nan=0.0)),
+            # the lower band reaches 0.5 first (lower limit), the upper band last; an
+            # undefined band (S = 0) does not count as reaching it, so the limit is NaN
+            "ci_low": _first_below_half(curve.times, low),
+            "ci_high": _first_below_half(curve.times, high),
         })
     if times is None:
         table = pd.concat([_curve_at(label, c, c.times, alpha) for label, c in curves.items()],
@@ -839,9 +844,10 @@ def cox(data: pd.DataFrame, formula: str, duration: str, event: str, ties: str =
         cov = naive_cov
     se = np.sqrt(np.diag(cov))
     table = wald_table(terms, beta, se, alpha=alpha)
-    table["hazard_ratio"] = np.exp(table["estimate"])
-    table["hr_ci_low"] = np.exp(table["ci_low"])
-    table["hr_ci_high"] = np.exp(table["ci_high"])
+    with np.errstate(over="ignore"):          # infinite coefficients give inf limits
+        table["hazard_ratio"] = np.exp(table["estimate"])
+        table["hr_ci_low"] = np.exp(table["ci_low"])
+        table["hr_ci_high"] = np.exp(table["ci_high"])
 
     loglik = float(model.loglike(beta))
     loglik_null = float(model.loglike(np.zeros_like(beta)))

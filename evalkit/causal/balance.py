@@ -7,6 +7,7 @@ reproduces these exact conventions.
 """
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import dataclass
 
@@ -69,7 +70,6 @@ def covariate_frame(data: pd.DataFrame, covariates) -> pd.DataFrame:
         code = m[-1].factors[0].code if m and len(m[-1].factors) == 1 else None
         cat_col = None
         if code is not None:
-            import re
             c = re.fullmatch(r"C\(\s*([A-Za-z_][A-Za-z0-9_.]*)\s*(?:,.*)?\)", code)
             if c and c.group(1) in data.columns:
                 cat_col = c.group(1)

@@ -72,6 +72,9 @@ class MatchResult:
     distance: str = "ps"
     unmatched_focal: pd.Index = field(default_factory=lambda: pd.Index([]))
     dropped: dict = field(default_factory=dict)
+    # the rows used and the score matched on, kept so balance() needs no arguments
+    _source: pd.DataFrame | None = field(default=None, repr=False)
+    _distance_series: pd.Series | None = field(default=None, repr=False)
 
     @property
     def n_matched_treated(self) -> int:
@@ -97,10 +100,6 @@ class MatchResult:
                         estimand=self.estimand, distance=self._distance_series,
                         subclass=None if self.replace else self.subclass.loc[src], **kwargs)
 
-    # the source rows are kept (privately) so balance() needs no extra arguments
-    _source: pd.DataFrame | None = field(default=None, repr=False)
-    _distance_series: pd.Series | None = field(default=None, repr=False)
-
     def to_frame(self) -> pd.DataFrame:
         return self.data.copy()
 
@@ -123,7 +122,7 @@ class MatchResult:
 # --------------------------------------------------------------------------------------
 # the greedy algorithm on one exact-matching stratum
 # --------------------------------------------------------------------------------------
-def _find(ptr: np.ndarray, p: int, n: int) -> int:
+def _find(ptr: list, p: int, n: int) -> int:
     """Follow ``ptr`` from ``p`` to the nearest available position (path compression).
 
     ``ptr[p] == p`` marks an available control; -1 / n mean "none on this side".
@@ -198,32 +197,58 @@ def _greedy_stratum(dist: np.ndarray, focal: np.ndarray, ratio: int, replace: bo
                     out.append((u, srt[rgt], r))
                     rgt = next_c[rgt + 1] if rgt + 1 < n else n
         return out
-    left = np.where(ctrl_sorted, np.arange(n), np.arange(n) - 1)
-    right = np.where(ctrl_sorted, np.arange(n), np.arange(n) + 1)
+    # plain lists: the loop below touches one element at a time
+    left = np.where(ctrl_sorted, np.arange(n), np.arange(n) - 1).tolist()
+    right = np.where(ctrl_sorted, np.arange(n), np.arange(n) + 1).tolist()
+    d_list = d_sorted.tolist()
+    srt_list = srt.tolist()
+    pos_list = pos.tolist()
+    dist_list = dist.tolist()
+    inf = float("inf")
     n_avail = int(ctrl_sorted.sum())
     for r in range(ratio):
-        for u in visit:
+        for u in visit.tolist():
             if n_avail == 0:
                 break
-            p = pos[u]
-            du = dist[u]
+            p = pos_list[u]
+            du = dist_list[u]
             lft = _find(left, p - 1, n) if p > 0 else -1
             rgt = _find(right, p + 1, n) if p + 1 < n else n
-            dl = abs(du - d_sorted[lft]) if lft >= 0 else np.inf
-            dr = abs(du - d_sorted[rgt]) if rgt < n else np.inf
+            dl = abs(du - d_list[lft]) if lft >= 0 else inf
+            dr = abs(du - d_list[rgt]) if rgt < n else inf
             if caliper is not None:
                 if dl > caliper:
-                    dl = np.inf
+                    dl = inf
                 if dr > caliper:
-                    dr = np.inf
-            if dl == np.inf and dr == np.inf:
+                    dr = inf
+            if dl == inf and dr == inf:
                 continue
             k = lft if dl <= dr else rgt
-            out.append((u, srt[k], r))
+            out.append((u, srt_list[k], r))
             left[k] = k - 1                               # k is used up
             right[k] = k + 1
             n_avail -= 1
     return out
+
+
+def _matching_weights(n: int, focal: np.ndarray, fa: np.ndarray, fb: np.ndarray):
+    """MatchIt's matching weights from (focal, matched) position pairs.
+
+    A matched focal unit gets 1; a non-focal unit gets the sum, over the focal units it
+    was matched to, of 1 / (number of matches of that focal unit); non-focal weights are
+    then scaled to sum to the number of matched non-focal units. Returns (weights,
+    matches per unit).
+    """
+    k_of = np.bincount(fa, minlength=n)
+    w = np.zeros(n)
+    w[k_of > 0] = 1.0
+    np.add.at(w, fb, 1.0 / k_of[fa])
+    other = ~focal
+    sw = w[other].sum()
+    n_pos = int(np.sum(w[other] > 0))
+    if sw > 0 and sw != n_pos:
+        w[other] *= n_pos / sw
+    return w, k_of
 
 
 def _exact_strata(data: pd.DataFrame, exact) -> tuple[tuple, np.ndarray]:
@@ -239,8 +264,12 @@ def _exact_strata(data: pd.DataFrame, exact) -> tuple[tuple, np.ndarray]:
             f"match: exact-matching column(s) {missing} are not in the data.",
             [{"table": "data", "column": c, "reason": "missing_column", "count": 1,
               "examples": []} for c in missing])
-    codes = data[cols].astype(str).agg("\x1f".join, axis=1) if len(cols) > 1 else data[cols[0]].astype(str)
-    strata = pd.factorize(codes, sort=True)[0]
+    n_na = int(data[cols].isna().any(axis=1).sum())
+    if n_na:
+        raise DataValidationError(
+            f"match: {n_na} rows have missing values in the exact-matching column(s) {cols}; "
+            "fill or drop them first (there is no exact match for a missing value).")
+    strata = data.groupby(cols, sort=True, dropna=False).ngroup().to_numpy()
     return tuple(cols), strata
 
 
@@ -394,44 +423,33 @@ def match(data: pd.DataFrame, treatment: str, formula: str, method: str = "neare
 
     # ---- bookkeeping: weights and subclasses, as MatchIt's weights.matrix / mm2subclass
     n = len(sub)
-    k_of = np.zeros(n, dtype=np.int64)                     # matches per focal unit
-    for a, _, _ in triples:
-        k_of[a] += 1
-    w = np.zeros(n)
-    w[k_of > 0] = 1.0
-    for a, b, _ in triples:
-        w[b] += 1.0 / k_of[a]
-    other = ~focal
-    sw = w[other].sum()
-    n_pos = int(np.sum(w[other] > 0))
-    if sw > 0 and sw != n_pos:
-        w[other] *= n_pos / sw
     if not triples:
         raise DataValidationError(
             "match: no units were matched (the caliper may be too narrow, or the arms do not "
             "overlap). Widen the caliper or check overlap with overlap_plot().")
-    if n_pos and sw > 0 and int(np.sum(w[focal] > 0)) == 0:  # pragma: no cover
-        raise DataValidationError("match: no focal units were matched.")
+    fa_all = np.fromiter((x[0] for x in triples), dtype=np.int64, count=len(triples))
+    fb_all = np.fromiter((x[1] for x in triples), dtype=np.int64, count=len(triples))
+    w, k_of = _matching_weights(n, focal, fa_all, fb_all)
 
     matched_focal = np.flatnonzero(k_of > 0)               # in data order
     sub_id = np.full(n, -1, dtype=np.int64)
     if not replace:
         sub_id[matched_focal] = np.arange(1, len(matched_focal) + 1)
-        for a, b, _ in triples:
-            sub_id[b] = sub_id[a]
+        sub_id[fb_all] = sub_id[fa_all]
 
     labels = sub.index
     # pairs table, ordered by focal data order then match number
-    trip = sorted(triples, key=lambda x: (x[0], x[2]))
-    fa = np.array([x[0] for x in trip], dtype=np.int64)
-    fb = np.array([x[1] for x in trip], dtype=np.int64)
+    rounds = np.fromiter((x[2] for x in triples), dtype=np.int64, count=len(triples))
+    o = np.lexsort((rounds, fa_all))
+    fa, fb, rounds = fa_all[o], fb_all[o], rounds[o]
     tr_pos = fa if estimand == "ATT" else fb
     co_pos = fb if estimand == "ATT" else fa
     pairs = pd.DataFrame({
-        "subclass": pd.array(sub_id[fa] if not replace else [pd.NA] * len(fa), dtype="Int64"),
+        "subclass": (pd.array(sub_id[fa], dtype="Int64") if not replace
+                     else pd.Series(pd.NA, index=range(len(fa)), dtype="Int64").array),
         "treated": labels[tr_pos],
         "control": labels[co_pos],
-        "match_number": np.array([x[2] + 1 for x in trip], dtype=np.int64),
+        "match_number": rounds + 1,
         "distance_treated": dist[tr_pos],
         "distance_control": dist[co_pos],
         "abs_difference": np.abs(dist[tr_pos] - dist[co_pos]),
@@ -439,25 +457,20 @@ def match(data: pd.DataFrame, treatment: str, formula: str, method: str = "neare
 
     weights = pd.Series(0.0, index=data.index, name="weights")
     weights.loc[used] = w
-    subclass = pd.Series(pd.array([pd.NA] * len(data), dtype="Int64"), index=data.index,
-                         name="subclass")
-    if not replace:
-        sc = pd.array(np.where(sub_id > 0, sub_id, 0), dtype="Int64")
-        sc[sub_id <= 0] = pd.NA
-        subclass.loc[used] = sc
+    sc = pd.array(np.where(sub_id > 0, sub_id, 0), dtype="Int64")
+    sc[sub_id <= 0] = pd.NA
+    subclass = pd.Series(sc, index=used, name="subclass").reindex(data.index)
     keep = w > 0
     mdata = sub.loc[keep].copy()
     mdata["distance"] = dist[keep]
     mdata["weights"] = w[keep]
-    mdata["subclass"] = subclass.loc[used][keep].to_numpy() if not replace else pd.array(
-        [pd.NA] * int(keep.sum()), dtype="Int64")
+    mdata["subclass"] = sc[keep]
 
     t_all = data[treatment]
+    t_dropped = t_all.loc[t_all.index.difference(used)]
     n_tab = pd.DataFrame(
-        {"control": [int((t == 0).sum()), int(((t == 0) & keep).sum()),
-                     int(((t == 0) & ~keep).sum()), int((t_all.loc[t_all.index.difference(used)] == 0).sum())],
-         "treated": [int((t == 1).sum()), int(((t == 1) & keep).sum()),
-                     int(((t == 1) & ~keep).sum()), int((t_all.loc[t_all.index.difference(used)] == 1).sum())]},
+        {arm: [int((t == g).sum()), int(((t == g) & keep).sum()), int(((t == g) & ~keep).sum()),
+               int((t_dropped == g).sum())] for arm, g in (("control", 0), ("treated", 1))},
         index=["all", "matched", "unmatched", "dropped"])
     unmatched_focal = labels[np.flatnonzero(focal & (k_of == 0))]
     return MatchResult(

@@ -19,6 +19,7 @@ import pandas as pd
 import patsy
 import statsmodels.api as sm
 from statsmodels.tools.sm_exceptions import PerfectSeparationWarning
+from threadpoolctl import threadpool_limits
 
 from evalkit.errors import (
     ConvergenceError,
@@ -35,6 +36,9 @@ _FORMULA_BUILTINS = {
     "te", "log", "log1p", "exp", "sqrt", "abs", "Treatment", "Sum", "Diff", "Poly",
     "Helmert", "True", "False", "None",
 }
+
+# scores closer than this to 0 or 1 trigger a quasi-separation / positivity warning
+_EXTREME = 1e-6
 
 # R's binomial()$linkinv clamps the linear predictor at +-30 (family.c, THRESH/MTHRESH).
 _R_THRESH = 30.0
@@ -168,6 +172,30 @@ def r_term_name(name: str) -> str:
     return ":".join(out)
 
 
+def design_matrix(rhs: str, data: pd.DataFrame, what: str) -> pd.DataFrame:
+    """Patsy design matrix with columns in R's order.
+
+    Patsy puts terms without numeric factors first; R's model.matrix keeps the formula
+    order, main effects before interactions. Columns are reordered to R's order so
+    coefficient tables read like R's.
+    """
+    try:
+        X = patsy.dmatrix(rhs, data, return_type="dataframe", NA_action="raise")
+    except patsy.PatsyError as exc:
+        raise DataValidationError(f"{what}: cannot build the design for '{rhs}': {exc}") from None
+    info = X.design_info
+    desc = patsy.ModelDesc.from_formula(rhs)
+    wanted = sorted(desc.rhs_termlist, key=lambda term: len(term.factors))  # stable
+    slices = info.term_slices
+    cols = []
+    for term in wanted:
+        if term in slices:
+            cols.extend(range(slices[term].start, slices[term].stop))
+    if sorted(cols) != list(range(X.shape[1])):  # pragma: no cover - defensive
+        return X
+    return X.iloc[:, cols]
+
+
 # --------------------------------------------------------------------------------------
 # the propensity score
 # --------------------------------------------------------------------------------------
@@ -216,9 +244,15 @@ class PropensityScore:
 
 def _r_logit_linkinv(eta: np.ndarray) -> np.ndarray:
     """R's binomial()$linkinv: exp(eta) / (1 + exp(eta)), clamped at |eta| = 30."""
-    tmp = np.where(eta < -_R_THRESH, _DBL_EPS,
-                   np.where(eta > _R_THRESH, 1.0 / _DBL_EPS, np.exp(np.clip(eta, -_R_THRESH, _R_THRESH))))
+    inside = np.exp(np.clip(eta, -_R_THRESH, _R_THRESH))
+    tmp = np.where(eta < -_R_THRESH, _DBL_EPS, np.where(eta > _R_THRESH, 1.0 / _DBL_EPS, inside))
     return tmp / (1.0 + tmp)
+
+
+def table_terms_with_huge_se(columns, beta, se) -> list[str]:
+    """Terms whose |estimate| > 10 and SE > 100: the signature of separation."""
+    return [r_term_name(c) for c, b, s in zip(columns, beta, se)
+            if c != "Intercept" and abs(b) > 10 and s > 100]
 
 
 def _check_design(X: pd.DataFrame, what: str) -> None:
@@ -254,7 +288,8 @@ def _fit_logit_like_r(y: np.ndarray, X: np.ndarray, maxit: int = 25, epsilon: fl
     rule makes the scores agree with R's to ~1e-12 rather than ~1e-8.
     """
     model = sm.GLM(y, X, family=sm.families.Binomial())
-    with warnings.catch_warnings():
+    # one BLAS thread: tall-skinny least squares is faster single-threaded here
+    with warnings.catch_warnings(), threadpool_limits(limits=1):
         warnings.simplefilter("ignore", PerfectSeparationWarning)
         warnings.simplefilter("ignore", RuntimeWarning)
         res = model.fit(method="IRLS", maxiter=maxit, tol=0.1 * epsilon, rtol=epsilon,
@@ -334,18 +369,17 @@ def propensity(data: pd.DataFrame, treatment: str, formula: str, alpha: float = 
             "dropping incomplete rows; both arms are needed.",
             [{"table": "data", "column": treatment, "reason": "empty_arm", "count": 0,
               "examples": []}])
-    try:
-        X = patsy.dmatrix(rhs, sub, return_type="dataframe", NA_action="raise")
-    except patsy.PatsyError as exc:
-        raise DataValidationError(f"propensity: cannot build the design for '{rhs}': {exc}") from None
+    X = design_matrix(rhs, sub, "propensity")
     _check_design(X, "propensity")
     Xv = X.to_numpy(dtype=float)
     res = _fit_logit_like_r(t.astype(float), Xv)
     beta = np.asarray(res.params, dtype=float)
     # identical covariate rows must get bit-identical scores (ties decide matches), so
-    # compute the linear predictor once per distinct row
-    uniq, inverse = np.unique(Xv, axis=0, return_inverse=True)
-    eta = (uniq @ beta)[inverse.ravel()]
+    # every row takes the linear predictor of the first row with the same covariates
+    eta = Xv @ beta
+    row_hash = pd.util.hash_pandas_object(pd.DataFrame(Xv), index=False).to_numpy()
+    _, first, inverse = np.unique(row_hash, return_index=True, return_inverse=True)
+    eta = eta[first][inverse.ravel()]
     ps = _r_logit_linkinv(eta)
 
     ps1, ps0 = ps[t == 1], ps[t == 0]
@@ -362,13 +396,18 @@ def propensity(data: pd.DataFrame, treatment: str, formula: str, alpha: float = 
             "propensity: the logistic regression did not converge in 25 IRLS iterations. "
             "This usually means quasi-separation: a category or covariate range with only "
             "one arm. Merge sparse categories or restrict the cohort to common support.")
-    tiny = 10 * _DBL_EPS
-    n_extreme = int(np.sum((ps < tiny) | (ps > 1 - tiny)))
+    # R warns only below 10 * machine epsilon; scores within 1e-6 of 0 or 1 already mean
+    # quasi-separation (a covariate pattern seen in one arm only: its coefficient runs off
+    # towards infinity and IRLS stops on the deviance) or units with no counterpart.
+    n_extreme = int(np.sum((ps < _EXTREME) | (ps > 1 - _EXTREME)))
     if n_extreme:
+        big = table_terms_with_huge_se(X.columns, np.asarray(res.params), np.asarray(res.bse))
+        hint = f" Coefficients with runaway estimates: {big}." if big else ""
         warnings.warn(
-            f"propensity: fitted probabilities numerically 0 or 1 for {n_extreme} rows "
-            "(quasi-separation). Those units have no comparable counterparts; consider "
-            "restricting to common support.", StatisticalWarning, stacklevel=2)
+            f"propensity: {n_extreme} rows have fitted probabilities within {_EXTREME:g} of 0 "
+            f"or 1 (quasi-separation or no overlap).{hint} Those units have no comparable "
+            "counterparts; merge sparse categories, drop the offending covariate, or restrict "
+            "the cohort to common support.", StatisticalWarning, stacklevel=2)
 
     terms = [r_term_name(c) for c in X.columns]
     se = np.asarray(res.bse, dtype=float)

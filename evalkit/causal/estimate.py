@@ -1,0 +1,363 @@
+"""Treatment effects after confounding control: matching, weighting, or regression."""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import statsmodels.api as sm
+
+from evalkit.causal.balance import Balance, balance
+from evalkit.causal.matching import MatchResult, match
+from evalkit.causal.propensity import (
+    check_treatment,
+    complete_rows,
+    design_matrix,
+    formula_columns,
+    propensity,
+    r_term_name,
+    split_formula,
+)
+from evalkit.causal.weighting import WeightResult, ess, weights
+from evalkit.errors import DataValidationError, ParamsError, StatisticalWarning
+from evalkit.models.base import wald_table
+
+_VCOVS = ("cluster", "cluster_HC0", "HC0", "HC1", "HC2", "HC3", "model")
+
+
+@dataclass(frozen=True, eq=False)
+class Effect:
+    """An estimated treatment effect as a value.
+
+    Attributes
+    ----------
+    estimate, std_error, ci_low, ci_high, p_value : float
+        The treatment coefficient, its SE (see ``diagnostics["vcov"]``), the
+        (1 - alpha) CI and two-sided p-value (t distribution, residual df).
+    n_treated, n_control : int
+        Units with positive weight in each arm.
+    method, estimand, scale : str
+        ``"match"``/``"ipw"``/``"regression"``; ``"ATT"``...; ``"difference"`` or
+        ``"risk_difference"``.
+    balance : Balance
+        Covariate balance before (and after) adjustment.
+    diagnostics : dict
+        ``max_abs_smd`` after adjustment (before, for regression; see
+        ``balance_stage``) and ``balance_ok`` (all |SMD| < 0.1);
+        ``equipoise`` (Walker et al. 2013 preference-score shares); ``ess`` per arm;
+        ``vcov``, ``df_resid``, ``n_clusters``, ...
+    table : DataFrame
+        Full outcome-model coefficient table (R term names).
+    adjustment : MatchResult or WeightResult or None
+        The matching or weighting behind the estimate.
+    """
+
+    estimate: float
+    std_error: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    n_treated: int
+    n_control: int
+    method: str
+    estimand: str
+    balance: Balance | None
+    diagnostics: dict
+    outcome: str = ""
+    treatment: str = ""
+    scale: str = "difference"
+    alpha: float = 0.05
+    table: pd.DataFrame | None = None
+    adjustment: MatchResult | WeightResult | None = field(default=None, repr=False)
+    model: Any = field(default=None, repr=False)
+
+    def to_frame(self) -> pd.DataFrame:
+        """One-row tidy table in the results.json vocabulary."""
+        return pd.DataFrame([{
+            "outcome": self.outcome, "contrast": f"{self.treatment}: 1 vs 0",
+            "estimand": self.estimand, "method": self.method, "scale": self.scale,
+            "estimate": self.estimate, "std_error": self.std_error, "ci_low": self.ci_low,
+            "ci_high": self.ci_high, "p_value": self.p_value, "n_treated": self.n_treated,
+            "n_control": self.n_control}])
+
+    def summary(self) -> str:
+        d = self.diagnostics
+        lvl = round(100 * (1 - self.alpha))
+        lines = [
+            f"{self.estimand} of {self.treatment} on {self.outcome} by {self.method} "
+            f"({self.scale}): {self.estimate:.6g} (SE {self.std_error:.6g}, {lvl}% CI "
+            f"{self.ci_low:.6g} to {self.ci_high:.6g}, p = {self.p_value:.3g})",
+            f"n treated {self.n_treated}, control {self.n_control}; SE: {d.get('vcov')}",
+        ]
+        if "max_abs_smd" in d:
+            lines.append(f"max |SMD| {d.get('balance_stage', 'after adjustment')} "
+                         f"{d['max_abs_smd']:.3f} "
+                         f"({'ok' if d['balance_ok'] else 'NOT balanced'} at 0.1)")
+        if d.get("equipoise"):
+            eq = d["equipoise"]
+            lines.append(f"equipoise (preference score 0.3-0.7): treated {eq['share_treated']:.0%}, "
+                         f"control {eq['share_control']:.0%}")
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        return f"<pre>{self.summary()}</pre>" + self.to_frame().to_html(index=False)
+
+
+# --------------------------------------------------------------------------------------
+def equipoise(scores, treatment, lower: float = 0.3, upper: float = 0.7) -> dict:
+    """Share of units in empirical equipoise (Walker et al. 2013).
+
+    The preference score F rescales the propensity score e for the prevalence P of
+    treatment: ln(F / (1 - F)) = ln(e / (1 - e)) - ln(P / (1 - P)). Units with F in
+    [0.3, 0.7] are in equipoise; Walker et al. suggest at least half of each arm should
+    be. Returns the shares overall and per arm and ``in_equipoise`` (both arms >= 0.5).
+    """
+    e = np.asarray(scores, dtype=float)
+    t = np.asarray(treatment, dtype=float)
+    ok = ~(np.isnan(e) | np.isnan(t))
+    e, t = e[ok], t[ok]
+    p = t.mean()
+    lf = np.log(e / (1 - e)) - np.log(p / (1 - p))
+    f = 1 / (1 + np.exp(-lf))
+    inside = (f >= lower) & (f <= upper)
+    s1, s0 = float(inside[t == 1].mean()), float(inside[t == 0].mean())
+    return {"share_all": float(inside.mean()), "share_treated": s1, "share_control": s0,
+            "in_equipoise": bool(s1 >= 0.5 and s0 >= 0.5), "bounds": (lower, upper)}
+
+
+def _fit_weighted_ols(df: pd.DataFrame, outcome: str, treatment: str, adjust_rhs: str | None,
+                      w: np.ndarray, vcov: str, groups: np.ndarray | None, alpha: float):
+    """WLS of outcome on treatment (+ covariates) with the requested sandwich.
+
+    ``cluster`` is sandwich::vcovCL(type = "HC1"): G/(G-1) * (n-1)/(n-k) * B M B, which
+    is statsmodels' cluster covariance with its default small-sample correction;
+    ``cluster_HC0`` is vcovCL(type = "HC0"), G/(G-1) only. HC0-HC3 are
+    sandwich::vcovHC types; ``model`` is the classical lm covariance.
+    """
+    work = df.copy()
+    work[treatment] = work[treatment].astype(float)
+    rhs = treatment + (f" + {adjust_rhs}" if adjust_rhs else "")
+    X = design_matrix(rhs, work, "estimate")
+    y = work[outcome].astype(float).to_numpy()
+    fit = sm.WLS(y, X.to_numpy(float), weights=w).fit()
+    n, k = X.shape
+    if vcov in ("cluster", "cluster_HC0"):
+        rob = fit.get_robustcov_results(cov_type="cluster", groups=groups, use_correction=True)
+        cov = rob.cov_params()
+        if vcov == "cluster_HC0":
+            cov = cov * (n - k) / (n - 1)
+    elif vcov == "model":
+        cov = fit.cov_params()
+    else:
+        cov = fit.get_robustcov_results(cov_type=vcov).cov_params()
+    se = np.sqrt(np.diag(cov))
+    terms = [r_term_name(c) for c in X.columns]
+    table = wald_table(terms, fit.params, se, alpha=alpha, df=fit.df_resid)
+    j = terms.index(treatment)
+    return fit, table, j, float(np.sqrt(fit.cov_params()[j, j]))
+
+
+def estimate(data: pd.DataFrame, outcome: str, treatment: str, formula: str,
+             method: str = "match", estimand: str = "ATT", outcome_type: str = "continuous",
+             adjust: str | None = None, vcov: str | None = None, alpha: float = 0.05,
+             **options) -> Effect:
+    """Estimate a treatment effect with confounding control.
+
+    ``method="match"`` (default) reproduces the MatchIt workflow:
+    ``m <- matchit(treat ~ covariates, data, method = "nearest", ...)``, then
+    ``lm(outcome ~ treat, data = match.data(m), weights = weights)`` and
+    ``coeftest(fit, vcov. = vcovCL, cluster = ~subclass)``: the coefficient on the
+    treatment in a weighted regression on the matched sample, with standard errors
+    clustered on matched sets (sandwich's HC1 type: G/(G-1) * (n-1)/(n-k)), and
+    t-based CI/p-value with the residual degrees of freedom. After matching with
+    replacement the matched sets overlap, so HC3 robust SEs are used instead.
+
+    ``method="ipw"``: weights from :func:`~evalkit.causal.weights` (``estimand`` ATE,
+    ATT, ATC or ATO; options ``stabilize``, ``trim``), then a weighted least-squares
+    regression of the outcome on treatment with HC0 (plain sandwich) SEs. These ignore
+    the estimation of the propensity score, which makes them conservative for the ATE.
+
+    ``method="regression"``: ordinary least squares of the outcome on treatment plus the
+    ``formula`` covariates, HC1 SEs. The coefficient is the conditional effect; it equals
+    the ATE only if the effect is the same for everyone, so ``estimand`` is reported as
+    "ATE" with that caveat in ``diagnostics``.
+
+    Parameters
+    ----------
+    data : DataFrame
+        One row per unit; not modified.
+    outcome, treatment : str
+        Outcome column; 0/1 treatment column.
+    formula : str
+        Confounders, as a right-hand side or ``"treat ~ ..."``: the propensity model for
+        match/ipw, the adjustment set for regression.
+    method : {"match", "ipw", "regression"}
+    estimand : str
+        ``"ATT"``/``"ATC"`` for matching; ``"ATE"``, ``"ATT"``, ``"ATC"``, ``"ATO"`` for ipw.
+    outcome_type : {"continuous", "binary"}
+        ``"binary"`` (0/1 outcome) gives a risk difference (linear probability model).
+        Ratio measures belong to ``evalkit.models``.
+    adjust : str, optional
+        Extra covariates for the outcome regression after matching/weighting
+        (doubly robust flavour), e.g. ``"age + educ"``.
+    vcov : {"cluster", "cluster_HC0", "HC0", "HC1", "HC2", "HC3", "model"}, optional
+        Override the default SE type described above.
+    alpha : float
+        1 - confidence level.
+    **options
+        Passed to :func:`~evalkit.causal.match` (``ratio``, ``replace``, ``caliper``,
+        ``exact``, ``order``, ``distance``, ``seed``) or :func:`~evalkit.causal.weights`
+        (``stabilize``, ``trim``).
+
+    Returns
+    -------
+    Effect
+
+    Examples
+    --------
+    >>> eff = estimate(lalonde, "re78", "treat",
+    ...                "age + educ + race + married + nodegree + re74 + re75")
+    >>> round(eff.estimate, 2), round(eff.std_error, 2)               # doctest: +SKIP
+    (894.37, 705.23)
+
+    References
+    ----------
+    Stuart EA (2010). Matching methods for causal inference: a review and a look forward.
+    Stat Sci 25:1-21.
+    Austin PC (2011). An introduction to propensity score methods for reducing the
+    effects of confounding in observational studies. Multivar Behav Res 46:399-424.
+    Walker AM et al. (2013). A tool for assessing the feasibility of comparative
+    effectiveness research. Comp Eff Res 3:11-20.
+    """
+    check_treatment(data, treatment)
+    if outcome not in data.columns:
+        raise DataValidationError(f"estimate: outcome column '{outcome}' is not in the data.")
+    if outcome == treatment:
+        raise ParamsError("estimate: outcome and treatment must be different columns.")
+    if outcome_type not in ("continuous", "binary"):
+        raise ParamsError(f"estimate: outcome_type must be 'continuous' or 'binary', not "
+                          f"'{outcome_type}'. For counts or costs use evalkit.models.")
+    if vcov is not None and vcov not in _VCOVS:
+        raise ParamsError(f"estimate: vcov must be one of {_VCOVS}, not '{vcov}'.")
+    rhs = split_formula(formula, treatment)
+    if adjust is not None:
+        adjust = split_formula(adjust)
+        formula_columns(adjust, data)
+    # rows with a missing outcome are left out before anything is fitted
+    base_cols = [treatment, outcome, *formula_columns(rhs, data)]
+    if adjust:
+        base_cols += formula_columns(adjust, data)
+    used, dropped = complete_rows(data, base_cols, "estimate")
+    sub = data.loc[used]
+    if outcome_type == "binary":
+        vals = set(pd.unique(sub[outcome]))
+        if not vals <= {0, 1, True, False}:
+            raise DataValidationError(f"estimate: outcome_type='binary' but '{outcome}' holds "
+                                      f"values other than 0/1: {sorted(map(str, vals))[:5]}.")
+        t = sub[treatment].astype(float)
+        if sub[outcome].nunique() < 2:
+            raise DataValidationError(
+                f"estimate: '{outcome}' has {'no' if not sub[outcome].astype(float).any() else 'only'} "
+                "events in both arms; there is no contrast to estimate.")
+        for arm, g in (("treated", 1), ("control", 0)):
+            yv = sub.loc[t == g, outcome].astype(float)
+            if yv.sum() == 0 or yv.sum() == len(yv):
+                warnings.warn(
+                    f"estimate: the {arm} arm has {'no' if yv.sum() == 0 else 'only'} events in "
+                    f"'{outcome}'; the risk difference and its SE are unreliable.",
+                    StatisticalWarning, stacklevel=2)
+    elif sub[outcome].nunique() < 2:
+        raise DataValidationError(f"estimate: outcome '{outcome}' is constant in the rows used.")
+    scale = "risk_difference" if outcome_type == "binary" else "difference"
+
+    diagnostics: dict = {"dropped": dropped}
+    if method == "match":
+        unknown = set(options) - {"ratio", "replace", "caliper", "exact", "order", "distance", "seed"}
+        if unknown:
+            raise ParamsError(f"estimate: unknown option(s) for method='match': {sorted(unknown)}.")
+        m = match(sub, treatment, rhs, estimand=estimand, **options)
+        md = m.data
+        vc = vcov or ("HC3" if m.replace else "cluster")
+        groups = None
+        if vc.startswith("cluster"):
+            if m.replace:
+                raise ParamsError("estimate: matched sets overlap after matching with replacement; "
+                                  "use vcov='HC3' (default) instead of cluster.")
+            groups = md["subclass"].to_numpy(dtype=np.int64)
+        w = md["weights"].to_numpy(float)
+        fit, table, j, se_model = _fit_weighted_ols(md, outcome, treatment, adjust, w, vc, groups, alpha)
+        bal = m.balance()
+        adjustment = m
+        ps_scores, ps_t = m.propensity.scores.loc[sub.index], sub[treatment]
+        t_md = md[treatment].astype(float).to_numpy()
+        ess_arm = {"treated": ess(w[t_md == 1]), "control": ess(w[t_md == 0])}
+        n1, n0 = int((t_md == 1).sum()), int((t_md == 0).sum())
+        est_label = m.estimand
+        diagnostics.update({
+            "n_clusters": None if groups is None else int(len(np.unique(groups))),
+            "caliper": m.caliper, "n_unmatched_focal": int(len(m.unmatched_focal))})
+        if len(m.unmatched_focal):
+            diagnostics["estimand_note"] = (
+                f"{len(m.unmatched_focal)} focal units were not matched (caliper/exact); the "
+                "estimate refers to the matched focal units only.")
+    elif method == "ipw":
+        unknown = set(options) - {"stabilize", "trim"}
+        if unknown:
+            raise ParamsError(f"estimate: unknown option(s) for method='ipw': {sorted(unknown)}.")
+        wr = weights(sub, treatment, rhs, estimand=estimand, **options)
+        w = wr.weights.loc[sub.index].to_numpy(float)
+        vc = vcov or "HC0"
+        if vc.startswith("cluster"):
+            raise ParamsError("estimate: there are no clusters after weighting; use HC0-HC3.")
+        fit, table, j, se_model = _fit_weighted_ols(sub, outcome, treatment, adjust, w, vc, None, alpha)
+        bal = wr.balance()
+        adjustment = wr
+        ps_scores, ps_t = wr.propensity.scores.loc[sub.index], sub[treatment]
+        t_all = sub[treatment].astype(float).to_numpy()
+        ess_arm = dict(wr.ess)
+        n1, n0 = int((t_all == 1).sum()), int((t_all == 0).sum())
+        est_label = wr.estimand
+    elif method == "regression":
+        if options:
+            raise ParamsError(f"estimate: method='regression' takes no options {sorted(options)}.")
+        vc = vcov or "HC1"
+        if vc.startswith("cluster"):
+            raise ParamsError("estimate: no clusters for method='regression'; use HC0-HC3.")
+        adj = rhs + (f" + {adjust}" if adjust else "")
+        w = np.ones(len(sub))
+        fit, table, j, se_model = _fit_weighted_ols(sub, outcome, treatment, adj, w, vc, None, alpha)
+        bal = balance(sub, treatment, rhs, estimand="ATE")
+        adjustment = None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", StatisticalWarning)
+            try:
+                ps = propensity(sub, treatment, rhs)
+                ps_scores, ps_t = ps.scores, sub[treatment]
+            except Exception:  # equipoise is a diagnostic only
+                ps_scores = None
+        t_all = sub[treatment].astype(float).to_numpy()
+        n1, n0 = int((t_all == 1).sum()), int((t_all == 0).sum())
+        ess_arm = {"treated": float(n1), "control": float(n0)}
+        est_label = "ATE"
+        diagnostics["balance_stage"] = "before adjustment (regression does not reweight)"
+        diagnostics["estimand_note"] = ("regression coefficient = conditional effect; equals the "
+                                        "ATE only if the effect is homogeneous")
+    else:
+        raise ParamsError(f"estimate: method must be 'match', 'ipw' or 'regression', not '{method}'.")
+
+    row = table.iloc[j]
+    mx = bal.max_abs_smd() if bal is not None else float("nan")
+    diagnostics.update({
+        "max_abs_smd": mx, "balance_ok": bool(mx < 0.1),
+        "equipoise": equipoise(ps_scores, ps_t) if ps_scores is not None else None,
+        "ess": ess_arm, "vcov": vc, "df_resid": float(fit.df_resid), "se_model": se_model,
+    })
+    return Effect(
+        estimate=float(row["estimate"]), std_error=float(row["std_error"]),
+        ci_low=float(row["ci_low"]), ci_high=float(row["ci_high"]),
+        p_value=float(row["p_value"]), n_treated=n1, n_control=n0, method=method,
+        estimand=est_label, balance=bal, diagnostics=diagnostics, outcome=outcome,
+        treatment=treatment, scale=scale, alpha=alpha, table=table, adjustment=adjustment,
+        model=fit)
