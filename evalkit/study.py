@@ -76,6 +76,7 @@ def prepare(params: Params, out_dir: str | Path, progress: bool = False) -> Prep
     d = params.data
     truth = None
     con = _connect(tmp, params)
+    ok = False
     try:
         con.execute(f"SET temp_directory = '{work / 'spill'}'")
         if params.mode == "person":
@@ -123,8 +124,12 @@ def prepare(params: Params, out_dir: str | Path, progress: bool = False) -> Prep
         con.execute("CREATE TABLE run_info AS SELECT ? AS fingerprint, ? AS truth, ? AS mode",
                     [fp, json.dumps(truth), params.mode])
         con.execute("CHECKPOINT")
+        ok = True
     finally:
         con.close()
+        if not ok:
+            tmp.unlink(missing_ok=True)
+            Path(str(tmp) + ".wal").unlink(missing_ok=True)
     os.replace(tmp, final)
     return Prepared(final, fp, report, truth)
 
