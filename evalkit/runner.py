@@ -139,6 +139,7 @@ def run(params_path: str | Path | None = None, out: str | Path | None = None,
                 str(src), str(dest), kernel_name=kernel_name, progress_bar=not quiet,
                 parameters={"params_path": str(params_file.resolve())},
                 cwd=str(out_dir), log_output=False,
+                extra_arguments=["--IPKernelApp.log_level=ERROR"],
             )
         except Exception as err:  # papermill re-raises the kernel's error
             cell = _failed_cell(dest)

@@ -56,3 +56,12 @@ def findings(contrasts: pd.DataFrame, rates: pd.DataFrame, period: str = "follow
             f"member-months (95% CI {diff['ci_low']:,.1f} to {diff['ci_high']:,.1f}); "
             f"rate ratio {rr['estimate']:.2f} (95% CI {rr['ci_low']:.2f} to {rr['ci_high']:.2f}).")
     return out
+
+
+def quarantine(report):
+    """The quarantine counts by table and reason, or a sentence when nothing was set aside."""
+    q = report.quarantine
+    if q.empty:
+        from IPython.display import Markdown
+        return Markdown("**No rows were quarantined**: every source row passed the row-level checks.")
+    return q.rename(columns={"example_rows": "example source rows"})
