@@ -49,6 +49,8 @@ class DataParams(_Strict):
     members: int | None = Field(None, gt=0, description="synthetic: number of members")
     scenario_options: dict[str, Any] = Field(default_factory=dict,
                                              description="synthetic: scenario overrides")
+    plant_problems: bool = Field(False, description="synthetic: add a known number of bad "
+                                 "rows (duplicates, claims outside coverage, ...) to show the checks")
     tables: dict[TableName, str] = Field(default_factory=dict,
                                          description="files: path of each contract table; "
                                                      "duckdb: table name of each")

@@ -97,6 +97,9 @@ def prepare(params: Params, out_dir: str | Path, progress: bool = False) -> Prep
                                           seed=params.seed, progress=progress,
                                           **d.scenario_options)
                 truth = plan.truth
+                if d.plant_problems:
+                    from .data.problems import plant_problems
+                    truth = {**truth, "planted_problems": plant_problems(syn_dir, params.seed)}
                 paths = {t: str(syn_dir / f"{t}.parquet") for t in
                          ("members", "enrollment", "encounters", "exposure")}
                 sources = {t: scan_sql(pth, t) for t, pth in paths.items()}

@@ -75,3 +75,12 @@ def test_prepare_failure_leaves_no_database(tmp_path):
     with pytest.raises(DataValidationError):
         prepare(P.validate(raw), tmp_path / "out")
     assert not list((tmp_path / "out" / "work").glob("analysis.duckdb*"))
+
+
+def test_planted_problems_are_quarantined_exactly(tmp_path):
+    prep, study = _prepared(tmp_path, data={"members": 2000, "plant_problems": True})
+    planted = prep.truth["planted_problems"]
+    q = prep.report.quarantine
+    got = {t: dict(zip(g.reason, g.rows)) for t, g in q.groupby("table")}
+    assert got == planted
+    assert prep.report.balanced()

@@ -1,0 +1,75 @@
+"""Plant known data problems into a synthetic plan, so the checks can be seen at work.
+
+Real extracts always carry some bad rows. :func:`plant_problems` adds a known number of
+each kind to a plan written by :func:`evalkit.data.synthetic.generate` (duplicate claim
+lines, claims dated after the member's coverage ended, negative amounts, claims and
+coverage spells of members who are not in the members table) and records the counts in
+``truth.json`` under ``planted_problems``. The data-quality workbook must then quarantine
+exactly those rows: a test checks it.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import duckdb
+
+#: quarantine reason -> (table, share of encounter lines planted)
+PLANTED = {
+    "duplicate_line": ("encounters", 0.002),
+    "service_outside_enrollment": ("encounters", 0.001),
+    "negative_amount": ("encounters", 0.0005),
+    "unknown_member": ("encounters", 0.0005),
+}
+
+
+def plant_problems(folder: str | Path, seed: int = 1) -> dict:
+    """Append planted bad rows to ``encounters.parquet`` and ``enrollment.parquet``.
+
+    Rows are chosen by a seeded hash of the claim id, so the same plan and seed always
+    get the same problems. Returns ``{table: {reason: count}}`` (also in truth.json).
+    """
+    folder = Path(folder)
+    enc, enr = folder / "encounters.parquet", folder / "enrollment.parquet"
+    con = duckdb.connect()
+    con.execute(f"CREATE VIEW e AS SELECT * FROM read_parquet('{enc}')")
+    n, max_claim, max_member = con.execute(
+        "SELECT count(*), max(claim_id), max(member_id) FROM e").fetchall()[0]
+    k = {reason: max(1, int(round(share * n))) for reason, (_, share) in PLANTED.items()}
+    pick = lambda salt, m: (f"SELECT * FROM e ORDER BY hash(claim_id, {int(seed)}, {salt}), "  # noqa: E731
+                            f"claim_id LIMIT {m}")
+    last_end = "SELECT member_id, max(end_date) AS last_end FROM read_parquet('{}') GROUP BY 1".format(enr)
+    planted = f"""
+        SELECT * FROM ({pick(1, k['duplicate_line'])})
+        UNION ALL
+        SELECT p.* REPLACE ({max_claim} + 1 + row_number() OVER (ORDER BY p.claim_id) AS claim_id,
+                            l.last_end + 15 AS service_date, NULL::DATE AS end_date, 'er' AS category)
+        FROM ({pick(2, k['service_outside_enrollment'])}) p JOIN ({last_end}) l USING (member_id)
+        UNION ALL
+        SELECT * REPLACE ({max_claim} + 1000001 + row_number() OVER (ORDER BY claim_id) AS claim_id,
+                          -allowed_amount AS allowed_amount, 0.0 AS paid_amount)
+        FROM ({pick(3, k['negative_amount'])})
+        UNION ALL
+        SELECT * REPLACE ({max_claim} + 2000001 + row_number() OVER (ORDER BY claim_id) AS claim_id,
+                          {max_member} + 1 + row_number() OVER (ORDER BY claim_id) AS member_id)
+        FROM ({pick(4, k['unknown_member'])})
+    """
+    tmp = folder / ".encounters.parquet.partial"
+    con.execute(f"COPY (SELECT * FROM (SELECT * FROM e UNION ALL {planted}) "
+                f"ORDER BY member_id, service_date, claim_id) TO '{tmp}' "
+                f"(FORMAT parquet, COMPRESSION zstd)")
+    # one coverage spell for a member who does not exist
+    tmp_enr = folder / ".enrollment.parquet.partial"
+    con.execute(f"COPY (SELECT * FROM read_parquet('{enr}') UNION ALL "
+                f"SELECT {max_member} + 999999, DATE '2020-01-01', DATE '2020-12-31') "
+                f"TO '{tmp_enr}' (FORMAT parquet, COMPRESSION zstd)")
+    con.close()
+    os.replace(tmp, enc)
+    os.replace(tmp_enr, enr)
+    counts = {"encounters": dict(k), "enrollment": {"unknown_member": 1}}
+    truth_path = folder / "truth.json"
+    truth = json.loads(truth_path.read_text()) if truth_path.exists() else {}
+    truth["planted_problems"] = counts
+    truth_path.write_text(json.dumps(truth, indent=2) + "\n")
+    return counts
