@@ -1,20 +1,23 @@
-"""Shared machinery of the count and cost models: design matrices, robust variances and
-average effects by recycled predictions.
+"""Shared machinery of the count and cost models.
 
-Three things live here because :mod:`evalkit.models.count` and
-:mod:`evalkit.models.twopart` both need them:
+What :mod:`evalkit.models.count` and :mod:`evalkit.models.twopart` both need:
 
-* turning a data frame and a Wilkinson formula into model matrices whose columns carry
-  R's names (``(Intercept)``, ``I(age^2)``, ``sexM``), after dropping incomplete rows with
-  a :class:`~evalkit.errors.DataDroppedWarning`;
-* sandwich (heteroskedasticity- and cluster-robust) variance matrices computed the way
-  R's ``sandwich`` package does;
-* the average treatment effect by *recycled predictions* with a delta-method standard
-  error, returned as an :class:`EffectResult`.
+* model matrices from a data frame and a Wilkinson formula, with R's column names
+  (``(Intercept)``, ``I(age^2)``, ``sexM``) and R's column order, after dropping
+  incomplete rows with a :class:`~evalkit.errors.DataDroppedWarning`
+  (:func:`prepare_frame`, :func:`build_matrix`), and checks that name the offending term
+  (constant or collinear terms, separation);
+* GLM fits converged to the optimum (:func:`fit_glm`: statsmodels' IRLS plus a few
+  Fisher-scoring steps);
+* sandwich (heteroskedasticity- and cluster-robust) variances scaled as R's ``sandwich``
+  package scales them (:func:`sandwich`);
+* average treatment effects by *recycled predictions* with delta-method standard errors,
+  returned as an :class:`EffectResult` (:func:`recycled_effect`).
 """
 from __future__ import annotations
 
 import ast
+import functools
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -23,17 +26,23 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 import patsy
+import statsmodels.api as sm
 from scipy import linalg, stats
+from threadpoolctl import threadpool_limits
 
-from evalkit.errors import DataDroppedWarning, DataValidationError, ParamsError
+from evalkit.errors import ConvergenceError, DataDroppedWarning, DataValidationError, ParamsError
 
 __all__ = [
     "EffectResult",
+    "GLMFit",
+    "fit_glm",
+    "check_fitted_probabilities",
     "r_term_name",
     "prepare_frame",
     "build_matrix",
     "parse_vcov",
     "sandwich",
+    "sandwich_adjustment",
     "recycled_effect",
 ]
 
@@ -51,6 +60,20 @@ _EVAL_ENV = patsy.EvalEnvironment([{
     "np": np, "numpy": np, "log": np.log, "log1p": np.log1p, "exp": np.exp,
     "sqrt": np.sqrt, "abs": np.abs,
 }])
+
+
+def one_blas_thread(func):
+    """Run ``func`` with BLAS limited to one thread.
+
+    Model fits are tall-skinny linear algebra (a million rows, a few columns), which
+    multi-threaded OpenBLAS runs several times slower than one thread; parallelise across
+    models or replicates instead.
+    """
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        with threadpool_limits(limits=1, user_api="blas"):
+            return func(*args, **kwargs)
+    return wrapper
 
 
 # --------------------------------------------------------------------------- names
@@ -183,7 +206,7 @@ def prepare_frame(data: pd.DataFrame, formulas, extra_columns=(), what: str = "m
         warnings.warn(
             f"{what}: {n_bad} of {len(frame)} rows left out because of missing values "
             f"(per column: {per_column}); fill or drop them upstream to silence this.",
-            DataDroppedWarning, stacklevel=3,
+            DataDroppedWarning, stacklevel=4,
         )
         frame = frame.loc[~bad]
     if len(frame) == 0:
@@ -191,15 +214,41 @@ def prepare_frame(data: pd.DataFrame, formulas, extra_columns=(), what: str = "m
     return frame, dropped
 
 
-def build_matrix(formula_or_info, frame: pd.DataFrame, what: str = "model"):
-    """Model matrix (and response) for ``frame``.
+@dataclass(frozen=True)
+class DesignSpec:
+    """How to rebuild a model matrix on new rows: patsy's design plus R's column order."""
+
+    info: patsy.DesignInfo
+    order: np.ndarray
+
+
+def _r_column_order(info: patsy.DesignInfo, formula: str) -> np.ndarray:
+    """Column permutation from patsy's order to R's.
+
+    patsy puts terms without numeric factors (categoricals) before numeric ones; R keeps
+    the formula's order within each interaction degree (intercept, main effects, then
+    two-way interactions, ...).
+    """
+    formula_terms = list(patsy.ModelDesc.from_formula(formula).rhs_termlist)
+    position = {term: i for i, term in enumerate(formula_terms)}
+    terms = list(info.terms)
+    ranked = sorted(terms, key=lambda t: (len(t.factors), position.get(t, len(position))))
+    order = []
+    for term in ranked:
+        sl = info.term_slices[term]
+        order.extend(range(sl.start, sl.stop))
+    return np.asarray(order, dtype=int)
+
+
+def build_matrix(formula_or_spec, frame: pd.DataFrame, what: str = "model"):
+    """Model matrix (and response) for ``frame``, columns in R's order with R's names.
 
     Parameters
     ----------
-    formula_or_info : str or patsy.DesignInfo
-        A formula (``"y ~ x1 + x2"`` or a right-hand side ``"~ x1 + x2"``) or the design
-        information of an earlier fit (to rebuild the matrix on new data, e.g. with the
-        treatment set to 1 for everyone).
+    formula_or_spec : str or DesignSpec
+        A formula (``"y ~ x1 + x2"`` or a right-hand side ``"~ x1 + x2"``) or the
+        :class:`DesignSpec` of an earlier call (to rebuild the matrix on new data, e.g.
+        with the treatment set to 1 for everyone).
     frame : DataFrame
 
     Returns
@@ -207,12 +256,13 @@ def build_matrix(formula_or_info, frame: pd.DataFrame, what: str = "model"):
     y : ndarray or None
     X : ndarray (float, C-contiguous)
     names : list of str  (R names)
-    info : patsy.DesignInfo
+    spec : DesignSpec
     """
-    if isinstance(formula_or_info, patsy.DesignInfo):
-        (X,) = patsy.build_design_matrices([formula_or_info], frame, NA_action="raise")
-        return None, np.asarray(X, dtype=float), None, formula_or_info
-    formula = formula_or_info
+    if isinstance(formula_or_spec, DesignSpec):
+        (X,) = patsy.build_design_matrices([formula_or_spec.info], frame, NA_action="raise")
+        X = np.asarray(X, dtype=float)[:, formula_or_spec.order]
+        return None, np.ascontiguousarray(X), None, formula_or_spec
+    formula = formula_or_spec
     try:
         if "~" in formula and formula.split("~", 1)[0].strip():
             y, X = patsy.dmatrices(formula, frame, eval_env=_EVAL_ENV, NA_action="raise")
@@ -227,8 +277,9 @@ def build_matrix(formula_or_info, frame: pd.DataFrame, what: str = "model"):
             X = patsy.dmatrix(formula, frame, eval_env=_EVAL_ENV, NA_action="raise")
     except patsy.PatsyError as exc:
         raise DataValidationError(f"{what}: cannot build the model matrix of {formula!r}: {exc}") from None
-    names = [r_term_name(n) for n in X.design_info.column_names]
-    return y, np.ascontiguousarray(np.asarray(X, dtype=float)), names, X.design_info
+    spec = DesignSpec(X.design_info, _r_column_order(X.design_info, formula))
+    names = [r_term_name(X.design_info.column_names[j]) for j in spec.order]
+    return y, np.ascontiguousarray(np.asarray(X, dtype=float)[:, spec.order]), names, spec
 
 
 def check_full_rank(X: np.ndarray, names, what: str) -> None:
@@ -293,6 +344,76 @@ def check_no_empty_cells(X, names, event, what: str, event_label: str, non_event
                 )
 
 
+# --------------------------------------------------------------------------- GLM fits
+@dataclass(frozen=True)
+class GLMFit:
+    """A converged GLM: coefficients, means and the unscaled inverse Fisher information."""
+
+    params: np.ndarray
+    fittedvalues: np.ndarray
+    bread: np.ndarray          # (X'WX)^-1 at the final means, dispersion not applied
+    deviance: float
+    llf: float                 # log-likelihood at dispersion 1 (Poisson, binomial, NB)
+    iterations: int
+
+
+def fit_glm(y, X, family, offset=None, start=None, what: str = "model",
+            rtol: float = 1e-12, maxiter: int = 200) -> GLMFit:
+    """Fit a GLM by statsmodels' IRLS, then finish with Fisher-scoring steps.
+
+    statsmodels stops IRLS when the deviance changes by less than ``rtol`` (relative),
+    as R's ``glm`` does. For non-canonical links (gamma/log, probit, NB2/log) Fisher
+    scoring converges only linearly, so that rule can leave coefficients ~1e-7 (relative)
+    short of the optimum; a few extra scoring steps, stopped when every step is below
+    1e-10 standard errors, remove that. The returned ``bread`` is ``(X'WX)^-1`` at the
+    final means (R's and statsmodels' reported covariances use the weights of the
+    last-but-one iteration).
+    """
+    off = 0.0 if offset is None else offset
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = sm.GLM(y, X, family=family, offset=offset).fit(
+            method="IRLS", start_params=start, tol=1e-300, atol=0.0, rtol=rtol, maxiter=maxiter)
+    if not res.converged:
+        raise ConvergenceError(
+            f"{what}: IRLS did not converge in {maxiter} iterations. Rescale large "
+            "covariates (dollars in thousands), merge sparse categories, or simplify the formula."
+        )
+    b = np.asarray(res.params, dtype=float)
+    link, variance = family.link, family.variance
+
+    def pieces(beta):
+        eta = X @ beta + off
+        mu = link.inverse(eta)
+        dmu = link.inverse_deriv(eta)
+        w = dmu ** 2 / variance(mu)
+        return mu, dmu, w, np.linalg.inv(X.T @ (w[:, None] * X))
+
+    mu, dmu, w, bread = pieces(b)
+    it = int(res.fit_history.get("iteration", 0))
+    if rtol <= 1e-10:                           # starting-value fits skip the polish
+        for _ in range(25):
+            step = bread @ (X.T @ ((y - mu) * dmu / variance(mu)))
+            b = b + step
+            mu, dmu, w, bread = pieces(b)
+            it += 1
+            if np.all(np.abs(step) <= 1e-10 * np.sqrt(np.diag(bread))):
+                break
+    return GLMFit(params=b, fittedvalues=mu, bread=bread,
+                  deviance=float(family.deviance(y, mu)), llf=float(family.loglike(y, mu, scale=1.0)),
+                  iterations=it)
+
+
+def check_fitted_probabilities(p, what: str) -> None:
+    """Fitted probabilities of exactly 0 or 1 mean (quasi-)complete separation."""
+    if np.min(np.minimum(p, 1 - p)) < 1e-10:
+        raise ConvergenceError(
+            f"{what}: fitted probabilities of 0 or 1 (perfect or quasi-complete "
+            "separation): some covariate pattern predicts the outcome exactly, so its "
+            "coefficient is infinite. Merge sparse categories or drop the separating term."
+        )
+
+
 # --------------------------------------------------------------------------- variance
 def parse_vcov(vcov, what: str = "model"):
     """Normalise the ``vcov`` option to ``("model"|"HC0"|"HC1", None)`` or ``("cluster", col)``."""
@@ -305,9 +426,26 @@ def parse_vcov(vcov, what: str = "model"):
     )
 
 
+def sandwich_adjustment(kind: str, n: int, k: int, groups=None) -> float:
+    """Small-sample factor of R's sandwich estimators.
+
+    ``HC0``: 1. ``HC1``: ``n/(n-k)``. ``cluster``: ``G/(G-1) * (n-1)/(n-k)`` with ``G``
+    clusters (``sandwich::vcovCL``, type HC1, ``cadjust = TRUE``).
+    """
+    if kind == "cluster":
+        G = len(pd.unique(pd.Series(np.asarray(groups))))
+        if G < 2:
+            raise ParamsError("cluster-robust variance needs at least 2 clusters; found "
+                              f"{G}. Use vcov='HC1' or a cluster column with more groups.")
+        return G / (G - 1) * (n - 1) / (n - k)
+    if kind == "HC1":
+        return n / (n - k)
+    return 1.0
+
+
 def sandwich(scores: np.ndarray, bread: np.ndarray, kind: str, groups=None,
-             n_coef: int | None = None) -> np.ndarray:
-    """Sandwich variance ``B (S'S) B`` with R's small-sample adjustments.
+             n_coef: int | None = None, adjust: bool = True) -> np.ndarray:
+    """Sandwich variance ``c * B (S'S) B`` as R's ``sandwich`` package computes it.
 
     Parameters
     ----------
@@ -317,34 +455,31 @@ def sandwich(scores: np.ndarray, bread: np.ndarray, kind: str, groups=None,
     bread : (p, p) ndarray
         Inverse of the negative Hessian (for a GLM, ``(X'WX)^-1`` without dispersion).
     kind : {"HC0", "HC1", "cluster"}
-        ``HC0``: no adjustment. ``HC1``: times ``n/(n-k)``. ``cluster``: scores summed
-        within clusters, times ``G/(G-1) * (n-1)/(n-k)`` (sandwich::vcovCL, type HC1).
+        For ``cluster`` the scores are first summed within clusters.
     groups : array-like, for ``cluster``
     n_coef : int, optional
-        ``k`` in the adjustments (default ``p``).
+        ``k`` in the small-sample factor (default ``p``), see :func:`sandwich_adjustment`.
+    adjust : bool
+        Apply the small-sample factor ``c`` (else ``c = 1``).
 
     Notes
     -----
     statsmodels offers these per GLM (``cov_type=``), but the zero-inflated and hurdle
     likelihoods here are written by hand and two-part models stack two fits, so one small
-    function serves all of them. The meat is scaled exactly as ``sandwich::vcovHC`` /
-    ``vcovCL`` scale it.
+    function serves all of them, scaled exactly as ``sandwich::vcovHC`` / ``vcovCL``.
     """
     n, p = scores.shape
     k = p if n_coef is None else n_coef
     if kind == "cluster":
         codes, uniques = pd.factorize(pd.Series(np.asarray(groups)), use_na_sentinel=False)
         G = len(uniques)
-        if G < 2:
-            raise ParamsError("cluster-robust variance needs at least 2 clusters; found 1.")
         summed = np.column_stack([np.bincount(codes, weights=scores[:, j], minlength=G)
                                   for j in range(p)])
         meat = summed.T @ summed
-        adj = G / (G - 1) * (n - 1) / (n - k)
     else:
         meat = scores.T @ scores
-        adj = n / (n - k) if kind == "HC1" else 1.0
-    return adj * bread @ meat @ bread
+    c = sandwich_adjustment(kind, n, k, groups) if adjust else 1.0
+    return c * (bread @ meat @ bread)
 
 
 # --------------------------------------------------------------------------- effects
