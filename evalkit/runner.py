@@ -29,7 +29,8 @@ from .results import assemble, write_json_atomic
 from .study import prepare
 
 WORKBOOK_DIR = Path(__file__).resolve().parent.parent / "workbooks"
-WORKBOOK_FILES = {"data_quality": "01_data_quality.ipynb", "utilization": "02_utilization.ipynb"}
+WORKBOOK_FILES = {"data_quality": "01_data_quality.ipynb", "utilization": "02_utilization.ipynb",
+                  "costs": "03_costs.ipynb"}
 
 
 @dataclass(frozen=True)
@@ -139,7 +140,7 @@ def run(params_path: str | Path | None = None, out: str | Path | None = None,
                 str(src), str(dest), kernel_name=kernel_name, progress_bar=not quiet,
                 parameters={"params_path": str(params_file.resolve())},
                 cwd=str(out_dir), log_output=False,
-                extra_arguments=["--IPKernelApp.log_level=ERROR"],
+                extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
             )
         except Exception as err:  # papermill re-raises the kernel's error
             cell = _failed_cell(dest)

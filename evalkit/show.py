@@ -65,3 +65,35 @@ def quarantine(report):
         from IPython.display import Markdown
         return Markdown("**No rows were quarantined**: every source row passed the row-level checks.")
     return q.rename(columns={"example_rows": "example source rows"})
+
+
+def family_choice(adjusted) -> pd.DataFrame:
+    """The model comparison behind each outcome's choice of count family."""
+    parts = [c.comparison.assign(outcome=_label(o)) for o, c in adjusted.choices.items()]
+    t = pd.concat(parts, ignore_index=True)
+    return t[["outcome", "family", "loglik", "n_params", "aic", "delta_aic", "note"]].round(1)
+
+
+def effects_table(records: pd.DataFrame) -> pd.DataFrame:
+    """Effect records (results vocabulary) with readable labels and intervals."""
+    r = records.copy()
+    r["outcome"] = r["outcome"].map(_label)
+    r["95% CI"] = [f"{lo:,.3g} to {hi:,.3g}" for lo, hi in zip(r["ci_low"], r["ci_high"])]
+    r["p"] = [("<0.001" if p < 0.001 else f"{p:.3f}") for p in r["p_value"]]
+    return r[["outcome", "scale", "estimate", "95% CI", "p"]].round({"estimate": 3})
+
+
+def methods_table(comparison: pd.DataFrame) -> pd.DataFrame:
+    """Ratios by outcome and method side by side, as 'ratio (low-high)'."""
+    c = comparison.copy()
+    c["value"] = [f"{v:.2f} ({lo:.2f}-{hi:.2f})" for v, lo, hi in
+                  zip(c["ratio"], c["ci_low"], c["ci_high"])]
+    wide = c.pivot_table(index="outcome", columns="method", values="value", aggfunc="first",
+                         sort=False)
+    order = list(dict.fromkeys(c["method"]))
+    wide = wide[order]
+    if "true_ratio" in c:
+        wide["true effect (synthetic data)"] = c.groupby("outcome", sort=False)["true_ratio"].first()
+    wide.index = [_label(o) for o in wide.index]
+    wide.columns.name = None
+    return wide

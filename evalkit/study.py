@@ -242,6 +242,42 @@ class Study:
         base = ["baseline_" + c for c in (*utilization.OUTCOMES, "total_cost")]
         return ["age_at_index", "female", *extra, *base]
 
+    def treated_frame(self) -> pd.DataFrame:
+        """:meth:`analysis_frame` with a 0/1 ``treated`` column (1 = self-help arm)."""
+        from .outcomes import with_treatment
+        return with_treatment(self.analysis_frame())
+
+    def adjusted_counts(self, **kwargs):
+        """Covariate-adjusted count models per outcome (see
+        :func:`evalkit.outcomes.adjusted_count_effects`)."""
+        from .outcomes import adjusted_count_effects
+        exposure = "member_months" if self.mode == "claims" or \
+            self.params.data.person.exposure else None
+        return adjusted_count_effects(self.treated_frame(), self.count_outcomes(),
+                                      self.covariates(), exposure=exposure, **kwargs)
+
+    def count_outcomes(self) -> list[str]:
+        return [o for o in self.outcomes() if "cost" not in o]
+
+    def prepost(self, outcomes: list[str] | None = None) -> pd.DataFrame | None:
+        """Difference-in-differences against each member's own baseline (claims mode only;
+        person-level data have no baseline window, and this returns None)."""
+        if self.mode != "claims":
+            return None
+        from .outcomes import prepost_effects
+        return prepost_effects(self.member_windows(), outcomes or self.outcomes())
+
+    def cost_effect(self, **kwargs):
+        """Two-part model of follow-up cost (see :func:`evalkit.outcomes.cost_effect`)."""
+        from .outcomes import cost_effect
+        months = self.params.windows.followup_days * 12 / 365
+        return cost_effect(self.treated_frame(), self.covariates(), months=months, **kwargs)
+
+    def true_effects(self, outcomes: list[str] | None = None) -> dict:
+        """The true ratios of a synthetic plan (empty for real data)."""
+        from .outcomes import true_ratios
+        return true_ratios(self.truth, outcomes or self.outcomes())
+
     def table1(self) -> pd.DataFrame:
         return describe.table1(self.analysis_frame(), "group", self.covariates())
 

@@ -84,3 +84,16 @@ def test_planted_problems_are_quarantined_exactly(tmp_path):
     got = {t: dict(zip(g.reason, g.rows)) for t, g in q.groupby("table")}
     assert got == planted
     assert prep.report.balanced()
+
+
+def test_member_batches_do_not_change_the_result(tmp_path):
+    """Aggregating in batches of members gives the same table as one pass."""
+    import duckdb
+    from evalkit.utilization import build_member_windows, member_batches
+    prep, _ = _prepared(tmp_path, data={"members": 2500})
+    con = duckdb.connect(str(prep.database))
+    assert len(member_batches(con, lines_per_batch=20_000)) > 3
+    build_member_windows(con, "mw_batched", lines_per_batch=20_000)
+    one = con.execute("SELECT * FROM member_windows").df()
+    batched = con.execute("SELECT * FROM mw_batched").df()
+    pd.testing.assert_frame_equal(one, batched)

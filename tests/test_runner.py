@@ -10,19 +10,12 @@ import evalkit
 from evalkit import runner
 from evalkit.errors import EvalkitError, ParamsError, WorkbookError
 
-TINY = Path(__file__).parent / "fixtures" / "tiny"
-PARAMS = {
-    "title": "tiny",
-    "data": {"source": "files",
-             "tables": {t: str(TINY / f"{t}.csv") for t in ("members", "enrollment", "encounters", "exposure")},
-             "category_map": {"ED": "er", "IP": "inpatient"},
-             "group_map": {"T": "self_help", "C": "control"}},
-}
+PARAMS = {"title": "small synthetic plan", "data": {"members": 1500, "plant_problems": True}}
 
 
 def _write_params(tmp_path, extra=None):
     import yaml
-    f = tmp_path / "tiny.yaml"
+    f = tmp_path / "small.yaml"
     f.write_text(yaml.safe_dump({**PARAMS, **(extra or {})}))
     return f
 
@@ -42,11 +35,12 @@ def _strip_times(results):
 def test_run_writes_contract_outputs(tiny_run):
     out = tiny_run.output_dir
     for name in ("01_data_quality.ipynb", "01_data_quality.html", "02_utilization.ipynb",
-                 "02_utilization.html", "results.json", "params.json"):
+                 "02_utilization.html", "03_costs.ipynb", "03_costs.html", "results.json",
+                 "params.json"):
         assert (out / name).is_file(), name
     res = json.loads(tiny_run.results_path.read_text())
     assert res["run"]["status"] == "ok"
-    assert [w["status"] for w in res["run"]["workbooks"]] == ["ok", "ok"]
+    assert [w["status"] for w in res["run"]["workbooks"]] == ["ok", "ok", "ok"]
     assert len(res["run"]["params_hash"]) == 64 and len(res["run"]["data_fingerprint"]) == 64
     fu = [e for e in res["estimates"] if e.get("period") == "followup"]
     assert {e["outcome"] for e in fu} == {"er_visits", "outpatient_mh_visits", "inpatient_days"}
@@ -54,6 +48,12 @@ def test_run_writes_contract_outputs(tiny_run):
         assert set(("workbook", "outcome", "contrast", "estimand", "method", "scale", "estimate",
                     "std_error", "ci_low", "ci_high", "p_value", "n_treated", "n_control")) <= set(e)
     assert "data_quality.table1" in res["tables"] and "utilization.rates" in res["tables"]
+    methods = {e["method"].split(" ")[0] for e in res["estimates"] if e["workbook"] == "utilization"}
+    assert {"crude", "difference-in-differences"} <= methods
+    assert len(methods) >= 3 and methods - {"crude", "difference-in-differences"} <= {
+        "poisson", "negbin", "zinb", "hurdle_negbin"}
+    scales = {e["scale"] for e in res["estimates"] if e["workbook"] == "costs"}
+    assert {"cost_difference", "pmpm_difference", "ratio"} <= scales
     counts = {r["table"]: r for r in res["tables"]["data_quality.load_counts"]}
     assert all(r["rows_in"] == r["accepted"] + r["quarantined"] for r in counts.values())
     # source workbooks stay clean; executed copies have outputs
@@ -91,7 +91,7 @@ def test_failing_workbook_is_reported_and_kept(tmp_path, monkeypatch):
     assert "utilization" in msg and "planted failure" in msg and "code cell" in msg
     res = json.loads((tmp_path / "out" / "results.json").read_text())
     assert res["run"]["status"] == "failed"
-    assert [w["status"] for w in res["run"]["workbooks"]] == ["ok", "failed"]
+    assert [w["status"] for w in res["run"]["workbooks"]] == ["ok", "failed"]  # costs never ran
     partial = nbformat.read(tmp_path / "out" / "02_utilization.ipynb", as_version=4)
     assert any(o.get("output_type") == "error" for c in partial.cells if c.cell_type == "code"
                for o in c.get("outputs", []))

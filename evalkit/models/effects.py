@@ -405,8 +405,13 @@ def fit_glm(y, X, family, offset=None, start=None, what: str = "model",
 
 
 def check_fitted_probabilities(p, what: str) -> None:
-    """Fitted probabilities of exactly 0 or 1 mean (quasi-)complete separation."""
-    if np.min(np.minimum(p, 1 - p)) < 1e-10:
+    """Fitted probabilities of 0 or 1 mean (quasi-)complete separation.
+
+    "0 or 1" uses R's threshold in ``glm.fit`` (10 machine epsilons), so an extreme but
+    legitimate covariate value that drives a probability to 1 - 1e-13 is not mistaken for
+    separation.
+    """
+    if np.min(np.minimum(p, 1 - p)) < 10 * np.finfo(float).eps:
         raise ConvergenceError(
             f"{what}: fitted probabilities of 0 or 1 (perfect or quasi-complete "
             "separation): some covariate pattern predicts the outcome exactly, so its "

@@ -1,0 +1,276 @@
+"""Adjusted effects for the workbooks: the outcome models run over each outcome, with
+the choice of model family made from the data and the evidence kept.
+
+These functions tie :mod:`evalkit.models` to a study's analysis frame (one row per
+member: follow-up outcomes, baseline covariates, member-months) and return tables in the
+results vocabulary, ready for ``results.json``.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from .errors import ConvergenceError, DataValidationError, EvalkitError, StatisticalWarning
+from .models.count import count_model
+from .models.panel import did
+from .models.twopart import park_test, two_part
+
+#: Families compared for count outcomes, from the simplest.
+COUNT_FAMILIES = ("poisson", "negbin", "zinb", "hurdle_negbin")
+RATIO_SCALES = {"rate_ratio", "ratio", "hazard_ratio", "odds_ratio"}
+
+
+def with_treatment(frame: pd.DataFrame, group: str = "group", treated="self_help") -> pd.DataFrame:
+    """A copy of ``frame`` with a 0/1 ``treated`` column (1 = self-help arm)."""
+    out = frame.copy()
+    out["treated"] = (out[group] == treated).astype(int)
+    if out["treated"].nunique() < 2:
+        raise DataValidationError("both arms are needed for a comparison, but only one arm "
+                                  f"has members: {out[group].unique().tolist()}")
+    return out
+
+
+def usable_covariates(frame: pd.DataFrame, candidates: list[str]) -> list[str]:
+    """Numeric covariates that vary and are not the treatment in disguise.
+
+    Text columns (``program``, ``community``) are left out: in the built-in designs they
+    are nested in the arm. A covariate that is constant, or identical to the treatment,
+    would make the model unidentifiable.
+    """
+    keep = []
+    for c in candidates:
+        if c not in frame or not pd.api.types.is_numeric_dtype(frame[c]) \
+                or pd.api.types.is_bool_dtype(frame[c]):
+            continue
+        x = frame[c]
+        if x.nunique(dropna=True) < 2:
+            continue
+        if "treated" in frame and x.nunique() == 2 and \
+                abs(np.corrcoef(x.astype(float), frame["treated"])[0, 1]) > 0.999:
+            continue
+        keep.append(c)
+    return keep
+
+
+def _scale_costs(frame: pd.DataFrame, covariates: list[str]) -> tuple[pd.DataFrame, list[str]]:
+    """Enter baseline use and cost as log(1 + value).
+
+    Prior visits, days and dollars have long right tails: on their raw scale a few
+    members' extreme values would dominate the fit and push predicted probabilities to 0
+    or 1 (which the logit part would rightly refuse as separation).
+    """
+    out, names = frame, []
+    for c in covariates:
+        if c.startswith("baseline_") or c.endswith("_cost"):
+            new = "log1p_" + c
+            out = out.assign(**{new: np.log1p(out[c].clip(lower=0))}) if new not in out else out
+            names.append(new)
+        else:
+            names.append(c)
+    return out, names
+
+
+def _records(effect_table: pd.DataFrame, outcome: str, method: str, n_t: int, n_c: int,
+             alpha: float) -> pd.DataFrame:
+    """An EffectResult table in the results vocabulary (ratio SEs on the log scale)."""
+    z = stats.norm.ppf(1 - alpha / 2)
+    t = effect_table[["scale", "estimate", "std_error", "ci_low", "ci_high", "p_value"]].copy()
+    ratio = t["scale"].isin(RATIO_SCALES)
+    t.loc[ratio, "std_error"] = (np.log(t.loc[ratio, "ci_high"]) - np.log(t.loc[ratio, "ci_low"])) / (2 * z)
+    t.insert(0, "outcome", outcome)
+    t["method"] = method
+    t["estimand"] = "ATE"
+    t["n_treated"], t["n_control"] = n_t, n_c
+    return t
+
+
+@dataclass(frozen=True)
+class FamilyChoice:
+    """Which count model fits an outcome best, and the evidence."""
+
+    outcome: str
+    chosen: str
+    comparison: pd.DataFrame   # family, loglik, n_params, aic, bic, delta_aic, note
+    fit: object                # the chosen CountResult
+
+
+def choose_count_family(frame: pd.DataFrame, outcome: str, covariates: list[str],
+                        exposure: str | None = "member_months",
+                        families=COUNT_FAMILIES) -> FamilyChoice:
+    """Fit each count family and keep the one with the smallest AIC.
+
+    AIC = 2k - 2 logLik, with k counting every estimated parameter (both parts, and theta
+    for negative binomial families). A family that fails to converge is listed with its
+    error and not chosen. Overdispersed, zero-heavy claims counts usually favour
+    ``negbin`` or a hurdle model over ``poisson`` by a wide margin; the comparison table
+    shows by how much.
+    """
+    rhs = " + ".join(["treated", *covariates])
+    rows, fits = [], {}
+    for fam in families:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", StatisticalWarning)
+                fit = count_model(frame, f"{outcome} ~ {rhs}", family=fam, exposure=exposure)
+        except (ConvergenceError, EvalkitError, np.linalg.LinAlgError) as err:
+            rows.append({"family": fam, "loglik": np.nan, "n_params": np.nan, "aic": np.nan,
+                         "bic": np.nan, "note": f"not fitted: {str(err).splitlines()[0][:120]}"})
+            continue
+        k = len(fit.table) + (1 if fit.theta is not None else 0)
+        n = fit.nobs
+        rows.append({"family": fam, "loglik": fit.loglik, "n_params": k,
+                     "aic": 2 * k - 2 * fit.loglik, "bic": np.log(n) * k - 2 * fit.loglik,
+                     "note": ""})
+        fits[fam] = fit
+    table = pd.DataFrame(rows)
+    if not fits:
+        raise ConvergenceError(f"{outcome}: no count model could be fitted; see the notes: "
+                               f"{table['note'].tolist()}")
+    best = table.loc[table["aic"].idxmin(), "family"]
+    table["delta_aic"] = table["aic"] - table["aic"].min()
+    table.loc[table["family"] == best, "note"] = "chosen (smallest AIC)"
+    return FamilyChoice(outcome, best, table, fits[best])
+
+
+@dataclass(frozen=True)
+class AdjustedCounts:
+    choices: dict            # outcome -> FamilyChoice
+    effects: pd.DataFrame    # records: outcome, scale, estimate, ... (results vocabulary)
+    covariates: list
+
+
+def adjusted_count_effects(frame: pd.DataFrame, outcomes: list[str], covariates: list[str],
+                           exposure: str | None = "member_months", alpha: float = 0.05,
+                           families=COUNT_FAMILIES) -> AdjustedCounts:
+    """Covariate-adjusted effect of referral on each count outcome.
+
+    For each outcome: choose the family (:func:`choose_count_family`), then average the
+    model's predictions with everyone referred and with no one referred (recycled
+    predictions), giving the difference in events per 1,000 member-months and the rate
+    ratio with delta-method 95% CIs. ``frame`` needs a 0/1 ``treated`` column
+    (:func:`with_treatment`).
+    """
+    frame, covs = _scale_costs(frame, usable_covariates(frame, covariates))
+    choices, parts = {}, []
+    n_t, n_c = int(frame["treated"].sum()), int((1 - frame["treated"]).sum())
+    for outcome in outcomes:
+        choice = choose_count_family(frame, outcome, covs, exposure, families)
+        eff = choice.fit.effect("treated", alpha=alpha)
+        parts.append(_records(eff.table, outcome, f"{choice.chosen} regression, recycled "
+                              f"predictions, adjusted for {len(covs)} covariates", n_t, n_c, alpha))
+        choices[outcome] = choice
+    return AdjustedCounts(choices, pd.concat(parts, ignore_index=True), covs)
+
+
+@dataclass(frozen=True)
+class CostEffect:
+    fit: object               # TwoPartResult
+    park: object              # ParkTestResult
+    effects: pd.DataFrame     # records
+    share_zero: pd.DataFrame  # arm, members, share_zero, mean, median, p95
+
+
+def cost_effect(frame: pd.DataFrame, covariates: list[str], outcome: str = "total_cost",
+                months: float = 12.0, alpha: float = 0.05) -> CostEffect:
+    """Adjusted difference in cost per member by a two-part model.
+
+    Part 1 is a logit for any cost; part 2 a GLM with log link on the members with costs,
+    its family chosen by the modified Park test (gamma unless the test points elsewhere).
+    The effect is the difference in mean cost per member over the follow-up window with
+    everyone referred vs no one (recycled predictions), with a delta-method CI; also the
+    ratio of means and the per-member-per-month (PMPM) difference, the per-member
+    difference divided by ``months`` (12 for a 365-day window).
+    """
+    frame, covs = _scale_costs(frame, usable_covariates(frame, covariates))
+    formula = f"{outcome} ~ " + " + ".join(["treated", *covs])
+    try:
+        park = park_test(frame, formula)
+    except (ValueError, EvalkitError):   # the GLM form can fail on extreme residuals
+        park = park_test(frame, formula, method="ols")
+    second = park.suggested_family if park.suggested_family in ("gamma", "poisson",
+                                                                "inverse_gaussian") else "gamma"
+    fit = two_part(frame, formula, second=second)
+    eff = fit.effect("treated", alpha=alpha)
+    n_t, n_c = int(frame["treated"].sum()), int((1 - frame["treated"]).sum())
+    rec = _records(eff.table, outcome, f"two-part model (logit + {second} GLM, log link), "
+                   f"recycled predictions, adjusted for {len(covs)} covariates", n_t, n_c, alpha)
+    diff = rec[rec["scale"] == "cost_difference"].iloc[0]
+    pmpm = diff.copy()
+    pmpm["scale"] = "pmpm_difference"
+    for c in ("estimate", "std_error", "ci_low", "ci_high"):
+        pmpm[c] = diff[c] / months
+    rec = pd.concat([rec, pmpm.to_frame().T], ignore_index=True)
+    desc = (frame.assign(arm=np.where(frame["treated"] == 1, "self_help", "control"))
+            .groupby("arm")[outcome]
+            .agg(members="size", share_zero=lambda x: float((x == 0).mean()), mean="mean",
+                 median="median", p95=lambda x: float(x.quantile(0.95)))
+            .reset_index())
+    return CostEffect(fit, park, rec, desc)
+
+
+def prepost_effects(member_windows: pd.DataFrame, outcomes: list[str],
+                    exposure: str | None = "member_months", alpha: float = 0.05) -> pd.DataFrame:
+    """Difference-in-differences of each outcome: each member's follow-up against their
+    own baseline, referred vs not.
+
+    A Poisson model with member fixed effects and period effects on the member x window
+    table (baseline, follow-up), member-months as exposure; the effect is the ratio of the
+    referred members' change to the comparison members' change (a rate ratio), with
+    standard errors clustered by member. Because every member is compared with their own
+    baseline, differences between members that do not change over time (how sick they
+    are, how readily they seek care) cancel out, measured or not. With two periods there
+    is no pre-period trend to test; the assumption that the two groups would have
+    changed alike without the referral is stated, not tested.
+    """
+    mw = member_windows.assign(
+        treated=lambda d: (d["group"] == "self_help").astype(int),
+        post=lambda d: (d["period"] == "followup").astype(int))
+    n_t = int(mw.loc[mw["post"] == 1, "treated"].sum())
+    n_c = int((mw["post"] == 1).sum()) - n_t
+    parts = []
+    for outcome in outcomes:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*pre-trend.*", category=StatisticalWarning)
+            warnings.filterwarnings("ignore", message=".*pre-period.*", category=StatisticalWarning)
+            fit = did(mw, outcome, "member_id", "period", "treated", post="post",
+                      family="poisson", exposure=exposure, event_study=False, alpha=alpha)
+        rec = _records(fit.effect, outcome, "difference-in-differences (Poisson, member "
+                       "and period fixed effects, SEs clustered by member)", n_t, n_c, alpha)
+        if "cost" in outcome:
+            rec["scale"] = rec["scale"].replace({"rate_ratio": "ratio"})
+        parts.append(rec.assign(estimand="ATT"))
+    return pd.concat(parts, ignore_index=True)
+
+
+def true_ratios(truth: dict | None, outcomes: list[str]) -> dict:
+    """The synthetic plan's true effects (ratios) by outcome name, when known."""
+    if not truth:
+        return {}
+    eff = truth.get("effects", {})
+    names = {"er_visits": "er", "outpatient_mh_visits": "outpatient_mh",
+             "inpatient_days": "inpatient_days", "total_cost": "cost"}
+    return {o: eff[names[o]] for o in outcomes if names.get(o) in eff and eff[names[o]] is not None}
+
+
+def compare_methods(estimates: dict[str, pd.DataFrame], truth: dict | None = None) -> pd.DataFrame:
+    """One row per outcome x method with the ratio estimate and CI (and the truth if known).
+
+    ``estimates`` maps a method label to a records table; only ratio rows are used.
+    """
+    rows = []
+    for label, table in estimates.items():
+        if table is None or table.empty:
+            continue
+        t = table[table["scale"].isin(RATIO_SCALES)]
+        for r in t.itertuples():
+            rows.append({"outcome": r.outcome, "method": label, "ratio": r.estimate,
+                         "ci_low": r.ci_low, "ci_high": r.ci_high})
+    out = pd.DataFrame(rows)
+    if truth:
+        out["true_ratio"] = out["outcome"].map(truth)
+    return out
+
