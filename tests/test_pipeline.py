@@ -90,7 +90,8 @@ def test_member_batches_do_not_change_the_result(tmp_path):
     """Aggregating in batches of members gives the same table as one pass."""
     import duckdb
     from evalkit.utilization import build_member_windows, member_batches
-    prep, _ = _prepared(tmp_path, data={"members": 2500})
+    prep, study = _prepared(tmp_path, data={"members": 2500})
+    study.close()
     con = duckdb.connect(str(prep.database))
     assert len(member_batches(con, lines_per_batch=20_000)) > 3
     build_member_windows(con, "mw_batched", lines_per_batch=20_000)
