@@ -22,6 +22,8 @@ from .models.twopart import park_test, two_part
 #: Families compared for count outcomes, from the simplest.
 COUNT_FAMILIES = ("poisson", "negbin", "zinb", "hurdle_negbin")
 RATIO_SCALES = {"rate_ratio", "ratio", "hazard_ratio", "odds_ratio"}
+#: A coefficient SE (log scale) above this means the model is not identified by the data.
+MAX_SE = 20.0
 
 
 def with_treatment(frame: pd.DataFrame, group: str = "group", treated="self_help") -> pd.DataFrame:
@@ -104,8 +106,9 @@ def choose_count_family(frame: pd.DataFrame, outcome: str, covariates: list[str]
     """Fit each count family and keep the one with the smallest AIC.
 
     AIC = 2k - 2 logLik, with k counting every estimated parameter (both parts, and theta
-    for negative binomial families). A family that fails to converge is listed with its
-    error and not chosen. Overdispersed, zero-heavy claims counts usually favour
+    for negative binomial families). A family that fails to converge, or whose standard
+    errors show that some parameter is not identified (for example a zero-inflation part
+    with nothing to explain), is listed with the reason and not chosen. Overdispersed, zero-heavy claims counts usually favour
     ``negbin`` or a hurdle model over ``poisson`` by a wide margin; the comparison table
     shows by how much.
     """
@@ -122,15 +125,20 @@ def choose_count_family(frame: pd.DataFrame, outcome: str, covariates: list[str]
             continue
         k = len(fit.table) + (1 if fit.theta is not None else 0)
         n = fit.nobs
+        se = fit.table["std_error"].to_numpy(dtype=float)
+        weak = not np.all(np.isfinite(se)) or np.max(se) > MAX_SE
         rows.append({"family": fam, "loglik": fit.loglik, "n_params": k,
                      "aic": 2 * k - 2 * fit.loglik, "bic": np.log(n) * k - 2 * fit.loglik,
-                     "note": ""})
-        fits[fam] = fit
+                     "note": "not eligible: some coefficients are not identified (standard "
+                             "errors infinite or huge)" if weak else ""})
+        if not weak:
+            fits[fam] = fit
     table = pd.DataFrame(rows)
     if not fits:
         raise ConvergenceError(f"{outcome}: no count model could be fitted; see the notes: "
                                f"{table['note'].tolist()}")
-    best = table.loc[table["aic"].idxmin(), "family"]
+    eligible = table[table["family"].isin(list(fits))]
+    best = eligible.loc[eligible["aic"].idxmin(), "family"]
     table["delta_aic"] = table["aic"] - table["aic"].min()
     table.loc[table["family"] == best, "note"] = "chosen (smallest AIC)"
     return FamilyChoice(outcome, best, table, fits[best])

@@ -21,7 +21,7 @@ from .data.contract import ARMS, CATEGORIES, CLAIMS_TABLES
 from .errors import ParamsError
 
 #: Workbooks evalkit ships, in the order a run executes them.
-WORKBOOKS = ("data_quality", "utilization", "costs")
+WORKBOOKS = ("data_quality", "utilization", "costs", "cost_benefit")
 
 TableName = Literal["members", "enrollment", "encounters", "exposure"]
 
@@ -106,6 +106,24 @@ class EngineParams(_Strict):
     memory_limit: str | None = Field(None, description="e.g. '2GB'; DuckDB spills beyond it")
 
 
+class EconParams(_Strict):
+    """Program costs and how the economics are judged (cost-benefit workbook)."""
+
+    uptake: float = Field(1.0, gt=0, le=1, description="share of referred members who take "
+                          "part; keep 1 when the cost effect was measured per referred member")
+    uptake_sd: float = Field(0.0, ge=0, description="uncertainty of uptake (beta SD) in the PSA")
+    coordination: float = Field(120.0, ge=0, description="$ per referred member: staff time")
+    facilitation: float = Field(0.0, ge=0, description="$ per referred member: group facilitation")
+    materials: float = Field(30.0, ge=0, description="$ per referred member: materials")
+    fixed_startup: float = Field(25000.0, ge=0, description="$ one-off start-up cost")
+    cost_uncertainty: float = Field(0.2, ge=0, description="coefficient of variation of the "
+                                    "per-referred cost in the PSA")
+    horizon_years: int = Field(1, ge=1, le=30)
+    discount_rate: float = Field(0.03, ge=0, lt=1)
+    perspective: Literal["plan", "society"] = "plan"
+    psa_draws: int = Field(5000, ge=100, le=1_000_000)
+
+
 class ReportParams(_Strict):
     public: bool = Field(False, description="treat outputs as public: suppress small cells")
     min_cell: int = Field(11, ge=1, description="smallest count of people shown in public output")
@@ -119,6 +137,7 @@ class Params(_Strict):
     windows: WindowParams = WindowParams()
     engine: EngineParams = EngineParams()
     report: ReportParams = ReportParams()
+    econ: EconParams = EconParams()
     workbooks: list[str] = Field(default_factory=lambda: list(WORKBOOKS))
 
     @field_validator("workbooks")

@@ -122,3 +122,19 @@ def cost_distribution_plot(frame: pd.DataFrame, outcome: str = "total_cost", ax=
     ax.legend(frameon=False, fontsize=8)
     ax.spines[["top", "right"]].set_visible(False)
     return ax
+
+
+def net_savings_plot(draws, ax=None):
+    """Distribution of simulated net savings per referred member, the break-even line,
+    and the share of draws in which the program saves money."""
+    x = np.asarray(draws, dtype=float)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 3.4))
+    ax.hist(x, bins=60, color="#4d9221", alpha=0.8)
+    ax.axvline(0, color="k", lw=1)
+    share = float((x > 0).mean())
+    ax.set_title(f"Program saves money in {share:.0%} of simulations", fontsize=10)
+    ax.set_xlabel("net savings per referred member, dollars (negative = net cost)")
+    ax.set_ylabel("simulations")
+    ax.spines[["top", "right"]].set_visible(False)
+    return ax

@@ -273,6 +273,15 @@ class Study:
         months = self.params.windows.followup_days * 12 / 365
         return cost_effect(self.treated_frame(), self.covariates(), months=months, **kwargs)
 
+    def value_program(self, cost=None):
+        """Program economics from the adjusted cost difference and the params' ``econ``
+        section (see :func:`evalkit.valuation.value_program`)."""
+        from .valuation import value_program
+        cost = cost or self.cost_effect()
+        referred = int((self.treated_frame()["treated"] == 1).sum())
+        return value_program(cost.effects, self.params.econ, referred,
+                             self.params.windows.followup_days, self.params.seed)
+
     def true_effects(self, outcomes: list[str] | None = None) -> dict:
         """The true ratios of a synthetic plan (empty for real data)."""
         from .outcomes import true_ratios

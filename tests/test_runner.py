@@ -35,12 +35,12 @@ def _strip_times(results):
 def test_run_writes_contract_outputs(tiny_run):
     out = tiny_run.output_dir
     for name in ("01_data_quality.ipynb", "01_data_quality.html", "02_utilization.ipynb",
-                 "02_utilization.html", "03_costs.ipynb", "03_costs.html", "results.json",
-                 "params.json"):
+                 "02_utilization.html", "03_costs.ipynb", "03_costs.html",
+                 "04_cost_benefit.ipynb", "04_cost_benefit.html", "results.json", "params.json"):
         assert (out / name).is_file(), name
     res = json.loads(tiny_run.results_path.read_text())
     assert res["run"]["status"] == "ok"
-    assert [w["status"] for w in res["run"]["workbooks"]] == ["ok", "ok", "ok"]
+    assert [w["status"] for w in res["run"]["workbooks"]] == ["ok", "ok", "ok", "ok"]
     assert len(res["run"]["params_hash"]) == 64 and len(res["run"]["data_fingerprint"]) == 64
     fu = [e for e in res["estimates"] if e.get("period") == "followup"]
     assert {e["outcome"] for e in fu} == {"er_visits", "outpatient_mh_visits", "inpatient_days"}
@@ -54,6 +54,9 @@ def test_run_writes_contract_outputs(tiny_run):
         "poisson", "negbin", "zinb", "hurdle_negbin"}
     scales = {e["scale"] for e in res["estimates"] if e["workbook"] == "costs"}
     assert {"cost_difference", "pmpm_difference", "ratio"} <= scales
+    econ = {e["scale"]: e for e in res["estimates"] if e["workbook"] == "cost_benefit"}
+    assert {"net_savings_per_member", "roi", "probability_cost_saving"} <= set(econ)
+    assert 0 <= econ["probability_cost_saving"]["estimate"] <= 1
     counts = {r["table"]: r for r in res["tables"]["data_quality.load_counts"]}
     assert all(r["rows_in"] == r["accepted"] + r["quarantined"] for r in counts.values())
     # source workbooks stay clean; executed copies have outputs
