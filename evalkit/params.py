@@ -40,12 +40,13 @@ class PersonParams(_Strict):
     treated_value: Any = Field(1, description="value of `treatment` that marks the self-help arm")
     outcomes: list[str] = Field(min_length=1, description="count or cost outcome columns")
     exposure: str | None = Field(None, description="member-months (or person-time) column")
-    covariates: list[str] = Field(default_factory=list)
+    covariates: list[str] = Field(default_factory=list, description="columns to adjust for")
 
 
 class DataParams(_Strict):
-    source: Literal["synthetic", "files", "duckdb"] = "synthetic"
-    scenario: str = "demo"
+    source: Literal["synthetic", "files", "duckdb"] = Field(
+        "synthetic", description="built-in synthetic plan, your files, or a DuckDB database")
+    scenario: str = Field("demo", description="synthetic: demo, humphreys_moos or healthwise_er")
     members: int | None = Field(None, gt=0, description="synthetic: number of members")
     scenario_options: dict[str, Any] = Field(default_factory=dict,
                                              description="synthetic: scenario overrides")
@@ -96,13 +97,14 @@ class DataParams(_Strict):
 class WindowParams(_Strict):
     baseline_days: int = Field(365, gt=0, le=3660, description="days before the index date")
     followup_days: int = Field(365, gt=0, le=3660, description="days from the index date on")
-    require_enrolled_at_index: bool = True
+    require_enrolled_at_index: bool = Field(True, description="analyse only members covered "
+                                            "on their index date")
     min_followup_months: float = Field(0.0, ge=0, description="exclude members with less follow-up")
 
 
 class EngineParams(_Strict):
-    name: Literal["duckdb"] = "duckdb"
-    threads: int | None = Field(None, gt=0)
+    name: Literal["duckdb"] = Field("duckdb", description="database engine for the aggregation")
+    threads: int | None = Field(None, gt=0, description="engine threads (default: all cores)")
     memory_limit: str | None = Field(None, description="e.g. '2GB'; DuckDB spills beyond it")
 
 
@@ -118,10 +120,11 @@ class EconParams(_Strict):
     fixed_startup: float = Field(25000.0, ge=0, description="$ one-off start-up cost")
     cost_uncertainty: float = Field(0.2, ge=0, description="coefficient of variation of the "
                                     "per-referred cost in the PSA")
-    horizon_years: int = Field(1, ge=1, le=30)
-    discount_rate: float = Field(0.03, ge=0, lt=1)
-    perspective: Literal["plan", "society"] = "plan"
-    psa_draws: int = Field(5000, ge=100, le=1_000_000)
+    horizon_years: int = Field(1, ge=1, le=30, description="years over which savings and "
+                               "recurring costs are counted")
+    discount_rate: float = Field(0.03, ge=0, lt=1, description="annual discount rate")
+    perspective: Literal["plan", "society"] = Field("plan", description="whose costs count")
+    psa_draws: int = Field(5000, ge=100, le=1_000_000, description="Monte Carlo draws")
 
 
 class ReportParams(_Strict):
@@ -130,15 +133,17 @@ class ReportParams(_Strict):
 
 
 class Params(_Strict):
-    title: str = "Self-help referral evaluation"
-    mode: Literal["claims", "person"] = "claims"
-    seed: int = Field(20240611, ge=0)
+    title: str = Field("Self-help referral evaluation", description="shown on every output")
+    mode: Literal["claims", "person"] = Field("claims", description="claims tables, or one row "
+                                              "per member with outcomes computed")
+    seed: int = Field(20240611, ge=0, description="fixes every random number of the run")
     data: DataParams = DataParams()
     windows: WindowParams = WindowParams()
     engine: EngineParams = EngineParams()
     report: ReportParams = ReportParams()
     econ: EconParams = EconParams()
-    workbooks: list[str] = Field(default_factory=lambda: list(WORKBOOKS))
+    workbooks: list[str] = Field(default_factory=lambda: list(WORKBOOKS),
+                                 description="workbooks to run, in order")
 
     @field_validator("workbooks")
     @classmethod
@@ -286,3 +291,30 @@ def resolve_paths(params: Params, base_dir: Path) -> Params:
     if not updates:
         return params
     return params.model_copy(update={"data": d.model_copy(update=updates)})
+
+
+def reference_markdown() -> str:
+    """Every params key with its type, default and meaning, as a Markdown table
+    (the source of docs/params.md)."""
+    lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            key = f"{prefix}{name}"
+            ann = field.annotation
+            sub = next((c for c in (ann, *getattr(ann, "__args__", ()))
+                        if isinstance(c, type) and issubclass(c, BaseModel)), None)
+            if sub is not None and sub is not Params:
+                walk(sub, key + ".")
+                continue
+            if getattr(ann, "__origin__", None) is Literal:
+                kind = "one of " + ", ".join(map(str, ann.__args__))
+            else:
+                kind = getattr(ann, "__name__", None) or str(ann).replace("typing.", "")
+            default = field.get_default(call_default_factory=True)
+            shown = "(required)" if field.is_required() else f"`{json.dumps(default, default=str)}`"
+            desc = (field.description or "").replace("|", "\\|")
+            lines.append(f"| `{key}` | {kind.replace('|', ' or ')} | {shown} | {desc} |")
+
+    walk(Params, "")
+    return "\n".join(lines) + "\n"

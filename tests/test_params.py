@@ -74,3 +74,12 @@ def test_shipped_params_files_validate():
     from pathlib import Path
     for f in sorted((Path(__file__).parents[1] / "params").glob("*.yaml")):
         P.load(f)
+
+
+def test_params_reference_doc_is_current():
+    """docs/params.md is generated from the schema; regenerate it when a key changes."""
+    from pathlib import Path
+    doc = (Path(__file__).parents[1] / "docs" / "params.md").read_text()
+    assert P.reference_markdown() in doc
+    for key in ("data.members", "windows.followup_days", "econ.coordination"):
+        assert f"`{key}`" in doc
