@@ -67,13 +67,13 @@ def build_cohort(con: duckdb.DuckDBPyConnection, baseline_days: int = 365,
         cond = f"{cond} AND ({expr})"
         counts = dict(con.execute(
             f'SELECT "group", count(*) FROM _cohort_all WHERE {cond} GROUP BY 1').fetchall())
-        rows.append({"step": label, "self_help": int(counts.get("self_help", 0)),
-                     "control": int(counts.get("control", 0))})
+        rows.append({"step": label, "self_help_members": int(counts.get("self_help", 0)),
+                     "control_members": int(counts.get("control", 0))})
     con.execute(f"CREATE OR REPLACE TABLE cohort AS SELECT * EXCLUDE (enrolled_at_index) "
                 f"FROM _cohort_all WHERE {cond} ORDER BY member_id")
     for t in ("_candidates", "_coverage", "_cohort_all"):
         con.execute(f"DROP TABLE {t}")
     attrition = pd.DataFrame(rows)
-    attrition["total"] = attrition["self_help"] + attrition["control"]
-    attrition["excluded"] = (-attrition["total"].diff()).fillna(0).astype(int)
+    attrition["total_members"] = attrition["self_help_members"] + attrition["control_members"]
+    attrition["excluded_members"] = (-attrition["total_members"].diff()).fillna(0).astype(int)
     return attrition

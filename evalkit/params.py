@@ -128,7 +128,10 @@ class EconParams(_Strict):
 
 
 class ReportParams(_Strict):
-    public: bool = Field(False, description="treat outputs as public: suppress small cells")
+    public: bool = Field(False, description="outputs are meant for the public: after the "
+                         "workbooks run, every output (not work/) is scanned for member ids "
+                         "and cells of fewer than min_cell people, and the run fails if any "
+                         "is found")
     min_cell: int = Field(11, ge=1, description="smallest count of people shown in public output")
 
 

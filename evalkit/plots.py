@@ -52,8 +52,9 @@ def attrition_plot(attrition: pd.DataFrame, ax=None):
     y = np.arange(len(attrition))[::-1]
     left = np.zeros(len(attrition))
     for arm in ("self_help", "control"):
-        ax.barh(y, attrition[arm], left=left, color=ARM_COLORS[arm], label=ARM_LABELS[arm])
-        left = left + attrition[arm].to_numpy()
+        counts = attrition[f"{arm}_members"]
+        ax.barh(y, counts, left=left, color=ARM_COLORS[arm], label=ARM_LABELS[arm])
+        left = left + counts.to_numpy()
     ax.set_yticks(y, attrition["step"])
     ax.set_xlabel("members")
     ax.legend(frameon=False, fontsize=8, loc="lower right")

@@ -159,10 +159,49 @@ def run(params_path: str | Path | None = None, out: str | Path | None = None,
         _html(dest)
         status["status"] = "ok"
         _say(f"      done in {time.perf_counter() - t1:.1f}s", quiet)
+    if params.report.public:
+        _say("checking the outputs are safe to publish", quiet)
+        report = _privacy_scan(params, out_dir)
+        run_info["privacy"] = {"ok": report.ok, "files_scanned": len(report.scanned),
+                               "findings": [f"{f.file}: {f.kind} ({f.where})" for f in report.findings],
+                               "member_ids_checked": report_ids_checked(out_dir)}
+        if not report.ok:
+            run_info.update(status="failed", finished=_now(), failed_step="privacy scan")
+            write_json_atomic(results_path, assemble(out_dir, run_info, params.workbooks))
+            report.raise_if_found()
     run_info.update(status="ok", finished=_now())
     write_json_atomic(results_path, assemble(out_dir, run_info, params.workbooks))
     _say(f"done: {results_path}", quiet)
     return RunResult(out_dir, results_path, "ok", notebooks)
+
+
+#: Member ids shorter than this cannot be told apart from ordinary numbers in a scan.
+MIN_SCANNABLE_ID = 6
+
+
+def _member_ids(out_dir: Path) -> list[str]:
+    import duckdb
+    from .study import DB_NAME
+    con = duckdb.connect(str(out_dir / "work" / DB_NAME), read_only=True)
+    try:
+        table = "cohort" if con.execute("SELECT count(*) FROM information_schema.tables "
+                                        "WHERE table_name = 'cohort'").fetchall()[0][0] else "persons"
+        ids = [str(r[0]) for r in con.execute(f"SELECT DISTINCT member_id FROM {table}").fetchall()]
+    finally:
+        con.close()
+    return ids
+
+
+def report_ids_checked(out_dir: Path) -> bool:
+    ids = _member_ids(out_dir)
+    return bool(ids) and min(len(i) for i in ids) >= MIN_SCANNABLE_ID
+
+
+def _privacy_scan(params, out_dir: Path):
+    """Scan every public output (not ``work/``) for member ids and small cells."""
+    from .privacy import scan_outputs
+    ids = _member_ids(out_dir) if report_ids_checked(out_dir) else None
+    return scan_outputs(out_dir, member_ids=ids, min_cell=params.report.min_cell)
 
 
 def _check_output_dir(out_dir: Path) -> None:

@@ -196,9 +196,10 @@ class Study:
             counts = self.sql('SELECT "group", count(*) AS n FROM persons GROUP BY 1')
             n = dict(zip(counts["group"], counts["n"]))
             return pd.DataFrame([{"step": "accepted person-level rows",
-                                  "self_help": int(n.get("self_help", 0)),
-                                  "control": int(n.get("control", 0)),
-                                  "total": int(sum(n.values())), "excluded": 0}])
+                                  "self_help_members": int(n.get("self_help", 0)),
+                                  "control_members": int(n.get("control", 0)),
+                                  "total_members": int(sum(n.values())),
+                                  "excluded_members": 0}])
         return self.sql("SELECT * FROM attrition")
 
     def outcomes(self) -> list[str]:

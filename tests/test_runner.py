@@ -122,3 +122,25 @@ def test_cli_reports_errors_and_exit_code(tmp_path, capsys):
     assert main(["validate", str(_write_params(tmp_path))]) == 0
     assert main(["validate", str(_write_params(tmp_path)), "--set", "windows.baseline_days=0"]) == 2
     assert "windows.baseline_days" in capsys.readouterr().err
+
+
+def test_public_run_refuses_small_cells(tmp_path):
+    """With report.public the outputs are scanned; the hand-made tiny plan has one member
+    per arm, so the attrition table holds cells of 1 person and the run must refuse to
+    call itself done."""
+    from evalkit.privacy import DisclosureError
+    tiny = Path(__file__).parent / "fixtures" / "tiny"
+    tables = {t: str(tiny / f"{t}.csv") for t in ("members", "enrollment", "encounters", "exposure")}
+    with pytest.raises(DisclosureError):
+        evalkit.run(_write_params(tmp_path), out=tmp_path / "out", quiet=True, overrides={
+            "report.public": True, "workbooks": ["data_quality"], "data.source": "files",
+            "data.tables": tables, "data.category_map": {"ED": "er", "IP": "inpatient"},
+            "data.group_map": {"T": "self_help", "C": "control"}, "data.members": None,
+            "data.plant_problems": False})
+    res = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert res["run"]["status"] == "failed" and res["run"]["failed_step"] == "privacy scan"
+    assert res["run"]["privacy"]["findings"]
+    assert res["run"]["privacy"]["member_ids_checked"] is False   # ids 1, 2 are too short
+    ok = evalkit.run(_write_params(tmp_path), out=tmp_path / "private", quiet=True,
+                     overrides={"workbooks": ["data_quality"], "data.members": 300})
+    assert "privacy" not in json.loads(ok.results_path.read_text())["run"]

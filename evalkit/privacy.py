@@ -1,0 +1,1391 @@
+"""Publishing safety: small-cell suppression, secret redaction and a privacy scan.
+
+Three things stand between an evalkit run and a public release:
+
+* :func:`suppress` hides table cells that describe fewer than ``min_cell`` people (11 by
+  default, the usual health-plan and CMS small-cell rule) **and** every cell from which
+  such a count could be worked out again: by subtraction from a row or column total
+  (complementary suppression) or from a percentage or rate computed from it.
+* :func:`redact_params` and :func:`redact_notebook` keep secrets given as parameters
+  (database passwords, tokens, connection URLs) out of executed notebooks: papermill
+  writes injected parameters both into a code cell and into
+  ``metadata.papermill.parameters``.
+* :func:`scan_outputs` reads every public output file of a run folder (notebooks,
+  HTML, JSON, Markdown, text, and PDFs through ``pdftotext``) and reports member ids,
+  dates of service, secrets and small counts it finds, as a :class:`ScanReport`.
+
+Everything here returns values; nothing prints, and input DataFrames and dicts are never
+modified.
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import datetime as _dt
+import html as _html
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import urllib.parse
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import EvalkitError
+
+__all__ = [
+    "PrivacyError", "DisclosureError", "SuppressionResult", "suppress",
+    "Finding", "ScanReport", "scan_outputs", "redact_params", "redact_notebook",
+    "DEFAULT_COUNT_HEADERS", "DEFAULT_ID_HEADERS", "DEFAULT_SECRET_KEYS", "REDACTED",
+]
+
+REDACTED = "***"
+
+
+# ---------------------------------------------------------------------------- errors
+class PrivacyError(EvalkitError, ValueError):
+    """Publishing safety could not be applied (bad arguments, a table that cannot be
+    protected)."""
+
+
+class DisclosureError(PrivacyError):
+    """A public output holds something it must not (member ids, dates of service,
+    secrets, small counts). ``findings`` holds the :class:`Finding` records; the message
+    lists them with the offending text shortened so that it is not repeated in full."""
+
+    def __init__(self, message: str, findings: Iterable["Finding"] = ()):
+        super().__init__(message)
+        self.findings = tuple(findings)
+
+
+# ============================================================================ suppression
+@dataclass(frozen=True)
+class SuppressionResult:
+    """What :func:`suppress` returns.
+
+    Attributes
+    ----------
+    table : the publishable copy; columns with a suppressed cell have object dtype and
+        show ``marker`` in the suppressed cells, every other column is unchanged.
+    report : one row per suppressed cell: ``row`` (index label), ``row_position``,
+        ``column``, ``rule`` (``primary`` / ``complementary`` / ``derived``) and
+        ``reason`` (a sentence). It never holds the hidden values.
+    mask : boolean DataFrame shaped like ``table``, True where a cell is suppressed.
+    min_cell, marker : the settings used.
+
+    The result unpacks as ``table, report = suppress(...)``.
+    """
+
+    table: pd.DataFrame
+    report: pd.DataFrame
+    mask: pd.DataFrame
+    min_cell: int
+    marker: str
+
+    def __iter__(self):
+        yield self.table
+        yield self.report
+
+    @property
+    def n_suppressed(self) -> int:
+        return len(self.report)
+
+    @property
+    def footnote(self) -> str:
+        """A footnote for the published table explaining the marker."""
+        return (f"{self.marker} suppressed: a count of fewer than {self.min_cell} people, "
+                "or a cell (or a figure computed from one) from which such a count could "
+                "be worked out.")
+
+    def summary(self) -> str:
+        if self.report.empty:
+            return f"no cell suppressed (smallest count shown: {self.min_cell})"
+        by = self.report["rule"].value_counts()
+        parts = [f"{by.get(r, 0)} {r}" for r in ("primary", "complementary", "derived")
+                 if by.get(r, 0)]
+        return f"{len(self.report)} cells suppressed ({', '.join(parts)}); min_cell={self.min_cell}"
+
+
+@dataclass
+class _Group:
+    """One additive relation of the table: members sum to the total."""
+
+    label: str
+    members: list          # cells (row position, cell-column position)
+    total: tuple | None    # the total cell when it is in the table; None = known elsewhere
+
+    @property
+    def cells(self) -> list:
+        return self.members + ([self.total] if self.total is not None else [])
+
+
+def suppress(table: pd.DataFrame, count_columns, min_cell: int = 11, row_total=None,
+             col_total=None, derived: Mapping | None = None, marker: str | None = None, *,
+             suppress_zero: bool = False, protect_rows: bool = True,
+             protect_columns: bool | None = None) -> SuppressionResult:
+    """Small-cell suppression of a table of counts of people, ready to publish.
+
+    Three rules are applied, in order, until nothing changes:
+
+    1. **Primary.** A count ``c`` with ``0 < c < min_cell`` is hidden (with the default
+       ``min_cell=11``: counts 1 to 10). A zero is shown by default, as the CMS
+       cell-size policy allows (a zero describes nobody); ``suppress_zero=True`` hides
+       zeros too, for settings whose rule covers them.
+    2. **Complementary.** A row of counts, and its total, form an additive relation
+       ``c_1 + ... + c_k = total``; so does a column. If exactly one cell of a relation
+       is hidden, it can be recovered by subtraction, so a second cell of the relation
+       is hidden too: the smallest non-zero visible count (ties go to a cell whose other
+       relation already has exactly one hidden cell, then to the first in table order);
+       the total only if no count is left, a zero as a last resort (hiding a zero adds
+       little protection). This is iterated over rows and columns until stable. Then an
+       exact check runs: with all relations together, a hidden cell is still recoverable
+       when it is fixed by the linear system (for example two blocks of hidden cells
+       joined by a single cell). Any such cell gets one more complementary cell, and the
+       loop repeats.
+    3. **Derived.** A percentage, rate or mean computed from a hidden count gives the
+       count back, so it is hidden with it (``derived={"pct": "n"}``; a list of source
+       columns hides the derived cell if any of them is hidden, e.g. a percentage of a
+       row total that is itself hidden: ``{"pct": ["n", "total"]}``).
+
+    Parameters
+    ----------
+    table : DataFrame; one row per category. Not modified.
+    count_columns : column name or list of names holding counts of people (the cells).
+    min_cell : smallest count of people that may be shown (default 11).
+    row_total : name of a column holding each row's total (a margin). The total itself
+        is a count (hidden if small) and part of the row relation. Without it, rows are
+        still protected when ``protect_rows`` is True, as if the row totals were
+        published elsewhere (the cautious assumption).
+    col_total : index label of the row holding column totals (e.g. ``"Total"``, or
+        ``"All"`` from ``pd.crosstab(..., margins=True)``). Giving it switches on column
+        protection.
+    derived : ``{derived_column: count_column or [source columns]}``.
+    marker : text shown in every hidden cell. Default ``"*"`` (see Notes).
+    suppress_zero : also treat zeros as small cells (default False, see rule 1).
+    protect_rows : apply complementary suppression along rows (default True).
+    protect_columns : apply it along columns; default: only when ``col_total`` is given.
+        Set True when column totals are published elsewhere (e.g. N per arm in a table
+        header).
+
+    Returns
+    -------
+    SuppressionResult
+        ``table`` (a new DataFrame), ``report`` (what was hidden and why), ``mask``.
+
+    Raises
+    ------
+    PrivacyError
+        For a missing or non-numeric column, a negative count, an unknown ``col_total``
+        label, or a relation that cannot be protected (no visible cell left to hide).
+
+    Notes
+    -----
+    *One marker for every hidden cell.* Showing ``"<11"`` on primary cells and another
+    mark on complementary ones lets a reader bound the primary value: in a row
+    ``a + b = 12`` with ``a`` marked ``<11`` and ``b`` known to be a complement (so
+    ``b >= 11``), ``a = 1``. A single marker (and a footnote, :attr:`SuppressionResult.footnote`)
+    avoids that. Pass ``marker="<11"`` if your publication standard requires it, knowing
+    that it then also stands on complementary cells.
+
+    *What is protected.* No hidden cell can be computed exactly from the visible cells
+    and the row and column relations (checked by linear algebra, not only by the
+    "exactly one hidden cell" rule). Bounds are not widened to a target interval, and
+    cells with a missing value (NaN) are treated as visible and are never chosen as
+    complements. Relations across several tables (the same counts published twice) are
+    not seen; suppress such tables together.
+
+    Examples
+    --------
+    >>> t = pd.DataFrame({"A": [5, 25, 30, 60], "B": [20, 40, 50, 110],
+    ...                   "Total": [25, 65, 80, 170]}, index=["r1", "r2", "r3", "Total"])
+    >>> res = suppress(t, ["A", "B"], row_total="Total", col_total="Total")
+    >>> print(res.table)
+            A    B  Total
+    r1      *    *     25
+    r2      *    *     65
+    r3     30   50     80
+    Total  60  110    170
+    >>> sorted(res.report["rule"])
+    ['complementary', 'complementary', 'complementary', 'primary']
+
+    References
+    ----------
+    Centers for Medicare & Medicaid Services, *Cell Size Suppression Policy* (cells of
+    1 to 10 beneficiaries are not published, nor cells from which they can be derived).
+    Hundepool A. et al. (2012), *Statistical Disclosure Control*, Wiley, ch. 4
+    (primary and secondary suppression; the "singleton in a relation" problem).
+    """
+    if not isinstance(table, pd.DataFrame):
+        raise PrivacyError("suppress: table must be a pandas DataFrame, "
+                           f"got {type(table).__name__}")
+    if not table.columns.is_unique:
+        dup = table.columns[table.columns.duplicated()].tolist()
+        raise PrivacyError(f"suppress: column names must be unique; duplicated: {dup}")
+    if isinstance(count_columns, str) or not isinstance(count_columns, Iterable):
+        count_columns = [count_columns]
+    count_columns = list(dict.fromkeys(count_columns))
+    if not count_columns:
+        raise PrivacyError("suppress: count_columns is empty; name the columns holding counts")
+    if isinstance(min_cell, bool) or not isinstance(min_cell, (int, np.integer)) or min_cell < 1:
+        raise PrivacyError(f"suppress: min_cell must be a whole number >= 1, got {min_cell!r}")
+    min_cell = int(min_cell)
+    marker = "*" if marker is None else str(marker)
+    if row_total is not None and row_total in count_columns:
+        count_columns.remove(row_total)
+    cell_cols = count_columns + ([row_total] if row_total is not None else [])
+    missing = [c for c in cell_cols if c not in table.columns]
+    if missing:
+        raise PrivacyError(f"suppress: column(s) {missing} not in the table; "
+                           f"columns are {list(table.columns)}")
+    for c in cell_cols:
+        s = table[c]
+        if pd.api.types.is_bool_dtype(s) or not pd.api.types.is_numeric_dtype(s):
+            raise PrivacyError(f"suppress: count column '{c}' is not numeric "
+                               f"(dtype {s.dtype}); pass counts, not formatted text")
+    values = table[cell_cols].to_numpy(dtype=float, na_value=np.nan)
+    if np.any(values < 0):
+        r, j = np.argwhere(values < 0)[0]
+        raise PrivacyError(f"suppress: negative count {values[r, j]:g} in column "
+                           f"'{cell_cols[j]}', row {table.index[r]!r}; counts of people "
+                           "cannot be negative")
+    total_pos = None
+    if col_total is not None:
+        hits = np.flatnonzero(table.index == col_total)
+        if len(hits) != 1:
+            raise PrivacyError(f"suppress: col_total={col_total!r} must label exactly one row "
+                               f"of the index; found {len(hits)}. Put the category labels "
+                               "in the index (e.g. table.set_index('category')).")
+        total_pos = int(hits[0])
+    derived_map = {}
+    for dcol, src in (derived or {}).items():
+        srcs = [src] if isinstance(src, str) or not isinstance(src, Iterable) else list(src)
+        if dcol not in table.columns:
+            raise PrivacyError(f"suppress: derived column '{dcol}' not in the table")
+        if dcol in cell_cols:
+            raise PrivacyError(f"suppress: '{dcol}' is both a count column and a derived column")
+        bad = [s for s in srcs if s not in cell_cols]
+        if bad:
+            raise PrivacyError(f"suppress: derived column '{dcol}' is computed from {bad}, "
+                               f"which are not count columns ({cell_cols})")
+        derived_map[dcol] = [cell_cols.index(s) for s in srcs]
+    if protect_columns is None:
+        protect_columns = col_total is not None
+
+    nrow, ncell = values.shape
+    jt = len(cell_cols) - 1 if row_total is not None else None
+    member_cols = [j for j in range(ncell) if j != jt]
+    label = table.index
+
+    def describe(cell) -> str:
+        return f"row {label[cell[0]]!r}, column '{cell_cols[cell[1]]}'"
+
+    groups: list[_Group] = []
+    if protect_rows:
+        for i in range(nrow):
+            if jt is None and len(member_cols) < 2:
+                continue
+            groups.append(_Group(f"row {label[i]!r}", [(i, j) for j in member_cols],
+                                 (i, jt) if jt is not None else None))
+    if protect_columns:
+        body = [i for i in range(nrow) if i != total_pos]
+        for j in range(ncell):
+            if total_pos is None and len(body) < 2:
+                continue
+            groups.append(_Group(f"column '{cell_cols[j]}'", [(i, j) for i in body],
+                                 (total_pos, j) if total_pos is not None else None))
+    groups_of: dict = {}
+    for g in groups:
+        for c in g.cells:
+            groups_of.setdefault(c, []).append(g)
+
+    hidden: dict = {}   # cell -> (rule, reason), in the order hidden
+    for i in range(nrow):
+        for j in range(ncell):
+            v = values[i, j]
+            if np.isfinite(v) and (0 < v < min_cell or (suppress_zero and v == 0)):
+                hidden[(i, j)] = ("primary", f"count of fewer than {min_cell} people"
+                                  if v > 0 else "zero count (suppress_zero=True)")
+
+    def candidates(g: _Group) -> list:
+        """Visible cells of g in order of preference (best first)."""
+        def cascade(c):
+            pen = 0
+            for other in groups_of.get(c, []):
+                if other is g:
+                    continue
+                k = sum(x in hidden for x in other.cells)
+                pen += 0 if k == 1 else (1 if k >= 2 else 2)
+            return pen
+        free = [c for c in g.members if c not in hidden and np.isfinite(values[c])]
+        nonzero = sorted((c for c in free if values[c] > 0),
+                         key=lambda c: (values[c], cascade(c), c))
+        zeros = sorted((c for c in free if values[c] == 0), key=lambda c: (cascade(c), c))
+        tot = []
+        if g.total is not None and g.total not in hidden and np.isfinite(values[g.total]):
+            tot = [g.total]
+        return nonzero + tot + zeros
+
+    while True:
+        changed = False
+        for g in groups:
+            inside = [c for c in g.cells if c in hidden]
+            if len(inside) != 1:
+                continue
+            cand = candidates(g)
+            if not cand:
+                raise PrivacyError(
+                    f"suppress: {describe(inside[0])} is hidden but {g.label} has no other "
+                    "visible count to hide with it, so it could be recovered from the "
+                    "total. Merge categories or drop the total before publishing.")
+            hidden[cand[0]] = ("complementary",
+                               f"hidden so that {describe(inside[0])} cannot be recovered "
+                               f"from the total of {g.label}")
+            changed = True
+        if changed:
+            continue
+        exposed = _recoverable(list(hidden), groups)
+        if not exposed:
+            break
+        x = exposed[0]
+        options = [(c, g) for g in groups_of.get(x, []) for c in candidates(g)[:1]]
+        if not options:
+            raise PrivacyError(
+                f"suppress: {describe(x)} could be worked out from the rows and columns and "
+                "no visible cell is left to protect it. Merge categories before publishing.")
+        c, g = min(options, key=lambda o: (values[o[0]] == 0, values[o[0]], o[0]))
+        hidden[c] = ("complementary",
+                     f"hidden so that {describe(x)} cannot be worked out by combining rows "
+                     "and columns")
+
+    # derived cells follow their source counts
+    extra = {}
+    for dcol, srcs in derived_map.items():
+        for i in range(nrow):
+            src = [cell_cols[j] for j in srcs if (i, j) in hidden]
+            if src:
+                extra[(i, dcol)] = ("derived", f"computed from the suppressed count in "
+                                    f"'{src[0]}'")
+
+    out = table.copy(deep=True)
+    mask = pd.DataFrame(False, index=table.index, columns=table.columns)
+    records = []
+    by_col: dict = {}
+    for (i, j), (rule, reason) in hidden.items():
+        by_col.setdefault(cell_cols[j], []).append(i)
+        records.append((label[i], i, cell_cols[j], rule, reason))
+    for (i, dcol), (rule, reason) in extra.items():
+        by_col.setdefault(dcol, []).append(i)
+        records.append((label[i], i, dcol, rule, reason))
+    for col, rows in by_col.items():
+        shown = out[col].astype(object)
+        shown.iloc[rows] = marker
+        out[col] = shown
+        m = mask[col].to_numpy(copy=True)
+        m[rows] = True
+        mask[col] = m
+    order = {"primary": 0, "complementary": 1, "derived": 2}
+    records.sort(key=lambda r: order[r[3]])
+    report = pd.DataFrame(records, columns=["row", "row_position", "column", "rule", "reason"])
+    return SuppressionResult(out, report, mask, min_cell, marker)
+
+
+def _recoverable(hidden_cells: list, groups: list) -> list:
+    """Hidden cells whose value is fixed by the additive relations.
+
+    The relations restricted to the hidden cells read ``A x = b`` (``b`` known from
+    the visible cells). The solutions are ``x0 + null(A)``; cell ``k`` is fixed exactly
+    when every null-space vector is zero in coordinate ``k``. Written out here because
+    this is the whole test; a statistical-disclosure package would be a heavy
+    dependency for it.
+    """
+    if not hidden_cells:
+        return []
+    from scipy.linalg import null_space
+    pos = {c: k for k, c in enumerate(hidden_cells)}
+    rows = []
+    for g in groups:
+        r = np.zeros(len(hidden_cells))
+        touched = False
+        for c in g.members:
+            if c in pos:
+                r[pos[c]] = 1.0
+                touched = True
+        if g.total is not None and g.total in pos:
+            r[pos[g.total]] = -1.0
+            touched = True
+        if touched:
+            rows.append(r)
+    if not rows:
+        return []
+    ns = null_space(np.vstack(rows))
+    if ns.size == 0:
+        return list(hidden_cells)
+    free = np.linalg.norm(ns, axis=1) > 1e-9
+    return [c for c, f in zip(hidden_cells, free) if not f]
+
+
+# ============================================================================ redaction
+DEFAULT_SECRET_KEYS = ("password", "passwd", "pwd", "token", "secret", "key", "credentials",
+                       "connection_url", "connection_string", "dsn")
+
+_URL_CREDENTIALS = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*:)"
+                              r"(?P<pw>[^@/\s]+)(?P<at>@)")
+
+
+def _words(key) -> list[str]:
+    """'dbPassword' -> ['db', 'password']; 'API_Key' -> ['api', 'key']."""
+    s = str(key)
+    return [w.lower() for w in re.findall(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+", s)]
+
+
+def _is_secret_key(key, names: list[list[str]]) -> bool:
+    w = _words(key)
+    return any(n and w[-len(n):] == n for n in names)
+
+
+def redact_params(params_dict, secret_keys: Iterable[str] = DEFAULT_SECRET_KEYS):
+    """A copy of a params mapping with secret values replaced by ``"***"``.
+
+    A key is secret when its last words (split at ``_``, ``-``, ``.``, spaces and
+    camelCase, compared case-insensitively) are one of ``secret_keys``:
+    ``db_password``, ``apiToken``, ``client_secret``, ``api_key``, ``aws_credentials``
+    and ``warehouse.connection_url`` match; ``key_column`` or ``token_count`` do not.
+    The whole value of a secret key is replaced, nested dicts included (a
+    ``credentials`` block). In every other string, a password embedded in a URL
+    (``postgresql://user:PASSWORD@host/db``) is replaced too.
+
+    Parameters
+    ----------
+    params_dict : mapping (nested dicts and lists allowed), or an object with
+        ``to_dict()`` / ``model_dump()`` such as :class:`evalkit.params.Params`. Not
+        modified.
+    secret_keys : names that mark a key as secret.
+
+    Returns
+    -------
+    (redacted, secrets)
+        ``redacted`` a new dict; ``secrets`` the list of distinct secret strings removed
+        (leaf values of secret keys, numbers as text, and URL passwords both as written
+        and percent-decoded), for :func:`redact_notebook` and :func:`scan_outputs`.
+
+    Examples
+    --------
+    >>> red, found = redact_params({"db": {"user": "ana", "password": "s3cr3t!"}})
+    >>> red, found
+    ({'db': {'user': 'ana', 'password': '***'}}, ['s3cr3t!'])
+    """
+    if hasattr(params_dict, "to_dict") and not isinstance(params_dict, Mapping):
+        params_dict = params_dict.to_dict()
+    elif hasattr(params_dict, "model_dump") and not isinstance(params_dict, Mapping):
+        params_dict = params_dict.model_dump()
+    if not isinstance(params_dict, Mapping):
+        raise PrivacyError(f"redact_params: expected a mapping of params, got "
+                           f"{type(params_dict).__name__}")
+    if isinstance(secret_keys, str):
+        secret_keys = [secret_keys]
+    names = [_words(k) for k in secret_keys]
+    secrets: list[str] = []
+
+    def keep(s: str) -> None:
+        if s and s != REDACTED and s not in secrets:
+            secrets.append(s)
+
+    def leaves(v) -> None:
+        if isinstance(v, Mapping):
+            for x in v.values():
+                leaves(x)
+        elif isinstance(v, (list, tuple, set)):
+            for x in v:
+                leaves(x)
+        elif isinstance(v, str):
+            keep(v)
+            for m in _URL_CREDENTIALS.finditer(v):
+                keep(m["pw"])
+                keep(urllib.parse.unquote(m["pw"]))
+        elif v is not None and not isinstance(v, bool):
+            keep(str(v))
+
+    def walk(v):
+        if isinstance(v, Mapping):
+            out = {}
+            for k, x in v.items():
+                if _is_secret_key(k, names) and x is not None and x != "":
+                    leaves(x)
+                    out[k] = REDACTED
+                else:
+                    out[k] = walk(x)
+            return out
+        if isinstance(v, (list, tuple)):
+            return [walk(x) for x in v]
+        if isinstance(v, str):
+            def sub(m):
+                keep(m["pw"])
+                keep(urllib.parse.unquote(m["pw"]))
+                return m["head"] + REDACTED + m["at"]
+            return _URL_CREDENTIALS.sub(sub, v)
+        return copy.deepcopy(v)
+
+    return walk(params_dict), secrets
+
+
+def _secret_forms(secret: str) -> list[str]:
+    """The ways a secret shows up in files: as is, HTML-, JSON-, Python- and URL-escaped."""
+    forms = {secret, _html.escape(secret, quote=True), _html.escape(secret, quote=False),
+             json.dumps(secret)[1:-1], repr(secret)[1:-1],
+             urllib.parse.quote(secret, safe=""), urllib.parse.quote_plus(secret)}
+    return sorted((f for f in forms if f), key=len, reverse=True)
+
+
+def _as_secret_list(secrets) -> list[str]:
+    if secrets is None:
+        return []
+    if isinstance(secrets, str):
+        secrets = [secrets]
+    out = []
+    for s in secrets:
+        if s is None:
+            continue
+        s = str(s)
+        if s and s != REDACTED and s not in out:
+            out.append(s)
+    return out
+
+
+def _is_binary_mime(key) -> bool:
+    k = str(key)
+    return (k.startswith("image/") and k != "image/svg+xml") or k in (
+        "application/pdf", "application/octet-stream")
+
+
+def redact_notebook(path, secrets, replacement: str = REDACTED) -> int:
+    """Replace every secret in an executed notebook by ``"***"``, in place, atomically.
+
+    Sources, outputs (text, HTML, JSON, error tracebacks), notebook and cell metadata
+    (papermill keeps the injected parameters in ``metadata.papermill.parameters``) are
+    all rewritten. Each secret is also looked for in its HTML-, JSON-, Python- and
+    URL-escaped forms. Base64 image outputs are left alone. The new file replaces the
+    old one by an atomic rename (a reader never sees a half-written notebook); a
+    notebook without any secret is not rewritten. Run it before the HTML export.
+
+    Parameters
+    ----------
+    path : the ``.ipynb`` file.
+    secrets : strings to remove, e.g. the second value returned by :func:`redact_params`.
+    replacement : the text put in their place.
+
+    Returns
+    -------
+    int
+        Number of replacements made.
+    """
+    import nbformat
+    path = Path(path)
+    if not path.is_file():
+        raise PrivacyError(f"redact_notebook: {path} is not a file")
+    forms = []
+    for s in _as_secret_list(secrets):
+        forms.extend(_secret_forms(s))
+    forms = sorted(dict.fromkeys(forms), key=len, reverse=True)
+    if not forms:
+        return 0
+    try:
+        nb = nbformat.reads(path.read_text(encoding="utf-8"), as_version=nbformat.NO_CONVERT)
+    except Exception as err:  # noqa: BLE001 - report any unreadable notebook the same way
+        raise PrivacyError(f"redact_notebook: cannot read {path} as a notebook ({err})") from None
+    count = 0
+
+    def fix(s: str) -> str:
+        nonlocal count
+        for f in forms:
+            if f in s:
+                count += s.count(f)
+                s = s.replace(f, replacement)
+        return s
+
+    def walk(v):
+        if isinstance(v, dict):
+            for k in list(v):
+                if _is_binary_mime(k):
+                    continue
+                v[k] = walk(v[k])
+            return v
+        if isinstance(v, list):
+            for i, x in enumerate(v):
+                v[i] = walk(x)
+            return v
+        if isinstance(v, str):
+            return fix(v)
+        return v
+
+    walk(nb)
+    if count == 0:
+        return 0
+    text = nbformat.writes(nb)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        shutil.copymode(path, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return count
+
+
+# ============================================================================ scanning
+DEFAULT_COUNT_HEADERS = ("n", "count", "counts", "members", "patients", "people", "persons",
+                         "participants", "subjects", "individuals", "n_treated", "n_control",
+                         "events", "cases", "deaths", "excluded", "freq", "frequency")
+DEFAULT_ID_HEADERS = ("member_id", "person_id", "patient_id", "subject_id", "beneficiary_id",
+                      "mrn", "ssn")
+# words that make a header a rate, share or summary rather than a count of people
+_NOT_COUNT_WORDS = frozenset((
+    "pct", "percent", "percentage", "rate", "rates", "mean", "avg", "average", "median",
+    "sd", "se", "std", "ratio", "per", "share", "proportion", "prop", "cost", "costs",
+    "pmpm", "ci", "lower", "upper", "estimate", "diff", "difference", "smd", "weight",
+    "weights", "months", "days", "years", "p", "z", "t",
+    # counts of things other than people: n_params, n_iter, n_boot, n_groups ...
+    "param", "params", "parameters", "iter", "iters", "iterations", "boot", "bootstrap",
+    "draws", "sims", "simulations", "reps", "replicates", "folds", "knots", "df", "dof",
+    "lag", "lags", "periods", "terms", "covariates", "levels", "categories", "columns",
+    "cols", "tables", "workbooks", "digits", "decimals", "threads", "groups", "clusters",
+    "programs", "sites", "arms", "windows", "chunks"))
+_TEXT_SUFFIXES = {".html", ".htm", ".ipynb", ".json", ".md", ".txt", ".csv", ".tsv", ".svg"}
+_DATA_SUFFIXES = {".parquet", ".duckdb", ".db", ".sqlite", ".sqlite3", ".feather", ".arrow",
+                  ".pkl", ".pickle", ".xlsx", ".xls", ".sas7bdat", ".dta", ".rds", ".rdata",
+                  ".h5", ".hdf5", ".npy", ".npz", ".orc", ".avro"}
+_SKIP_DIRS = ("work", ".ipynb_checkpoints", "__pycache__", ".git")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem in one file.
+
+    ``kind`` is one of ``member_id``, ``date_of_service``, ``secret``, ``small_cell``,
+    ``id_column`` (a table with a member-level id column), ``data_file`` (a data file in
+    the public folder), ``unscanned`` (a PDF that could not be read) or ``unreadable``.
+    ``where`` locates it (line, table/row/column, JSON path, notebook cell); ``excerpt``
+    is the offending text shortened so the finding itself does not repeat it.
+    """
+
+    file: str
+    kind: str
+    where: str
+    excerpt: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.kind} at {self.where} ({self.excerpt})"
+
+
+@dataclass(frozen=True)
+class ScanReport:
+    """What :func:`scan_outputs` found.
+
+    Attributes
+    ----------
+    folder : the folder scanned.
+    findings : tuple of :class:`Finding`.
+    scanned : relative paths of the files read.
+    not_scanned : ``(path, reason)`` pairs for files and folders not read (excluded
+        folders, images, PDFs when ``unscanned_pdfs="report"``).
+    """
+
+    folder: str
+    findings: tuple
+    scanned: tuple
+    not_scanned: tuple
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing was found."""
+        return not self.findings
+
+    def to_frame(self) -> pd.DataFrame:
+        return pd.DataFrame([f.__dict__ for f in self.findings],
+                            columns=["file", "kind", "where", "excerpt"])
+
+    def summary(self) -> str:
+        head = (f"privacy scan of {self.folder}: {len(self.scanned)} files scanned, "
+                f"{len(self.not_scanned)} not scanned")
+        if self.ok:
+            return head + "; nothing found"
+        kinds = pd.Series([f.kind for f in self.findings]).value_counts()
+        return head + "; found " + ", ".join(f"{n} {k}" for k, n in kinds.items())
+
+    def raise_if_found(self, limit: int = 25) -> None:
+        """Raise :class:`DisclosureError` listing the findings (secrets and ids shortened)."""
+        if self.ok:
+            return
+        lines = [str(f) for f in self.findings[:limit]]
+        if len(self.findings) > limit:
+            lines.append(f"... and {len(self.findings) - limit} more (see ScanReport.findings)")
+        raise DisclosureError(
+            f"{len(self.findings)} privacy finding(s) in {self.folder}; do not publish "
+            "these files until they are fixed (suppress small cells with "
+            "evalkit.privacy.suppress, remove member-level rows, redact secrets with "
+            "redact_notebook and re-export the HTML):\n  " + "\n  ".join(lines),
+            self.findings)
+
+
+def _shorten(text: str) -> str:
+    """First characters only, and the length: enough to find it, not enough to reuse it."""
+    keep = min(2, len(text) // 3)
+    return f"{text[:keep]}…[{len(text)} chars]"
+
+
+def _norm_words(header) -> list[str]:
+    return re.findall(r"[a-z0-9]+", str(header).lower())
+
+
+def _line_of(text: str, pos: int) -> int:
+    return text.count("\n", 0, pos) + 1
+
+
+# Tokens: runs of letters/digits, possibly joined by single '.' or ',' (numbers such as
+# 1,234.50 stay one token, so an id is never matched inside a longer number).
+_TOKEN = re.compile(r"[A-Za-z0-9]++(?:[.,][A-Za-z0-9]++)*+")
+_THOUSANDS = re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?")
+_DECIMAL = re.compile(r"\d+\.\d+")
+_COLUMN_GAP = re.compile(r"\S\s{2,}\S")     # printed tables separate columns by 2+ spaces
+_NUMBER = re.compile(r"^\s*[<>≤≥~]?\s*(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?\s*(%?)")
+
+_MONTHS = {m: i for i, m in enumerate(("jan", "feb", "mar", "apr", "may", "jun", "jul",
+                                       "aug", "sep", "oct", "nov", "dec"), start=1)}
+_MON = r"(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?"
+_DATE_PATTERNS = (
+    ("ymd", re.compile(r"(?<![0-9])(\d{4})([-/.])(\d{1,2})\2(\d{1,2})(?![0-9])")),
+    ("mdy", re.compile(r"(?<![0-9.])(\d{1,2})([-/])(\d{1,2})\2(\d{4}|\d{2})(?![0-9])")),
+    ("compact", re.compile(r"(?<![0-9])(\d{4})(\d{2})(\d{2})(?![0-9])")),
+    ("mon_d_y", re.compile(r"(?i)\b" + _MON
+                           + r"\s+(\d{1,2})(?:st|nd|rd|th)?,?\s+(\d{4})(?![0-9])")),
+    ("d_mon_y", re.compile(r"(?i)(?<![0-9])(\d{1,2})(?:st|nd|rd|th)?\s+" + _MON
+                           + r",?\s+(\d{4})(?![0-9])")),
+)
+
+
+def _to_dates(values) -> set:
+    if values is None:
+        return set()
+    if isinstance(values, (str, _dt.date, pd.Timestamp, np.datetime64)):
+        values = [values]
+    out = set()
+    for v in values:
+        if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NaT:
+            continue
+        try:
+            ts = pd.Timestamp(v)
+        except (ValueError, TypeError):
+            raise PrivacyError(f"scan_outputs: cannot read {v!r} as a date of service; "
+                               "give dates, Timestamps or ISO strings") from None
+        if pd.isna(ts):
+            continue
+        out.add(ts.date())
+    return out
+
+
+class _Scanner:
+    def __init__(self, member_ids, dates, secrets, min_cell, count_headers, id_headers):
+        self.min_cell = int(min_cell)
+        self.simple_ids: set[str] = set()      # letters/digits only, casefolded
+        self.numeric_ids: set[str] = set()     # digits without leading zeros
+        complex_ids = []
+        if member_ids is not None:
+            if isinstance(member_ids, (str, int, np.integer)):
+                member_ids = [member_ids]
+            for m in member_ids:
+                try:
+                    if m is None or pd.isna(m):
+                        continue
+                except (TypeError, ValueError):
+                    pass
+                if isinstance(m, (float, np.floating)) and float(m).is_integer():
+                    m = int(m)
+                s = str(m).strip()
+                if not s:
+                    continue
+                if s.isascii() and s.isalnum():
+                    self.simple_ids.add(s.casefold())
+                    if s.isdigit():
+                        self.numeric_ids.add(s.lstrip("0") or "0")
+                else:
+                    complex_ids.append(s)
+        self.complex_res = []
+        complex_ids = sorted(set(complex_ids), key=len, reverse=True)
+        for k in range(0, len(complex_ids), 500):
+            alt = "|".join(re.escape(x) for x in complex_ids[k:k + 500])
+            self.complex_res.append(re.compile(
+                rf"(?<![A-Za-z0-9])(?:{alt})(?![A-Za-z0-9])", re.IGNORECASE))
+        self.dates = dates
+        self.dates_yy = {(d.year % 100, d.month, d.day) for d in dates}
+        self.secrets = [(s, _secret_forms(s)) for s in _as_secret_list(secrets)]
+        self.count_names = {"_".join(_norm_words(h)) for h in count_headers}
+        self.count_single = {n for n in self.count_names if "_" not in n}
+        self.id_names = {"_".join(_norm_words(h)) for h in id_headers}
+        self.findings: list[Finding] = []
+
+    # ------------------------------------------------------------------ free text
+    def _id_candidates(self, tok: str):
+        if _THOUSANDS.fullmatch(tok):
+            ip, _, frac = tok.partition(".")
+            if not frac.strip("0"):
+                yield ip.replace(",", "")
+            return
+        for part in tok.split(","):
+            if _DECIMAL.fullmatch(part):
+                ip, frac = part.split(".")
+                if not frac.strip("0"):
+                    yield ip
+                continue
+            yield from part.split(".")
+
+    def _is_id(self, cand: str) -> bool:
+        if cand.casefold() in self.simple_ids:
+            return True
+        return cand.isdigit() and (cand.lstrip("0") or "0") in self.numeric_ids
+
+    def text(self, text: str, file: str, where: str, lines: bool = True,
+             ids: bool = True, dates: bool = True, secrets: bool = True) -> None:
+        """Member ids, dates of service and secrets in a piece of text."""
+        if not text:
+            return
+        if "base64," in text:
+            text = _strip_data_uris(text)
+
+        def loc(pos):
+            return f"{where}, line {_line_of(text, pos)}" if lines else where
+        if ids and self.simple_ids:
+            for m in _TOKEN.finditer(text):
+                for cand in self._id_candidates(m.group()):
+                    if cand and self._is_id(cand):
+                        self.findings.append(Finding(file, "member_id", loc(m.start()),
+                                                     _shorten(cand)))
+        if ids:
+            for rx in self.complex_res:
+                for m in rx.finditer(text):
+                    self.findings.append(Finding(file, "member_id", loc(m.start()),
+                                                 _shorten(m.group())))
+        if dates and self.dates:
+            for kind, rx in _DATE_PATTERNS:
+                for m in rx.finditer(text):
+                    if self._date_hit(kind, m):
+                        self.findings.append(Finding(file, "date_of_service", loc(m.start()),
+                                                     _shorten(m.group())))
+        if secrets:
+            for secret, forms in self.secrets:
+                for f in forms:
+                    start = text.find(f)
+                    while start >= 0:
+                        self.findings.append(Finding(file, "secret", loc(start),
+                                                     _shorten(secret)))
+                        start = text.find(f, start + len(f))
+
+    def _date_hit(self, kind: str, m) -> bool:
+        try:
+            if kind == "ymd":
+                y, mo, d = int(m[1]), int(m[3]), int(m[4])
+            elif kind == "mdy":
+                mo, d, y = int(m[1]), int(m[3]), m[4]
+                if len(y) == 2:
+                    return (int(y), mo, d) in self.dates_yy
+                y = int(y)
+            elif kind == "compact":
+                y, mo, d = int(m[1]), int(m[2]), int(m[3])
+            elif kind == "mon_d_y":
+                mo, d, y = _MONTHS[m[1].lower()[:3]], int(m[2]), int(m[3])
+            else:
+                d, mo, y = int(m[1]), _MONTHS[m[2].lower()[:3]], int(m[3])
+            return _dt.date(y, mo, d) in self.dates
+        except (ValueError, KeyError):
+            return False
+
+    def scalar(self, value, file: str, where: str) -> None:
+        """A JSON number: an id only if it equals one exactly."""
+        if isinstance(value, bool) or not self.numeric_ids:
+            return
+        if isinstance(value, float) and not value.is_integer():
+            return
+        s = str(int(value))
+        if s in self.numeric_ids:
+            self.findings.append(Finding(file, "member_id", where, _shorten(s)))
+
+    # ------------------------------------------------------------------ tables
+    def is_count_header(self, header) -> bool:
+        words = _norm_words(header)
+        if not words:
+            return False
+        if "_".join(words) in self.count_names:
+            return True
+        if any(w in _NOT_COUNT_WORDS for w in words):
+            return False
+        return words[0] in self.count_single or words[-1] in self.count_single
+
+    def is_id_header(self, header) -> bool:
+        words = _norm_words(header)
+        joined = "_".join(words)
+        return bool(words) and any(joined == n or joined.endswith("_" + n) for n in self.id_names)
+
+    def small(self, value):
+        """The count if ``value`` reads as a whole number in 1..min_cell-1, else None."""
+        if isinstance(value, bool) or value is None:
+            return None
+        if isinstance(value, (int, np.integer, float, np.floating)):
+            v = float(value)
+        else:
+            m = _NUMBER.match(str(value))
+            if not m or m[3]:
+                return None
+            v = float(m[1].replace(",", "") + (m[2] or ""))
+        if np.isfinite(v) and v.is_integer() and 1 <= v < self.min_cell:
+            return int(v)
+        return None
+
+    def table(self, headers: list, rows: list, file: str, where: str,
+              row_labels: list | None = None) -> None:
+        """Small counts in count-like columns, and member-level id columns.
+
+        ``rows`` are lists aligned with ``headers``; ``row_labels`` (index labels of
+        each row) make a row whose label is a count header ("n") a row of counts too.
+        """
+        count_cols = [k for k, h in enumerate(headers) if self.is_count_header(h)]
+        id_cols = [k for k, h in enumerate(headers) if self.is_id_header(h)]
+        for k in id_cols:
+            if any(k < len(r) and str(r[k]).strip() not in ("", "None", "nan")
+                   for r in rows):
+                self.findings.append(Finding(file, "id_column", f"{where}, column "
+                                             f"{str(headers[k]).strip()!r}",
+                                             f"a member-level column '{str(headers[k]).strip()}'"))
+        for r_i, r in enumerate(rows, start=1):
+            for k in count_cols:
+                if k < len(r):
+                    v = self.small(r[k])
+                    if v is not None:
+                        self.findings.append(Finding(
+                            file, "small_cell",
+                            f"{where}, row {r_i}, column {str(headers[k]).strip()!r}",
+                            f"{str(headers[k]).strip()}={v}"))
+            if row_labels is not None and r_i - 1 < len(row_labels):
+                lab = row_labels[r_i - 1]
+                if lab and self.is_count_header(lab):
+                    for k, val in enumerate(r):
+                        if k in count_cols:
+                            continue
+                        v = self.small(val)
+                        if v is not None:
+                            self.findings.append(Finding(
+                                file, "small_cell",
+                                f"{where}, row {str(lab).strip()!r}, column "
+                                f"{str(headers[k]).strip()!r}", f"{str(lab).strip()}={v}"))
+
+    def html_tables(self, html_text: str, file: str, where: str) -> None:
+        from bs4 import BeautifulSoup
+        soup = BeautifulSoup(html_text, "html.parser")
+        for t_i, tab in enumerate(soup.find_all("table"), start=1):
+            grid, is_head, is_th = _html_grid(tab)
+            if not grid:
+                continue
+            n_head = 0
+            while n_head < len(grid) and is_head[n_head]:
+                n_head += 1
+            if n_head == 0:
+                continue
+            width = max(len(r) for r in grid)
+            headers = []
+            for k in range(width):
+                parts = []
+                for r in grid[:n_head]:
+                    txt = r[k] if k < len(r) else ""
+                    if txt and (not parts or parts[-1] != txt):
+                        parts.append(txt)
+                headers.append(" ".join(parts))
+            body = grid[n_head:]
+            labels = [" ".join(r[k] for k in range(len(r)) if th[k])
+                      for r, th in zip(body, is_th[n_head:])]
+            self.table(headers, body, file, f"{where}table {t_i}", labels)
+
+    def text_tables(self, text: str, file: str, where: str) -> None:
+        """DataFrame/Series text renderings (right-aligned columns)."""
+        for block in re.split(r"\n\s*\n", text):
+            lines = [ln for ln in block.splitlines() if ln.strip()]
+            lines = [ln for ln in lines if not ln.lstrip().startswith(("[", "dtype:", "Name:"))]
+            if len(lines) < 2:
+                continue
+            head = lines[0]
+            if not (head[:1].isspace() or _COLUMN_GAP.search(head)):
+                continue            # prose, not a printed table
+            cols = [(m.group(), m.end()) for m in re.finditer(r"\S+", head)]
+            count_cols = [(h, e) for h, e in cols if self.is_count_header(h)]
+            id_cols = [(h, e) for h, e in cols if self.is_id_header(h)]
+            for h, e in id_cols:
+                self.findings.append(Finding(file, "id_column", f"{where}, column {h!r}",
+                                             f"a member-level column '{h}'"))
+            for r_i, ln in enumerate(lines[1:], start=1):
+                for h, e in count_cols:
+                    if len(ln) < e or (len(ln) > e and not ln[e].isspace()):
+                        continue
+                    m = re.search(r"(\S+)$", ln[:e])
+                    v = self.small(m.group()) if m else None
+                    if v is not None:
+                        self.findings.append(Finding(
+                            file, "small_cell", f"{where}, text table row {r_i}, column {h!r}",
+                            f"{h}={v}"))
+            # Series / key-value lines: "n_treated    5"
+            for ln in lines:
+                toks = ln.split()
+                if (len(toks) == 2 and _COLUMN_GAP.search(ln)
+                        and self.is_count_header(toks[0])):
+                    v = self.small(toks[1])
+                    if v is not None:
+                        self.findings.append(Finding(file, "small_cell",
+                                                     f"{where}, line {toks[0]!r}",
+                                                     f"{toks[0]}={v}"))
+
+    def md_tables(self, text: str, file: str, where: str) -> None:
+        lines = text.splitlines()
+        i, t_i = 0, 0
+        while i < len(lines) - 1:
+            if (lines[i].strip().startswith("|")
+                    and re.match(r"^\s*\|?\s*:?-{3,}", lines[i + 1])):
+                t_i += 1
+                headers = _md_cells(lines[i])
+                rows = []
+                j = i + 2
+                while j < len(lines) and lines[j].strip().startswith("|"):
+                    rows.append(_md_cells(lines[j]))
+                    j += 1
+                self.table(headers, rows, file, f"{where}markdown table {t_i}")
+                i = j
+            else:
+                i += 1
+
+    def json_records(self, obj, file: str, path: str) -> None:
+        """Tables stored as records (lists of dicts) or pandas 'split' dicts."""
+        if isinstance(obj, list) and obj and all(isinstance(r, dict) for r in obj):
+            headers = list(dict.fromkeys(k for r in obj for k in r))
+            rows = [[r.get(h) for h in headers] for r in obj]
+            rows = [["" if v is None else v for v in r] for r in rows]
+            self.table(headers, rows, file, path or "$")
+        elif (isinstance(obj, dict) and isinstance(obj.get("columns"), list)
+              and isinstance(obj.get("data"), list)
+              and all(isinstance(r, list) for r in obj["data"])):
+            self.table([str(c) for c in obj["columns"]], obj["data"], file, path or "$")
+        if isinstance(obj, dict):
+            for k, v in obj.items():
+                self.json_records(v, file, f"{path}.{k}" if path else str(k))
+        elif isinstance(obj, list):
+            for i, v in enumerate(obj):
+                self.json_records(v, file, f"{path}[{i}]")
+
+
+def _md_cells(line: str) -> list[str]:
+    s = line.strip()
+    if s.startswith("|"):
+        s = s[1:]
+    if s.endswith("|"):
+        s = s[:-1]
+    return [c.strip() for c in s.split("|")]
+
+
+def _html_grid(tab):
+    """Expand an HTML table (rowspan/colspan) into a text grid.
+
+    Returns (grid, is_header_row, is_th) where is_th marks header cells per row.
+    Nested tables are left to their own pass.
+    """
+    rows = [tr for tr in tab.find_all("tr") if tr.find_parent("table") is tab]
+    grid: list[list[str]] = []
+    th_grid: list[list[bool]] = []
+    head: list[bool] = []
+    pending: dict = {}   # (row, col) -> (text, is_th) from a rowspan above
+    for r_i, tr in enumerate(rows):
+        row: list[str] = []
+        ths: list[bool] = []
+        cells = [c for c in tr.find_all(["td", "th"]) if c.find_parent("tr") is tr]
+
+        def fill():
+            while (r_i, len(row)) in pending:
+                txt, th = pending.pop((r_i, len(row)))
+                row.append(txt)
+                ths.append(th)
+        for c in cells:
+            fill()
+            txt = " ".join(c.get_text(" ", strip=True).split())
+            th = c.name == "th"
+            try:
+                cs = max(1, int(c.get("colspan", 1)))
+                rs = max(1, int(c.get("rowspan", 1)))
+            except ValueError:
+                cs = rs = 1
+            for _ in range(min(cs, 1000)):
+                col = len(row)
+                row.append(txt)
+                ths.append(th)
+                for d in range(1, min(rs, 10000)):
+                    pending[(r_i + d, col)] = (txt, th)
+        fill()
+        grid.append(row)
+        th_grid.append(ths)
+        in_head = tr.find_parent("thead") is not None
+        head.append(in_head or (bool(cells) and all(c.name == "th" for c in cells)))
+    # header rows are the leading run of <thead> / all-<th> rows
+    lead, still = [], True
+    for h in head:
+        still = still and h
+        lead.append(still)
+    return grid, lead, th_grid
+
+
+def _strip_data_uris(text: str) -> str:
+    """Drop base64 payloads (embedded images): random letters and digits, no text."""
+    return re.sub(r"data:[\w/+.\-]+;base64,[A-Za-z0-9+/=\r\n]+",
+                  lambda m: "data:;base64," + "\n" * m.group().count("\n"), text)
+
+
+def scan_outputs(folder, member_ids=None, dates_of_service=None, secrets=(), min_cell: int = 11,
+                 *, count_headers: Iterable[str] = DEFAULT_COUNT_HEADERS,
+                 id_headers: Iterable[str] = DEFAULT_ID_HEADERS,
+                 skip_dirs: Iterable[str] = _SKIP_DIRS,
+                 unscanned_pdfs: str = "fail") -> ScanReport:
+    """Scan a run's public output folder for anything that must not be published.
+
+    Every file under ``folder`` (recursively; folders named in ``skip_dirs`` such as the
+    member-level ``work/`` are left out and listed as not scanned) is read:
+
+    * ``.ipynb``: every string of the notebook: cell sources, outputs (text, HTML,
+      JSON, tracebacks) and notebook and cell metadata (papermill's injected
+      parameters); base64 images are skipped. DataFrame outputs are checked for small
+      counts in their ``text/html`` rendering, or ``text/plain`` when there is no HTML;
+      so are printed tables in stream outputs and Markdown tables in markdown cells.
+    * ``.html``/``.htm``/``.svg``: the text, raw and HTML-unescaped; ``<table>``s for
+      small counts.
+    * ``.json``: every key and value; tables stored as records (lists of dicts) or in
+      pandas' "split" layout for small counts.
+    * ``.md``, ``.txt``, ``.csv``, ``.tsv``: the text; pipe tables, printed tables and
+      CSV columns for small counts.
+    * ``.pdf``: the text from ``pdftotext`` when that command is installed (poppler);
+      otherwise each PDF is a finding of kind ``unscanned`` (``unscanned_pdfs="fail"``,
+      default) or is listed in ``not_scanned`` (``"report"``). Tables in PDFs are not
+      parsed for small counts; check the HTML they were made from.
+    * data files (Parquet, DuckDB, SQLite, pickles, spreadsheets ...): a ``data_file``
+      finding; member-level data has no place in a public folder.
+    * anything else (images ...): listed in ``not_scanned``.
+
+    What is looked for:
+
+    * ``member_ids`` as whole tokens: ``12345`` is found in ``id 12345``, ``12345.0``
+      and ``"12,345"`` but not in ``912345``, ``123456`` or ``0.12345``. String ids are
+      compared case-insensitively. Very short numeric ids (a few digits) cannot be told
+      apart from ordinary numbers and will be reported wherever such a number occurs.
+    * ``dates_of_service`` written as ISO ``2023-05-07`` (also with ``/`` or ``.``, and
+      inside timestamps), US ``05/07/2023``, ``5/7/23``, ``5-7-2023``, compact
+      ``20230507``, ``May 7, 2023`` and ``7 May 2023``.
+    * each of ``secrets`` as a substring anywhere, also HTML-, JSON-, Python- and
+      URL-escaped.
+    * small counts: a whole number in ``1..min_cell-1`` in a table column (or row)
+      whose header is a people count: a header equal to one of ``count_headers``, or
+      whose first or last word is one (``n``, ``n_treated``, ``n (%)``,
+      ``total_members``), unless it also has a word such as ``pct``, ``rate``,
+      ``mean``, ``per`` or ``cost``. ``5 (10.0%)`` counts as 5; ``<11`` and ``*`` do not.
+    * a column named like ``member_id`` (``id_headers``) in any table: member-level rows.
+
+    Parameters
+    ----------
+    folder : the output folder.
+    member_ids : iterable of ids (ints or strings), e.g. ``members["member_id"]``.
+    dates_of_service : iterable of dates (date, Timestamp or ISO strings).
+    secrets : strings that must not appear (see :func:`redact_params`).
+    min_cell : smallest count of people that may be shown (default 11).
+    count_headers, id_headers : header names, see above.
+    skip_dirs : folder names not scanned (default: ``work``, checkpoints, caches, .git).
+    unscanned_pdfs : ``"fail"`` or ``"report"``, see above.
+
+    Returns
+    -------
+    ScanReport
+        ``findings``, ``ok``, ``raise_if_found()``, ``to_frame()``, ``summary()``.
+
+    Examples
+    --------
+    >>> report = scan_outputs("runs/demo", member_ids=members.member_id,
+    ...                       secrets=secrets)                        # doctest: +SKIP
+    >>> report.raise_if_found()                                       # doctest: +SKIP
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise PrivacyError(f"scan_outputs: {folder} is not a folder")
+    if isinstance(min_cell, bool) or not isinstance(min_cell, (int, np.integer)) or min_cell < 1:
+        raise PrivacyError(f"scan_outputs: min_cell must be a whole number >= 1, got {min_cell!r}")
+    if unscanned_pdfs not in ("fail", "report"):
+        raise PrivacyError(f"scan_outputs: unscanned_pdfs must be 'fail' or 'report', "
+                           f"got {unscanned_pdfs!r}")
+    if isinstance(count_headers, str):
+        count_headers = [count_headers]
+    if isinstance(id_headers, str):
+        id_headers = [id_headers]
+    sc = _Scanner(member_ids, _to_dates(dates_of_service), secrets, min_cell,
+                  list(count_headers), list(id_headers))
+    skip = set(skip_dirs)
+    pdftotext = shutil.which("pdftotext")
+    scanned, not_scanned = [], []
+    for root, dirs, files in os.walk(folder):
+        rel_root = Path(root).relative_to(folder)
+        for d in sorted(dirs):
+            if d in skip:
+                not_scanned.append(((rel_root / d).as_posix() + "/",
+                                    "excluded folder (not a public output)"))
+        dirs[:] = sorted(d for d in dirs if d not in skip)
+        for name in sorted(files):
+            path = Path(root) / name
+            rel = (rel_root / name).as_posix()
+            suffix = path.suffix.lower()
+            if path.is_symlink() and not path.exists():
+                not_scanned.append((rel, "broken link"))
+                continue
+            if suffix in _DATA_SUFFIXES:
+                sc.findings.append(Finding(rel, "data_file", "whole file",
+                                           f"a {suffix} data file in the public folder"))
+                continue
+            if suffix == ".pdf":
+                if pdftotext is None:
+                    reason = "PDF not scanned: the pdftotext command (poppler) is not installed"
+                    if unscanned_pdfs == "fail":
+                        sc.findings.append(Finding(rel, "unscanned", "whole file", reason))
+                    else:
+                        not_scanned.append((rel, reason))
+                    continue
+                try:
+                    proc = subprocess.run([pdftotext, "-layout", "-enc", "UTF-8", str(path), "-"],
+                                          capture_output=True, timeout=300, check=False)
+                except (OSError, subprocess.TimeoutExpired) as err:
+                    sc.findings.append(Finding(rel, "unreadable", "whole file",
+                                               f"pdftotext failed: {type(err).__name__}"))
+                    continue
+                if proc.returncode != 0:
+                    sc.findings.append(Finding(rel, "unreadable", "whole file",
+                                               f"pdftotext exit status {proc.returncode}"))
+                    continue
+                sc.text(proc.stdout.decode("utf-8", errors="replace"), rel, "PDF text")
+                scanned.append(rel)
+                continue
+            if suffix not in _TEXT_SUFFIXES:
+                not_scanned.append((rel, f"not a text output ({suffix or 'no suffix'})"))
+                continue
+            text = path.read_bytes().decode("utf-8", errors="replace")
+            scanned.append(rel)
+            if suffix == ".ipynb":
+                try:
+                    nb = json.loads(text)
+                except ValueError:
+                    sc.text(text, rel, "raw text (not valid notebook JSON)")
+                    continue
+                _scan_notebook(sc, nb, rel)
+            elif suffix == ".json":
+                try:
+                    obj = json.loads(text)
+                except ValueError:
+                    sc.text(text, rel, "raw text (not valid JSON)")
+                    continue
+                _scan_json(sc, obj, rel, "$")
+                sc.json_records(obj, rel, "")
+            elif suffix in (".html", ".htm", ".svg"):
+                _scan_html(sc, text, rel, "")
+            elif suffix in (".csv", ".tsv"):
+                _scan_csv(sc, text, rel, "\t" if suffix == ".tsv" else ",")
+            else:   # .md, .txt
+                sc.text(text, rel, "text")
+                sc.md_tables(text, rel, "")
+                sc.text_tables(text, rel, "text")
+    findings = tuple(dict.fromkeys(sc.findings))   # same finding twice (raw + unescaped) once
+    return ScanReport(str(folder), findings, tuple(scanned), tuple(not_scanned))
+
+
+def _scan_html(sc: _Scanner, text: str, file: str, where: str) -> None:
+    clean = _strip_data_uris(text)
+    sc.text(clean, file, where + "html")
+    unescaped = _html.unescape(clean)
+    if unescaped != clean:
+        before = len(sc.findings)
+        sc.text(unescaped, file, where + "html (unescaped)")
+        # keep only what the raw pass did not already report at the same line
+        seen = {(f.kind, f.excerpt) for f in sc.findings[:before]}
+        sc.findings[before:] = [f for f in sc.findings[before:]
+                                if (f.kind, f.excerpt) not in seen]
+    if "<table" in clean.lower():
+        sc.html_tables(clean, file, where)
+
+
+def _scan_csv(sc: _Scanner, text: str, file: str, delim: str) -> None:
+    # secrets and dates over the whole text; ids field by field, because a comma
+    # between two short numbers would otherwise read as a thousands separator
+    sc.text(text, file, "text", ids=False)
+    rows = list(csv.reader(io.StringIO(text), delimiter=delim))
+    if not rows:
+        return
+    for r_i, r in enumerate(rows, start=1):
+        for c_i, cell in enumerate(r, start=1):
+            sc.text(cell, file, f"row {r_i}, field {c_i}", lines=False, dates=False,
+                    secrets=False)
+    sc.table(rows[0], rows[1:], file, "csv")
+
+
+def _join_text(v) -> str:
+    return "".join(v) if isinstance(v, list) else (v if isinstance(v, str) else "")
+
+
+def _scan_json(sc: _Scanner, obj, file: str, path: str) -> None:
+    """Every key, string and number of a JSON document."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            sub = f"{path}.{k}"
+            if _is_binary_mime(k):
+                continue
+            sc.text(str(k), file, f"{path} (key)", lines=False)
+            _scan_json(sc, v, file, sub)
+    elif isinstance(obj, list):
+        if (len(obj) > 1 and all(isinstance(v, str) for v in obj)
+                and all(v.endswith("\n") for v in obj[:-1])):
+            # a notebook's multi-line string, stored as a list of lines
+            sc.text("".join(obj), file, path, lines=True)
+            return
+        for i, v in enumerate(obj):
+            _scan_json(sc, v, file, f"{path}[{i}]")
+    elif isinstance(obj, str):
+        sc.text(obj, file, path, lines="\n" in obj)
+    elif isinstance(obj, (int, float)):
+        sc.scalar(obj, file, path)
+
+
+def _scan_notebook(sc: _Scanner, nb: dict, file: str) -> None:
+    # every string: sources, outputs, metadata
+    _scan_json(sc, nb, file, "notebook")
+    for c_i, cell in enumerate(nb.get("cells", []) if isinstance(nb, dict) else []):
+        if not isinstance(cell, dict):
+            continue
+        where = f"cell {c_i} ({cell.get('cell_type', '?')})"
+        if cell.get("cell_type") == "markdown":
+            sc.md_tables(_join_text(cell.get("source")), file, f"{where} ")
+        for o_i, out in enumerate(cell.get("outputs", []) or []):
+            if not isinstance(out, dict):
+                continue
+            ow = f"{where} output {o_i}"
+            data = out.get("data") or {}
+            if "text/html" in data:
+                html_text = _join_text(data["text/html"])
+                if "<table" in html_text.lower():
+                    sc.html_tables(_strip_data_uris(html_text), file, f"{ow} text/html ")
+            elif "text/plain" in data:
+                sc.text_tables(_join_text(data["text/plain"]), file, f"{ow} text/plain")
+            if out.get("output_type") == "stream":
+                sc.text_tables(_join_text(out.get("text")), file,
+                               f"{ow} {out.get('name', 'stream')}")
+            if "text/markdown" in data:
+                sc.md_tables(_join_text(data["text/markdown"]), file, f"{ow} text/markdown ")
