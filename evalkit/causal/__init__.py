@@ -7,6 +7,10 @@ and returns an :class:`Effect`; :func:`evalue` asks how much unmeasured confound
 would be needed to explain the effect away.
 """
 from evalkit.causal.balance import Balance, balance, covariate_frame, love_plot, overlap_plot
+from evalkit.causal.calibration import (
+    Calibrated, Null, SystematicErrorModel, calibrate, calibrate_ci, calibrate_p,
+    calibration_plot, fit_null, fit_systematic_error_model, negative_controls,
+)
 from evalkit.causal.estimate import Effect, equipoise, estimate
 from evalkit.causal.evalue import EValue, evalue
 from evalkit.causal.matching import MatchResult, match
@@ -14,6 +18,8 @@ from evalkit.causal.propensity import PropensityScore, propensity
 from evalkit.causal.weighting import WeightResult, ess, weights
 
 __all__ = [
+    "Calibrated", "Null", "SystematicErrorModel", "calibrate", "calibrate_ci", "calibrate_p",
+    "calibration_plot", "fit_null", "fit_systematic_error_model", "negative_controls",
     "Balance", "EValue", "Effect", "MatchResult", "PropensityScore", "WeightResult",
     "balance", "covariate_frame", "equipoise", "ess", "estimate", "evalue", "love_plot",
     "match", "overlap_plot", "propensity", "weights",

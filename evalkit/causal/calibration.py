@@ -43,6 +43,7 @@ confounding and bias in observational studies. Epidemiology 21:383-388.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 import warnings
@@ -52,7 +53,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 from scipy import optimize, stats
-from scipy.optimize.elementwise import find_root
+
+try:  # vectorised bracketing root finder, scipy >= 1.15
+    from scipy.optimize.elementwise import find_root as _find_root
+except ImportError:  # pragma: no cover - older scipy: one brentq call per estimate
+    _find_root = None
 
 from evalkit.errors import (
     ConvergenceError,
@@ -130,9 +135,10 @@ class Null:
         return pd.DataFrame(rows)
 
     def summary(self) -> str:
+        sd = ("0 (boundary)" if self.boundary
+              else f"{self.sigma:.4g} (SE {self.se_sigma:.3g})")
         lines = [f"Empirical null from {self.n} negative controls: mean {self.mu:.4g} "
-                 f"(SE {self.se_mu:.3g}), SD {self.sigma:.4g} (SE {self.se_sigma:.3g}); "
-                 f"log-likelihood {self.loglik:.6g}"]
+                 f"(SE {self.se_mu:.3g}), SD {sd}; log-likelihood {self.loglik:.6g}"]
         if self.boundary:
             lines.append("SD on the 0 boundary: the controls show no spread beyond their own "
                          "standard errors.")
@@ -203,12 +209,16 @@ class SystematicErrorModel:
         with np.errstate(divide="ignore"):
             log_sd = float(np.log(null.sigma))
         cov = None
-        if null.cov is not None and np.all(np.isfinite(null.cov)) and null.sigma > 0:
-            # delta method: d log(sigma) / d sigma = 1 / sigma
+        if null.cov is not None:
+            # slopes are assumed (variance 0); delta method for log sigma:
+            # d log(sigma) / d sigma = 1 / sigma (undefined on the sigma = 0 boundary)
             cov = np.zeros((4, 4))
-            j = np.diag([1.0, 1.0 / null.sigma])
-            sub = j @ null.cov @ j
-            cov[np.ix_([0, 2], [0, 2])] = sub
+            cov[0, 0] = null.cov[0, 0]
+            if null.sigma > 0:
+                cov[0, 2] = cov[2, 0] = null.cov[0, 1] / null.sigma
+                cov[2, 2] = null.cov[1, 1] / null.sigma ** 2
+            else:
+                cov[0, 2] = cov[2, 0] = cov[2, 2] = np.nan
         return cls(mean_intercept=null.mu, mean_slope=float(mean_slope), log_sd_intercept=log_sd,
                    log_sd_slope=float(log_sd_slope), cov=cov, loglik=null.loglik, n=null.n,
                    source="null", null=null, dropped=dict(null.dropped))
@@ -458,12 +468,16 @@ def fit_null(log_estimates, std_errors) -> Null:
     by maximum likelihood. This is a random-effects meta-analysis of the controls with
     an ML estimate of the between-outcome SD, as ``EmpiricalCalibration::fitNull``.
 
-    The likelihood is maximised over :math:`(\mu, \log\sigma)` by a trust-region Newton
-    method with analytic derivatives, so :math:`\sigma \ge 0` holds. The boundary
-    :math:`\sigma = 0` (controls spread no more than their SEs explain) is checked
-    separately: there :math:`\mu` is the inverse-variance weighted mean, and it is the
-    answer when no interior point has a higher likelihood. SEs are from the inverse
-    observed information in :math:`(\mu, \sigma)`.
+    The likelihood is maximised over :math:`(\mu, \log\sigma)`, so :math:`\sigma \ge 0`
+    holds: for fixed :math:`\sigma` the best :math:`\mu` is the weighted mean with
+    weights :math:`1/(\sigma^2 + s_i^2)`, which leaves a one-dimensional profile
+    likelihood in :math:`\log\sigma`. A grid finds its global mode (it can have two, e.g.
+    with one outlying control), bounded Brent search refines it and Newton steps with
+    analytic derivatives polish the joint maximum. The boundary :math:`\sigma = 0`
+    (controls spread no more than their SEs explain) is checked separately: there
+    :math:`\mu` is the inverse-variance weighted mean, and it is the answer when no
+    interior point has a higher likelihood. SEs are from the inverse observed
+    information in :math:`(\mu, \sigma)`.
 
     Parameters
     ----------
@@ -512,28 +526,41 @@ def fit_null(log_estimates, std_errors) -> Null:
     mu_b = float(np.sum(w * y) / np.sum(w))
     ll_b = _null_loglik(mu_b, 0.0, y, se)
 
-    # interior optimum over theta = (mu, log sigma)
-    def negll(theta):
-        return -_null_loglik(theta[0], math.exp(theta[1]), y, se)
+    # Interior optimum over (mu, log sigma). For fixed sigma the MLE of mu is the
+    # inverse-variance mean with weights 1/(sigma^2 + se_i^2), so the likelihood is
+    # maximised over log sigma alone (profile likelihood). The profile can have more than
+    # one mode (e.g. one outlying control: a large sigma explains it, a small one fits
+    # the rest), so a grid over log sigma locates the global mode, bounded Brent search
+    # (scipy) refines it, and Newton steps in (mu, log sigma) with analytic derivatives
+    # polish the joint maximum.
+    def profile(log_sigma):
+        v = np.exp(2 * np.asarray(log_sigma, dtype=float))[..., None] + se ** 2
+        mu = np.sum(y / v, axis=-1, keepdims=True) / np.sum(1 / v, axis=-1, keepdims=True)
+        return -0.5 * np.sum(_LOG_2PI + np.log(v) + (y - mu) ** 2 / v, axis=-1), mu[..., 0]
 
-    def neggrad(theta):
-        s = math.exp(theta[1])
-        g, _ = _null_derivatives(theta[0], s, y, se)
-        return -np.array([g[0], s * g[1]])
-
-    def neghess(theta):
-        s = math.exp(theta[1])
-        g, h = _null_derivatives(theta[0], s, y, se)
-        # chain rule for eta = log sigma: d/deta = sigma d/dsigma
-        return -np.array([[h[0, 0], s * h[0, 1]],
-                          [s * h[0, 1], s ** 2 * h[1, 1] + s * g[1]]])
-
-    excess = np.var(y, ddof=1) - np.mean(se ** 2)
-    s0 = math.sqrt(excess) if excess > 0 else 0.5 * float(np.median(se))
-    theta0 = np.array([mu_b, math.log(max(s0, 1e-3 * float(np.median(se))))])
-    res = optimize.minimize(negll, theta0, jac=neggrad, hess=neghess, method="trust-exact",
-                            options={"gtol": 1e-10, "maxiter": 500})
-    mu_i, sigma_i = float(res.x[0]), float(math.exp(res.x[1]))
+    med = float(np.median(se))
+    upper = max(10 * float(np.std(y)), 10 * med)
+    grid = np.linspace(math.log(1e-4 * float(np.min(se))), math.log(upper), 121)
+    ll_grid, _ = profile(grid)
+    k = int(np.argmax(ll_grid))
+    lo, hi = grid[max(k - 1, 0)], grid[min(k + 1, grid.size - 1)]
+    opt = optimize.minimize_scalar(lambda e: -float(profile(e)[0]), bounds=(lo, hi),
+                                   method="bounded", options={"xatol": 1e-10})
+    eta = float(opt.x)
+    mu_i = float(profile(eta)[1])
+    theta = np.array([mu_i, eta])
+    for _ in range(20):
+        s_ = math.exp(theta[1])
+        g, h = _null_derivatives(theta[0], s_, y, se)
+        g_eta = np.array([g[0], s_ * g[1]])
+        h_eta = np.array([[h[0, 0], s_ * h[0, 1]], [s_ * h[0, 1], s_ ** 2 * h[1, 1] + s_ * g[1]]])
+        if not np.all(np.linalg.eigvalsh(h_eta) < 0):
+            break
+        step = np.linalg.solve(h_eta, g_eta)
+        theta = theta - step
+        if np.max(np.abs(step)) < 1e-13:
+            break
+    mu_i, sigma_i = float(theta[0]), float(math.exp(theta[1]))
     ll_i = _null_loglik(mu_i, sigma_i, y, se)
     interior = (np.isfinite(ll_i) and ll_i > ll_b + 1e-12 * max(1.0, abs(ll_b))
                 and sigma_i > 1e-8 * float(np.min(se)))
@@ -542,8 +569,8 @@ def fit_null(log_estimates, std_errors) -> Null:
         g, h = _null_derivatives(mu_i, sigma_i, y, se)
         if not _newton_decrement(g, h) < 1e-10:
             raise ConvergenceError(
-                f"fit_null: the maximum likelihood fit did not converge ({res.message}; "
-                f"gradient {g}). Check the controls for extreme estimates or SEs.")
+                f"fit_null: the maximum likelihood fit did not converge (score {g}). Check "
+                "the controls for extreme estimates or SEs.")
         cov = _inverse_information(h, what)
         return Null(mu=mu_i, sigma=sigma_i, se_mu=float(np.sqrt(cov[0, 0])),
                     se_sigma=float(np.sqrt(cov[1, 1])), loglik=ll_i, n=n, cov=cov,
@@ -689,7 +716,7 @@ def fit_systematic_error_model(log_estimates, std_errors, true_log_effects) -> S
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", StatisticalWarning)  # already warned above
             null = fit_null(y, se)
-        null = Null(**{**null.__dict__, "dropped": dropped})
+        null = dataclasses.replace(null, dropped=dropped)
         return SystematicErrorModel.from_null(null)
 
     # start: weighted least squares for the mean, common excess SD for the spread
@@ -697,12 +724,18 @@ def fit_systematic_error_model(log_estimates, std_errors, true_log_effects) -> S
     X = np.column_stack([np.ones_like(t), t])
     beta = np.linalg.solve((X * w[:, None]).T @ X, (X * w[:, None]).T @ y)
     excess = np.mean((y - X @ beta) ** 2 - se ** 2)
-    theta0 = np.array([beta[0], beta[1], math.log(max(math.sqrt(max(excess, 0.0)), 0.05)), 0.0])
-
-    res = optimize.minimize(lambda th: -_model_derivatives(th, y, se, t)[0], theta0,
-                            jac=lambda th: -_model_derivatives(th, y, se, t)[1],
-                            hess=lambda th: -_model_derivatives(th, y, se, t)[2],
-                            method="trust-exact", options={"gtol": 1e-10, "maxiter": 1000})
+    med = float(np.median(se))
+    starts = {0.1 * med, med, max(math.sqrt(max(excess, 0.0)), 0.05)}
+    res, best = None, -np.inf
+    for s0 in sorted(starts):   # several starting spreads: the likelihood may be multimodal
+        theta0 = np.array([beta[0], beta[1], math.log(s0), 0.0])
+        r = optimize.minimize(lambda th: -_model_derivatives(th, y, se, t)[0], theta0,
+                              jac=lambda th: -_model_derivatives(th, y, se, t)[1],
+                              hess=lambda th: -_model_derivatives(th, y, se, t)[2],
+                              method="trust-exact", options={"gtol": 1e-10, "maxiter": 1000})
+        ll_r = -float(r.fun)
+        if res is None or ll_r > best:
+            res, best = r, ll_r
     ll, g, h = _model_derivatives(res.x, y, se, t)
     dec = _newton_decrement(g, h)
     if not (np.isfinite(ll) and (dec < 1e-10 or np.max(np.abs(g)) < 1e-8)):
@@ -737,13 +770,24 @@ def _standardised(x, y, se, a, b, c, d, zq):
     return out
 
 
+def _bracketed_roots(lo, hi, y, se, par, zq):
+    """Roots of _standardised inside valid brackets [lo, hi] (Chandrupatla's method)."""
+    if _find_root is not None:
+        sol = _find_root(_standardised, (lo, hi), args=(y, se, *par, zq))
+        return np.where(sol.success, sol.x, np.nan)
+    return np.array([optimize.brentq(lambda x: float(_standardised(x, yi, si, *par, zq)), a, b,
+                                     xtol=1e-14, rtol=4 * np.finfo(float).eps)
+                     for a, b, yi, si in zip(lo, hi, y, se)])
+
+
 def _solve(y, se, model: SystematicErrorModel, zq: float):
     """Root in x of _standardised, vectorised over estimates.
 
     A grid over [-W, W] (201 points; W = 100 on the log scale, wider for large
     estimates) brackets the crossing -- the first from the left when the log SD slope is
     >= 0, from the right when it is negative, as EmpiricalCalibration's search -- then
-    Chandrupatla's method (scipy.optimize.elementwise.find_root) refines it.
+    Chandrupatla's method (scipy.optimize.elementwise.find_root; brentq on older scipy)
+    refines it.
     """
     out = np.full(y.shape, np.nan)
     ok = np.isfinite(y) & np.isfinite(se)
@@ -770,9 +814,8 @@ def _solve(y, se, model: SystematicErrorModel, zq: float):
         need = ~(exact_lo | exact_hi)
         r = np.where(exact_lo, lo, hi)
         if need.any():
-            sol = find_root(_standardised, (lo[need], hi[need]),
-                            args=(yy[rows][need], ss[rows][need], *par, zq))
-            r[need] = np.where(sol.success, sol.x, np.nan)
+            r[need] = _bracketed_roots(lo[need], hi[need], yy[rows][need], ss[rows][need],
+                                       par, zq)
         root[rows] = r
     out[ok] = root
     return out
@@ -822,6 +865,8 @@ def calibrate_ci(log_estimate, std_error, model, alpha: float = 0.05) -> pd.Data
     what = "calibrate_ci"
     alpha = _check_alpha(alpha)
     y, se, _ = _targets(log_estimate, std_error, what)
+    if y.ndim != 1:
+        raise ParamsError(f"{what}: log_estimate must be a number or a 1-D array.")
     m = _as_model(model, what)
     z = float(stats.norm.ppf(1 - alpha / 2))
     point = _solve(y, se, m, 0.0)
