@@ -1,0 +1,360 @@
+"""Nonparametric bootstrap (evalkit.models.bootstrap).
+
+No R reference values exist for these (R's boot() draws from R's generator, so its
+replicates cannot be reproduced in numpy). Instead every number is checked against an
+independent computation on the *same resamples*:
+
+* ``scipy.stats.bootstrap`` draws ``rng.integers(0, n, (B, n))`` from
+  ``numpy.random.default_rng(seed)``, exactly the draws of an unstratified
+  :func:`bootstrap` with the same seed, so replicates, standard error and the
+  percentile, basic and BCa intervals must be equal;
+* for stratified designs, scipy's multi-sample BCa (each sample resampled on its own =
+  resampling within strata) is fed our replicates through ``bootstrap_result``;
+* BCa is also coded by hand below from Efron & Tibshirani (1993), eqs. 14.14-14.15;
+* each two-part replicate must equal refitting :func:`two_part` (statsmodels) on the
+  explicitly resampled rows given by :func:`bootstrap_indices`.
+"""
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import reference_data
+from scipy import stats
+
+from evalkit.errors import DataValidationError, ParamsError, StatisticalWarning
+from evalkit.models.bootstrap import (
+    BootstrapResult, bootstrap, bootstrap_indices, bootstrap_two_part,
+)
+from evalkit.models.twopart import two_part
+
+F = "total_cost ~ treated + age + female + comorbidity + baseline_cost"
+
+
+@pytest.fixture(scope="module")
+def synth():
+    d = reference_data("synthetic_costs")
+    d["site"] = (d["member_id"] * 7919) % 40          # 40 sites holding both arms
+    d["team"] = d["member_id"] % 30 * 2 + d["treated"]  # 60 teams, each within one arm
+    return d
+
+
+@pytest.fixture(scope="module")
+def skewed():
+    rng = np.random.default_rng(20240611)
+    return pd.DataFrame({"x": rng.lognormal(0.0, 1.0, 60)})
+
+
+@pytest.fixture(scope="module")
+def arms():
+    rng = np.random.default_rng(7)
+    g = np.r_[np.ones(25, int), np.zeros(45, int)]
+    return pd.DataFrame({"arm": g, "y": rng.gamma(0.7, 10.0, 70) + 3.0 * g})
+
+
+def mean_x(d):
+    return d["x"].to_numpy().mean()
+
+
+def arm_difference(d):
+    return d.y[d.arm == 1].mean() - d.y[d.arm == 0].mean()
+
+
+def effect_statistic(formula):
+    """The two-part effect refitted by statsmodels: what bootstrap_two_part batches."""
+    def statistic(d):
+        e = two_part(d, formula).effect("treated")
+        return {"cost_difference": e.estimate("cost_difference"), "ratio": e.estimate("ratio"),
+                "mean_treated": e.mean_treated, "mean_control": e.mean_control}
+    return statistic
+
+
+def hand_bca(theta, reps, jack, alpha):
+    """BCa endpoints, Efron & Tibshirani (1993) eq. 14.14 (z0, strict <) and 14.15 (a)."""
+    z0 = stats.norm.ppf(np.mean(reps < theta))
+    d = jack.mean() - jack
+    a = np.sum(d ** 3) / (6 * np.sum(d ** 2) ** 1.5)
+    za = stats.norm.ppf([alpha / 2, 1 - alpha / 2])
+    q = stats.norm.cdf(z0 + (z0 + za) / (1 - a * (z0 + za)))
+    return np.quantile(reps, q), a
+
+
+# --------------------------------------------------------------------------- reproducibility
+def test_same_seed_same_replicates_whatever_n_jobs(arms):
+    kw = dict(n_boot=200, seed=11, strata="arm", ci="percentile")
+    one = bootstrap(arms, arm_difference, n_jobs=1, **kw)
+    two = bootstrap(arms, arm_difference, n_jobs=2, **kw)
+    again = bootstrap(arms, arm_difference, n_jobs=1, **kw)
+    other = bootstrap(arms, arm_difference, n_jobs=1, **{**kw, "seed": 12})
+    assert isinstance(one, BootstrapResult)
+    pd.testing.assert_frame_equal(one.replicates, two.replicates)
+    pd.testing.assert_frame_equal(one.replicates, again.replicates)
+    pd.testing.assert_frame_equal(one.intervals, two.intervals)
+    assert not one.replicates.equals(other.replicates)
+    assert one.n_boot == 200 and one.seed == 11 and len(one.replicates) == 200
+
+
+def test_seed_none_is_recorded_and_reproduces(arms):
+    res = bootstrap(arms, arm_difference, n_boot=50, seed=None, strata="arm", ci="percentile",
+                    n_jobs=1)
+    again = bootstrap(arms, arm_difference, n_boot=50, seed=res.seed, strata="arm",
+                      ci="percentile", n_jobs=1)
+    pd.testing.assert_frame_equal(res.replicates, again.replicates)
+
+
+def test_two_part_identical_for_n_jobs_1_and_2(synth):
+    kw = dict(n_boot=24, seed=3, ci="percentile", block_size=4)
+    one = bootstrap_two_part(synth, F, "treated", n_jobs=1, **kw)
+    two = bootstrap_two_part(synth, F, "treated", n_jobs=2, **kw)
+    np.testing.assert_array_equal(one.replicates.to_numpy(), two.replicates.to_numpy())
+    assert one.extra["n_jobs"] == 1 and two.extra["n_jobs"] == 2
+
+
+# --------------------------------------------------------------------------- designs
+def test_stratified_resampling_keeps_arm_sizes(synth):
+    sizes = synth["treated"].value_counts()
+
+    def arm_sizes(d):
+        return {"treated": (d.treated == 1).sum(), "control": (d.treated == 0).sum()}
+
+    strat = bootstrap(synth, arm_sizes, n_boot=30, seed=1, strata="treated", ci="percentile",
+                      n_jobs=1)
+    assert (strat.replicates["treated"] == sizes[1]).all()
+    assert (strat.replicates["control"] == sizes[0]).all()
+    plain = bootstrap(synth, arm_sizes, n_boot=30, seed=1, ci="percentile", n_jobs=1)
+    assert plain.replicates["treated"].nunique() > 1        # unstratified: sizes vary
+    assert (plain.replicates.sum(axis=1) == len(synth)).all()
+    assert strat.extra["stratum_units"] == {0: int(sizes[0]), 1: int(sizes[1])}
+
+
+def test_cluster_resampling_keeps_clusters_whole(synth):
+    size = synth["site"].value_counts()
+    for idx in bootstrap_indices(synth, n_boot=20, seed=5, cluster="site"):
+        drawn = synth.iloc[idx]["site"].value_counts()
+        # every drawn site brings all its rows, as many times as it was drawn
+        assert (drawn % size[drawn.index] == 0).all()
+        assert drawn.div(size[drawn.index]).sum() == synth["site"].nunique()
+
+    def copies(d):
+        per_copy = d.groupby("copy")["site"].agg(["nunique", "size", "first"])
+        whole = (per_copy["nunique"] == 1) & (per_copy["size"] == size[per_copy["first"]].to_numpy())
+        return {"whole": float(whole.all()), "n_copies": float(len(per_copy))}
+
+    res = bootstrap(synth, copies, n_boot=10, seed=5, cluster="site", idcluster="copy",
+                    ci="percentile", n_jobs=1)
+    assert (res.replicates["whole"] == 1).all()
+    assert (res.replicates["n_copies"] == 40).all()
+    assert res.n_units == 40 and res.cluster == "site"
+
+
+def test_clusters_within_strata(synth):
+    d = synth
+    n_teams = d.groupby("treated")["team"].nunique()
+    for idx in bootstrap_indices(d, n_boot=10, seed=2, strata="treated", cluster="team"):
+        r = d.iloc[idx]
+        sizes = r.groupby("team").size() / d.groupby("team").size()[r["team"].unique()]
+        assert np.allclose(sizes, np.round(sizes))               # whole teams
+        # each arm keeps its number of teams
+        drawn = sizes.groupby(d.groupby("team")["treated"].first()[sizes.index].to_numpy()).sum()
+        assert drawn.to_dict() == n_teams.to_dict()
+    with pytest.raises(DataValidationError, match="span more than one stratum"):
+        bootstrap(synth, lambda x: 1.0, n_boot=5, seed=1, strata="treated", cluster="site")
+
+
+# --------------------------------------------------------------------------- intervals
+def test_unstratified_intervals_equal_scipy_on_the_same_draws(skewed):
+    """scipy.stats.bootstrap(rng=default_rng(4)) draws the same resamples; its percentile,
+    basic and BCa intervals (jackknife acceleration over all 60 rows) must match."""
+    res = bootstrap(skewed, mean_x, n_boot=999, seed=4, ci=("percentile", "bca", "basic"),
+                    n_jobs=1)
+    for method in ("percentile", "bca", "basic"):
+        ref = stats.bootstrap((skewed["x"].to_numpy(),), np.mean, n_resamples=999,
+                              rng=np.random.default_rng(4), method=method)
+        np.testing.assert_allclose(res.replicates["statistic"], ref.bootstrap_distribution,
+                                   rtol=1e-13)
+        np.testing.assert_allclose(res.ci(method=method), ref.confidence_interval, rtol=1e-12)
+        assert res.std_error["statistic"] == pytest.approx(ref.standard_error, rel=1e-12)
+
+
+def test_bca_by_hand_and_normal_interval(skewed):
+    """BCa from the textbook formulas with an explicit leave-one-out loop; the normal
+    interval as boot.ci(type = "norm"): theta - bias -/+ z * SE."""
+    res = bootstrap(skewed, mean_x, n_boot=1999, seed=8, ci=("bca", "normal", "percentile"),
+                    alpha=0.1, n_jobs=1)
+    x = skewed["x"].to_numpy()
+    theta = x.mean()
+    reps = res.replicates["statistic"].to_numpy()
+    jack = np.array([np.delete(x, i).mean() for i in range(len(x))])
+    (lo, hi), a = hand_bca(theta, reps, jack, 0.1)
+    assert res.acceleration["statistic"] == pytest.approx(a, rel=1e-10)
+    assert res.ci(method="bca") == pytest.approx((lo, hi), rel=1e-10)
+    bias = reps.mean() - theta
+    z = stats.norm.ppf(0.95)
+    se = reps.std(ddof=1)
+    assert res.ci(method="normal") == pytest.approx((theta - bias - z * se, theta - bias + z * se),
+                                                    rel=1e-12)
+    assert res.ci(method="percentile") == pytest.approx(tuple(np.quantile(reps, [0.05, 0.95])))
+    # a skewed sample's mean: BCa shifts the interval right of the percentile one
+    assert res.ci(method="bca")[1] > res.ci(method="percentile")[1]
+    table = res.to_frame()
+    assert list(table.columns) == ["term", "estimate", "std_error", "bias", "method", "ci_low",
+                                   "ci_high"]
+
+
+def test_stratified_bca_equals_scipy_two_sample(arms):
+    """Resampling within arms is scipy's two-sample bootstrap; feed scipy our replicates
+    (bootstrap_result, n_resamples=0) and it computes the per-sample jackknife itself."""
+    res = bootstrap(arms, arm_difference, n_boot=800, seed=2, strata="arm",
+                    ci=("bca", "percentile"), n_jobs=1)
+
+    class Previous:
+        bootstrap_distribution = res.replicates["statistic"].to_numpy()
+
+    y1 = arms.y[arms.arm == 1].to_numpy()
+    y0 = arms.y[arms.arm == 0].to_numpy()
+    ref = stats.bootstrap((y1, y0), lambda a, b, axis=-1: a.mean(axis) - b.mean(axis),
+                          n_resamples=0, bootstrap_result=Previous, method="BCa")
+    np.testing.assert_allclose(res.ci(method="bca"), ref.confidence_interval, rtol=1e-12)
+
+
+def test_grouped_jackknife_for_many_units():
+    """With more units than max_jackknife, groups are left out; the acceleration stays
+    close to the leave-one-out value (it estimates the same skewness)."""
+    x = np.random.default_rng(3).gamma(0.5, 1.0, 800)
+    d = pd.DataFrame({"x": x})
+    exact = bootstrap(d, mean_x, n_boot=50, seed=1, ci="bca", n_jobs=1, max_jackknife=1000)
+    grouped = bootstrap(d, mean_x, n_boot=50, seed=1, ci="bca", n_jobs=1, max_jackknife=200)
+    assert "leave-one-out" in exact.extra["jackknife"]
+    assert "200 random groups" in grouped.extra["jackknife"]
+    pd.testing.assert_frame_equal(exact.replicates, grouped.replicates)   # drawn before
+    assert grouped.acceleration["statistic"] == pytest.approx(
+        exact.acceleration["statistic"], rel=0.35)
+
+
+# --------------------------------------------------------------------------- two-part
+@pytest.mark.parametrize("options", [
+    {},                                               # strata = treatment (default)
+    {"cluster": "site"},                              # sites hold both arms: no strata
+    {"cluster": "team"},                              # teams nested in arms: strata kept
+    {"first": "probit", "second": "poisson"},
+    {"second": "inverse_gaussian", "strata": None},
+])
+def test_batched_two_part_equals_statsmodels_refits(synth, options):
+    """Replicates b = 0, 1, n_boot-1 refitted by two_part() (statsmodels IRLS + polish) on
+    data.iloc[idx] with idx from bootstrap_indices (the same counts)."""
+    n_boot = 12
+    res = bootstrap_two_part(synth, F, "treated", n_boot=n_boot, seed=9, ci="percentile",
+                             n_jobs=1, **options)
+    strata = None if "strata" in options or options.get("cluster") == "site" else "treated"
+    assert res.strata == strata
+    idx = list(bootstrap_indices(synth, n_boot, 9, strata=strata, cluster=options.get("cluster")))
+    for b in (0, 1, n_boot - 1):
+        fit = two_part(synth.iloc[idx[b]].reset_index(drop=True), F,
+                       first=options.get("first", "logit"), second=options.get("second", "gamma"))
+        e = fit.effect("treated")
+        got = res.replicates.iloc[b]
+        assert got["cost_difference"] == pytest.approx(e.estimate("cost_difference"), rel=1e-8)
+        assert got["ratio"] == pytest.approx(e.estimate("ratio"), rel=1e-8)
+        assert got["mean_treated"] == pytest.approx(e.mean_treated, rel=1e-8)
+        assert got["mean_control"] == pytest.approx(e.mean_control, rel=1e-8)
+    full = two_part(synth, F).effect("treated") if not options.get("first") and not \
+        options.get("second") else None
+    if full is not None:
+        assert res.estimate["cost_difference"] == pytest.approx(full.estimate("cost_difference"),
+                                                                rel=1e-12)
+
+
+def test_two_part_matches_generic_bootstrap_and_warns_on_arm_without_costs():
+    """A small arm with two members with cost: some resamples have no treated member
+    with positive cost. Both paths must flag the same replicates (NaN, counted, warned)
+    and agree on everything else, BCa included (leave-one-out jackknife over 80 rows)."""
+    rng = np.random.default_rng(4)
+    n = 80
+    d = pd.DataFrame({"treated": np.r_[np.ones(8, int), np.zeros(n - 8, int)],
+                      "age": rng.normal(50, 10, n)})
+    d["cost"] = np.where(rng.random(n) < 0.5, rng.gamma(1.5, 1000, n), 0.0)
+    d.loc[:7, "cost"] = [0, 0, 0, 0, 0, 0, 1500.0, 800.0]
+    f = "cost ~ treated + age"
+    with pytest.warns(StatisticalWarning, match=r"no positive cost among rows with treated = 1"):
+        fast = bootstrap_two_part(d, f, "treated", n_boot=60, seed=1, n_jobs=1)
+    with pytest.warns(StatisticalWarning, match="could not be computed"):
+        slow = bootstrap(d, effect_statistic(f), n_boot=60, seed=1, strata="treated", n_jobs=2)
+    assert fast.n_failed == slow.n_failed > 0
+    assert fast.failures == {"no positive cost among rows with treated = 1": fast.n_failed}
+    assert fast.replicates["cost_difference"].isna().sum() == fast.n_failed
+    a, b = fast.replicates.to_numpy(), slow.replicates.to_numpy()
+    np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
+    np.testing.assert_allclose(a, b, rtol=1e-8)
+    np.testing.assert_allclose(fast.intervals[["ci_low", "ci_high"]],
+                               slow.intervals[["ci_low", "ci_high"]], rtol=1e-8)
+    np.testing.assert_allclose(fast.acceleration, slow.acceleration, rtol=1e-6)
+    # on_error="raise" stops at the first such resample instead
+    with pytest.raises(DataValidationError):
+        bootstrap(d, effect_statistic(f), n_boot=60, seed=1, strata="treated", n_jobs=1,
+                  on_error="raise", ci="percentile")
+
+
+def test_two_part_bca_and_jackknife_over_clusters(synth):
+    res = bootstrap_two_part(synth, F, "treated", n_boot=40, seed=2, cluster="site", n_jobs=1)
+    assert res.extra["jackknife"] == "leave-one-out jackknife over 40 clusters"
+    assert np.isfinite(res.acceleration).all()
+    lo, hi = res.ci("cost_difference", "bca")
+    assert lo < res.estimate["cost_difference"] < hi
+    assert res.method.startswith("two-part bootstrap")
+    assert "fit" in res.extra and res.n_failed == 0
+
+
+# --------------------------------------------------------------------------- bad input
+def test_bad_input_gives_clear_errors(arms, synth):
+    with pytest.raises(ParamsError, match="n_boot must be an integer >= 2"):
+        bootstrap(arms, arm_difference, n_boot=1, seed=1)
+    with pytest.raises(ParamsError, match="n_boot"):
+        bootstrap_two_part(synth, F, "treated", n_boot=1.5, seed=1)
+    with pytest.raises(ParamsError, match=r"unknown interval method\(s\) \['studentized'\]"):
+        bootstrap(arms, arm_difference, n_boot=10, seed=1, ci=("percentile", "studentized"))
+    with pytest.raises(ParamsError, match="unknown interval method"):
+        bootstrap_two_part(synth, F, "treated", n_boot=10, seed=1, ci="bcA")
+    with pytest.raises(DataValidationError, match="strata column 'group' not found"):
+        bootstrap(arms, arm_difference, n_boot=10, seed=1, strata="group")
+    with pytest.raises(DataValidationError, match=r"\['arm'\] \(strata / cluster\) not found"):
+        bootstrap_two_part(synth, F, "treated", n_boot=10, seed=1, strata="arm")
+    with pytest.raises(DataValidationError, match="cluster column 'clinic' not found"):
+        bootstrap(arms, arm_difference, n_boot=10, seed=1, cluster="clinic")
+    with pytest.raises(DataValidationError, match="missing values"):
+        bootstrap(arms.assign(arm=arms.arm.where(arms.index > 0)), arm_difference, n_boot=10,
+                  seed=1, strata="arm")
+    with pytest.raises(ParamsError, match="alpha"):
+        bootstrap(arms, arm_difference, n_boot=10, seed=1, alpha=1.5)
+    with pytest.raises(ParamsError, match="n_jobs"):
+        bootstrap(arms, arm_difference, n_boot=10, seed=1, n_jobs=0)
+    with pytest.raises(ParamsError, match="seed"):
+        bootstrap(arms, arm_difference, n_boot=10, seed=-3)
+    with pytest.raises(ParamsError, match="must return a number or a dict"):
+        bootstrap(arms, lambda d: "big", n_boot=10, seed=1)
+    with pytest.raises(ParamsError, match="same names every time"):
+        bootstrap(arms, lambda d: {f"k{len(d.y.unique()) == len(d)}": 1.0}, n_boot=10, seed=1,
+                  n_jobs=1, ci="percentile")
+    with pytest.raises(ParamsError, match="treatment 'arm' is not a column of the formula"):
+        bootstrap_two_part(synth.assign(arm=1), F, "arm", n_boot=10, seed=1)
+    with pytest.raises(ParamsError, match="idcluster needs cluster"):
+        bootstrap(arms, arm_difference, n_boot=10, seed=1, idcluster="copy")
+
+
+def test_values_not_modified_and_progress(arms, capsys):
+    before = arms.copy()
+
+    def meddling(d):
+        d["y"] = 0.0                                   # must not reach the caller's frame
+        return 1.0
+
+    bootstrap(arms, meddling, n_boot=10, seed=1, ci="percentile", n_jobs=1)
+    pd.testing.assert_frame_equal(arms, before)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                 # a constant statistic: BCa undefined
+        res = bootstrap(arms, arm_difference, n_boot=20, seed=1, ci="percentile", n_jobs=1,
+                        progress=True)
+    assert np.isfinite(res.std_error["statistic"])
+    with pytest.warns(StatisticalWarning, match="BCa interval of 'statistic' is undefined"):
+        const = bootstrap(arms, lambda d: 1.0, n_boot=20, seed=1, n_jobs=1)
+    assert np.isnan(const.ci(method="bca")).all()
+    assert const.ci(method="percentile") == (1.0, 1.0)
