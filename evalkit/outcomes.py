@@ -180,10 +180,12 @@ class CostEffect:
     park: object              # ParkTestResult
     effects: pd.DataFrame     # records
     share_zero: pd.DataFrame  # arm, members, share_zero, mean, median, p95
+    bootstrap: object = None  # BootstrapResult, when replicates were asked for
 
 
 def cost_effect(frame: pd.DataFrame, covariates: list[str], outcome: str = "total_cost",
-                months: float = 12.0, alpha: float = 0.05) -> CostEffect:
+                months: float = 12.0, alpha: float = 0.05, n_boot: int = 0,
+                seed: int | None = None) -> CostEffect:
     """Adjusted difference in cost per member by a two-part model.
 
     Part 1 is a logit for any cost; part 2 a GLM with log link on the members with costs,
@@ -192,6 +194,10 @@ def cost_effect(frame: pd.DataFrame, covariates: list[str], outcome: str = "tota
     everyone referred vs no one (recycled predictions), with a delta-method CI; also the
     ratio of means and the per-member-per-month (PMPM) difference, the per-member
     difference divided by ``months`` (12 for a 365-day window).
+
+    With ``n_boot`` > 0 the difference and the ratio also get nonparametric bootstrap
+    intervals (resampling members within arms, BCa; all replicates refitted at once, see
+    :func:`evalkit.models.bootstrap.bootstrap_two_part`), added as extra records.
     """
     frame, covs = _scale_costs(frame, usable_covariates(frame, covariates))
     formula = f"{outcome} ~ " + " + ".join(["treated", *covs])
@@ -212,12 +218,28 @@ def cost_effect(frame: pd.DataFrame, covariates: list[str], outcome: str = "tota
     for c in ("estimate", "std_error", "ci_low", "ci_high"):
         pmpm[c] = diff[c] / months
     rec = pd.concat([rec, pmpm.to_frame().T], ignore_index=True)
+    boot = None
+    if n_boot:
+        from .models.bootstrap import bootstrap_two_part
+        boot = bootstrap_two_part(frame, formula, "treated", n_boot=n_boot, seed=seed,
+                                  second=second, alpha=alpha)
+        extra = []
+        for term in ("cost_difference", "ratio"):
+            lo, hi = boot.ci(term, "bca")
+            base = rec[rec["scale"] == term].iloc[0].copy()
+            base["method"] = (f"{base['method']}; bootstrap BCa interval, {n_boot} replicates "
+                              "resampling members within arms")
+            base["std_error"] = float(np.nanstd(boot.replicates[term], ddof=1)) if term != "ratio" \
+                else float(np.nanstd(np.log(boot.replicates[term]), ddof=1))
+            base["ci_low"], base["ci_high"], base["p_value"] = lo, hi, np.nan
+            extra.append(base)
+        rec = pd.concat([rec, pd.DataFrame(extra)], ignore_index=True)
     desc = (frame.assign(arm=np.where(frame["treated"] == 1, "self_help", "control"))
             .groupby("arm")[outcome]
             .agg(members="size", share_zero=lambda x: float((x == 0).mean()), mean="mean",
                  median="median", p95=lambda x: float(x.quantile(0.95)))
             .reset_index())
-    return CostEffect(fit, park, rec, desc)
+    return CostEffect(fit, park, rec, desc, boot)
 
 
 def prepost_effects(member_windows: pd.DataFrame, outcomes: list[str],

@@ -108,6 +108,13 @@ class EngineParams(_Strict):
     memory_limit: str | None = Field(None, description="e.g. '2GB'; DuckDB spills beyond it")
 
 
+class ModelParams(_Strict):
+    """Choices of the outcome models."""
+
+    bootstrap_replicates: int = Field(1000, ge=0, le=100_000, description="bootstrap replicates "
+                                      "for the cost effect's interval (0: delta method only)")
+
+
 class EconParams(_Strict):
     """Program costs and how the economics are judged (cost-benefit workbook)."""
 
@@ -144,6 +151,7 @@ class Params(_Strict):
     windows: WindowParams = WindowParams()
     engine: EngineParams = EngineParams()
     report: ReportParams = ReportParams()
+    models: ModelParams = ModelParams()
     econ: EconParams = EconParams()
     workbooks: list[str] = Field(default_factory=lambda: list(WORKBOOKS),
                                  description="workbooks to run, in order")

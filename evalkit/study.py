@@ -272,13 +272,15 @@ class Study:
         """Two-part model of follow-up cost (see :func:`evalkit.outcomes.cost_effect`)."""
         from .outcomes import cost_effect
         months = self.params.windows.followup_days * 12 / 365
+        kwargs.setdefault("n_boot", self.params.models.bootstrap_replicates)
+        kwargs.setdefault("seed", self.params.seed)
         return cost_effect(self.treated_frame(), self.covariates(), months=months, **kwargs)
 
     def value_program(self, cost=None):
         """Program economics from the adjusted cost difference and the params' ``econ``
         section (see :func:`evalkit.valuation.value_program`)."""
         from .valuation import value_program
-        cost = cost or self.cost_effect()
+        cost = cost or self.cost_effect(n_boot=0)
         referred = int((self.treated_frame()["treated"] == 1).sum())
         return value_program(cost.effects, self.params.econ, referred,
                              self.params.windows.followup_days, self.params.seed)

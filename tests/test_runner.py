@@ -54,6 +54,7 @@ def test_run_writes_contract_outputs(tiny_run):
         "poisson", "negbin", "zinb", "hurdle_negbin"}
     scales = {e["scale"] for e in res["estimates"] if e["workbook"] == "costs"}
     assert {"cost_difference", "pmpm_difference", "ratio"} <= scales
+    assert any("bootstrap BCa" in e["method"] for e in res["estimates"] if e["workbook"] == "costs")
     econ = {e["scale"]: e for e in res["estimates"] if e["workbook"] == "cost_benefit"}
     assert {"net_savings_per_member", "roi", "probability_cost_saving"} <= set(econ)
     assert 0 <= econ["probability_cost_saving"]["estimate"] <= 1
