@@ -73,6 +73,18 @@ def run_pandas(folder: Path, cohort: pd.DataFrame) -> pd.DataFrame:
     return member_windows_pandas(cohort, enc)
 
 
+def run_once(kind: str, con, folder: Path, cohort: pd.DataFrame | None) -> float:
+    """Run one contender once; return its wall seconds."""
+    t = time.perf_counter()
+    if kind == "duckdb":
+        run_duckdb(con)
+    elif kind == "scan":
+        run_scan(con)
+    else:
+        run_pandas(folder, cohort)
+    return time.perf_counter() - t
+
+
 def cohort_frame(con) -> pd.DataFrame:
     return con.execute("SELECT * FROM cohort").df()
 
@@ -82,14 +94,7 @@ def child(kind: str, folder: str) -> None:
     folder = Path(folder)
     con = connect(folder)
     cohort = cohort_frame(con) if kind == "pandas" else None
-    t = time.perf_counter()
-    if kind == "duckdb":
-        run_duckdb(con)
-    elif kind == "scan":
-        run_scan(con)
-    else:
-        run_pandas(folder, cohort)
-    sec = time.perf_counter() - t
+    sec = run_once(kind, con, folder, cohort)
     # VmHWM: this process's peak resident memory (ru_maxrss would carry the parent's
     # peak across fork + exec)
     status = Path("/proc/self/status").read_text()
@@ -134,14 +139,7 @@ def main():
         times = {"duckdb": [], "pandas": [], "scan": []}
         for _ in range(args.repeats):            # interleaved, same process
             for kind in times:
-                t = time.perf_counter()
-                if kind == "duckdb":
-                    run_duckdb(con)
-                elif kind == "scan":
-                    run_scan(con)
-                else:
-                    run_pandas(folder, cohort)
-                times[kind].append(time.perf_counter() - t)
+                times[kind].append(run_once(kind, con, folder, cohort))
         med = {k: statistics.median(v) for k, v in times.items()}
         mem = {k: peak_memory(k, folder) for k in times}
         check = agree(con, folder)
