@@ -104,6 +104,9 @@ def run(params_path: str | Path | None = None, out: str | Path | None = None,
     results_path = out_dir / "results.json"
     results_path.unlink(missing_ok=True)          # never leave an old success behind
     shutil.rmtree(out_dir / "parts", ignore_errors=True)
+    for name in WORKBOOK_FILES.values():          # nor notebooks of an earlier run
+        for stale in (out_dir / name, (out_dir / name).with_suffix(".html")):
+            stale.unlink(missing_ok=True)
     params_file = out_dir / "params.json"
     write_json_atomic(params_file, params.to_dict())
 

@@ -80,6 +80,7 @@ def test_rerun_into_same_folder_is_safe(tiny_run):
     data = json.loads(res.results_path.read_text())
     assert data["run"]["status"] == "ok" and [w["workbook"] for w in data["run"]["workbooks"]] == ["data_quality"]
     assert not any(e["workbook"] == "utilization" for e in data["estimates"])
+    assert not (tiny_run.output_dir / "02_utilization.ipynb").exists()   # no stale notebooks
 
 
 def test_failing_workbook_is_reported_and_kept(tmp_path, monkeypatch):

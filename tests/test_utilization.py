@@ -153,5 +153,22 @@ def test_windows_add_up(data):
     whole_er = e[e.category == "er"].groupby("member_id").service_date.nunique()
     whole_cost = e.groupby("member_id").allowed_amount.sum()
     both = mw.groupby("member_id")[["er_visits", "total_cost"]].sum()
-    assert (both.er_visits == whole_er.reindex(both.index, fill_value=0)).all()
-    np.testing.assert_allclose(both.total_cost, whole_cost.reindex(both.index, fill_value=0), atol=1e-6)
+    assert (both.er_visits.to_numpy() == whole_er.reindex(both.index, fill_value=0).to_numpy()).all()
+    np.testing.assert_allclose(both.total_cost.astype(float),
+                               whole_cost.reindex(both.index, fill_value=0).astype(float), atol=1e-6)
+
+
+def test_member_without_claims_gets_zero_rows():
+    """A member with no encounters still has both windows, with zeros (found by hypothesis)."""
+    members = pd.DataFrame({"member_id": [1], "birth_year": [1969], "sex": ["M"]})
+    enrollment = pd.DataFrame({"member_id": [1], "start_date": [D(2022, 6, 1)], "end_date": [D(2025, 2, 23)]})
+    encounters = pd.DataFrame({"claim_id": pd.Series([], dtype="int64"), "member_id": pd.Series([], dtype="int64"),
+                               "service_date": pd.Series([], dtype="datetime64[ns]"),
+                               "end_date": pd.Series([], dtype="datetime64[ns]"),
+                               "category": pd.Series([], dtype="str"), "allowed_amount": pd.Series([], dtype="float64"),
+                               "paid_amount": pd.Series([], dtype="float64")})
+    exposure = pd.DataFrame({"member_id": [1], "group": ["self_help"], "index_date": [D(2024, 1, 11)], "dose": [0.0]})
+    mw = _windows(_con_from_frames(members, enrollment, encounters, exposure), baseline_days=30, followup_days=30)
+    assert list(mw.period) == ["baseline", "followup"]
+    assert (mw.total_cost == 0).all() and (mw.er_visits == 0).all()
+    assert mw.member_months.tolist() == pytest.approx([30 / DAYS_PER_MONTH] * 2)
