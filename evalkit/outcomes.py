@@ -58,7 +58,7 @@ def usable_covariates(frame: pd.DataFrame, candidates: list[str]) -> list[str]:
     return keep
 
 
-def _scale_costs(frame: pd.DataFrame, covariates: list[str]) -> tuple[pd.DataFrame, list[str]]:
+def _transform_covariates(frame: pd.DataFrame, covariates: list[str]) -> tuple[pd.DataFrame, list[str]]:
     """Enter baseline use and cost as log(1 + value).
 
     Prior visits, days and dollars have long right tails: on their raw scale a few
@@ -162,7 +162,7 @@ def adjusted_count_effects(frame: pd.DataFrame, outcomes: list[str], covariates:
     ratio with delta-method 95% CIs. ``frame`` needs a 0/1 ``treated`` column
     (:func:`with_treatment`).
     """
-    frame, covs = _scale_costs(frame, usable_covariates(frame, covariates))
+    frame, covs = _transform_covariates(frame, usable_covariates(frame, covariates))
     choices, parts = {}, []
     n_t, n_c = int(frame["treated"].sum()), int((1 - frame["treated"]).sum())
     for outcome in outcomes:
@@ -199,7 +199,7 @@ def cost_effect(frame: pd.DataFrame, covariates: list[str], outcome: str = "tota
     intervals (resampling members within arms, BCa; all replicates refitted at once, see
     :func:`evalkit.models.bootstrap.bootstrap_two_part`), added as extra records.
     """
-    frame, covs = _scale_costs(frame, usable_covariates(frame, covariates))
+    frame, covs = _transform_covariates(frame, usable_covariates(frame, covariates))
     formula = f"{outcome} ~ " + " + ".join(["treated", *covs])
     try:
         park = park_test(frame, formula)

@@ -1,0 +1,72 @@
+"""The workbook-level effect functions: family choice, adjusted effects, pre/post
+difference-in-differences and cost effects, on data whose truth is known."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from evalkit import outcomes as O
+from evalkit import params as P
+from evalkit.errors import DataValidationError
+from evalkit.results import write_json_atomic
+from evalkit.study import Study, prepare
+
+
+def test_family_choice_prefers_negbin_for_overdispersed_counts():
+    rng = np.random.default_rng(5)
+    n = 3000
+    df = pd.DataFrame({"treated": rng.integers(0, 2, n), "x": rng.normal(size=n),
+                       "member_months": rng.uniform(6, 12, n)})
+    mu = df.member_months / 12 * np.exp(0.2 + 0.3 * df.x - 0.2 * df.treated)
+    df["visits"] = rng.poisson(mu * rng.gamma(0.5, 2.0, n))      # NB2 with theta 0.5
+    choice = O.choose_count_family(df, "visits", ["x"], families=("poisson", "negbin"))
+    assert choice.chosen == "negbin"
+    t = choice.comparison.set_index("family")
+    assert t.loc["poisson", "delta_aic"] > 100 and t.loc["negbin", "note"].startswith("chosen")
+
+
+def test_with_treatment_needs_both_arms():
+    with pytest.raises(DataValidationError, match="both arms"):
+        O.with_treatment(pd.DataFrame({"group": ["self_help"] * 3}))
+
+
+def test_usable_covariates_drop_constants_text_and_treatment_copies():
+    df = pd.DataFrame({"treated": [0, 1, 0, 1], "copy": [0, 1, 0, 1], "const": [1, 1, 1, 1],
+                       "site": list("abab"), "age": [30, 40, 50, 60]})
+    assert O.usable_covariates(df, ["copy", "const", "site", "age", "missing"]) == ["age"]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("demo")
+    p = P.validate({"data": {"members": 6000}, "seed": 11})
+    prepare(p, tmp)
+    write_json_atomic(tmp / "params.json", p.to_dict())
+    return Study(tmp / "params.json")
+
+
+def test_prepost_recovers_true_effects_where_crude_fails(demo):
+    truth = demo.true_effects()
+    with pytest.warns(Warning):                      # members with no baseline time are reported
+        pre = demo.prepost()
+    rr = pre[pre.scale == "rate_ratio"].set_index("outcome")
+    _, crude = demo.rates()
+    crude_fu = crude[(crude.period == "followup") & (crude.scale == "rate_ratio")].set_index("outcome")
+    for outcome in ("er_visits", "outpatient_mh_visits"):
+        true = truth[outcome]
+        assert rr.loc[outcome, "ci_low"] <= true <= rr.loc[outcome, "ci_high"], outcome
+        assert crude_fu.loc[outcome, "ci_low"] > true     # the crude comparison is confounded
+    assert set(pre.estimand) == {"ATT"}
+
+
+def test_cost_effect_records_and_bootstrap(demo):
+    ce = demo.cost_effect(n_boot=200)
+    scales = ce.effects.scale.tolist()
+    assert scales.count("cost_difference") == 2 and "pmpm_difference" in scales
+    d = ce.effects[ce.effects.scale == "cost_difference"].iloc[0]
+    pmpm = ce.effects[ce.effects.scale == "pmpm_difference"].iloc[0]
+    assert pmpm.estimate == pytest.approx(d.estimate / 12)
+    ratio = ce.effects[ce.effects.scale == "ratio"].iloc[0]
+    # ratio SEs are on the log scale, as docs/results.md says
+    z = 1.959963984540054
+    assert ratio.std_error == pytest.approx((np.log(ratio.ci_high) - np.log(ratio.ci_low)) / (2 * z))
+    assert ce.bootstrap.n_boot == 200
