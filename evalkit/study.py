@@ -3,8 +3,8 @@
 :func:`prepare` does the heavy, private part of a run once, before any workbook starts:
 it makes or reads the source data, checks it against the contract (quarantining bad
 rows), builds the cohort and the member x window table, all inside DuckDB, and stores
-them in ``<out>/work/analysis.duckdb``. That file holds member-level data: it is the
-analyst's working copy and is never published.
+them in ``analysis.duckdb`` in the ``work`` folder of the run. That file holds
+member-level data: it is the analyst's working copy and is never published.
 
 :class:`Study` opens that file read-only; each workbook calls its methods and shows the
 result.
@@ -63,7 +63,7 @@ class Prepared:
 
 
 def prepare(params: Params, out_dir: str | Path, progress: bool = False) -> Prepared:
-    """Build ``<out>/work/analysis.duckdb`` from the params' data source.
+    """Build the run's ``analysis.duckdb`` (in its ``work`` folder) from the data source.
 
     Written to a temporary file and renamed when complete, so a failed preparation
     never leaves a database that looks finished.
