@@ -31,6 +31,12 @@ import pandas as pd
 
 from .cohort import DAYS_PER_MONTH
 from .data.contract import CATEGORIES
+from .data.load import _lit
+
+
+def _id_literal(value) -> str:
+    """A member id as SQL: integers as numbers, anything else as a quoted string."""
+    return repr(int(value)) if isinstance(value, (int, np.integer)) else _lit(value)
 
 #: Count columns per category (visits, or fills for pharmacy) in the member x window table.
 VISIT_COLUMNS = {
@@ -85,7 +91,7 @@ def member_windows_sql(members: tuple | None = None) -> str:
         FROM cohort c LEFT JOIN agg a USING (member_id)""")
     code = "CASE e.category " + " ".join(f"WHEN '{c}' THEN {i}" for c, i in _CODE.items()) + " END"
     where = "true" if members is None else \
-        f"member_id BETWEEN {_sql_literal(members[0])} AND {_sql_literal(members[1])}"
+        f"member_id BETWEEN {_id_literal(members[0])} AND {_id_literal(members[1])}"
     return f"""
     WITH cohort AS (SELECT * FROM main.cohort WHERE {where}),
     encounters AS (SELECT * FROM main.encounters WHERE {where}),
@@ -104,12 +110,6 @@ def member_windows_sql(members: tuple | None = None) -> str:
     )
     {' UNION ALL '.join(per_window)}
     """
-
-
-def _sql_literal(value) -> str:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return repr(value)
-    return "'" + str(value).replace("'", "''") + "'"
 
 
 #: Encounter lines per batch of members: keeps the visit-level hash table in memory.
