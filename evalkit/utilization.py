@@ -38,6 +38,7 @@ def _id_literal(value) -> str:
     """A member id as SQL: integers as numbers, anything else as a quoted string."""
     return repr(int(value)) if isinstance(value, (int, np.integer)) else _lit(value)
 
+
 #: Count columns per category (visits, or fills for pharmacy) in the member x window table.
 VISIT_COLUMNS = {
     "er": "er_visits",
