@@ -12,7 +12,7 @@ cross-checked pair for pair against MatchIt 4.7.2 in matchit_lalonde_modern_chec
     coeftest(fit, vcov. = vcovCL(fit, cluster = ~subclass))                     # HC1
 
 The block ``matchit_4_5_1_as_installed`` is MatchIt 4.5.1's buggy output and is never
-used as a target. Tolerance: 1e-6 relative (the brief's default); measured agreement is
+used as a target. Tolerance: 1e-6 relative (the project's default against R); measured agreement is
 ~1e-11 for scores and ~1e-14 for the ATT and its SEs.
 """
 import warnings
