@@ -24,3 +24,14 @@ def ref_json():
 @pytest.fixture
 def ref_data():
     return reference_data
+
+
+# Property tests draw the same examples on every run, so a CI result can be reproduced;
+# set HYPOTHESIS_PROFILE=explore to search new examples locally.
+import os  # noqa: E402
+
+from hypothesis import settings  # noqa: E402
+
+settings.register_profile("repeatable", derandomize=True, deadline=None)
+settings.register_profile("explore", deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
