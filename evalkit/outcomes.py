@@ -304,3 +304,45 @@ def compare_methods(estimates: dict[str, pd.DataFrame], truth: dict | None = Non
         out["true_ratio"] = out["outcome"].map(truth)
     return out
 
+
+
+@dataclass(frozen=True)
+class TimeToEvent:
+    """Time to first visit by arm: curves, the log-rank test, an adjusted Cox model."""
+
+    km: object                 # KaplanMeierResult (groups self_help / control)
+    logrank: object            # LogRankResult
+    cox: object                # CoxResult
+    at: pd.DataFrame           # survival (share without a visit) at the reporting days
+    effects: pd.DataFrame      # records: hazard_ratio, proportion without a visit
+
+
+def time_to_event_effects(frame: pd.DataFrame, covariates: list[str], outcome: str,
+                          times=(90, 180, 364), alpha: float = 0.05) -> TimeToEvent:
+    """Kaplan-Meier by arm, log-rank test and a Cox model adjusted for covariates.
+
+    ``frame`` has ``days``, ``event``, ``group`` and ``treated`` (see
+    :meth:`evalkit.Study.time_to_first`). The hazard ratio compares the referred with
+    the comparison members at any moment of follow-up (below 1: later or fewer first
+    visits); Efron ties, as R's ``coxph``.
+    """
+    from . import survival
+    frame, covs = _transform_covariates(frame, usable_covariates(frame, covariates))
+    km = survival.kaplan_meier(frame, "days", "event", group="group", times=list(times), alpha=alpha)
+    lr = survival.logrank(frame, "days", "event", "group")
+    cox = survival.cox(frame, "~ " + " + ".join(["treated", *covs]), "days", "event", alpha=alpha)
+    row = cox.table[cox.table["term"] == "treated"].iloc[0]
+    n_t, n_c = int(frame["treated"].sum()), int((1 - frame["treated"]).sum())
+    recs = [{"outcome": outcome, "scale": "hazard_ratio", "estimate": float(np.exp(row["estimate"])),
+             "std_error": float(row["std_error"]), "ci_low": float(np.exp(row["ci_low"])),
+             "ci_high": float(np.exp(row["ci_high"])), "p_value": float(row["p_value"]),
+             "method": f"Cox model (Efron ties), adjusted for {len(covs)} covariates",
+             "estimand": "conditional HR", "n_treated": n_t, "n_control": n_c}]
+    at = km.at(list(times))
+    for r in at.itertuples():
+        recs.append({"outcome": f"{outcome}_free_at_{int(r.time)}_days", "scale": "proportion",
+                     "estimate": r.survival, "std_error": r.std_error, "ci_low": r.ci_low,
+                     "ci_high": r.ci_high, "p_value": None,
+                     "method": "Kaplan-Meier (log CI, Greenwood SE)", "estimand": str(r.group),
+                     "contrast": f"{r.group} arm", "n_treated": n_t, "n_control": n_c})
+    return TimeToEvent(km, lr, cox, at, pd.DataFrame(recs))

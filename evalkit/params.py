@@ -21,7 +21,7 @@ from .data.contract import ARMS, CATEGORIES, CLAIMS_TABLES
 from .errors import ParamsError
 
 #: Workbooks evalkit ships, in the order a run executes them.
-WORKBOOKS = ("data_quality", "utilization", "costs", "cost_benefit")
+WORKBOOKS = ("data_quality", "utilization", "costs", "cost_benefit", "time_to_event")
 
 TableName = Literal["members", "enrollment", "encounters", "exposure"]
 

@@ -110,9 +110,10 @@ class Recorder:
 
     def add_estimates(self, df: pd.DataFrame, **defaults) -> None:
         """Add every row of ``df`` (columns named as the estimate fields) as an estimate."""
+        labelled = ("contrast", "estimand", "method")   # an empty label keeps the default
         for rec in records(df):
-            self.add_estimate(**{**defaults, **{k: v for k, v in rec.items() if v is not None
-                                                or k in ESTIMATE_FIELDS}})
+            self.add_estimate(**{**defaults, **{k: v for k, v in rec.items()
+                                                if not (v is None and k in labelled)}})
 
     def add_table(self, name: str, df: pd.DataFrame) -> None:
         self.tables[name] = records(df)

@@ -30,7 +30,8 @@ from .study import prepare
 
 WORKBOOK_DIR = Path(__file__).resolve().parent.parent / "workbooks"
 WORKBOOK_FILES = {"data_quality": "01_data_quality.ipynb", "utilization": "02_utilization.ipynb",
-                  "costs": "03_costs.ipynb", "cost_benefit": "04_cost_benefit.ipynb"}
+                  "costs": "03_costs.ipynb", "cost_benefit": "04_cost_benefit.ipynb",
+                  "time_to_event": "05_time_to_event.ipynb"}
 
 
 @dataclass(frozen=True)

@@ -285,6 +285,52 @@ class Study:
         return value_program(cost.effects, self.params.econ, referred,
                              self.params.windows.followup_days, self.params.seed)
 
+    def time_to_first(self, category: str = "er") -> pd.DataFrame:
+        """Days from the index date to the first visit of ``category`` in the follow-up
+        window, one row per member (claims mode).
+
+        ``event`` is 1 when such a visit happened; otherwise the member is censored at
+        the end of the coverage spell that holds the index date or at the end of the
+        follow-up window, whichever is first (``days``). Covariates as in
+        :meth:`analysis_frame`, with the 0/1 ``treated`` column.
+        """
+        from .data.contract import CATEGORIES
+        if self.mode != "claims":
+            raise DataValidationError("time to first visit needs claims (encounter dates)")
+        if category not in CATEGORIES:
+            raise DataValidationError(f"unknown category {category!r}; one of {', '.join(CATEGORIES)}")
+        times = self.sql(f"""
+            WITH first AS (
+              SELECT e.member_id, min(e.service_date) AS first_date
+              FROM encounters e JOIN cohort c USING (member_id)
+              WHERE e.category = '{category}' AND e.service_date >= c.fu_start
+                AND e.service_date < c.fu_end
+              GROUP BY 1),
+            spell AS (
+              SELECT c.member_id, max(s.end_date) + 1 AS covered_until
+              FROM cohort c JOIN enrollment s ON s.member_id = c.member_id
+               AND c.index_date BETWEEN s.start_date AND s.end_date
+              GROUP BY 1)
+            SELECT c.member_id,
+                   least(c.fu_end, coalesce(sp.covered_until, c.fu_end)) AS censor_date,
+                   f.first_date
+            FROM cohort c LEFT JOIN first f USING (member_id) LEFT JOIN spell sp USING (member_id)
+            ORDER BY c.member_id""")
+        event = times["first_date"].notna() & (times["first_date"] < times["censor_date"])
+        end = times["first_date"].where(event, times["censor_date"])
+        frame = self.treated_frame().set_index("member_id")
+        out = frame.assign(
+            days=(pd.to_datetime(end.to_numpy()) - pd.to_datetime(frame["index_date"].to_numpy())).days,
+            event=event.astype(int).to_numpy())
+        return out.reset_index()
+
+    def time_to_event(self, category: str = "er", **kwargs):
+        """Time to the first ``category`` visit after the index date, by arm (see
+        :func:`evalkit.outcomes.time_to_event_effects`)."""
+        from .outcomes import time_to_event_effects
+        frame = self.time_to_first(category)
+        return time_to_event_effects(frame, self.covariates(), f"time_to_first_{category}", **kwargs)
+
     def true_effects(self, outcomes: list[str] | None = None) -> dict:
         """The true ratios of a synthetic plan (empty for real data)."""
         from .outcomes import true_ratios

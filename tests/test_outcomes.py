@@ -70,3 +70,18 @@ def test_cost_effect_records_and_bootstrap(demo):
     z = 1.959963984540054
     assert ratio.std_error == pytest.approx((np.log(ratio.ci_high) - np.log(ratio.ci_low)) / (2 * z))
     assert ce.bootstrap.n_boot == 200
+
+
+def test_time_to_first_er_is_consistent_with_visit_counts(demo):
+    t = demo.time_to_first("er")
+    fu = demo.member_windows().query("period == 'followup'").set_index("member_id")
+    t = t.set_index("member_id")
+    assert t["days"].between(0, 365).all()
+    # a first visit means at least one follow-up ER visit; no visit means no event
+    assert (fu.loc[t.index[t.event == 1], "er_visits"] > 0).all()
+    assert (t.loc[fu.index[fu.er_visits == 0], "event"] == 0).all()
+    tte = demo.time_to_event("er")
+    hr = tte.effects[tte.effects.scale == "hazard_ratio"].iloc[0]
+    assert hr.ci_low < hr.estimate < hr.ci_high
+    with pytest.raises(DataValidationError, match="unknown category"):
+        demo.time_to_first("dental")

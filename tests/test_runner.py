@@ -36,11 +36,14 @@ def test_run_writes_contract_outputs(tiny_run):
     out = tiny_run.output_dir
     for name in ("01_data_quality.ipynb", "01_data_quality.html", "02_utilization.ipynb",
                  "02_utilization.html", "03_costs.ipynb", "03_costs.html",
-                 "04_cost_benefit.ipynb", "04_cost_benefit.html", "results.json", "params.json"):
+                 "04_cost_benefit.ipynb", "04_cost_benefit.html", "05_time_to_event.ipynb",
+                 "05_time_to_event.html", "results.json", "params.json"):
         assert (out / name).is_file(), name
     res = json.loads(tiny_run.results_path.read_text())
     assert res["run"]["status"] == "ok"
-    assert [w["status"] for w in res["run"]["workbooks"]] == ["ok", "ok", "ok", "ok"]
+    assert [w["status"] for w in res["run"]["workbooks"]] == ["ok"] * 5
+    assert any(e["scale"] == "hazard_ratio" for e in res["estimates"])
+    assert all(e["contrast"] for e in res["estimates"])
     assert len(res["run"]["params_hash"]) == 64 and len(res["run"]["data_fingerprint"]) == 64
     fu = [e for e in res["estimates"] if e.get("period") == "followup"]
     assert {e["outcome"] for e in fu} == {"er_visits", "outpatient_mh_visits", "inpatient_days"}
