@@ -26,7 +26,14 @@ import pytest
 import statsmodels.api as sm
 
 from evalkit.errors import DataDroppedWarning, DataValidationError, ParamsError, StatisticalWarning
-from evalkit.models.panel import did, event_study_plot, its, its_plot, newey_west_lags
+import functools
+
+from evalkit.models import panel
+from evalkit.models.panel import event_study_plot, its, its_plot, newey_west_lags
+
+# The hand-coded reference below is sandwich::vcovCL(type = "HC1") on the dummy-variable
+# fit, whose k counts the unit effects: compare with that convention.
+did = functools.partial(panel.did, small_sample="dummies")
 
 RTOL = 1e-9
 
@@ -646,3 +653,24 @@ def test_large_member_panel_runs_quickly():
     eff = res.effect.iloc[0]
     assert eff["ci_low"] < 0.82 < eff["ci_high"]
     assert res.extra["n_units"] == N
+
+
+
+def test_nested_small_sample_leaves_unit_effects_out_of_k():
+    """Default: unit effects nested in the clusters are not counted in k (fixest / reghdfe);
+    the variance then differs from the dummy-variable convention by exactly
+    (n - N - K) / (n - K)."""
+    rng = np.random.default_rng(3)
+    N, T = 300, 2
+    df = pd.DataFrame({"unit": np.repeat(np.arange(N), T), "time": np.tile(np.arange(T), N)})
+    df["treated"] = (df["unit"] < N // 2).astype(int)
+    df["post"] = (df["time"] == 1).astype(int)
+    df["y"] = rng.normal(size=len(df)) + 0.5 * df.treated * df.post + np.repeat(rng.normal(size=N), T)
+    a = panel.did(df, "y", "unit", "time", "treated", post="post", event_study=False)
+    b = panel.did(df, "y", "unit", "time", "treated", post="post", event_study=False,
+                  small_sample="dummies")
+    n, K = len(df), 2        # one period effect + the DiD term
+    ratio = (a.effect.std_error.iloc[0] / b.effect.std_error.iloc[0]) ** 2
+    assert ratio == pytest.approx((n - N - K) / (n - K), rel=1e-10)
+    with pytest.raises(ParamsError, match="small_sample"):
+        panel.did(df, "y", "unit", "time", "treated", post="post", small_sample="stata")

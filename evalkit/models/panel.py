@@ -439,7 +439,8 @@ def _fmt(v):
 def did(data: pd.DataFrame, outcome: str, unit: str, time: str, treated: str,
         post: str | None = None, covariates=None, family: str = "gaussian",
         exposure: str | None = None, cluster: str | None = None, event_study: bool = True,
-        reference_period=None, alpha: float = 0.05, intervention_time=None) -> DiDResult:
+        reference_period=None, alpha: float = 0.05, intervention_time=None,
+        small_sample: str = "nested") -> DiDResult:
     r"""Difference-in-differences with unit and period fixed effects.
 
     What it estimates
@@ -484,10 +485,14 @@ def did(data: pd.DataFrame, outcome: str, unit: str, time: str, treated: str,
     column, exactly as ``sandwich::vcovCL(fit, cluster = ~unit, type = "HC1")`` on that
     dummy-variable fit: ``V = c (B M B)`` with bread ``B`` = inverse (X'WX), meat ``M``
     = sum over clusters of the outer product of the summed scores and
-    ``c = G/(G-1) * (n-1)/(n-k)``, where ``k`` counts *all* coefficients of the
-    dummy-variable model including the ``N`` unit effects (``k = N + K``; Stata's
-    ``xtreg, fe`` and ``reghdfe`` omit nested fixed effects from ``k``, so their SEs are
-    slightly smaller). Intervals and p-values use ``t(n - k)`` for ``gaussian`` (as
+    ``c = G/(G-1) * (n-1)/(n-k)``. With ``small_sample="nested"`` (default) the unit
+    effects are left out of ``k`` when every unit lies within one cluster (always so
+    when clustering by unit), as ``fixest`` and Stata's ``reghdfe`` do: absorbed effects
+    nested in the clusters cost no degrees of freedom of the cluster-robust variance.
+    With ``small_sample="dummies"`` ``k`` counts every coefficient of the dummy-variable
+    model (``k = N + K``), exactly ``sandwich::vcovCL`` on that ``glm``/``lm``; with few
+    periods per unit this inflates the variance by about ``T/(T-1)`` (2 for a pre/post
+    panel), and intervals over-cover. Intervals and p-values use ``t(n - k)`` for ``gaussian`` (as
     ``lmtest::coeftest`` on ``lm``) and the normal for ``poisson``. With fewer than 20
     clusters, or fewer than 5 treated or comparison clusters, cluster-robust SEs are too
     small and a :class:`~evalkit.errors.StatisticalWarning` says so; with two
@@ -720,7 +725,11 @@ def did(data: pd.DataFrame, outcome: str, unit: str, time: str, treated: str,
     if n - k <= 0:
         raise DataValidationError(f"{what}: {n} rows for {k} coefficients (incl. {N} unit "
                                   "effects); no residual degrees of freedom.")
-    adj = G / (G - 1) * (n - 1) / (n - k)
+    if small_sample not in ("nested", "dummies"):
+        raise ParamsError(f"{what}: small_sample must be 'nested' or 'dummies', got {small_sample!r}")
+    units_nested = bool(np.all(pd.Series(c_codes).groupby(u_codes).nunique() == 1))
+    k_adj = K if (small_sample == "nested" and units_nested) else k
+    adj = G / (G - 1) * (n - 1) / (n - k_adj)
     M = fit["cluster_scores"]
     V = adj * fit["bread"] @ (M.T @ M) @ fit["bread"]
     se = np.sqrt(np.clip(np.diag(V), 0, None))
@@ -765,7 +774,7 @@ def did(data: pd.DataFrame, outcome: str, unit: str, time: str, treated: str,
         if n - k_e <= 0:
             raise DataValidationError(f"{what}: {n} rows for the {k_e} coefficients of the "
                                       "event-study model; set event_study=False.")
-        adj_e = G / (G - 1) * (n - 1) / (n - k_e)
+        adj_e = G / (G - 1) * (n - 1) / (n - (Xe.K if k_adj == K else k_e))
         Ve_full = adj_e * efit["bread"] @ (Me.T @ Me) @ efit["bread"]
         idx = np.arange(T - 1, 2 * (T - 1))
         ge = efit["beta"][idx]
