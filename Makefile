@@ -7,7 +7,7 @@ PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.evalkit-installed
 OUT    ?= runs/demo
 
-.PHONY: demo test lab lock bench clean
+.PHONY: demo test lab lock bench docs clean
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ lab: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/aggregation.py
+
+# regenerate docs/params.md after changing the params schema
+docs: $(STAMP)
+	$(PY) -c "from evalkit.params import write_reference; write_reference('docs/params.md')"
 
 # re-pin after changing dependencies in pyproject.toml
 lock: $(STAMP)

@@ -329,3 +329,15 @@ def reference_markdown() -> str:
 
     walk(Params, "")
     return "\n".join(lines) + "\n"
+
+
+REFERENCE_INTRO = (
+    "# Params reference\n\n"
+    "Every key a params file may hold. Unknown keys, wrong types and bad values are errors "
+    "that name the key. Override any key with `--set KEY=VALUE` (dotted keys, YAML values). "
+    "This page is generated from `evalkit/params.py` (`make docs`); a test keeps it current.\n\n")
+
+
+def write_reference(path: str | Path) -> None:
+    """Write docs/params.md: :data:`REFERENCE_INTRO` followed by :func:`reference_markdown`."""
+    Path(path).write_text(REFERENCE_INTRO + reference_markdown())

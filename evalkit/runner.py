@@ -165,10 +165,10 @@ def run(params_path: str | Path | None = None, out: str | Path | None = None,
         _say(f"      done in {time.perf_counter() - t1:.1f}s", quiet)
     if params.report.public:
         _say("checking the outputs are safe to publish", quiet)
-        report = _privacy_scan(params, out_dir)
+        report, ids_checked = _privacy_scan(params, out_dir)
         run_info["privacy"] = {"ok": report.ok, "files_scanned": len(report.scanned),
                                "findings": [f"{f.file}: {f.kind} ({f.where})" for f in report.findings],
-                               "member_ids_checked": report_ids_checked(out_dir)}
+                               "member_ids_checked": ids_checked}
         if not report.ok:
             run_info.update(status="failed", finished=_now(), failed_step="privacy scan")
             write_json_atomic(results_path, assemble(out_dir, run_info, params.workbooks))
@@ -196,16 +196,18 @@ def _member_ids(out_dir: Path) -> list[str]:
     return ids
 
 
-def report_ids_checked(out_dir: Path) -> bool:
-    ids = _member_ids(out_dir)
-    return bool(ids) and min(len(i) for i in ids) >= MIN_SCANNABLE_ID
-
-
 def _privacy_scan(params, out_dir: Path):
-    """Scan every public output (not ``work/``) for member ids and small cells."""
+    """Scan every public output (not ``work/``) for member ids and small cells.
+
+    Returns the report and whether member ids were looked for: ids shorter than
+    ``MIN_SCANNABLE_ID`` characters cannot be told apart from ordinary numbers.
+    """
     from .privacy import scan_outputs
-    ids = _member_ids(out_dir) if report_ids_checked(out_dir) else None
-    return scan_outputs(out_dir, member_ids=ids, min_cell=params.report.min_cell)
+    ids = _member_ids(out_dir)
+    checked = bool(ids) and min(len(i) for i in ids) >= MIN_SCANNABLE_ID
+    report = scan_outputs(out_dir, member_ids=ids if checked else None,
+                          min_cell=params.report.min_cell)
+    return report, checked
 
 
 def _check_output_dir(out_dir: Path) -> None:

@@ -77,7 +77,7 @@ def test_shipped_params_files_validate():
 
 
 def test_params_reference_doc_is_current():
-    """docs/params.md is generated from the schema; regenerate it when a key changes."""
+    """docs/params.md is generated from the schema; `make docs` regenerates it."""
     from pathlib import Path
     doc = (Path(__file__).parents[1] / "docs" / "params.md").read_text()
     assert P.reference_markdown() in doc
