@@ -17,11 +17,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .catalog import BY_NAME, WORKBOOKS, default_workbooks
 from .data.contract import ARMS, CATEGORIES, CLAIMS_TABLES
 from .errors import ParamsError
 
-#: Workbooks evalkit ships, in the order a run executes them.
-WORKBOOKS = ("data_quality", "utilization", "costs", "cost_benefit", "time_to_event")
 
 TableName = Literal["members", "enrollment", "encounters", "exposure"]
 
@@ -153,8 +152,16 @@ class Params(_Strict):
     report: ReportParams = ReportParams()
     models: ModelParams = ModelParams()
     econ: EconParams = EconParams()
-    workbooks: list[str] = Field(default_factory=lambda: list(WORKBOOKS),
-                                 description="workbooks to run, in order")
+    workbooks: list[str] = Field(default_factory=list,
+                                 description="workbooks to run (default: every workbook "
+                                             "for the mode); they run in the package's order")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_workbooks(cls, data):
+        if isinstance(data, dict) and "workbooks" not in data:
+            data = {**data, "workbooks": default_workbooks(data.get("mode", "claims"))}
+        return data
 
     @field_validator("workbooks")
     @classmethod
@@ -169,6 +176,10 @@ class Params(_Strict):
     @model_validator(mode="after")
     def _consistent(self):
         d = self.data
+        wrong = [w for w in self.workbooks if self.mode not in BY_NAME[w].modes]
+        if wrong:
+            raise ValueError(f"workbook(s) {wrong} cannot run in {self.mode} mode; for "
+                             f"{self.mode} mode: {', '.join(default_workbooks(self.mode))}")
         if self.mode == "person":
             if d.person is None:
                 raise ValueError("mode 'person' needs data.person (path, treatment, outcomes)")

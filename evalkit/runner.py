@@ -28,10 +28,7 @@ from .errors import EvalkitError, WorkbookError
 from .results import assemble, write_json_atomic
 from .study import prepare
 
-WORKBOOK_DIR = Path(__file__).resolve().parent.parent / "workbooks"
-WORKBOOK_FILES = {"data_quality": "01_data_quality.ipynb", "utilization": "02_utilization.ipynb",
-                  "costs": "03_costs.ipynb", "cost_benefit": "04_cost_benefit.ipynb",
-                  "time_to_event": "05_time_to_event.ipynb"}
+from .catalog import BY_NAME, CATALOG, WORKBOOK_DIR, in_run_order
 
 
 @dataclass(frozen=True)
@@ -105,7 +102,7 @@ def run(params_path: str | Path | None = None, out: str | Path | None = None,
     results_path = out_dir / "results.json"
     results_path.unlink(missing_ok=True)          # never leave an old success behind
     shutil.rmtree(out_dir / "parts", ignore_errors=True)
-    for name in WORKBOOK_FILES.values():          # nor notebooks of an earlier run
+    for name in (w.file for w in CATALOG):        # nor notebooks of an earlier run
         for stale in (out_dir / name, (out_dir / name).with_suffix(".html")):
             stale.unlink(missing_ok=True)
     params_file = out_dir / "params.json"
@@ -132,10 +129,11 @@ def run(params_path: str | Path | None = None, out: str | Path | None = None,
 
     import papermill as pm
     notebooks = []
-    for i, wb in enumerate(params.workbooks, start=1):
-        src = WORKBOOK_DIR / WORKBOOK_FILES[wb]
-        dest = out_dir / WORKBOOK_FILES[wb]
-        _say(f"[{i}/{len(params.workbooks)}] {wb}: executing {src.name}", quiet)
+    order = in_run_order(params.workbooks)
+    for i, wb in enumerate(order, start=1):
+        src = WORKBOOK_DIR / BY_NAME[wb].file
+        dest = out_dir / BY_NAME[wb].file
+        _say(f"[{i}/{len(order)}] {wb}: executing {src.name}", quiet)
         t1 = time.perf_counter()
         status = {"workbook": wb, "notebook": dest.name, "status": "running"}
         run_info["workbooks"].append(status)

@@ -7,7 +7,7 @@ import nbformat
 import pytest
 
 import evalkit
-from evalkit import runner
+from evalkit import catalog, runner
 from evalkit.errors import EvalkitError, ParamsError, WorkbookError
 
 PARAMS = {"title": "small synthetic plan", "data": {"members": 1500, "plant_problems": True}}
@@ -34,14 +34,15 @@ def _strip_times(results):
 
 def test_run_writes_contract_outputs(tiny_run):
     out = tiny_run.output_dir
-    for name in ("01_data_quality.ipynb", "01_data_quality.html", "02_utilization.ipynb",
-                 "02_utilization.html", "03_costs.ipynb", "03_costs.html",
-                 "04_cost_benefit.ipynb", "04_cost_benefit.html", "05_time_to_event.ipynb",
-                 "05_time_to_event.html", "results.json", "params.json"):
+    expected = [catalog.BY_NAME[w].file for w in catalog.default_workbooks("claims")]
+    assert len(expected) >= 5
+    for name in [*expected, *(Path(f).with_suffix(".html").name for f in expected),
+                 "results.json", "params.json"]:
         assert (out / name).is_file(), name
     res = json.loads(tiny_run.results_path.read_text())
     assert res["run"]["status"] == "ok"
-    assert [w["status"] for w in res["run"]["workbooks"]] == ["ok"] * 5
+    assert [w["notebook"] for w in res["run"]["workbooks"]] == expected
+    assert [w["status"] for w in res["run"]["workbooks"]] == ["ok"] * len(expected)
     assert any(e["scale"] == "hazard_ratio" for e in res["estimates"])
     assert all(e["contrast"] for e in res["estimates"])
     assert len(res["run"]["params_hash"]) == 64 and len(res["run"]["data_fingerprint"]) == 64
@@ -83,15 +84,15 @@ def test_rerun_into_same_folder_is_safe(tiny_run):
     data = json.loads(res.results_path.read_text())
     assert data["run"]["status"] == "ok" and [w["workbook"] for w in data["run"]["workbooks"]] == ["data_quality"]
     assert not any(e["workbook"] == "utilization" for e in data["estimates"])
-    assert not (tiny_run.output_dir / "02_utilization.ipynb").exists()   # no stale notebooks
+    assert not (tiny_run.output_dir / "03_utilization.ipynb").exists()   # no stale notebooks
 
 
 def test_failing_workbook_is_reported_and_kept(tmp_path, monkeypatch):
     wb_dir = tmp_path / "workbooks"
     shutil.copytree(runner.WORKBOOK_DIR, wb_dir)
-    nb = nbformat.read(wb_dir / "02_utilization.ipynb", as_version=4)
+    nb = nbformat.read(wb_dir / "03_utilization.ipynb", as_version=4)
     nb.cells.insert(4, nbformat.v4.new_code_cell("raise RuntimeError('planted failure')"))
-    nbformat.write(nb, wb_dir / "02_utilization.ipynb")
+    nbformat.write(nb, wb_dir / "03_utilization.ipynb")
     monkeypatch.setattr(runner, "WORKBOOK_DIR", wb_dir)
     with pytest.raises(WorkbookError) as e:
         evalkit.run(_write_params(tmp_path), out=tmp_path / "out", quiet=True)
@@ -100,7 +101,7 @@ def test_failing_workbook_is_reported_and_kept(tmp_path, monkeypatch):
     res = json.loads((tmp_path / "out" / "results.json").read_text())
     assert res["run"]["status"] == "failed"
     assert [w["status"] for w in res["run"]["workbooks"]] == ["ok", "failed"]  # costs never ran
-    partial = nbformat.read(tmp_path / "out" / "02_utilization.ipynb", as_version=4)
+    partial = nbformat.read(tmp_path / "out" / "03_utilization.ipynb", as_version=4)
     assert any(o.get("output_type") == "error" for c in partial.cells if c.cell_type == "code"
                for o in c.get("outputs", []))
 

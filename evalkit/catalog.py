@@ -1,0 +1,50 @@
+"""The workbooks evalkit ships: name, notebook file, the data modes each can read.
+
+A run executes the workbooks its params name in the order of this catalogue (earlier
+workbooks may leave tables that later ones use, e.g. the cohort-balance design weights),
+whatever order the params list them in.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+#: Folder of the workbook notebooks (kept next to the package in the repository).
+WORKBOOK_DIR = Path(__file__).resolve().parent.parent / "workbooks"
+
+
+@dataclass(frozen=True)
+class Workbook:
+    name: str
+    file: str
+    modes: tuple[str, ...]
+    default: bool = True        # run when the params do not list workbooks
+    about: str = ""
+
+
+CATALOG: tuple[Workbook, ...] = (
+    Workbook("data_quality", "01_data_quality.ipynb", ("claims", "person"),
+             about="what came in, what was quarantined and why, attrition, Table 1"),
+    Workbook("utilization", "03_utilization.ipynb", ("claims", "person"),
+             about="use of care per 1,000 member-months: crude, adjusted, pre/post"),
+    Workbook("costs", "04_costs.ipynb", ("claims", "person"),
+             about="two-part cost model, PMPM, bootstrap intervals"),
+    Workbook("cost_benefit", "05_cost_benefit.ipynb", ("claims", "person"),
+             about="savings against program cost, ROI, break-even, uncertainty"),
+    Workbook("time_to_event", "06_time_to_event.ipynb", ("claims",),
+             about="days to the first ER visit: Kaplan-Meier, log-rank, Cox"),
+)
+
+BY_NAME = {w.name: w for w in CATALOG}
+WORKBOOKS = tuple(BY_NAME)
+
+
+def default_workbooks(mode: str) -> list[str]:
+    """Workbooks run for a mode when the params do not list any."""
+    return [w.name for w in CATALOG if w.default and mode in w.modes]
+
+
+def in_run_order(names: list[str]) -> list[str]:
+    """The named workbooks in catalogue order, each once."""
+    wanted = set(names)
+    return [w.name for w in CATALOG if w.name in wanted]
