@@ -143,8 +143,9 @@ class ReportParams(_Strict):
 
 class Params(_Strict):
     title: str = Field("Self-help referral evaluation", description="shown on every output")
-    mode: Literal["claims", "person"] = Field("claims", description="claims tables, or one row "
-                                              "per member with outcomes computed")
+    mode: Literal["claims", "person", "summary"] = Field(
+        "claims", description="claims tables; one row per member with outcomes computed "
+        "(person); or published per-arm figures, no member data (summary)")
     seed: int = Field(20240611, ge=0, description="fixes every random number of the run")
     data: DataParams = DataParams()
     windows: WindowParams = WindowParams()

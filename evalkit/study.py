@@ -79,7 +79,12 @@ def prepare(params: Params, out_dir: str | Path, progress: bool = False) -> Prep
     ok = False
     try:
         con.execute(f"SET temp_directory = '{work / 'spill'}'")
-        if params.mode == "person":
+        if params.mode == "summary":         # published figures only: nothing to load
+            con.execute('CREATE TABLE load_counts ("table" VARCHAR, rows_in BIGINT)')
+            con.execute('CREATE TABLE quarantine ("table" VARCHAR, source_row BIGINT, '
+                        'reason VARCHAR, record VARCHAR)')
+            inputs = []
+        elif params.mode == "person":
             p = d.person
             src = f"src.{p.table}" if p.table else scan_sql(p.path, "person")
             if p.table:
@@ -123,7 +128,8 @@ def prepare(params: Params, out_dir: str | Path, progress: bool = False) -> Prep
             con.unregister("_attrition")
             utilization.build_member_windows(con)
         report = load_report(con)
-        fp = fingerprint(inputs)
+        fp = fingerprint(inputs) if inputs else hashlib.sha256(
+            json.dumps(params.to_dict(), sort_keys=True).encode()).hexdigest()
         con.execute("CREATE TABLE run_info AS SELECT ? AS fingerprint, ? AS truth, ? AS mode",
                     [fp, json.dumps(truth), params.mode])
         con.execute("CHECKPOINT")
@@ -167,7 +173,8 @@ class Study:
         fp = self.con.execute("SELECT fingerprint FROM run_info").fetchall()[0][0]
         from . import __version__
         rows = [("title", p.title), ("mode", p.mode),
-                ("data source", p.data.source if p.mode == "claims" else p.data.person.path),
+                ("data source", {"claims": p.data.source, "summary": "published figures (params)"}
+                 .get(p.mode) or p.data.person.path),
                 ("scenario", p.data.scenario if p.data.source == "synthetic" else "-"),
                 ("seed", p.seed), ("params hash", p.digest()[:16]),
                 ("data fingerprint", fp[:16]), ("evalkit version", __version__)]
