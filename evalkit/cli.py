@@ -1,4 +1,4 @@
-"""Command line: ``evalkit run``, ``evalkit validate``, ``evalkit synth``."""
+"""Command line: ``evalkit run``, ``evalkit validate``, ``evalkit status``, ``evalkit synth``."""
 from __future__ import annotations
 
 import argparse
@@ -23,6 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     p_val.add_argument("params")
     p_val.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
+    p_st = sub.add_parser("status", help="say whether a run finished, failed or was interrupted")
+    p_st.add_argument("run_dir", help="the run's output folder")
+
     p_syn = sub.add_parser("synth", help="write a synthetic health plan as Parquet")
     p_syn.add_argument("out", help="folder for members/enrollment/encounters/exposure.parquet")
     p_syn.add_argument("--scenario", default="demo")
@@ -41,6 +44,15 @@ def main(argv: list[str] | None = None) -> int:
             p = load(args.params, args.overrides)
             print(f"params ok ({p.mode} mode, workbooks: {', '.join(p.workbooks)}); "
                   f"hash {p.digest()[:12]}")
+        elif args.command == "status":
+            from .runner import read_status
+            st = read_status(args.run_dir)
+            print(f"{args.run_dir}: {st['status']}"
+                  + (f" ({st['error']})" if st.get("error") else ""))
+            for w in st.get("workbooks", []):
+                print(f"  {w['workbook']:<16} {w['status']}"
+                      + (f"  {w.get('cell', '')}: {w['error']}" if w.get("error") else ""))
+            return 0 if st["status"] == "ok" else 1
         elif args.command == "synth":
             from .data.synthetic import generate
             plan = generate(args.out, scenario=args.scenario, members=args.members,

@@ -11,6 +11,8 @@ import copy
 import difflib
 import hashlib
 import json
+import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -55,6 +57,9 @@ class DataParams(_Strict):
                                          description="files: path of each contract table; "
                                                      "duckdb: table name of each")
     database: str | None = Field(None, description="duckdb: path of the database file")
+    encryption_key: str | None = Field(
+        None, description="duckdb: key of an encrypted database file; write it as "
+        "${env:NAME} to keep it out of the params file; it never appears in any output")
     columns: dict[TableName, dict[str, str]] = Field(
         default_factory=dict, description="contract role -> your column name, per table")
     category_map: dict[str, str] = Field(
@@ -197,8 +202,10 @@ class Params(_Strict):
         return self.model_dump(mode="json")
 
     def digest(self) -> str:
-        """SHA-256 of the canonical JSON form of the validated params."""
-        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        """SHA-256 of the canonical JSON form of the validated params, secrets redacted
+        (so the hash a run records matches its params.json)."""
+        from .privacy import redact_params
+        text = json.dumps(redact_params(self.to_dict())[0], sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -290,8 +297,32 @@ def load(path: str | Path | None = None, overrides: list[str] | dict | None = No
         except yaml.YAMLError as err:
             raise ParamsError(f"{path}: not valid YAML: {err}") from None
         base_dir = base_dir or path.resolve().parent
-    params = validate(apply_overrides(raw, overrides))
+    params = validate(expand_env(apply_overrides(raw, overrides)))
     return resolve_paths(params, base_dir) if base_dir else params
+
+
+_ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def expand_env(raw, _key: str = ""):
+    """Replace ``${env:NAME}`` in every string value by the environment variable NAME.
+
+    This keeps secrets (an encryption key, a password) out of params files: write
+    ``encryption_key: ${env:PLAN_DB_KEY}``. An unset variable is a ParamsError naming
+    the key. Secret values are removed from every output of a run (see
+    :func:`evalkit.privacy.redact_params`).
+    """
+    if isinstance(raw, dict):
+        return {k: expand_env(v, f"{_key}.{k}" if _key else str(k)) for k, v in raw.items()}
+    if isinstance(raw, list):
+        return [expand_env(v, f"{_key}[{i}]") for i, v in enumerate(raw)]
+    if isinstance(raw, str):
+        missing = [n for n in _ENV_REF.findall(raw) if n not in os.environ]
+        if missing:
+            raise ParamsError(f"{_key}: environment variable(s) {', '.join(missing)} not set "
+                              f"(the params refer to them as ${{env:NAME}})")
+        return _ENV_REF.sub(lambda m: os.environ[m.group(1)], raw)
+    return raw
 
 
 def resolve_paths(params: Params, base_dir: Path) -> Params:

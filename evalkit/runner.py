@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import shutil
+import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -105,21 +107,53 @@ def run(params_path: str | Path | None = None, out: str | Path | None = None,
     for name in (w.file for w in CATALOG):        # nor notebooks of an earlier run
         for stale in (out_dir / name, (out_dir / name).with_suffix(".html")):
             stale.unlink(missing_ok=True)
+    # Secrets (an encryption key, a password in a URL) are needed only to read the
+    # source, which happens in this process: no output, not even params.json, holds them.
+    from .privacy import redact_params
+    safe_params, secrets = redact_params(params.to_dict())
     params_file = out_dir / "params.json"
-    write_json_atomic(params_file, params.to_dict())
+    write_json_atomic(params_file, safe_params)
 
-    run_info = {"evalkit_version": __version__, "params": params.to_dict(),
+    run_info = {"evalkit_version": __version__, "params": safe_params,
                 "params_hash": params.digest(), "seed": params.seed,
                 "data_fingerprint": None, "started": started, "finished": None,
-                "status": "running", "workbooks": []}
+                "status": "running", "workbooks": [], "pid": os.getpid(),
+                "host": socket.gethostname()}
+    write_json_atomic(results_path, {"run": run_info, "estimates": [], "tables": {}})
+    try:
+        return _run_steps(params, out_dir, params_file, results_path, run_info, secrets,
+                          quiet, kernel_name)
+    except BaseException as err:   # Ctrl-C or an unexpected error: never leave "running"
+        if run_info["status"] == "running":
+            run_info.update(status="failed", finished=_now(),
+                            error=_scrub(f"{type(err).__name__}: {err}", secrets))
+            for w in run_info["workbooks"]:
+                if w["status"] == "running":
+                    w["status"] = "failed"
+            run_info.pop("pid", None), run_info.pop("host", None)
+            write_json_atomic(results_path, assemble(out_dir, run_info, params.workbooks))
+        raise
+
+
+def _run_steps(params, out_dir, params_file, results_path, run_info, secrets, quiet,
+               kernel_name) -> RunResult:
+    from .privacy import redact_notebook
+
+    def finish(status: str, **extra) -> None:
+        run_info.update(status=status, finished=_now(), **extra)
+        run_info.pop("pid", None), run_info.pop("host", None)
+        write_json_atomic(results_path, assemble(out_dir, run_info, params.workbooks))
+
     _say(f"evalkit {__version__}: preparing data ({params.mode} mode, "
          f"source {params.data.source})", quiet)
     t0 = time.perf_counter()
     try:
         prepared = prepare(params, out_dir, progress=not quiet)
     except EvalkitError as err:
-        run_info.update(status="failed", finished=_now(), error=str(err), failed_step="prepare")
-        write_json_atomic(results_path, {"run": run_info, "estimates": [], "tables": {}})
+        message = _scrub(str(err), secrets)
+        finish("failed", error=message, failed_step="prepare")
+        if message != str(err):
+            raise type(err)(message) from None
         raise
     run_info["data_fingerprint"] = prepared.fingerprint
     counts = prepared.report.counts
@@ -137,6 +171,7 @@ def run(params_path: str | Path | None = None, out: str | Path | None = None,
         t1 = time.perf_counter()
         status = {"workbook": wb, "notebook": dest.name, "status": "running"}
         run_info["workbooks"].append(status)
+        write_json_atomic(results_path, {"run": run_info, "estimates": [], "tables": {}})
         try:
             pm.execute_notebook(
                 str(src), str(dest), kernel_name=kernel_name, progress_bar=not quiet,
@@ -145,18 +180,24 @@ def run(params_path: str | Path | None = None, out: str | Path | None = None,
                 extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
             )
         except Exception as err:  # papermill re-raises the kernel's error
+            if dest.exists() and secrets:
+                redact_notebook(dest, secrets)
             cell = _failed_cell(dest)
-            status.update(status="failed", cell=cell,
-                          error=f"{type(err).__name__}: {getattr(err, 'evalue', err)}")
-            run_info.update(status="failed", finished=_now())
+            detail = _scrub(f"{getattr(err, 'ename', type(err).__name__)}: "
+                            f"{getattr(err, 'evalue', err)}", secrets)
+            if _kernel_died(err):
+                detail = ("the Jupyter kernel died (killed, or out of memory) while running "
+                          f"the workbook: {detail}")
+            status.update(status="failed", cell=cell, error=detail)
             if dest.exists():
                 _html(dest)
-            write_json_atomic(results_path, assemble(out_dir, run_info, params.workbooks))
+            finish("failed")
             raise WorkbookError(
-                f"workbook '{wb}' ({dest}) failed in {cell}: "
-                f"{getattr(err, 'ename', type(err).__name__)}: {getattr(err, 'evalue', err)}. "
+                f"workbook '{wb}' ({dest}) failed in {cell}: {detail}. "
                 "The partial notebook is kept with the failing cell marked; results.json "
                 "records the failure.") from None
+        if secrets:
+            redact_notebook(dest, secrets)
         notebooks.append(dest)
         _html(dest)
         status["status"] = "ok"
@@ -168,13 +209,22 @@ def run(params_path: str | Path | None = None, out: str | Path | None = None,
                                "findings": [f"{f.file}: {f.kind} ({f.where})" for f in report.findings],
                                "member_ids_checked": ids_checked}
         if not report.ok:
-            run_info.update(status="failed", finished=_now(), failed_step="privacy scan")
-            write_json_atomic(results_path, assemble(out_dir, run_info, params.workbooks))
+            finish("failed", failed_step="privacy scan")
             report.raise_if_found()
-    run_info.update(status="ok", finished=_now())
-    write_json_atomic(results_path, assemble(out_dir, run_info, params.workbooks))
+    finish("ok")
     _say(f"done: {results_path}", quiet)
     return RunResult(out_dir, results_path, "ok", notebooks)
+
+
+def _scrub(text: str, secrets) -> str:
+    """``text`` with every secret replaced by ``***``."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
+def _kernel_died(err: Exception) -> bool:
+    return type(err).__name__ == "DeadKernelError" or "Kernel died" in str(err)
 
 
 #: Member ids shorter than this cannot be told apart from ordinary numbers in a scan.
@@ -200,10 +250,11 @@ def _privacy_scan(params, out_dir: Path):
     Returns the report and whether member ids were looked for: ids shorter than
     ``MIN_SCANNABLE_ID`` characters cannot be told apart from ordinary numbers.
     """
-    from .privacy import scan_outputs
+    from .privacy import redact_params, scan_outputs
     ids = _member_ids(out_dir)
     checked = bool(ids) and min(len(i) for i in ids) >= MIN_SCANNABLE_ID
-    report = scan_outputs(out_dir, member_ids=ids if checked else None,
+    _, secrets = redact_params(params.to_dict())
+    report = scan_outputs(out_dir, member_ids=ids if checked else None, secrets=secrets,
                           min_cell=params.report.min_cell)
     return report, checked
 
@@ -224,5 +275,36 @@ def _check_output_dir(out_dir: Path) -> None:
 
 
 def read_status(out_dir: str | Path) -> dict:
-    """The ``run`` block of a run's results.json."""
-    return json.loads((Path(out_dir) / "results.json").read_text())["run"]
+    """The ``run`` block of a run's results.json.
+
+    A run whose process ended without finishing (killed, machine restarted) still says
+    ``running`` in its file; it is reported here as ``failed`` with ``interrupted: True``.
+    """
+    path = Path(out_dir) / "results.json"
+    if not path.is_file():
+        raise EvalkitError(f"{out_dir} has no results.json: not an evalkit run folder, or the "
+                           "run stopped before it started")
+    run = json.loads(path.read_text())["run"]
+    if run.get("status") == "running" and not _alive(run.get("pid"), run.get("host")):
+        run = {**run, "status": "failed", "interrupted": True,
+               "error": f"the run was interrupted: its process ({run.get('pid')}) ended "
+                        "before it finished; re-run it into the same folder",
+               "workbooks": [{**w, "status": "failed" if w["status"] == "running" else w["status"]}
+                             for w in run.get("workbooks", [])]}
+    return run
+
+
+def _alive(pid, host) -> bool:
+    """Whether the process that wrote a ``running`` status is still there (a run started
+    on another machine cannot be checked, and is taken as running)."""
+    if not pid:
+        return False
+    if host != socket.gethostname():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

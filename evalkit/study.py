@@ -54,6 +54,20 @@ def fingerprint(paths: list[Path]) -> str:
     return h.hexdigest()
 
 
+def _attach_source(con, path: str, encryption_key: str | None) -> None:
+    """Attach the user's DuckDB database read-only as ``src`` (decrypting it if a key is
+    given); the key is never echoed in an error."""
+    from .data.load import _lit
+    options = "READ_ONLY" + (f", ENCRYPTION_KEY {_lit(encryption_key)}" if encryption_key else "")
+    try:
+        con.execute(f"ATTACH {_lit(path)} AS src ({options})")
+    except duckdb.Error as err:
+        msg = str(err).replace(encryption_key, "***") if encryption_key else str(err)
+        hint = (" (is the encryption key right?)" if encryption_key else
+                " (if the file is encrypted, give data.encryption_key)")
+        raise DataValidationError(f"cannot open the database {path}: {msg.strip()}{hint}") from None
+
+
 @dataclass(frozen=True)
 class Prepared:
     database: Path
@@ -88,7 +102,7 @@ def prepare(params: Params, out_dir: str | Path, progress: bool = False) -> Prep
             p = d.person
             src = f"src.{p.table}" if p.table else scan_sql(p.path, "person")
             if p.table:
-                con.execute(f"ATTACH '{p.path}' AS src (READ_ONLY)")
+                _attach_source(con, p.path, d.encryption_key)
             load_person(con, src, p.treatment, p.treated_value, p.outcomes, p.exposure,
                         p.covariates, p.id)
             inputs = [Path(p.path)]
@@ -115,7 +129,7 @@ def prepare(params: Params, out_dir: str | Path, progress: bool = False) -> Prep
             else:
                 if not Path(d.database).is_file():
                     raise DataValidationError(f"data.database: file not found: {d.database}")
-                con.execute(f"ATTACH '{d.database}' AS src (READ_ONLY)")
+                _attach_source(con, d.database, d.encryption_key)
                 sources = {t: f"src.{d.tables.get(t, t)}" for t in
                            ("members", "enrollment", "encounters", "exposure")}
                 inputs = [Path(d.database)]
