@@ -121,7 +121,7 @@ def choose_count_family(frame: pd.DataFrame, outcome: str, covariates: list[str]
                 fit = count_model(frame, f"{outcome} ~ {rhs}", family=fam, exposure=exposure)
         except (ConvergenceError, EvalkitError, np.linalg.LinAlgError) as err:
             rows.append({"family": fam, "loglik": np.nan, "n_params": np.nan, "aic": np.nan,
-                         "bic": np.nan, "note": f"not fitted: {str(err).splitlines()[0][:120]}"})
+                         "bic": np.nan, "note": f"not fitted: {str(err).splitlines()[0][:300]}"})
             continue
         k = len(fit.table) + (1 if fit.theta is not None else 0)
         n = fit.nobs
@@ -135,8 +135,13 @@ def choose_count_family(frame: pd.DataFrame, outcome: str, covariates: list[str]
             fits[fam] = fit
     table = pd.DataFrame(rows)
     if not fits:
-        raise ConvergenceError(f"{outcome}: no count model could be fitted; see the notes: "
-                               f"{table['note'].tolist()}")
+        # the same reason for every family (all zeros, separation) is said once
+        reasons = {str(n).replace(f"count_model({f})", "count_model").removeprefix("not fitted: ")
+                   for f, n in zip(table["family"], table["note"])}
+        detail = (next(iter(reasons)) if len(reasons) == 1 else
+                  "; ".join(f"{f}: {n}" for f, n in zip(table["family"], table["note"])))
+        raise ConvergenceError(f"{outcome}: no count model could be fitted "
+                               f"({', '.join(table['family'])}): {detail}")
     eligible = table[table["family"].isin(list(fits))]
     best = eligible.loc[eligible["aic"].idxmin(), "family"]
     table["delta_aic"] = table["aic"] - table["aic"].min()

@@ -67,6 +67,8 @@ class DataParams(_Strict):
     group_map: dict[str, str] = Field(
         default_factory=dict, description="your group label -> self_help or control")
     date_format: str | None = Field(None, description="strptime format of dates in CSV files")
+    max_line_amount: float = Field(10_000_000, gt=0, description="claim lines with an amount "
+                                   "above this are quarantined as absurd (placeholders, unit errors)")
     person: PersonParams | None = None
 
     @field_validator("category_map")

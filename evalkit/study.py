@@ -68,6 +68,27 @@ def _attach_source(con, path: str, encryption_key: str | None) -> None:
         raise DataValidationError(f"cannot open the database {path}: {msg.strip()}{hint}") from None
 
 
+def _check_arms(counts, what: str, steps: pd.DataFrame | None = None) -> None:
+    """Stop before any workbook runs when there is nothing to compare: no members, or
+    members in one arm only."""
+    n_t, n_c = int(counts["self_help_members"]), int(counts["control_members"])
+    if n_t and n_c:
+        return
+    trail = ""
+    if steps is not None:
+        trail = " Members at each step: " + "; ".join(
+            f"{r.step}: {r.self_help_members:,} self_help / {r.control_members:,} control"
+            for r in steps.itertuples()) + "."
+    if not n_t and not n_c:
+        raise DataValidationError(f"{what} is empty: no member passed the selection.{trail} "
+                                  "Check the index dates against the enrollment spells and "
+                                  "the windows params.")
+    empty = "self_help" if not n_t else "control"
+    raise DataValidationError(
+        f"{what} has no {empty} members ({n_t:,} self_help, {n_c:,} control): a comparison "
+        f"needs both arms.{trail} Check the exposure table's group values and data.group_map.")
+
+
 @dataclass(frozen=True)
 class Prepared:
     database: Path
@@ -133,10 +154,12 @@ def prepare(params: Params, out_dir: str | Path, progress: bool = False) -> Prep
                 sources = {t: f"src.{d.tables.get(t, t)}" for t in
                            ("members", "enrollment", "encounters", "exposure")}
                 inputs = [Path(d.database)]
-            load_claims(con, sources, d.columns, d.category_map, d.group_map, d.date_format)
+            load_claims(con, sources, d.columns, d.category_map, d.group_map, d.date_format,
+                        d.max_line_amount)
             w = params.windows
             attrition = _cohort.build_cohort(con, w.baseline_days, w.followup_days,
                                              w.require_enrolled_at_index, w.min_followup_months)
+            _check_arms(attrition.iloc[-1], "the analysis cohort", attrition)
             con.register("_attrition", attrition)
             con.execute("CREATE TABLE attrition AS SELECT * FROM _attrition")
             con.unregister("_attrition")

@@ -153,3 +153,32 @@ def test_person_mode_quarantine_and_errors(tmp_path):
     with pytest.raises(DataValidationError) as e:
         load_person(con, scan_sql(str(f)), "treat", 1, ["visitz"], None, [], "id")
     assert {x["column"] for x in e.value.failures} == {"treat", "visitz"}
+
+
+def test_absurd_amounts_and_placeholder_dates_are_quarantined(tmp_path):
+    d = _copy_tiny(tmp_path)
+    with open(d / "encounters.csv", "a") as f:
+        f.write("20,1,2023-05-01,,ED,99999999.99,0\n"      # placeholder amount
+                "21,1,2023-05-02,,ED,10,12000000\n"        # paid amount in cents?
+                "22,1,9999-12-31,,ED,10,5\n"                # placeholder date
+                "23,1,2023-05-03,,ED,10000000,0\n")         # at the limit: kept
+    con, rep = load_tiny(folder=d)
+    got = {(r.table, r.reason): r.rows for r in rep.quarantine.itertuples()}
+    assert got[("encounters", "absurd_amount")] == 2
+    assert got[("encounters", "implausible_date")] == 1
+    assert rep.balanced()
+    assert con.execute("SELECT count(*) FROM encounters WHERE claim_id = 23").fetchall()[0][0] == 1
+    con, rep = load_tiny(folder=d, max_line_amount=1e9)      # the limit is a param
+    assert ("encounters", "absurd_amount") not in {(r.table, r.reason)
+                                                   for r in rep.quarantine.itertuples()}
+
+
+def test_impossible_calendar_date_is_a_structural_error(tmp_path):
+    d = _copy_tiny(tmp_path)
+    enc = pd.read_csv(d / "encounters.csv", dtype=str)
+    enc.loc[0, "service_date"] = "2023-02-30"
+    enc.to_csv(d / "encounters.csv", index=False)
+    with pytest.raises(DataValidationError, match="2023-02-30") as e:
+        load_tiny(folder=d)
+    assert {(f["table"], f["column"], f["reason"]) for f in e.value.failures} == {
+        ("encounters", "service_date", "unparseable_date")}

@@ -44,6 +44,9 @@ def test_contradictory_settings():
         P.validate({"mode": "person"})
     with pytest.raises(ParamsError, match="unknown workbook"):
         P.validate({"workbooks": ["utilisation"]})
+    with pytest.raises(ParamsError, match="cannot run in person mode"):
+        P.validate({"mode": "person", "workbooks": ["time_to_event"],
+                    "data": {"person": {"path": "x.csv", "treatment": "t", "outcomes": ["y"]}}})
     with pytest.raises(ParamsError, match="unknown categories"):
         P.validate({"data": {"category_map": {"ED": "emergency"}}})
 

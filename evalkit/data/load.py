@@ -28,7 +28,8 @@ from .contract import ARMS, CATEGORIES, CLAIMS_TABLES, TableSpec
 REASONS = {
     "members": ("missing_value", "duplicate_member"),
     "enrollment": ("missing_value", "end_before_start", "unknown_member", "overlapping_spell"),
-    "encounters": ("missing_value", "unknown_category", "negative_amount", "end_before_start",
+    "encounters": ("missing_value", "unknown_category", "negative_amount", "absurd_amount",
+                   "implausible_date", "end_before_start",
                    "unknown_member", "duplicate_line", "service_outside_enrollment"),
     "exposure": ("missing_value", "unknown_group", "unknown_member", "duplicate_member"),
 }
@@ -41,6 +42,9 @@ REASON_TEXT = {
     "overlapping_spell": "the coverage spell overlaps an earlier spell of the same member",
     "unknown_category": "the category is not a contract category and is not in category_map",
     "negative_amount": "an amount is negative",
+    "absurd_amount": "an amount is above data.max_line_amount for one claim line (a placeholder "
+                     "such as 99999999, or a unit error)",
+    "implausible_date": "the date of service is before 1900 or after 2100 (a placeholder date)",
     "duplicate_line": "the claim line repeats an earlier one (same claim_id, or all values equal)",
     "service_outside_enrollment": "the date of service is outside every coverage spell",
     "unknown_group": "the group is neither self_help nor control (see group_map)",
@@ -189,7 +193,8 @@ def load_claims(con: duckdb.DuckDBPyConnection, sources: dict[str, str],
                 columns: dict[str, dict[str, str]] | None = None,
                 category_map: dict[str, str] | None = None,
                 group_map: dict[str, str] | None = None,
-                date_format: str | None = None) -> LoadReport:
+                date_format: str | None = None,
+                max_line_amount: float = 10_000_000) -> LoadReport:
     """Load the four contract tables into ``con``, check them, quarantine bad rows.
 
     Parameters
@@ -201,6 +206,8 @@ def load_claims(con: duckdb.DuckDBPyConnection, sources: dict[str, str],
     category_map : the user's category code -> contract category.
     group_map : the user's group label -> ``self_help`` or ``control``.
     date_format : strptime format for dates stored as text (ISO dates need none).
+    max_line_amount : claim lines with an allowed or paid amount above this are
+        quarantined as ``absurd_amount``.
 
     Returns
     -------
@@ -296,6 +303,10 @@ def load_claims(con: duckdb.DuckDBPyConnection, sources: dict[str, str],
                  OR allowed_amount IS NULL THEN 'missing_value'
             WHEN _mapped IS NULL THEN 'unknown_category'
             WHEN allowed_amount < 0 OR coalesce(paid_amount, 0) < 0 THEN 'negative_amount'
+            WHEN allowed_amount > {float(max_line_amount)!r}
+                 OR coalesce(paid_amount, 0) > {float(max_line_amount)!r} THEN 'absurd_amount'
+            WHEN service_date < DATE '1900-01-01' OR service_date > DATE '2100-12-31'
+                 OR end_date > DATE '2100-12-31' THEN 'implausible_date'
             WHEN end_date < service_date THEN 'end_before_start'
             WHEN NOT _known THEN 'unknown_member'
             WHEN row_number() OVER (PARTITION BY {_dup_key(con)} ORDER BY _row) > 1 THEN 'duplicate_line'
