@@ -16,10 +16,12 @@ $(STAMP): requirements.lock pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
+	.ci/system-packages
 	$(VENV)/bin/evalkit run params/demo.yaml --out $(OUT)
-	@echo "Open $(OUT)/02_utilization.html in a browser, or $(OUT)/results.json."
+	@echo "Open $(OUT)/brief.html or $(OUT)/03_utilization.html in a browser, or $(OUT)/results.json."
 
 test: $(STAMP)
+	.ci/system-packages
 	$(PY) -m pytest -q -p no:cacheprovider
 
 lab: $(STAMP)

@@ -25,6 +25,8 @@ class Workbook:
 CATALOG: tuple[Workbook, ...] = (
     Workbook("data_quality", "01_data_quality.ipynb", ("claims", "person"),
              about="what came in, what was quarantined and why, attrition, Table 1"),
+    Workbook("cohort_balance", "02_cohort_balance.ipynb", ("claims", "person"),
+             about="propensity design, balance, diagnostics, negative controls, adjusted effects"),
     Workbook("utilization", "03_utilization.ipynb", ("claims", "person"),
              about="use of care per 1,000 member-months: crude, adjusted, pre/post"),
     Workbook("costs", "04_costs.ipynb", ("claims", "person"),
@@ -33,6 +35,14 @@ CATALOG: tuple[Workbook, ...] = (
              about="savings against program cost, ROI, break-even, uncertainty"),
     Workbook("time_to_event", "06_time_to_event.ipynb", ("claims",),
              about="days to the first ER visit: Kaplan-Meier, log-rank, Cox"),
+    Workbook("time_series", "07_time_series.ipynb", ("claims",), default=False,
+             about="monthly ER rates per arm: interrupted time series, controlled and not"),
+    Workbook("planning", "08_planning.ipynb", ("claims", "person", "summary"), default=False,
+             about="study planning: members needed, power and the smallest detectable drop"),
+    Workbook("synthesis", "09_synthesis.ipynb", ("summary",), about="published figures: effect sizes, pooling (random effects), projection to a target plan"),
+    Workbook("proportions", "10_proportions.ipynb", ("summary",), about="survey proportions with intervals and group comparisons"),
+    Workbook("survival", "11_survival.ipynb", ("person",), default=False, about="survival by arm: Kaplan-Meier, median and restricted mean survival, log-rank, Cox"),
+    Workbook("group_comparison", "12_group_comparison.ipynb", ("person",), default=False, about="k groups (e.g. leadership types): sizes and activity counts, group lifetime, ANOVA, Kruskal-Wallis, k-group log-rank"),
 )
 
 BY_NAME = {w.name: w for w in CATALOG}

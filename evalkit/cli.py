@@ -32,6 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     p_syn.add_argument("--members", type=int)
     p_syn.add_argument("--seed", type=int, default=20240611)
 
+    p_brf = sub.add_parser("brief", help="render brief.html and brief.pdf of a finished run again")
+    p_brf.add_argument("run_dir", help="the run's output folder (holds results.json)")
+    p_brf.add_argument("--audience", choices=["hmo", "research", "clearinghouse"],
+                       help="who the brief is for (default: report.audience of the run)")
+
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
@@ -39,6 +44,11 @@ def main(argv: list[str] | None = None) -> int:
             result = run(args.params, out=args.out, overrides=args.overrides, quiet=args.quiet)
             print(f"outputs in {result.output_dir.resolve()}")
             print(f"results:  {result.results_path.resolve()}")
+        elif args.command == "brief":
+            from .report import write_brief
+            brief = write_brief(args.run_dir, audience=args.audience)
+            print(f"brief ({brief.audience}): {brief.html.resolve()}")
+            print(f"                {brief.pdf.resolve()}")
         elif args.command == "validate":
             from .params import load
             p = load(args.params, args.overrides)

@@ -21,10 +21,20 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .catalog import BY_NAME, WORKBOOKS, default_workbooks
 from .data.contract import ARMS, CATEGORIES, CLAIMS_TABLES
+from .data.synthetic_person import PERSON_SCENARIOS
 from .errors import ParamsError
 
 
 TableName = Literal["members", "enrollment", "encounters", "exposure"]
+
+
+def _contract_categories(mapping: dict, key: str) -> dict:
+    """A mapping onto the contract's categories: every target must be one of them."""
+    bad = {k: c for k, c in mapping.items() if c not in CATEGORIES}
+    if bad:
+        raise ValueError(f"{key} maps onto unknown categories {bad}; "
+                         f"allowed: {', '.join(CATEGORIES)}")
+    return mapping
 
 
 class _Strict(BaseModel):
@@ -34,20 +44,116 @@ class _Strict(BaseModel):
 class PersonParams(_Strict):
     """Person-level mode: one row per member with outcomes already computed."""
 
-    path: str = Field(description="CSV, Parquet or DuckDB file with one row per member")
+    path: str | None = Field(None, description="CSV, Parquet or DuckDB file with one row per "
+                             "member; leave out with a synthetic person-level scenario "
+                             "(data.scenario: support_group_survival or group_types), whose "
+                             "file is written into the run's work folder")
     table: str | None = Field(None, description="table name when path is a DuckDB database")
     id: str | None = Field(None, description="member id column (optional)")
-    treatment: str = Field(description="column holding the arm")
+    treatment: str | None = Field(None, description="column holding the arm (two-arm "
+                                  "workbooks); may be left out when `groups` is given")
     treated_value: Any = Field(1, description="value of `treatment` that marks the self-help arm")
-    outcomes: list[str] = Field(min_length=1, description="count or cost outcome columns")
+    outcomes: list[str] = Field(default_factory=list, description="count or cost outcome "
+                                "columns (needed by utilization, costs and cost_benefit)")
     exposure: str | None = Field(None, description="member-months (or person-time) column")
     covariates: list[str] = Field(default_factory=list, description="columns to adjust for")
+    signed_outcomes: list[str] = Field(default_factory=list, description="outcomes that may be "
+                                       "negative (e.g. a change in weight); other outcomes' "
+                                       "negative values are quarantined")
+    duration: str | None = Field(None, description="time-to-event: follow-up time column "
+                                 "(time to the event or to censoring, >= 0)")
+    event: str | None = Field(None, description="time-to-event: 1 = the event happened at "
+                              "`duration`, 0 = censored (still event-free then)")
+    duration_unit: str = Field("months", description="unit of `duration`, used in labels")
+    groups: str | None = Field(None, description="column of a k-level grouping (e.g. a "
+                               "group's leadership type) compared by the group_comparison "
+                               "workbook")
+    people: str | None = Field(None, description="when each row is a group of people: the "
+                               "column holding its number of people; small-cell suppression "
+                               "then counts these people, not rows")
+
+    @model_validator(mode="after")
+    def _roles(self):
+        if self.treatment is None and self.groups is None:
+            raise ValueError("data.person needs `treatment` (a two-arm comparison) or `groups` "
+                             "(a k-group comparison)")
+        if (self.duration is None) != (self.event is None):
+            raise ValueError("data.person: give `duration` and `event` together (time to the "
+                             "event or censoring, and 1 = event / 0 = censored)")
+        if not self.outcomes and self.duration is None:
+            raise ValueError("data.person needs `outcomes` (count or cost columns) or "
+                             "`duration` and `event` (time to an event)")
+        roles = [c for c in (self.treatment, self.groups, self.duration, self.event) if c]
+        if len(set(roles)) < len(roles):
+            raise ValueError(f"data.person: treatment, groups, duration and event must be "
+                             f"different columns (got {roles})")
+        return self
+
+
+class OmopParams(_Strict):
+    """data.source omop: an OMOP CDM v5.4 database (a DuckDB file) read as claims."""
+
+    cdm_schema: str | None = Field(None, description="schema of data.database holding the "
+                                   "CDM tables (default: main)")
+    enrollment: Literal["observation_period", "payer_plan_period"] = Field(
+        "observation_period", description="table whose periods are the coverage spells")
+    visit_concepts: dict[int, str] = Field(
+        default_factory=dict, description="visit_concept_id -> contract category, added to "
+        "9201 inpatient, 9202 outpatient, 9203 er, 262 er+inpatient; other visits are "
+        "quarantined as unknown_category")
+    er_inpatient: Literal["inpatient", "er"] = Field(
+        "inpatient", description="category of concept 262 (an ER visit that led to an admission)")
+    mh_condition_snomed: list[str] = Field(
+        default_factory=lambda: ["74732009"], description="SNOMED codes (and, with "
+        "concept_ancestor, their descendants) that make an outpatient visit mental-health")
+    mh_condition_concepts: list[int] = Field(default_factory=list, description="condition "
+                                             "concept ids that make an outpatient visit mental-health")
+    mh_specialty_concepts: list[int] = Field(default_factory=list, description="provider "
+                                             "specialty concept ids of mental-health visits")
+    exposure_file: str | None = Field(None, description="CSV/Parquet with member_id (person_id), "
+                                      "group, index_date; or use exposure_cohorts")
+    exposure_cohort_table: str = Field("cohort", description="cohort table in the CDM schema")
+    exposure_cohorts: dict[Literal["self_help", "control"], int] = Field(
+        default_factory=dict, description="arm -> cohort_definition_id; the cohort start "
+        "date is the index date")
+
+    @field_validator("visit_concepts")
+    @classmethod
+    def _visit_categories(cls, v):
+        return _contract_categories(v, "visit_concepts")
+
+
+class SyntheaParams(_Strict):
+    """data.source synthea: a Synthea CSV export read as claims."""
+
+    folder: str = Field(description="the export's csv folder (patients.csv, encounters.csv, "
+                        "payer_transitions.csv)")
+    exposure_file: str = Field(description="CSV/Parquet with member_id (patient Id), group, "
+                               "index_date")
+    enrollment: Literal["payer_transitions", "encounters"] = Field(
+        "payer_transitions", description="coverage from payer_transitions.csv, or from each "
+        "patient's first to last encounter")
+    payers: list[str] = Field(default_factory=list, description="payer Ids whose coverage "
+                              "counts (default: every payer but NO_INSURANCE)")
+    class_map: dict[str, str] = Field(default_factory=dict, description="ENCOUNTERCLASS -> "
+                                      "contract category, over the built-in map")
+    mh_codes: list[str] | None = Field(None, description="SNOMED codes (CODE or REASONCODE) "
+                                       "of mental-health encounters (default: a built-in list)")
+    amount: Literal["TOTAL_CLAIM_COST", "BASE_ENCOUNTER_COST"] = Field(
+        "TOTAL_CLAIM_COST", description="encounters.csv column used as the allowed amount")
+
+    @field_validator("class_map")
+    @classmethod
+    def _class_categories(cls, v):
+        return _contract_categories(v, "class_map")
 
 
 class DataParams(_Strict):
-    source: Literal["synthetic", "files", "duckdb"] = Field(
-        "synthetic", description="built-in synthetic plan, your files, or a DuckDB database")
-    scenario: str = Field("demo", description="synthetic: demo, humphreys_moos or healthwise_er")
+    source: Literal["synthetic", "files", "duckdb", "omop", "synthea"] = Field(
+        "synthetic", description="built-in synthetic plan, your files, a DuckDB database, "
+        "an OMOP CDM database (DuckDB file) or a Synthea CSV export")
+    scenario: str = Field("demo", description="synthetic: demo, humphreys_moos or healthwise_er; "
+                          "person mode: support_group_survival or group_types")
     members: int | None = Field(None, gt=0, description="synthetic: number of members")
     scenario_options: dict[str, Any] = Field(default_factory=dict,
                                              description="synthetic: scenario overrides")
@@ -70,15 +176,13 @@ class DataParams(_Strict):
     max_line_amount: float = Field(10_000_000, gt=0, description="claim lines with an amount "
                                    "above this are quarantined as absurd (placeholders, unit errors)")
     person: PersonParams | None = None
+    omop: OmopParams | None = None
+    synthea: SyntheaParams | None = None
 
     @field_validator("category_map")
     @classmethod
     def _categories(cls, v):
-        bad = {k: c for k, c in v.items() if c not in CATEGORIES}
-        if bad:
-            raise ValueError(f"category_map maps onto unknown categories {bad}; "
-                             f"allowed: {', '.join(CATEGORIES)}")
-        return v
+        return _contract_categories(v, "category_map")
 
     @field_validator("group_map")
     @classmethod
@@ -109,9 +213,16 @@ class WindowParams(_Strict):
 
 
 class EngineParams(_Strict):
-    name: Literal["duckdb"] = Field("duckdb", description="database engine for the aggregation")
+    name: Literal["duckdb", "spark"] = Field(
+        "duckdb", description="engine of the member x window aggregation: embedded DuckDB, "
+        "or Apache Spark (same SQL, translated; needs pyspark and Java 17+)")
     threads: int | None = Field(None, gt=0, description="engine threads (default: all cores)")
     memory_limit: str | None = Field(None, description="e.g. '2GB'; DuckDB spills beyond it")
+    spark_master: str = Field("local[2]", description="spark: `local[N]` (N cores of this "
+                              "machine) or a cluster URL such as spark://host:7077 or yarn")
+    spark_conf: dict[str, str | bool | int | float] = Field(
+        default_factory=dict, description="spark: extra Spark settings, e.g. "
+        "{spark.executor.memory: 4g, spark.sql.shuffle.partitions: 64}")
 
 
 class ModelParams(_Strict):
@@ -119,6 +230,83 @@ class ModelParams(_Strict):
 
     bootstrap_replicates: int = Field(1000, ge=0, le=100_000, description="bootstrap replicates "
                                       "for the cost effect's interval (0: delta method only)")
+
+
+class BudgetScenarioParams(_Strict):
+    """One named scenario of the budget impact analysis: what differs from the base case."""
+
+    savings: Literal["estimate", "ci_low", "ci_high"] | None = Field(
+        None, description="saving per participant in this scenario: the estimate or one end "
+        "of its 95% interval (default: ci_low in the low scenario, ci_high in the high one)")
+    prevalence: float | None = Field(None, ge=0, le=1, description="share of plan members "
+                                     "eligible (default: as in the base case)")
+    referral_rate_by_year: list[float] | None = Field(
+        None, min_length=1, max_length=5, description="share of eligible members referred, "
+        "one value per year or one for all (default: as in the base case)")
+    uptake_by_year: list[float] | None = Field(
+        None, min_length=1, max_length=5, description="share of referred members who take "
+        "part, per year or one for all (default: as in the base case)")
+
+    @field_validator("referral_rate_by_year", "uptake_by_year")
+    @classmethod
+    def _shares(cls, v):
+        if v is not None and any(not 0 <= x <= 1 for x in v):
+            raise ValueError(f"every value must be a share between 0 and 1, got {v}")
+        return v
+
+
+class BudgetParams(_Strict):
+    """Budget impact for a named plan (ISPOR: Mauskopf et al. 2007; Sullivan et al. 2014):
+    each year's programme cost, savings and net impact, undiscounted by default."""
+
+    plan_name: str = Field("an illustrative plan of 100,000 members (set econ.budget)",
+                           description="the plan the budget is for, shown in titles")
+    plan_members: int = Field(100_000, gt=0, description="members enrolled in the plan")
+    prevalence: float = Field(0.02, ge=0, le=1, description="share of plan members with the "
+                              "condition, i.e. eligible for referral")
+    referral_rate_by_year: list[float] = Field(
+        [0.1, 0.2, 0.3], min_length=1, max_length=5, description="share of eligible members "
+        "referred each year (1 to 5 values, or one value for every year)")
+    uptake_by_year: list[float] | None = Field(
+        None, min_length=1, max_length=5, description="share of referred members who take "
+        "part each year (default: econ.uptake every year)")
+    years: int | None = Field(None, ge=1, le=5, description="horizon in years (default: the "
+                              "length of referral_rate_by_year)")
+    discount_rate: float = Field(0.0, ge=0, lt=1, description="0: undiscounted, as the ISPOR "
+                                 "reports advise for budget impact")
+    low: BudgetScenarioParams = Field(BudgetScenarioParams(), description="pessimistic scenario")
+    high: BudgetScenarioParams = Field(BudgetScenarioParams(), description="optimistic scenario")
+
+    @field_validator("referral_rate_by_year", "uptake_by_year")
+    @classmethod
+    def _shares(cls, v):
+        if v is not None and any(not 0 <= x <= 1 for x in v):
+            raise ValueError(f"every value must be a share between 0 and 1, got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _lengths(self):
+        n = self.horizon
+        for where, sc in (("", self), ("low.", self.low), ("high.", self.high)):
+            for key in ("referral_rate_by_year", "uptake_by_year"):
+                v = getattr(sc, key)
+                if v is not None and len(v) not in (1, n):
+                    raise ValueError(f"{where}{key} has {len(v)} values but the horizon is {n} "
+                                     "year(s): give one value per year or a single value")
+        return self
+
+    @property
+    def horizon(self) -> int:
+        """Years of the budget impact analysis."""
+        return self.years or len(self.referral_rate_by_year)
+
+
+def _check_beta(mean: float, sd: float, name: str = "uptake") -> None:
+    """A share drawn from a beta distribution needs sd^2 < mean (1 - mean)."""
+    if sd > 0 and (mean >= 1 or sd ** 2 >= mean * (1 - mean)):
+        raise ValueError(f"{name}_sd {sd:g} is too large for {name} {mean:g} (a beta "
+                         f"distribution needs sd^2 < {name} (1 - {name}); an {name} of 1 "
+                         f"cannot vary: set {name}_sd to 0)")
 
 
 class EconParams(_Strict):
@@ -138,6 +326,408 @@ class EconParams(_Strict):
     discount_rate: float = Field(0.03, ge=0, lt=1, description="annual discount rate")
     perspective: Literal["plan", "society"] = Field("plan", description="whose costs count")
     psa_draws: int = Field(5000, ge=100, le=1_000_000, description="Monte Carlo draws")
+    joint_replicates: int = Field(100, ge=0, le=10_000, description="bootstrap replicates that "
+                                  "refit the cost and ER models on the same resampled members, "
+                                  "so the PSA draws saving and effect jointly (0: independent "
+                                  "draws from each estimate's standard error)")
+    wtp_max: float = Field(5000.0, gt=0, description="largest willingness to pay per ER visit "
+                           "averted shown ($)")
+    wtp_values: list[float] = Field([0.0, 1000.0, 2000.0], min_length=1, description="willingness-"
+                                    "to-pay values ($ per ER visit averted) at which net monetary "
+                                    "benefit is recorded")
+    budget: BudgetParams = Field(BudgetParams(), description="budget impact for a named plan")
+
+    @model_validator(mode="after")
+    def _uptake(self):
+        _check_beta(self.uptake, self.uptake_sd)
+        return self
+
+    @field_validator("wtp_values")
+    @classmethod
+    def _wtp(cls, v):
+        if any(x < 0 for x in v):
+            raise ValueError(f"willingness to pay cannot be negative, got {v}")
+        return v
+
+
+class PlanningParams(_Strict):
+    """Study planning (planning workbook): could a study of this size see the drop?"""
+
+    outcome: Literal["er_visits", "outpatient_mh_visits", "inpatient_days"] = Field(
+        "er_visits", description="the count whose drop is to be detected")
+    baseline_rate: float | None = Field(None, gt=0, description="events per member-year in "
+                                        "the comparison arm (claims mode: estimated from the "
+                                        "comparison arm's baseline window when not given)")
+    dispersion: float | None = Field(None, ge=0, description="negative binomial dispersion k "
+                                     "(Var = mu + k mu^2; 0 = Poisson); claims mode: estimated "
+                                     "when not given")
+    followup_years: float = Field(1.0, gt=0, le=10, description="follow-up per member")
+    allocation: float = Field(1.0, gt=0, le=10, description="referred members per comparison member")
+    relative_reduction: float = Field(0.18, gt=0, lt=1, description="the drop to detect, as a "
+                                      "share of the comparison rate (0.18 = 18%)")
+    members_per_arm: int = Field(2000, ge=2, description="comparison members available "
+                                 "(the referred arm has allocation times as many)")
+    alpha: float = Field(0.05, gt=0, lt=0.5, description="two-sided significance level")
+    power: float = Field(0.8, gt=0.05, lt=1, description="target power")
+    method: Literal[1, 2, 3] = Field(3, description="Zhu & Lakkis (2014) variance under the "
+                                     "null: 1 true rates, 2 control rate, 3 pooled rate")
+
+
+#: Effect measures of summary mode (as metafor::escalc names them); ROM = ratio of means.
+Measure = Literal["RR", "OR", "RD", "MD", "SMD", "IRR", "ROM"]
+#: Measures analysed on the log scale (their published value is a ratio).
+RATIO_MEASURES = ("RR", "OR", "IRR", "ROM")
+#: What each measure needs from both arms (``events`` may be given as ``percent``).
+MEASURE_NEEDS = {"RR": ("n", "events"), "OR": ("n", "events"), "RD": ("n", "events"),
+                 "MD": ("n", "mean", "sd"), "SMD": ("n", "mean", "sd"),
+                 "ROM": ("n", "mean", "sd"), "IRR": ("events", "person_time")}
+
+
+def _round_half_up(x: float) -> int:
+    return int(x + 0.5)
+
+
+class ArmFigures(_Strict):
+    """One arm's published figures; give the ones the study's measure needs."""
+
+    n: int | None = Field(None, gt=0, description="people in the arm")
+    mean: float | None = Field(None, description="mean per person (MD, SMD, ROM): visits "
+                               "per patient, dollars per patient...")
+    sd: float | None = Field(None, ge=0, description="standard deviation per person (MD, "
+                             "SMD, ROM); when the source does not publish it, give an assumed "
+                             "value and set the study's sd_assumed")
+    events: float | None = Field(None, ge=0, description="people with the outcome (RR, OR, "
+                                 "RD) or events counted (IRR)")
+    percent: float | None = Field(None, ge=0, le=100, description="RR, OR, RD: the published "
+                                  "percentage with the outcome when the count is not "
+                                  "published; events = percent x n / 100, rounded")
+    person_time: float | None = Field(None, gt=0, description="person-years at risk (IRR)")
+
+    @model_validator(mode="after")
+    def _one_count(self):
+        if self.events is not None and self.percent is not None:
+            raise ValueError("give events or percent, not both")
+        if self.events is not None and self.n is not None and self.events > self.n and \
+                self.person_time is None:
+            raise ValueError(f"events ({self.events:g}) exceed n ({self.n}): for counts of "
+                             "visits use person_time and measure IRR")
+        return self
+
+    @property
+    def count(self) -> float | None:
+        """Events, or the published percentage turned into a whole count."""
+        if self.events is not None:
+            return self.events
+        if self.percent is not None and self.n is not None:
+            return float(_round_half_up(self.percent * self.n / 100))
+        return None
+
+
+class ReportedEffect(_Strict):
+    """An effect the source publishes already computed (no per-arm figures)."""
+
+    estimate: float = Field(description="the published effect on its natural scale: a ratio "
+                            "for RR, OR, IRR, ROM (e.g. 0.82 for an 18% drop), a difference "
+                            "for RD, MD, SMD")
+    ci_low: float | None = Field(None, description="lower limit of its 95% interval")
+    ci_high: float | None = Field(None, description="upper limit of its 95% interval")
+    std_error: float | None = Field(None, gt=0, description="instead of an interval: its "
+                                    "standard error (of the log for ratio measures)")
+    assumed: str | None = Field(None, description="what had to be assumed because the source "
+                                "does not publish it (e.g. the interval); shown with the result")
+
+    @model_validator(mode="after")
+    def _spread(self):
+        has_ci = self.ci_low is not None or self.ci_high is not None
+        if has_ci == (self.std_error is not None):
+            raise ValueError("give either ci_low and ci_high or std_error (the effect's "
+                             "uncertainty; if the source gives none, assume one and say so "
+                             "in `assumed`)")
+        if has_ci:
+            if self.ci_low is None or self.ci_high is None:
+                raise ValueError("give both ci_low and ci_high")
+            if not self.ci_low < self.estimate < self.ci_high:
+                raise ValueError(f"need ci_low < estimate < ci_high, got {self.ci_low:g}, "
+                                 f"{self.estimate:g}, {self.ci_high:g}")
+        return self
+
+
+class StudyFigures(_Strict):
+    """One study's published figures for one outcome (self-help arm vs comparison)."""
+
+    name: str = Field(min_length=1, description="short name shown in tables and plots")
+    citation: str = Field("", description="where the figures come from")
+    outcome: str = Field(min_length=1, description="what was measured: er_visits, "
+                         "outpatient_mh_visits, inpatient_days, total_cost or your own name; "
+                         "studies with the same outcome are pooled")
+    measure: Measure = Field(description="effect to compute: RR, OR, RD (people with the "
+                             "outcome), MD, SMD, ROM (ratio of means) from means and SDs, IRR "
+                             "from events and person-time")
+    treated: ArmFigures | None = Field(None, description="the self-help arm's figures")
+    control: ArmFigures | None = Field(None, description="the comparison arm's figures")
+    reported: ReportedEffect | None = Field(None, description="the effect as published, when "
+                                            "per-arm figures are not available")
+    sd_assumed: bool = Field(False, description="the SDs are not published and the values "
+                             "given are assumptions; the synthesis workbook shows how the "
+                             "result moves when they are scaled (summary.sd_sensitivity)")
+
+    @model_validator(mode="after")
+    def _figures(self):
+        who = f"study '{self.name}' ({self.measure})"
+        if self.reported is not None:
+            if self.treated is not None or self.control is not None:
+                raise ValueError(f"{who}: give per-arm figures (treated, control) or the "
+                                 "reported effect, not both")
+            r = self.reported
+            if self.measure in RATIO_MEASURES and (r.estimate <= 0 or (r.ci_low or 1) <= 0):
+                raise ValueError(f"{who}: a {self.measure} and its interval must be > 0")
+            return self
+        missing = [a for a in ("treated", "control") if getattr(self, a) is None]
+        if missing:
+            raise ValueError(f"{who}: the {' and '.join(missing)} arm is missing; give both "
+                             "arms' figures or a reported effect")
+        needs = MEASURE_NEEDS[self.measure]
+        for arm in ("treated", "control"):
+            fig = getattr(self, arm)
+            lacking = [k for k in needs
+                       if (fig.count if k == "events" else getattr(fig, k)) is None]
+            if lacking:
+                alt = " (or percent)" if "events" in lacking and self.measure != "IRR" else ""
+                raise ValueError(f"{who}: {arm} lacks {', '.join(lacking)}{alt}; "
+                                 f"{self.measure} needs {', '.join(needs)} for both arms")
+            if self.measure in ("MD", "SMD", "ROM") and fig.n < 2:
+                raise ValueError(f"{who}: {arm}.n must be at least 2 for a mean and SD")
+            if self.measure == "ROM" and fig.mean <= 0:
+                raise ValueError(f"{who}: a ratio of means needs positive means "
+                                 f"({arm}.mean = {fig.mean:g})")
+        return self
+
+
+class ProportionItem(_Strict):
+    """A survey proportion: x of n people said or did something."""
+
+    label: str = Field(min_length=1, description="what the proportion is, in words")
+    x: int | None = Field(None, ge=0, description="people with the characteristic")
+    percent: float | None = Field(None, ge=0, le=100, description="the published percentage "
+                                  "when x is not published: x = percent x n / 100, rounded")
+    n: int = Field(gt=0, description="people asked")
+    group: str | None = Field(None, description="group the item belongs to (shown in tables)")
+    assumed: str | None = Field(None, description="what was assumed to get x or n (shown "
+                                "next to the figure)")
+
+    @model_validator(mode="after")
+    def _count(self):
+        if (self.x is None) == (self.percent is None):
+            raise ValueError(f"proportion '{self.label}': give x (a count) or percent, one of them")
+        if self.x is not None and self.x > self.n:
+            raise ValueError(f"proportion '{self.label}': x ({self.x}) is larger than n ({self.n})")
+        return self
+
+    @property
+    def count(self) -> int:
+        return self.x if self.x is not None else _round_half_up(self.percent * self.n / 100)
+
+
+class ComparisonItem(_Strict):
+    """Two proportions compared: first minus second."""
+
+    label: str = Field(min_length=1, description="what is compared, in words")
+    first: str = Field(description="label of an item of summary.proportions")
+    second: str = Field(description="label of another item of summary.proportions")
+
+
+class ProjectionOutcome(_Strict):
+    outcome: str = Field(description="an outcome of summary.studies whose (pooled) ratio is "
+                         "applied")
+    label: str | None = Field(None, description="name shown (default: the outcome's)")
+    baseline_per_member_year: float = Field(gt=0, description="visits, days or dollars per "
+                                            "participating member per year in the target plan "
+                                            "without the program")
+    unit: Literal["visits", "days", "dollars"] = Field("visits", description="unit of the baseline")
+
+
+class ProjectionParams(_Strict):
+    """What the published effects would mean for a target plan."""
+
+    plan: str = Field("target plan", description="name of the plan, shown in titles")
+    members: int = Field(gt=0, description="members of the target plan")
+    uptake: float = Field(gt=0, le=1, description="share of the plan's members expected to "
+                          "take part in self-help groups after referral")
+    uptake_sd: float = Field(0.0, ge=0, description="uncertainty of uptake (beta SD; 0: fixed)")
+    outcomes: list[ProjectionOutcome] = Field(min_length=1, description="outcomes to project "
+                                              "with the plan's baseline rates")
+    draws: int = Field(10_000, ge=100, le=1_000_000, description="Monte Carlo draws")
+
+    @model_validator(mode="after")
+    def _uptake(self):
+        _check_beta(self.uptake, self.uptake_sd)
+        return self
+
+
+class SummaryParams(_Strict):
+    """Summary mode: published figures only (no member data)."""
+
+    studies: list[StudyFigures] = Field(default_factory=list, description="published per-arm "
+                                        "figures by study (synthesis workbook)")
+    proportions: list[ProportionItem] = Field(default_factory=list, description="survey "
+                                              "proportions (proportions workbook)")
+    comparisons: list[ComparisonItem] = Field(default_factory=list, description="pairs of "
+                                              "proportions to compare")
+    projection: ProjectionParams | None = Field(None, description="project the effects onto "
+                                                "a target plan")
+    method: Literal["REML", "DL", "FE"] = Field("REML", description="pooling: random effects "
+                                                "by REML or DerSimonian-Laird, or fixed effect")
+    alpha: float = Field(0.05, gt=0, lt=0.5, description="1 - confidence level")
+    ci_method: Literal["wilson", "wilson_cc", "clopper_pearson", "jeffreys", "agresti_coull",
+                       "wald"] = Field("wilson", description="interval for survey proportions")
+    yates: bool = Field(False, description="Yates continuity correction in the chi-square test")
+    sd_sensitivity: list[float] = Field([0.5, 1.0, 1.5, 2.0], min_length=1, description=(
+        "factors applied to assumed SDs to show how the result depends on them"))
+
+    @field_validator("sd_sensitivity")
+    @classmethod
+    def _factors(cls, v):
+        if any(f <= 0 for f in v):
+            raise ValueError(f"SD factors must be > 0, got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _links(self):
+        keys = [(s.name, s.outcome) for s in self.studies]
+        dup = sorted({k for k in keys if keys.count(k) > 1})
+        if dup:
+            raise ValueError(f"studies: one entry per study and outcome, repeated: {dup}")
+        by_outcome: dict[str, set] = {}
+        for s in self.studies:
+            by_outcome.setdefault(s.outcome, set()).add(s.measure)
+        mixed = {o: sorted(m) for o, m in by_outcome.items() if len(m) > 1}
+        if mixed:
+            raise ValueError(f"studies of one outcome must use one measure to be pooled: {mixed}")
+        labels = [p.label for p in self.proportions]
+        dup = sorted({n for n in labels if labels.count(n) > 1})
+        if dup:
+            raise ValueError(f"proportions: labels must be unique, repeated: {dup}")
+        for c in self.comparisons:
+            bad = [g for g in (c.first, c.second) if g not in labels]
+            if bad:
+                raise ValueError(f"comparison '{c.label}': {bad} not among the proportions' "
+                                 f"labels ({', '.join(labels) or 'none given'})")
+            if c.first == c.second:
+                raise ValueError(f"comparison '{c.label}': first and second are the same item")
+        if self.projection is not None:
+            for o in self.projection.outcomes:
+                if o.outcome not in by_outcome:
+                    raise ValueError(f"projection outcome '{o.outcome}' has no study; outcomes "
+                                     f"of summary.studies: {', '.join(by_outcome) or 'none'}")
+                measure = next(iter(by_outcome[o.outcome]))
+                if measure not in ("RR", "IRR", "ROM"):
+                    raise ValueError(f"projection outcome '{o.outcome}': its studies use "
+                                     f"{measure}; projecting onto a plan's baseline needs a "
+                                     "ratio of rates or means (RR, IRR or ROM)")
+        return self
+
+
+class NegativeControlParams(_Strict):
+    """Negative-control outcomes: outcomes the program cannot plausibly change."""
+
+    codes: list[str] | None = Field(
+        None, description="claims: condition codes (values of `column` in the encounters "
+        "table); each gives one negative-control outcome, the follow-up visits with a line "
+        "carrying the code. Default: the conditions recorded with a synthetic plan; none "
+        "for other data")
+    column: str = Field("condition", description="claims: the encounters column that holds "
+                        "the condition (diagnosis group) code")
+    outcomes: list[str] = Field(default_factory=list, description="outcome columns used as "
+                                "negative controls as they are (claims: member x window "
+                                "columns such as primary_care_visits; person mode: columns "
+                                "of the person file, loaded with it)")
+    count: bool = Field(True, description="the controls are counts (rate ratios, with "
+                        "member-months as exposure when there are any); false: differences")
+
+
+class DesignParams(_Strict):
+    """Confounding control of the cohort-balance workbook (matching, weighting or
+    regression), its diagnostics, and the negative controls that calibrate it."""
+
+    method: Literal["match", "ipw", "regression"] = Field(
+        "match", description="nearest-neighbour propensity-score matching, inverse-"
+        "probability (or overlap) weighting, or outcome regression on the covariates")
+    estimand: Literal["ATT", "ATE", "ATO"] | None = Field(
+        None, description="whose effect: the referred (ATT), everyone (ATE) or the members "
+        "most alike between arms (ATO, overlap weights); default ATT for match, ATE for ipw "
+        "and regression")
+    covariates: list[str] | None = Field(
+        None, description="columns the propensity model uses (default: the baseline "
+        "covariates of the analysis: age, sex, comorbidity, baseline use and cost; log(1 + x) "
+        "for use and cost)")
+    formula: str | None = Field(
+        None, description="propensity model as a formula right-hand side instead of "
+        "covariates, e.g. 'C(sex) + age + I(age**2)' (C(): categories, I(): arithmetic)")
+    caliper: float | None = Field(0.2, gt=0, description="match: largest allowed distance, "
+                                  "in standard deviations of the matching distance (the "
+                                  "logit of the propensity score by default; null: none)")
+    distance: Literal["logit", "ps"] = Field("logit", description="match on the logit of the "
+                                             "propensity score or on the score itself")
+    ratio: int = Field(1, ge=1, le=10, description="match: comparison members per referred member")
+    replace: bool = Field(False, description="match: a comparison member may serve several")
+    exact: list[str] = Field(default_factory=list, description="match: columns on which "
+                             "matched members must agree exactly")
+    trim: float | None = Field(None, gt=0.5, lt=1, description="ipw: cap weights at this "
+                               "quantile, e.g. 0.99 (null: no trimming)")
+    stabilize: bool = Field(True, description="ipw: stabilised ATE weights")
+    outcome_types: dict[str, Literal["count", "continuous", "binary", "cost"]] = Field(
+        default_factory=dict, description="outcome -> kind, where the default is wrong "
+        "(default: *_cost columns are costs, others counts with member-months when the data "
+        "have them, else continuous)")
+    max_smd: float = Field(0.1, gt=0, le=1, description="diagnostic: largest |standardised "
+                           "mean difference| after adjustment that passes")
+    min_equipoise: float = Field(0.5, ge=0, le=1, description="diagnostic: share of each arm "
+                                 "with preference score in [0.3, 0.7] that passes")
+    min_ess_share: float = Field(0.1, ge=0, le=1, description="diagnostic: smallest effective "
+                                 "sample size of an arm, as a share of its members, that passes")
+    max_ease: float = Field(0.25, gt=0, description="diagnostic: largest expected absolute "
+                            "systematic error (log scale, from the negative controls) that passes")
+    negative_controls: NegativeControlParams = Field(
+        NegativeControlParams(), description="outcomes the program cannot change")
+
+    @model_validator(mode="after")
+    def _options_fit_method(self):
+        # options changed from their defaults (a validated file dumps every key, so only
+        # values that differ from the default can show the user meant them)
+        fields = type(self).model_fields
+        changed = [k for k in ("caliper", "distance", "ratio", "replace", "exact", "trim",
+                               "stabilize")
+                   if getattr(self, k) != fields[k].get_default(call_default_factory=True)]
+        match_only = [k for k in changed if k in ("caliper", "distance", "ratio", "replace", "exact")]
+        ipw_only = [k for k in changed if k in ("trim", "stabilize")]
+        if self.method != "match" and match_only:
+            raise ValueError(f"design.{', design.'.join(match_only)} only apply to method "
+                             f"'match', not '{self.method}'; remove them or set method: match")
+        if self.method != "ipw" and ipw_only:
+            raise ValueError(f"design.{', design.'.join(ipw_only)} only apply to method 'ipw', "
+                             f"not '{self.method}'; remove them or set method: ipw")
+        if self.method == "match" and self.estimand not in (None, "ATT"):
+            raise ValueError(f"design.estimand '{self.estimand}' cannot be estimated by "
+                             "matching referred members to comparison members (that gives the "
+                             "ATT); use method: ipw for the ATE or ATO")
+        if self.method == "regression" and self.estimand not in (None, "ATE"):
+            raise ValueError(f"design.estimand '{self.estimand}' is not what regression "
+                             "estimates (a conditional effect, read as the ATE); use method: "
+                             "ipw")
+        if self.covariates is not None and self.formula is not None:
+            raise ValueError("give design.covariates or design.formula, not both (the formula "
+                             "names its columns itself)")
+        if self.covariates is not None and not self.covariates:
+            raise ValueError("design.covariates is empty; leave it out for the default set")
+        if self.formula is not None:
+            from .design import formula_names
+            formula_names(self.formula)   # raises ValueError on a formula that cannot parse
+        return self
+
+    @property
+    def resolved_estimand(self) -> str:
+        """The estimand with its default filled in."""
+        return self.estimand or ("ATT" if self.method == "match" else "ATE")
 
 
 class ReportParams(_Strict):
@@ -146,6 +736,10 @@ class ReportParams(_Strict):
                          "and cells of fewer than min_cell people, and the run fails if any "
                          "is found")
     min_cell: int = Field(11, ge=1, description="smallest count of people shown in public output")
+    audience: Literal["hmo", "research", "clearinghouse"] = Field(
+        "hmo", description="who the brief (brief.html, brief.pdf) is written for: plan "
+        "leadership (PMPM, ROI, budget impact), researchers (methods, diagnostics, every "
+        "estimate table) or a clearinghouse (plain language, referral guidance)")
 
 
 class Params(_Strict):
@@ -159,7 +753,11 @@ class Params(_Strict):
     engine: EngineParams = EngineParams()
     report: ReportParams = ReportParams()
     models: ModelParams = ModelParams()
+    design: DesignParams = DesignParams()
     econ: EconParams = EconParams()
+    planning: PlanningParams = PlanningParams()
+    summary: SummaryParams | None = Field(None, description="summary mode: published "
+                                          "figures by study, survey proportions, projection")
     workbooks: list[str] = Field(default_factory=list,
                                  description="workbooks to run (default: every workbook "
                                              "for the mode); they run in the package's order")
@@ -169,6 +767,8 @@ class Params(_Strict):
     def _default_workbooks(cls, data):
         if isinstance(data, dict) and "workbooks" not in data:
             data = {**data, "workbooks": default_workbooks(data.get("mode", "claims"))}
+            if data.get("mode") == "summary" and isinstance(data.get("summary"), dict):
+                data["workbooks"] = _summary_workbooks(data["summary"], data["workbooks"])
         return data
 
     @field_validator("workbooks")
@@ -188,9 +788,25 @@ class Params(_Strict):
         if wrong:
             raise ValueError(f"workbook(s) {wrong} cannot run in {self.mode} mode; for "
                              f"{self.mode} mode: {', '.join(default_workbooks(self.mode))}")
+        pl = self.planning
+        if "planning" in self.workbooks and self.mode != "claims" and \
+                (pl.baseline_rate is None or pl.dispersion is None):
+            raise ValueError(f"planning.baseline_rate and planning.dispersion are needed in "
+                             f"{self.mode} mode (only claims have a baseline window to estimate "
+                             "them from), e.g. baseline_rate: 0.35, dispersion: 1.5")
+        if self.mode == "summary" and (self.summary is not None or self.workbooks != ["planning"]):
+            # the planning workbook alone reads only the planning section
+            _check_summary(self.summary, self.workbooks)
+        elif self.summary is not None:
+            raise ValueError(f"the summary section is read only in summary mode (this is "
+                             f"{self.mode} mode); set mode: summary or remove it")
         if self.mode == "person":
             if d.person is None:
                 raise ValueError("mode 'person' needs data.person (path, treatment, outcomes)")
+            _check_person(d, self.workbooks)
+        elif d.source == "synthetic" and d.scenario in PERSON_SCENARIOS:
+            raise ValueError(f"data.scenario '{d.scenario}' is person-level data: set "
+                             "mode: person and map its columns in data.person")
         elif d.source == "files":
             missing = [t for t in CLAIMS_TABLES if t not in d.tables]
             if missing:
@@ -198,6 +814,40 @@ class Params(_Strict):
         elif d.source == "duckdb":
             if not d.database:
                 raise ValueError("data.source 'duckdb' needs data.database (path of the file)")
+        elif d.source == "omop":
+            if not d.database:
+                raise ValueError("data.source 'omop' needs data.database (the CDM's DuckDB file)")
+            o = d.omop or OmopParams()
+            if not o.exposure_file and not o.exposure_cohorts:
+                raise ValueError("data.source 'omop' needs data.omop.exposure_file or "
+                                 "data.omop.exposure_cohorts (arm -> cohort_definition_id)")
+        elif d.source == "synthea":
+            if d.synthea is None:
+                raise ValueError("data.source 'synthea' needs data.synthea (folder, exposure_file)")
+        return self
+
+    @model_validator(mode="after")
+    def _design_columns(self):
+        d = self.data.person
+        if self.mode != "person" or d is None:
+            return self
+        from .design import formula_names
+        loaded = {*d.covariates, *d.outcomes, *([d.exposure] if d.exposure else [])}
+        stray = [c for c in d.signed_outcomes if c not in d.outcomes]
+        if stray:
+            raise ValueError(f"data.person.signed_outcomes {stray} are not in "
+                             "data.person.outcomes; list each there too")
+        ds = self.design
+        used = formula_names(ds.formula) if ds.formula else list(ds.covariates or [])
+        missing = [c for c in [*used, *ds.exact] if c not in d.covariates]
+        if missing:
+            raise ValueError(f"design uses column(s) {missing} that are not in "
+                             f"data.person.covariates; add them there so they are loaded")
+        clash = [c for c in ds.negative_controls.outcomes if c in loaded or c == d.treatment]
+        if clash:
+            raise ValueError(f"design.negative_controls.outcomes {clash} are also outcomes, "
+                             "covariates or the exposure; a negative control must be an "
+                             "outcome the program cannot change")
         return self
 
     def to_dict(self) -> dict:
@@ -209,6 +859,64 @@ class Params(_Strict):
         from .privacy import redact_params
         text = json.dumps(redact_params(self.to_dict())[0], sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _summary_workbooks(summary: dict, defaults: list[str]) -> list[str]:
+    """Summary mode's default workbooks: those the summary section has figures for."""
+    has = {"synthesis": bool(summary.get("studies")),
+           "proportions": bool(summary.get("proportions") or summary.get("comparisons"))}
+    return [w for w in defaults if has.get(w, True)] or defaults
+
+
+def _check_summary(summary: "SummaryParams | None", workbooks: list[str]) -> None:
+    if summary is None:
+        raise ValueError("mode 'summary' needs a summary section: studies (published per-arm "
+                         "figures) and/or proportions (survey counts); see docs/params.md")
+    if "synthesis" in workbooks and not summary.studies:
+        raise ValueError("workbook 'synthesis' needs summary.studies (published per-arm figures)")
+    if "proportions" in workbooks and not (summary.proportions or summary.comparisons):
+        raise ValueError("workbook 'proportions' needs summary.proportions (label, x, n)")
+    if not summary.studies and not summary.proportions:
+        raise ValueError("the summary section holds no figures: give studies or proportions")
+
+
+#: Person-mode workbooks that compare k groups and need no two-arm `treatment`.
+_K_GROUP_WORKBOOKS = ("group_comparison",)
+#: Person-mode workbooks that need count or cost `outcomes`.
+_OUTCOME_WORKBOOKS = ("utilization", "costs", "cost_benefit")
+
+
+def _check_person(d: "DataParams", workbooks: list[str]) -> None:
+    """Person mode: the data source and the roles each requested workbook needs."""
+    p = d.person
+    generated = d.source == "synthetic" and d.scenario in PERSON_SCENARIOS
+    if generated and p.path:
+        raise ValueError(f"data.person.path and the synthetic scenario '{d.scenario}' are two "
+                         "sources: remove data.person.path to use the scenario, or set "
+                         "data.source: files to read the file")
+    if not generated and not p.path:
+        raise ValueError("mode 'person' needs data.person.path (your file), or data.source: "
+                         "synthetic with a person-level data.scenario "
+                         f"({', '.join(PERSON_SCENARIOS)})")
+    if generated and d.members is not None:
+        raise ValueError(f"data.members does not apply to the person-level scenario "
+                         f"'{d.scenario}'; its sizes are set in data.scenario_options")
+    if p.treatment is None:
+        two_arm = [w for w in workbooks if w not in _K_GROUP_WORKBOOKS]
+        if two_arm:
+            raise ValueError(f"workbook(s) {two_arm} compare two arms and need "
+                             "data.person.treatment; without it list only "
+                             f"{', '.join(_K_GROUP_WORKBOOKS)} in workbooks")
+    if not p.outcomes:
+        need = [w for w in workbooks if w in _OUTCOME_WORKBOOKS]
+        if need:
+            raise ValueError(f"workbook(s) {need} need data.person.outcomes (count or cost "
+                             "columns)")
+    if "survival" in workbooks and p.duration is None:
+        raise ValueError("workbook 'survival' needs data.person.duration and data.person.event")
+    if "group_comparison" in workbooks and p.groups is None:
+        raise ValueError("workbook 'group_comparison' needs data.person.groups (the column "
+                         "of the k-level grouping)")
 
 
 def _format_errors(err: ValidationError) -> str:
@@ -232,6 +940,8 @@ def _format_errors(err: ValidationError) -> str:
 def _model_at(loc) -> type[BaseModel] | None:
     model: type[BaseModel] = Params
     for part in loc:
+        if isinstance(part, int):      # an item of a list: same model as the list's
+            continue
         field = model.model_fields.get(str(part))
         if field is None:
             return None
@@ -344,6 +1054,11 @@ def resolve_paths(params: Params, base_dir: Path) -> Params:
         updates["database"] = fix(d.database)
     if d.person is not None:
         updates["person"] = d.person.model_copy(update={"path": fix(d.person.path)})
+    if d.omop is not None and d.omop.exposure_file:
+        updates["omop"] = d.omop.model_copy(update={"exposure_file": fix(d.omop.exposure_file)})
+    if d.synthea is not None:
+        updates["synthea"] = d.synthea.model_copy(update={
+            "folder": fix(d.synthea.folder), "exposure_file": fix(d.synthea.exposure_file)})
     if not updates:
         return params
     return params.model_copy(update={"data": d.model_copy(update=updates)})

@@ -6,7 +6,8 @@
 2. prepare the analysis database (:func:`evalkit.study.prepare`);
 3. execute each workbook in order with papermill in a real Jupyter kernel, injecting
    the path of the validated params; save each executed notebook and its HTML;
-4. merge the workbooks' records into ``results.json`` (atomically).
+4. write the brief, ``brief.html`` and ``brief.pdf`` (:mod:`evalkit.report`);
+5. merge the workbooks' records into ``results.json`` (atomically).
 
 A failing workbook stops the run: its partial notebook is kept (papermill marks the
 failing cell), ``results.json`` records ``status: failed`` with the notebook and cell,
@@ -107,6 +108,8 @@ def run(params_path: str | Path | None = None, out: str | Path | None = None,
     for name in (w.file for w in CATALOG):        # nor notebooks of an earlier run
         for stale in (out_dir / name, (out_dir / name).with_suffix(".html")):
             stale.unlink(missing_ok=True)
+    for stale in ("brief.html", "brief.pdf"):                # nor an earlier brief
+        (out_dir / stale).unlink(missing_ok=True)
     # Secrets (an encryption key, a password in a URL) are needed only to read the
     # source, which happens in this process: no output, not even params.json, holds them.
     from .privacy import redact_params
@@ -144,8 +147,8 @@ def _run_steps(params, out_dir, params_file, results_path, run_info, secrets, qu
         run_info.pop("pid", None), run_info.pop("host", None)
         write_json_atomic(results_path, assemble(out_dir, run_info, params.workbooks))
 
-    _say(f"evalkit {__version__}: preparing data ({params.mode} mode, "
-         f"source {params.data.source})", quiet)
+    source = "published figures" if params.mode == "summary" else f"source {params.data.source}"
+    _say(f"evalkit {__version__}: preparing data ({params.mode} mode, {source})", quiet)
     t0 = time.perf_counter()
     try:
         prepared = prepare(params, out_dir, progress=not quiet)
@@ -156,6 +159,7 @@ def _run_steps(params, out_dir, params_file, results_path, run_info, secrets, qu
             raise type(err)(message) from None
         raise
     run_info["data_fingerprint"] = prepared.fingerprint
+    run_info["prepare_seconds"] = round(time.perf_counter() - t0, 2)
     counts = prepared.report.counts
     _say(f"  data ready in {time.perf_counter() - t0:.1f}s: "
          + ", ".join(f"{r.table} {r.accepted:,} accepted / {r.quarantined:,} quarantined"
@@ -200,8 +204,9 @@ def _run_steps(params, out_dir, params_file, results_path, run_info, secrets, qu
             redact_notebook(dest, secrets)
         notebooks.append(dest)
         _html(dest)
-        status["status"] = "ok"
-        _say(f"      done in {time.perf_counter() - t1:.1f}s", quiet)
+        status.update(status="ok", seconds=round(time.perf_counter() - t1, 2))
+        _say(f"      done in {status['seconds']:.1f}s", quiet)
+    _write_brief(params, out_dir, run_info, results_path, quiet)
     if params.report.public:
         _say("checking the outputs are safe to publish", quiet)
         report, ids_checked = _privacy_scan(params, out_dir)
@@ -227,15 +232,40 @@ def _kernel_died(err: Exception) -> bool:
     return type(err).__name__ == "DeadKernelError" or "Kernel died" in str(err)
 
 
+def _write_brief(params, out_dir: Path, run_info: dict, results_path: Path, quiet: bool) -> None:
+    """Render brief.html and brief.pdf (:mod:`evalkit.report`); a failure fails the run."""
+    from .report import write_brief
+    _say(f"writing the brief ({params.report.audience} audience): brief.html, brief.pdf", quiet)
+    t0 = time.perf_counter()
+    try:
+        brief = write_brief(out_dir, results=assemble(out_dir, run_info, params.workbooks),
+                            params=params)
+    except Exception as err:  # any failure to render marks the run failed
+        run_info.update(status="failed", finished=_now(), failed_step="brief",
+                        error=f"{type(err).__name__}: {err}")
+        run_info.pop("pid", None), run_info.pop("host", None)
+        write_json_atomic(results_path, assemble(out_dir, run_info, params.workbooks))
+        if isinstance(err, EvalkitError):
+            raise
+        from .report import BriefError
+        raise BriefError(f"the brief could not be rendered: {type(err).__name__}: {err}. "
+                         "results.json records the failure.") from err
+    run_info["brief"] = brief.to_dict(out_dir)
+    _say(f"      done in {time.perf_counter() - t0:.1f}s", quiet)
+
+
 #: Member ids shorter than this cannot be told apart from ordinary numbers in a scan.
 MIN_SCANNABLE_ID = 6
 
 
 def _member_ids(out_dir: Path) -> list[str]:
+    """Every member id of the run (none in summary mode: it holds no cohort or persons)."""
     import duckdb
     from .study import DB_NAME
     con = duckdb.connect(str(out_dir / "work" / DB_NAME), read_only=True)
     try:
+        if con.execute("SELECT mode FROM run_info").fetchall()[0][0] == "summary":
+            return []
         table = "cohort" if con.execute("SELECT count(*) FROM information_schema.tables "
                                         "WHERE table_name = 'cohort'").fetchall()[0][0] else "persons"
         ids = [str(r[0]) for r in con.execute(f"SELECT DISTINCT member_id FROM {table}").fetchall()]
@@ -248,11 +278,14 @@ def _privacy_scan(params, out_dir: Path):
     """Scan every public output (not ``work/``) for member ids and small cells.
 
     Returns the report and whether member ids were looked for: ids shorter than
-    ``MIN_SCANNABLE_ID`` characters cannot be told apart from ordinary numbers.
+    ``MIN_SCANNABLE_ID`` characters cannot be told apart from ordinary numbers; None in
+    summary mode, which has no member ids.
     """
     from .privacy import redact_params, scan_outputs
     ids = _member_ids(out_dir)
     checked = bool(ids) and min(len(i) for i in ids) >= MIN_SCANNABLE_ID
+    if params.mode == "summary":
+        checked = None           # published figures only: there are no member ids to look for
     _, secrets = redact_params(params.to_dict())
     report = scan_outputs(out_dir, member_ids=ids if checked else None, secrets=secrets,
                           min_cell=params.report.min_cell)

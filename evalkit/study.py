@@ -26,7 +26,7 @@ from . import describe, utilization
 from .data.load import LoadReport, load_claims, load_report, scan_sql
 from .data.person import load_person
 from .errors import DataValidationError
-from .params import Params
+from .params import OmopParams, Params
 
 DB_NAME = "analysis.duckdb"
 
@@ -105,6 +105,9 @@ def prepare(params: Params, out_dir: str | Path, progress: bool = False) -> Prep
     """
     work = Path(out_dir) / "work"
     work.mkdir(parents=True, exist_ok=True)
+    from .design import DESIGN_FILE, DESIGN_META   # a design of an earlier run is stale
+    for stale in (DESIGN_FILE, DESIGN_META):
+        (work / stale).unlink(missing_ok=True)
     final = work / DB_NAME
     tmp = work / (DB_NAME + ".partial")
     tmp.unlink(missing_ok=True)
@@ -121,12 +124,21 @@ def prepare(params: Params, out_dir: str | Path, progress: bool = False) -> Prep
             inputs = []
         elif params.mode == "person":
             p = d.person
-            src = f"src.{p.table}" if p.table else scan_sql(p.path, "person")
+            path = p.path
+            if path is None:                 # a synthetic person-level scenario
+                from .data import synthetic_person
+                written = synthetic_person.write(work / "synthetic_person", d.scenario,
+                                                 params.seed, **d.scenario_options)
+                path, truth = str(written.path), written.truth
+            src = f"src.{p.table}" if p.table else scan_sql(path, "person")
             if p.table:
-                _attach_source(con, p.path, d.encryption_key)
-            load_person(con, src, p.treatment, p.treated_value, p.outcomes, p.exposure,
-                        p.covariates, p.id)
-            inputs = [Path(p.path)]
+                _attach_source(con, path, d.encryption_key)
+            # negative-control columns (design section) are loaded and checked as outcomes
+            nc_cols = [c for c in params.design.negative_controls.outcomes if c not in p.outcomes]
+            load_person(con, src, p.treatment, p.treated_value, [*p.outcomes, *nc_cols], p.exposure,
+                        p.covariates, p.id, duration=p.duration, event=p.event, groups=p.groups,
+                        signed=p.signed_outcomes)
+            inputs = [Path(path)]
         else:
             if d.source == "synthetic":
                 from .data import synthetic
@@ -147,6 +159,31 @@ def prepare(params: Params, out_dir: str | Path, progress: bool = False) -> Prep
             elif d.source == "files":
                 sources = {t: scan_sql(pth, t) for t, pth in d.tables.items()}
                 inputs = [Path(d.tables[t]) for t in sorted(d.tables)]
+            elif d.source == "omop":            # OMOP CDM tables, recoded by views
+                from .data.omop import omop_sources
+                if not Path(d.database).is_file():
+                    raise DataValidationError(f"data.database: file not found: {d.database}")
+                _attach_source(con, d.database, d.encryption_key)
+                o = d.omop or OmopParams()
+                sources = omop_sources(
+                    con, f"src.{o.cdm_schema}" if o.cdm_schema else "src",
+                    enrollment=o.enrollment, visit_concepts=o.visit_concepts,
+                    er_inpatient=o.er_inpatient, mh_condition_concepts=o.mh_condition_concepts,
+                    mh_condition_snomed=o.mh_condition_snomed,
+                    mh_specialty_concepts=o.mh_specialty_concepts, exposure_file=o.exposure_file,
+                    exposure_cohort_table=o.exposure_cohort_table,
+                    exposure_cohorts=o.exposure_cohorts)
+                inputs = [Path(d.database)] + ([Path(o.exposure_file)] if o.exposure_file else [])
+            elif d.source == "synthea":         # Synthea CSV export, recoded by views
+                from .data.synthea import MH_CODES, synthea_sources
+                s = d.synthea
+                sources = synthea_sources(
+                    con, s.folder, s.exposure_file, enrollment=s.enrollment, payers=s.payers,
+                    class_map=s.class_map, mh_codes=MH_CODES if s.mh_codes is None else s.mh_codes,
+                    amount=s.amount)
+                inputs = [Path(s.folder) / f"{t}.csv" for t in
+                          ("encounters", "patients", "payer_transitions", "payers")
+                          if (Path(s.folder) / f"{t}.csv").is_file()] + [Path(s.exposure_file)]
             else:
                 if not Path(d.database).is_file():
                     raise DataValidationError(f"data.database: file not found: {d.database}")
@@ -163,7 +200,13 @@ def prepare(params: Params, out_dir: str | Path, progress: bool = False) -> Prep
             con.register("_attrition", attrition)
             con.execute("CREATE TABLE attrition AS SELECT * FROM _attrition")
             con.unregister("_attrition")
-            utilization.build_member_windows(con)
+            if params.engine.name == "spark":   # same SQL, translated and run by Spark
+                from .engines import spark as _spark
+                session = _spark.spark_session(params.engine.spark_master,
+                                               params.engine.spark_conf)
+                _spark.build_member_windows_spark(con, session, work)
+            else:
+                utilization.build_member_windows(con)
         report = load_report(con)
         fp = fingerprint(inputs) if inputs else hashlib.sha256(
             json.dumps(params.to_dict(), sort_keys=True).encode()).hexdigest()
@@ -178,6 +221,15 @@ def prepare(params: Params, out_dir: str | Path, progress: bool = False) -> Prep
             Path(str(tmp) + ".wal").unlink(missing_ok=True)
     os.replace(tmp, final)
     return Prepared(final, fp, report, truth)
+
+
+def _spell_end_sql(relation: str, anchor: str) -> str:
+    """SQL: for each member of ``relation``, the day after the end of the coverage spell
+    that holds the date ``relation.anchor`` (``covered_until``; no row if none does)."""
+    return f"""SELECT a.member_id, max(s.end_date) + 1 AS covered_until
+              FROM {relation} a JOIN enrollment s ON s.member_id = a.member_id
+               AND a.{anchor} BETWEEN s.start_date AND s.end_date
+              GROUP BY 1"""
 
 
 class Study:
@@ -211,8 +263,9 @@ class Study:
         from . import __version__
         rows = [("title", p.title), ("mode", p.mode),
                 ("data source", {"claims": p.data.source, "summary": "published figures (params)"}
-                 .get(p.mode) or p.data.person.path),
-                ("scenario", p.data.scenario if p.data.source == "synthetic" else "-"),
+                 .get(p.mode) or p.data.person.path or "synthetic (person-level)"),
+                ("scenario", p.data.scenario if p.data.source == "synthetic" and not
+                 (p.mode == "person" and p.data.person.path) and p.mode != "summary" else "-"),
                 ("seed", p.seed), ("params hash", p.digest()[:16]),
                 ("data fingerprint", fp[:16]), ("evalkit version", __version__)]
         if p.mode == "claims":
@@ -227,6 +280,15 @@ class Study:
     def mode(self) -> str:
         return self.params.mode
 
+    def _member_level(self, what: str) -> None:
+        """Raise a clear error when member-level data are asked of a summary-mode run."""
+        if self.mode == "summary":
+            raise DataValidationError(
+                f"Study.{what} needs member-level data, but this run is in summary mode "
+                "(published figures only: there are no members). Summary-mode workbooks "
+                "read the params' summary section through evalkit.summary (synthesize, "
+                "project, survey_proportions); use mode claims or person for member data.")
+
     @property
     def truth(self) -> dict | None:
         raw = self.con.execute("SELECT truth FROM run_info").fetchall()[0][0]
@@ -236,6 +298,7 @@ class Study:
         return load_report(self.con)
 
     def attrition(self) -> pd.DataFrame:
+        self._member_level("attrition")
         if self.mode == "person":
             counts = self.sql('SELECT "group", count(*) AS n FROM persons GROUP BY 1')
             n = dict(zip(counts["group"], counts["n"]))
@@ -247,12 +310,14 @@ class Study:
         return self.sql("SELECT * FROM attrition")
 
     def outcomes(self) -> list[str]:
+        self._member_level("outcomes")
         if self.mode == "person":
             return list(self.params.data.person.outcomes)
         return list(utilization.OUTCOMES)
 
     def member_windows(self) -> pd.DataFrame:
         """One row per member x period (claims mode) or per member (person mode)."""
+        self._member_level("member_windows")
         if self.mode == "person":
             return self.sql("SELECT *, 'followup' AS period FROM persons")
         return self.sql("SELECT * FROM member_windows ORDER BY member_id, period")
@@ -264,6 +329,7 @@ class Study:
         members table's other columns), baseline utilization and cost (``baseline_*``),
         follow-up outcomes and member-months.
         """
+        self._member_level("analysis_frame")
         if self.mode == "person":
             return self.sql("SELECT * FROM persons ORDER BY member_id")
         out = list(utilization.OUTCOMES) + ["total_cost", "member_months"]
@@ -278,6 +344,7 @@ class Study:
             ORDER BY c.member_id""")
 
     def covariates(self) -> list[str]:
+        self._member_level("covariates")
         if self.mode == "person":
             return list(self.params.data.person.covariates)
         frame_cols = self.sql("SELECT * FROM cohort LIMIT 0").columns
@@ -320,14 +387,46 @@ class Study:
         kwargs.setdefault("seed", self.params.seed)
         return cost_effect(self.treated_frame(), self.covariates(), months=months, **kwargs)
 
-    def value_program(self, cost=None):
+    def value_program(self, cost=None, effect: bool = True, progress: bool = False):
         """Program economics from the adjusted cost difference and the params' ``econ``
-        section (see :func:`evalkit.valuation.value_program`)."""
-        from .valuation import value_program
+        section (see :func:`evalkit.valuation.value_program`).
+
+        With ``effect`` (default) and ER visits among the outcomes, the effectiveness
+        measure is ER visits averted per referred member per year from the adjusted count
+        model (the estimate on the same design as the two-part cost model the saving comes
+        from); with ``econ.joint_replicates`` > 0 both models are refitted on the same
+        bootstrap resamples so the PSA draws saving and effect jointly.
+        """
+        from .outcomes import adjusted_count_effects
+        from .valuation import er_effect, joint_bootstrap, value_program
         cost = cost or self.cost_effect(n_boot=0)
-        referred = int((self.treated_frame()["treated"] == 1).sum())
-        return value_program(cost.effects, self.params.econ, referred,
-                             self.params.windows.followup_days, self.params.seed)
+        frame = self.treated_frame()
+        referred = int((frame["treated"] == 1).sum())
+        econ = self.params.econ
+        eff = joint = None
+        if effect and "er_visits" in self.count_outcomes() and "total_cost" in frame \
+                and "member_months" in frame:      # visits per member-year need the exposure
+            adj = adjusted_count_effects(frame, ["er_visits"], self.covariates(),
+                                         exposure="member_months")
+            eff = er_effect(adj.effects)
+            if econ.joint_replicates:
+                joint = joint_bootstrap(frame, self.covariates(), adj.choices["er_visits"].chosen,
+                                        cost.fit.extra.get("second", "gamma"),
+                                        self.params.windows.followup_days, econ.joint_replicates,
+                                        self.params.seed, progress=progress)
+        return value_program(cost.effects, econ, referred, self.params.windows.followup_days,
+                             self.params.seed, effect=eff, joint=joint)
+
+    def plan_study(self):
+        """Study planning from the params' ``planning`` section (see
+        :func:`evalkit.planning.plan_study`); in claims mode a missing baseline rate or
+        dispersion is estimated from the comparison arm's baseline window."""
+        from .planning import plan_study
+        pl = self.params.planning
+        frame = None
+        if self.mode == "claims" and (pl.baseline_rate is None or pl.dispersion is None):
+            frame = self.analysis_frame()
+        return plan_study(pl, frame)
 
     def time_to_first(self, category: str = "er") -> pd.DataFrame:
         """Days from the index date to the first visit of ``category`` in the follow-up
@@ -350,23 +449,109 @@ class Study:
               WHERE e.category = '{category}' AND e.service_date >= c.fu_start
                 AND e.service_date < c.fu_end
               GROUP BY 1),
-            spell AS (
-              SELECT c.member_id, max(s.end_date) + 1 AS covered_until
-              FROM cohort c JOIN enrollment s ON s.member_id = c.member_id
-               AND c.index_date BETWEEN s.start_date AND s.end_date
-              GROUP BY 1)
-            SELECT c.member_id,
+            spell AS ({_spell_end_sql("cohort", "index_date")})
+            SELECT c.member_id, c.index_date AS origin,
                    least(c.fu_end, coalesce(sp.covered_until, c.fu_end)) AS censor_date,
                    f.first_date
             FROM cohort c LEFT JOIN first f USING (member_id) LEFT JOIN spell sp USING (member_id)
             ORDER BY c.member_id""")
+        return self._durations(times)
+
+    def _durations(self, times: pd.DataFrame) -> pd.DataFrame:
+        """Days from ``origin`` to ``first_date`` (the event) or, without an event before
+        it, to ``censor_date`` (exclusive end of the time at risk), joined to
+        :meth:`treated_frame` (members of ``times`` only, in member order).
+
+        ``event`` is 1 when ``first_date`` falls before ``censor_date``.
+        """
         event = times["first_date"].notna() & (times["first_date"] < times["censor_date"])
         end = times["first_date"].where(event, times["censor_date"])
-        frame = self.treated_frame().set_index("member_id")
-        out = frame.assign(
-            days=(pd.to_datetime(end.to_numpy()) - pd.to_datetime(frame["index_date"].to_numpy())).days,
-            event=event.astype(int).to_numpy())
-        return out.reset_index()
+        days = (pd.to_datetime(end.to_numpy()) - pd.to_datetime(times["origin"].to_numpy())).days
+        t = pd.DataFrame({"member_id": times["member_id"].to_numpy(), "days": days.to_numpy(),
+                          "event": event.astype(int).to_numpy()})
+        return self.treated_frame().merge(t, on="member_id", how="inner", validate="1:1")
+
+    def readmission_times(self) -> pd.DataFrame:
+        """Days from discharge of the first inpatient stay of the follow-up window to the
+        next admission (a readmission), one row per member with such a stay (claims mode).
+
+        Rules:
+
+        * a *stay* is the lines of one inpatient admission date, discharge = the latest
+          ``end_date`` (the admission date when missing), as in
+          :mod:`evalkit.utilization`; stays that overlap or touch (admission on or before
+          the previous discharge day, e.g. a transfer) form one *episode*;
+        * the *index stay* is the first episode admitted in the follow-up window; time 0
+          is its discharge date;
+        * the event is the admission of the next episode (so ``days >= 1``);
+        * members are censored at the end of the coverage spell that holds the discharge
+          date (or, if none does, the admission date) or at the end of the follow-up
+          window, whichever comes first.
+
+        Members whose index stay leaves no time at risk (discharged on or after the end
+        of their coverage or of the window) are left out with a
+        :class:`~evalkit.errors.DataDroppedWarning`; their number is in
+        ``frame.attrs["no_time_at_risk"]``. Columns as :meth:`time_to_first`
+        (``days``, ``event``, covariates, ``treated``).
+        """
+        import warnings
+
+        from .errors import DataDroppedWarning
+        if self.mode != "claims":
+            raise DataValidationError("time to readmission needs claims (admission and "
+                                      "discharge dates)")
+        times = self.sql(f"""
+            WITH stays AS (
+              SELECT e.member_id, e.service_date AS admit,
+                     max(coalesce(e.end_date, e.service_date)) AS discharge
+              FROM encounters e JOIN cohort c USING (member_id)
+              WHERE e.category = 'inpatient' AND e.service_date >= c.fu_start
+                AND e.service_date < c.fu_end
+              GROUP BY 1, 2),
+            ordered AS (
+              SELECT *, max(discharge) OVER (PARTITION BY member_id ORDER BY admit
+                        ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS prev_end
+              FROM stays),
+            numbered AS (
+              SELECT *, sum(CASE WHEN prev_end IS NULL OR admit > prev_end THEN 1 ELSE 0 END)
+                        OVER (PARTITION BY member_id ORDER BY admit ROWS UNBOUNDED PRECEDING)
+                        AS episode
+              FROM ordered),
+            episodes AS (
+              SELECT member_id, episode, min(admit) AS admit, max(discharge) AS discharge
+              FROM numbered GROUP BY 1, 2),
+            idx AS (SELECT member_id, admit, discharge FROM episodes WHERE episode = 1),
+            nxt AS (SELECT member_id, admit AS first_date FROM episodes WHERE episode = 2),
+            at_discharge AS ({_spell_end_sql("idx", "discharge")}),
+            at_admit AS ({_spell_end_sql("idx", "admit")})
+            SELECT i.member_id, i.discharge AS origin, n.first_date,
+                   least(c.fu_end, coalesce(d.covered_until, a.covered_until, c.fu_end))
+                     AS censor_date
+            FROM idx i JOIN cohort c USING (member_id)
+            LEFT JOIN nxt n USING (member_id) LEFT JOIN at_discharge d USING (member_id)
+            LEFT JOIN at_admit a USING (member_id)
+            ORDER BY i.member_id""")
+        at_risk = times["censor_date"] > times["origin"]
+        dropped = int((~at_risk).sum())
+        if dropped:
+            warnings.warn(f"time to readmission: {dropped} member(s) left out: their first "
+                          "stay in the follow-up window ended on or after the end of their "
+                          "coverage or of the window, leaving no time at risk.",
+                          DataDroppedWarning, stacklevel=2)
+        out = self._durations(times[at_risk].reset_index(drop=True))
+        out.attrs["no_time_at_risk"] = dropped
+        return out
+
+    def time_to_readmission(self, times=(30, 90), **kwargs):
+        """Time from discharge of the first follow-up stay to readmission, by arm:
+        Kaplan-Meier, 30- and 90-day readmission probabilities, log-rank and an adjusted
+        Cox model (see :meth:`readmission_times` and
+        :func:`evalkit.readmission.readmission_effects`). When too few members have an
+        index stay or a readmission, the result says so and holds no estimates."""
+        from .readmission import readmission_effects
+        kwargs.setdefault("min_cell", self.params.report.min_cell)
+        return readmission_effects(self.readmission_times(), self.covariates(), times=times,
+                                   **kwargs)
 
     def time_to_event(self, category: str = "er", **kwargs):
         """Time to the first ``category`` visit after the index date, by arm (see
@@ -374,6 +559,72 @@ class Study:
         from .outcomes import time_to_event_effects
         frame = self.time_to_first(category)
         return time_to_event_effects(frame, self.covariates(), f"time_to_first_{category}", **kwargs)
+
+    def monthly_rates(self, category: str = "er") -> pd.DataFrame:
+        """Visits of ``category`` per 1,000 member-months by arm and month from the index
+        date, over the baseline and follow-up windows (claims mode; see
+        :func:`evalkit.time_series.monthly_rates`).
+
+        Months are counted from each member's index date rather than by calendar month,
+        because the interruption is the index date: with staggered index dates a calendar
+        month would mix time before and after it. In the ``healthwise_er`` scenario every
+        member's index date is the handbook's distribution date (1 January), so these
+        months are also calendar months and the winter ER peak can be modelled.
+        """
+        from . import time_series
+        if self.mode != "claims":
+            raise DataValidationError("a monthly series needs claims (encounter dates); "
+                                      f"this run's mode is {self.mode!r}")
+        return time_series.monthly_rates(self.con, category)
+
+    def interrupted_time_series(self, category: str = "er", horizon: int | None = None,
+                                family: str = "poisson", seasonal: bool | None = None, **kwargs):
+        """Interrupted time series of the monthly ``category`` rate, with the comparison arm
+        as control and without (see :func:`evalkit.time_series.fit_its`).
+
+        ``seasonal=None`` fits month-of-year terms only when every member shares one
+        index date (:func:`evalkit.time_series.seasonal_default`); months with fewer than
+        ``report.min_cell`` members are left out.
+        """
+        from . import time_series
+        from .utilization import VISIT_COLUMNS
+        monthly = self.monthly_rates(category)
+        index_dates = self.sql("SELECT DISTINCT index_date FROM cohort")["index_date"]
+        if seasonal is None:
+            seasonal = time_series.seasonal_default(index_dates)
+        n = dict(self.con.execute('SELECT "group", count(*) FROM cohort GROUP BY 1').fetchall())
+        kwargs.setdefault("min_cell", self.params.report.min_cell)
+        return time_series.fit_its(monthly, VISIT_COLUMNS[category], horizon=horizon,
+                                   seasonal=seasonal, family=family, n_members=n, **kwargs)
+
+    def survival_by_arm(self, tau: float | None = None, alpha: float = 0.05):
+        """Survival by arm from person-level ``duration`` and ``event`` (person mode):
+        Kaplan-Meier, median and restricted mean survival, log-rank, Cox (see
+        :func:`evalkit.comparisons.survival_by_arm`)."""
+        from .comparisons import survival_by_arm
+        p = self._person_roles("duration", "treatment")
+        labels = {"self_help": str(p.treated_value).replace("_", " ")}
+        return survival_by_arm(self.treated_frame(), p.duration, p.event, self.covariates(),
+                               unit=p.duration_unit, labels=labels, tau=tau, alpha=alpha)
+
+    def group_comparison(self, alpha: float = 0.05):
+        """The k groups of ``data.person.groups`` compared on the outcomes and, with
+        ``duration``/``event``, on a lifetime (see :func:`evalkit.comparisons.compare_groups`);
+        small-cell suppression counts the people of ``data.person.people``."""
+        from .comparisons import compare_groups
+        p = self._person_roles("groups")
+        return compare_groups(self.analysis_frame(), p.groups, list(p.outcomes), p.duration,
+                              p.event, people=p.people, min_cell=self.params.report.min_cell,
+                              unit=p.duration_unit, alpha=alpha)
+
+    def _person_roles(self, *roles: str):
+        p = self.params.data.person
+        if self.mode != "person" or p is None:
+            raise DataValidationError("this analysis reads person-level data (mode: person)")
+        lacking = [r for r in roles if getattr(p, r) is None]
+        if lacking:
+            raise DataValidationError(f"this analysis needs data.person.{', data.person.'.join(lacking)}")
+        return p
 
     def true_effects(self, outcomes: list[str] | None = None) -> dict:
         """The true ratios of a synthetic plan (empty for real data)."""
@@ -389,6 +640,114 @@ class Study:
             frame = frame.assign(member_months=1.0)
         return describe.rates(frame, self.outcomes(), "group", "member_months",
                               by="period" if per_period else None)
+
+    # ---------------------------------------------------------------- cohort design
+    @property
+    def work_dir(self) -> Path:
+        """The run's private ``work`` folder (member-level files; never published)."""
+        return self.output_dir / "work"
+
+    def has_exposure(self) -> bool:
+        """Whether the data have member-months (claims, or a person-level exposure column)."""
+        self._member_level("has_exposure")
+        return self.mode == "claims" or bool(self.params.data.person.exposure)
+
+    def design_outcomes(self) -> dict[str, str]:
+        """Outcomes the cohort design is applied to, with their kinds (see
+        :func:`evalkit.design.outcome_kinds`): in claims mode the counts and total cost."""
+        from .design import outcome_kinds
+        outs = self.outcomes() + (["total_cost"] if self.mode == "claims" else [])
+        return outcome_kinds(outs, self.params.design.outcome_types, self.has_exposure())
+
+    def cohort_design(self):
+        """Fit the design of the params' ``design`` section on the analysis frame (see
+        :func:`evalkit.design.fit_design`)."""
+        from . import design as _design
+        frame, spec = _design.design_frame(self.treated_frame(), self.params.design,
+                                           self.covariates())
+        return _design.fit_design(frame, spec)
+
+    def negative_control_outcomes(self) -> pd.DataFrame:
+        """Negative-control outcome columns, one row per member (member_id first).
+
+        Claims: follow-up visits for each condition code of
+        ``design.negative_controls.codes`` (default: the conditions of a synthetic plan),
+        plus the ready-made member x window columns of ``...outcomes``; person mode: the
+        ``...outcomes`` columns of the person file. Only member_id when none are
+        configured.
+        """
+        from .design import condition_counts
+        self._member_level("negative_control_outcomes")
+        nc = self.params.design.negative_controls
+        if self.mode == "person":
+            sel = ", ".join(["member_id", *[f'"{c}"' for c in nc.outcomes]])
+            return self.sql(f"SELECT {sel} FROM persons ORDER BY member_id")
+        codes = nc.codes
+        if codes is None:
+            codes = list((self.truth or {}).get("negative_controls", {}))
+        out = self.sql("SELECT member_id FROM cohort ORDER BY member_id")
+        if codes:
+            out = out.merge(condition_counts(self.con, list(codes), nc.column), on="member_id")
+        if nc.outcomes:
+            have = set(self.sql("SELECT * FROM member_windows LIMIT 0").columns)
+            bad = [c for c in nc.outcomes if c not in have]
+            if bad:
+                raise DataValidationError(
+                    f"design.negative_controls.outcomes {bad} are not member x window columns "
+                    f"(available: {', '.join(sorted(have))}).")
+            sel = ", ".join(f'"{c}"' for c in nc.outcomes)
+            out = out.merge(self.sql(f"SELECT member_id, {sel} FROM member_windows "
+                                     "WHERE period = 'followup'"), on="member_id")
+        return out
+
+    def negative_controls(self, design):
+        """Run the negative controls on a fitted design (see
+        :func:`evalkit.design.run_negative_controls`); None when none are configured."""
+        from . import design as _design
+        nc = self.negative_control_outcomes()
+        cols = [c for c in nc.columns if c != "member_id"]
+        if not cols:
+            return None
+        data = design.frame.join(nc.set_index("member_id"), on="member_id")
+        return _design.run_negative_controls(
+            design, data, cols, count=self.params.design.negative_controls.count,
+            exposure="member_months" if self.has_exposure() else None)
+
+    def negative_control_truth(self) -> dict:
+        """True effects of the negative controls by outcome column (synthetic plans: 1)."""
+        from .design import nc_column
+        nc = (self.truth or {}).get("negative_controls", {})
+        return {nc_column(code): spec["effect"] for code, spec in nc.items()}
+
+    def save_design(self, design, passed: bool | None = None) -> Path:
+        """Store the design in the work folder for the later workbooks."""
+        from .design import save_design
+        return save_design(design, self.work_dir, passed)
+
+    def design(self) -> pd.DataFrame | None:
+        """The stored cohort design (member_id, treated, propensity_score, weight,
+        subclass), or None when the cohort_balance workbook has not run."""
+        from .design import load_design
+        got = load_design(self.work_dir)
+        return None if got is None else got[0]
+
+    def design_effects(self, outcomes: list[str] | None = None) -> pd.DataFrame | None:
+        """Design-adjusted estimates from the stored design (records), or None when
+        there is none (see :func:`evalkit.design.effects_from_table`)."""
+        from .design import effects_from_table, load_design
+        got = load_design(self.work_dir)
+        if got is None:
+            return None
+        table, meta = got
+        kinds = self.design_outcomes()
+        if outcomes is not None:      # the ones the design covers
+            kinds = {o: kinds[o] for o in outcomes if o in kinds}
+            if not kinds:
+                return None
+        out = effects_from_table(self.treated_frame(), table, meta, list(kinds), kinds,
+                                 exposure="member_months" if self.has_exposure() else None)
+        out["diagnostics_passed"] = meta.get("passed")
+        return out
 
     def close(self) -> None:
         self.con.close()

@@ -16,7 +16,7 @@ What comes from a library and what is written here
 * Effect sizes: log RR, log OR and RD formulas from
   ``statsmodels.stats.meta_analysis.effectsize_2proportions`` after metafor's zero-cell
   adjustment (done here so that all of metafor's ``to`` options are available). MD, SMD
-  and IRR are written here: statsmodels has no MD or IRR helper, and its SMD uses an
+  IRR and ROM are written here: statsmodels has no MD, IRR or ROM helper, and its SMD uses an
   approximate bias correction and a different variance than ``escalc``.
 * Proportion CIs: ``statsmodels.stats.proportion.proportion_confint`` (Wilson,
   Clopper-Pearson, Jeffreys, Wald); the continuity-corrected Wilson interval of
@@ -400,6 +400,8 @@ def effect_size(measure: str, *, ai=None, bi=None, ci=None, di=None, n1i=None, n
     ``"IRR"`` log incidence rate ratio ``log((x1/t1)/(x2/t2))``, ``vi = 1/x1 + 1/x2``
         (events ``x1i``, ``x2i`` over person-time ``t1i``, ``t2i``); ``add`` goes to both
         event counts of studies with a zero count.
+    ``"ROM"`` log ratio of means ``log(m1/m2)`` (means > 0), ``vi = sd1^2/(n1 m1^2) +
+        sd2^2/(n2 m2^2)`` (delta method; escalc's "ROM", Hedges, Gurevitch & Curtis 1999).
 
     Returns
     -------
@@ -414,7 +416,9 @@ def effect_size(measure: str, *, ai=None, bi=None, ci=None, di=None, n1i=None, n
     References
     ----------
     Hedges LV (1981). J Educ Stat 6:107-128. Borenstein M et al. (2009). Introduction to
-    Meta-Analysis, ch. 4-6. Viechtbauer W (2010). J Stat Softw 36(3).
+    Meta-Analysis, ch. 4-6. Viechtbauer W (2010). J Stat Softw 36(3). Hedges LV, Gurevitch
+    J, Curtis PS (1999). The meta-analysis of response ratios in experimental ecology.
+    Ecology 80:1150-1156.
     """
     measure = str(measure).upper()
     if not np.isfinite(add) or add < 0:
@@ -456,6 +460,13 @@ def effect_size(measure: str, *, ai=None, bi=None, ci=None, di=None, n1i=None, n
         sp = np.sqrt(((n1 - 1) * s1 ** 2 + (n2 - 1) * s2 ** 2) / m)
         yi = _cmi(m) * (m1 - m2) / sp
         vi = 1 / n1 + 1 / n2 + yi ** 2 / (2 * (n1 + n2))
+    elif measure == "ROM":
+        m1, s1, n1, m2, s2, n2 = need(m1i=m1i, sd1i=sd1i, n1i=n1i, m2i=m2i, sd2i=sd2i, n2i=n2i)
+        _check_sd_n(s1, s2, n1, n2, measure)
+        if (np.stack([m1, m2]) <= 0).any():
+            raise DataValidationError("effect_size('ROM'): a ratio of means needs means > 0.")
+        yi = np.log(m1 / m2)
+        vi = s1 ** 2 / (n1 * m1 ** 2) + s2 ** 2 / (n2 * m2 ** 2)
     elif measure == "IRR":
         x1, t1, x2, t2 = need(x1i=x1i, t1i=t1i, x2i=x2i, t2i=t2i)
         if (np.stack([x1, x2]) < 0).any() or (np.stack([t1, t2]) <= 0).any():
@@ -466,7 +477,8 @@ def effect_size(measure: str, *, ai=None, bi=None, ci=None, di=None, n1i=None, n
             yi = np.log(x1 / t1) - np.log(x2 / t2)
             vi = 1 / x1 + 1 / x2
     else:
-        raise ParamsError(f"measure must be one of RR, OR, RD, MD, SMD, IRR (got {measure!r}).")
+        raise ParamsError(f"measure must be one of RR, OR, RD, MD, SMD, IRR, ROM "
+                          f"(got {measure!r}).")
     yi = np.asarray(yi, float)
     vi = np.asarray(vi, float)
     if not (np.all(np.isfinite(yi)) and np.all(np.isfinite(vi))):

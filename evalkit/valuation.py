@@ -1,16 +1,27 @@
 """What the measured cost effect is worth to the plan: savings, program cost, ROI, and
 the chance the program saves money, from the costs workbook's estimate and the program
 cost inputs in the params (``econ``).
+
+With an effect on ER use too (ER visits averted per referred member per year, from the
+adjusted count model), the same inputs give the cost-effectiveness figures: the ICER
+(cost per ER visit averted, or dominance), net monetary benefit over willingness-to-pay
+values, the CE plane, the acceptability curve and the value of perfect information; a
+one-way sensitivity analysis (tornado) and a budget impact analysis for a named plan
+(``econ.budget``).
 """
 from __future__ import annotations
 
+import functools
+import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from .econ import Beta, Fixed, Gamma, Normal, ProgramCosts, cost_benefit, psa
-from .errors import DataValidationError
+from .econ import (Beta, Empirical, Fixed, Gamma, Normal, ProgramCosts, budget_impact,
+                   cost_benefit, icer, nmb, one_way, psa)
+from .errors import DataValidationError, StatisticalWarning
 
 
 @dataclass(frozen=True)
@@ -26,10 +37,30 @@ class Valuation:
         Net savings, ROI, benefit-cost ratio, payback, break-even (at the estimate and at
         the savings' CI limits).
     psa : PSAResult
-        Monte Carlo over the saving (normal, from its standard error), uptake (beta) and
-        program cost (gamma): net savings draws and the probability of saving money.
+        Monte Carlo over the saving (normal, from its standard error, or drawn jointly with
+        the ER effect from bootstrap replicates), uptake (beta) and program cost (gamma):
+        net savings draws, the probability of saving money, and with an ER effect the CE
+        plane, CEAC and EVPI (``psa.ce_plane``, ``psa.ceac``).
     headline : DataFrame
         The figures a finance committee asks for, with 95% intervals.
+    inputs : DataFrame
+        The PSA's input distributions.
+    effect : dict or None
+        ER visits averted per referred member per year (:func:`er_effect`).
+    effectiveness : DataFrame or None
+        ER visits averted per referred member, per year and over the horizon, with 95%
+        intervals (kept apart from ``headline``, whose figures are all dollars or shares).
+    icer, nmb : ICERResult, NMBResult or None
+        At the point estimates: incremental cost -NS and effect V per referred member over
+        the horizon (see :func:`value_program`).
+    one_way : OneWayResult
+        One-way sensitivity of net savings per referred member (:func:`sensitivity`).
+    budget : BudgetImpactResult or None
+        Budget impact for the plan in ``econ.budget`` (:func:`budget_for_plan`).
+    joint : bool
+        Whether the PSA drew saving and effect jointly.
+    wtp_values : tuple
+        Willingness-to-pay values at which NMB is recorded.
     """
 
     savings: dict
@@ -37,6 +68,14 @@ class Valuation:
     psa: object
     headline: pd.DataFrame
     inputs: pd.DataFrame
+    effect: dict | None = None
+    effectiveness: pd.DataFrame | None = None
+    icer: object = None
+    nmb: object = None
+    one_way: object = None
+    budget: object = None
+    joint: bool = False
+    wtp_values: tuple = ()
 
     def estimates(self) -> pd.DataFrame:
         """Records for results.json: the cost-benefit figures (net savings with the PSA's
@@ -52,18 +91,350 @@ class Valuation:
                 "estimand": "probability that net savings > 0",
                 "method": f"probabilistic sensitivity analysis, {len(self.psa.draws)} draws",
                 "scale": "probability_cost_saving", "estimate": p}
-        return pd.concat([rec, pd.DataFrame([prob])], ignore_index=True)
+        parts = [rec, pd.DataFrame([prob])]
+        if self.icer is not None:
+            parts.append(self._ce_records(rec["contrast"].iloc[0]))
+        if self.budget is not None:
+            parts.append(self.budget.estimates(
+                contrast=f"{self.budget.inputs['plan_name']}: with vs without the programme"))
+        return pd.concat(parts, ignore_index=True)
+
+    def _ce_records(self, contrast: str) -> pd.DataFrame:
+        """ICER (with dominance stated in the estimand) and expected NMB at each WTP."""
+        t = self.icer.table.iloc[0]
+        draws = f"{self.psa.n} draws" + (" (saving and effect drawn jointly)" if self.joint
+                                         else " (saving and effect drawn independently)")
+        if t["status"] == "icer":
+            lo, hi = self.icer_interval()
+            what = f"$ per ER visit averted ({t['quadrant']} quadrant)"
+        else:
+            lo = hi = np.nan
+            what = f"no ICER: the programme is {t['status']} ({t['interpretation']})"
+        rows = [{"outcome": "er_visits", "contrast": contrast, "estimand": what,
+                 "method": "ICER = incremental cost / ER visits averted per referred member",
+                 "scale": "icer", "estimate": t["icer"], "ci_low": lo, "ci_high": hi,
+                 "quadrant": t["quadrant"], "status": t["status"]}]
+        for w in self.wtp_values:
+            r = self.nmb_at(w)
+            rows.append({"outcome": "er_visits", "contrast": contrast,
+                         "estimand": f"net monetary benefit per referred member at ${w:,.0f} "
+                                     "per ER visit averted",
+                         "method": f"NMB = WTP x visits averted + net savings; probabilistic "
+                                   f"sensitivity analysis, {draws}",
+                         "scale": "nmb", "estimate": r["nmb_at_estimate"],
+                         "ci_low": r["nmb_ci_low"], "ci_high": r["nmb_ci_high"], "wtp": w,
+                         "probability_cost_effective": r["probability_cost_effective"]})
+        return pd.DataFrame(rows)
+
+    def nmb_at(self, wtp: float) -> dict:
+        """NMB per referred member at one willingness to pay: at the estimates, and over the
+        PSA draws (2.5th and 97.5th percentiles, probability NMB > 0)."""
+        t = self.icer.table.iloc[0]
+        d = self.psa.draws
+        inb = wtp * d["delta_effect"].to_numpy() - d["delta_cost"].to_numpy()
+        return {"wtp": wtp, "nmb_at_estimate": wtp * t["delta_effect"] - t["delta_cost"],
+                "expected_nmb": float(inb.mean()), "nmb_ci_low": float(np.quantile(inb, 0.025)),
+                "nmb_ci_high": float(np.quantile(inb, 0.975)),
+                "probability_cost_effective": float((inb > 0).mean())}
+
+    def icer_interval(self) -> tuple[float, float]:
+        """95% percentile interval of the ratio over PSA draws in the ICER's own quadrant
+        (NaN when fewer than 95% of the draws lie there: the ratio is then not summarised
+        by an interval, read the CE plane instead)."""
+        q = self.icer.quadrant
+        plane = self.psa.ce_plane
+        inq = plane[plane["quadrant"] == q]
+        if len(inq) < 0.95 * len(plane):
+            return math.nan, math.nan
+        ratio = inq["delta_cost"] / inq["delta_effect"]
+        return float(np.quantile(ratio, 0.025)), float(np.quantile(ratio, 0.975))
+
+    def nmb_curve(self) -> pd.DataFrame:
+        """NMB per referred member over the WTP grid: at the estimates (``nmb``) and from the
+        PSA (``expected_nmb``, ``nmb_ci_low``, ``nmb_ci_high``)."""
+        c = self.psa.ceac[["wtp", "expected_nmb", "nmb_ci_low", "nmb_ci_high",
+                           "probability_cost_effective"]]
+        return self.nmb.table[["wtp", "nmb"]].merge(c, on="wtp", how="left")
+
+    def icer_sentence(self) -> str:
+        """The ICER in words a finance committee follows."""
+        if self.icer is None:
+            return "No ER effect was estimated, so there is no cost per ER visit averted."
+        t = self.icer.table.iloc[0]
+        net = -t["delta_cost"]
+        v = t["delta_effect"]
+        per = f"per referred member over {self.cost_benefit.program_costs.horizon_years} year(s)"
+        share = self.psa.quadrants.set_index("quadrant")["share"]
+        if t["status"] == "dominant":
+            return (f"The programme dominates: it saves money (net ${net:,.0f} {per}) and averts "
+                    f"ER visits ({v:.3f} {per}). No price per visit averted has to be justified: "
+                    "the plan gets fewer ER visits and keeps money. Allowing for uncertainty, "
+                    f"the programme both saves money and averts visits in {share['SE']:.0%} of "
+                    "the simulations.")
+        if t["status"] == "dominated":
+            return (f"The programme is dominated: it costs more (${-net:,.0f} {per}) and does not "
+                    f"avert ER visits ({v:.3f} {per}).")
+        if t["quadrant"] == "NE":
+            return (f"The programme costs ${-net:,.0f} more {per} and averts {v:.3f} ER visits "
+                    f"{per}: ${t['icer']:,.0f} per ER visit averted. It is worth it if the plan "
+                    "values an ER visit averted at more than that.")
+        if t["quadrant"] == "SW":
+            return (f"The programme saves ${net:,.0f} {per} but leads to {-v:.3f} more ER visits: "
+                    f"${t['icer']:,.0f} saved per extra ER visit.")
+        return f"The programme and no programme are equivalent ({t['interpretation']})."
+
+
+#: Fewest usable joint bootstrap replicates for the PSA to draw saving and effect jointly.
+MIN_JOINT_REPLICATES = 20
+
+
+def er_effect(count_records: pd.DataFrame, outcome: str = "er_visits") -> dict:
+    """ER visits averted per referred member per year, from a count model's effect records.
+
+    The adjusted count model reports the rate difference (referred minus comparison) in
+    visits per 1,000 member-months; visits averted per member-year are
+    ``-difference * 12 / 1000`` (a difference of -25 per 1,000 member-months is 0.3 visits
+    averted per member a year). Returns ``estimate, ci_low, ci_high, std_error`` and the
+    method that produced them.
+
+    >>> rec = pd.DataFrame([{"outcome": "er_visits", "scale": "rate_difference_per_1000_mm",
+    ...                      "estimate": -25.0, "std_error": 5.0, "ci_low": -34.8,
+    ...                      "ci_high": -15.2, "method": "negbin"}])
+    >>> round(float(er_effect(rec)["estimate"]), 6), round(float(er_effect(rec)["ci_low"]), 6)
+    (0.3, 0.1824)
+    """
+    row = count_records[(count_records["outcome"] == outcome)
+                        & (count_records["scale"] == "rate_difference_per_1000_mm")]
+    if row.empty:
+        raise DataValidationError(f"no rate_difference_per_1000_mm estimate for {outcome!r} to "
+                                  "turn into visits averted; run the adjusted count models first")
+    r = row.iloc[0]
+    f = 12.0 / 1000.0
+    return {"estimate": float(-r["estimate"] * f), "ci_low": float(-r["ci_high"] * f),
+            "ci_high": float(-r["ci_low"] * f), "std_error": float(r["std_error"] * f),
+            "method": str(r.get("method", ""))}
+
+
+def _er_statistic(df: pd.DataFrame, er_formula: str, family: str) -> float:
+    """ER visits averted per member-year on one (resampled) data set.
+
+    When the NB dispersion search diverges on a resample (theta -> infinity: that resample
+    shows no overdispersion), the NB estimate is its Poisson limit, so the Poisson fit is
+    used for that replicate.
+    """
+    from .errors import ConvergenceError
+    from .models.count import count_model
+    try:
+        fit = count_model(df, er_formula, family=family, exposure="member_months")
+    except ConvergenceError as err:
+        if family != "negbin" or "theta" not in str(err):
+            raise
+        fit = count_model(df, er_formula, family="poisson", exposure="member_months")
+    er = fit.effect("treated").table
+    return -float(er.loc[er["scale"] == "rate_difference_per_1000_mm", "estimate"].iloc[0]) * 0.012
+
+
+@dataclass(frozen=True)
+class JointReplicates:
+    """Saving and ER effect per member-year on the same bootstrap resamples.
+
+    Attributes
+    ----------
+    replicates : DataFrame
+        ``saving``, ``er_visits_averted``: one row per replicate (NaN where a model could
+        not be fitted on that resample).
+    n_boot, seed : int
+    n_failed : int
+        Replicates with either value missing (left out of the PSA).
+    correlation : float
+        Pearson correlation of the two over the complete replicates.
+    method : str
+    """
+
+    replicates: pd.DataFrame
+    n_boot: int
+    seed: int
+    n_failed: int
+    correlation: float
+    method: str
+
+
+def joint_bootstrap(frame: pd.DataFrame, covariates: list[str], er_family: str,
+                    cost_second: str, followup_days: int, n_boot: int, seed: int,
+                    n_jobs: int = 2, progress: bool = False) -> JointReplicates:
+    """Saving and ER effect on the same bootstrap resamples of members.
+
+    Each replicate resamples members within arms (keeping the arm sizes) and refits both
+    the two-part cost model (``cost_second`` family for the positive part; all replicates
+    at once by :func:`evalkit.models.bootstrap.bootstrap_two_part`) and the ER count
+    model (``er_family``, member-months as exposure; :func:`evalkit.models.bootstrap.bootstrap`).
+    Both functions draw exactly the same resamples from the same seed and strata
+    (:func:`evalkit.models.bootstrap.bootstrap_indices`), so replicate ``b`` of the saving
+    and replicate ``b`` of the effect come from the same members, and the pairs carry the
+    correlation between cost and ER use (members who avoid the ER also cost less) that
+    independent draws would lose. The model families are those chosen on the full data.
+
+    Returns
+    -------
+    JointReplicates
+        ``saving`` (per member-year, ``-cost_difference * 365 / followup_days``) and
+        ``er_visits_averted`` (per member-year, ``-rate difference per 1,000
+        member-months * 12 / 1000``).
+    """
+    from .models.bootstrap import bootstrap, bootstrap_two_part
+    from .outcomes import _transform_covariates, usable_covariates
+    data, covs = _transform_covariates(frame, usable_covariates(frame, covariates))
+    rhs = " + ".join(["treated", *covs])
+    data = data[["treated", "er_visits", "total_cost", "member_months", *covs]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", StatisticalWarning)   # failures are counted below
+        cost = bootstrap_two_part(data, f"total_cost ~ {rhs}", "treated", n_boot=n_boot,
+                                  seed=seed, strata="treated", second=cost_second,
+                                  ci=("percentile",), n_jobs=n_jobs, progress=progress)
+        er = bootstrap(data, functools.partial(_er_statistic, er_formula=f"er_visits ~ {rhs}",
+                                               family=er_family),
+                       n_boot=n_boot, seed=seed, strata="treated", ci=("percentile",),
+                       n_jobs=n_jobs, progress=progress)
+    reps = pd.DataFrame({
+        "saving": -cost.replicates["cost_difference"].to_numpy() * 365.0 / followup_days,
+        "er_visits_averted": er.replicates.iloc[:, 0].to_numpy()})
+    ok = reps.dropna()
+    n_failed = len(reps) - len(ok)
+    if n_failed:
+        warnings.warn(f"joint bootstrap: {n_failed} of {n_boot} replicates could not be fitted "
+                      "(left out of the PSA)", StatisticalWarning, stacklevel=2)
+    corr = float(np.corrcoef(ok["saving"], ok["er_visits_averted"])[0, 1]) if len(ok) > 2 else math.nan
+    return JointReplicates(reps, n_boot, seed, n_failed, corr,
+                           f"{n_boot} bootstrap resamples of members within arms; two-part "
+                           f"({cost_second}) and {er_family} models refitted on each")
+
+
+def _program_costs(econ, **over) -> ProgramCosts:
+    kw = dict(uptake=econ.uptake, coordination=econ.coordination,
+              facilitation=econ.facilitation, materials=econ.materials,
+              fixed_startup=econ.fixed_startup, horizon_years=econ.horizon_years,
+              discount_rate=econ.discount_rate, perspective=econ.perspective)
+    kw.update(over)
+    kw["horizon_years"] = int(round(kw["horizon_years"]))
+    return ProgramCosts(**kw)
+
+
+def sensitivity(econ, savings: dict, referred_members: int):
+    """One-way sensitivity of net savings per referred member (over the horizon).
+
+    Each input moves over its range with the others at their base values:
+
+    * uptake: its beta 95% interval when ``econ.uptake_sd`` > 0, else half to 1.5 times
+      the base value (capped at 1);
+    * each cost component the plan pays (coordination, facilitation, materials, start-up):
+      the gamma 95% interval with ``econ.cost_uncertainty`` as coefficient of variation
+      (as in the PSA), or half to 1.5 times when that is 0; components at $0 are left out;
+    * the saving: the limits of its 95% confidence interval;
+    * the discount rate: 0% to 5%;
+    * the horizon: 1 year to the base horizon plus two (at least 3 years).
+
+    Returns
+    -------
+    OneWayResult
+        Draw it with :func:`evalkit.econ.tornado_plot`.
+    """
+    def model(p):
+        pc = _program_costs(econ, **{k: v for k, v in p.items() if k != "saving"})
+        return cost_benefit(p["saving"], pc, members=referred_members).net_savings_per_member
+
+    base = {"uptake": econ.uptake, "coordination": econ.coordination,
+            "facilitation": econ.facilitation, "materials": econ.materials,
+            "fixed_startup": econ.fixed_startup, "saving": savings["estimate"],
+            "discount_rate": econ.discount_rate, "horizon_years": float(econ.horizon_years)}
+    u = econ.uptake
+    ranges: dict = {"uptake": Beta(mean=u, sd=econ.uptake_sd).interval()
+                    if econ.uptake_sd > 0 and u < 1 else (u / 2, min(1.0, 1.5 * u))}
+    for k in ("coordination", "facilitation", "materials", "fixed_startup"):
+        v = getattr(econ, k)
+        if v > 0:
+            ranges[k] = (Gamma(v, v * econ.cost_uncertainty).interval()
+                         if econ.cost_uncertainty > 0 else (v / 2, 1.5 * v))
+    ranges["saving"] = (savings["ci_low"], savings["ci_high"])
+    ranges["discount_rate"] = (0.0, 0.05)
+    ranges["horizon_years"] = (1.0, float(max(3, econ.horizon_years + 2)))
+    res = one_way(model, base, ranges, output="net savings per referred member ($)")
+    table = res.table.assign(input=res.table["parameter"],
+                             parameter=res.table["parameter"].map(_SENSITIVITY_LABELS))
+    return type(res)(table=table, base_output=res.base_output, output=res.output)
+
+
+_SENSITIVITY_LABELS = {
+    "uptake": "uptake (share taking part)", "coordination": "coordination ($ per referred)",
+    "facilitation": "facilitation ($ per referred)", "materials": "materials ($ per referred)",
+    "fixed_startup": "start-up cost ($)", "saving": "saving ($ per member-year)",
+    "discount_rate": "discount rate", "horizon_years": "horizon (years)"}
+
+
+def budget_for_plan(budget, econ, savings: dict):
+    """Budget impact of the programme for the plan named in ``econ.budget``.
+
+    Base case: the saving per participant is the estimate; each scenario (``low``,
+    ``high``) takes the saving at the end of its interval it names and any prevalence,
+    referral or uptake it overrides. Programme cost per referred member is
+    coordination + facilitation + materials each year, the start-up cost falls in year 1;
+    undiscounted unless ``budget.discount_rate`` is set (Mauskopf et al. 2007; Sullivan
+    et al. 2014). See :func:`evalkit.econ.budget_impact`.
+    """
+    years = budget.horizon
+
+    def per_year(v):
+        return v[0] if v is not None and len(v) == 1 else v
+
+    uptake = per_year(budget.uptake_by_year) if budget.uptake_by_year is not None else econ.uptake
+    scen = {}
+    for name in ("low", "high"):
+        sc = getattr(budget, name)
+        over = {"savings_per_participant": savings[sc.savings or f"ci_{name}"]}
+        if sc.prevalence is not None:
+            over["prevalence"] = sc.prevalence
+        if sc.referral_rate_by_year is not None:
+            over["referral_rate_by_year"] = per_year(sc.referral_rate_by_year)
+        if sc.uptake_by_year is not None:
+            over["uptake_by_year"] = per_year(sc.uptake_by_year)
+        scen[name] = over
+    res = budget_impact(budget.plan_members, budget.prevalence,
+                        per_year(budget.referral_rate_by_year), uptake, savings["estimate"],
+                        econ.coordination + econ.facilitation + econ.materials, years=years,
+                        discount_rate=budget.discount_rate, fixed_cost=econ.fixed_startup,
+                        scenarios=scen)
+    res.inputs["plan_name"] = budget.plan_name
+    return res
 
 
 def value_program(cost_records: pd.DataFrame, econ, referred_members: int, followup_days: int,
-                  seed: int) -> Valuation:
-    """Turn the adjusted cost difference into program economics.
+                  seed: int, effect: dict | None = None, joint=None) -> Valuation:
+    """Turn the adjusted cost difference (and ER effect) into program economics.
 
     ``cost_records`` are the costs workbook's effect records (a ``cost_difference`` row
     over the follow-up window); ``econ`` the params' economics section. The saving per
     referred member per year is ``-cost_difference * 365 / followup_days``; the measured
     effect already reflects how many referred members took part, so ``econ.uptake``
     (default 1) should stay 1 unless the saving was measured among participants.
+
+    Parameters
+    ----------
+    effect : dict, optional
+        ER visits averted per referred member per year (:func:`er_effect`). With it the
+        PSA also draws the effect, and the result has the ICER, NMB over
+        willingness-to-pay values, the CEAC and EVPI.
+    joint : JointReplicates, optional
+        Replicates of ``saving`` and ``er_visits_averted`` on the same resamples
+        (:func:`joint_bootstrap`). The PSA then draws the pair from them (jointly);
+        without it, saving and effect are drawn independently from normal
+        distributions with their standard errors, which ignores their correlation.
+
+    Notes
+    -----
+    Per referred member over the horizon, with uptake u, saving S and effect E per
+    member-year, cost C per referred member a year, start-up F shared by N referred
+    members and discount factors d_t (end of year): net savings
+    ``NS = (u S - C) sum(d_t) - F/N``; ER visits averted ``V = u E sum(d_t)``; incremental
+    cost ``-NS``; ICER ``-NS / V`` (dominant when NS > 0 and V > 0); NMB(λ) = ``λ V + NS``.
     """
     row = cost_records[cost_records["scale"] == "cost_difference"]
     if row.empty:
@@ -73,15 +444,32 @@ def value_program(cost_records: pd.DataFrame, econ, referred_members: int, follo
     year = 365.0 / followup_days
     savings = {"estimate": -r["estimate"] * year, "ci_low": -r["ci_high"] * year,
                "ci_high": -r["ci_low"] * year, "std_error": r["std_error"] * year}
-    costs = ProgramCosts(uptake=econ.uptake, coordination=econ.coordination,
-                         facilitation=econ.facilitation, materials=econ.materials,
-                         fixed_startup=econ.fixed_startup, horizon_years=econ.horizon_years,
-                         discount_rate=econ.discount_rate, perspective=econ.perspective)
+    costs = _program_costs(econ)
     cb = cost_benefit(savings["estimate"], costs, members=referred_members,
-                      savings_ci=(savings["ci_low"], savings["ci_high"]))
+                      savings_ci=(savings["ci_low"], savings["ci_high"]),
+                      effect_per_member=None if effect is None else effect["estimate"],
+                      effect_ci=None if effect is None else (effect["ci_low"], effect["ci_high"]))
     per_ref = costs.cost_per_referred
+    pairs = None
+    if effect is not None and joint is not None:
+        rep = joint.replicates[["saving", "er_visits_averted"]].dropna()
+        if len(rep) >= MIN_JOINT_REPLICATES:
+            pairs = rep.to_numpy()
+        else:
+            warnings.warn(f"only {len(rep)} of {len(joint.replicates)} joint bootstrap replicates "
+                          f"could be fitted (at least {MIN_JOINT_REPLICATES} are needed): the "
+                          "PSA draws the saving and the effect independently instead; raise "
+                          "econ.joint_replicates", StatisticalWarning, stacklevel=2)
+    if pairs is not None:
+        outcome_inputs = {"joint_replicate": Empirical(
+            np.arange(len(pairs), dtype=float),
+            label=f"bootstrap replicate of (saving, ER visits averted), {len(pairs)} replicates")}
+    else:
+        outcome_inputs = {"saving": Normal(savings["estimate"], savings["std_error"])}
+        if effect is not None:
+            outcome_inputs["er_visits_averted"] = Normal(effect["estimate"], effect["std_error"])
     inputs = {
-        "saving": Normal(savings["estimate"], savings["std_error"]),
+        **outcome_inputs,
         "uptake": Beta(mean=econ.uptake, sd=econ.uptake_sd) if econ.uptake_sd > 0 else Fixed(econ.uptake),
         "cost_per_referred": Gamma(per_ref, per_ref * econ.cost_uncertainty)
         if per_ref > 0 and econ.cost_uncertainty > 0 else Fixed(per_ref),
@@ -91,10 +479,25 @@ def value_program(cost_records: pd.DataFrame, econ, referred_members: int, follo
     annuity = float(np.sum(factors))
 
     def model(p):
-        net = (p["uptake"] * p["saving"] - p["cost_per_referred"]) * annuity - startup
-        return {"delta_cost": -net, "delta_effect": np.zeros_like(net), "net_savings": net}
+        if pairs is not None:
+            pick = pairs[p["joint_replicate"].astype(int)]
+            s, e = pick[:, 0], pick[:, 1]
+        else:
+            s = p["saving"]
+            e = p.get("er_visits_averted", np.zeros_like(s))
+        net = (p["uptake"] * s - p["cost_per_referred"]) * annuity - startup
+        out = {"delta_cost": -net, "delta_effect": p["uptake"] * e * annuity, "net_savings": net}
+        if pairs is not None:
+            out.update(saving_drawn=s, er_visits_averted_drawn=e)
+        return out
 
-    sim = psa(inputs, model, n=econ.psa_draws, seed=seed)
+    budget = None
+    population = None
+    if getattr(econ, "budget", None) is not None:
+        budget = budget_for_plan(econ.budget, econ, savings)
+        population = float(budget.table["referred"].sum())
+    wtp = np.linspace(0.0, float(getattr(econ, "wtp_max", 5000.0)), 101) if effect is not None else None
+    sim = psa(inputs, model, n=econ.psa_draws, seed=seed, wtp=wtp, population=population)
     net = sim.draws["net_savings"].to_numpy()
     lo, hi = np.percentile(net, [2.5, 97.5])
     headline = pd.DataFrame([
@@ -108,6 +511,32 @@ def value_program(cost_records: pd.DataFrame, econ, referred_members: int, follo
         {"figure": "probability the program saves money", "estimate": sim.probability_cost_saving,
          "ci_low": np.nan, "ci_high": np.nan},
     ])
+    ic = nm = ow = effectiveness = None
+    if effect is not None:
+        v = econ.uptake * effect["estimate"] * annuity
+        ic = icer(-cb.net_savings_per_member, v)
+        nm = nmb(-cb.net_savings_per_member, v, wtp)
+        ev = sim.draws["delta_effect"].to_numpy()
+        effectiveness = pd.DataFrame([
+            {"figure": "ER visits averted per referred member per year",
+             "estimate": effect["estimate"], "ci_low": effect["ci_low"], "ci_high": effect["ci_high"],
+             "source": effect.get("method", "")},
+            {"figure": f"ER visits averted per referred member over {econ.horizon_years} year(s)"
+                       + (" (discounted)" if econ.discount_rate > 0 else ""),
+             "estimate": v, "ci_low": float(np.quantile(ev, 0.025)),
+             "ci_high": float(np.quantile(ev, 0.975)),
+             "source": "uptake x visits averted per year x discounted years; interval from the PSA"},
+        ])
+        if pairs is None:
+            warnings.warn("the saving and the ER effect are drawn independently in the PSA "
+                          "(econ.joint_replicates is 0, or too few replicates could be fitted): their "
+                          "correlation is ignored, which "
+                          "usually overstates the spread of the cost-effectiveness results",
+                          StatisticalWarning, stacklevel=2)
+    ow = sensitivity(econ, savings, referred_members)
     described = pd.DataFrame([{"input": k, "distribution": v.describe() if hasattr(v, "describe")
                                else repr(v)} for k, v in inputs.items()])
-    return Valuation(savings, cb, sim, headline, described)
+    return Valuation(savings, cb, sim, headline, described, effect=effect,
+                     effectiveness=effectiveness, icer=ic, nmb=nm,
+                     one_way=ow, budget=budget, joint=pairs is not None,
+                     wtp_values=tuple(getattr(econ, "wtp_values", ())))

@@ -182,3 +182,18 @@ def test_impossible_calendar_date_is_a_structural_error(tmp_path):
         load_tiny(folder=d)
     assert {(f["table"], f["column"], f["reason"]) for f in e.value.failures} == {
         ("encounters", "service_date", "unparseable_date")}
+
+
+def test_person_mode_numeric_covariates_from_csv_are_numbers(tmp_path):
+    """CSV files are read as text; covariates whose values are all numbers are stored as
+    numbers (a model would otherwise leave them out), other text stays text."""
+    f = tmp_path / "people.csv"
+    f.write_text("id,t,y,age,site\n1,1,3,40.5,A\n2,0,1,,B\n3,1,0,61,A\n")
+    con = duckdb.connect()
+    load_person(con, scan_sql(str(f), "person"), "t", 1, ["y"], covariates=["age", "site"],
+                id="id")
+    types = dict(con.execute("SELECT column_name, data_type FROM information_schema.columns "
+                             "WHERE table_name = 'persons'").fetchall())
+    assert types["age"] == "DOUBLE" and types["site"] == "VARCHAR"
+    assert con.execute("SELECT count(*) FROM quarantine WHERE reason = 'missing_value'"
+                       ).fetchall()[0][0] == 1

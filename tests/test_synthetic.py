@@ -84,7 +84,7 @@ EXPECTED_SCHEMA = {
     "encounters": [("claim_id", pa.int64()), ("member_id", pa.int64()),
                    ("service_date", pa.date32()), ("end_date", pa.date32()),
                    ("category", pa.string()), ("allowed_amount", pa.float64()),
-                   ("paid_amount", pa.float64())],
+                   ("paid_amount", pa.float64()), ("condition", pa.string())],
     "exposure": [("member_id", pa.int64()), ("group", pa.string()),
                  ("index_date", pa.date32()), ("dose", pa.float64())],
 }

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import statsmodels.api as sm
+from statsmodels.tools.sm_exceptions import SpecificationWarning
 
 from evalkit.causal.balance import Balance, balance
 from evalkit.causal.matching import MatchResult, match
@@ -39,8 +40,9 @@ class Effect:
     n_treated, n_control : int
         Units with positive weight in each arm.
     method, estimand, scale : str
-        ``"match"``/``"ipw"``/``"regression"``; ``"ATT"``...; ``"difference"`` or
-        ``"risk_difference"``.
+        ``"match"``/``"ipw"``/``"regression"``; ``"ATT"``...; ``"difference"``,
+        ``"risk_difference"`` or ``"rate_ratio"`` (``outcome_type="count"``: then
+        ``estimate`` and the CI are ratios and ``std_error`` is on the log scale).
     balance : Balance
         Covariate balance before (and after) adjustment.
     diagnostics : dict
@@ -159,10 +161,75 @@ def _fit_weighted_ols(df: pd.DataFrame, outcome: str, treatment: str, adjust_rhs
     return fit, table, j, float(np.sqrt(fit.cov_params()[j, j]))
 
 
+def _hc_glm(fit, X: np.ndarray, w: np.ndarray, vcov: str) -> np.ndarray:
+    """HC0-HC3 sandwich of a weighted Poisson GLM, as ``sandwich::vcovHC`` computes it.
+
+    Bread H = X' diag(w mu) X, meat sum u_i^2 x_i x_i' with score residuals
+    u_i = w_i (y_i - mu_i), scaled by n/(n-k) (HC1) or divided by (1 - h_i) (HC2) or
+    (1 - h_i)^2 (HC3), with h_i the diagonal of the GLM hat matrix
+    W^(1/2) X H^-1 X' W^(1/2), W = diag(w mu). Written out because statsmodels' GLM
+    offers HC1-HC3 only without prior weights.
+    """
+    mu = np.asarray(fit.mu, dtype=float)
+    y = np.asarray(fit.model.endog, dtype=float)
+    n, k = X.shape
+    wt = w * mu
+    bread = np.linalg.inv((X * wt[:, None]).T @ X)
+    u = w * (y - mu)
+    if vcov in ("HC2", "HC3"):
+        h = np.einsum("ij,jk,ik->i", X * np.sqrt(wt)[:, None], bread, X * np.sqrt(wt)[:, None])
+        u = u / (1 - h) ** (0.5 if vcov == "HC2" else 1.0)
+    meat = (X * u[:, None]).T @ (X * u[:, None])
+    cov = bread @ meat @ bread
+    return cov * n / (n - k) if vcov == "HC1" else cov
+
+
+def _fit_weighted_poisson(df: pd.DataFrame, outcome: str, treatment: str, adjust_rhs: str | None,
+                          w: np.ndarray, vcov: str, groups: np.ndarray | None, alpha: float,
+                          exposure: str | None):
+    """Weighted Poisson regression (log link, log(exposure) offset) with a sandwich SE.
+
+    The pseudo-likelihood of R's ``glm(y ~ treat, family = quasipoisson, weights = w,
+    offset = log(exposure))`` (statsmodels ``var_weights``); the sandwich makes the
+    variance robust to overdispersion, so the Poisson form is only a working model for
+    the mean (Wooldridge 1999). ``cluster`` is ``vcovCL`` type HC1 (G/(G-1) (n-1)/(n-k)).
+    """
+    work = df.copy()
+    work[treatment] = work[treatment].astype(float)
+    rhs = treatment + (f" + {adjust_rhs}" if adjust_rhs else "")
+    X = design_matrix(rhs, work, "estimate")
+    y = work[outcome].astype(float).to_numpy()
+    offset = None if exposure is None else np.log(work[exposure].astype(float).to_numpy())
+    model = sm.GLM(y, X.to_numpy(float), family=sm.families.Poisson(), offset=offset,
+                   var_weights=w)
+    n, k = X.shape
+    with warnings.catch_warnings():
+        # statsmodels warns that robust covariances with var_weights are "not fully
+        # supported"; for the Poisson score w x (y - mu) its HC0 and cluster sandwiches
+        # equal the hand-computed H^-1 B H^-1 (tests/test_cohort_balance.py checks it)
+        warnings.simplefilter("ignore", SpecificationWarning)
+        if vcov in ("cluster", "cluster_HC0"):
+            fit = model.fit(cov_type="cluster", cov_kwds={"groups": groups, "use_correction": True})
+            cov = fit.cov_params()
+            if vcov == "cluster_HC0":
+                cov = cov * (n - k) / (n - 1)
+        elif vcov == "model":
+            fit = model.fit()
+            cov = fit.cov_params()
+        else:
+            fit = model.fit(cov_type="HC0")
+            cov = _hc_glm(fit, X.to_numpy(float), w, vcov)
+    se = np.sqrt(np.diag(cov))
+    terms = [r_term_name(c) for c in X.columns]
+    table = wald_table(terms, fit.params, se, alpha=alpha)
+    j = terms.index(treatment)
+    return fit, table, j, float(se[j])
+
+
 def estimate(data: pd.DataFrame, outcome: str, treatment: str, formula: str,
              method: str = "match", estimand: str = "ATT", outcome_type: str = "continuous",
              adjust: str | None = None, vcov: str | None = None, alpha: float = 0.05,
-             **options) -> Effect:
+             exposure: str | None = None, design=None, **options) -> Effect:
     """Estimate a treatment effect with confounding control.
 
     ``method="match"`` (default) reproduces the MatchIt workflow:
@@ -196,9 +263,13 @@ def estimate(data: pd.DataFrame, outcome: str, treatment: str, formula: str,
     method : {"match", "ipw", "regression"}
     estimand : str
         ``"ATT"``/``"ATC"`` for matching; ``"ATE"``, ``"ATT"``, ``"ATC"``, ``"ATO"`` for ipw.
-    outcome_type : {"continuous", "binary"}
+    outcome_type : {"continuous", "binary", "count"}
         ``"binary"`` (0/1 outcome) gives a risk difference (linear probability model).
-        Ratio measures belong to ``evalkit.models``.
+        ``"count"`` (visits, days) gives a rate ratio: a weighted Poisson regression
+        (log link, ``log(exposure)`` offset) with the same sandwich SEs, normal-based CI;
+        ``estimate``, ``ci_low`` and ``ci_high`` are then ratios and ``std_error`` is the
+        SE of the log rate ratio (the results vocabulary). Other ratio measures belong to
+        ``evalkit.models``.
     adjust : str, optional
         Extra covariates for the outcome regression after matching/weighting
         (doubly robust flavour), e.g. ``"age + educ"``.
@@ -206,6 +277,13 @@ def estimate(data: pd.DataFrame, outcome: str, treatment: str, formula: str,
         Override the default SE type described above.
     alpha : float
         1 - confidence level.
+    exposure : str, optional
+        Person-time column (e.g. member-months) for ``outcome_type="count"``.
+    design : MatchResult or WeightResult, optional
+        A matching (``method="match"``) or weighting (``method="ipw"``) already fitted on
+        ``data``, reused instead of being refitted: every outcome of a study is then
+        estimated on the very same matched sets or weights (and ``**options`` must be
+        empty).
     **options
         Passed to :func:`~evalkit.causal.match` (``ratio``, ``replace``, ``caliper``,
         ``exact``, ``order``, ``distance``, ``seed``) or :func:`~evalkit.causal.weights`
@@ -236,9 +314,25 @@ def estimate(data: pd.DataFrame, outcome: str, treatment: str, formula: str,
         raise DataValidationError(f"estimate: outcome column '{outcome}' is not in the data.")
     if outcome == treatment:
         raise ParamsError("estimate: outcome and treatment must be different columns.")
-    if outcome_type not in ("continuous", "binary"):
-        raise ParamsError(f"estimate: outcome_type must be 'continuous' or 'binary', not "
-                          f"'{outcome_type}'. For counts or costs use evalkit.models.")
+    if outcome_type not in ("continuous", "binary", "count"):
+        raise ParamsError(f"estimate: outcome_type must be 'continuous', 'binary' or 'count', "
+                          f"not '{outcome_type}'. For other models use evalkit.models.")
+    if exposure is not None and outcome_type != "count":
+        raise ParamsError("estimate: exposure is only used with outcome_type='count'.")
+    if exposure is not None and exposure not in data.columns:
+        raise DataValidationError(f"estimate: exposure column '{exposure}' is not in the data.")
+    if design is not None:
+        if options:
+            raise ParamsError(f"estimate: options {sorted(options)} cannot be combined with a "
+                              "fitted design; they were fixed when the design was made.")
+        want = {"match": MatchResult, "ipw": WeightResult}.get(method)
+        if want is None or not isinstance(design, want):
+            raise ParamsError(f"estimate: design must be a MatchResult for method='match' or a "
+                              f"WeightResult for method='ipw'; got {type(design).__name__} with "
+                              f"method='{method}'.")
+        if design.treatment != treatment:
+            raise ParamsError(f"estimate: the design was fitted for treatment "
+                              f"'{design.treatment}', not '{treatment}'.")
     if vcov is not None and vcov not in _VCOVS:
         raise ParamsError(f"estimate: vcov must be one of {_VCOVS}, not '{vcov}'.")
     rhs = split_formula(formula, treatment)
@@ -247,6 +341,8 @@ def estimate(data: pd.DataFrame, outcome: str, treatment: str, formula: str,
         formula_columns(adjust, data)
     # rows with a missing outcome are left out before anything is fitted
     base_cols = [treatment, outcome, *formula_columns(rhs, data)]
+    if exposure is not None:
+        base_cols.append(exposure)
     if adjust:
         base_cols += formula_columns(adjust, data)
     used, dropped = complete_rows(data, base_cols, "estimate")
@@ -270,15 +366,35 @@ def estimate(data: pd.DataFrame, outcome: str, treatment: str, formula: str,
                     StatisticalWarning, stacklevel=2)
     elif sub[outcome].nunique() < 2:
         raise DataValidationError(f"estimate: outcome '{outcome}' is constant in the rows used.")
-    scale = "risk_difference" if outcome_type == "binary" else "difference"
+    if outcome_type == "count":
+        yv = sub[outcome].astype(float)
+        if (yv < 0).any():
+            raise DataValidationError(f"estimate: outcome_type='count' but '{outcome}' has "
+                                      f"{int((yv < 0).sum())} negative values.")
+        if exposure is not None and not (sub[exposure].astype(float) > 0).all():
+            raise DataValidationError(f"estimate: exposure '{exposure}' must be > 0 in every row "
+                                      "used (it enters as log(exposure)).")
+    scale = {"binary": "risk_difference", "count": "rate_ratio"}.get(outcome_type, "difference")
+    fit_outcome = (
+        (lambda df, adj, w, vc, groups: _fit_weighted_poisson(
+            df, outcome, treatment, adj, w, vc, groups, alpha, exposure))
+        if outcome_type == "count" else
+        (lambda df, adj, w, vc, groups: _fit_weighted_ols(
+            df, outcome, treatment, adj, w, vc, groups, alpha)))
 
     diagnostics: dict = {"dropped": dropped}
     if method == "match":
         unknown = set(options) - {"ratio", "replace", "caliper", "exact", "order", "distance", "seed"}
         if unknown:
             raise ParamsError(f"estimate: unknown option(s) for method='match': {sorted(unknown)}.")
-        m = match(sub, treatment, rhs, estimand=estimand, **options)
-        md = m.data
+        if design is None:
+            m = match(sub, treatment, rhs, estimand=estimand, **options)
+            md = m.data
+        else:   # the matched sets of the design, on the rows (and columns) of `data`
+            m = design
+            keep = m.data.index[m.data.index.isin(sub.index)]
+            md = sub.loc[keep].assign(**{c: m.data.loc[keep, c]
+                                         for c in ("distance", "weights", "subclass")})
         vc = vcov or ("HC3" if m.replace else "cluster")
         groups = None
         if vc.startswith("cluster"):
@@ -287,7 +403,7 @@ def estimate(data: pd.DataFrame, outcome: str, treatment: str, formula: str,
                                   "use vcov='HC3' (default) instead of cluster.")
             groups = md["subclass"].to_numpy(dtype=np.int64)
         w = md["weights"].to_numpy(float)
-        fit, table, j, se_model = _fit_weighted_ols(md, outcome, treatment, adjust, w, vc, groups, alpha)
+        fit, table, j, se_model = fit_outcome(md, adjust, w, vc, groups)
         bal = m.balance()
         adjustment = m
         ps_scores, ps_t = m.propensity.scores.loc[sub.index], sub[treatment]
@@ -306,12 +422,13 @@ def estimate(data: pd.DataFrame, outcome: str, treatment: str, formula: str,
         unknown = set(options) - {"stabilize", "trim"}
         if unknown:
             raise ParamsError(f"estimate: unknown option(s) for method='ipw': {sorted(unknown)}.")
-        wr = weights(sub, treatment, rhs, estimand=estimand, **options)
+        wr = design if design is not None else weights(sub, treatment, rhs, estimand=estimand,
+                                                        **options)
         w = wr.weights.loc[sub.index].to_numpy(float)
         vc = vcov or "HC0"
         if vc.startswith("cluster"):
             raise ParamsError("estimate: there are no clusters after weighting; use HC0-HC3.")
-        fit, table, j, se_model = _fit_weighted_ols(sub, outcome, treatment, adjust, w, vc, None, alpha)
+        fit, table, j, se_model = fit_outcome(sub, adjust, w, vc, None)
         bal = wr.balance()
         adjustment = wr
         ps_scores, ps_t = wr.propensity.scores.loc[sub.index], sub[treatment]
@@ -327,7 +444,7 @@ def estimate(data: pd.DataFrame, outcome: str, treatment: str, formula: str,
             raise ParamsError("estimate: no clusters for method='regression'; use HC0-HC3.")
         adj = rhs + (f" + {adjust}" if adjust else "")
         w = np.ones(len(sub))
-        fit, table, j, se_model = _fit_weighted_ols(sub, outcome, treatment, adj, w, vc, None, alpha)
+        fit, table, j, se_model = fit_outcome(sub, adj, w, vc, None)
         bal = balance(sub, treatment, rhs, estimand="ATE")
         adjustment = None
         with warnings.catch_warnings():
@@ -348,11 +465,16 @@ def estimate(data: pd.DataFrame, outcome: str, treatment: str, formula: str,
         raise ParamsError(f"estimate: method must be 'match', 'ipw' or 'regression', not '{method}'.")
 
     row = table.iloc[j]
+    if outcome_type == "count":   # report the rate ratio; the SE stays on the log scale
+        row = row.copy()
+        for c in ("estimate", "ci_low", "ci_high"):
+            row[c] = float(np.exp(row[c]))
     mx = bal.max_abs_smd() if bal is not None else float("nan")
     diagnostics.update({
         "max_abs_smd": mx, "balance_ok": bool(mx < 0.1),
         "equipoise": equipoise(ps_scores, ps_t) if ps_scores is not None else None,
         "ess": ess_arm, "vcov": vc, "df_resid": float(fit.df_resid), "se_model": se_model,
+        "outcome_type": outcome_type, "exposure": exposure,
     })
     return Effect(
         estimate=float(row["estimate"]), std_error=float(row["std_error"]),

@@ -15,18 +15,41 @@ from ..errors import DataValidationError
 from .load import _columns, _lit, _q
 
 
+def _numeric_text(con, source: str, column: str, type_: str) -> bool:
+    """A covariate read as text (CSV files are read as text) whose every value is a
+    number: it is stored as a number, so that models use it rather than leave it out.
+    Text with any non-numeric value stays text (a categorical covariate)."""
+    if not type_.upper().startswith("VARCHAR"):
+        return False
+    bad = con.execute(f"SELECT count(*) FROM {source} WHERE {_q(column)} IS NOT NULL "
+                      f"AND TRY_CAST({_q(column)} AS DOUBLE) IS NULL").fetchall()[0][0]
+    return bad == 0
 
-def load_person(con: duckdb.DuckDBPyConnection, source: str, treatment: str, treated_value,
+
+def load_person(con: duckdb.DuckDBPyConnection, source: str, treatment: str | None, treated_value,
                 outcomes: list[str], exposure: str | None = None, covariates: list[str] = (),
-                id: str | None = None) -> None:
+                id: str | None = None, *, duration: str | None = None, event: str | None = None,
+                groups: str | None = None, signed: list[str] = ()) -> None:
     """Load a person-level table into ``persons`` (accepted) and ``quarantine``.
 
     ``persons`` has: member_id (the id column, or the row number), group (``self_help``
-    where treatment equals ``treated_value``, else ``control``), the outcome and covariate
-    columns under their own names, and ``member_months`` when ``exposure`` is given.
+    where treatment equals ``treated_value``, else ``control``; absent when ``treatment``
+    is None), the outcome and covariate columns under their own names, and
+    ``member_months`` when ``exposure`` is given. Time-to-event data keep ``duration``
+    (a number >= 0) and ``event`` (0 or 1) under their own names; a k-level grouping
+    column ``groups`` is kept under its own name as text.
+
+    Rows whose ``duration`` or an outcome not listed in ``signed`` is negative are
+    quarantined as ``negative_value``; rows whose
+    ``event`` is not 0 or 1 as ``invalid_event``.
     """
+    if treatment is None and groups is None:
+        raise DataValidationError("person-level data need a treatment (two arms) or a groups "
+                                  "column (k groups)")
+    timing = [c for c in (duration, event) if c]
     cols = _columns(con, source)
-    used = [c for c in [treatment, *outcomes, *( [exposure] if exposure else []), *covariates,
+    used = [c for c in [*([treatment] if treatment else []), *([groups] if groups else []),
+                        *outcomes, *timing, *( [exposure] if exposure else []), *covariates,
                         *([id] if id else [])]]
     failures = []
     n = con.execute(f"SELECT count(*) FROM {source}").fetchall()[0][0]
@@ -39,7 +62,7 @@ def load_person(con: duckdb.DuckDBPyConnection, source: str, treatment: str, tre
             failures.append({"table": "person", "column": c, "reason": "missing_column",
                              "count": n, "examples": [f"did you mean '{near[0]}'?"] if near else
                              [f"columns present: {', '.join(list(cols)[:12])}"]})
-    for c in dict.fromkeys([*outcomes, *([exposure] if exposure else [])]):
+    for c in dict.fromkeys([*outcomes, *timing, *([exposure] if exposure else [])]):
         if c in cols and cols[c].upper() not in ("BIGINT", "INTEGER", "DOUBLE", "FLOAT", "SMALLINT",
                                                  "TINYINT", "HUGEINT", "UBIGINT", "UINTEGER") \
                 and not cols[c].upper().startswith("DECIMAL"):
@@ -56,20 +79,29 @@ def load_person(con: duckdb.DuckDBPyConnection, source: str, treatment: str, tre
 
     idexpr = _q(id) if id else "row_number() OVER ()"
     num = lambda c: f"TRY_CAST({_q(c)} AS DOUBLE)"  # noqa: E731
-    sel = [f"{idexpr} AS member_id",
-           f"CASE WHEN {_q(treatment)} IS NULL THEN NULL "
-           f"WHEN CAST({_q(treatment)} AS VARCHAR) = {_lit(treated_value)} THEN 'self_help' "
-           f"ELSE 'control' END AS \"group\""]
-    sel += [f"{num(c)} AS {_q(c)}" for c in outcomes]
+    sel = [f"{idexpr} AS member_id"]
+    if treatment:
+        sel.append(f"CASE WHEN {_q(treatment)} IS NULL THEN NULL "
+                   f"WHEN CAST({_q(treatment)} AS VARCHAR) = {_lit(treated_value)} THEN 'self_help' "
+                   f"ELSE 'control' END AS \"group\"")
+    if groups:
+        sel.append(f"CAST({_q(groups)} AS VARCHAR) AS {_q(groups)}")
+    sel += [f"{num(c)} AS {_q(c)}" for c in dict.fromkeys([*outcomes, *timing])]
     if exposure:
         sel.append(f"{num(exposure)} AS member_months")
-    sel += [_q(c) for c in covariates if c not in outcomes]
+    sel += [num(c) + f" AS {_q(c)}" if _numeric_text(con, source, c, cols[c]) else _q(c)
+            for c in covariates if c not in outcomes and c not in timing and c != groups]
     con.execute(f"CREATE OR REPLACE TEMP TABLE raw_person AS SELECT row_number() OVER () AS _row, "
                 f"{', '.join(sel)} FROM {source}")
-    needed = ["member_id", '"group"', *[_q(c) for c in outcomes],
+    needed = ["member_id", *(['"group"'] if treatment else []), *([_q(groups)] if groups else []),
+              *[_q(c) for c in outcomes], *[_q(c) for c in timing],
               *(["member_months"] if exposure else []), *[_q(c) for c in covariates]]
     missing = " OR ".join(f"{c} IS NULL" for c in needed)
-    negative = " OR ".join(f"{_q(c)} < 0" for c in outcomes)
+    # outcomes in `signed` (e.g. a change in weight) may be negative
+    negative = " OR ".join(f"{_q(c)} < 0" for c in [*outcomes, *([duration] if duration else [])]
+                           if c not in signed) \
+        or "false"
+    bad_event = f"{_q(event)} NOT IN (0, 1)" if event else "false"
     nonpos = "member_months <= 0" if exposure else "false"
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE chk_person AS
@@ -77,6 +109,7 @@ def load_person(con: duckdb.DuckDBPyConnection, source: str, treatment: str, tre
             WHEN {missing} THEN 'missing_value'
             WHEN {negative} THEN 'negative_value'
             WHEN {nonpos} THEN 'nonpositive_exposure'
+            WHEN {bad_event} THEN 'invalid_event'
             WHEN row_number() OVER (PARTITION BY member_id ORDER BY _row) > 1 THEN 'duplicate_member'
           END AS _reason
         FROM raw_person""")

@@ -54,6 +54,14 @@ beta-distributed share of the allowed amount.
 self-help arm is sicker and uses more care at baseline; a crude follow-up comparison
 is biased against self-help.
 
+**Negative controls.** Each scenario lists conditions the program cannot change
+(``negative_controls``: an ingrown nail, dental caries, ...), each a share of one
+category's visits. Their visits arrive at that share of the category's rate *without*
+the program, in every arm and window, so their true rate ratio is exactly 1 while they
+carry the same frailty, comorbidity and age as the real outcomes (the same confounding).
+The encounter lines of such a visit carry the code in ``condition``. The labels are drawn
+from a random stream of their own, so the plan's other values do not depend on them.
+
 **Cost effect.** ``effects['cost']`` is the true ratio of expected follow-up allowed
 cost (self-help arm versus its own counterfactual). The count effects on ``er``,
 ``outpatient_mh`` and ``inpatient`` (``inpatient_days``) reach part of it; the remaining
@@ -152,7 +160,7 @@ SCHEMAS = {
     "encounters": pa.schema([("claim_id", pa.int64()), ("member_id", pa.int64()),
                              ("service_date", pa.date32()), ("end_date", pa.date32()),
                              ("category", pa.string()), ("allowed_amount", pa.float64()),
-                             ("paid_amount", pa.float64())]),
+                             ("paid_amount", pa.float64()), ("condition", pa.string())]),
     "exposure": pa.schema([("member_id", pa.int64()), ("group", pa.string()),
                            ("index_date", pa.date32()), ("dose", pa.float64())]),
 }
@@ -260,6 +268,17 @@ class Scenario:
         True rate ratios in the self-help arm's follow-up window: ``er``,
         ``outpatient_mh``, ``inpatient_days`` (on admissions; length of stay is
         unchanged) and ``cost`` (ratio of expected total allowed cost, or ``None``).
+    negative_controls : dict
+        Negative-control conditions: code -> ``{"category": c, "share": p}``. Visits of
+        category ``c`` for that condition arrive at ``p`` times the category's rate
+        (same frailty, comorbidity, age and per-category noise, so the same confounding
+        as the real outcomes) and the program does not change them: their true rate
+        ratio is exactly 1. Encounter lines of such a visit carry the code in the
+        ``condition`` column (null for other lines). The category's total rate and cost
+        are those of the scenario without the conditions; the visits not for a
+        condition carry the category's effect, ``(ratio_c - P_c) / (1 - P_c)`` with
+        ``P_c`` the summed shares. Labels come from their own random stream, so every
+        other value of the plan is the same with or without them. ``{}`` for none.
     """
 
     name: str
@@ -305,6 +324,7 @@ class Scenario:
     dose_mean: float
     dose_shape: float
     effects: dict = field(default_factory=dict)
+    negative_controls: dict = field(default_factory=dict)
 
     def __post_init__(self):
         _validate(self)
@@ -415,7 +435,30 @@ def _validate(s: Scenario) -> None:
             continue
         _check(isinstance(v, (int, float)) and math.isfinite(v) and v > 0,
                f"effects[{k!r}]", f"must be a positive rate ratio, got {v!r}")
-    _other_ratio(s)  # raises when the cost effect cannot be reached
+    other, _ = _other_ratio(s)  # raises when the cost effect cannot be reached
+    _check(isinstance(s.negative_controls, dict), "negative_controls",
+           "must map condition codes to {'category': ..., 'share': ...}")
+    by_cat: dict[str, float] = {}
+    for code, spec in s.negative_controls.items():
+        key = f"negative_controls[{code!r}]"
+        _check(isinstance(code, str) and code != "", key, "needs a non-empty text code")
+        _check(isinstance(spec, dict) and set(spec) == {"category", "share"}, key,
+               f"must be {{'category': ..., 'share': ...}}, got {spec!r}")
+        _check(spec["category"] in CATEGORIES, f"{key}['category']",
+               f"must be one of {', '.join(CATEGORIES)}, got {spec['category']!r}")
+        share = spec["share"]
+        _check(isinstance(share, (int, float)) and not isinstance(share, bool)
+               and 0 < share < 1, f"{key}['share']", f"must be in (0, 1), got {share!r}")
+        _check(s.base_rates[spec["category"]] > 0, f"{key}['category']",
+               f"{spec['category']!r} has no visits (base rate 0)")
+        by_cat[spec["category"]] = by_cat.get(spec["category"], 0.0) + float(share)
+    effect_of = {cat: key for key, cat in _EFFECT_CATEGORY.items()}
+    for cat, total in by_cat.items():
+        ratio = s.effects[effect_of[cat]] if cat in effect_of else other
+        _check(total <= ratio, "negative_controls",
+               f"shares of category {cat!r} sum to {total:.3g}, more than the category's rate "
+               f"ratio {ratio:.3g} allows (untouched visits cannot outnumber the visits the "
+               "self-help arm has in follow-up); lower the shares")
 
 
 _DEMO = Scenario(
@@ -460,6 +503,20 @@ _DEMO = Scenario(
     programs_per_arm=0, program_spread=0.0,
     dose_mean=18.0, dose_shape=1.5,
     effects={"er": 0.85, "outpatient_mh": 0.75, "inpatient_days": 0.70, "cost": 0.85},
+    # conditions a self-help referral for mental health or substance use cannot change
+    negative_controls={
+        "ingrown_nail": {"category": "primary_care", "share": 0.03},
+        "warts": {"category": "primary_care", "share": 0.03},
+        "otitis_externa": {"category": "primary_care", "share": 0.03},
+        "seborrheic_keratosis": {"category": "primary_care", "share": 0.03},
+        "refractive_error": {"category": "outpatient_other", "share": 0.06},
+        "plantar_fasciitis": {"category": "outpatient_other", "share": 0.04},
+        "contact_dermatitis": {"category": "outpatient_other", "share": 0.04},
+        "dental_caries": {"category": "other", "share": 0.10},
+        "cerumen_impaction": {"category": "other", "share": 0.08},
+        "topical_antifungal": {"category": "pharmacy", "share": 0.03},
+        "acne_topical": {"category": "pharmacy", "share": 0.03},
+    },
 )
 
 # Humphreys & Moos (2001): follow-up means per patient, 12-step vs cognitive-behavioral.
@@ -542,10 +599,23 @@ _MAPPING_FIELDS = {"base_rates": CATEGORIES, "extra_lines": CATEGORIES,
                    "visit_cost": CATEGORIES, "cost_sdlog": CATEGORIES,
                    "paid_share": CATEGORIES, "season_amplitude": CATEGORIES,
                    "effects": EFFECT_KEYS}
+#: Spawn-key suffix of the random stream that labels negative-control visits (kept apart
+#: from the main stream so that the labels change nothing else in the plan).
+_NC_STREAM = 7
+
+
+def _coerce_negative_controls(value: Any) -> dict:
+    if not isinstance(value, dict):
+        raise ParamsError("synthetic scenario: override negative_controls must be a mapping "
+                          "of condition code -> {category: ..., share: ...} ({} for none), "
+                          f"got {type(value).__name__}")
+    return {str(k): dict(v) if isinstance(v, dict) else v for k, v in value.items()}
 
 
 def _coerce(key: str, current: Any, value: Any) -> Any:
     """Check and convert one override to the type of the field it replaces."""
+    if key == "negative_controls":   # replaced whole, not merged: {} switches them off
+        return _coerce_negative_controls(value)
     if key in _MAPPING_FIELDS:
         allowed = _MAPPING_FIELDS[key]
         if not isinstance(value, dict):
@@ -921,8 +991,39 @@ def _lines(cfg: _Compiled, rng: np.random.Generator, v: dict, keep_members: int)
     paid_cents = np.minimum(np.rint(cents * frac), cents)
     member = v["member"][vi]
     sel = member < keep_members
-    return {"member": member[sel], "day": v["day"][vi][sel], "end": v["end"][vi][sel],
+    out = {} if "cond" not in v else {"cond": v["cond"][vi][sel]}
+    return out | {"member": member[sel], "day": v["day"][vi][sel], "end": v["end"][vi][sel],
             "cat": cat[sel], "allowed": cents[sel] / 100.0, "paid": paid_cents[sel] / 100.0}
+
+
+def _condition_codes(cfg: _Compiled, block: int, p: dict, v: dict) -> np.ndarray:
+    """Negative-control condition of each visit (index into ``negative_controls``, -1 none).
+
+    A visit of category c is for condition k with probability ``share_k`` -- divided by
+    the category's rate ratio when the visit is in the self-help arm's follow-up window,
+    which that ratio thinned. Thinning a Poisson process keeps it Poisson, so the visits
+    for condition k arrive at ``share_k`` times the category's rate without the program
+    in every arm and window: a true rate ratio of exactly 1, with the confounding of the
+    category. The draws come from their own stream (spawn key ``(block, _NC_STREAM)``).
+    """
+    s = cfg.s
+    n = v["member"].shape[0]
+    codes = np.full(n, -1, dtype=np.int16)
+    if not s.negative_controls or n == 0:
+        return codes
+    rng = np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(block, _NC_STREAM)))
+    u = rng.random(n)
+    m = v["member"]
+    start = p["index"][m]
+    fu_treated = p["treated"][m] & (v["day"] >= start) & (v["day"] < start + 365)
+    divisor = np.where(fu_treated, cfg.fu_ratio[v["cat"]], 1.0)
+    cum = np.zeros(n)
+    for k, spec in enumerate(s.negative_controls.values()):
+        c = CATEGORIES.index(spec["category"])
+        upper = cum + np.where(v["cat"] == c, spec["share"] / divisor, 0.0)
+        codes[(codes < 0) & (u >= cum) & (u < upper)] = k
+        cum = upper
+    return codes
 
 
 def _simulate_block(cfg: _Compiled, block: int, keep: int) -> dict[str, dict[str, np.ndarray]]:
@@ -930,6 +1031,7 @@ def _simulate_block(cfg: _Compiled, block: int, keep: int) -> dict[str, dict[str
     rng = np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(block,)))
     p = _people(cfg, rng, block)
     v = _visits(cfg, rng, p)
+    v["cond"] = _condition_codes(cfg, block, p, v)
     ln = _lines(cfg, rng, v, keep)
     ids = p["ids"]
     sl = slice(0, keep)
@@ -948,7 +1050,8 @@ def _simulate_block(cfg: _Compiled, block: int, keep: int) -> dict[str, dict[str
                     "treated": p["treated"][sl], "program": p["program"][sl]},
         "enrollment": {"member_id": e_mem, "start_date": e_start, "end_date": e_end},
         "encounters": {"member_id": ids[ln["member"]], "service_date": ln["day"],
-                       "end_date": ln["end"], "cat": ln["cat"], "allowed": ln["allowed"],
+                       "end_date": ln["end"], "cat": ln["cat"], "cond": ln["cond"],
+                       "allowed": ln["allowed"],
                        "paid": ln["paid"]},
         "exposure": {"member_id": ids[sl], "treated": p["treated"][sl],
                      "index_date": p["index"][sl], "dose": p["dose"][sl]},
@@ -1000,6 +1103,8 @@ def _to_arrow(cfg: _Compiled, parts: list[dict], claim_offset: int) -> dict[str,
             "category": _labels(list(CATEGORIES), c["cat"]),
             "allowed_amount": pa.array(c["allowed"], pa.float64()),
             "paid_amount": pa.array(c["paid"], pa.float64()),
+            "condition": pc.take(pa.array(list(s.negative_controls) or [""], type=pa.string()),
+                                 pa.array(c["cond"].astype(np.int32), mask=c["cond"] < 0)),
         }, schema=SCHEMAS["encounters"]),
         "exposure": pa.table({"member_id": pa.array(x["member_id"], pa.int64()),
                               "group": _labels(["control", "self_help"],
@@ -1102,6 +1207,9 @@ def _truth(cfg: _Compiled, members: int, rows: dict) -> dict:
         "members": members,
         "block_members": BLOCK_MEMBERS,
         "effects": effects,
+        "negative_controls": {
+            code: {"category": spec["category"], "share": float(spec["share"]), "effect": 1.0}
+            for code, spec in s.negative_controls.items()},
         "effect_window": "self_help arm only, follow-up window index_date .. index_date + 364; "
                          "no effect at baseline or after the follow-up window",
         "expected_annual_per_member": {

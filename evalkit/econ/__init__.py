@@ -3,8 +3,8 @@
 * :mod:`~evalkit.econ.costbenefit` -- :class:`ProgramCosts`, :func:`cost_benefit` (savings,
   ROI, benefit-cost ratio, payback, break-even), :func:`icer`, :func:`nmb`;
 * :mod:`~evalkit.econ.uncertainty` -- :func:`joint_bootstrap_summary`, :func:`psa` with
-  :class:`Gamma`, :class:`Beta`, :class:`LogNormal`, :class:`Normal`, :class:`Fixed`
-  inputs, CEAC and EVPI, :func:`one_way`, and the plots :func:`ce_plane_plot`,
+  :class:`Gamma`, :class:`Beta`, :class:`LogNormal`, :class:`Normal`, :class:`Fixed`,
+  :class:`Empirical` inputs, CEAC and EVPI, :func:`one_way`, and the plots :func:`ce_plane_plot`,
   :func:`ceac_plot`, :func:`tornado_plot`;
 * :mod:`~evalkit.econ.budget` -- :func:`budget_impact` (ISPOR good practice);
 * :mod:`~evalkit.econ.power` -- :func:`nb_sample_size`, :func:`nb_power`, :func:`nb_mde`
@@ -28,6 +28,7 @@ from evalkit.econ.power import NBMDE, NBPower, NBSampleSize, nb_mde, nb_power, n
 from evalkit.econ.uncertainty import (
     DEFAULT_WTP,
     Beta,
+    Empirical,
     Fixed,
     Gamma,
     JointBootstrapSummary,
@@ -45,7 +46,7 @@ from evalkit.econ.uncertainty import (
 
 __all__ = [
     "ProgramCosts", "CostBenefitResult", "cost_benefit", "ICERResult", "icer", "NMBResult", "nmb",
-    "Gamma", "Beta", "LogNormal", "Normal", "Fixed", "DEFAULT_WTP",
+    "Gamma", "Beta", "LogNormal", "Normal", "Fixed", "Empirical", "DEFAULT_WTP",
     "JointBootstrapSummary", "joint_bootstrap_summary", "PSAResult", "psa",
     "OneWayResult", "one_way", "ce_plane_plot", "ceac_plot", "tornado_plot",
     "BudgetImpactResult", "budget_impact",

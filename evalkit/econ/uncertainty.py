@@ -55,7 +55,7 @@ from evalkit.econ.costbenefit import ICERResult, _real, icer
 from evalkit.errors import DataDroppedWarning, DataValidationError, ParamsError
 
 __all__ = [
-    "Gamma", "Beta", "LogNormal", "Normal", "Fixed",
+    "Gamma", "Beta", "LogNormal", "Normal", "Fixed", "Empirical",
     "JointBootstrapSummary", "joint_bootstrap_summary",
     "PSAResult", "psa",
     "OneWayResult", "one_way",
@@ -256,6 +256,41 @@ class Fixed(_Dist):
 
     def describe(self) -> str:
         return f"Fixed({self.value:g})"
+
+
+@dataclass(frozen=True, eq=False)
+class Empirical(_Dist):
+    """Values drawn with replacement from a given sample (e.g. bootstrap replicates).
+
+    Each draw picks one of ``values`` with equal probability. To draw *pairs* jointly
+    (the saving and the effect of the same bootstrap replicate), make the input the
+    replicate number, ``Empirical(np.arange(B))``, and let the model look both up.
+
+    >>> import numpy as np
+    >>> Empirical([1.0, 2.0, 3.0]).draw(np.random.default_rng(0), 4).tolist()
+    [3.0, 2.0, 2.0, 1.0]
+    """
+
+    values: np.ndarray
+    label: str = ""
+
+    def __post_init__(self):
+        v = np.asarray(self.values, dtype=float).ravel()
+        if v.size == 0 or not np.isfinite(v).all():
+            raise ParamsError("Empirical needs one or more finite values (drop failed "
+                              "replicates first).")
+        object.__setattr__(self, "values", v)
+
+    def draw(self, rng, n):
+        return self.values[rng.integers(0, self.values.size, size=n)]
+
+    def interval(self, level: float = 0.95):
+        a = (1 - level) / 2
+        return float(np.quantile(self.values, a)), float(np.quantile(self.values, 1 - a))
+
+    def describe(self) -> str:
+        what = f"{self.label}: " if self.label else ""
+        return f"Empirical({what}{self.values.size} values, drawn with replacement)"
 
 
 def _as_dist(name: str, spec) -> _Dist:

@@ -971,7 +971,18 @@ class _ITSFit:
             cols[2] = cols[2] * 0.0
             cols[3] = cols[3] * 0.0
         X = np.column_stack(cols)
-        if self.season_levels is not None:
+        if self.season_levels is not None and getattr(self, "harmonics", 0):
+            # Fourier terms sin/cos(2 pi j s / period), j = 1..harmonics; each averages
+            # to zero over a whole cycle, so the deseasonalised row is all zeros.
+            H = self.harmonics
+            if season_avg:
+                S = np.zeros((len(t), 2 * H))
+            else:
+                ang = 2 * np.pi * np.asarray(season_codes, dtype=float) / self.period
+                S = np.column_stack([f(j * ang) for j in range(1, H + 1)
+                                     for f in (np.sin, np.cos)])
+            X = np.column_stack([X, S])
+        elif self.season_levels is not None:
             lv = self.season_levels[1:]
             if season_avg:
                 S = np.full((len(t), len(lv)), 1.0 / len(self.season_levels))
@@ -1094,7 +1105,7 @@ def _season(t_abs: np.ndarray, period: int, dated: bool) -> np.ndarray:
 def its(data: pd.DataFrame, outcome: str, time: str, intervention_time,
         exposure: str | None = None, control: str | None = None, lags: int | None = None,
         seasonal=False, family: str = "gaussian", alpha: float = 0.05,
-        horizon: float | None = None) -> ITSResult:
+        horizon: float | None = None, harmonics: int = 0) -> ITSResult:
     r"""Interrupted time series: segmented regression with Newey-West standard errors.
 
     What it estimates
@@ -1160,6 +1171,16 @@ def its(data: pd.DataFrame, outcome: str, time: str, intervention_time,
     seasonal : bool or int
         Add season dummies: calendar month for dates; for numeric time ``time mod 12``
         (or ``time mod seasonal`` when an int, e.g. 4 for quarters).
+    harmonics : int
+        With ``seasonal``: model the season by this many sine/cosine pairs of the cycle
+        (``sin(2 pi j s / period)``, ``cos(...)``, ``j = 1..harmonics``, terms ``sin1,
+        cos1, ...``) instead of one dummy per season. 0 (default) = dummies. A short
+        series needs this: with 12 months before and 12 after an intervention at a
+        year boundary, the pre-intervention trend is a linear combination of 11 month
+        dummies and the level change, so it cannot be estimated; one or two harmonics
+        (2 or 4 terms) keep it identified (Bhaskaran et al. 2013, "Time series
+        regression studies in environmental epidemiology", *Int. J. Epidemiol.*
+        42:1187-1195).
     family : {"gaussian", "poisson"}
     alpha : float
     horizon : float, optional
@@ -1213,6 +1234,14 @@ def its(data: pd.DataFrame, outcome: str, time: str, intervention_time,
     else:
         raise ParamsError(f"{what}: seasonal must be True/False or a cycle length >= 2, got "
                           f"{seasonal!r}.")
+    if isinstance(harmonics, bool) or not isinstance(harmonics, (int, np.integer)) or \
+            harmonics < 0 or (period and harmonics and 2 * harmonics >= period):
+        raise ParamsError(f"{what}: harmonics must be a whole number from 0 to "
+                          f"{(period - 1) // 2 if period else 'period/2'} (sine/cosine pairs "
+                          f"below the Nyquist frequency), got {harmonics!r}.")
+    if harmonics and not period:
+        raise ParamsError(f"{what}: harmonics={harmonics} needs seasonal=True (or a cycle "
+                          "length).")
     cols = [outcome, time] + [c for c in (exposure, control) if c]
     frame, dropped = prepare_frame(data, [], list(dict.fromkeys(cols)), what)
     if exposure is not None:
@@ -1307,13 +1336,16 @@ def its(data: pd.DataFrame, outcome: str, time: str, intervention_time,
     season_codes = _season(t_abs, period, dated) if period else None
     season_levels = np.unique(season_codes) if period else None
     fit_info = _ITSFit(t0=t0, control=control is not None, season_levels=season_levels,
+                       harmonics=int(harmonics), period=period,
                        family=family)
     X = fit_info.design(t_rel, g, False, season_codes)
     names = ["(Intercept)", "time", "level_change", "slope_change"]
     if control is not None:
         names += ["intervention", "intervention:time", "intervention:level_change",
                   "intervention:slope_change"]
-    if period:
+    if period and harmonics:
+        names += [f"{f}{j}" for j in range(1, harmonics + 1) for f in ("sin", "cos")]
+    elif period:
         names += [f"{season_prefix}{s}" for s in season_levels[1:]]
     check_full_rank(X, names, what)
 
@@ -1449,7 +1481,9 @@ def its(data: pd.DataFrame, outcome: str, time: str, intervention_time,
     rhs = "time + level_change + slope_change"
     if control:
         rhs += " + intervention * (time + level_change + slope_change)"
-    if period:
+    if period and harmonics:
+        rhs += f" + {harmonics} sine/cosine pair(s) of {season_prefix} (period {period})"
+    elif period:
         rhs += f" + factor({season_prefix})"
     lhs = f"I(1000 * {outcome} / {exposure})" if exposure and family == "gaussian" else outcome
     if exposure and family == "poisson":

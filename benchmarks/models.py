@@ -1,0 +1,125 @@
+"""Model fits at 1M members: evalkit against statsmodels' own fitting of the same model.
+
+Prepares (once, cached in benchmarks/_data/) the analysis database of a synthetic plan of
+1M members through evalkit's own preparation, takes the member-level analysis frame the
+workbooks use, and times, interleaved in this one process:
+
+* negative binomial count model of follow-up ER visits with member-months as exposure:
+  ``evalkit.models.count_model(family="negbin")`` (NB2, theta by maximum likelihood, as
+  MASS::glm.nb) vs ``statsmodels.discrete.NegativeBinomial(...).fit()``;
+* two-part cost model: ``evalkit.models.two_part`` (logit + gamma GLM, log link) vs
+  statsmodels Logit + GLM(Gamma, log) fitted one after the other;
+* Cox model of days to the first ER visit: ``evalkit.survival.cox`` (Efron ties) vs
+  ``statsmodels.duration.PHReg(ties="efron")``.
+
+R's times on comparable synthetic data of the same size (tests/reference/expected/
+r_timings.json, measured on a machine like this one) are printed for context; they are not
+the same data, so they are not turned into a ratio.
+
+Usage: python benchmarks/models.py [--members 1000000] [--repeats 3]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import statsmodels.api as sm
+
+import evalkit
+from evalkit import params as _params
+from evalkit.models.count import count_model
+from evalkit.models.twopart import two_part
+from evalkit.outcomes import _transform_covariates
+from evalkit.study import prepare
+from evalkit.survival import cox
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE / "_data"
+R_TIMINGS = HERE.parent / "tests" / "reference" / "expected" / "r_timings.json"
+
+
+def study_for(members: int) -> evalkit.Study:
+    """A prepared run of a demo plan with ``members`` members (cached)."""
+    out = DATA / f"models_{members}"
+    params_file = out / "params.json"
+    if not (out / "work" / "analysis.duckdb").exists():
+        t = time.perf_counter()
+        p = _params.validate({"data": {"members": members}, "seed": 7})
+        out.mkdir(parents=True, exist_ok=True)
+        prepare(p, out, progress=True)
+        params_file.write_text(json.dumps(p.to_dict()))
+        print(f"prepared {members:,} members in {time.perf_counter() - t:.0f}s", file=sys.stderr)
+    return evalkit.Study(params_file)
+
+
+def timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def contenders(study: evalkit.Study) -> dict[str, tuple]:
+    # the covariates as the workbooks enter them (baseline use and cost as log1p)
+    frame, covs = _transform_covariates(study.treated_frame(), study.covariates())
+    rhs = " + ".join(["treated", *covs])
+    X = sm.add_constant(frame[["treated", *covs]].astype(float))
+    offset = np.log(frame["member_months"].to_numpy(float))
+    er = frame["er_visits"].to_numpy(float)
+    cost = frame["total_cost"].to_numpy(float)
+    pos = cost > 0
+    tte, _ = _transform_covariates(study.time_to_first("er"), study.covariates())
+    Xc = tte[["treated", *covs]].astype(float)
+
+    def sm_negbin():
+        sm.NegativeBinomial(er, X, offset=offset, loglike_method="nb2").fit(disp=0, maxiter=200)
+
+    def sm_two_part():
+        sm.Logit(pos.astype(float), X).fit(disp=0)
+        sm.GLM(cost[pos], X[pos], family=sm.families.Gamma(sm.families.links.Log())).fit()
+
+    def sm_cox():
+        sm.PHReg(tte["days"].to_numpy(float), Xc, status=tte["event"].to_numpy(int),
+                 ties="efron").fit()
+
+    return {
+        "negative binomial (ER visits)": (
+            len(frame),
+            lambda: count_model(frame, f"er_visits ~ {rhs}", family="negbin",
+                                exposure="member_months"),
+            sm_negbin, "glm.nb, 6 regressors, n=1,000,000"),
+        "two-part cost (logit + gamma)": (
+            len(frame), lambda: two_part(frame, f"total_cost ~ {rhs}"), sm_two_part, None),
+        "Cox, days to first ER visit (Efron)": (
+            len(tte), lambda: cox(tte, rhs, duration="days", event="event"), sm_cox,
+            "coxph efron, 5 covariates, n=1,000,000"),
+    }
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--members", type=int, default=1_000_000)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    r_times = {r["task"]: r["seconds"] for r in json.loads(R_TIMINGS.read_text())["results"]}
+    study = study_for(args.members)
+    rows = []
+    for name, (n, ours, baseline, r_task) in contenders(study).items():
+        t_ours, t_base = [], []
+        for _ in range(args.repeats):               # interleaved, same process
+            t_ours.append(timed(ours))
+            t_base.append(timed(baseline))
+        a, b = statistics.median(t_ours), statistics.median(t_base)
+        rows.append((name, n, a, b, b / a, r_times.get(r_task)))
+    print(f"\nmodel fits, median of {args.repeats} (seconds per fit)\n")
+    print(f"{'model':<38} {'rows':>10} {'evalkit':>9} {'statsmodels':>12} {'sm/evalkit':>11} {'R (other data)':>15}")
+    for name, n, a, b, ratio, r in rows:
+        print(f"{name:<38} {n:>10,} {a:>9.2f} {b:>12.2f} {ratio:>10.2f}x {(f'{r:.1f}' if r else '-'):>15}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,268 @@
+"""The member x window aggregation on Apache Spark, from the one DuckDB definition.
+
+:func:`evalkit.utilization.member_windows_sql` is the only definition of the counting
+rules. This module translates that SQL text to Spark SQL with SQLGlot and runs it in a
+SparkSession, so Spark and DuckDB cannot drift apart: change the rules there and both
+engines follow. :func:`to_spark` does the translation; :func:`member_windows_spark`
+runs it on tables a Spark session can see (Parquet paths, catalog tables or
+DataFrames); :func:`build_member_windows_spark` is the step a run uses when
+``engine.name: spark``: it hands the run's cohort and claim lines to Spark as Parquet and
+stores Spark's result as the ``member_windows`` table of the run's DuckDB database, so
+everything after it is unchanged.
+
+Why a few rewrites are needed, and what they are (:func:`to_spark`):
+
+* ``date + integer`` (a day later) is DuckDB's date arithmetic; Spark spells it
+  ``date_add``. Which ``+`` is date arithmetic is decided from the column types
+  (SQLGlot's type annotation over the known input columns), not from the text.
+* ``date_diff('day', a, b)`` becomes Spark's two-argument ``datediff(b, a)``, which
+  works on dates in every Spark version and never goes through timestamps (the
+  three-argument form needs Spark 3.3+ and converts to timestamps in the session time
+  zone).
+* Decimal literals such as ``100.0`` are DECIMAL in both engines, but DuckDB divides an
+  integer by a decimal in floating point while Spark uses decimal arithmetic (costs
+  would come back as DECIMAL(27,6), and divisions with a non-terminating quotient
+  differ in the last digits); they are written as doubles.
+* ``main.cohort`` / ``main.encounters`` name the DuckDB schema; in Spark they become
+  temporary views.
+
+Filtered aggregates (``count(*) FILTER (WHERE ...)``) need no rewrite: Spark has had
+them since 3.0. Requires pyspark (``pip install 'evalkit[spark]'``) and Java 17+.
+"""
+from __future__ import annotations
+
+import shutil
+import warnings
+from pathlib import Path
+
+import duckdb
+import sqlglot
+from sqlglot import exp
+from sqlglot.optimizer.annotate_types import annotate_types
+from sqlglot.optimizer.qualify import qualify
+
+from .. import utilization
+from ..data.load import _lit, _q
+from ..errors import EvalkitError
+
+
+class SparkEngineError(EvalkitError):
+    """Spark could not be started, or the tables given to it do not fit the aggregation."""
+
+
+#: The columns the aggregation reads, with their types after loading (DuckDB names).
+#: ``member_id`` is BIGINT or VARCHAR, whichever the loader chose for the plan.
+INPUT_COLUMNS = {
+    "cohort": {"member_id": "BIGINT", "group": "VARCHAR", "bl_start": "DATE",
+               "fu_start": "DATE", "fu_end": "DATE", "bl_member_months": "DOUBLE",
+               "fu_member_months": "DOUBLE"},
+    "encounters": {"member_id": "BIGINT", "service_date": "DATE", "end_date": "DATE",
+                   "category": "VARCHAR", "allowed_amount": "DOUBLE"},
+}
+
+#: Names of the temporary views the translated SQL reads in the Spark session.
+VIEWS = {"cohort": "evalkit_cohort", "encounters": "evalkit_encounters"}
+
+_INT_TYPES = {exp.DataType.Type.INT, exp.DataType.Type.BIGINT, exp.DataType.Type.SMALLINT,
+              exp.DataType.Type.TINYINT}
+
+
+def _schema(id_type: str = "BIGINT") -> dict:
+    return {"main": {t: {**cols, "member_id": id_type} for t, cols in INPUT_COLUMNS.items()}}
+
+
+def _portable(node: exp.Expression, views: dict[str, str]) -> exp.Expression:
+    """Rewrite one DuckDB construct into its Spark form (see the module docstring)."""
+    if isinstance(node, exp.Table) and node.name in views and node.args.get("db") is not None:
+        return exp.Table(this=exp.to_identifier(views[node.name]), alias=node.args.get("alias"))
+    if isinstance(node, (exp.Add, exp.Sub)) and node.left.is_type(exp.DataType.Type.DATE) \
+            and node.right.type is not None and node.right.type.this in _INT_TYPES:
+        cls = exp.DateAdd if isinstance(node, exp.Add) else exp.DateSub
+        return cls(this=node.left, expression=node.right, unit=exp.var("DAY"))
+    if isinstance(node, exp.DateDiff) and node.text("unit").upper() in ("DAY", ""):
+        return exp.Anonymous(this="DATEDIFF", expressions=[
+            exp.cast(node.this, "DATE"), exp.cast(node.expression, "DATE")])
+    if isinstance(node, exp.Literal) and node.is_number and not node.is_int:
+        return exp.cast(node, "DOUBLE")
+    return node
+
+
+def to_spark(sql: str, id_type: str = "BIGINT", views: dict[str, str] | None = None) -> str:
+    """Translate the DuckDB SQL of the aggregation into Spark SQL.
+
+    Parameters
+    ----------
+    sql : str
+        DuckDB SQL reading ``main.cohort`` and ``main.encounters``, normally
+        :func:`evalkit.utilization.member_windows_sql`.
+    id_type : str
+        DuckDB type of ``member_id`` (``BIGINT`` or ``VARCHAR``).
+    views : dict, optional
+        Table name -> the Spark view to read instead (default :data:`VIEWS`).
+
+    Returns
+    -------
+    str
+        Spark SQL computing the same table.
+
+    Notes
+    -----
+    The SQL is parsed once, its columns qualified and typed from :data:`INPUT_COLUMNS`
+    (so ``SELECT *`` reads only the columns used), then the constructs listed in the
+    module docstring are rewritten node by node. Everything else is SQLGlot's standard
+    DuckDB -> Spark translation.
+    """
+    views = VIEWS if views is None else views
+    schema = _schema(id_type)
+    tree = sqlglot.parse_one(sql, read="duckdb")
+    tree = qualify(tree, schema=schema, dialect="duckdb", validate_qualify_columns=False)
+    tree = annotate_types(tree, schema=schema, dialect="duckdb")
+    tree = tree.transform(lambda n: _portable(n, views), copy=False)
+    return tree.sql(dialect="spark")
+
+
+def spark_sql(members: tuple | None = None, id_type: str = "BIGINT") -> str:
+    """Spark SQL for the member x window table: :func:`~evalkit.utilization.member_windows_sql`
+    translated by :func:`to_spark` (no second copy of the rules exists)."""
+    return to_spark(utilization.member_windows_sql(members), id_type)
+
+
+def spark_session(master: str = "local[2]", conf: dict[str, str] | None = None,
+                  app_name: str = "evalkit"):
+    """Start (or reuse) a SparkSession suited to the aggregation.
+
+    Parameters
+    ----------
+    master : str
+        ``local[N]`` to run on this machine with N cores, or a cluster URL
+        (``spark://host:7077``, ``yarn``, ``k8s://...``).
+    conf : dict, optional
+        Spark settings that override the defaults below.
+    app_name : str
+
+    Notes
+    -----
+    Defaults: the session time zone is UTC, the console progress bar and (in local
+    mode) the web UI are off, logging is at ERROR, and local mode uses 8 shuffle
+    partitions instead of 200 (the aggregation's shuffles are small; adaptive query
+    execution coalesces them further). Starting a session takes 7-10 s: keep one per
+    process; ``getOrCreate`` returns the running one.
+    """
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError:
+        raise SparkEngineError("engine.name 'spark' needs pyspark: install it with "
+                               "`pip install 'evalkit[spark]'` (and Java 17 or later)") from None
+    settings = {"spark.sql.session.timeZone": "UTC", "spark.ui.showConsoleProgress": "false",
+                "spark.log.level": "ERROR"}
+    if master.startswith("local"):
+        settings |= {"spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "8"}
+    settings |= {k: str(v).lower() if isinstance(v, bool) else str(v)
+                 for k, v in (conf or {}).items()}
+    builder = SparkSession.builder.master(master).appName(app_name)
+    for k, v in settings.items():
+        builder = builder.config(k, v)
+    try:
+        with warnings.catch_warnings():
+            # pyspark checks the pandas version on start-up; evalkit never converts
+            # Spark frames to pandas (results travel as Parquet)
+            warnings.filterwarnings("ignore", message=".*does not yet fully support pandas",
+                                    category=FutureWarning)
+            spark = builder.getOrCreate()
+    except Exception as err:  # the JVM failed to start: say what to check
+        raise SparkEngineError(
+            f"could not start Spark (master {master!r}): {err}. Spark needs Java 17 or "
+            "later on PATH or in JAVA_HOME; check engine.spark_master and engine.spark_conf"
+        ) from err
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark
+
+
+def _is_path(source: str) -> bool:
+    return "/" in source or "://" in source or source.endswith(".parquet") or Path(source).exists()
+
+
+def _frame(spark, source, table: str):
+    """A Spark DataFrame for ``source``: a DataFrame, a Parquet path, or a table name."""
+    if isinstance(source, Path):
+        source = str(source)
+    if isinstance(source, str):
+        if _is_path(source):
+            if "://" not in source and not Path(source).exists():
+                raise SparkEngineError(f"{table}: Parquet not found: {source}")
+            df = spark.read.parquet(source)
+        elif spark.catalog.tableExists(source):
+            df = spark.table(source)
+        else:
+            raise SparkEngineError(f"{table}: {source!r} is neither a Parquet path nor a "
+                                   "table of the Spark session")
+    else:
+        df = source
+    missing = [c for c in INPUT_COLUMNS[table] if c not in df.columns]
+    if missing:
+        raise SparkEngineError(f"{table}: missing column(s) {missing}; the aggregation needs "
+                               f"{', '.join(INPUT_COLUMNS[table])} (see docs/data-contract.md)")
+    return df.select(*[f"`{c}`" for c in INPUT_COLUMNS[table]])
+
+
+def member_windows_spark(spark, cohort, encounters):
+    """The member x window table computed in Spark.
+
+    Parameters
+    ----------
+    spark : pyspark.sql.SparkSession
+    cohort, encounters : DataFrame, str or Path
+        The analysed cohort (as built by :func:`evalkit.cohort.build_cohort`) and the
+        accepted claim lines (as loaded by :func:`evalkit.data.load.load_claims`): a
+        Spark DataFrame, a Parquet path (file, folder or URI) or the name of a table in
+        the session's catalog. Only the columns in :data:`INPUT_COLUMNS` are read.
+
+    Returns
+    -------
+    pyspark.sql.DataFrame
+        The columns of :func:`evalkit.utilization.member_windows_sql`, unsorted (sort by
+        member_id and period when order matters).
+    """
+    frames = {"cohort": _frame(spark, cohort, "cohort"),
+              "encounters": _frame(spark, encounters, "encounters")}
+    id_type = "VARCHAR" if dict(frames["cohort"].dtypes)["member_id"] == "string" else "BIGINT"
+    for name, df in frames.items():
+        df.createOrReplaceTempView(VIEWS[name])
+    return spark.sql(spark_sql(None, id_type))
+
+
+def build_member_windows_spark(con: duckdb.DuckDBPyConnection, spark, work_dir: str | Path,
+                               table: str = "member_windows") -> None:
+    """Create ``table`` in ``con`` with Spark doing the aggregation.
+
+    The cohort and encounter columns the aggregation needs are written as Parquet to
+    ``work_dir/spark``, Spark computes the table and writes it back as Parquet, and it
+    is stored in ``con`` with exactly the column names, order and types DuckDB's own
+    :func:`~evalkit.utilization.build_member_windows` gives, sorted by member and
+    period. The staging folder is removed afterwards. With a cluster master,
+    ``work_dir`` must be a folder the executors can read and write (a shared file
+    system); for data already on the cluster call :func:`member_windows_spark`.
+    """
+    stage = Path(work_dir) / "spark"
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    try:
+        for name, cols in INPUT_COLUMNS.items():
+            sel = ", ".join(_q(c) for c in cols)
+            con.execute(f"COPY (SELECT {sel} FROM {name}) TO {_lit(stage / f'{name}.parquet')} "
+                        "(FORMAT parquet)")
+        out = stage / "member_windows"
+        member_windows_spark(spark, stage / "cohort.parquet",
+                             stage / "encounters.parquet").write.mode("overwrite").parquet(str(out))
+        # DuckDB's own types for the same query (planned, not run), so both engines
+        # leave an identical table behind
+        types = con.execute(f"DESCRIBE {utilization.member_windows_sql()}").fetchall()
+        sel = ", ".join(f"CAST({_q(c)} AS {t}) AS {_q(c)}" for c, t, *_ in types)
+        con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT {sel} "
+                    f"FROM read_parquet({_lit(out / '*.parquet')}) ORDER BY member_id, period")
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+__all__ = ["to_spark", "spark_sql", "spark_session", "member_windows_spark",
+           "build_member_windows_spark", "SparkEngineError", "INPUT_COLUMNS", "VIEWS"]

@@ -1,0 +1,438 @@
+"""The brief's tables, built from results.json and made safe to publish.
+
+Every table is built from named columns of a recorded table or of the estimates (never
+"all columns"), so a member-level column that found its way into results.json is not
+carried along. When the brief is public, every table holding counts of people goes
+through :func:`evalkit.privacy.suppress` (primary and complementary suppression, and
+figures computed from a hidden count hidden with it) before it is formatted; tables
+without counts of people (dollar figures, ratios) have nothing to suppress.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ..privacy import DEFAULT_ID_HEADERS, PrivacyError, suppress
+from .findings import comparable, money, num, outcome_label, pct, pvalue, ratio
+
+ARMS = (("self_help", "self-help referral"), ("control", "comparison"))
+
+
+@dataclass(frozen=True)
+class BriefTable:
+    """A table ready to print: ``frame`` holds display strings only."""
+
+    key: str
+    title: str
+    frame: pd.DataFrame
+    note: str = ""
+    suppressed: int = 0
+    caption: str = ""
+    numeric: tuple = field(default_factory=tuple)   # columns aligned right
+
+
+def is_id_column(name) -> bool:
+    """A column named like a member-level id (``member_id``, ``patient_id``, ``mrn`` ...)."""
+    words = re.findall(r"[a-z0-9]+", str(name).lower())
+    joined = "_".join(words)
+    names = ["_".join(re.findall(r"[a-z0-9]+", h.lower())) for h in DEFAULT_ID_HEADERS]
+    return bool(words) and any(joined == n or joined.endswith("_" + n) for n in names)
+
+
+def _missing(v) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA
+
+
+def _safe(df: pd.DataFrame, counts: list[str], *, public: bool, min_cell: int,
+          derived: dict | None = None, **kw):
+    """Suppress ``counts`` (and ``derived``) when public; returns (frame, mask, report)."""
+    counts = [c for c in counts if c in df]
+    mask = pd.DataFrame(False, index=df.index, columns=df.columns)
+    if not public or not counts or df.empty:
+        return df, mask, None
+    for c in counts:
+        df[c] = pd.to_numeric(df[c], errors="coerce")
+    res = suppress(df, counts, min_cell=min_cell, derived=derived, **kw)
+    return res.table, res.mask, res
+
+
+def _fmt(frame, mask, col, f):
+    """Format a column, leaving suppressed cells as the marker."""
+    return [v if (m or isinstance(v, str)) else ("" if _missing(v) else f(v))
+            for v, m in zip(frame[col], mask[col])]
+
+
+def _note(res) -> tuple[str, int]:
+    if res is None or res.n_suppressed == 0:
+        return "", 0
+    return res.footnote, res.n_suppressed
+
+
+def cohort_table(results: dict, estimates: pd.DataFrame, *, public: bool, min_cell: int):
+    """Members analysed per arm (and the total): from the attrition table's last step,
+    else from the estimates' ``n_treated`` / ``n_control``."""
+    att = results.get("tables", {}).get("data_quality.attrition") or []
+    n_t = n_c = None
+    if att:
+        last = att[-1]
+        n_t, n_c = last.get("self_help_members"), last.get("control_members")
+    elif not estimates.empty and {"n_treated", "n_control"} <= set(estimates):
+        e = estimates.dropna(subset=["n_treated", "n_control"])
+        if not e.empty:
+            n_t, n_c = int(e["n_treated"].max()), int(e["n_control"].max())
+    if _missing(n_t) or _missing(n_c):
+        return None
+    df = pd.DataFrame({"members": [float(n_t), float(n_c), float(n_t) + float(n_c)]},
+                      index=["Self-help referral", "Comparison", "Total"])
+    # rows are the arms and their total: a column relation
+    frame, mask, res = _safe(df, ["members"], public=public, min_cell=min_cell,
+                             col_total="Total")
+    out = pd.DataFrame({"group": list(df.index),
+                        "members": _fmt(frame, mask, "members", lambda v: f"{v:,.0f}")})
+    note, n = _note(res)
+    return BriefTable("cohort", "Members compared", out, note, n, numeric=("members",))
+
+
+def rates_table(results: dict, audience: str, *, public: bool, min_cell: int):
+    """Use of care per 1,000 member-months by arm (follow-up; research: both periods)."""
+    rows = results.get("tables", {}).get("utilization.rates") or []
+    if not rows:
+        return None
+    r = pd.DataFrame(rows)
+    need = {"outcome", "arm", "events", "rate", "ci_low", "ci_high"}
+    if not need <= set(r):
+        return None
+    if "period" not in r:
+        r["period"] = "followup"
+    if audience != "research":
+        r = r[r["period"] == "followup"]
+    wide = {}
+    for _, x in r.iterrows():
+        key = (x["outcome"], x["period"])
+        d = wide.setdefault(key, {"outcome": x["outcome"], "period": x["period"]})
+        d[f"events_{x['arm']}"] = x["events"]
+        for c in ("rate", "ci_low", "ci_high"):
+            d[f"{c}_{x['arm']}"] = x[c]
+    df = pd.DataFrame(list(wide.values())).reset_index(drop=True)
+    counts = [f"events_{a}" for a, _ in ARMS if f"events_{a}" in df]
+    derived = {f"{c}_{a}": f"events_{a}" for a, _ in ARMS for c in ("rate", "ci_low", "ci_high")
+               if f"{c}_{a}" in df and f"events_{a}" in df}
+    frame, mask, res = _safe(df, counts, public=public, min_cell=min_cell, derived=derived)
+    out = pd.DataFrame({"outcome": [outcome_label(o, audience) for o in df["outcome"]]})
+    if audience == "research":
+        out["period"] = [str(p).replace("followup", "follow-up") for p in df["period"]]
+    for a, label in ARMS:
+        if f"rate_{a}" not in df:
+            continue
+        vals = []
+        for i in range(len(df)):
+            if any(mask[f"{c}_{a}"].iloc[i] for c in ("rate", "ci_low", "ci_high")):
+                vals.append(res.marker)
+            else:
+                vals.append(f"{num(df[f'rate_{a}'].iloc[i], 1)} ({num(df[f'ci_low_{a}'].iloc[i], 1)}"
+                            f" to {num(df[f'ci_high_{a}'].iloc[i], 1)})")
+        out[label] = vals
+    note, n = _note(res)
+    cap = ("Visits or days per 1,000 member-months of coverage, with "
+           + ("the range of plausible values" if audience == "clearinghouse" else "95% CI")
+           + "; a member-month is one month of one member's coverage.")
+    return BriefTable("rates", "Use of care by group", out, note, n, caption=cap,
+                      numeric=tuple(label for _, label in ARMS))
+
+
+_SCALE_TITLES = {"rate_ratio": "rate ratio", "rate_difference_per_1000_mm":
+                 "difference per 1,000 member-months", "hazard_ratio": "hazard ratio",
+                 "cost_difference": "cost difference ($ per member)", "pmpm_difference":
+                 "PMPM difference ($)", "net_savings_per_member": "net savings ($ per member)",
+                 "roi": "return on investment", "probability_cost_saving":
+                 "probability of saving money", "benefit_cost_ratio": "benefit-cost ratio"}
+
+
+def _value_fmt(scale: str):
+    if scale in ("cost_difference", "net_savings_per_member", "nmb", "icer"):
+        return money
+    if scale == "pmpm_difference":
+        return lambda v: money(v, True)
+    if scale in ("roi", "probability_cost_saving", "proportion", "risk_difference"):
+        return lambda v: pct(v, 1)
+    if scale.endswith("ratio") or scale == "ratio":
+        return ratio
+    return lambda v: num(v)
+
+
+def estimate_tables(estimates: pd.DataFrame, audience: str, *, public: bool, min_cell: int,
+                    primary_only: bool = False) -> list[BriefTable]:
+    """One table of estimates per workbook: outcome, method, scale, estimate, 95% CI, p,
+    n per arm. When public, ``n_treated`` / ``n_control`` are suppressed and the
+    estimate, interval and p-value of a row with a hidden n are hidden with it."""
+    if estimates.empty:
+        return []
+    e = estimates.copy()
+    if primary_only:
+        e = comparable(e)
+    out = []
+    for wb, g in e.groupby("workbook", sort=False):
+        g = g.reset_index(drop=True)
+        df = pd.DataFrame({
+            "n_treated": pd.to_numeric(g.get("n_treated"), errors="coerce"),
+            "n_control": pd.to_numeric(g.get("n_control"), errors="coerce"),
+            "estimate": g["estimate"], "ci_low": g["ci_low"], "ci_high": g["ci_high"],
+            "p_value": g["p_value"]})
+        counts = ["n_treated", "n_control"] if df[["n_treated", "n_control"]].notna().any().any() else []
+        derived = {c: ["n_treated", "n_control"] for c in ("estimate", "ci_low", "ci_high", "p_value")} \
+            if counts else None
+        frame, mask, res = _safe(df, counts, public=public, min_cell=min_cell, derived=derived)
+        tab = pd.DataFrame({
+            "outcome": [outcome_label(o, audience) for o in g["outcome"]],
+            "period": [("" if _missing(p) else str(p).replace("followup", "follow-up"))
+                       for p in (g["period"] if "period" in g else [None] * len(g))],
+            "method": [str(m) for m in g["method"].fillna("")],
+            "scale": [_SCALE_TITLES.get(s, str(s).replace("_", " ")) for s in g["scale"]],
+        })
+        fmts = [_value_fmt(s) for s in g["scale"]]
+        tab["estimate"] = [v if (m or isinstance(v, str)) else f(v) for v, m, f in
+                           zip(frame["estimate"], mask["estimate"], fmts)]
+        tab["95% CI"] = ["*" if (mask["ci_low"].iloc[i] or mask["ci_high"].iloc[i]) else
+                         ("" if _missing(df["ci_low"].iloc[i]) or _missing(df["ci_high"].iloc[i])
+                          else f"{fmts[i](df['ci_low'].iloc[i])} to {fmts[i](df['ci_high'].iloc[i])}")
+                         for i in range(len(df))]
+        tab["p"] = ["*" if mask["p_value"].iloc[i] else pvalue(df["p_value"].iloc[i])
+                    .replace("p = ", "").replace("p ", "") for i in range(len(df))]
+        if counts:
+            tab["n self-help"] = _fmt(frame, mask, "n_treated", lambda v: f"{v:,.0f}")
+            tab["n comparison"] = _fmt(frame, mask, "n_control", lambda v: f"{v:,.0f}")
+        if not tab["period"].astype(bool).any():
+            tab = tab.drop(columns="period")
+        note, n = _note(res)
+        out.append(BriefTable(f"estimates.{wb}", f"Estimates: {str(wb).replace('_', ' ')}", tab,
+                              note, n, numeric=("estimate", "p", "n self-help", "n comparison")))
+    return out
+
+
+def table1(results: dict, *, public: bool, min_cell: int):
+    """Characteristics before referral by arm, with standardized mean differences.
+
+    A share of a yes/no characteristic times the arm's size gives a count of people,
+    so when public the implied counts (with and without the characteristic) are
+    suppressed and the shares computed from a hidden count are hidden with them."""
+    rows = results.get("tables", {}).get("data_quality.table1") or []
+    if not rows:
+        return None
+    t = pd.DataFrame(rows)
+    if not {"covariate", "kind", "mean_treated", "mean_control"} <= set(t):
+        return None
+    size = t[t["kind"] == "count"]
+    t = t[t["kind"] != "count"].reset_index(drop=True)
+    if t.empty:
+        return None
+    n_t = float(size["mean_treated"].iloc[0]) if not size.empty else np.nan
+    n_c = float(size["mean_control"].iloc[0]) if not size.empty else np.nan
+    binary = (t["kind"] == "binary").to_numpy()
+    df = pd.DataFrame({
+        "with_t": np.where(binary, np.round(t["mean_treated"].astype(float) * n_t), np.nan),
+        "with_c": np.where(binary, np.round(t["mean_control"].astype(float) * n_c), np.nan),
+        "mean_treated": t["mean_treated"], "mean_control": t["mean_control"],
+        "smd": t.get("smd")})
+    df["without_t"] = n_t - df["with_t"]
+    df["without_c"] = n_c - df["with_c"]
+    if public and binary.any() and not (np.isfinite(n_t) and np.isfinite(n_c)):
+        raise PrivacyError("table1 has yes/no characteristics but no arm sizes (the 'members' "
+                           "row), so its shares cannot be checked for small counts")
+    counts = ["with_t", "without_t", "with_c", "without_c"]
+    derived = {"mean_treated": ["with_t", "without_t"], "mean_control": ["with_c", "without_c"],
+               "smd": counts}
+    frame, mask, res = _safe(df, counts, public=public, min_cell=min_cell, derived=derived,
+                             protect_rows=False)
+
+    def show(col, sd_col):
+        vals = []
+        for i in range(len(t)):
+            if mask[col].iloc[i]:
+                vals.append("*")
+            elif binary[i]:
+                vals.append(pct(t[col].iloc[i], 1))
+            else:
+                sd = t[sd_col].iloc[i] if sd_col in t else None
+                vals.append(num(t[col].iloc[i]) + ("" if _missing(sd) else f" (SD {num(sd)})"))
+        return vals
+    out = pd.DataFrame({"characteristic": [str(c).replace("_", " ") for c in t["covariate"]],
+                        "self-help referral": show("mean_treated", "sd_treated"),
+                        "comparison": show("mean_control", "sd_control"),
+                        "SMD": ["*" if mask["smd"].iloc[i] else
+                                ("" if _missing(t["smd"].iloc[i]) else num(t["smd"].iloc[i], 2))
+                                for i in range(len(t))]})
+    note, n = _note(res)
+    return BriefTable("table1", "Before referral: how the groups differed", out, note, n,
+                      caption="Mean (SD) or share; SMD is the standardized mean difference "
+                              "(|SMD| above 0.1 is a notable imbalance).",
+                      numeric=("self-help referral", "comparison", "SMD"))
+
+
+def survival_table(results: dict, *, public: bool, min_cell: int):
+    rows = results.get("tables", {}).get("time_to_event.survival_at") or []
+    if not rows:
+        return None
+    s = pd.DataFrame(rows)
+    if not {"group", "time", "n_risk", "n_event", "survival"} <= set(s):
+        return None
+    df = s[["n_risk", "n_event", "survival", "ci_low", "ci_high"]].copy()
+    frame, mask, res = _safe(df, ["n_risk", "n_event"], public=public, min_cell=min_cell,
+                             derived={"survival": "n_event", "ci_low": "n_event",
+                                      "ci_high": "n_event"})
+    out = pd.DataFrame({
+        "group": [dict(ARMS).get(g, str(g)) for g in s["group"]],
+        "day": [f"{t:,.0f}" for t in s["time"]],
+        "n at risk": _fmt(frame, mask, "n_risk", lambda v: f"{v:,.0f}"),
+        "n events": _fmt(frame, mask, "n_event", lambda v: f"{v:,.0f}"),
+        "share without an ER visit (95% CI)": [
+            "*" if mask["survival"].iloc[i] else
+            f"{pct(s['survival'].iloc[i], 1)} ({pct(s['ci_low'].iloc[i], 1)} to "
+            f"{pct(s['ci_high'].iloc[i], 1)})" for i in range(len(s))]})
+    note, n = _note(res)
+    return BriefTable("survival", "Members without an ER visit, by day of follow-up", out, note,
+                      n, numeric=("n at risk", "n events", "share without an ER visit (95% CI)"))
+
+
+def headline_table(results: dict, audience: str):
+    """The cost-benefit headline figures (dollars, shares: no counts of people)."""
+    rows = results.get("tables", {}).get("cost_benefit.headline") or []
+    if not rows:
+        return None
+    h = pd.DataFrame(rows)
+    if not {"figure", "estimate"} <= set(h):
+        return None
+    iv = "range of plausible values" if audience == "clearinghouse" else "95% interval"
+
+    def fmt(fig, v):
+        if _missing(v):
+            return ""
+        f = str(fig).lower()
+        if "probability" in f or "return on investment" in f or f.startswith("roi"):
+            return pct(v)
+        return money(v)
+    out = pd.DataFrame({
+        "figure": [str(f) for f in h["figure"]],
+        "estimate": [fmt(f, v) for f, v in zip(h["figure"], h["estimate"])],
+        iv: [("" if _missing(lo) or _missing(hi) else f"{fmt(f, lo)} to {fmt(f, hi)}")
+             for f, lo, hi in zip(h["figure"], h.get("ci_low", [None] * len(h)),
+                                  h.get("ci_high", [None] * len(h)))]})
+    return BriefTable("value", "What the program is worth", out, numeric=("estimate", iv))
+
+
+def budget_table(budget: pd.DataFrame):
+    """Budget impact per year (net cost to the plan, and per plan member per month)."""
+    if budget.empty:
+        return None
+    rows = []
+    for period, g in budget.groupby("period", sort=False):
+        d = {r["scale"]: r for r in g.to_dict("records")}
+        net, pm = d.get("cost_difference"), d.get("pmpm_difference")
+
+        def rng(r, cents=False):
+            lo, hi = r.get("scenario_low"), r.get("scenario_high")
+            return "" if r is None or _missing(lo) or _missing(hi) else \
+                f"{money(lo, cents)} to {money(hi, cents)}"
+        rows.append({"year": str(period),
+                     "net budget impact": money(net["estimate"]) if net else "",
+                     "scenario range": rng(net) if net else "",
+                     "per plan member per month": money(pm["estimate"], True) if pm else "",
+                     "PMPM scenario range": rng(pm, True) if pm else ""})
+    return BriefTable("budget", "Budget impact (program cost minus savings)", pd.DataFrame(rows),
+                      caption="Positive: the plan spends more; negative: it saves. Ranges are "
+                              "across the budget scenarios, not confidence intervals.",
+                      numeric=("net budget impact", "per plan member per month"))
+
+
+def model_choice_table(results: dict):
+    rows = results.get("tables", {}).get("utilization.model_choice") or []
+    if not rows:
+        return None
+    m = pd.DataFrame(rows)
+    if not {"outcome", "family", "aic"} <= set(m):
+        return None
+    out = pd.DataFrame({
+        "outcome": [str(o) for o in m["outcome"]], "model": [str(f) for f in m["family"]],
+        "AIC": ["" if _missing(a) else f"{a:,.1f}" for a in m["aic"]],
+        "ΔAIC": ["" if _missing(a) else f"{a:,.1f}" for a in m.get("delta_aic", [None] * len(m))],
+        "note": [("" if _missing(n) else str(n).split(":")[0][:60]) for n in
+                 m.get("note", [None] * len(m))]})
+    return BriefTable("model_choice", "Diagnostics: count model chosen by fit (AIC)", out,
+                      numeric=("AIC", "ΔAIC"))
+
+
+def sensitivity_table(results: dict):
+    """The cost-benefit figures at the ends of the cost effect's interval."""
+    rows = results.get("tables", {}).get("cost_benefit.cost_benefit") or []
+    if not rows:
+        return None
+    c = pd.DataFrame(rows)
+    if not {"figure", "unit", "estimate", "at_ci_low", "at_ci_high"} <= set(c):
+        return None
+
+    def fmt(unit, v):
+        if _missing(v) or (isinstance(v, float) and math.isinf(v)):
+            return ""
+        u = str(unit)
+        if u.startswith("$"):
+            return money(v, "month" in u)
+        if "share" in u:
+            return pct(v)
+        return num(v)
+    out = pd.DataFrame({
+        "figure": [str(f).replace("_", " ") for f in c["figure"]], "unit": [str(u) for u in c["unit"]],
+        "estimate": [fmt(u, v) for u, v in zip(c["unit"], c["estimate"])],
+        "at low end of cost effect": [fmt(u, v) for u, v in zip(c["unit"], c["at_ci_low"])],
+        "at high end": [fmt(u, v) for u, v in zip(c["unit"], c["at_ci_high"])]})
+    return BriefTable("sensitivity", "Sensitivity: the cost-benefit at the ends of the cost "
+                      "effect's interval", out,
+                      numeric=("estimate", "at low end of cost effect", "at high end"))
+
+
+#: words that make a column a count of people (as the privacy scan reads headers), and
+#: words that make it something else (a rate, a share, money)
+_COUNT_WORDS = {"n", "count", "members", "patients", "people", "persons", "participants",
+                "subjects", "individuals", "events", "cases", "deaths", "x", "x1", "x2",
+                "n1", "n2", "n_treated", "n_control"}
+_NOT_COUNT = {"pct", "percent", "rate", "mean", "per", "share", "cost", "ratio", "proportion",
+              "ci", "low", "high", "estimate", "months", "days", "years"}
+SENSITIVITY_WORDS = ("sensitivity", "tornado", "one_way")
+
+
+def _is_count_column(name) -> bool:
+    words = re.findall(r"[a-z0-9]+", str(name).lower())
+    if not words or any(w in _NOT_COUNT for w in words):
+        return False
+    return "_".join(words) in _COUNT_WORDS or words[0] in _COUNT_WORDS or words[-1] in _COUNT_WORDS
+
+
+def generic_table(name: str, rows: list, *, public: bool, min_cell: int):
+    """Any other recorded table (e.g. a sensitivity analysis), shown as recorded.
+
+    Member-level id columns and date columns are never shown. When public, columns that
+    read as counts of people are suppressed, and every other number in a row with a
+    hidden count is hidden with it (how such numbers were computed is not known, so the
+    cautious choice is taken)."""
+    if not rows:
+        return None
+    t = pd.DataFrame(rows)
+    keep = [c for c in t.columns if not is_id_column(c) and "date" not in str(c).lower()]
+    t = t[keep].reset_index(drop=True)
+    if t.empty or not keep:
+        return None
+    counts = [c for c in keep if _is_count_column(c) and pd.api.types.is_numeric_dtype(t[c])]
+    others = [c for c in keep if c not in counts and pd.api.types.is_numeric_dtype(t[c])]
+    df = t.copy()
+    frame, mask, res = _safe(df, counts, public=public, min_cell=min_cell,
+                             derived={c: counts for c in others} if counts else None,
+                             protect_rows=False)
+    out = pd.DataFrame({str(c).replace("_", " "): _fmt(frame, mask, c, lambda v: num(v))
+                        if c in counts + others else
+                        ["" if _missing(v) else str(v) for v in t[c]] for c in keep})
+    note, n = _note(res)
+    wb, _, short = str(name).partition(".")
+    return BriefTable(f"generic.{name}", f"{short.replace('_', ' ').capitalize()} ({wb.replace('_', ' ')})",
+                      out, note, n, numeric=tuple(str(c).replace("_", " ") for c in counts + others))
