@@ -128,14 +128,20 @@ def run(params_path: str | Path | None = None, out: str | Path | None = None,
                           quiet, kernel_name)
     except BaseException as err:   # Ctrl-C or an unexpected error: never leave "running"
         if run_info["status"] == "running":
-            run_info.update(status="failed", finished=_now(),
-                            error=_scrub(f"{type(err).__name__}: {err}", secrets))
             for w in run_info["workbooks"]:
                 if w["status"] == "running":
                     w["status"] = "failed"
-            run_info.pop("pid", None), run_info.pop("host", None)
-            write_json_atomic(results_path, assemble(out_dir, run_info, params.workbooks))
+            _finish(run_info, results_path, out_dir, params, "failed",
+                    error=_scrub(f"{type(err).__name__}: {err}", secrets))
         raise
+
+
+def _finish(run_info: dict, results_path: Path, out_dir: Path, params, status: str,
+            **extra) -> None:
+    """Write the run's final status (the process id is only kept while running)."""
+    run_info.update(status=status, finished=_now(), **extra)
+    run_info.pop("pid", None), run_info.pop("host", None)
+    write_json_atomic(results_path, assemble(out_dir, run_info, params.workbooks))
 
 
 def _run_steps(params, out_dir, params_file, results_path, run_info, secrets, quiet,
@@ -143,9 +149,7 @@ def _run_steps(params, out_dir, params_file, results_path, run_info, secrets, qu
     from .privacy import redact_notebook
 
     def finish(status: str, **extra) -> None:
-        run_info.update(status=status, finished=_now(), **extra)
-        run_info.pop("pid", None), run_info.pop("host", None)
-        write_json_atomic(results_path, assemble(out_dir, run_info, params.workbooks))
+        _finish(run_info, results_path, out_dir, params, status, **extra)
 
     source = "published figures" if params.mode == "summary" else f"source {params.data.source}"
     _say(f"evalkit {__version__}: preparing data ({params.mode} mode, {source})", quiet)
@@ -241,10 +245,8 @@ def _write_brief(params, out_dir: Path, run_info: dict, results_path: Path, quie
         brief = write_brief(out_dir, results=assemble(out_dir, run_info, params.workbooks),
                             params=params)
     except Exception as err:  # any failure to render marks the run failed
-        run_info.update(status="failed", finished=_now(), failed_step="brief",
-                        error=f"{type(err).__name__}: {err}")
-        run_info.pop("pid", None), run_info.pop("host", None)
-        write_json_atomic(results_path, assemble(out_dir, run_info, params.workbooks))
+        _finish(run_info, results_path, out_dir, params, "failed", failed_step="brief",
+                error=f"{type(err).__name__}: {err}")
         if isinstance(err, EvalkitError):
             raise
         from .report import BriefError

@@ -188,12 +188,14 @@ def test_person_mode_numeric_covariates_from_csv_are_numbers(tmp_path):
     """CSV files are read as text; covariates whose values are all numbers are stored as
     numbers (a model would otherwise leave them out), other text stays text."""
     f = tmp_path / "people.csv"
-    f.write_text("id,t,y,age,site\n1,1,3,40.5,A\n2,0,1,,B\n3,1,0,61,A\n")
+    f.write_text("id,t,y,age,sex,site\n1,1,3,40.5,1,A\n2,0,1,,0,B\n3,1,0,61,1,A\n")
+    # (age: one value is not whole, so all of it is DOUBLE, 40.5 kept, not rounded)
     con = duckdb.connect()
-    load_person(con, scan_sql(str(f), "person"), "t", 1, ["y"], covariates=["age", "site"],
-                id="id")
+    load_person(con, scan_sql(str(f), "person"), "t", 1, ["y"],
+                covariates=["age", "sex", "site"], id="id")
     types = dict(con.execute("SELECT column_name, data_type FROM information_schema.columns "
                              "WHERE table_name = 'persons'").fetchall())
-    assert types["age"] == "DOUBLE" and types["site"] == "VARCHAR"
+    assert (types["age"], types["sex"], types["site"]) == ("DOUBLE", "BIGINT", "VARCHAR")
+    assert con.execute("SELECT age FROM persons WHERE member_id = 1").fetchall()[0][0] == 40.5
     assert con.execute("SELECT count(*) FROM quarantine WHERE reason = 'missing_value'"
                        ).fetchall()[0][0] == 1

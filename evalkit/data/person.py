@@ -15,15 +15,23 @@ from ..errors import DataValidationError
 from .load import _columns, _lit, _q
 
 
-def _numeric_text(con, source: str, column: str, type_: str) -> bool:
-    """A covariate read as text (CSV files are read as text) whose every value is a
-    number: it is stored as a number, so that models use it rather than leave it out.
-    Text with any non-numeric value stays text (a categorical covariate)."""
-    if not type_.upper().startswith("VARCHAR"):
-        return False
-    bad = con.execute(f"SELECT count(*) FROM {source} WHERE {_q(column)} IS NOT NULL "
-                      f"AND TRY_CAST({_q(column)} AS DOUBLE) IS NULL").fetchall()[0][0]
-    return bad == 0
+def _covariate_sql(con, source: str, column: str, type_: str) -> str:
+    """A covariate as stored. Text (CSV files are read as text) whose every value is a
+    whole number becomes BIGINT, and whose every value is a number DOUBLE, so that models
+    use it rather than leave it out (and ``C(x)`` levels read ``1``, not ``1.0``); text
+    with any other value stays text (a categorical covariate)."""
+    q = _q(column)
+    if type_.upper().startswith("VARCHAR"):
+        x = f"TRY_CAST({q} AS DOUBLE)"     # (a cast of '2.5' to BIGINT would round it)
+        not_num, not_int = con.execute(
+            f"SELECT count(*) FILTER (WHERE {x} IS NULL), "
+            f"count(*) FILTER (WHERE {x} IS NULL OR {x} <> floor({x})) "
+            f"FROM {source} WHERE {q} IS NOT NULL").fetchall()[0]
+        if not not_int:
+            return f"CAST({x} AS BIGINT) AS {q}"
+        if not not_num:
+            return f"TRY_CAST({q} AS DOUBLE) AS {q}"
+    return q
 
 
 def load_person(con: duckdb.DuckDBPyConnection, source: str, treatment: str | None, treated_value,
@@ -89,7 +97,7 @@ def load_person(con: duckdb.DuckDBPyConnection, source: str, treatment: str | No
     sel += [f"{num(c)} AS {_q(c)}" for c in dict.fromkeys([*outcomes, *timing])]
     if exposure:
         sel.append(f"{num(exposure)} AS member_months")
-    sel += [num(c) + f" AS {_q(c)}" if _numeric_text(con, source, c, cols[c]) else _q(c)
+    sel += [_covariate_sql(con, source, c, cols[c])
             for c in covariates if c not in outcomes and c not in timing and c != groups]
     con.execute(f"CREATE OR REPLACE TEMP TABLE raw_person AS SELECT row_number() OVER () AS _row, "
                 f"{', '.join(sel)} FROM {source}")
