@@ -1,7 +1,7 @@
 """params/clearinghouse_brief.yaml end to end (summary mode, public output), with its key
 numbers checked against the published figures.
 
-Published figures (as /work/shared/facts.md gives them; copied here, not read):
+Published figures (as docs/published-figures.md gives them; copied here):
 * Humphreys & Moos, Alcohol Clin Exp Res 25(5):711-716 (2001), one-year follow-up of 887
   12-step-oriented vs 887 cognitive-behavioral patients: outpatient continuing-care visits
   per patient 13.1 vs 22.5; inpatient days 10.5 vs 17.0; annual health-care cost about

@@ -1,6 +1,6 @@
 """Group-level comparison of self-help groups by leadership type (Yoak & Chesler 1985).
 
-Published facts used here (as /work/shared/facts.md gives them; copied, not read):
+Published facts used here (as docs/published-figures.md gives them; copied here):
 Yoak & Chesler (1985): 50 groups of parents of children with cancer; three leadership
 types (run by professional staff, independent of staff, shared leadership); shared
 leadership groups were larger, lasted longer and ran more kinds of activities. The paper's
@@ -26,7 +26,7 @@ from evalkit.data.person import load_person
 from evalkit.errors import ParamsError
 from evalkit.survival import logrank
 
-# Yoak & Chesler 1985 (facts.md: "Self-help group organisation")
+# Yoak & Chesler 1985 (docs/published-figures.md: "Self-help group organisation")
 N_GROUPS = 50
 TYPES = ("professional", "independent", "shared")
 LARGEST = "shared"      # larger, longer-lasting, more kinds of activities

@@ -18,7 +18,7 @@ def _prepared(tmp_path, **raw):
 
 # Humphreys & Moos (2001), Alcohol Clin Exp Res 25(5):711-716, one-year follow-up, per
 # patient: outpatient continuing-care visits 13.1 (12-step) vs 22.5 (CB); inpatient days
-# 10.5 vs 17.0; annual health-care cost about $2,883 vs $4,729 (see ../shared/facts.md).
+# 10.5 vs 17.0; annual health-care cost about $2,883 vs $4,729 (Humphreys & Moos 2001).
 PUBLISHED = {"outpatient_mh_visits": (13.1, 22.5), "inpatient_days": (10.5, 17.0),
              "total_cost": (2883.0, 4729.0)}
 

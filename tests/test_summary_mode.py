@@ -9,7 +9,7 @@ Reference values:
   (threshold = 1e-12), as in tests/test_synthesis.py.
 * Ratio of means: metafor's escalc documentation, measure "ROM":
   yi = log(m1i/m2i), vi = sd1i^2/(n1i m1i^2) + sd2i^2/(n2i m2i^2) (computed by hand here).
-* Chesler & Barbarin (1984), as summarized in the self-help/conflict paper (facts.md):
+* Chesler & Barbarin (1984), as summarized in the self-help/conflict paper (docs/published-figures.md):
   44 of 74 parents (60%) reported some problem with the staff; 39% reported 3 or more;
   87% of college graduates vs 42% of parents with high school or less; 90% of 63
   professionals had heard self-help groups could be "dangerous".
@@ -324,7 +324,8 @@ def parent_run(tmp_path_factory):
 
 
 def test_parent_survey_end_to_end(parent_run):
-    """params/parent_survey.yaml against Chesler & Barbarin (1984) as facts.md gives it."""
+    """params/parent_survey.yaml against Chesler & Barbarin (1984), as
+    docs/published-figures.md gives it."""
     res = json.loads(parent_run.results_path.read_text())
     assert res["run"]["status"] == "ok"
     assert [w["workbook"] for w in res["run"]["workbooks"]] == ["proportions"]

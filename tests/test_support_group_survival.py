@@ -1,6 +1,6 @@
 """Survival by arm on person-level data shaped like Spiegel et al. (Lancet 1989).
 
-Published figures used here (as /work/shared/facts.md gives them; copied, not read):
+Published figures used here (as docs/published-figures.md gives them; copied here):
 Spiegel et al., Lancet 1989: women with metastatic breast cancer randomized to weekly
 support groups (n = 50) vs control (n = 36); mean survival 36.6 vs 18.9 months.
 """
@@ -22,7 +22,7 @@ from evalkit.data.person import load_person
 from evalkit.errors import DataValidationError, ParamsError
 from evalkit.survival import restricted_mean
 
-# Spiegel et al., Lancet 1989 (facts.md: "Survival with a supportive-expressive group")
+# Spiegel et al., Lancet 1989 (docs/published-figures.md: "Survival with a supportive-expressive group")
 N_SUPPORT, N_CONTROL = 50, 36
 MEAN_SUPPORT, MEAN_CONTROL = 36.6, 18.9
 

@@ -114,7 +114,7 @@ def healthwise(tmp_path_factory):
 
 
 def test_its_recovers_the_true_er_ratio(healthwise):
-    truth = healthwise.true_effects(["er_visits"])["er_visits"]      # 0.82 (facts.md: -18%)
+    truth = healthwise.true_effects(["er_visits"])["er_visits"]      # 0.82 (docs/published-figures.md: -18%)
     assert truth == pytest.approx(0.82)
     res = healthwise.interrupted_time_series("er")
     assert res.seasonal                         # one distribution date: calendar season fitted
