@@ -554,30 +554,41 @@ def crude_effects(frame: pd.DataFrame, outcomes: list[str], kinds: dict[str, str
     The same outcome models with every member weighted 1 and no covariates, HC0 robust
     SEs: what a naive comparison of the arms says.
     """
-    from .causal.estimate import _fit_weighted_ols, _fit_weighted_poisson
     expo = exposure if exposure in frame.columns else None
     w = np.ones(len(frame))
     n1, n0 = int((frame[TREATMENT] == 1).sum()), int((frame[TREATMENT] == 0).sum())
     rows = []
     for o in outcomes:
-        kind = kinds[o]
-        todo = [(kind, _SCALE[kind])] + ([("ratio", "ratio")] if kind == "cost" else [])
-        for k, scale in todo:
-            if k in ("count", "ratio"):
-                _, t, j, _ = _fit_weighted_poisson(frame, o, TREATMENT, None, w, "HC0", None,
-                                                   alpha, expo if k == "count" else None)
-                r = t.iloc[j]
-                est, lo, hi = (math.exp(r[c]) for c in ("estimate", "ci_low", "ci_high"))
-            else:
-                _, t, j, _ = _fit_weighted_ols(frame, o, TREATMENT, None, w, "HC0", None, alpha)
-                r = t.iloc[j]
-                est, lo, hi = (float(r[c]) for c in ("estimate", "ci_low", "ci_high"))
+        for k, scale in _fits_for(kinds[o]):
+            r = _fit_scaled(frame, o, k, None, w, "HC0", None, alpha, expo)
             rows.append({"outcome": o, "contrast": "self_help vs control", "estimand": "crude",
                          "method": "crude comparison (no adjustment); robust SEs", "scale": scale,
-                         "estimate": est, "std_error": float(r["std_error"]), "ci_low": lo,
-                         "ci_high": hi, "p_value": float(r["p_value"]), "n_treated": n1,
-                         "n_control": n0})
+                         **r, "n_treated": n1, "n_control": n0})
     return pd.DataFrame(rows)
+
+
+def _fits_for(kind: str) -> list[tuple[str, str]]:
+    """(model kind, results scale) pairs for one outcome: costs also as a ratio of means."""
+    return [(kind, _SCALE[kind])] + ([("ratio", "ratio")] if kind == "cost" else [])
+
+
+def _fit_scaled(d: pd.DataFrame, outcome: str, k: str, adjust, w, vcov, groups, alpha,
+                exposure) -> dict:
+    """One weighted outcome model, read on its results scale: rate ratios and ratios of
+    means (``k`` count/ratio: weighted Poisson, exponentiated; ``std_error`` of the log)
+    or differences (weighted least squares)."""
+    from .causal.estimate import _fit_weighted_ols, _fit_weighted_poisson
+    if k in ("count", "ratio"):
+        _, t, j, _ = _fit_weighted_poisson(d, outcome, TREATMENT, adjust, w, vcov, groups,
+                                           alpha, exposure if k == "count" else None)
+        r = t.iloc[j]
+        est, lo, hi = (math.exp(r[c]) for c in ("estimate", "ci_low", "ci_high"))
+    else:
+        _, t, j, _ = _fit_weighted_ols(d, outcome, TREATMENT, adjust, w, vcov, groups, alpha)
+        r = t.iloc[j]
+        est, lo, hi = (float(r[c]) for c in ("estimate", "ci_low", "ci_high"))
+    return {"estimate": est, "std_error": float(r["std_error"]), "ci_low": lo, "ci_high": hi,
+            "p_value": float(r["p_value"])}
 
 
 def balance_table(design: CohortDesign) -> pd.DataFrame:
@@ -929,7 +940,6 @@ def effects_from_table(frame: pd.DataFrame, table: pd.DataFrame, meta: dict,
     weighting), so the numbers equal the cohort-balance workbook's. A regression design
     refits the covariate-adjusted model on ``meta['formula']``.
     """
-    from .causal.estimate import _fit_weighted_ols, _fit_weighted_poisson
     from .outcomes import _transform_covariates
     d = frame.merge(table[["member_id", "weight", "subclass"]], on="member_id", how="inner",
                     validate="one_to_one")
@@ -958,26 +968,15 @@ def effects_from_table(frame: pd.DataFrame, table: pd.DataFrame, meta: dict,
     rows = []
     for o in outcomes:
         kind = kinds[o]
-        todo = [(kind, _SCALE[kind])] + ([("ratio", "ratio")] if kind == "cost" else [])
-        for k, scale in todo:
-            if k in ("count", "ratio"):
-                fit, table_, j, _ = _fit_weighted_poisson(
-                    d, o, TREATMENT, adjust, w, vc, groups, alpha, expo if k == "count" else None)
-                row = table_.iloc[j]
-                est, se = math.exp(row["estimate"]), float(row["std_error"])
-                lo, hi = math.exp(row["ci_low"]), math.exp(row["ci_high"])
-            else:
-                fit, table_, j, _ = _fit_weighted_ols(d, o, TREATMENT, adjust, w, vc, groups, alpha)
-                row = table_.iloc[j]
-                est, se, lo, hi = (float(row[c]) for c in ("estimate", "std_error", "ci_low", "ci_high"))
+        for k, scale in _fits_for(kind):
+            r = _fit_scaled(d, o, k, adjust, w, vc, groups, alpha, expo)
             label = _method_label(spec, "count" if k in ("count", "ratio") else kind, vc)
             if k == "ratio":
                 label = label.replace("weighted Poisson (member-months offset)",
                                       "weighted quasi-Poisson (ratio of means)")
             rows.append({"outcome": o, "contrast": "self_help vs control",
                          "estimand": meta["estimand"], "method": label, "scale": scale,
-                         "estimate": est, "std_error": se, "ci_low": lo, "ci_high": hi,
-                         "p_value": float(row["p_value"]), "n_treated": n1, "n_control": n0})
+                         **r, "n_treated": n1, "n_control": n0})
     return pd.DataFrame(rows)
 
 
