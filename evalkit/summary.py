@@ -949,6 +949,37 @@ def project_plan(params: Params, synthesis: Synthesis) -> Projection | None:
     return project(synthesis, summary.projection, params.seed)
 
 
+def projected_budget(projection: Projection | None, econ):
+    """Budget impact, year by year, of a program that brings the projected effect on cost
+    to the target plan (:func:`evalkit.valuation.budget_for_plan`), or None when no cost
+    outcome is projected.
+
+    The plan is the projection's (members, and the share expected to take part as the
+    share referred each year, all of whom take part); the saving per participant is
+    minus the projected change in cost per participant, its low and high scenarios the
+    change at the ends of the ratio's interval; the program's costs (coordination,
+    facilitation, materials per referred member, start-up in year 1) come from ``econ``.
+    Years and discounting follow ``econ.budget`` (undiscounted by default).
+    """
+    from .valuation import budget_for_plan
+    if projection is None or not projection.has_cost:
+        return None
+    row = projection.table[projection.table["unit"] == "dollars"].iloc[0]
+    b = row["baseline_per_member_year"]
+    savings = {"estimate": -b * (row["ratio"] - 1), "ci_low": -b * (row["ratio_ci_high"] - 1),
+               "ci_high": -b * (row["ratio_ci_low"] - 1)}
+    budget = econ.budget.model_copy(update={
+        "plan_name": projection.plan, "plan_members": projection.members, "prevalence": 1.0,
+        "referral_rate_by_year": [projection.uptake], "uptake_by_year": [1.0],
+        "low": econ.budget.low.model_copy(update={"prevalence": None,
+                                                   "referral_rate_by_year": None,
+                                                   "uptake_by_year": None}),
+        "high": econ.budget.high.model_copy(update={"prevalence": None,
+                                                     "referral_rate_by_year": None,
+                                                     "uptake_by_year": None})})
+    return budget_for_plan(budget, econ, savings)
+
+
 def assumptions_table(summary: SummaryParams) -> pd.DataFrame:
     """:func:`assumptions` as a one-column table (for results.json)."""
     return pd.DataFrame({"assumption": assumptions(summary)}, dtype=object)

@@ -121,3 +121,20 @@ def test_projection_in_results_is_the_seeded_projection(brief):
     table = pd.DataFrame(res["tables"]["synthesis.projection"])
     for col in ("expected_change", "ci_low", "ci_high"):
         assert table[col].tolist() == proj.table[col].tolist()
+
+
+def test_budget_impact_for_the_target_plan(brief):
+    """Year-1 budget impact worked by hand: the 1,000 expected participants are referred,
+    each costing the default econ program cost ($120 coordination + $30 materials) plus
+    the $25,000 start-up; each saves 4,000 x (1 - 2883/4729) dollars."""
+    _, res = brief
+    rows = [e for e in res["estimates"] if e["workbook"] == "synthesis"
+            and str(e["method"]).startswith("budget impact")]
+    net = [e for e in rows if e["scale"] == "cost_difference"]
+    assert len(net) == 1 and net[0]["period"] == "year 1"
+    participants = 50_000 * 0.02
+    saving = 4000 * (1 - COST[0] / COST[1])
+    assert net[0]["estimate"] == pytest.approx(participants * 150 + 25_000 - participants * saving)
+    summary = pd.DataFrame(res["tables"]["synthesis.budget_summary"]).set_index("scenario")
+    assert summary.loc["low", "total_net_budget_impact"] > summary.loc["base", "total_net_budget_impact"] \
+        > summary.loc["high", "total_net_budget_impact"]
