@@ -35,7 +35,7 @@ from evalkit import params as _params
 from evalkit.models.count import count_model
 from evalkit.models.twopart import two_part
 from evalkit.outcomes import _transform_covariates
-from evalkit.study import prepare
+from evalkit.study import prepare_study
 from evalkit.survival import cox
 
 HERE = Path(__file__).resolve().parent
@@ -46,15 +46,14 @@ R_TIMINGS = HERE.parent / "tests" / "reference" / "expected" / "r_timings.json"
 def study_for(members: int) -> evalkit.Study:
     """A prepared run of a demo plan with ``members`` members (cached)."""
     out = DATA / f"models_{members}"
-    params_file = out / "params.json"
-    if not (out / "work" / "analysis.duckdb").exists():
-        t = time.perf_counter()
-        p = _params.validate({"data": {"members": members}, "seed": 7})
-        out.mkdir(parents=True, exist_ok=True)
-        prepare(p, out, progress=True)
-        params_file.write_text(json.dumps(p.to_dict()))
-        print(f"prepared {members:,} members in {time.perf_counter() - t:.0f}s", file=sys.stderr)
-    return evalkit.Study(params_file)
+    if (out / "work" / "analysis.duckdb").exists() and (out / "params.json").exists():
+        return evalkit.Study(out / "params.json")
+    t = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    study = prepare_study(_params.validate({"data": {"members": members}, "seed": 7}), out,
+                          progress=True)
+    print(f"prepared {members:,} members in {time.perf_counter() - t:.0f}s", file=sys.stderr)
+    return study
 
 
 def timed(fn) -> float:

@@ -232,6 +232,19 @@ def _spell_end_sql(relation: str, anchor: str) -> str:
               GROUP BY 1"""
 
 
+def prepare_study(params: Params, out_dir: str | Path, progress: bool = False) -> "Study":
+    """Prepare the analysis database in ``out_dir`` and open it, without running any
+    workbook: :func:`prepare`, then ``params.json`` written as the runner writes it
+    (secrets redacted), then :class:`Study` on it. For exploring a plan in a notebook,
+    tests and benchmarks."""
+    from .privacy import redact_params
+    from .results import write_json_atomic
+    prepare(params, out_dir, progress=progress)
+    params_file = Path(out_dir) / "params.json"
+    write_json_atomic(params_file, redact_params(params.to_dict())[0])
+    return Study(params_file)
+
+
 class Study:
     """Read access to a prepared run, for the workbooks.
 

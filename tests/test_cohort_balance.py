@@ -13,7 +13,7 @@ from evalkit import params as P
 from evalkit.causal import estimate
 from evalkit.causal.estimate import _fit_weighted_poisson
 from evalkit.errors import ParamsError
-from evalkit.study import Study, prepare
+from evalkit.study import prepare_study
 
 
 # ----------------------------------------------------------------------------- params
@@ -146,10 +146,7 @@ def test_count_estimate_reuses_a_design_and_reports_ratios():
 def demo(tmp_path_factory):
     """A 4,000-member demo plan (seed 1): sicker members are referred more often."""
     out = tmp_path_factory.mktemp("demo")
-    prm = P.validate({"seed": 1, "data": {"members": 4000}})
-    prepare(prm, out)
-    (out / "params.json").write_text(json.dumps(prm.to_dict()))
-    st = Study(out / "params.json")
+    st = prepare_study(P.validate({"seed": 1, "data": {"members": 4000}}), out)
     kinds = st.design_outcomes()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

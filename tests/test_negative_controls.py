@@ -14,7 +14,7 @@ from evalkit import params as P
 from evalkit.causal import Null
 from evalkit.data.synthetic import generate, scenario
 from evalkit.errors import DataValidationError, ParamsError
-from evalkit.study import Study, prepare
+from evalkit.study import Study, prepare_study
 
 
 # --------------------------------------------------------------------- the generator
@@ -92,10 +92,7 @@ def test_scenario_negative_controls_are_checked(nc, fragment):
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     out = tmp_path_factory.mktemp("nc")
-    prm = P.validate({"seed": 1, "data": {"members": 4000}})
-    prepare(prm, out)
-    (out / "params.json").write_text(json.dumps(prm.to_dict()))
-    st = Study(out / "params.json")
+    st = prepare_study(P.validate({"seed": 1, "data": {"members": 4000}}), out)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         des = st.cohort_design()

@@ -176,12 +176,9 @@ def test_claims_mode_estimates_the_missing_inputs_from_the_baseline_year(tmp_pat
     """Study.plan_study on a prepared synthetic plan: rate and dispersion are estimated from
     the comparison arm's baseline window, and match a direct NB2 fit of those members."""
     from evalkit.models.count import count_model
-    from evalkit.study import Study, prepare
-    params = P.validate({"data": {"members": 800}, "workbooks": ["planning"],
-                         "planning": {"members_per_arm": 1500}})
-    prepare(params, tmp_path)
-    (tmp_path / "params.json").write_text(json.dumps(params.to_dict()))
-    study = Study(tmp_path / "params.json")
+    from evalkit.study import prepare_study
+    study = prepare_study(P.validate({"data": {"members": 800}, "workbooks": ["planning"],
+                                      "planning": {"members_per_arm": 1500}}), tmp_path)
     try:
         res = study.plan_study()
         frame = study.analysis_frame()

@@ -299,11 +299,8 @@ def test_public_effects_table_hides_small_arms():
 # ----------------------------------------------------------------------------- guards
 def test_study_in_summary_mode_refuses_member_level_methods(tmp_path):
     from evalkit import runner
-    from evalkit.study import Study, prepare
-    p = P.validate(_summary(studies=[HM]))
-    prepare(p, tmp_path)
-    (tmp_path / "params.json").write_text(json.dumps(p.to_dict()))
-    study = Study(tmp_path / "params.json")
+    from evalkit.study import prepare_study
+    study = prepare_study(P.validate(_summary(studies=[HM])), tmp_path)
     try:
         for method in ("analysis_frame", "member_windows", "attrition", "covariates",
                        "table1", "rates", "treated_frame", "has_exposure",
