@@ -83,8 +83,8 @@ def main():
                 fn()
                 times[k].append(time.perf_counter() - t)
         med = {k: statistics.median(v) for k, v in times.items()}
-        a = con.execute("SELECT * FROM mw_duckdb").df()
-        b = con.execute("SELECT * FROM mw_spark").df()
+        a = con.execute("SELECT * FROM mw_duckdb ORDER BY member_id, period").df()
+        b = con.execute("SELECT * FROM mw_spark ORDER BY member_id, period").df()
         same = a.shape == b.shape and all(
             np.array_equal(a[c].to_numpy(), b[c].to_numpy()) for c in a.columns)
         row = {"members": f"{args.members:,}", "lines": f"{lines / 1e6:.2f}M",

@@ -95,6 +95,6 @@ def test_member_batches_do_not_change_the_result(tmp_path):
     con = duckdb.connect(str(prep.database))
     assert len(member_batches(con, lines_per_batch=20_000)) > 3
     build_member_windows(con, "mw_batched", lines_per_batch=20_000)
-    one = con.execute("SELECT * FROM member_windows").df()
-    batched = con.execute("SELECT * FROM mw_batched").df()
+    one = con.execute("SELECT * FROM member_windows ORDER BY member_id, period").df()
+    batched = con.execute("SELECT * FROM mw_batched ORDER BY member_id, period").df()
     pd.testing.assert_frame_equal(one, batched)

@@ -51,7 +51,8 @@ def _both(con, spark, work) -> tuple[pd.DataFrame, pd.DataFrame]:
     types = [con.execute(f"DESCRIBE mw_{e}").fetchall() for e in ("duckdb", "spark")]
     assert types[0] == types[1]                      # same columns, order and types
     assert not (Path(work) / "spark").exists()       # the staging folder is removed
-    return tuple(con.execute(f"SELECT * FROM mw_{e}").df() for e in ("duckdb", "spark"))
+    return tuple(con.execute(f"SELECT * FROM mw_{e} ORDER BY member_id, period").df()
+                 for e in ("duckdb", "spark"))
 
 
 def _assert_same(duck: pd.DataFrame, spark: pd.DataFrame) -> None:
@@ -171,7 +172,7 @@ def test_prepare_with_spark_engine_matches_duckdb(spark, tmp_path):
                                                               "spark_conf": {"spark.sql.shuffle.partitions": "2"}}})
         prep = prepare(p, tmp_path / engine)
         with duckdb.connect(str(prep.database), read_only=True) as con:
-            tables[engine] = con.execute("SELECT * FROM member_windows").df()
+            tables[engine] = con.execute("SELECT * FROM member_windows ORDER BY member_id, period").df()
             assert not (tmp_path / engine / "work" / "spark").exists()
     _assert_same(tables["duckdb"], tables["spark"])
 

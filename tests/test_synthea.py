@@ -119,7 +119,7 @@ def _load(folder, **kw):
 def _windows(con):
     build_cohort(con)
     build_member_windows(con)
-    return con.execute("SELECT * FROM member_windows").df().set_index(["member_id", "period"])
+    return con.execute("SELECT * FROM member_windows ORDER BY member_id, period").df().set_index(["member_id", "period"])
 
 
 def test_mapping_quarantine_and_windows_by_hand(tmp_path):

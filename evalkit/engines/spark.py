@@ -238,8 +238,8 @@ def build_member_windows_spark(con: duckdb.DuckDBPyConnection, spark, work_dir: 
     The cohort and encounter columns the aggregation needs are written as Parquet to
     ``work_dir/spark``, Spark computes the table and writes it back as Parquet, and it
     is stored in ``con`` with exactly the column names, order and types DuckDB's own
-    :func:`~evalkit.utilization.build_member_windows` gives, sorted by member and
-    period. The staging folder is removed afterwards. With a cluster master,
+    :func:`~evalkit.utilization.build_member_windows` gives (stored in member and
+    period order, though readers should not rely on it). The staging folder is removed afterwards. With a cluster master,
     ``work_dir`` must be a folder the executors can read and write (a shared file
     system); for data already on the cluster call :func:`member_windows_spark`.
     """
