@@ -267,7 +267,9 @@ def joint_bootstrap(frame: pd.DataFrame, covariates: list[str], er_family: str,
     Each replicate resamples members within arms (keeping the arm sizes) and refits both
     the two-part cost model (``cost_second`` family for the positive part; all replicates
     at once by :func:`evalkit.models.bootstrap.bootstrap_two_part`) and the ER count
-    model (``er_family``, member-months as exposure; :func:`evalkit.models.bootstrap.bootstrap`).
+    model (``er_family``, member-months as exposure; Poisson and negative binomial all
+    at once by :func:`evalkit.models.bootstrap.bootstrap_count_effect`, zero-inflated and
+    hurdle models one refit per replicate by :func:`evalkit.models.bootstrap.bootstrap`).
     Both functions draw exactly the same resamples from the same seed and strata
     (:func:`evalkit.models.bootstrap.bootstrap_indices`), so replicate ``b`` of the saving
     and replicate ``b`` of the effect come from the same members, and the pairs carry the
@@ -281,7 +283,9 @@ def joint_bootstrap(frame: pd.DataFrame, covariates: list[str], er_family: str,
         ``er_visits_averted`` (per member-year, ``-rate difference per 1,000
         member-months * 12 / 1000``).
     """
-    from .models.bootstrap import bootstrap, bootstrap_two_part
+    from .models.bootstrap import (
+        BATCHED_COUNT_FAMILIES, bootstrap, bootstrap_count_effect, bootstrap_two_part,
+    )
     from .outcomes import _transform_covariates, usable_covariates
     data, covs = _transform_covariates(frame, usable_covariates(frame, covariates))
     rhs = " + ".join(["treated", *covs])
@@ -291,13 +295,21 @@ def joint_bootstrap(frame: pd.DataFrame, covariates: list[str], er_family: str,
         cost = bootstrap_two_part(data, f"total_cost ~ {rhs}", "treated", n_boot=n_boot,
                                   seed=seed, strata="treated", second=cost_second,
                                   ci=("percentile",), n_jobs=n_jobs, progress=progress)
-        er = bootstrap(data, functools.partial(_er_statistic, er_formula=f"er_visits ~ {rhs}",
-                                               family=er_family),
-                       n_boot=n_boot, seed=seed, strata="treated", ci=("percentile",),
-                       n_jobs=n_jobs, progress=progress)
+        if er_family in BATCHED_COUNT_FAMILIES:
+            er = bootstrap_count_effect(data, f"er_visits ~ {rhs}", "treated", family=er_family,
+                                        exposure="member_months", n_boot=n_boot, seed=seed,
+                                        strata="treated", ci=("percentile",), n_jobs=n_jobs,
+                                        progress=progress)
+            averted = -er.replicates["rate_difference_per_1000_mm"].to_numpy() * 0.012
+        else:
+            er = bootstrap(data, functools.partial(_er_statistic, er_formula=f"er_visits ~ {rhs}",
+                                                   family=er_family),
+                           n_boot=n_boot, seed=seed, strata="treated", ci=("percentile",),
+                           n_jobs=n_jobs, progress=progress)
+            averted = er.replicates.iloc[:, 0].to_numpy()
     reps = pd.DataFrame({
         "saving": -cost.replicates["cost_difference"].to_numpy() * 365.0 / followup_days,
-        "er_visits_averted": er.replicates.iloc[:, 0].to_numpy()})
+        "er_visits_averted": averted})
     ok = reps.dropna()
     n_failed = len(reps) - len(ok)
     if n_failed:

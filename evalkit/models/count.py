@@ -265,7 +265,11 @@ def _theta_ml(cnt: _Counts, mu, start=None, what="negbin"):
 
     MASS's ``theta.ml`` runs Newton-Raphson on theta from the moment estimate
     ``n / sum((y/mu - 1)^2)``; here the same score and information drive Newton steps on
-    log(theta) (which keeps theta positive), iterated to machine precision.
+    log(theta) (which keeps theta positive) until a step is below 1e-10 or the score is at
+    rounding level (MASS stops at steps below 1.2e-4; a stop tighter than rounding noise
+    in the score never comes where the likelihood is flat in theta).
+    Beyond theta = exp(15) where the likelihood is no longer concave in theta, or beyond
+    exp(30), theta grows without bound: the counts show no overdispersion.
     """
     y = cnt.y
     if start is None:
@@ -284,12 +288,15 @@ def _theta_ml(cnt: _Counts, mu, start=None, what="negbin"):
             step = np.sign(s_tau)
         step = float(np.clip(step, -3.0, 3.0))
         tau += step
-        if tau > 30:
+        if tau > 30 or (tau > 15 and d_tau >= 0):
             raise ConvergenceError(
-                f"{what}: theta grows without bound (theta > 1e13): the counts show no "
-                "overdispersion. Fit family='poisson' instead."
+                f"{what}: theta grows without bound (theta > {np.exp(min(tau, 30)):.0e}, "
+                "the likelihood is flat in theta): the counts show no overdispersion. "
+                "Fit family='poisson' instead."
             )
-        if abs(step) < 1e-13:
+        # converged: a Newton step this small leaves only rounding, or the score is at
+        # rounding level (where the likelihood is very flat in theta the step is not)
+        if abs(step) < 1e-10 or abs(score) < 1e-12 * len(y):
             break
     else:
         raise ConvergenceError(f"{what}: the ML search for theta did not converge; "
@@ -311,12 +318,17 @@ def _fit_negbin(y, X, offset, what):
     for it in range(1, 101):
         res = fit_glm(y, X, sm.families.NegativeBinomial(alpha=1.0 / theta), offset=offset,
                    start=beta, what=what)
+        beta_old = beta
         beta, mu = res.params, res.fittedvalues
         theta_old, L_old = theta, L
         theta, se_theta = _theta_ml(cnt, mu, start=theta, what=what)
         L = _nb_loglik(cnt, mu, theta)
-        # MASS's criterion |dL|/sqrt(2 df) + |d theta|, with theta's change made relative.
-        if abs(L - L_old) / d1 + abs(theta - theta_old) / theta < 1e-11:
+        # MASS's criterion |dL|/sqrt(2 df) + |d theta|, with theta's change made relative;
+        # or, where the likelihood is so flat in theta that theta is known only to rounding
+        # noise, the likelihood and the coefficients no longer move
+        if abs(L - L_old) / d1 + abs(theta - theta_old) / theta < 1e-11 or (
+                abs(L - L_old) / d1 < 1e-12
+                and np.max(np.abs(np.asarray(beta) - np.asarray(beta_old))) < 1e-10):
             break
     else:
         raise ConvergenceError(f"{what}: beta/theta alternation did not converge in 100 rounds.")

@@ -1,0 +1,131 @@
+"""The batched count-model bootstrap against refitting count_model on each resample."""
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from evalkit.errors import ConvergenceError, DataValidationError, ParamsError
+from evalkit.models.bootstrap import bootstrap_count_effect, bootstrap_indices
+from evalkit.models.count import count_model
+
+FORMULA = "er_visits ~ treated + age + female + log1p_baseline"
+
+
+def _members(n=1500, theta=1.3, seed=7):
+    rng = np.random.default_rng(seed)
+    age = rng.uniform(20, 70, n)
+    female = rng.integers(0, 2, n)
+    baseline = rng.negative_binomial(1.0, 0.6, n)
+    treated = (rng.uniform(size=n) < 0.3 + 0.2 * (baseline > 0)).astype(int)
+    months = rng.uniform(3, 12, n)
+    mu = months / 12 * np.exp(-1.0 - 0.25 * treated + 0.01 * age + 0.2 * female
+                              + 0.4 * np.log1p(baseline))
+    y = rng.negative_binomial(theta, theta / (theta + mu))
+    return pd.DataFrame({"er_visits": y, "treated": treated, "age": age, "female": female,
+                         "log1p_baseline": np.log1p(baseline), "member_months": months})
+
+
+def _refit(df, family, exposure, scale):
+    """The statistic the slow way: count_model on the resampled rows (Poisson when the
+    NB dispersion search diverges, as the joint bootstrap's statistic does)."""
+    try:
+        fit = count_model(df, FORMULA, family=family, exposure=exposure)
+    except ConvergenceError:
+        fit = count_model(df, FORMULA, family="poisson", exposure=exposure)
+    return fit.effect("treated").estimate(scale)
+
+
+@pytest.mark.parametrize("family,exposure,scale", [
+    ("negbin", "member_months", "rate_difference_per_1000_mm"),
+    ("poisson", "member_months", "rate_difference_per_1000_mm"),
+    ("negbin", None, "difference"),
+])
+def test_replicates_equal_refits_on_the_same_resamples(family, exposure, scale):
+    df = _members()
+    res = bootstrap_count_effect(df, FORMULA, "treated", family=family, exposure=exposure,
+                                 n_boot=40, seed=11, ci="percentile", n_jobs=1)
+    full = count_model(df, FORMULA, family=family, exposure=exposure).effect("treated")
+    assert res.estimate[scale] == pytest.approx(full.estimate(scale), rel=1e-12)
+    ratio = "rate_ratio" if exposure else "ratio"
+    assert res.estimate[ratio] == pytest.approx(full.estimate(ratio), rel=1e-12)
+    idx = list(bootstrap_indices(df, 40, seed=11, strata="treated"))
+    for b in range(0, 40, 4):
+        want = _refit(df.iloc[idx[b]].reset_index(drop=True), family, exposure, scale)
+        assert res.replicates[scale].iloc[b] == pytest.approx(want, rel=1e-7, abs=1e-9), b
+    assert res.n_failed == 0
+    # the same seed gives the same replicates whatever the blocks and processes
+    again = bootstrap_count_effect(df, FORMULA, "treated", family=family, exposure=exposure,
+                                   n_boot=40, seed=11, ci="percentile", n_jobs=2, block_size=7)
+    np.testing.assert_allclose(again.replicates.to_numpy(), res.replicates.to_numpy(),
+                               rtol=1e-9)
+
+
+def test_resamples_without_overdispersion_get_the_poisson_fit():
+    """Barely overdispersed counts: in some resamples theta grows without bound, and
+    those replicates equal the Poisson refit (count_model's advice); the others equal
+    the NB refit, also where theta is large and the likelihood flat in it."""
+    df = _members(n=400, theta=15.0, seed=4)
+    res = bootstrap_count_effect(df, FORMULA, "treated", exposure="member_months",
+                                 n_boot=60, seed=5, ci="percentile", n_jobs=1)
+    scale = "rate_difference_per_1000_mm"
+    limits = 0
+    for b, idx in enumerate(bootstrap_indices(df, 60, seed=5, strata="treated")):
+        d = df.iloc[idx].reset_index(drop=True)
+        try:
+            count_model(d, FORMULA, family="negbin", exposure="member_months")
+        except ConvergenceError as err:
+            assert "grows without bound" in str(err)
+            limits += 1
+        want = _refit(d, "negbin", "member_months", scale)
+        assert res.replicates[scale].iloc[b] == pytest.approx(want, rel=1e-7), b
+    assert limits > 0                     # the case this test is about did occur
+    assert res.n_failed == 0
+
+
+def test_bca_and_failed_replicates_are_reported():
+    df = _members(n=300, seed=2)
+    df.loc[df["treated"] == 1, "er_visits"] = 0
+    df.loc[df.index[df["treated"] == 1][:2], "er_visits"] = 1   # two events in the arm
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        res = bootstrap_count_effect(df, FORMULA, "treated", exposure="member_months",
+                                     n_boot=200, seed=1, n_jobs=1)
+    assert res.n_failed > 0
+    assert any("no er_visits events among rows with treated = 1" in r for r in res.failures)
+    assert any("could not be computed" in str(x.message) for x in w)
+    lo, hi = res.ci("rate_difference_per_1000_mm", "bca")
+    assert lo < res.estimate["rate_difference_per_1000_mm"] < hi
+
+
+def test_bad_input():
+    df = _members(n=200)
+    with pytest.raises(ParamsError, match="family must be one of poisson, negbin"):
+        bootstrap_count_effect(df, FORMULA, "treated", family="zinb", n_boot=10)
+    with pytest.raises(ParamsError, match="treatment 'referred' is not a column"):
+        bootstrap_count_effect(df, FORMULA, "referred", n_boot=10)
+    with pytest.raises(DataValidationError, match="'months'"):
+        bootstrap_count_effect(df, FORMULA, "treated", exposure="months", n_boot=10)
+    with pytest.raises(ParamsError, match="no zero part"):
+        bootstrap_count_effect(df, FORMULA + " | age", "treated", n_boot=10)
+
+
+def test_joint_bootstrap_pairs_the_batched_er_effect_with_the_saving():
+    """The cost-benefit joint bootstrap takes its ER effect from the batched fits; each
+    replicate equals the refit-per-resample statistic it replaced, on the same members."""
+    import functools
+
+    from evalkit.models.bootstrap import bootstrap
+    from evalkit.valuation import _er_statistic, joint_bootstrap
+    df = _members(n=800, seed=9)
+    rng = np.random.default_rng(1)
+    df["total_cost"] = np.where(rng.uniform(size=len(df)) < 0.2, 0.0,
+                                rng.gamma(2.0, 900.0 * (1 + df["er_visits"]), len(df)))
+    covs = ["age", "female", "log1p_baseline"]
+    joint = joint_bootstrap(df, covs, "negbin", "gamma", 365, n_boot=24, seed=3, n_jobs=1)
+    slow = bootstrap(df[["treated", "er_visits", "member_months", *covs]],
+                     functools.partial(_er_statistic, er_formula=FORMULA, family="negbin"),
+                     n_boot=24, seed=3, strata="treated", ci=("percentile",), n_jobs=1)
+    np.testing.assert_allclose(joint.replicates["er_visits_averted"].to_numpy(),
+                               slow.replicates.iloc[:, 0].to_numpy(), rtol=1e-7)
+    assert joint.n_failed == 0 and np.isfinite(joint.correlation)
