@@ -12,16 +12,17 @@ from evalkit.models.count import count_model
 FORMULA = "er_visits ~ treated + age + female + log1p_baseline"
 
 
-def _members(n=1500, theta=1.3, seed=7):
+def _members(n=1500, theta=1.3, seed=7, zeros=0.0, level=-1.0):
     rng = np.random.default_rng(seed)
     age = rng.uniform(20, 70, n)
     female = rng.integers(0, 2, n)
     baseline = rng.negative_binomial(1.0, 0.6, n)
     treated = (rng.uniform(size=n) < 0.3 + 0.2 * (baseline > 0)).astype(int)
     months = rng.uniform(3, 12, n)
-    mu = months / 12 * np.exp(-1.0 - 0.25 * treated + 0.01 * age + 0.2 * female
+    mu = months / 12 * np.exp(level - 0.25 * treated + 0.01 * age + 0.2 * female
                               + 0.4 * np.log1p(baseline))
     y = rng.negative_binomial(theta, theta / (theta + mu))
+    y[rng.uniform(size=n) < zeros * (1 - 0.5 * female)] = 0       # structural zeros
     return pd.DataFrame({"er_visits": y, "treated": treated, "age": age, "female": female,
                          "log1p_baseline": np.log1p(baseline), "member_months": months})
 
@@ -36,13 +37,16 @@ def _refit(df, family, exposure, scale):
     return fit.effect("treated").estimate(scale)
 
 
-@pytest.mark.parametrize("family,exposure,scale", [
-    ("negbin", "member_months", "rate_difference_per_1000_mm"),
-    ("poisson", "member_months", "rate_difference_per_1000_mm"),
-    ("negbin", None, "difference"),
+@pytest.mark.parametrize("family,exposure,scale,data", [
+    ("negbin", "member_months", "rate_difference_per_1000_mm", {}),
+    ("poisson", "member_months", "rate_difference_per_1000_mm", {}),
+    ("negbin", None, "difference", {}),
+    # excess zeros that the zero part can pick out (35% of men, 20% of women)
+    ("zinb", "member_months", "rate_difference_per_1000_mm", dict(theta=2.0, zeros=0.4, level=1.0)),
+    ("zip", None, "difference", dict(theta=20.0, zeros=0.4, level=1.0)),
 ])
-def test_replicates_equal_refits_on_the_same_resamples(family, exposure, scale):
-    df = _members()
+def test_replicates_equal_refits_on_the_same_resamples(family, exposure, scale, data):
+    df = _members(**data)
     res = bootstrap_count_effect(df, FORMULA, "treated", family=family, exposure=exposure,
                                  n_boot=40, seed=11, ci="percentile", n_jobs=1)
     full = count_model(df, FORMULA, family=family, exposure=exposure).effect("treated")
@@ -100,8 +104,8 @@ def test_bca_and_failed_replicates_are_reported():
 
 def test_bad_input():
     df = _members(n=200)
-    with pytest.raises(ParamsError, match="family must be one of poisson, negbin"):
-        bootstrap_count_effect(df, FORMULA, "treated", family="zinb", n_boot=10)
+    with pytest.raises(ParamsError, match="family must be one of poisson, negbin, zip, zinb"):
+        bootstrap_count_effect(df, FORMULA, "treated", family="hurdle_negbin", n_boot=10)
     with pytest.raises(ParamsError, match="treatment 'referred' is not a column"):
         bootstrap_count_effect(df, FORMULA, "referred", n_boot=10)
     with pytest.raises(DataValidationError, match="'months'"):
