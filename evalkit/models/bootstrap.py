@@ -1,8 +1,8 @@
-"""Nonparametric bootstrap: any statistic, and a fast path for the two-part cost effect.
+"""Nonparametric bootstrap: any statistic, and fast paths for the cost and count effects.
 
 The bootstrap estimates the sampling distribution of a statistic by recomputing it on
 many data sets drawn *with replacement* from the data at hand (Efron & Tibshirani 1993).
-Two entry points share one resampling scheme and one set of interval methods:
+Three entry points share one resampling scheme and one set of interval methods:
 
 * :func:`bootstrap` -- any function ``statistic(df) -> float or dict of floats``,
   recomputed on explicitly resampled copies of the data (in parallel processes);
@@ -12,7 +12,10 @@ Two entry points share one resampling scheme and one set of interval methods:
   was drawn), so every replicate is a weighted fit; all replicates are fitted together by
   batched Newton / Fisher scoring in numpy, warm-started from the full-sample fit, which
   is more than ten times faster than refitting with statsmodels and gives the same
-  numbers.
+  numbers;
+* :func:`bootstrap_count_effect` -- the same for the recycled-prediction rate difference
+  and ratio of a Poisson, NB2, ZIP or ZINB count model
+  (:func:`evalkit.models.count.count_model`).
 
 Resampling designs
 ------------------
