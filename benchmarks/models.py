@@ -89,7 +89,7 @@ def contenders(study: evalkit.Study) -> dict[str, tuple]:
         sm.Logit(pos.astype(float), X).fit(disp=0)
         sm.GLM(cost[pos], X[pos], family=sm.families.Gamma(sm.families.links.Log())).fit()
 
-    resample = frame.iloc[next(bootstrap_indices(frame, 1, seed=1, strata="treated"))]
+    resample = frame.iloc[next(bootstrap_indices(frame, 2, seed=1, strata="treated"))]
 
     def refit_one():
         count_model(resample.reset_index(drop=True), f"er_visits ~ {rhs}", family="negbin",

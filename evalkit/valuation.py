@@ -267,9 +267,9 @@ def joint_bootstrap(frame: pd.DataFrame, covariates: list[str], er_family: str,
     Each replicate resamples members within arms (keeping the arm sizes) and refits both
     the two-part cost model (``cost_second`` family for the positive part; all replicates
     at once by :func:`evalkit.models.bootstrap.bootstrap_two_part`) and the ER count
-    model (``er_family``, member-months as exposure; Poisson and negative binomial all
-    at once by :func:`evalkit.models.bootstrap.bootstrap_count_effect`, zero-inflated and
-    hurdle models one refit per replicate by :func:`evalkit.models.bootstrap.bootstrap`).
+    model (``er_family``, member-months as exposure; Poisson, NB, ZIP and ZINB all at
+    once by :func:`evalkit.models.bootstrap.bootstrap_count_effect`, hurdle models one
+    refit per replicate by :func:`evalkit.models.bootstrap.bootstrap`).
     Both functions draw exactly the same resamples from the same seed and strata
     (:func:`evalkit.models.bootstrap.bootstrap_indices`), so replicate ``b`` of the saving
     and replicate ``b`` of the effect come from the same members, and the pairs carry the

@@ -239,9 +239,10 @@ def build_member_windows_spark(con: duckdb.DuckDBPyConnection, spark, work_dir: 
     ``work_dir/spark``, Spark computes the table and writes it back as Parquet, and it
     is stored in ``con`` with exactly the column names, order and types DuckDB's own
     :func:`~evalkit.utilization.build_member_windows` gives (stored in member and
-    period order, though readers should not rely on it). The staging folder is removed afterwards. With a cluster master,
-    ``work_dir`` must be a folder the executors can read and write (a shared file
-    system); for data already on the cluster call :func:`member_windows_spark`.
+    period order, though readers should not rely on it). The staging folder is removed
+    afterwards. With a cluster master, ``work_dir`` must be a folder the executors can
+    read and write (a shared file system); for data already on the cluster call
+    :func:`member_windows_spark`.
     """
     stage = Path(work_dir) / "spark"
     shutil.rmtree(stage, ignore_errors=True)
