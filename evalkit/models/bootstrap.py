@@ -1009,6 +1009,30 @@ def _row_count_matrix(state, payload):
     return C, cache
 
 
+def _complete_rows(data, formula, treatment, strata, extra, extra_role, what):
+    """The complete rows a batched bootstrap fits (index reset), and how many were
+    dropped; checks the data, the strata and ``extra`` (cluster or exposure) columns and
+    that the treatment is a column of the formula."""
+    if not isinstance(treatment, str):
+        raise ParamsError(f"{what}: treatment must be the name of a 0/1 column, got {treatment!r}.")
+    if not isinstance(data, pd.DataFrame):
+        raise DataValidationError(f"{what}: data must be a pandas DataFrame, got {type(data).__name__}.")
+    extras = [c for c in (strata, extra) if c is not None]
+    missing = [c for c in extras if c not in data.columns]
+    if missing:
+        raise DataValidationError(
+            f"{what}: column(s) {missing} (strata / {extra_role}) not found in the data "
+            f"(available: {sorted(map(str, data.columns))}).",
+            failures=[{"table": "data", "column": c, "reason": "missing_column", "count": 0,
+                       "examples": []} for c in missing])
+    frame, dropped = prepare_frame(data, [formula], extras, what)
+    frame = frame.reset_index(drop=True)
+    if treatment not in frame.columns:
+        raise ParamsError(f"{what}: treatment {treatment!r} is not a column of the formula "
+                          f"{formula!r}; name the 0/1 treatment column.")
+    return frame, dropped
+
+
 def _block_size(block_size, n, n_boot, what) -> int:
     """Replicates fitted together: about 10**7 / n (a few (n, b) float buffers), at most
     n_boot / 8 (so blocks spread over workers) and 2,000."""
@@ -1296,25 +1320,9 @@ def bootstrap_two_part(data: pd.DataFrame, formula: str, treatment: str, n_boot:
         raise ParamsError(f"{what}: tol must be a small positive number, got {tol!r}.")
     if not isinstance(formula, str) or "~" not in formula:
         raise ParamsError(f"{what}: formula must be a string like 'cost ~ treated + age', got {formula!r}.")
-    if not isinstance(treatment, str):
-        raise ParamsError(f"{what}: treatment must be the name of a 0/1 column, got {treatment!r}.")
-    if not isinstance(data, pd.DataFrame):
-        raise DataValidationError(f"{what}: data must be a pandas DataFrame, got {type(data).__name__}.")
     strata_given = strata is not _DEFAULT
-    extras = [c for c in ([strata] if strata_given and strata is not None else []) + [cluster]
-              if c is not None]
-    missing = [c for c in extras if c not in data.columns]
-    if missing:
-        raise DataValidationError(
-            f"{what}: column(s) {missing} (strata / cluster) not found in the data (available: "
-            f"{sorted(map(str, data.columns))}).",
-            failures=[{"table": "data", "column": c, "reason": "missing_column", "count": 0,
-                       "examples": []} for c in missing])
-    frame, dropped = prepare_frame(data, [formula], extras, what)
-    frame = frame.reset_index(drop=True)
-    if treatment not in frame.columns:
-        raise ParamsError(f"{what}: treatment {treatment!r} is not a column of the formula "
-                          f"{formula!r}; name the 0/1 treatment column.")
+    frame, dropped = _complete_rows(data, formula, treatment, strata if strata_given else None,
+                                    cluster, "cluster", what)
     if not strata_given:
         strata = treatment
         if cluster is not None:
@@ -1741,23 +1749,9 @@ def bootstrap_count_effect(data: pd.DataFrame, formula: str, treatment: str,
     if not isinstance(formula, str) or "~" not in formula or "|" in formula:
         raise ParamsError(f"{what}: formula must be a string like 'er_visits ~ treated + age' "
                           f"(no zero part: zip / zinb use the same terms in it), got {formula!r}.")
-    if not isinstance(data, pd.DataFrame):
-        raise DataValidationError(f"{what}: data must be a pandas DataFrame, got {type(data).__name__}.")
     strata_given = strata is not _DEFAULT
-    extras = [c for c in ([strata] if strata_given and strata is not None else []) + [exposure]
-              if c is not None]
-    missing = [c for c in extras if c not in data.columns]
-    if missing:
-        raise DataValidationError(
-            f"{what}: column(s) {missing} (strata / exposure) not found in the data (available: "
-            f"{sorted(map(str, data.columns))}).",
-            failures=[{"table": "data", "column": c, "reason": "missing_column", "count": 0,
-                       "examples": []} for c in missing])
-    frame, dropped = prepare_frame(data, [formula], extras, what)
-    frame = frame.reset_index(drop=True)
-    if treatment not in frame.columns:
-        raise ParamsError(f"{what}: treatment {treatment!r} is not a column of the formula "
-                          f"{formula!r}; name the 0/1 treatment column.")
+    frame, dropped = _complete_rows(data, formula, treatment, strata if strata_given else None,
+                                    exposure, "exposure", what)
     if not strata_given:
         strata = treatment
 
