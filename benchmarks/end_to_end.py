@@ -3,10 +3,11 @@
 For each size, runs ``evalkit run params/demo.yaml`` (synthetic data generated inside
 the run) in this process and prints the seconds of data preparation (generation, loading,
 checks, cohort, member x window table) and of each workbook, from the run's results.json,
-plus the run's peak memory (this process and its Jupyter kernels, measured from a fresh
-child process per size). The baseline in the same process is the bare start of a kernel
-that imports evalkit's dependencies and runs nothing, so the table shows how much of each
-workbook is analysis rather than kernel start.
+plus the run's peak memory (the runner, its largest Jupyter kernel and the two together,
+sampled every half second in a fresh child process per size). The baseline in the same
+process is the bare start of a kernel that imports evalkit's dependencies and runs
+nothing, so the table shows how much of each workbook is analysis rather than kernel
+start.
 
 Usage: python benchmarks/end_to_end.py [--members 20000 1000000] [--bootstrap 1000]
 """
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -40,20 +40,68 @@ def kernel_baseline() -> float:
         return time.perf_counter() - t
 
 
+class PeakSampler:
+    """Samples, every ``interval`` seconds in a background thread, the resident memory of
+    this process and of each of its descendants (the Jupyter kernels); keeps the peaks.
+
+    ``getrusage``'s children figure cannot be used for the kernels: a child starts with
+    its parent's peak across fork, so it only ever repeats the runner's.
+    """
+
+    def __init__(self, interval: float = 0.5):
+        import threading
+        import psutil
+        self.proc, self.interval = psutil.Process(), interval
+        self.runner = self.kernel = self.total = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self):
+        import psutil
+        own = self.proc.memory_info().rss
+        kids = []
+        for c in self.proc.children(recursive=True):
+            try:
+                kids.append(c.memory_info().rss)
+            except psutil.Error:                      # ended between listing and reading
+                pass
+        self.runner = max(self.runner, own)
+        self.kernel = max([self.kernel, *kids])
+        self.total = max(self.total, own + sum(kids))
+
+    def _run(self):
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+
 def child(members: int, bootstrap: int, out: str) -> None:
-    """One run; prints results.json's timings and the peak RSS of this process and of its
-    children (the kernels), as JSON."""
+    """One run; prints results.json's timings and the peak resident memory of the runner,
+    of the largest kernel and of the two together, as JSON."""
     import evalkit
     t = time.perf_counter()
-    res = evalkit.run(PARAMS, out=out, quiet=True,
-                      overrides={"data.members": members, "models.bootstrap_replicates": bootstrap})
+    with PeakSampler() as peak:
+        res = evalkit.run(PARAMS, out=out, quiet=True,
+                          overrides={"data.members": members,
+                                     "models.bootstrap_replicates": bootstrap})
     total = time.perf_counter() - t
     run = json.loads(res.results_path.read_text())["run"]
-    peak_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    peak_kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    # the runner's true peak (VmHWM) can fall between two samples
+    hwm = int(next(x for x in Path("/proc/self/status").read_text().splitlines()
+                   if x.startswith("VmHWM")).split()[1]) * 1024
     print(json.dumps({"total": total, "prepare": run["prepare_seconds"],
                       "workbooks": {w["workbook"]: w["seconds"] for w in run["workbooks"]},
-                      "peak_runner_mb": peak_self, "peak_kernel_mb": peak_kids}))
+                      "peak_runner_mb": max(hwm, peak.runner) / 2**20,
+                      "peak_kernel_mb": peak.kernel / 2**20,
+                      "peak_total_mb": peak.total / 2**20}))
 
 
 def main():
@@ -86,6 +134,7 @@ def main():
     print(f"{'total':<16}" + "".join(f"{r['total']:>22.1f} s" for r in results.values()))
     print(f"{'peak, runner':<16}" + "".join(f"{r['peak_runner_mb'] / 1024:>21.2f} GB" for r in results.values()))
     print(f"{'peak, a kernel':<16}" + "".join(f"{r['peak_kernel_mb'] / 1024:>21.2f} GB" for r in results.values()))
+    print(f"{'peak, together':<16}" + "".join(f"{r['peak_total_mb'] / 1024:>21.2f} GB" for r in results.values()))
 
 
 if __name__ == "__main__":
