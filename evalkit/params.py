@@ -217,7 +217,9 @@ class EngineParams(_Strict):
         "duckdb", description="engine of the member x window aggregation: embedded DuckDB, "
         "or Apache Spark (same SQL, translated; needs pyspark and Java 17+)")
     threads: int | None = Field(None, gt=0, description="engine threads (default: all cores)")
-    memory_limit: str | None = Field(None, description="e.g. '2GB'; DuckDB spills beyond it")
+    memory_limit: str | None = Field(None, description="e.g. '3GB'; DuckDB spills beyond it "
+                                     "(unset: DuckDB's default, 80% of the machine's memory, "
+                                     "which preparing a 1M-member plan can use)")
     spark_master: str = Field("local[2]", description="spark: `local[N]` (N cores of this "
                               "machine) or a cluster URL such as spark://host:7077 or yarn")
     spark_conf: dict[str, str | bool | int | float] = Field(
