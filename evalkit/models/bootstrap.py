@@ -919,6 +919,7 @@ def _inv(H: np.ndarray) -> np.ndarray:
 
 
 RUNNING, CONVERGED, RANK, FAILED = 0, 1, 2, 3
+POISSON = 4          # a negbin replicate at its Poisson limit (theta -> infinity)
 
 
 def _batched_fit(kind, X, XX, ctx, beta0, tol, maxiter, work, iu):
@@ -1007,6 +1008,16 @@ def _row_count_matrix(state, payload):
         for j, rows in enumerate(data):
             C[rows, j] = 0.0
     return C, cache
+
+
+def _check_batched(what, n_boot, seed, ci, alpha, n_jobs, max_jackknife, maxiter, tol):
+    """The checked settings shared by the batched bootstraps."""
+    if not (isinstance(tol, (int, float)) and 0 < tol < 1):
+        raise ParamsError(f"{what}: tol must be a small positive number, got {tol!r}.")
+    return (_check_n_boot(n_boot, what), _check_seed(seed, what), _check_ci(ci, what),
+            check_alpha(alpha, what), _check_n_jobs(n_jobs, what),
+            _check_positive_int(max_jackknife, "max_jackknife", what, minimum=2),
+            _check_positive_int(maxiter, "maxiter", what))
 
 
 def _complete_rows(data, formula, treatment, strata, extra, extra_role, what):
@@ -1309,15 +1320,8 @@ def bootstrap_two_part(data: pd.DataFrame, formula: str, treatment: str, n_boot:
     Efron & Tibshirani (1993), ch. 14 (BCa); Davison & Hinkley (1997), sec. 3.2, 3.8.
     """
     what = "bootstrap_two_part"
-    n_boot = _check_n_boot(n_boot, what)
-    seed = _check_seed(seed, what)
-    methods = _check_ci(ci, what)
-    alpha = check_alpha(alpha, what)
-    n_jobs = _check_n_jobs(n_jobs, what)
-    max_jackknife = _check_positive_int(max_jackknife, "max_jackknife", what, minimum=2)
-    maxiter = _check_positive_int(maxiter, "maxiter", what)
-    if not (isinstance(tol, (int, float)) and 0 < tol < 1):
-        raise ParamsError(f"{what}: tol must be a small positive number, got {tol!r}.")
+    n_boot, seed, methods, alpha, n_jobs, max_jackknife, maxiter = _check_batched(
+        what, n_boot, seed, ci, alpha, n_jobs, max_jackknife, maxiter, tol)
     if not isinstance(formula, str) or "~" not in formula:
         raise ParamsError(f"{what}: formula must be a string like 'cost ~ treated + age', got {formula!r}.")
     strata_given = strata is not _DEFAULT
@@ -1490,8 +1494,6 @@ def _batched_negbin(X, XX, ctx, beta0, tau0, tol, maxiter, iu):
     return B, tau, status, it
 
 
-POISSON = 4          # a negbin replicate at its Poisson limit (theta -> infinity)
-
 
 def _count_block(state, payload):
     """Fit one block of count-model replicates; returns (values (b, 4), reasons, iterations)."""
@@ -1506,7 +1508,7 @@ def _fit_count_counts(state, C, cache):
     n, b = C.shape
     reasons: list = [None] * b
     N = C.sum(axis=0)
-    events = state["y"] @ C
+    events = y @ C
     tally = state["Mb"].T @ C                       # per 0/1 term: rows with 1, their events
     nb = len(state["binary"])
     n1, e1 = tally[:nb], tally[nb:]
@@ -1728,24 +1730,16 @@ def bootstrap_count_effect(data: pd.DataFrame, formula: str, treatment: str,
     BootstrapResult
         Statistics ``rate_difference_per_1000_mm``, ``rate_ratio``, ``rate_treated``,
         ``rate_control`` with an exposure (``difference``, ``ratio``, ``mean_treated``,
-        ``mean_control`` without); ``extra["fit"]`` is the full-sample fit and
-        ``extra["poisson_limit"]`` the number of negbin replicates fitted as Poisson.
+        ``mean_control`` without); ``extra["fit"]`` is the full-sample fit.
     """
     from evalkit.models.count import count_model
     what = "bootstrap_count_effect"
-    n_boot = _check_n_boot(n_boot, what)
-    seed = _check_seed(seed, what)
-    methods = _check_ci(ci, what)
-    alpha = check_alpha(alpha, what)
-    n_jobs = _check_n_jobs(n_jobs, what)
-    max_jackknife = _check_positive_int(max_jackknife, "max_jackknife", what, minimum=2)
-    maxiter = _check_positive_int(maxiter, "maxiter", what)
+    n_boot, seed, methods, alpha, n_jobs, max_jackknife, maxiter = _check_batched(
+        what, n_boot, seed, ci, alpha, n_jobs, max_jackknife, maxiter, tol)
     if family not in BATCHED_COUNT_FAMILIES:
         raise ParamsError(f"{what}: family must be one of {', '.join(BATCHED_COUNT_FAMILIES)}, got "
                           f"{family!r}; bootstrap other count models with `bootstrap` and a "
                           "statistic that refits them.")
-    if not (isinstance(tol, (int, float)) and 0 < tol < 1):
-        raise ParamsError(f"{what}: tol must be a small positive number, got {tol!r}.")
     if not isinstance(formula, str) or "~" not in formula or "|" in formula:
         raise ParamsError(f"{what}: formula must be a string like 'er_visits ~ treated + age' "
                           f"(no zero part: zip / zinb use the same terms in it), got {formula!r}.")
