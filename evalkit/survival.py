@@ -50,6 +50,7 @@ from evalkit.errors import (
     StatisticalWarning,
 )
 from evalkit.models.base import ModelResult, wald_table
+from evalkit.models.effects import sandwich
 
 __all__ = [
     "KaplanMeierResult",
@@ -132,6 +133,63 @@ def _survival_frame(data: pd.DataFrame, duration: str, event: str, extra: list[s
     return frame, dropped
 
 
+def _column_list(value, what: str, where: str) -> list[str]:
+    """``None``, a column name or a list of names -> list of names."""
+    if value is None:
+        return []
+    names = [value] if isinstance(value, str) else value
+    if (not isinstance(names, (list, tuple)) or not names
+            or not all(isinstance(c, str) and c for c in names)):
+        raise ParamsError(f"{where}: {what} must be a column name or a list of column names "
+                          f"(got {value!r}).")
+    return list(names)
+
+
+def _check_complete(data: pd.DataFrame, columns: list[str], what: str, where: str) -> None:
+    """Every row must have a value in the columns that define strata or clusters.
+
+    A row without one cannot be placed in its risk set or its cluster, and dropping it
+    would change the analysis population silently, so this is an error, not a warning.
+    """
+    for col in columns:
+        missing = data[col].isna().to_numpy()
+        if missing.any():
+            count = int(missing.sum())
+            raise DataValidationError(
+                f"{where}: {what} column {col!r} has {count} missing value(s) in {len(data)} "
+                f"rows; every row must belong to a {what.rstrip('s')}. Give those rows a value "
+                "or remove them before the analysis.",
+                [{"table": "data", "column": col, "reason": f"missing {what} value",
+                  "count": count, "examples": []}])
+
+
+def _stratum_codes(frame: pd.DataFrame, columns: list[str], where: str = "") -> np.ndarray:
+    """Integer code per row of the observed combination of ``columns`` (all 0 without any).
+
+    With ``where`` given, a single combination is an error: stratifying by it changes
+    nothing, which usually means the wrong column was named.
+    """
+    if not columns:
+        return np.zeros(len(frame), dtype=np.int64)
+    codes = frame.groupby(columns, sort=True).ngroup().to_numpy(np.int64)
+    if where and codes.max() == 0:
+        values = frame[columns].iloc[0].tolist()
+        raise DataValidationError(
+            f"{where}: strata {columns} take a single value ({values}) in the {len(frame)} rows "
+            "used, so stratifying changes nothing; remove strata= or name the column that "
+            "defines the strata.",
+            [{"table": "data", "column": c, "reason": "single stratum", "count": len(frame),
+              "examples": [v]} for c, v in zip(columns, values)])
+    return codes
+
+
+def _stratum_rows(codes: np.ndarray) -> list[np.ndarray]:
+    """Row positions of each stratum, in code order."""
+    order = np.argsort(codes, kind="stable")
+    bounds = np.flatnonzero(np.diff(codes[order])) + 1
+    return np.split(order, bounds)
+
+
 def _z(alpha: float) -> float:
     return float(stats.norm.ppf(1 - alpha / 2))
 
@@ -167,8 +225,9 @@ class KaplanMeierResult:
         its confidence interval (NaN when the curve, or the confidence band, never
         reaches 0.5), as R's ``print(survfit(...))``.
     alpha : float
-    conf_type : str
-        Always ``"log"`` (R's default): ``S * exp(+/- z * se(log S))``, upper end capped at 1.
+    conf_type : {"log", "log-log", "plain"}
+        How the pointwise intervals were formed (R's ``survfit(conf.type = ...)``); see
+        :func:`kaplan_meier`.
     group : str or None
         Name of the grouping column.
     """
@@ -183,7 +242,8 @@ class KaplanMeierResult:
     def at(self, times) -> pd.DataFrame:
         """Survival, its SE and CI at the given times for every group (same columns as ``table``)."""
         times = _as_times(times)
-        frames = [_curve_at(label, curve, times, self.alpha) for label, curve in self.curves.items()]
+        frames = [_curve_at(label, curve, times, self.alpha, self.conf_type)
+                  for label, curve in self.curves.items()]
         return pd.concat(frames, ignore_index=True)
 
     def plot(self, ax=None, ci: bool = True, **step_kwargs):
@@ -205,7 +265,7 @@ class KaplanMeierResult:
             name = "all" if self.group is None else f"{self.group}={label}"
             line, = ax.step(t, s, where="post", label=name, **step_kwargs)
             if ci:
-                low, high = _log_ci(s, se, z)
+                low, high = _conf_band(s, se, z, self.conf_type)
                 ax.fill_between(t, low, high, step="post", alpha=0.2, color=line.get_color(),
                                 linewidth=0)
             cens = curve.obs_time[curve.obs_status == 0]
@@ -228,17 +288,52 @@ def _as_times(times) -> np.ndarray:
     return np.sort(arr)
 
 
-def _log_ci(surv, se_log, z):
+CONF_TYPES = ("log", "log-log", "plain")
+
+
+def _check_conf_type(conf_type) -> str:
+    if conf_type not in CONF_TYPES:
+        raise ParamsError(f"conf_type must be one of {list(CONF_TYPES)} (R's survfit conf.type), "
+                          f"got {conf_type!r}.")
+    return conf_type
+
+
+def _conf_band(surv, se_log, z, conf_type):
+    """Pointwise interval for S(t) from ``se_log``, the Greenwood SE of log S (= of the
+    cumulative hazard), exactly as ``survival:::survfit_confint``:
+
+    * ``log``: ``S exp(-/+ z se)``, upper end capped at 1;
+    * ``log-log``: ``exp(-exp(log(-log S) -/+ z se / log S))``;
+    * ``plain``: ``S -/+ z se S`` clipped to [0, 1].
+
+    Where S = 1 (before the first event) the interval is [1, 1], as ``summary.survfit``
+    reports it; where S = 0 (or the SE is infinite) it is undefined (NaN), as in R.
+    """
+    surv = np.asarray(surv, float)
+    se_log = np.asarray(se_log, float)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        low = surv * np.exp(-z * se_log)
-        high = np.minimum(surv * np.exp(z * se_log), 1.0)
+        if conf_type == "log":
+            low = surv * np.exp(-z * se_log)
+            high = np.minimum(surv * np.exp(z * se_log), 1.0)
+        elif conf_type == "log-log":
+            log_s = np.log(surv)
+            centre = np.log(-log_s)
+            shift = z * se_log / log_s          # negative: log S < 0
+            low = np.exp(-np.exp(centre - shift))
+            high = np.exp(-np.exp(centre + shift))
+        else:
+            half = z * se_log * surv
+            low = np.maximum(surv - half, 0.0)
+            high = np.minimum(surv + half, 1.0)
+    start = surv == 1.0
     bad = ~(surv > 0) | ~np.isfinite(se_log)
-    low = np.where(bad, np.nan, low)
-    high = np.where(bad, np.nan, high)
+    low = np.where(bad, np.nan, np.where(start, 1.0, low))
+    high = np.where(bad, np.nan, np.where(start, 1.0, high))
     return low, high
 
 
-def _curve_at(label, curve: _Curve, times: np.ndarray, alpha: float) -> pd.DataFrame:
+def _curve_at(label, curve: _Curve, times: np.ndarray, alpha: float,
+              conf_type: str) -> pd.DataFrame:
     """R's summary.survfit(times=) for one curve: step look-up and counts between times."""
     # prepend time 0 (S = 1, SE 0) so that times before the first event, and groups
     # without events, need no special case
@@ -254,7 +349,7 @@ def _curve_at(label, curve: _Curve, times: np.ndarray, alpha: float) -> pd.DataF
     event_times = curve.obs_time[curve.obs_status == 1]
     cum_events = np.searchsorted(event_times, times, side="right")
     n_event = np.diff(np.concatenate([[0], cum_events]))
-    low, high = _log_ci(surv, se_log, _z(alpha))
+    low, high = _conf_band(surv, se_log, _z(alpha), conf_type)
     with np.errstate(invalid="ignore"):
         std_error = surv * se_log
     return pd.DataFrame({
@@ -279,16 +374,21 @@ def _first_below_half(times: np.ndarray, values: np.ndarray) -> float:
 
 
 def kaplan_meier(data: pd.DataFrame, duration: str, event: str, group: str | None = None,
-                 times=None, alpha: float = 0.05) -> KaplanMeierResult:
+                 times=None, alpha: float = 0.05, conf_type: str = "log") -> KaplanMeierResult:
     """Kaplan-Meier estimate of the survival function, overall or per group.
 
     Estimates S(t) = P(T > t) from right-censored follow-up. At each distinct event time
     t_j with n_j subjects at risk and d_j events, ``S(t) = prod_{t_j <= t} (1 - d_j / n_j)``.
-    The variance is Greenwood's, ``Var[log S(t)] = sum_{t_j <= t} d_j / (n_j (n_j - d_j))``,
-    and the pointwise interval is R's default "log" interval,
-    ``S(t) * exp(+/- z_{1-alpha/2} * sqrt(Var[log S(t)]))`` with the upper end capped at 1.
-    This is ``survival::survfit(Surv(duration, event) ~ group)`` and, for the table,
-    ``summary(fit, times = times)``.
+    The variance is Greenwood's, ``Var[log S(t)] = sum_{t_j <= t} d_j / (n_j (n_j - d_j))``;
+    with ``se = sqrt(Var[log S(t)])`` and ``z = z_{1-alpha/2}`` the pointwise interval is
+
+    * ``"log"`` (R's default): ``S(t) * exp(+/- z se)``, upper end capped at 1;
+    * ``"log-log"``: ``exp(-exp(log(-log S(t)) +/- z se / log S(t)))``, which stays inside
+      (0, 1) and behaves better than "log" in the tails (Kalbfleisch and Prentice);
+    * ``"plain"``: ``S(t) +/- z se S(t)`` clipped to [0, 1] (Greenwood's linear interval).
+
+    This is ``survival::survfit(Surv(duration, event) ~ group, conf.type = conf_type)`` and,
+    for the table, ``summary(fit, times = times)``.
 
     Parameters
     ----------
@@ -304,6 +404,9 @@ def kaplan_meier(data: pd.DataFrame, duration: str, event: str, group: str | Non
         Times at which to report the curve. Default: every event time of each group.
     alpha : float
         1 - confidence level.
+    conf_type : {"log", "log-log", "plain"}
+        Scale of the pointwise interval (R's ``conf.type``); the median's interval is read
+        off the same bands.
 
     Returns
     -------
@@ -315,7 +418,8 @@ def kaplan_meier(data: pd.DataFrame, duration: str, event: str, group: str | Non
     -----
     Rows with a missing value in the used columns are dropped with a
     ``DataDroppedWarning``. A time beyond a group's last follow-up gives NaN survival
-    (R omits such rows). When S(t) reaches 0 the log interval is undefined (NaN), as in R.
+    (R omits such rows). Before the first event the interval is [1, 1]; when S(t)
+    reaches 0 every interval is undefined (NaN), as in R.
 
     Examples
     --------
@@ -327,9 +431,11 @@ def kaplan_meier(data: pd.DataFrame, duration: str, event: str, group: str | Non
     ----------
     Kaplan EL, Meier P (1958). Nonparametric estimation from incomplete observations.
     JASA 53:457-481. Greenwood M (1926). The natural duration of cancer. Therneau TM,
-    Grambsch PM (2000). Modeling Survival Data, ch. 2.
+    Grambsch PM (2000). Modeling Survival Data, ch. 2. Kalbfleisch JD, Prentice RL (2002).
+    The Statistical Analysis of Failure Time Data, 2nd ed. (log-log interval).
     """
     alpha = _check_alpha(alpha)
+    conf_type = _check_conf_type(conf_type)
     frame, _ = _survival_frame(data, duration, event, [] if group is None else [group],
                                "kaplan_meier")
     labels = ["all"] if group is None else sorted(frame[group].unique().tolist())
@@ -353,7 +459,7 @@ def kaplan_meier(data: pd.DataFrame, duration: str, event: str, group: str | Non
         else:
             curve = _Curve(np.array([]), np.array([]), np.array([]), t, s)
         curves[label] = curve
-        low, high = _log_ci(curve.surv, curve.se_log, z)
+        low, high = _conf_band(curve.surv, curve.se_log, z, conf_type)
         medians.append({
             "group": label, "n": len(t), "events": int(s.sum()),
             "median": _first_below_half(curve.times, curve.surv),
@@ -363,14 +469,14 @@ def kaplan_meier(data: pd.DataFrame, duration: str, event: str, group: str | Non
             "ci_high": _first_below_half(curve.times, high),
         })
     if times is None:
-        table = pd.concat([_curve_at(label, c, c.times, alpha) for label, c in curves.items()],
-                          ignore_index=True)
+        table = pd.concat([_curve_at(label, c, c.times, alpha, conf_type)
+                           for label, c in curves.items()], ignore_index=True)
     else:
         grid = _as_times(times)
-        table = pd.concat([_curve_at(label, c, grid, alpha) for label, c in curves.items()],
-                          ignore_index=True)
+        table = pd.concat([_curve_at(label, c, grid, alpha, conf_type)
+                           for label, c in curves.items()], ignore_index=True)
     return KaplanMeierResult(table=table, median=pd.DataFrame(medians), alpha=alpha,
-                             conf_type="log", group=group, curves=curves)
+                             conf_type=conf_type, group=group, curves=curves)
 
 
 # --------------------------------------------------------------------------------------
@@ -396,9 +502,35 @@ class LogRankResult:
     table: pd.DataFrame
     variance: np.ndarray = field(repr=False, compare=False)
     group: str = ""
+    strata: list[str] | None = None
 
 
-def logrank(data: pd.DataFrame, duration: str, event: str, group: str) -> LogRankResult:
+def _logrank_sums(t: np.ndarray, s: np.ndarray, g: np.ndarray, k: int):
+    """Observed and expected events per group and the variance of O - E (one stratum)."""
+    utime = np.unique(t[s == 1])
+    # at risk (time >= t_j) and events (time == t_j) per group and event time
+    n_at = np.empty((utime.size, k))
+    d_at = np.empty((utime.size, k))
+    for gi in range(k):
+        tg = np.sort(t[g == gi])
+        n_at[:, gi] = tg.size - np.searchsorted(tg, utime, side="left")
+        te = np.sort(t[(g == gi) & (s == 1)])
+        d_at[:, gi] = (np.searchsorted(te, utime, side="right")
+                       - np.searchsorted(te, utime, side="left"))
+    n_tot = n_at.sum(1)
+    d_tot = d_at.sum(1)
+    share = n_at / n_tot[:, None]
+    observed = d_at.sum(0)
+    expected = (d_tot[:, None] * share).sum(0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        factor = np.where(n_tot > 1, d_tot * (n_tot - d_tot) / (n_tot - 1), 0.0)
+    variance = np.diag((factor[:, None] * share).sum(0)) - (factor[:, None, None] * share[:, :, None]
+                                                           * share[:, None, :]).sum(0)
+    return observed, expected, variance
+
+
+def logrank(data: pd.DataFrame, duration: str, event: str, group: str,
+            strata: str | list[str] | None = None) -> LogRankResult:
     """Log-rank test that the survival curves of all groups are the same.
 
     At each distinct event time t_j the expected number of events in group g under the
@@ -408,11 +540,18 @@ def logrank(data: pd.DataFrame, duration: str, event: str, group: str) -> LogRan
     using all groups but one, referred to chi-square with (groups - 1) df. This is
     ``survival::survdiff(Surv(duration, event) ~ group)`` (rho = 0).
 
+    With ``strata`` the risk sets are formed within each stratum, and O, E and V are
+    summed over strata before the statistic is formed: the groups are compared within
+    strata (``survdiff(Surv(duration, event) ~ group + strata(s))``).
+
     Parameters
     ----------
     data : DataFrame
     duration, event, group : str
         Column names; ``event`` is 1 = event, 0 = censored.
+    strata : str or list of str, optional
+        Column(s) whose observed combinations define the strata. A missing value there is
+        an error (a row cannot be placed in a stratum).
 
     Returns
     -------
@@ -435,7 +574,10 @@ def logrank(data: pd.DataFrame, duration: str, event: str, group: str) -> LogRan
     Mantel N (1966). Cancer Chemotherapy Reports 50:163-170. Peto R, Peto J (1972).
     JRSS A 135:185-207.
     """
-    frame, _ = _survival_frame(data, duration, event, [group], "logrank")
+    strata_cols = _column_list(strata, "strata", "logrank")
+    _require_columns(data, strata_cols, "logrank")
+    _check_complete(data, strata_cols, "strata", "logrank")
+    frame, _ = _survival_frame(data, duration, event, [group, *strata_cols], "logrank")
     labels = sorted(frame[group].unique().tolist())
     if len(labels) < 2:
         raise DataValidationError(f"logrank: column {group!r} has a single value ({labels}); "
@@ -444,27 +586,13 @@ def logrank(data: pd.DataFrame, duration: str, event: str, group: str) -> LogRan
     s = frame[event].to_numpy(float)
     g = pd.Categorical(frame[group], categories=labels).codes
     k = len(labels)
-    utime = np.unique(t[s == 1])
-    if utime.size == 0:
+    if not (s == 1).any():
         raise DataValidationError("logrank: no events in the data; nothing to test.")
-    # at risk (time >= t_j) and events (time == t_j) per group and event time
-    n_at = np.empty((utime.size, k))
-    d_at = np.empty((utime.size, k))
-    for gi in range(k):
-        tg = np.sort(t[g == gi])
-        n_at[:, gi] = tg.size - np.searchsorted(tg, utime, side="left")
-        te = np.sort(t[(g == gi) & (s == 1)])
-        d_at[:, gi] = (np.searchsorted(te, utime, side="right")
-                       - np.searchsorted(te, utime, side="left"))
-    n_tot = n_at.sum(1)
-    d_tot = d_at.sum(1)
-    share = n_at / n_tot[:, None]
-    observed = d_at.sum(0)
-    expected = (d_tot[:, None] * share).sum(0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        factor = np.where(n_tot > 1, d_tot * (n_tot - d_tot) / (n_tot - 1), 0.0)
-    variance = np.diag((factor[:, None] * share).sum(0)) - (factor[:, None, None] * share[:, :, None]
-                                                           * share[:, None, :]).sum(0)
+    codes = _stratum_codes(frame, strata_cols, "logrank")
+    observed, expected, variance = np.zeros(k), np.zeros(k), np.zeros((k, k))
+    for rows in _stratum_rows(codes):
+        o, e, v = _logrank_sums(t[rows], s[rows], g[rows], k)
+        observed, expected, variance = observed + o, expected + e, variance + v
     diff = observed - expected
     keep = np.flatnonzero(expected > 0)
     use = keep[1:] if keep.size else keep
@@ -485,7 +613,7 @@ def logrank(data: pd.DataFrame, duration: str, event: str, group: str) -> LogRan
             "oe2_over_e": diff ** 2 / expected, "oe2_over_v": diff ** 2 / np.diag(variance),
         })
     return LogRankResult(chisq=chisq, df=df, p_value=p_value, table=table, variance=variance,
-                         group=group)
+                         group=group, strata=strata_cols or None)
 
 
 # --------------------------------------------------------------------------------------
@@ -521,26 +649,12 @@ def _count_lower_left(pc: np.ndarray, px: np.ndarray, qc: np.ndarray, qx: np.nda
     return out
 
 
-def concordance_index(time, status, risk) -> dict:
-    """Harrell's C for right-censored data with its standard error, as ``survival::concordance``.
+def _pair_counts(time: np.ndarray, status: np.ndarray, risk: np.ndarray) -> dict:
+    """Per-subject and total concordant / discordant / tied pair counts (one stratum).
 
-    A pair (i, j) is comparable when the shorter time is an event (a subject censored at
-    the same time as an event counts as surviving longer; two events at the same time are
-    "tied on y" and left out). It is concordant when the subject that failed first has the
-    higher ``risk`` (a Cox linear predictor), discordant when lower, and ties in ``risk``
-    count 1/2: ``C = (concordant + tied_x / 2) / (concordant + discordant + tied_x)``.
-    The standard error is the infinitesimal-jackknife one of survival >= 3.0 (each
-    subject's share of concordant/discordant/tied pairs gives its influence on Somers' d;
-    ``var(C) = sum(influence^2) / 4``), with time weights "n" (all pairs weighted 1).
-
-    Returns
-    -------
-    dict with ``concordance``, ``std_error``, ``concordant``, ``discordant``, ``tied_x``,
-    ``tied_y``, ``tied_xy``.
+    ``conc``, ``disc``, ``tie`` count, for each subject, the comparable pairs it belongs to
+    (as the earlier event or as the later member); the totals count each pair once.
     """
-    time = np.asarray(time, float)
-    status = np.asarray(status, float)
-    risk = np.asarray(risk, float)
     trank = np.unique(time, return_inverse=True)[1].astype(np.int64)
     key = 2 * trank + (status == 0)            # censored sort after events at the same time
     xr = np.unique(risk, return_inverse=True)[1].astype(np.int64)
@@ -557,36 +671,75 @@ def concordance_index(time, status, risk) -> dict:
     lt2 = _count_lower_left(kev, xev, key, xr)
     le2 = _count_lower_left(kev, xev, key, xr + 1)
     n_before = np.searchsorted(np.sort(kev), key, side="left")
-    disc_l = lt2                                 # earlier event had the lower risk
-    tie_l = le2 - lt2
-    conc_l = n_before - le2
-    conc = conc_l.astype(float)
-    disc = disc_l.astype(float)
-    tie = tie_l.astype(float)
+    conc = (n_before - le2).astype(float)        # earlier event had the higher risk
+    disc = lt2.astype(float)                     # earlier event had the lower risk
+    tie = (le2 - lt2).astype(float)
     conc[ev] += conc_e
     disc[ev] += disc_e
     tie[ev] += tie_e
-    concordant = conc_e.sum()
-    discordant = disc_e.sum()
-    tied_x = tie_e.sum()
-    npair = float(concordant + discordant + tied_x)
     # tied on y: pairs of events at the same time (split by whether risk ties too)
     ev_pairs = pd.DataFrame({"t": time[ev], "x": xr[ev]})
     same_t = ev_pairs.groupby("t").size()
     same_tx = ev_pairs.groupby(["t", "x"]).size()
     tied_xy = float((same_tx * (same_tx - 1) / 2).sum())
-    tied_y = float((same_t * (same_t - 1) / 2).sum()) - tied_xy
+    return {"conc": conc, "disc": disc, "tie": tie, "concordant": float(conc_e.sum()),
+            "discordant": float(disc_e.sum()), "tied_x": float(tie_e.sum()),
+            "tied_y": float((same_t * (same_t - 1) / 2).sum()) - tied_xy, "tied_xy": tied_xy}
+
+
+def concordance_index(time, status, risk, strata=None, cluster=None) -> dict:
+    """Harrell's C for right-censored data with its standard error, as ``survival::concordance``.
+
+    A pair (i, j) is comparable when the shorter time is an event (a subject censored at
+    the same time as an event counts as surviving longer; two events at the same time are
+    "tied on y" and left out). It is concordant when the subject that failed first has the
+    higher ``risk`` (a Cox linear predictor), discordant when lower, and ties in ``risk``
+    count 1/2: ``C = (concordant + tied_x / 2) / (concordant + discordant + tied_x)``.
+    The standard error is the infinitesimal-jackknife one of survival >= 3.0 (each
+    subject's share of concordant/discordant/tied pairs gives its influence on Somers' d;
+    ``var(C) = sum(influence^2) / 4``), with time weights "n" (all pairs weighted 1).
+
+    With ``strata`` only pairs within a stratum are compared (the counts are summed over
+    strata), as ``coxph`` reports the concordance of a stratified model. With ``cluster``
+    the influences are summed within each cluster before squaring (a grouped jackknife),
+    as ``coxph(... + cluster(id))`` does.
+
+    Parameters
+    ----------
+    time, status, risk : array_like
+        Follow-up time, event indicator (1 = event) and predicted risk (higher = earlier
+        event expected), one value per subject.
+    strata, cluster : array_like, optional
+        Stratum and cluster label per subject.
+
+    Returns
+    -------
+    dict with ``concordance``, ``std_error``, ``concordant``, ``discordant``, ``tied_x``,
+    ``tied_y``, ``tied_xy``.
+    """
+    time = np.asarray(time, float)
+    status = np.asarray(status, float)
+    risk = np.asarray(risk, float)
+    codes = (np.zeros(time.size, dtype=np.int64) if strata is None
+             else pd.factorize(pd.Series(np.asarray(strata)))[0])
+    counts = ("concordant", "discordant", "tied_x", "tied_y", "tied_xy")
+    total = dict.fromkeys(counts, 0.0)
+    conc, disc, tie = np.zeros(time.size), np.zeros(time.size), np.zeros(time.size)
+    for rows in _stratum_rows(codes):
+        part = _pair_counts(time[rows], status[rows], risk[rows])
+        conc[rows], disc[rows], tie[rows] = part["conc"], part["disc"], part["tie"]
+        for name in counts:
+            total[name] += part[name]
+    npair = total["concordant"] + total["discordant"] + total["tied_x"]
     if npair == 0:
-        return {"concordance": float("nan"), "std_error": float("nan"), "concordant": 0.0,
-                "discordant": 0.0, "tied_x": 0.0, "tied_y": tied_y, "tied_xy": tied_xy}
-    somers = (concordant - discordant) / npair
+        return {"concordance": float("nan"), "std_error": float("nan"), **total}
+    somers = (total["concordant"] - total["discordant"]) / npair
     influence = (conc - disc) / npair - somers / npair * (conc + disc + tie)
-    return {
-        "concordance": float((somers + 1) / 2),
-        "std_error": float(np.sqrt(np.sum(influence ** 2) / 4)),
-        "concordant": float(concordant), "discordant": float(discordant), "tied_x": float(tied_x),
-        "tied_y": tied_y, "tied_xy": tied_xy,
-    }
+    if cluster is not None:
+        groups = pd.factorize(pd.Series(np.asarray(cluster)))[0]
+        influence = np.bincount(groups, weights=influence)
+    return {"concordance": float((somers + 1) / 2),
+            "std_error": float(np.sqrt(np.sum(influence ** 2) / 4)), **total}
 
 
 # --------------------------------------------------------------------------------------
@@ -643,8 +796,12 @@ def _design(data: pd.DataFrame, rhs: str, where: str) -> pd.DataFrame:
 
 
 def _score_residuals(time: np.ndarray, status: np.ndarray, X: np.ndarray, beta: np.ndarray,
-                     ties: str) -> np.ndarray:
+                     ties: str, strata: np.ndarray | None = None) -> np.ndarray:
     """Per-subject score residuals of the Cox partial likelihood (Efron or Breslow).
+
+    With ``strata`` (an integer code per subject) the risk sets are formed within each
+    stratum; the residuals do not depend on how X is centred, so each stratum is handled
+    on its own.
 
     Written here because statsmodels' ``PHReg.score_residuals`` uses the Breslow form for
     every tie method; ``coxph(robust = TRUE)`` uses the Efron form with Efron ties. With d
@@ -652,6 +809,11 @@ def _score_residuals(time: np.ndarray, status: np.ndarray, X: np.ndarray, beta: 
     sums over the tied events; each tied event carries weight (1 - k/d) in sub-step k.
     The residuals add up to the score vector.
     """
+    if strata is not None:
+        resid = np.zeros(X.shape)
+        for rows in _stratum_rows(np.asarray(strata)):
+            resid[rows] = _score_residuals(time[rows], status[rows], X[rows], beta, ties)
+        return resid
     n, p = X.shape
     Xc = X - X.mean(0)
     eta = Xc @ beta
@@ -698,14 +860,57 @@ def _score_residuals(time: np.ndarray, status: np.ndarray, X: np.ndarray, beta: 
     return resid
 
 
+def _check_covariates(X: np.ndarray, terms: list[str], stratum: np.ndarray | None,
+                      strata_cols: list[str]) -> None:
+    """Refuse covariates a Cox model cannot estimate: constant ones and linear dependence.
+
+    Without strata a constant column has nothing to contrast; with strata a column that
+    is constant within every stratum is absorbed by the stratum-specific baseline hazards.
+    """
+    if stratum is None:
+        centred = X - X.mean(0)
+    else:
+        means = np.stack([np.bincount(stratum, weights=X[:, c]) for c in range(X.shape[1])], 1)
+        centred = X - (means / np.bincount(stratum)[:, None])[stratum]
+    by = pd.DataFrame(X).groupby(np.zeros(len(X)) if stratum is None else stratum)
+    spread = (by.max() - by.min()).max(0).to_numpy()      # exact: no rounding of means
+    constant = [t for t, sd in zip(terms, spread) if sd == 0]
+    if constant:
+        where = ("in the rows used; drop them from the formula (a Cox model has no intercept "
+                 "to absorb them)." if stratum is None else
+                 f"within every stratum of {strata_cols}; the stratum-specific baseline hazards "
+                 "absorb them, so drop them from the formula or from strata.")
+        raise DataValidationError(
+            f"cox: covariate(s) {constant} are constant {where}",
+            [{"table": "data", "column": c, "reason": "constant covariate", "count": len(X),
+              "examples": []} for c in constant])
+    if np.linalg.matrix_rank(centred) < X.shape[1]:
+        raise DataValidationError(f"cox: the covariates {terms} are linearly dependent"
+                                  f"{'' if stratum is None else ' within strata'}; "
+                                  "remove the redundant term(s).")
+
+
 def cox(data: pd.DataFrame, formula: str, duration: str, event: str, ties: str = "efron",
-        robust: bool = False, alpha: float = 0.05) -> CoxResult:
+        robust: bool = False, alpha: float = 0.05, cluster: str | None = None,
+        strata: str | list[str] | None = None) -> CoxResult:
     """Cox proportional-hazards regression, as R's ``survival::coxph``.
 
     Models the hazard as ``h(t | x) = h0(t) exp(x' beta)`` with h0 left unspecified, and
     estimates beta by maximising the partial likelihood. Tied event times are handled by
     Efron's approximation (R's default) or Breslow's. Coefficients are log hazard ratios;
     ``exp(beta)`` is the hazard ratio per unit of the covariate.
+
+    With ``strata`` every stratum has its own baseline hazard, ``h(t | x, s) = h0_s(t)
+    exp(x' beta)``, and the partial likelihood is the product of the strata's partial
+    likelihoods (risk sets never cross strata); beta is shared. This is
+    ``coxph(Surv(duration, event) ~ ... + strata(s))``: use it for a factor whose effect
+    is not proportional, or that need not be estimated (e.g. site).
+
+    With ``cluster`` the standard errors allow outcomes to be correlated within a cluster
+    (e.g. members of one plan site): the per-subject dfbeta residuals ``D_i = U_i I^-1``
+    (score residual times the inverse information) are summed within each cluster and
+    ``V = sum_g D_g' D_g``, with no small-sample factor, as
+    ``coxph(Surv(duration, event) ~ ... + cluster(id))``. Both options can be combined.
 
     Parameters
     ----------
@@ -725,6 +930,14 @@ def cox(data: pd.DataFrame, formula: str, duration: str, event: str, ties: str =
         model-based SEs stay in ``extra["naive_std_error"]``.
     alpha : float
         1 - confidence level of the Wald intervals.
+    cluster : str, optional
+        Column holding the cluster of each row; implies ``robust`` (as in R). Every row
+        needs a cluster (a missing value is an error) and there must be at least two.
+        With few clusters (say fewer than 30) the robust SEs are themselves imprecise.
+    strata : str or list of str, optional
+        Column(s) whose observed combinations define the strata (R's ``strata(a, b)``).
+        Every row needs a value, and there must be at least two strata. A covariate that
+        is constant within every stratum is absorbed by the strata and is an error.
 
     Returns
     -------
@@ -734,12 +947,16 @@ def cox(data: pd.DataFrame, formula: str, duration: str, event: str, ties: str =
         estimate. ``concordance`` / ``concordance_se``: Harrell's C (see
         :func:`concordance_index`). ``extra``: ``loglik_null``, ``lr_test``,
         ``wald_test``, ``score_test`` (each ``(statistic, df, p_value)``), ``n_events``,
-        ``ties``, ``robust``, ``naive_std_error``, ``concordance_counts``.
+        ``ties``, ``robust``, ``naive_std_error``, ``concordance_counts``, ``strata``,
+        ``n_strata``, ``cluster``, ``n_clusters`` and, with robust SEs,
+        ``robust_score_test`` (R's "Robust" score test: score residuals at beta = 0, summed
+        within clusters). With robust SEs the Wald test uses the robust variance, as in R.
 
     Raises
     ------
     DataValidationError
-        Missing columns, no events, a constant or collinear covariate.
+        Missing columns, no events, a constant or collinear covariate, a missing cluster or
+        stratum value, a single stratum or a single cluster.
     ConvergenceError
         Newton-Raphson did not converge.
 
@@ -757,13 +974,17 @@ def cox(data: pd.DataFrame, formula: str, duration: str, event: str, ties: str =
     >>> fit.table[["term", "estimate", "std_error", "hazard_ratio"]]      # doctest: +SKIP
     >>> fit.concordance                                                  # doctest: +SKIP
     0.6403...
+    >>> by_site = cox(lung, "age + ph_ecog + wt_loss", "time", "dead", strata="sex",
+    ...               cluster="inst")                                    # doctest: +SKIP
 
     References
     ----------
     Cox DR (1972). Regression models and life-tables. JRSS B 34:187-220. Efron B (1977).
     JASA 72:557-565. Lin DY, Wei LJ (1989). The robust inference for the Cox proportional
-    hazards model. JASA 84:1074-1078. Therneau TM, Grambsch PM (2000). Modeling Survival
-    Data: Extending the Cox Model. Springer.
+    hazards model. JASA 84:1074-1078. Lee EW, Wei LJ, Amato DA (1992). Cox-type regression
+    analysis for large numbers of small groups of correlated failure time observations. In
+    Survival Analysis: State of the Art, 237-247. Therneau TM, Grambsch PM (2000). Modeling
+    Survival Data: Extending the Cox Model. Springer (ch. 3.3 strata, ch. 8.2 clusters).
     """
     alpha = _check_alpha(alpha)
     if ties not in ("efron", "breslow"):
@@ -771,7 +992,13 @@ def cox(data: pd.DataFrame, formula: str, duration: str, event: str, ties: str =
     if not isinstance(formula, str) or not formula.split("~")[-1].strip():
         raise ParamsError(f"formula must name at least one covariate, e.g. 'x1 + x2' (got {formula!r}).")
     rhs = formula.split("~")[-1].strip()
-    _require_columns(data, [duration, event], "cox")
+    strata_cols = _column_list(strata, "strata", "cox")
+    cluster_cols = _column_list(cluster, "cluster", "cox")
+    if len(cluster_cols) > 1:
+        raise ParamsError(f"cox: cluster must name one column (got {cluster!r}).")
+    _require_columns(data, [duration, event, *strata_cols, *cluster_cols], "cox")
+    _check_complete(data, strata_cols, "strata", "cox")
+    _check_complete(data, cluster_cols, "clusters", "cox")
     frame_all = data.reset_index(drop=True)
     # rows with a missing value in any used column: patsy drops them from the design; the
     # response columns are checked here, and one warning reports the total
@@ -784,7 +1011,8 @@ def cox(data: pd.DataFrame, formula: str, duration: str, event: str, ties: str =
         warnings.warn(f"cox: {n_input - len(keep)} of {n_input} rows have a missing value in "
                       f"{duration!r}, {event!r} or the covariates and were left out.",
                       DataDroppedWarning, stacklevel=2)
-    frame, _ = _survival_frame(frame_all.loc[keep], duration, event, [], "cox")
+    frame, _ = _survival_frame(frame_all.loc[keep], duration, event,
+                               [*strata_cols, *cluster_cols], "cox")
     design = design.loc[frame.index]
     X = design.to_numpy(dtype=float)
     terms = list(design.columns)
@@ -794,18 +1022,20 @@ def cox(data: pd.DataFrame, formula: str, duration: str, event: str, ties: str =
     if n_events == 0:
         raise DataValidationError("cox: there are no events; a Cox model cannot be fitted. "
                                   "Check the event column coding (1 = event).")
-    constant = [t for t, sd in zip(terms, X.std(0)) if sd == 0]
-    if constant:
-        raise DataValidationError(
-            f"cox: covariate(s) {constant} are constant in the rows used; drop them from the "
-            "formula (a Cox model has no intercept to absorb them).",
-            [{"table": "data", "column": c, "reason": "constant covariate", "count": len(X),
-              "examples": []} for c in constant])
-    if np.linalg.matrix_rank(X - X.mean(0)) < X.shape[1]:
-        raise DataValidationError(f"cox: the covariates {terms} are linearly dependent; "
-                                  "remove the redundant term(s).")
+    stratum = _stratum_codes(frame, strata_cols, "cox") if strata_cols else None
+    groups = None
+    if cluster_cols:
+        groups = pd.factorize(frame[cluster_cols[0]])[0]
+        if groups.max() < 1:
+            raise DataValidationError(
+                f"cox: cluster column {cluster_cols[0]!r} has a single value in the "
+                f"{len(frame)} rows used; cluster-robust SEs need at least two clusters "
+                "(remove cluster= or name the column that identifies the clusters).")
+    _check_covariates(X, terms, stratum, strata_cols)
 
-    model = PHReg(time, X, status=status, ties=ties)
+    # statsmodels' PHReg sums the partial likelihood over strata (agrees with coxph to
+    # ~1e-13); the robust variance below is computed here (see _score_residuals)
+    model = PHReg(time, X, status=status, ties=ties, strata=stratum)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -841,10 +1071,19 @@ def cox(data: pd.DataFrame, formula: str, duration: str, event: str, ties: str =
                                "Rescale covariates (e.g. age in decades) or simplify the model.")
 
     naive_se = np.sqrt(np.diag(naive_cov))
+    robust = bool(robust) or groups is not None
+    robust_score = None
     if robust:
-        U = _score_residuals(time, status, X, beta, ties)
-        dfbeta = U @ naive_cov
-        cov = dfbeta.T @ dfbeta
+        # coxph: V = D'D with D the dfbeta residuals U I^-1 summed within clusters (each
+        # subject its own cluster without cluster=), no small-sample factor
+        kind = "HC0" if groups is None else "cluster"
+        U = _score_residuals(time, status, X, beta, ties, stratum)
+        cov = sandwich(U, naive_cov, kind, groups, adjust=False)
+        # R's robust score test: score residuals at beta = 0, summed within clusters
+        U0 = _score_residuals(time, status, X, np.zeros_like(beta), ties, stratum)
+        meat0 = sandwich(U0, np.eye(len(beta)), kind, groups, adjust=False)
+        u0_sum = U0.sum(0)
+        robust_score = float(u0_sum @ np.linalg.solve(meat0, u0_sum))
     else:
         cov = naive_cov
     se = np.sqrt(np.diag(cov))
@@ -861,7 +1100,7 @@ def cox(data: pd.DataFrame, formula: str, duration: str, event: str, ties: str =
     wald = float(beta @ np.linalg.solve(cov, beta))
     u0 = np.asarray(model.score(np.zeros_like(beta)), float)
     score_stat = float(u0 @ np.linalg.solve(-np.asarray(model.hessian(np.zeros_like(beta))), u0))
-    conc = concordance_index(time, status, X @ beta)
+    conc = concordance_index(time, status, X @ beta, strata=stratum, cluster=groups)
     extra = {
         "concordance": conc["concordance"],
         "concordance_se": conc["std_error"],
@@ -873,12 +1112,26 @@ def cox(data: pd.DataFrame, formula: str, duration: str, event: str, ties: str =
         "score_test": (score_stat, p, float(stats.chi2.sf(score_stat, p))),
         "n_events": n_events,
         "ties": ties,
-        "robust": bool(robust),
+        "robust": robust,
         "naive_std_error": dict(zip(terms, naive_se)),
         "possibly_infinite": infinite,
+        "strata": strata_cols or None,
+        "n_strata": 1 if stratum is None else int(stratum.max()) + 1,
+        "cluster": cluster_cols[0] if cluster_cols else None,
+        "n_clusters": None if groups is None else int(groups.max()) + 1,
     }
-    method = f"Cox proportional hazards ({ties} ties{', robust SE' if robust else ''})"
-    return CoxResult(table=table, method=method, formula=f"Surv({duration}, {event}) ~ {rhs}",
+    if robust:
+        extra["robust_score_test"] = (robust_score, p, float(stats.chi2.sf(robust_score, p)))
+    specials = "".join([f" + strata({', '.join(strata_cols)})" if strata_cols else "",
+                        f" + cluster({cluster_cols[0]})" if cluster_cols else ""])
+    options = [f"{ties} ties"]
+    if strata_cols:
+        options.append(f"stratified by {', '.join(strata_cols)}")
+    if robust:
+        options.append("robust SE" + (f" clustered by {cluster_cols[0]}" if cluster_cols else ""))
+    method = f"Cox proportional hazards ({', '.join(options)})"
+    return CoxResult(table=table, method=method,
+                     formula=f"Surv({duration}, {event}) ~ {rhs}{specials}",
                      nobs=len(time), dropped=dropped, loglik=loglik, alpha=alpha, extra=extra,
                      model=fitted)
 
