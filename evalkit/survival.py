@@ -150,7 +150,8 @@ def _column_list(value, what: str, where: str) -> list[str]:
     return list(names)
 
 
-def _check_complete(data: pd.DataFrame, columns: list[str], what: str, where: str) -> None:
+def _check_complete(data: pd.DataFrame, columns: list[str], what: str, unit: str,
+                    where: str) -> None:
     """Every row must have a value in the columns that define strata or clusters.
 
     A row without one cannot be placed in its risk set or its cluster, and dropping it
@@ -162,7 +163,7 @@ def _check_complete(data: pd.DataFrame, columns: list[str], what: str, where: st
             count = int(missing.sum())
             raise DataValidationError(
                 f"{where}: {what} column {col!r} has {count} missing value(s) in {len(data)} "
-                f"rows; every row must belong to a {what.rstrip('s')}. Give those rows a value "
+                f"rows; every row must belong to a {unit}. Give those rows a value "
                 "or remove them before the analysis.",
                 [{"table": "data", "column": col, "reason": f"missing {what} value",
                   "count": count, "examples": []}])
@@ -581,7 +582,7 @@ def logrank(data: pd.DataFrame, duration: str, event: str, group: str,
     """
     strata_cols = _column_list(strata, "strata", "logrank")
     _require_columns(data, strata_cols, "logrank")
-    _check_complete(data, strata_cols, "strata", "logrank")
+    _check_complete(data, strata_cols, "strata", "stratum", "logrank")
     frame, _ = _survival_frame(data, duration, event, [group, *strata_cols], "logrank")
     labels = sorted(frame[group].unique().tolist())
     if len(labels) < 2:
@@ -1003,8 +1004,8 @@ def cox(data: pd.DataFrame, formula: str, duration: str, event: str, ties: str =
     if len(cluster_cols) > 1:
         raise ParamsError(f"cox: cluster must name one column (got {cluster!r}).")
     _require_columns(data, [duration, event, *strata_cols, *cluster_cols], "cox")
-    _check_complete(data, strata_cols, "strata", "cox")
-    _check_complete(data, cluster_cols, "clusters", "cox")
+    _check_complete(data, strata_cols, "strata", "stratum", "cox")
+    _check_complete(data, cluster_cols, "cluster", "cluster", "cox")
     frame_all = data.reset_index(drop=True)
     # rows with a missing value in any used column: patsy drops them from the design; the
     # response columns are checked here, and one warning reports the total
