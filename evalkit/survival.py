@@ -866,6 +866,43 @@ def _score_residuals(time: np.ndarray, status: np.ndarray, X: np.ndarray, beta: 
     return resid
 
 
+def _wald_statistic(var: np.ndarray, b: np.ndarray,
+                    toler: float = np.finfo(float).eps ** 0.75) -> tuple[float, int]:
+    """``b' V^- b`` and the rank of V, exactly as ``survival:::coxph.wtest``.
+
+    R's generalized Cholesky (``cholesky2`` / ``chsolve2`` in survival's C code) skips a
+    pivot below ``toler * max(diag V)`` (``coxph.control()$toler.chol``), so a singular
+    variance (e.g. a cluster-robust one from fewer clusters than coefficients) gives a
+    finite statistic instead of an overflow. The loops run over p x p only.
+    """
+    m = np.array(var, dtype=float)
+    n = m.shape[0]
+    m = np.triu(m) + np.triu(m, 1).T                     # symmetric from the upper triangle
+    top = max(float(np.max(np.diag(m))), 0.0)
+    eps = toler if top == 0 else top * toler
+    rank = 0
+    for i in range(n):
+        pivot = m[i, i]
+        if not np.isfinite(pivot) or pivot < eps:
+            m[i, i] = 0.0
+            continue
+        rank += 1
+        for j in range(i + 1, n):
+            temp = m[j, i] / pivot
+            m[j, i] = temp
+            m[j, j] -= temp * temp * pivot
+            m[j + 1:, j] -= temp * m[j + 1:, i]
+    y = np.array(b, dtype=float)
+    for i in range(n):                                    # L z = b
+        y[i] -= y[:i] @ m[i, :i]
+    for i in range(n - 1, -1, -1):                        # D L' x = z
+        if m[i, i] == 0:
+            y[i] = 0.0
+        else:
+            y[i] = y[i] / m[i, i] - y[i + 1:] @ m[i + 1:, i]
+    return float(np.dot(b, y)), rank
+
+
 def _check_covariates(X: np.ndarray, terms: list[str], stratum: np.ndarray | None,
                       strata_cols: list[str]) -> None:
     """Refuse covariates a Cox model cannot estimate: constant ones and linear dependence.
@@ -1090,7 +1127,7 @@ def cox(data: pd.DataFrame, formula: str, duration: str, event: str, ties: str =
         U0 = _score_residuals(time, status, X, np.zeros_like(beta), ties, stratum)
         meat0 = sandwich(U0, np.eye(len(beta)), kind, groups, adjust=False)
         u0_sum = U0.sum(0)
-        robust_score = float(u0_sum @ np.linalg.solve(meat0, u0_sum))
+        robust_score, _ = _wald_statistic(meat0, u0_sum)
     else:
         cov = naive_cov
     se = np.sqrt(np.diag(cov))
@@ -1104,7 +1141,15 @@ def cox(data: pd.DataFrame, formula: str, duration: str, event: str, ties: str =
     loglik_null = float(model.loglike(np.zeros_like(beta)))
     p = len(beta)
     lr = 2 * (loglik - loglik_null)
-    wald = float(beta @ np.linalg.solve(cov, beta))
+    wald, rank = _wald_statistic(cov, beta)
+    if rank < len(beta):
+        n_groups = len(time) if groups is None else int(groups.max()) + 1
+        warnings.warn(
+            f"cox: the {'cluster-' if groups is not None else ''}robust variance is singular "
+            f"(rank {rank} for {len(beta)} coefficients, {n_groups} "
+            f"{'clusters' if groups is not None else 'subjects'}); the robust SEs and the Wald "
+            "test are not usable. Use more clusters or fewer covariates.",
+            StatisticalWarning, stacklevel=2)
     u0 = np.asarray(model.score(np.zeros_like(beta)), float)
     score_stat = float(u0 @ np.linalg.solve(-np.asarray(model.hessian(np.zeros_like(beta))), u0))
     conc = concordance_index(time, status, X @ beta, strata=stratum, cluster=groups)

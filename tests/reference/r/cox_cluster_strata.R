@@ -12,6 +12,9 @@ lung_all <- read.csv("data/lung.csv")
 lung_vars <- c("time", "status", "inst", "age", "sex", "ph_ecog", "wt_loss")
 lung <- lung_all[complete.cases(lung_all[, lung_vars]), ]
 rossi <- read.csv("data/rossi.csv")
+# three clusters by row position (1st, 4th, 7th, ... row; 2nd, 5th, ...): fewer clusters than
+# coefficients, so the robust variance is singular and coxph.wtest's generalized inverse shows
+rossi$third <- (seq_len(nrow(rossi)) - 1) %% 3
 
 # ---- Cox ------------------------------------------------------------------------------
 cox_block <- function(m, data, cluster = NULL, strata = NULL) {
@@ -65,6 +68,9 @@ fits[["rossi_two_strata_efron"]] <- cox_block(
 fits[["rossi_strata_cluster_age_efron"]] <- cox_block(
   coxph(Surv(week, arrest) ~ fin + race + mar + paro + prio + strata(wexp) + cluster(age),
         data = rossi, ties = "efron", control = ctl), rossi, cluster = "age", strata = "wexp")
+fits[["rossi_few_clusters_efron"]] <- cox_block(
+  coxph(Surv(week, arrest) ~ fin + age + race + wexp + mar + paro + prio + cluster(third),
+        data = rossi, ties = "efron", control = ctl), rossi, cluster = "third")
 
 # ---- Kaplan-Meier: every conf.type ----------------------------------------------------
 km_rows <- function(s, label) {
@@ -144,6 +150,7 @@ out <- list(
     rossi_strata_robust = "same as rossi_strata, robust = TRUE (each subject its own cluster)",
     rossi_two_strata = "Surv(week, arrest) ~ fin + age + race + mar + prio + strata(wexp, paro)",
     rossi_strata_cluster_age = "Surv(week, arrest) ~ fin + race + mar + paro + prio + strata(wexp) + cluster(age)",
+    rossi_few_clusters = "Surv(week, arrest) ~ fin + age + race + wexp + mar + paro + prio + cluster(third), third = (row number - 1) %% 3",
     km = "survfit(Surv(...) ~ group, conf.type = log | log-log | plain); summary(fit, times = ...)",
     logrank = "survdiff(Surv(...) ~ group + strata(s))"),
   versions = pkg_versions(c("survival", "jsonlite")),
@@ -162,7 +169,10 @@ out <- list(
     "sums the per-subject influence within clusters. lung clusters: inst (18 institutions in",
     "the rows used). rossi cluster(age): age at release in years, a deterministic grouping",
     "used only to exercise the clustered computation on data with many tied event times",
-    "(weeks); it is not a substantive design. Multiple strata variables define one stratum",
+    "(weeks); it is not a substantive design. rossi cluster(third): 3 clusters by row position",
+    "for 7 coefficients, so the robust variance is singular (rank 2): wald_test and",
+    "robust_score_test then come from coxph.wtest's generalized Cholesky inverse (pivots below",
+    "toler.chol = 2^-39 times the largest diagonal element are skipped). Multiple strata variables define one stratum",
     "per observed combination. KM: std_err is the standard error of S(t); lower/upper come",
     "from survfit's survfit_confint: log S*exp(-/+ z se), upper capped at 1; log-log",
     "exp(-exp(log(-log S) -/+ z se/log S)); plain S -/+ z se S clipped to [0, 1]; se is the",
