@@ -175,6 +175,14 @@ class DataParams(_Strict):
     date_format: str | None = Field(None, description="strptime format of dates in CSV files")
     max_line_amount: float = Field(10_000_000, gt=0, description="claim lines with an amount "
                                    "above this are quarantined as absurd (placeholders, unit errors)")
+    max_invalid_dates: float = Field(
+        0.01, ge=0, le=0.5, description="share of a date column's values that may be "
+        "unreadable (an impossible date such as 2023-02-30): up to it those rows are "
+        "quarantined as invalid_date and the run goes on; above it the load stops, "
+        "suggesting data.date_format")
+    encoding: Literal["utf-8", "utf-16", "latin-1"] = Field(
+        "utf-8", description="text encoding of CSV files (latin-1 for many files saved by "
+        "older spreadsheet programs)")
     person: PersonParams | None = None
     omop: OmopParams | None = None
     synthea: SyntheaParams | None = None

@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -199,3 +200,100 @@ def test_person_mode_numeric_covariates_from_csv_are_numbers(tmp_path):
     assert con.execute("SELECT age FROM persons WHERE member_id = 1").fetchall()[0][0] == 40.5
     assert con.execute("SELECT count(*) FROM quarantine WHERE reason = 'missing_value'"
                        ).fetchall()[0][0] == 1
+
+
+# ------------------------------------------------------------ person mode: non-finite values
+def _person_load(con, source, **kw):
+    from evalkit.data.load import load_report
+    args = dict(treatment="arm", treated_value=1, outcomes=["visits"], exposure="months",
+                covariates=["age", "site"], id="id")
+    load_person(con, source, **{**args, **kw})
+    return load_report(con)
+
+
+def test_person_mode_nan_inf_and_empty_values_are_quarantined(tmp_path):
+    """NaN and empty values are missing (missing_value), +-inf is non_finite, in outcomes,
+    exposure and covariates alike; the loaded, per-arm and model counts then agree."""
+    f = tmp_path / "p.csv"
+    f.write_text("id,arm,visits,months,age,site\n"
+                 "1,1,3,12,40,A\n2,0,0,12,50,B\n"
+                 "3,1,NaN,12,41,A\n"        # NaN outcome
+                 "4,0,2,inf,33,B\n"         # infinite exposure: not 'exposure <= 0'
+                 "5,1,1,12,-Infinity,A\n"   # infinite covariate
+                 "6,0,1,12,nan,B\n"         # NaN covariate
+                 "7,1,1,12,44,  \n"         # blank text covariate
+                 "8,0,inf,12,45,A\n"        # infinite outcome
+                 "9,1,2,,46,B\n"            # empty exposure
+                 "10,0,1,0,47,A\n")         # zero person-time
+    con = duckdb.connect()
+    rep = _person_load(con, scan_sql(str(f), "person"))
+    reasons = dict(con.execute("SELECT source_row, reason FROM quarantine").fetchall())
+    assert reasons == {3: "missing_value", 4: "non_finite", 5: "non_finite", 6: "missing_value",
+                       7: "missing_value", 8: "non_finite", 9: "missing_value",
+                       10: "nonpositive_exposure"}
+    assert rep.balanced()
+    c = rep.counts.iloc[0]
+    assert (c.rows_in, c.accepted, c.quarantined) == (10, 2, 8)
+    persons = con.execute('SELECT * FROM persons').df()
+    assert persons.groupby("group").size().to_dict() == {"control": 1, "self_help": 1}
+    assert np.isfinite(persons[["visits", "member_months", "age"]].to_numpy(float)).all()
+    assert str(persons["age"].dtype) == "int64"      # whole numbers stay whole numbers
+
+
+def test_person_mode_non_finite_numbers_in_a_parquet_file(tmp_path):
+    """Stored as doubles (NaN and inf are values, not text): the same reasons."""
+    nan, inf = float("nan"), float("inf")
+    frame = pd.DataFrame({"id": range(1, 9), "arm": [1.0, 0.0] * 4,
+                          "visits": [1, 2, nan, 1, inf, 0, 1, None],
+                          "months": [12, 12, 12, -inf, 12, 12, 12, 12],
+                          "age": [30.5, 40, 50, 60, 70, inf, nan, 30], "site": list("ABABABAB")})
+    frame.to_parquet(tmp_path / "p.parquet")
+    con = duckdb.connect()
+    rep = _person_load(con, scan_sql(str(tmp_path / "p.parquet")))
+    reasons = dict(con.execute("SELECT source_row, reason FROM quarantine").fetchall())
+    assert reasons == {3: "missing_value", 4: "non_finite", 5: "non_finite", 6: "non_finite",
+                       7: "missing_value", 8: "missing_value"}
+    assert rep.balanced() and rep.counts.accepted.iloc[0] == 2
+    # the reason's description says what happened
+    q = rep.quarantine.set_index("reason")
+    assert q.loc["non_finite", "description"] == "a number is infinite"
+
+
+@pytest.mark.parametrize("values, treated_value", [
+    (["1", "1.0", " 1", "0", "0.0", "1"], 1),
+    (["1", "1.0", "true", "0", "FALSE", "1.00"], True),
+    (["1", "1.0", "1", "0", "0", "1"], "1.0"),
+])
+def test_person_mode_arms_are_compared_by_value(tmp_path, values, treated_value):
+    """1, 1.0, '1' and true are one arm: no 1.0 row silently becomes a control."""
+    f = tmp_path / "p.csv"
+    f.write_text("id,arm,visits\n" + "".join(f"{i},{v},1\n" for i, v in enumerate(values, 1)))
+    con = duckdb.connect()
+    load_person(con, scan_sql(str(f)), "arm", treated_value, ["visits"], id="id")
+    arms = dict(con.execute('SELECT member_id, "group" FROM persons').fetchall())
+    assert arms == {"1": "self_help", "2": "self_help", "3": "self_help", "4": "control",
+                    "5": "control", "6": "self_help"}
+
+
+def test_person_mode_arms_of_a_double_and_a_boolean_column(tmp_path):
+    frame = pd.DataFrame({"id": [1, 2, 3, 4], "dbl": [1.0, 0.0, 1.0, 0.0],
+                          "flag": [True, False, True, False], "visits": [1, 2, 3, 4]})
+    frame.to_parquet(tmp_path / "p.parquet")
+    for column, treated in (("dbl", 1), ("dbl", "1"), ("flag", 1), ("flag", True)):
+        con = duckdb.connect()
+        load_person(con, scan_sql(str(tmp_path / "p.parquet")), column, treated, ["visits"], id="id")
+        got = con.execute('SELECT list("group" ORDER BY member_id) FROM persons').fetchall()[0][0]
+        assert got == ["self_help", "control", "self_help", "control"], (column, treated)
+
+
+def test_person_mode_unclear_arms_are_an_error_listing_them(tmp_path):
+    f = tmp_path / "p.csv"
+    f.write_text("id,arm,visits\n1,yes,1\n2,Yes,1\n3,no,2\n4,1,0\n")
+    with pytest.raises(DataValidationError) as e:
+        load_person(duckdb.connect(), scan_sql(str(f)), "arm", "yes", ["visits"], id="id")
+    msg = str(e.value)
+    assert "person.arm: unclear_arms" in msg and "'Yes'" in msg and "'yes'" in msg and "'1'" in msg
+    f.write_text("id,arm,visits\n1,A,1\n2,B,1\n")
+    with pytest.raises(DataValidationError, match="treated_value '1' is not one of") as e:
+        load_person(duckdb.connect(), scan_sql(str(f)), "arm", 1, ["visits"], id="id")
+    assert "'A'" in str(e.value) and "'B'" in str(e.value)
