@@ -174,7 +174,9 @@ def test_absurd_amounts_and_placeholder_dates_are_quarantined(tmp_path):
                                                    for r in rep.quarantine.itertuples()}
 
 
-def test_impossible_calendar_date_is_a_structural_error(tmp_path):
+def test_many_unreadable_dates_stay_a_structural_error(tmp_path):
+    """One impossible date among the 10 lines of the tiny fixture is 10% of the column,
+    above data.max_invalid_dates (1%): a structural error that suggests data.date_format."""
     d = _copy_tiny(tmp_path)
     enc = pd.read_csv(d / "encounters.csv", dtype=str)
     enc.loc[0, "service_date"] = "2023-02-30"
@@ -183,6 +185,162 @@ def test_impossible_calendar_date_is_a_structural_error(tmp_path):
         load_tiny(folder=d)
     assert {(f["table"], f["column"], f["reason"]) for f in e.value.failures} == {
         ("encounters", "service_date", "unparseable_date")}
+    assert "10.0% of the 10 dates cannot be read" in str(e.value)
+    assert "data.date_format" in str(e.value) and "data.max_invalid_dates" in str(e.value)
+    # with a higher threshold the line is quarantined instead, with the text kept
+    con, rep = load_tiny(folder=d, max_invalid_dates=0.1)
+    got = {(r.table, r.reason): r.rows for r in rep.quarantine.itertuples()}
+    assert got[("encounters", "invalid_date")] == 1 and rep.balanced()
+    rec = con.execute("SELECT record FROM quarantine WHERE reason = 'invalid_date'").fetchall()[0][0]
+    assert "service_date=2023-02-30" in rec
+
+
+def _claims_csv(tmp_path, members=300):
+    """A synthetic plan written as CSV files (dates as text), with its clean load."""
+    from evalkit.data import synthetic
+    plan = synthetic.generate(tmp_path / "plan", members=members, seed=11)
+    con = duckdb.connect()
+    for t in TABLES:
+        con.execute(f"COPY (SELECT * FROM read_parquet('{plan.paths[t]}')) "
+                    f"TO '{tmp_path / t}.csv' (HEADER, DELIMITER ',')")
+    return tmp_path
+
+
+def test_a_few_impossible_dates_are_quarantined_and_the_load_goes_on(tmp_path):
+    """Two impossible calendar dates among thousands of good claim lines (and one in
+    the coverage spells) are quarantined as invalid_date; every other planted problem
+    keeps its own reason; no row is lost."""
+    d = _claims_csv(tmp_path)
+    base_con = duckdb.connect()
+    base = load_claims(base_con, sources(d))
+    assert base.quarantine.empty
+    enc = pd.read_csv(d / "encounters.csv", dtype=str, keep_default_na=False)
+    n_enc = len(enc)
+    planted = enc.iloc[:6].copy()
+    planted["claim_id"] = [str(10**9 + i) for i in range(6)]
+    planted.iloc[0, planted.columns.get_loc("service_date")] = "2023-02-30"
+    planted.iloc[1, planted.columns.get_loc("service_date")] = "2022-04-31"
+    planted.iloc[2, planted.columns.get_loc("allowed_amount")] = "-12.5"
+    planted.iloc[3, planted.columns.get_loc("member_id")] = "99999999"
+    planted.iloc[4, planted.columns.get_loc("allowed_amount")] = ""
+    planted.iloc[5, planted.columns.get_loc("claim_id")] = enc.iloc[7]["claim_id"]
+    pd.concat([enc, planted]).to_csv(d / "encounters.csv", index=False)
+    enr = pd.read_csv(d / "enrollment.csv", dtype=str, keep_default_na=False)
+    extra = enr.iloc[:1].copy()
+    extra["member_id"] = "88888888"
+    extra["end_date"] = "2021-13-01"                # unknown member too: the date goes first
+    pd.concat([enr, extra]).to_csv(d / "enrollment.csv", index=False)
+
+    con = duckdb.connect()
+    rep = load_claims(con, sources(d))
+    got = dict(con.execute("SELECT \"table\" || ':' || source_row, reason FROM quarantine").fetchall())
+    assert got == {f"encounters:{n_enc + 1}": "invalid_date", f"encounters:{n_enc + 2}": "invalid_date",
+                   f"encounters:{n_enc + 3}": "negative_amount",
+                   f"encounters:{n_enc + 4}": "unknown_member",
+                   f"encounters:{n_enc + 5}": "missing_value",
+                   f"encounters:{n_enc + 6}": "duplicate_line",
+                   f"enrollment:{len(enr) + 1}": "invalid_date"}
+    assert rep.balanced()
+    c, b = rep.counts.set_index("table"), base.counts.set_index("table")
+    assert c.loc["encounters", "rows_in"] == n_enc + 6
+    assert (c.accepted == b.accepted).all()          # the good rows are all still there
+    records = con.execute("SELECT list(record) FROM quarantine WHERE reason = 'invalid_date'"
+                          ).fetchall()[0][0]
+    assert any("service_date=2023-02-30" in r for r in records)
+    assert any("end_date=2021-13-01" in r for r in records)
+    # the threshold is a share of the column: 0 makes any unreadable date an error
+    with pytest.raises(DataValidationError, match="unparseable_date"):
+        load_claims(duckdb.connect(), sources(d), max_invalid_dates=0)
+
+
+# --------------------------------------------------------------- member ids of different types
+def test_member_ids_match_across_integer_text_and_double_columns(tmp_path):
+    """Integer ids in members, text in a CSV ('123'), doubles (123.0) in exposure: one
+    member each, the same load as with integers everywhere."""
+    base_con, base = load_tiny()
+    raw = duckdb.connect()
+    raw.execute(f"COPY (SELECT * REPLACE (CAST(member_id AS BIGINT) AS member_id) FROM "
+                f"{scan_sql(str(TINY / 'members.csv'))}) TO '{tmp_path}/members.parquet' (FORMAT parquet)")
+    raw.execute(f"COPY (SELECT * REPLACE (CAST(member_id AS DOUBLE) AS member_id) FROM "
+                f"{scan_sql(str(TINY / 'exposure.csv'))}) TO '{tmp_path}/exposure.parquet' (FORMAT parquet)")
+    enr = pd.read_csv(TINY / "enrollment.csv", dtype=str)
+    enr["member_id"] = enr["member_id"] + ".0"         # a float written as text
+    enr.to_csv(tmp_path / "enrollment.csv", index=False)
+    src = {"members": scan_sql(str(tmp_path / "members.parquet")),
+           "enrollment": scan_sql(str(tmp_path / "enrollment.csv")),
+           "encounters": scan_sql(str(TINY / "encounters.csv")),
+           "exposure": scan_sql(str(tmp_path / "exposure.parquet"))}
+    con = duckdb.connect()
+    rep = load_claims(con, src, **MAPS)
+    pd.testing.assert_frame_equal(rep.counts, base.counts)
+    pd.testing.assert_frame_equal(rep.quarantine, base.quarantine)
+    assert con.execute("SELECT typeof(member_id) FROM encounters LIMIT 1").fetchall()[0][0] == "BIGINT"
+
+
+def test_member_ids_that_cannot_be_matched_name_both_types(tmp_path):
+    d = _copy_tiny(tmp_path)
+    enc = pd.read_csv(d / "encounters.csv", dtype=str)
+    enc["member_id"] = enc["member_id"].str.zfill(6)          # '000001'
+    enc.to_csv(d / "encounters.csv", index=False)
+    with pytest.raises(DataValidationError) as e:
+        load_tiny(folder=d)
+    msg = str(e.value)
+    assert "member ids cannot be matched across tables" in msg
+    assert "members.member_id holds whole numbers (VARCHAR, e.g. '1')" in msg
+    assert "encounters.member_id holds numbers written as text with leading zeros" in msg
+    assert "'000001'" in msg
+    # text ids that share no member with integer ids: the same error, not an empty cohort
+    raw = duckdb.connect()
+    raw.execute(f"COPY (SELECT * REPLACE (CAST(member_id AS INTEGER) AS member_id) FROM "
+                f"{scan_sql(str(TINY / 'members.csv'))}) TO '{tmp_path}/m.parquet' (FORMAT parquet)")
+    exp = pd.read_csv(TINY / "exposure.csv", dtype=str)
+    exp["member_id"] = "M" + exp["member_id"]
+    exp.to_csv(d / "exposure.csv", index=False)
+    src = {**sources(TINY), "members": scan_sql(str(tmp_path / "m.parquet")),
+           "exposure": scan_sql(str(d / "exposure.csv"))}
+    with pytest.raises(DataValidationError, match=r"members.member_id holds whole numbers "
+                       r"\(INTEGER, e.g. 1\), but exposure.member_id holds text \(VARCHAR, "
+                       r"e.g. 'M1'\)"):
+        load_claims(duckdb.connect(), src, **MAPS)
+
+
+# ------------------------------------------------------------------------------- CSV faults
+@pytest.mark.parametrize("table, append, line, cause", [
+    ("exposure", b"5,C\xe9,2023-06-01\n", 5, "bytes that are not utf-8 text: set data.encoding"),
+    ("encounters", b",,,\n", 12, "a line of separators only"),
+    ("members", b"   \n", 6, "a blank line (spaces only)"),
+    ("members", b"7,1970,F,1,extra\n", 6, "5 values where the header has 4"),
+    ("enrollment", b"7,2022-01-01\n", 7, "2 values where the header has 3"),
+])
+def test_csv_faults_name_the_file_the_line_and_the_cause(tmp_path, table, append, line, cause):
+    """Each fault is an evalkit error naming the file, the line and the likely cause;
+    before, DuckDB's own error (or, when the sniffer read the file as one column, every
+    column 'missing') surfaced instead."""
+    d = _copy_tiny(tmp_path)
+    f = d / f"{table}.csv"
+    f.write_bytes(f.read_bytes() + append)
+    with pytest.raises(DataValidationError) as e:
+        load_tiny(folder=d)
+    msg = str(e.value)
+    assert f"{table}: {f} cannot be read as a table" in msg
+    assert f"line {line}: {cause}" in msg
+    assert "missing_column" not in msg and "Original Line" not in msg
+    assert e.value.failures[0]["reason"] == "unreadable_csv"
+
+
+def test_latin1_file_reads_with_data_encoding(tmp_path):
+    d = _copy_tiny(tmp_path)
+    mem = (d / "members.csv").read_text().replace("sex,comorbidity", "sex,comorbidity,town")
+    lines = mem.splitlines()
+    lines = [lines[0]] + [ln + ",K\u00f6ln" for ln in lines[1:]]
+    (d / "members.csv").write_bytes(("\n".join(lines) + "\n").encode("latin-1"))
+    with pytest.raises(DataValidationError, match="lines 2, 3, 4, 5: bytes that are not utf-8"):
+        scan_sql(str(d / "members.csv"), "members")
+    con = duckdb.connect()
+    src = {**sources(TINY), "members": scan_sql(str(d / "members.csv"), "members", "latin-1")}
+    rep = load_claims(con, src, **MAPS)
+    assert con.execute("SELECT DISTINCT town FROM members").fetchall() == [("K\u00f6ln",)]
+    assert rep.balanced()
 
 
 def test_person_mode_numeric_covariates_from_csv_are_numbers(tmp_path):

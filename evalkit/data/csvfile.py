@@ -19,7 +19,7 @@ import duckdb
 
 from ..errors import DataValidationError
 
-#: how many faulty lines a message lists
+#: how many faulty lines a message lists per cause
 MAX_LINES = 5
 _ENCODING_HINT = ("set data.encoding to the file's encoding (latin-1 for many files saved by "
                   "older spreadsheet programs, utf-16 for some exports), or save it as UTF-8")
@@ -52,16 +52,23 @@ def _cause(error_type: str, message: str, line: str, delim: str, encoding: str) 
     return error_type.lower()
 
 
-def _error(path: str, table: str | None, problems: list[tuple[int, str]], total: int):
+def _error(path: str, table: str | None, problems: list[tuple[int, str]]):
+    """Raise one error for the rejected lines, grouped by cause (up to five line numbers each)."""
+    by_cause: dict[str, list[int]] = {}
+    for n, cause in problems:
+        by_cause.setdefault(cause, []).append(n)
     where = f"{table}: " if table else ""
-    lines = [f"{where}{path} cannot be read as a table: {total} line(s) cannot be read"]
-    lines += [f"  line {n}: {cause}" for n, cause in problems[:MAX_LINES]]
-    if total > MAX_LINES:
-        lines.append(f"  ... and {total - MAX_LINES} more line(s)")
+    lines = [f"{where}{path} cannot be read as a table: {len(problems)} line(s) cannot be read"]
+    examples = []
+    for cause, numbers in by_cause.items():
+        shown = ", ".join(map(str, numbers[:MAX_LINES]))
+        more = f" and {len(numbers) - MAX_LINES} more" if len(numbers) > MAX_LINES else ""
+        examples.append(f"line{'s' if len(numbers) > 1 else ''} {shown}{more}: {cause}")
+    lines += [f"  {e}" for e in examples]
     lines.append("Fix the file (or set data.encoding) and run again; see docs/bad-inputs.md.")
     raise DataValidationError("\n".join(lines), [
-        {"table": table or "input", "column": None, "reason": "unreadable_csv", "count": total,
-         "examples": [f"line {n}: {cause}" for n, cause in problems[:MAX_LINES]]}])
+        {"table": table or "input", "column": None, "reason": "unreadable_csv",
+         "count": len(problems), "examples": examples}])
 
 
 def csv_sql(path: str, table: str | None = None, encoding: str = "utf-8") -> str:
@@ -114,5 +121,5 @@ def csv_sql(path: str, table: str | None = None, encoding: str = "utf-8") -> str
     if rejects:
         problems = [(int(n), _cause(kind, msg, text, delim, encoding))
                     for n, kind, msg, text in rejects]
-        _error(path, table, problems, len(rejects))
+        _error(path, table, problems)
     return f"read_csv({_lit(path)}, {options})"
