@@ -52,7 +52,8 @@ class PersonParams(_Strict):
     id: str | None = Field(None, description="member id column (optional)")
     treatment: str | None = Field(None, description="column holding the arm (two-arm "
                                   "workbooks); may be left out when `groups` is given")
-    treated_value: Any = Field(1, description="value of `treatment` that marks the self-help arm")
+    treated_value: Any = Field(1, description="value of `treatment` that marks the self-help "
+                               "arm, compared by value (1, 1.0, '1' and true are one value)")
     outcomes: list[str] = Field(default_factory=list, description="count or cost outcome "
                                 "columns (needed by utilization, costs and cost_benefit)")
     exposure: str | None = Field(None, description="member-months (or person-time) column")

@@ -328,6 +328,18 @@ def test_csv_faults_name_the_file_the_line_and_the_cause(tmp_path, table, append
     assert e.value.failures[0]["reason"] == "unreadable_csv"
 
 
+def test_a_full_row_of_separators_is_quarantined_not_lost(tmp_path):
+    """',,,,,,' under a 7-column header is a row of 7 empty values: read, then set aside as
+    missing_value and counted (rows in = accepted + quarantined)."""
+    d = _copy_tiny(tmp_path)
+    with open(d / "encounters.csv", "a") as fh:
+        fh.write(",,,,,,\n")
+    con, rep = load_tiny(folder=d)
+    assert con.execute("SELECT source_row, reason FROM quarantine WHERE \"table\" = 'encounters' "
+                       "AND reason = 'missing_value'").fetchall() == [(11, "missing_value")]
+    assert rep.balanced() and rep.counts.set_index("table").loc["encounters", "rows_in"] == 11
+
+
 def test_latin1_file_reads_with_data_encoding(tmp_path):
     d = _copy_tiny(tmp_path)
     mem = (d / "members.csv").read_text().replace("sex,comorbidity", "sex,comorbidity,town")
