@@ -39,7 +39,7 @@ REASONS = {
 REASON_TEXT = {
     "missing_value": "a required value is empty (or NaN)",
     "invalid_date": "a date cannot be read (an impossible calendar date such as 2023-02-30, "
-                    "or another format); fewer than data.max_invalid_dates of the column",
+                    "or another format); at most data.max_invalid_dates of the column",
     "non_finite": "a number is infinite",
     "invalid_event": "the event indicator is neither 0 nor 1",
     "duplicate_member": "the member appears more than once (the first row is kept)",
