@@ -467,3 +467,13 @@ def test_person_mode_unclear_arms_are_an_error_listing_them(tmp_path):
     with pytest.raises(DataValidationError, match="treated_value '1' is not one of") as e:
         load_person(duckdb.connect(), scan_sql(str(f)), "arm", 1, ["visits"], id="id")
     assert "'A'" in str(e.value) and "'B'" in str(e.value)
+
+
+def test_person_mode_unclear_arms_are_listed_with_the_other_structural_problems(tmp_path):
+    f = tmp_path / "p.csv"
+    f.write_text("id,arm,visits\n1,1,1\n2,2,1\n3,0,2\n")
+    with pytest.raises(DataValidationError) as e:
+        load_person(duckdb.connect(), scan_sql(str(f)), "arm", 1, ["visitz"], id="id")
+    assert {(x["column"], x["reason"]) for x in e.value.failures} == {
+        ("visitz", "missing_column"), ("arm", "unclear_arms")}
+    assert "'0', '1', '2'" in str(e.value)

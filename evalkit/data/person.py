@@ -107,14 +107,17 @@ def load_person(con: duckdb.DuckDBPyConnection, source: str, treatment: str | No
     """Load a person-level table into ``persons`` (accepted) and ``quarantine``.
 
     ``persons`` has: member_id (the id column, or the row number), group (``self_help``
-    where treatment equals ``treated_value``, else ``control``; absent when ``treatment``
-    is None), the outcome and covariate columns under their own names, and
+    where treatment equals ``treated_value`` by value (:func:`arm_sql`), ``control`` where
+    it holds the other value; absent when ``treatment`` is None; a third value is a
+    structural error, ``unclear_arms``), the outcome and covariate columns under their
+    own names, and
     ``member_months`` when ``exposure`` is given. Time-to-event data keep ``duration``
     (a number >= 0) and ``event`` (0 or 1) under their own names; a k-level grouping
     column ``groups`` is kept under its own name as text.
 
-    Rows whose ``duration`` or an outcome not listed in ``signed`` is negative are
-    quarantined as ``negative_value``; rows whose
+    Rows with an empty value, blank text or NaN in any role used are quarantined as
+    ``missing_value``; with an infinite number as ``non_finite``; rows whose ``duration``
+    or an outcome not listed in ``signed`` is negative as ``negative_value``; rows whose
     ``event`` is not 0 or 1 as ``invalid_event``.
     """
     if treatment is None and groups is None:
@@ -148,7 +151,7 @@ def load_person(con: duckdb.DuckDBPyConnection, source: str, treatment: str | No
                                  "count": int(bad), "examples": list(ex),
                                  "hint": f" (expected numbers, column type is {cols[c]})"})
     treated = None
-    if treatment and treatment in cols and not failures:
+    if treatment and treatment in cols and n:
         treated = con.execute(f"SELECT {arm_sql(_lit(treated_value))}").fetchall()[0][0]
         arms = _arm_failure(con, source, treatment, treated)
         if arms:
