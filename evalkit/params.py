@@ -52,7 +52,8 @@ class PersonParams(_Strict):
     id: str | None = Field(None, description="member id column (optional)")
     treatment: str | None = Field(None, description="column holding the arm (two-arm "
                                   "workbooks); may be left out when `groups` is given")
-    treated_value: Any = Field(1, description="value of `treatment` that marks the self-help arm")
+    treated_value: Any = Field(1, description="value of `treatment` that marks the self-help "
+                               "arm, compared by value (1, 1.0, '1' and true are one value)")
     outcomes: list[str] = Field(default_factory=list, description="count or cost outcome "
                                 "columns (needed by utilization, costs and cost_benefit)")
     exposure: str | None = Field(None, description="member-months (or person-time) column")
@@ -175,6 +176,14 @@ class DataParams(_Strict):
     date_format: str | None = Field(None, description="strptime format of dates in CSV files")
     max_line_amount: float = Field(10_000_000, gt=0, description="claim lines with an amount "
                                    "above this are quarantined as absurd (placeholders, unit errors)")
+    max_invalid_dates: float = Field(
+        0.01, ge=0, le=0.5, description="share of a date column's values that may be "
+        "unreadable (an impossible date such as 2023-02-30): up to it those rows are "
+        "quarantined as invalid_date and the run goes on; above it the load stops, "
+        "suggesting data.date_format")
+    encoding: Literal["utf-8", "utf-16", "latin-1"] = Field(
+        "utf-8", description="text encoding of CSV files (latin-1 for many files saved by "
+        "older spreadsheet programs)")
     person: PersonParams | None = None
     omop: OmopParams | None = None
     synthea: SyntheaParams | None = None

@@ -130,7 +130,7 @@ def prepare(params: Params, out_dir: str | Path, progress: bool = False) -> Prep
                 written = synthetic_person.write(work / "synthetic_person", d.scenario,
                                                  params.seed, **d.scenario_options)
                 path, truth = str(written.path), written.truth
-            src = f"src.{p.table}" if p.table else scan_sql(path, "person")
+            src = f"src.{p.table}" if p.table else scan_sql(path, "person", d.encoding)
             if p.table:
                 _attach_source(con, path, d.encryption_key)
             # negative-control columns (design section) are loaded and checked as outcomes
@@ -157,7 +157,7 @@ def prepare(params: Params, out_dir: str | Path, progress: bool = False) -> Prep
                 sources = {t: scan_sql(pth, t) for t, pth in paths.items()}
                 inputs = [Path(paths[t]) for t in sorted(paths)]
             elif d.source == "files":
-                sources = {t: scan_sql(pth, t) for t, pth in d.tables.items()}
+                sources = {t: scan_sql(pth, t, d.encoding) for t, pth in d.tables.items()}
                 inputs = [Path(d.tables[t]) for t in sorted(d.tables)]
             elif d.source == "omop":            # OMOP CDM tables, recoded by views
                 from .data.omop import omop_sources
@@ -192,7 +192,7 @@ def prepare(params: Params, out_dir: str | Path, progress: bool = False) -> Prep
                            ("members", "enrollment", "encounters", "exposure")}
                 inputs = [Path(d.database)]
             load_claims(con, sources, d.columns, d.category_map, d.group_map, d.date_format,
-                        d.max_line_amount)
+                        d.max_line_amount, max_invalid_dates=d.max_invalid_dates)
             w = params.windows
             attrition = _cohort.build_cohort(con, w.baseline_days, w.followup_days,
                                              w.require_enrolled_at_index, w.min_followup_months)

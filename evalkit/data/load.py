@@ -23,6 +23,8 @@ import pandas as pd
 
 from ..errors import DataValidationError
 from .contract import ARMS, CATEGORIES, CLAIMS_TABLES, TableSpec
+from .csvfile import csv_sql
+from .ids import member_id_sql
 
 #: Row-level reason codes, per table, in the order they are tried.
 REASONS = {
@@ -35,7 +37,11 @@ REASONS = {
 }
 
 REASON_TEXT = {
-    "missing_value": "a required value is empty",
+    "missing_value": "a required value is empty (or NaN)",
+    "invalid_date": "a date cannot be read (an impossible calendar date such as 2023-02-30, "
+                    "or another format); at most data.max_invalid_dates of the column",
+    "non_finite": "a number is infinite",
+    "invalid_event": "the event indicator is neither 0 nor 1",
     "duplicate_member": "the member appears more than once (the first row is kept)",
     "end_before_start": "the end date is before the start date",
     "unknown_member": "the member is not in the members table",
@@ -51,7 +57,11 @@ REASON_TEXT = {
     "negative_value": "an outcome is negative",
     "nonpositive_exposure": "person-time (member-months) is zero or negative",
 }
-REASONS["person"] = ("missing_value", "negative_value", "nonpositive_exposure", "duplicate_member")
+REASONS["person"] = ("missing_value", "non_finite", "negative_value", "nonpositive_exposure",
+                     "invalid_event", "duplicate_member")
+# a row with a date that cannot be read is set aside before any other check
+for _table in ("enrollment", "encounters", "exposure"):
+    REASONS[_table] = ("invalid_date", *REASONS[_table])
 
 
 def _q(name: str) -> str:
@@ -62,8 +72,13 @@ def _lit(value) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
-def scan_sql(path: str, table: str | None = None) -> str:
-    """A DuckDB table expression that reads ``path`` (CSV, Parquet, or a DuckDB table)."""
+def scan_sql(path: str, table: str | None = None, encoding: str = "utf-8") -> str:
+    """A DuckDB table expression that reads ``path`` (CSV, Parquet, or a DuckDB table).
+
+    A CSV file is checked line by line first (:func:`evalkit.data.csvfile.csv_sql`):
+    a line that cannot be read is an error naming the file, the line and the likely
+    cause. ``encoding`` is the text encoding of CSV files (``data.encoding``).
+    """
     p = Path(path)
     if not p.exists():
         raise DataValidationError(f"input file not found: {path}",
@@ -74,9 +89,7 @@ def scan_sql(path: str, table: str | None = None) -> str:
         glob = str(p / "**" / "*.parquet") if p.is_dir() else str(p)
         return f"read_parquet({_lit(glob)})"
     if suffix.endswith((".csv", ".csv.gz", ".tsv", ".txt")):
-        # read as text: types and dates are checked (and reported) by the contract checks,
-        # never guessed by a sniffer (which may read 03/05/2023 as 3 May)
-        return f"read_csv({_lit(str(p))}, header=true, all_varchar=true)"
+        return csv_sql(str(p), table, encoding)
     raise DataValidationError(
         f"{table or 'input'}: cannot tell the format of {path}; use .csv, .parquet "
         "or a folder of Parquet files (or data.source: duckdb for a database file)")
@@ -110,8 +123,15 @@ def _columns(con: duckdb.DuckDBPyConnection, relation: str) -> dict[str, str]:
 
 
 def _structural_checks(con, spec: TableSpec, src: str, mapping: dict[str, str],
-                       date_format: str | None, failures: list[dict]) -> str | None:
-    """Check one raw table; return a SELECT that yields contract-typed columns, or None."""
+                       date_format: str | None, failures: list[dict],
+                       max_invalid_dates: float = 0.01) -> str | None:
+    """Check one raw table; return a SELECT that yields contract-typed columns, or None.
+
+    A date column of which at most ``max_invalid_dates`` of the values cannot be read
+    passes; the SELECT then has ``_invalid_date`` (the column and the text that could
+    not be read) on those rows, which are quarantined as ``invalid_date``. It is NULL
+    on every other row.
+    """
     cols = _columns(con, src)
     n = con.execute(f"SELECT count(*) FROM {src}").fetchall()[0][0]
     if n == 0:
@@ -119,6 +139,7 @@ def _structural_checks(con, spec: TableSpec, src: str, mapping: dict[str, str],
                          "count": 0, "examples": []})
         return None
     select, ok = [], True
+    invalid_dates = []     # SQL: 'column=text' where a date could not be read, else NULL
     roles_present = set()
     for col in spec.columns:
         source_name = mapping.get(col.name, col.name)
@@ -162,12 +183,20 @@ def _structural_checks(con, spec: TableSpec, src: str, mapping: dict[str, str],
         else:
             expr = ref
         if expr != ref:
-            bad_sql = (f"SELECT count(*), list(DISTINCT CAST({ref} AS VARCHAR))[1:5] FROM {src} "
-                       f"WHERE {ref} IS NOT NULL AND ({expr}) IS NULL")
-            nbad, examples = con.execute(bad_sql).fetchall()[0]
-            if nbad:
+            unread = f"{ref} IS NOT NULL AND ({expr}) IS NULL"
+            bad_sql = (f"SELECT count(*) FILTER (WHERE {unread}), "
+                       f"list(DISTINCT CAST({ref} AS VARCHAR) ORDER BY CAST({ref} AS VARCHAR)) "
+                       f"FILTER (WHERE {unread})[1:5], count({ref}) FROM {src}")
+            nbad, examples, given = con.execute(bad_sql).fetchall()[0]
+            if nbad and col.kind == "date" and nbad <= max_invalid_dates * given:
+                invalid_dates.append(f"CASE WHEN {unread} THEN {_lit(col.name + '=')} || "
+                                     f"CAST({ref} AS VARCHAR) END")
+            elif nbad:
                 what = "unparseable_date" if col.kind == "date" else "wrong_type"
-                hint = (" (set data.date_format, e.g. '%m/%d/%Y')" if col.kind == "date"
+                hint = (f" ({nbad / given:.1%} of the {given:,} dates cannot be read, more "
+                        f"than data.max_invalid_dates ({max_invalid_dates:.1%}): if the dates "
+                        f"are written another way, set data.date_format, e.g. '%m/%d/%Y')"
+                        if col.kind == "date"
                         else f" (expected numbers, column type is {dtype})")
                 failures.append({"table": spec.name, "column": source_name, "reason": what,
                                  "count": int(nbad), "examples": list(examples or []),
@@ -176,6 +205,8 @@ def _structural_checks(con, spec: TableSpec, src: str, mapping: dict[str, str],
         select.append(f"{expr} AS {_q(col.name)}")
     extras = [c for c in cols if c not in roles_present and c not in spec.names]
     select += [_q(c) for c in extras]
+    select.append(f"NULLIF(concat_ws('; ', {', '.join(invalid_dates)}), '') AS _invalid_date"
+                  if invalid_dates else "NULL::VARCHAR AS _invalid_date")
     return ", ".join(select) if ok else None
 
 
@@ -194,7 +225,8 @@ def load_claims(con: duckdb.DuckDBPyConnection, sources: dict[str, str],
                 category_map: dict[str, str] | None = None,
                 group_map: dict[str, str] | None = None,
                 date_format: str | None = None,
-                max_line_amount: float = 10_000_000) -> LoadReport:
+                max_line_amount: float = 10_000_000,
+                max_invalid_dates: float = 0.01) -> LoadReport:
     """Load the four contract tables into ``con``, check them, quarantine bad rows.
 
     Parameters
@@ -208,6 +240,10 @@ def load_claims(con: duckdb.DuckDBPyConnection, sources: dict[str, str],
     date_format : strptime format for dates stored as text (ISO dates need none).
     max_line_amount : claim lines with an allowed or paid amount above this are
         quarantined as ``absurd_amount``.
+    max_invalid_dates : share of a date column's values that may be unreadable (an
+        impossible date such as 2023-02-30): up to it, those rows are quarantined as
+        ``invalid_date``; above it, the column is a structural error (``unparseable_date``,
+        most likely a date format that needs ``date_format``).
 
     Returns
     -------
@@ -228,19 +264,19 @@ def load_claims(con: duckdb.DuckDBPyConnection, sources: dict[str, str],
                              "count": 0, "examples": []})
             continue
         sel = _structural_checks(con, spec, sources[name], columns.get(name, {}),
-                                 date_format, failures)
+                                 date_format, failures, max_invalid_dates)
         if sel is not None:
             typed[name] = sel
     if failures:
         raise DataValidationError(_format_failures(failures), failures)
 
-    id_type = "BIGINT" if all(_integer_ids(con, f"(SELECT {typed[n]} FROM {sources[n]})")
-                              for n in CLAIMS_TABLES) else "VARCHAR"
+    ids = member_id_sql(con, {n: f"(SELECT {typed[n]} FROM {sources[n]})" for n in CLAIMS_TABLES},
+                        {n: columns.get(n, {}).get("member_id", "member_id") for n in CLAIMS_TABLES})
 
     for name in CLAIMS_TABLES:
         con.execute(f"CREATE OR REPLACE TEMP TABLE raw_{name} AS "
                     f"SELECT row_number() OVER () AS _row, * REPLACE "
-                    f"(CAST(member_id AS {id_type}) AS member_id) "
+                    f"({ids[name]} AS member_id) "
                     f"FROM (SELECT {typed[name]} FROM {sources[name]})")
 
     con.execute("CREATE OR REPLACE TABLE load_counts AS " + " UNION ALL ".join(
@@ -330,12 +366,17 @@ def load_claims(con: duckdb.DuckDBPyConnection, sources: dict[str, str],
           END AS _reason
         FROM e""")
 
+    # a date that could not be read sets the row aside whatever else was found
+    for name in CLAIMS_TABLES:
+        con.execute(f"UPDATE chk_{name} SET _reason = 'invalid_date' WHERE _invalid_date IS NOT NULL")
+
     mapped = {"encounters": "category", "exposure": "group"}
     parts = []
     for name in CLAIMS_TABLES:
-        keep = "* EXCLUDE (_row, _reason)"
+        keep = "* EXCLUDE (_row, _reason, _invalid_date)"
         if name in mapped:
-            keep = f'* EXCLUDE (_row, _reason, _mapped) REPLACE (_mapped AS "{mapped[name]}")'
+            keep = (f'* EXCLUDE (_row, _reason, _mapped, _invalid_date) '
+                    f'REPLACE (_mapped AS "{mapped[name]}")')
         con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT {keep} "
                     f"FROM chk_{name} WHERE _reason IS NULL ORDER BY _row")
         parts.append(f"SELECT {_lit(name)} AS \"table\", _row AS source_row, _reason AS reason, "
@@ -348,19 +389,6 @@ def load_claims(con: duckdb.DuckDBPyConnection, sources: dict[str, str],
         con.execute(f"DROP TABLE IF EXISTS chk_{name}")
         con.execute(f"DROP TABLE IF EXISTS raw_{name}")
     return load_report(con)
-
-
-def _integer_ids(con, relation: str) -> bool:
-    """True when member ids are integers, or text that is exactly an integer ('17', not '017')."""
-    dtype = _columns(con, relation)["member_id"].upper()
-    if dtype in ("BIGINT", "INTEGER", "SMALLINT", "TINYINT", "UINTEGER", "USMALLINT", "UTINYINT"):
-        return True
-    if dtype != "VARCHAR":
-        return False
-    bad = con.execute(f"SELECT count(*) FROM {relation} WHERE member_id IS NOT NULL AND "
-                      f"coalesce(CAST(TRY_CAST(member_id AS BIGINT) AS VARCHAR) <> member_id, true)"
-                      ).fetchall()[0][0]
-    return bad == 0
 
 
 def _dup_key(con) -> str:
