@@ -1,0 +1,123 @@
+"""Every kind of data source, run end to end through the brief.
+
+One synthetic plan of 300 members is read five ways (generated in the run, contract
+Parquet files, a DuckDB database, an OMOP CDM database and a Synthea CSV export; the last
+two written by tests/plan_forms.py from the CDM and Synthea layouts), plus a person-level
+file and published figures (summary mode). Each run executes the one workbook its mode
+needs and writes the brief; each must end with status ok and name its source in the
+brief, in results.json and in the data-quality workbook. The OMOP and Synthea runs must
+give the contract run's member x window table value for value.
+"""
+import json
+import warnings
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pytest
+
+import evalkit
+from evalkit.data import synthetic
+from evalkit.params import validate
+from plan_forms import OMOP_EXTRA, SYNTHEA_EXTRA, to_omop, to_synthea
+
+MEMBERS, SEED = 300, 7
+REFERENCE_CSV = Path(__file__).parent / "reference" / "data" / "synthetic_costs.csv"
+PARENT_SURVEY = Path(__file__).parent.parent / "params" / "parent_survey.yaml"
+
+
+@pytest.fixture(scope="module")
+def plan(tmp_path_factory):
+    root = tmp_path_factory.mktemp("plan")
+    folder = root / "contract"
+    synthetic.generate(folder, scenario="demo", members=MEMBERS, seed=SEED)
+    db = root / "plan.duckdb"
+    with duckdb.connect(str(db)) as con:
+        for t in ("members", "enrollment", "encounters", "exposure"):
+            con.execute(f"CREATE TABLE {t} AS SELECT * FROM read_parquet('{folder / t}.parquet')")
+    persons = root / "persons.csv"
+    pd.read_csv(REFERENCE_CSV).head(MEMBERS).to_csv(persons, index=False)
+    return {"contract": folder, "duckdb": db, "omop": to_omop(folder, root / "cdm.duckdb"),
+            "synthea": to_synthea(folder, root / "synthea"), "persons": persons}
+
+
+def _params(kind: str, plan: dict) -> dict:
+    claims = {"seed": SEED, "workbooks": ["data_quality"]}
+    tables = {t: str(plan["contract"] / f"{t}.parquet")
+              for t in ("members", "enrollment", "encounters", "exposure")}
+    if kind == "synthetic":
+        return {**claims, "data": {"source": "synthetic", "members": MEMBERS}}
+    if kind == "files":
+        return {**claims, "data": {"source": "files", "tables": tables}}
+    if kind == "duckdb":
+        return {**claims, "data": {"source": "duckdb", "database": str(plan["duckdb"])}}
+    if kind == "omop":
+        return {**claims, "data": {"source": "omop", "database": str(plan["omop"]), "omop": {
+            "exposure_cohorts": {"self_help": 11, "control": 12},
+            "visit_concepts": {str(k): v for k, v in OMOP_EXTRA.items()}}}}
+    if kind == "synthea":
+        folder = plan["synthea"]
+        return {**claims, "data": {"source": "synthea", "synthea": {
+            "folder": str(folder), "exposure_file": str(folder / "exposure.csv"),
+            "enrollment": "payer_transitions", "class_map": SYNTHEA_EXTRA}}}
+    if kind == "person file":
+        return {"mode": "person", "seed": SEED, "workbooks": ["data_quality"], "data": {
+            "person": {"path": str(plan["persons"]), "id": "member_id", "treatment": "treated",
+                       "outcomes": ["er_visits", "total_cost"], "exposure": "member_months",
+                       "covariates": ["age", "female"]}}}
+    assert kind == "summary"
+    import yaml
+    return yaml.safe_load(PARENT_SURVEY.read_text())
+
+
+KINDS = {  # kind -> what the brief's "Data" line must say
+    "synthetic": "synthetic health plan, scenario 'demo'",
+    "files": "the plan's claims files (encounters: encounters.parquet",
+    "duckdb": "DuckDB database plan.duckdb",
+    "omop": "OMOP CDM v5.4, DuckDB database cdm.duckdb (coverage from observation_period",
+    "synthea": "Synthea CSV export, folder synthea (coverage from payer_transitions; "
+               "exposure from exposure.csv)",
+    "person file": "person-level file persons.csv",
+    "summary": "published per-group figures",
+}
+
+
+@pytest.fixture(scope="module")
+def runs(plan, tmp_path_factory):
+    out = {}
+    root = tmp_path_factory.mktemp("runs")
+    for kind in KINDS:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out[kind] = evalkit.run(params=validate(_params(kind, plan)),
+                                    out=root / kind.replace(" ", "_"), quiet=True)
+    return out
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_every_source_reaches_the_brief(runs, kind):
+    r = runs[kind]
+    assert r.status == "ok"
+    run = json.loads(r.results_path.read_text())["run"]
+    assert run["status"] == "ok" and run["brief"]["html"] == "brief.html"
+    assert run["data_source"].startswith(KINDS[kind]), run["data_source"]
+    html = (r.output_dir / "brief.html").read_text()
+    assert KINDS[kind].replace("'", "&#39;") in html
+    assert (r.output_dir / "brief.pdf").stat().st_size > 0
+    if kind != "summary":                        # the data-quality workbook names it too
+        nb = (r.output_dir / "01_data_quality.ipynb").read_text()
+        assert KINDS[kind][:20] in nb            # the run table's text/plain output
+
+
+def _windows(run) -> pd.DataFrame:
+    with duckdb.connect(str(run.output_dir / "work" / "analysis.duckdb"), read_only=True) as con:
+        return con.execute("SELECT * FROM member_windows ORDER BY member_id, period").df()
+
+
+@pytest.mark.parametrize("kind", ["omop", "synthea", "duckdb"])
+def test_other_forms_give_the_contract_tables_member_x_window_table(runs, kind):
+    want = _windows(runs["files"])
+    got = _windows(runs[kind])
+    assert len(want) == 2 * want["member_id"].nunique() and len(want) > 300
+    # every column, every value: visits, nights, cents-exact costs, member-months
+    pd.testing.assert_frame_equal(got, want, check_exact=True)
