@@ -121,3 +121,24 @@ def test_other_forms_give_the_contract_tables_member_x_window_table(runs, kind):
     assert len(want) == 2 * want["member_id"].nunique() and len(want) > 300
     # every column, every value: visits, nights, cents-exact costs, member-months
     pd.testing.assert_frame_equal(got, want, check_exact=True)
+
+
+@pytest.mark.parametrize("run, step", [
+    ({"status": "failed", "failed_step": "brief", "error": "TypeError: no database",
+      "workbooks": [{"workbook": "data_quality", "status": "ok"}]}, "brief"),
+    ({"status": "failed", "workbooks": [{"workbook": "data_quality", "status": "ok"},
+                                        {"workbook": "utilization", "status": "failed",
+                                         "cell": "cell 4", "error": "ValueError: x"}]},
+     "workbook utilization"),
+    ({"status": "failed", "failed_step": "prepare", "error": "bad data", "workbooks": []},
+     "prepare"),
+])
+def test_status_names_the_failed_step(run, step, tmp_path, capsys):
+    from evalkit.cli import main
+    (tmp_path / "results.json").write_text(json.dumps({"run": run, "estimates": [],
+                                                       "tables": {}}))
+    assert main(["status", str(tmp_path)]) == 1
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith(f"{tmp_path}: failed at step '{step}'")
+    if run.get("error"):
+        assert first.endswith(f"({run['error']})")

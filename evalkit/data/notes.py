@@ -100,34 +100,37 @@ def read_notes(con: duckdb.DuckDBPyConnection | None) -> pd.DataFrame:
                                       else "float64") for c in COLUMNS})
 
 
-def _n(k, one: str, many: str | None = None) -> str:
+def _n(k, one: str) -> str:
     k = int(k)
-    return f"{k:,} {one if k == 1 else (many or one + 's')}"
+    return f"{k:,} {one if k == 1 else one + 's'}"
+
+
+#: Note -> its console sentence (counts and dollars only).
+SENTENCES = {
+    "no_coverage": "{persons} with claims {has} no coverage period at all: {visits} ({lines}, "
+                   "{dollars}) set aside as service_outside_enrollment.",
+    "unmapped_category": "unmapped category code '{code}': {visits} ({lines}, {dollars}) set "
+                         "aside as unknown_category.",
+    "missing_end_date": "{stays} ({lines}, {dollars}) without a discharge date: set aside as "
+                        "missing_end_date.",
+    "inpatient_end_before_start": "{stays} ({lines}) discharged before admission: {nights} and "
+                                  "{dollars} set aside as end_before_start.",
+    "end_date_not_used": "{code_visits} ({lines}, {dollars}) with an end date before the date "
+                         "of service or after 2100: kept (this category does not use the end "
+                         "date).",
+}
 
 
 def note_sentences(notes: pd.DataFrame) -> list[str]:
     """One sentence per note (counts and dollars only), in :data:`NOTE_TEXT` order."""
     out = []
     for r in notes.itertuples(index=False):
-        lines, dollars = _n(r.lines, "line"), f"${r.amount:,.2f}"
-        if r.note == "no_coverage":
-            verb = "has" if int(r.persons) == 1 else "have"
-            out.append(f"{_n(r.persons, 'person')} with claims {verb} no coverage period at all: "
-                       f"{_n(r.visits, 'visit')} ({lines}, {dollars}) set aside as "
-                       "service_outside_enrollment.")
-        elif r.note == "unmapped_category":
-            out.append(f"unmapped category code '{r.code}': {_n(r.visits, 'visit')} ({lines}, "
-                       f"{dollars}) set aside as unknown_category.")
-        elif r.note == "missing_end_date":
-            out.append(f"{_n(r.visits, 'inpatient stay')} ({lines}, {dollars}) without a "
-                       "discharge date: set aside as missing_end_date.")
-        elif r.note == "inpatient_end_before_start":
-            out.append(f"{_n(r.visits, 'inpatient stay')} ({lines}) discharged before admission: "
-                       f"{_n(r.nights, 'night')} and {dollars} set aside as end_before_start.")
-        elif r.note == "end_date_not_used":
-            out.append(f"{_n(r.visits, f'{r.code} visit')} ({lines}, {dollars}) with an end "
-                       "date before the date of service or after 2100: kept (this category "
-                       "does not use the end date).")
+        nights = 0 if pd.isna(r.nights) else r.nights
+        out.append(SENTENCES[r.note].format(
+            persons=_n(r.persons, "person"), has="has" if int(r.persons) == 1 else "have",
+            visits=_n(r.visits, "visit"), stays=_n(r.visits, "inpatient stay"),
+            code_visits=_n(r.visits, f"{r.code} visit"), lines=_n(r.lines, "line"),
+            nights=_n(nights, "night"), dollars=f"${r.amount:,.2f}", code=r.code))
     return out
 
 
