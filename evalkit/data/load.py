@@ -8,7 +8,15 @@ Two kinds of problem are told apart:
 * **row-level** problems (negative amount, service outside enrollment, end before start,
   unknown member, duplicate line, ...) set the row aside in the ``quarantine`` table with
   a reason code. Each source row is either accepted or quarantined (with its first
-  failing reason), so rows in = rows accepted + rows quarantined, always.
+  failing reason), so rows in = rows accepted + rows quarantined, always. What the
+  quarantine costs in persons, visits, nights and dollars (persons without any coverage,
+  unmapped category codes, inpatient stays without a usable discharge date) is written to
+  the table ``load_notes`` (:mod:`evalkit.data.notes`).
+
+Only inpatient stays read a claim line's end date (the discharge date): a stay with no
+discharge date on any of its lines is quarantined as ``missing_end_date``, one discharged
+before admission as ``end_before_start``. On any other line an impossible end date costs
+nothing: the visit is kept, the end date cleared, and the line counted in ``load_notes``.
 
 Everything runs inside DuckDB: claim lines are never pulled into pandas.
 """
@@ -215,7 +223,7 @@ def load_claims(con: duckdb.DuckDBPyConnection, sources: dict[str, str],
     Parameters
     ----------
     con : DuckDB connection that receives the tables ``members``, ``enrollment``,
-        ``encounters``, ``exposure`` (accepted rows) and ``quarantine``.
+        ``encounters``, ``exposure`` (accepted rows), ``quarantine`` and ``load_notes``.
     sources : table name -> DuckDB table expression (see :func:`scan_sql`) or table name.
     columns : per table, contract role -> the user's column name.
     category_map : the user's category code -> contract category.

@@ -22,7 +22,10 @@ Mapping (also in docs/data-contract.md):
   ``concept_ancestor`` is present, a descendant of one; or its provider's specialty is
   one of ``mh_specialty_concepts``. A visit whose concept is not mapped keeps the code
   ``visit_concept_<id>`` and is quarantined as ``unknown_category``, so unmapped visits
-  are seen, never silently dropped.
+  are seen, never silently dropped (and counted per concept, in visits and dollars, in
+  ``load_notes``). The mental-health concepts found (roots, descendants, specialties)
+  are written to the table ``omop_mh_concepts`` so an analyst can check them. An
+  inpatient visit without visit_end_date is quarantined as ``missing_end_date``.
   Amounts are the sums of the ``cost`` rows recorded against the visit
   (cost_domain_id ``Visit``): ``amount_allowed`` as allowed, ``total_paid`` as paid;
 * ``exposure`` <- a cohort table (cohort_definition_id, subject_id, cohort_start_date:
