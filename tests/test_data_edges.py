@@ -170,3 +170,23 @@ def test_edges_are_quarantined_or_kept_as_documented(form, tmp_path):
     assert mw[(2, "followup")][:2] == [3, 3500.0]   # 09-01 .. 09-04, both lines' cost
     assert mw[(3, "followup")][4] == 1              # the visit with an unused 2101 end date
     assert 4 not in {m for m, _ in mw}              # no coverage: not enrolled at the index
+
+
+def test_the_workbook_reads_the_notes_and_hides_few_persons_in_public_runs(tmp_path):
+    from evalkit.params import validate
+    from evalkit.study import prepare_study
+    _csv(tmp_path / "csv")
+    tables = {t: str(tmp_path / "csv" / f"{t}.csv")
+              for t in ("members", "enrollment", "encounters", "exposure")}
+    seen = {}
+    for public in (False, True):
+        p = validate({"data": {"source": "files", "tables": tables},
+                      "report": {"public": public}, "workbooks": ["data_quality"]})
+        study = prepare_study(p, tmp_path / f"run_{public}")
+        seen[public] = study.set_aside().set_index(["note", "code"], drop=False)
+        assert study.mental_health_concepts() is None            # not an OMOP source
+        row = study.describe_run().set_index("item").loc["data source", "value"]
+        assert row.startswith("the plan's claims files (encounters: encounters.csv")
+    assert seen[False]["persons"].tolist() == [1] * 7
+    assert seen[True]["persons"].tolist() == ["*"] * 7          # 1 person < min_cell 11
+    assert seen[True]["amount"].tolist() == seen[False]["amount"].tolist()

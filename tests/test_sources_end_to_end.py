@@ -1,7 +1,7 @@
 """Every kind of data source, run end to end through the brief.
 
-One synthetic plan of 300 members is read five ways (generated in the run, contract
-Parquet files, a DuckDB database, an OMOP CDM database and a Synthea CSV export; the last
+One synthetic plan of 300 members is read five ways (generated in the run, contract CSV
+files, a DuckDB database, an OMOP CDM database and a Synthea CSV export; the last
 two written by tests/plan_forms.py from the CDM and Synthea layouts), plus a person-level
 file and published figures (summary mode). Each run executes the one workbook its mode
 needs and writes the brief; each must end with status ok and name its source in the
@@ -22,6 +22,7 @@ from evalkit.params import validate
 from plan_forms import OMOP_EXTRA, SYNTHEA_EXTRA, to_omop, to_synthea
 
 MEMBERS, SEED = 300, 7
+TABLES = ("members", "enrollment", "encounters", "exposure")
 REFERENCE_CSV = Path(__file__).parent / "reference" / "data" / "synthetic_costs.csv"
 PARENT_SURVEY = Path(__file__).parent.parent / "params" / "parent_survey.yaml"
 
@@ -31,20 +32,22 @@ def plan(tmp_path_factory):
     root = tmp_path_factory.mktemp("plan")
     folder = root / "contract"
     synthetic.generate(folder, scenario="demo", members=MEMBERS, seed=SEED)
-    db = root / "plan.duckdb"
+    db, csv = root / "plan.duckdb", root / "csv"
+    csv.mkdir()
     with duckdb.connect(str(db)) as con:
-        for t in ("members", "enrollment", "encounters", "exposure"):
+        for t in TABLES:
             con.execute(f"CREATE TABLE {t} AS SELECT * FROM read_parquet('{folder / t}.parquet')")
+            con.execute(f"COPY {t} TO '{csv / t}.csv' (HEADER, DELIMITER ',')")
     persons = root / "persons.csv"
     pd.read_csv(REFERENCE_CSV).head(MEMBERS).to_csv(persons, index=False)
-    return {"contract": folder, "duckdb": db, "omop": to_omop(folder, root / "cdm.duckdb"),
+    return {"contract": folder, "csv": csv, "duckdb": db,
+            "omop": to_omop(folder, root / "cdm.duckdb"),
             "synthea": to_synthea(folder, root / "synthea"), "persons": persons}
 
 
 def _params(kind: str, plan: dict) -> dict:
     claims = {"seed": SEED, "workbooks": ["data_quality"]}
-    tables = {t: str(plan["contract"] / f"{t}.parquet")
-              for t in ("members", "enrollment", "encounters", "exposure")}
+    tables = {t: str(plan["csv"] / f"{t}.csv") for t in TABLES}
     if kind == "synthetic":
         return {**claims, "data": {"source": "synthetic", "members": MEMBERS}}
     if kind == "files":
@@ -72,7 +75,7 @@ def _params(kind: str, plan: dict) -> dict:
 
 KINDS = {  # kind -> what the brief's "Data" line must say
     "synthetic": "synthetic health plan, scenario 'demo'",
-    "files": "the plan's claims files (encounters: encounters.parquet",
+    "files": "the plan's claims files (encounters: encounters.csv",
     "duckdb": "DuckDB database plan.duckdb",
     "omop": "OMOP CDM v5.4, DuckDB database cdm.duckdb (coverage from observation_period",
     "synthea": "Synthea CSV export, folder synthea (coverage from payer_transitions; "
@@ -114,8 +117,10 @@ def _windows(run) -> pd.DataFrame:
         return con.execute("SELECT * FROM member_windows ORDER BY member_id, period").df()
 
 
-@pytest.mark.parametrize("kind", ["omop", "synthea", "duckdb"])
+@pytest.mark.parametrize("kind", ["omop", "synthea", "duckdb", "synthetic"])
 def test_other_forms_give_the_contract_tables_member_x_window_table(runs, kind):
+    """The contract CSV files, the same plan as a DuckDB database, an OMOP CDM and a
+    Synthea export, and the plan generated inside the run: one member x window table."""
     want = _windows(runs["files"])
     got = _windows(runs[kind])
     assert len(want) == 2 * want["member_id"].nunique() and len(want) > 300
