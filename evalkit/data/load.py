@@ -312,18 +312,22 @@ def load_claims(con: duckdb.DuckDBPyConnection, sources: dict[str, str],
 
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE chk_encounters AS
-        WITH e AS (
+        WITH stays AS (  -- a stay's usable discharge date, from any of its lines
+          SELECT r.member_id, r.service_date, max(r.end_date) AS _stay_end
+          FROM raw_encounters r JOIN _category_map cm ON cm.code = CAST(r.category AS VARCHAR)
+          WHERE cm.category = 'inpatient' AND r.end_date >= r.service_date
+            AND r.end_date <= {_LAST_DATE}
+          GROUP BY 1, 2
+        ), e AS (
           SELECT r.*, cm.category AS _mapped,
                  (m.member_id IS NOT NULL) AS _known,
                  EXISTS (SELECT 1 FROM ok_spells s WHERE s.member_id = r.member_id
                          AND r.service_date BETWEEN s.start_date AND s.end_date) AS _enrolled,
-                 -- a stay's usable discharge date, from any of its lines (same admission date)
-                 max(CASE WHEN cm.category = 'inpatient' AND r.end_date >= r.service_date
-                          AND r.end_date <= {_LAST_DATE} THEN r.end_date END)
-                   OVER (PARTITION BY r.member_id, r.service_date) AS _stay_end
+                 st._stay_end
           FROM raw_encounters r
           LEFT JOIN _category_map cm ON cm.code = CAST(r.category AS VARCHAR)
           LEFT JOIN ok_members m USING (member_id)
+          LEFT JOIN stays st ON st.member_id = r.member_id AND st.service_date = r.service_date
         )
         SELECT * EXCLUDE (_known, _enrolled, _stay_end), CASE
             WHEN member_id IS NULL OR service_date IS NULL OR category IS NULL
