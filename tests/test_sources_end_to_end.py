@@ -147,3 +147,38 @@ def test_status_names_the_failed_step(run, step, tmp_path, capsys):
     assert first.startswith(f"{tmp_path}: failed at step '{step}'")
     if run.get("error"):
         assert first.endswith(f"({run['error']})")
+
+
+def test_every_variant_of_a_source_is_described(tmp_path):
+    """The variants the runs above do not reach, described without running them."""
+    from evalkit.data.source import describe_source
+    db = tmp_path / "plan.duckdb"
+    db.touch()
+    cases = [
+        ({"mode": "person", "workbooks": ["survival"], "data": {
+            "source": "synthetic", "scenario": "support_group_survival", "person": {
+                "treatment": "arm", "treated_value": "support_group",
+                "duration": "survival_months", "event": "died"}}},
+         "synthetic person-level", "synthetic person-level data, scenario "
+                                   "'support_group_survival' (generated; no real people)"),
+        ({"mode": "person", "workbooks": ["data_quality"], "data": {"person": {
+            "path": str(db), "table": "persons", "treatment": "t", "outcomes": ["y"]}}},
+         "person table", "person-level table persons of DuckDB database plan.duckdb (one row "
+                         "per member)"),
+        ({"data": {"source": "omop", "database": str(db), "omop": {
+            "cdm_schema": "cdm", "enrollment": "payer_plan_period",
+            "exposure_file": str(tmp_path / "referrals.csv")}}},
+         "omop", "OMOP CDM v5.4, schema cdm of DuckDB database plan.duckdb (coverage from "
+                 "payer_plan_period; exposure from referrals.csv)"),
+        ({"data": {"source": "duckdb", "database": str(db), "tables": {"encounters": "claims"}}},
+         "duckdb", "DuckDB database plan.duckdb (tables encounters: claims)"),
+        ({"data": {"source": "synthea", "synthea": {
+            "folder": str(tmp_path / "out" / "csv"), "exposure_file": str(tmp_path / "x.csv"),
+            "enrollment": "encounters"}}},
+         "synthea", "Synthea CSV export, folder csv (coverage from encounters; exposure "
+                    "from x.csv)"),
+    ]
+    for raw, kind, text in cases:
+        d = describe_source(validate(raw))
+        assert (d.kind, d.text) == (kind, text)
+        assert str(tmp_path) not in d.text                 # file names only, never folders
