@@ -72,9 +72,9 @@ def set_aside(notes: pd.DataFrame):
     or a sentence when there is nothing to note."""
     from IPython.display import Markdown
     if notes.empty:
-        return Markdown("**Nothing to note**: every person with claims has coverage, every "
-                        "category code is mapped, and every inpatient stay has a usable "
-                        "discharge date.")
+        return Markdown("**Nothing to note**: no person with claim lines lacks coverage, no "
+                        "category code is unmapped, and no inpatient stay lacks a usable "
+                        "discharge date (person-level data have no claim lines to check).")
     from .data.notes import NOTE_TEXT
     t = notes.assign(what=notes["note"].map(NOTE_TEXT), code=notes["code"].fillna(""),
                      nights=notes["nights"].astype("object").where(notes["nights"].notna(), ""))
