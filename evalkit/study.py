@@ -24,8 +24,8 @@ import pandas as pd
 from . import cohort as _cohort
 from . import describe, utilization
 from .data.load import LoadReport, load_claims, load_report, scan_sql
-from .data.source import describe_source
 from .data.person import load_person
+from .data.source import describe_source
 from .errors import DataValidationError
 from .params import OmopParams, Params
 
