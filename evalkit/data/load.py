@@ -313,7 +313,7 @@ def load_claims(con: duckdb.DuckDBPyConnection, sources: dict[str, str],
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE chk_encounters AS
         WITH stays AS (  -- a stay's usable discharge date, from any of its lines
-          SELECT r.member_id, r.service_date, max(r.end_date) AS _stay_end
+          SELECT r.member_id, r.service_date, max(r.end_date) AS _discharge
           FROM raw_encounters r JOIN _category_map cm ON cm.code = CAST(r.category AS VARCHAR)
           WHERE cm.category = 'inpatient' AND r.end_date >= r.service_date
             AND r.end_date <= {_LAST_DATE}
@@ -323,13 +323,13 @@ def load_claims(con: duckdb.DuckDBPyConnection, sources: dict[str, str],
                  (m.member_id IS NOT NULL) AS _known,
                  EXISTS (SELECT 1 FROM ok_spells s WHERE s.member_id = r.member_id
                          AND r.service_date BETWEEN s.start_date AND s.end_date) AS _enrolled,
-                 st._stay_end
+                 st._discharge
           FROM raw_encounters r
           LEFT JOIN _category_map cm ON cm.code = CAST(r.category AS VARCHAR)
           LEFT JOIN ok_members m USING (member_id)
           LEFT JOIN stays st ON st.member_id = r.member_id AND st.service_date = r.service_date
         )
-        SELECT * EXCLUDE (_known, _enrolled, _stay_end), CASE
+        SELECT * EXCLUDE (_known, _enrolled, _discharge), CASE
             WHEN member_id IS NULL OR service_date IS NULL OR category IS NULL
                  OR allowed_amount IS NULL THEN 'missing_value'
             WHEN _mapped IS NULL THEN 'unknown_category'
@@ -339,7 +339,7 @@ def load_claims(con: duckdb.DuckDBPyConnection, sources: dict[str, str],
             WHEN service_date < DATE '1900-01-01' OR service_date > {_LAST_DATE}
                  OR (_mapped = 'inpatient' AND end_date > {_LAST_DATE}) THEN 'implausible_date'
             WHEN _mapped = 'inpatient' AND end_date < service_date THEN 'end_before_start'
-            WHEN _mapped = 'inpatient' AND end_date IS NULL AND _stay_end IS NULL
+            WHEN _mapped = 'inpatient' AND end_date IS NULL AND _discharge IS NULL
                  THEN 'missing_end_date'
             WHEN NOT _known THEN 'unknown_member'
             WHEN row_number() OVER (PARTITION BY {_dup_key(con)} ORDER BY _row) > 1 THEN 'duplicate_line'
