@@ -7,6 +7,17 @@ import sys
 from .errors import EvalkitError
 
 
+def _failed_step(run: dict) -> str | None:
+    """The step a failed run stopped at (``prepare``, ``workbook <name>``, ``brief``,
+    ``privacy scan``), from the ``run`` block of its results.json; None unless it failed."""
+    if run.get("status") != "failed":
+        return None
+    if run.get("failed_step"):
+        return run["failed_step"]
+    wb = [w["workbook"] for w in run.get("workbooks", []) if w.get("status") == "failed"]
+    return f"workbook {wb[0]}" if wb else None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="evalkit", description=(
         "Evaluate self-help referral programs on health-plan data: run parameterized workbooks."))
@@ -58,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             from .runner import read_status
             st = read_status(args.run_dir)
             print(f"{args.run_dir}: {st['status']}"
+                  + (f" at step '{step}'" if (step := _failed_step(st)) else "")
                   + (f" ({st['error']})" if st.get("error") else ""))
             for w in st.get("workbooks", []):
                 print(f"  {w['workbook']:<16} {w['status']}"

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from . import __version__
 from . import params as _params
+from .data.source import describe_source
 from .errors import EvalkitError, WorkbookError
 from .results import assemble, write_json_atomic
 from .study import prepare
@@ -119,6 +120,7 @@ def run(params_path: str | Path | None = None, out: str | Path | None = None,
 
     run_info = {"evalkit_version": __version__, "params": safe_params,
                 "params_hash": params.digest(), "seed": params.seed,
+                "data_source": describe_source(params).text,
                 "data_fingerprint": None, "started": started, "finished": None,
                 "status": "running", "workbooks": [], "pid": os.getpid(),
                 "host": socket.gethostname()}
@@ -151,8 +153,8 @@ def _run_steps(params, out_dir, params_file, results_path, run_info, secrets, qu
     def finish(status: str, **extra) -> None:
         _finish(run_info, results_path, out_dir, params, status, **extra)
 
-    source = "published figures" if params.mode == "summary" else f"source {params.data.source}"
-    _say(f"evalkit {__version__}: preparing data ({params.mode} mode, {source})", quiet)
+    _say(f"evalkit {__version__}: preparing data ({params.mode} mode, source "
+         f"{describe_source(params).kind})", quiet)
     t0 = time.perf_counter()
     try:
         prepared = prepare(params, out_dir, progress=not quiet)
@@ -168,6 +170,8 @@ def _run_steps(params, out_dir, params_file, results_path, run_info, secrets, qu
     _say(f"  data ready in {time.perf_counter() - t0:.1f}s: "
          + ", ".join(f"{r.table} {r.accepted:,} accepted / {r.quarantined:,} quarantined"
                      for r in counts.itertuples()), quiet)
+    for sentence in prepared.report.note_sentences():   # counts and dollars, no member ids
+        _say(f"  {sentence}", quiet)
 
     import papermill as pm
     notebooks = []

@@ -67,6 +67,35 @@ def quarantine(report):
     return q.rename(columns={"example_rows": "example source rows"})
 
 
+def set_aside(notes: pd.DataFrame):
+    """The set-aside notes (:meth:`evalkit.study.Study.set_aside`) as a readable table,
+    or a sentence when there is nothing to note."""
+    from IPython.display import Markdown
+    if notes.empty:
+        return Markdown("**Nothing to note**: no person with claim lines lacks coverage, no "
+                        "category code is unmapped, and no inpatient stay lacks a usable "
+                        "discharge date (person-level data have no claim lines to check).")
+    from .data.notes import NOTE_TEXT
+    t = notes.assign(what=notes["note"].map(NOTE_TEXT), code=notes["code"].fillna(""),
+                     nights=notes["nights"].astype("object").where(notes["nights"].notna(), ""))
+    return t[["what", "code", "persons", "visits", "lines", "nights", "amount"]].rename(
+        columns={"code": "code (category)", "amount": "allowed $"})
+
+
+def mental_health_concepts(concepts: pd.DataFrame | None):
+    """The OMOP mental-health concept list (:meth:`evalkit.study.Study.mental_health_concepts`),
+    or a sentence for other sources."""
+    from IPython.display import Markdown
+    if concepts is None:
+        return Markdown("Not an OMOP source: mental-health visits come from the category "
+                        "codes (or, for Synthea, the SNOMED codes in data.synthea.mh_codes).")
+    if concepts.empty:
+        return Markdown("**No mental-health concept was found in this CDM**: no outpatient "
+                        "visit is counted as a mental-health visit. Check the vocabulary "
+                        "(`concept`) or set data.omop.mh_condition_concepts.")
+    return concepts
+
+
 def family_choice(adjusted) -> pd.DataFrame:
     """The model comparison behind each outcome's choice of count family."""
     parts = [c.comparison.assign(outcome=_label(o)) for o, c in adjusted.choices.items()]

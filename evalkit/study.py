@@ -25,6 +25,7 @@ from . import cohort as _cohort
 from . import describe, utilization
 from .data.load import LoadReport, load_claims, load_report, scan_sql
 from .data.person import load_person
+from .data.source import describe_source
 from .errors import DataValidationError
 from .params import OmopParams, Params
 
@@ -275,8 +276,7 @@ class Study:
         fp = self.con.execute("SELECT fingerprint FROM run_info").fetchall()[0][0]
         from . import __version__
         rows = [("title", p.title), ("mode", p.mode),
-                ("data source", {"claims": p.data.source, "summary": "published figures (params)"}
-                 .get(p.mode) or p.data.person.path or "synthetic (person-level)"),
+                ("data source", describe_source(p).text),
                 ("scenario", p.data.scenario if p.data.source == "synthetic" and not
                  (p.mode == "person" and p.data.person.path) and p.mode != "summary" else "-"),
                 ("seed", p.seed), ("params hash", p.digest()[:16]),
@@ -309,6 +309,28 @@ class Study:
 
     def load_report(self) -> LoadReport:
         return load_report(self.con)
+
+    def set_aside(self) -> pd.DataFrame:
+        """What the claim-line checks set aside or noted (:mod:`evalkit.data.notes`):
+        persons with claims and no coverage at all, visits and dollars per unmapped
+        category code, inpatient stays without or before their discharge date, kept
+        visits with an unused bad end date. In a public run (``report.public``) counts of
+        persons below ``report.min_cell`` are hidden. Empty in person and summary mode."""
+        notes = self.load_report().notes
+        if not self.params.report.public or notes.empty:
+            return notes
+        from .privacy import suppress
+        return suppress(notes, ["persons"], min_cell=self.params.report.min_cell,
+                        protect_rows=False).table
+
+    def mental_health_concepts(self) -> pd.DataFrame | None:
+        """OMOP sources: the condition (and provider-specialty) concepts that make an
+        outpatient visit a mental-health visit, as found in the CDM (the SNOMED roots
+        and their descendants), with the visits each marks; None for other sources."""
+        if not self.con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = "
+                                "'omop_mh_concepts'").fetchall()[0][0]:
+            return None
+        return self.sql("SELECT * FROM omop_mh_concepts")
 
     def attrition(self) -> pd.DataFrame:
         self._member_level("attrition")

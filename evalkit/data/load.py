@@ -8,14 +8,22 @@ Two kinds of problem are told apart:
 * **row-level** problems (negative amount, service outside enrollment, end before start,
   unknown member, duplicate line, ...) set the row aside in the ``quarantine`` table with
   a reason code. Each source row is either accepted or quarantined (with its first
-  failing reason), so rows in = rows accepted + rows quarantined, always.
+  failing reason), so rows in = rows accepted + rows quarantined, always. What the
+  quarantine costs in persons, visits, nights and dollars (persons without any coverage,
+  unmapped category codes, inpatient stays without a usable discharge date) is written to
+  the table ``load_notes`` (:mod:`evalkit.data.notes`).
+
+Only inpatient stays read a claim line's end date (the discharge date): a stay with no
+discharge date on any of its lines is quarantined as ``missing_end_date``, one discharged
+before admission as ``end_before_start``. On any other line an impossible end date costs
+nothing: the visit is kept, the end date cleared, and the line counted in ``load_notes``.
 
 Everything runs inside DuckDB: claim lines are never pulled into pandas.
 """
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
@@ -25,13 +33,17 @@ from ..errors import DataValidationError
 from .contract import ARMS, CATEGORIES, CLAIMS_TABLES, TableSpec
 from .csvfile import csv_sql
 from .ids import member_id_sql
+from .notes import note_sentences, read_notes, record_notes
+
+#: Dates after this are placeholders (implausible_date).
+_LAST_DATE = "DATE '2100-12-31'"
 
 #: Row-level reason codes, per table, in the order they are tried.
 REASONS = {
     "members": ("missing_value", "duplicate_member"),
     "enrollment": ("missing_value", "end_before_start", "unknown_member", "overlapping_spell"),
     "encounters": ("missing_value", "unknown_category", "negative_amount", "absurd_amount",
-                   "implausible_date", "end_before_start",
+                   "implausible_date", "end_before_start", "missing_end_date",
                    "unknown_member", "duplicate_line", "service_outside_enrollment"),
     "exposure": ("missing_value", "unknown_group", "unknown_member", "duplicate_member"),
 }
@@ -43,7 +55,10 @@ REASON_TEXT = {
     "non_finite": "a number is infinite",
     "invalid_event": "the event indicator is neither 0 nor 1",
     "duplicate_member": "the member appears more than once (the first row is kept)",
-    "end_before_start": "the end date is before the start date",
+    "end_before_start": "the end date is before the start date (for claim lines: inpatient "
+                        "stays only; other categories do not use the end date)",
+    "missing_end_date": "an inpatient stay has no discharge date on any of its lines, so "
+                        "its nights cannot be counted",
     "unknown_member": "the member is not in the members table",
     "overlapping_spell": "the coverage spell overlaps an earlier spell of the same member",
     "unknown_category": "the category is not a contract category and is not in category_map",
@@ -101,6 +116,9 @@ class LoadReport:
 
     counts: pd.DataFrame       # table, rows_in, accepted, quarantined
     quarantine: pd.DataFrame   # table, reason, description, rows, example_rows
+    #: what was set aside or noted, in persons, lines, visits, nights and dollars
+    #: (:mod:`evalkit.data.notes`); empty in person and summary mode
+    notes: pd.DataFrame = field(default_factory=lambda: read_notes(None))
 
     def balanced(self) -> bool:
         c = self.counts
@@ -115,6 +133,11 @@ class LoadReport:
         return (f"All {int(c.rows_in.sum()):,} source rows are accounted for: "
                 f"{int(c.accepted.sum()):,} accepted and {int(c.quarantined.sum()):,} quarantined "
                 f"({', '.join(f'{r.table} {r.quarantined:,}' for r in c.itertuples())}).")
+
+    def note_sentences(self) -> list[str]:
+        """The coverage gaps, unmapped codes and end-date problems as sentences (counts
+        and dollars only, no member ids), for the console and the data-quality workbook."""
+        return note_sentences(self.notes)
 
 
 def _columns(con: duckdb.DuckDBPyConnection, relation: str) -> dict[str, str]:
@@ -232,7 +255,7 @@ def load_claims(con: duckdb.DuckDBPyConnection, sources: dict[str, str],
     Parameters
     ----------
     con : DuckDB connection that receives the tables ``members``, ``enrollment``,
-        ``encounters``, ``exposure`` (accepted rows) and ``quarantine``.
+        ``encounters``, ``exposure`` (accepted rows), ``quarantine`` and ``load_notes``.
     sources : table name -> DuckDB table expression (see :func:`scan_sql`) or table name.
     columns : per table, contract role -> the user's column name.
     category_map : the user's category code -> contract category.
@@ -325,29 +348,43 @@ def load_claims(con: duckdb.DuckDBPyConnection, sources: dict[str, str],
 
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE chk_encounters AS
-        WITH e AS (
+        WITH stays AS (  -- a stay's usable discharge date, from any of its lines
+          SELECT r.member_id, r.service_date, max(r.end_date) AS _discharge
+          FROM raw_encounters r JOIN _category_map cm ON cm.code = CAST(r.category AS VARCHAR)
+          WHERE cm.category = 'inpatient' AND r.end_date >= r.service_date
+            AND r.end_date <= {_LAST_DATE}
+          GROUP BY 1, 2
+        ), e AS (
           SELECT r.*, cm.category AS _mapped,
                  (m.member_id IS NOT NULL) AS _known,
                  EXISTS (SELECT 1 FROM ok_spells s WHERE s.member_id = r.member_id
-                         AND r.service_date BETWEEN s.start_date AND s.end_date) AS _enrolled
+                         AND r.service_date BETWEEN s.start_date AND s.end_date) AS _enrolled,
+                 st._discharge
           FROM raw_encounters r
           LEFT JOIN _category_map cm ON cm.code = CAST(r.category AS VARCHAR)
           LEFT JOIN ok_members m USING (member_id)
+          LEFT JOIN stays st ON st.member_id = r.member_id AND st.service_date = r.service_date
         )
-        SELECT * EXCLUDE (_known, _enrolled), CASE
+        SELECT * EXCLUDE (_known, _enrolled, _discharge), CASE
             WHEN member_id IS NULL OR service_date IS NULL OR category IS NULL
                  OR allowed_amount IS NULL THEN 'missing_value'
             WHEN _mapped IS NULL THEN 'unknown_category'
             WHEN allowed_amount < 0 OR coalesce(paid_amount, 0) < 0 THEN 'negative_amount'
             WHEN allowed_amount > {float(max_line_amount)!r}
                  OR coalesce(paid_amount, 0) > {float(max_line_amount)!r} THEN 'absurd_amount'
-            WHEN service_date < DATE '1900-01-01' OR service_date > DATE '2100-12-31'
-                 OR end_date > DATE '2100-12-31' THEN 'implausible_date'
-            WHEN end_date < service_date THEN 'end_before_start'
+            WHEN service_date < DATE '1900-01-01' OR service_date > {_LAST_DATE}
+                 OR (_mapped = 'inpatient' AND end_date > {_LAST_DATE}) THEN 'implausible_date'
+            WHEN _mapped = 'inpatient' AND end_date < service_date THEN 'end_before_start'
+            WHEN _mapped = 'inpatient' AND end_date IS NULL AND _discharge IS NULL
+                 THEN 'missing_end_date'
             WHEN NOT _known THEN 'unknown_member'
             WHEN row_number() OVER (PARTITION BY {_dup_key(con)} ORDER BY _row) > 1 THEN 'duplicate_line'
             WHEN NOT _enrolled THEN 'service_outside_enrollment'
-          END AS _reason
+          END AS _reason,
+          -- only inpatient stays read the end date: an impossible one on another line is
+          -- noted (load_notes) and cleared, and the visit is kept
+          coalesce(_mapped <> 'inpatient' AND (end_date < service_date OR end_date > {_LAST_DATE}),
+                   false) AS _end_unused
         FROM e""")
 
     con.execute("""
@@ -374,17 +411,24 @@ def load_claims(con: duckdb.DuckDBPyConnection, sources: dict[str, str],
     parts = []
     for name in CLAIMS_TABLES:
         keep = "* EXCLUDE (_row, _reason, _invalid_date)"
-        if name in mapped:
+        if name == "encounters":
+            keep = ('* EXCLUDE (_row, _reason, _mapped, _end_unused, _invalid_date) '
+                    'REPLACE (_mapped AS "category", '
+                    'CASE WHEN _end_unused THEN NULL ELSE end_date END AS end_date)')
+        elif name in mapped:
             keep = (f'* EXCLUDE (_row, _reason, _mapped, _invalid_date) '
                     f'REPLACE (_mapped AS "{mapped[name]}")')
         con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT {keep} "
                     f"FROM chk_{name} WHERE _reason IS NULL ORDER BY _row")
+        hidden = ", _mapped" if name in mapped else ""
+        hidden += ", _end_unused" if name == "encounters" else ""
         parts.append(f"SELECT {_lit(name)} AS \"table\", _row AS source_row, _reason AS reason, "
                      f"CAST(to_json(t) AS VARCHAR) AS record "
-                     f"FROM (SELECT * EXCLUDE (_reason{', _mapped' if name in mapped else ''}) FROM chk_{name}) t "
+                     f"FROM (SELECT * EXCLUDE (_reason{hidden}) FROM chk_{name}) t "
                      f"JOIN (SELECT _row, _reason FROM chk_{name} WHERE _reason IS NOT NULL) USING (_row)")
     con.execute("CREATE OR REPLACE TABLE quarantine AS " + " UNION ALL ".join(parts)
                 + " ORDER BY \"table\", source_row")
+    record_notes(con)
     for name in CLAIMS_TABLES:
         con.execute(f"DROP TABLE IF EXISTS chk_{name}")
         con.execute(f"DROP TABLE IF EXISTS raw_{name}")
@@ -417,4 +461,4 @@ def load_report(con: duckdb.DuckDBPyConnection) -> LoadReport:
         quarantined = int(q.loc[q["table"] == name, "rows"].sum())
         rows.append({"table": name, "rows_in": int(rows_in),
                      "accepted": int(accepted), "quarantined": quarantined})
-    return LoadReport(pd.DataFrame(rows), q)
+    return LoadReport(pd.DataFrame(rows), q, read_notes(con))

@@ -22,7 +22,10 @@ Mapping (also in docs/data-contract.md):
   ``concept_ancestor`` is present, a descendant of one; or its provider's specialty is
   one of ``mh_specialty_concepts``. A visit whose concept is not mapped keeps the code
   ``visit_concept_<id>`` and is quarantined as ``unknown_category``, so unmapped visits
-  are seen, never silently dropped.
+  are seen, never silently dropped (and counted per concept, in visits and dollars, in
+  ``load_notes``). The mental-health concepts found (roots, descendants, specialties)
+  are written to the table ``omop_mh_concepts`` so an analyst can check them. An
+  inpatient visit without visit_end_date is quarantined as ``missing_end_date``.
   Amounts are the sums of the ``cost`` rows recorded against the visit
   (cost_domain_id ``Visit``): ``amount_allowed`` as allowed, ``total_paid`` as paid;
 * ``exposure`` <- a cohort table (cohort_definition_id, subject_id, cohort_start_date:
@@ -81,6 +84,49 @@ def _tables(con: duckdb.DuckDBPyConnection, prefix: str) -> dict[str, set[str]]:
                             f"WHERE {cond}").fetchall():
         out.setdefault(t.lower(), set()).add(c.lower())
     return out
+
+
+def _record_mh_concepts(con, T, have: dict, roots: dict[int, str], specialties) -> None:
+    """Write the table ``omop_mh_concepts``: the concepts that make an outpatient visit a
+    mental-health visit, as resolved in this CDM, so an analyst can check the list.
+
+    One row per concept: ``concept_id``, ``concept_code``, ``vocabulary_id``,
+    ``concept_name`` (from ``concept`` when present), ``found_as`` (the SNOMED code or
+    setting it comes from, ``descendant`` through ``concept_ancestor``, or ``provider
+    specialty``) and ``visits``: the visits with a condition (or a provider) of that
+    concept.
+    """
+    rows = [(c, how) for c, how in roots.items()] + [
+        (int(c), "provider specialty") for c in specialties]
+    values = ", ".join(f"({c}, {_lit(how)})" for c, how in rows) or "(NULL, NULL)"
+    found = f"SELECT * FROM (VALUES {values}) t(concept_id, found_as) WHERE concept_id IS NOT NULL"
+    if roots and "concept_ancestor" in have:
+        ids = ", ".join(str(c) for c in roots)
+        found += (f" UNION ALL SELECT DISTINCT descendant_concept_id, 'descendant' "
+                  f"FROM {T('concept_ancestor')} WHERE ancestor_concept_id IN ({ids}) "
+                  f"AND descendant_concept_id NOT IN ({ids})")
+    name = (f"LEFT JOIN {T('concept')} c USING (concept_id)" if "concept" in have else
+            "LEFT JOIN (SELECT NULL::INTEGER AS concept_id, NULL AS concept_code, "
+            "NULL AS vocabulary_id, NULL AS concept_name) c USING (concept_id)")
+    use = []
+    if "condition_occurrence" in have:
+        use.append(f"SELECT condition_concept_id AS concept_id, visit_occurrence_id "
+                   f"FROM {T('condition_occurrence')} WHERE visit_occurrence_id IS NOT NULL")
+    if "provider" in have and "provider_id" in have["visit_occurrence"]:
+        use.append(f"SELECT p.specialty_concept_id, v.visit_occurrence_id "
+                   f"FROM {T('visit_occurrence')} v JOIN {T('provider')} p USING (provider_id)")
+    used = " UNION ALL ".join(use) or \
+        "SELECT NULL::BIGINT AS concept_id, NULL::BIGINT AS visit_occurrence_id WHERE false"
+    con.execute(f"""CREATE OR REPLACE TABLE omop_mh_concepts AS
+        WITH f AS ({found}),
+        u AS (SELECT concept_id, count(DISTINCT visit_occurrence_id) AS visits FROM ({used}) x
+              WHERE concept_id IN (SELECT concept_id FROM f) GROUP BY 1)
+        SELECT f.concept_id, CAST(c.concept_code AS VARCHAR) AS concept_code,
+               CAST(c.vocabulary_id AS VARCHAR) AS vocabulary_id,
+               CAST(c.concept_name AS VARCHAR) AS concept_name, f.found_as,
+               coalesce(u.visits, 0) AS visits
+        FROM f {name} LEFT JOIN u USING (concept_id)
+        ORDER BY f.found_as = 'descendant', f.concept_id""")
 
 
 def omop_sources(con: duckdb.DuckDBPyConnection, prefix: str = "src", *,
@@ -173,13 +219,16 @@ def omop_sources(con: duckdb.DuckDBPyConnection, prefix: str = "src", *,
                 f"SELECT * FROM (VALUES {rows}) t(concept_id, category)")
 
     mh_parts = []
-    concepts = [int(c) for c in mh_condition_concepts]
+    roots = {int(c): "data.omop.mh_condition_concepts" for c in mh_condition_concepts}
     if mh_condition_snomed and "concept" in have:
         codes = ", ".join(_lit(str(c)) for c in mh_condition_snomed)
-        concepts += [r[0] for r in con.execute(
-            f"SELECT concept_id FROM {T('concept')} WHERE vocabulary_id = 'SNOMED' "
-            f"AND concept_code IN ({codes})").fetchall()]
+        for cid, code in con.execute(
+                f"SELECT concept_id, concept_code FROM {T('concept')} WHERE vocabulary_id = "
+                f"'SNOMED' AND concept_code IN ({codes})").fetchall():
+            roots.setdefault(int(cid), f"SNOMED code {code}")
+    concepts = list(roots)
     conds = ", ".join(str(c) for c in sorted(set(concepts)))
+    _record_mh_concepts(con, T, have, roots, mh_specialty_concepts)
     if not conds or "condition_occurrence" not in have:
         warnings.warn("OMOP: no mental-health condition concepts could be resolved (no "
                       "`concept` table or condition_occurrence, and no "

@@ -19,7 +19,8 @@ Mapping (also in docs/data-contract.md):
   encounter instead;
 * ``encounters`` <- ``encounters.csv``: one row per encounter (Id is the claim id);
   the date of service is the UTC date of START, the discharge date of an inpatient stay
-  that of STOP; the category comes from ENCOUNTERCLASS (:data:`CLASS_MAP`), and an
+  that of STOP (an inpatient encounter without STOP is quarantined as
+  ``missing_end_date``); the category comes from ENCOUNTERCLASS (:data:`CLASS_MAP`), and an
   outpatient encounter whose CODE or REASONCODE is a mental-health SNOMED code
   (:data:`MH_CODES`) is an outpatient mental-health visit; the allowed amount is
   TOTAL_CLAIM_COST (or BASE_ENCOUNTER_COST), the paid amount PAYER_COVERAGE;

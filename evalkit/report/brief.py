@@ -45,6 +45,7 @@ from pathlib import Path
 import pandas as pd
 
 from .. import __version__
+from ..data.source import describe_source
 from ..errors import EvalkitError
 from ..privacy import DisclosureError, scan_outputs
 from . import charts, tables
@@ -111,23 +112,6 @@ KINDS = {"hmo": "Brief for plan leadership", "research": "Research summary",
 def _params_obj(raw: dict):
     from ..params import validate
     return validate(raw)
-
-
-def _source_text(p) -> str:
-    if p.mode == "summary":
-        return "published per-group figures given in the params (no member-level data)"
-    if p.mode == "person":
-        if p.data.person.path is None:      # a synthetic person-level scenario
-            return (f"synthetic person-level data, scenario '{p.data.scenario}' (generated; "
-                    "no real people)")
-        return f"person-level file {Path(p.data.person.path).name} (one row per member)"
-    d = p.data
-    if d.source == "synthetic":
-        return (f"synthetic health plan, scenario '{d.scenario}' (generated; no real "
-                "members)")
-    if d.source == "files":
-        return "the plan's claims files (" + ", ".join(sorted(d.tables)) + ")"
-    return f"DuckDB database {Path(d.database).name}"
 
 
 def _withhold_small(e: pd.DataFrame, public: bool, min_cell: int) -> tuple[pd.DataFrame, int]:
@@ -413,7 +397,7 @@ def build_context(results: dict, params, audience: str | None = None) -> dict:
         except ValueError:
             return str(s)
     provenance = [
-        ("Data", _source_text(p)),
+        ("Data", describe_source(p).text),
         ("Workbooks", ", ".join(f"{w['workbook']} ({w['status']})" for w in run.get("workbooks", []))
          or "none recorded"),
         ("Params hash (SHA-256)", run.get("params_hash") or p.digest()),
