@@ -1142,7 +1142,7 @@ def cox(data: pd.DataFrame, formula: str, duration: str, event: str, ties: str =
     p = len(beta)
     lr = 2 * (loglik - loglik_null)
     wald, rank = _wald_statistic(cov, beta)
-    if rank < len(beta):
+    if robust and rank < len(beta):
         n_groups = len(time) if groups is None else int(groups.max()) + 1
         warnings.warn(
             f"cox: the {'cluster-' if groups is not None else ''}robust variance is singular "
