@@ -58,7 +58,10 @@ def main(argv: list[str] | None = None) -> int:
             from .runner import read_status
             st = read_status(args.run_dir)
             print(f"{args.run_dir}: {st['status']}"
+                  + (f" in step '{st['failed_step']}'" if st.get("failed_step") else "")
                   + (f" ({st['error']})" if st.get("error") else ""))
+            if st.get("run_id"):
+                print(f"  run id {st['run_id']}")
             for w in st.get("workbooks", []):
                 print(f"  {w['workbook']:<16} {w['status']}"
                       + (f"  {w.get('cell', '')}: {w['error']}" if w.get("error") else ""))

@@ -416,6 +416,7 @@ def build_context(results: dict, params, audience: str | None = None) -> dict:
         ("Data", _source_text(p)),
         ("Workbooks", ", ".join(f"{w['workbook']} ({w['status']})" for w in run.get("workbooks", []))
          or "none recorded"),
+        ("Run id", run.get("run_id") or "not recorded"),
         ("Params hash (SHA-256)", run.get("params_hash") or p.digest()),
         ("Data fingerprint (SHA-256)", run.get("data_fingerprint") or "not recorded"),
         ("evalkit version", run.get("evalkit_version") or __version__),
