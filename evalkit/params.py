@@ -757,9 +757,9 @@ class DesignParams(_Strict):
 
 class ReportParams(_Strict):
     public: bool = Field(False, description="outputs are meant for the public: after the "
-                         "workbooks run, every output (not work/) is scanned for member ids "
-                         "and cells of fewer than min_cell people, and the run fails if any "
-                         "is found")
+                         "workbooks run, every output (not work/) is scanned for member ids, "
+                         "dates of service, secrets and cells (or shares) of fewer than "
+                         "min_cell people, and the run fails if any is found")
     min_cell: int = Field(11, ge=1, description="smallest count of people shown in public "
                           "output; a public run may not go below 11 (the CMS cell-size "
                           "rule), an internal one may")

@@ -333,7 +333,8 @@ def _run_steps(params, out_dir, params_file, results_path, run_info, secrets, qu
         status.update(status="ok", seconds=round(time.perf_counter() - t1, 2))
         _say(f"      done in {status['seconds']:.1f}s", quiet)
     _step(run_info, results_path, "brief")
-    _write_brief(params, out_dir, run_info, results_path, quiet)
+    # the brief sees the params as published (secrets redacted), like the workbooks
+    _write_brief(_params.validate(run_info["params"]), out_dir, run_info, results_path, quiet)
     if params.report.public:
         _step(run_info, results_path, "privacy scan")
         _say("checking the outputs are safe to publish", quiet)
@@ -427,6 +428,16 @@ def _free_text(node, path: str = "") -> dict[str, str]:
     return out
 
 
+def scan_targets(out_dir: Path) -> dict:
+    """What a run's outputs are scanned for, as keyword arguments of
+    :func:`evalkit.privacy.scan_outputs`: ``member_ids`` (ids of ``MIN_SCANNABLE_ID``
+    characters or more), ``context_ids`` (shorter ones) and ``dates_of_service``."""
+    ids, dates = _private_values(Path(out_dir))
+    return {"member_ids": [i for i in ids if len(i) >= MIN_SCANNABLE_ID],
+            "context_ids": [i for i in ids if len(i) < MIN_SCANNABLE_ID],
+            "dates_of_service": dates}
+
+
 def _privacy_scan(params, out_dir: Path):
     """Scan every public output (not ``work/``) for member ids, dates of service, secrets
     and small cells.
@@ -439,14 +450,11 @@ def _privacy_scan(params, out_dir: Path):
     summary mode, which has no member ids.
     """
     from .privacy import Finding, ScanReport, _Scanner, redact_params, scan_outputs
-    ids, dates = _private_values(out_dir)
-    long_ids = [i for i in ids if len(i) >= MIN_SCANNABLE_ID]
-    short_ids = [i for i in ids if len(i) < MIN_SCANNABLE_ID]
+    targets = scan_targets(out_dir)
+    short_ids = targets["context_ids"]
     checked = None if params.mode == "summary" else ("context" if short_ids else True)
     safe, secrets = redact_params(params.to_dict())
-    report = scan_outputs(out_dir, member_ids=long_ids, context_ids=short_ids,
-                          dates_of_service=dates, secrets=secrets,
-                          min_cell=params.report.min_cell)
+    report = scan_outputs(out_dir, secrets=secrets, min_cell=params.report.min_cell, **targets)
     if short_ids:
         sc = _Scanner(short_ids, set(), [], params.report.min_cell, [], [])
         for key, text in _free_text(safe).items():
