@@ -12,8 +12,9 @@
 One run at a time per output folder: the run locks the folder
 (:class:`~evalkit.runlock.RunLock`) and a second run into it is refused, naming the run
 that holds it. Every output carries the run's id (``run_id`` in ``results.json`` and
-``params.json``, ``metadata.evalkit.run_id`` in each notebook, the brief's provenance
-table); :func:`read_status` checks that they agree.
+``params.json``, ``metadata.evalkit.run_id`` in each notebook and a
+``<meta name="evalkit-run-id">`` tag in its HTML, the brief's provenance table);
+:func:`read_status` checks that they agree.
 
 Notebooks are executed into a hidden temporary file, saved atomically after every cell,
 and renamed into place only when the workbook succeeded. A failing workbook stops the
@@ -63,10 +64,17 @@ def _say(msg: str, quiet: bool) -> None:
 
 
 def _html(notebook: Path) -> Path:
+    """Export a notebook to HTML next to it; the run id of its metadata goes into a
+    ``<meta name="evalkit-run-id">`` tag."""
+    import html
     import nbformat
     from nbconvert import HTMLExporter
     nb = nbformat.read(notebook, as_version=4)
     body, _ = HTMLExporter().from_notebook_node(nb)
+    run_id = (nb.metadata.get("evalkit") or {}).get("run_id")
+    if run_id:
+        body = body.replace("<head>", f'<head>\n<meta name="{RUN_ID_META}" '
+                            f'content="{html.escape(run_id)}">', 1)
     out = notebook.with_suffix(".html")
     tmp = out.with_suffix(".html.partial")
     tmp.write_text(body)
@@ -76,6 +84,9 @@ def _html(notebook: Path) -> Path:
 
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
+
+#: Name of the HTML ``<meta>`` tag holding the run id of an exported notebook.
+RUN_ID_META = "evalkit-run-id"
 
 #: Scheme papermill is given for notebook paths so that every save of an executing
 #: notebook goes through :func:`_write_atomic` (a crash mid-save keeps the last good one).
@@ -334,7 +345,8 @@ def _run_steps(params, out_dir, params_file, results_path, run_info, secrets, qu
         _say(f"      done in {status['seconds']:.1f}s", quiet)
     _step(run_info, results_path, "brief")
     # the brief sees the params as published (secrets redacted), like the workbooks
-    _write_brief(_params.validate(run_info["params"]), out_dir, run_info, results_path, quiet)
+    _write_brief(_params.validate(run_info["params"]), out_dir, run_info, results_path, quiet,
+                 secrets)
     if params.report.public:
         _step(run_info, results_path, "privacy scan")
         _say("checking the outputs are safe to publish", quiet)
@@ -361,7 +373,8 @@ def _kernel_died(err: Exception) -> bool:
     return type(err).__name__ == "DeadKernelError" or "Kernel died" in str(err)
 
 
-def _write_brief(params, out_dir: Path, run_info: dict, results_path: Path, quiet: bool) -> None:
+def _write_brief(params, out_dir: Path, run_info: dict, results_path: Path, quiet: bool,
+                 secrets=()) -> None:
     """Render brief.html and brief.pdf (:mod:`evalkit.report`); a failure fails the run."""
     from .report import write_brief
     _say(f"writing the brief ({params.report.audience} audience): brief.html, brief.pdf", quiet)
@@ -371,12 +384,12 @@ def _write_brief(params, out_dir: Path, run_info: dict, results_path: Path, quie
                             params=params)
     except Exception as err:  # any failure to render marks the run failed
         _finish(run_info, results_path, out_dir, params, "failed", failed_step="brief",
-                error=f"{type(err).__name__}: {err}")
+                error=_scrub(f"{type(err).__name__}: {err}", secrets))
         if isinstance(err, EvalkitError):
             raise
         from .report import BriefError
-        raise BriefError(f"the brief could not be rendered: {type(err).__name__}: {err}. "
-                         "results.json records the failure.") from err
+        raise BriefError(_scrub(f"the brief could not be rendered: {type(err).__name__}: "
+                                f"{err}. results.json records the failure.", secrets)) from err
     run_info["brief"] = brief.to_dict(out_dir)
     _say(f"      done in {time.perf_counter() - t0:.1f}s", quiet)
 
@@ -534,9 +547,14 @@ def _foreign_outputs(out_dir: Path, run: dict) -> list[str]:
         wrong.append("params.json")
     for w in run.get("workbooks", []):
         nb = out_dir / w.get("notebook", "")
-        if w.get("status") in ("ok", "failed") and nb.suffix == ".ipynb" and \
-                notebook_run_id(nb) != run_id:
+        if w.get("status") not in ("ok", "failed") or nb.suffix != ".ipynb":
+            continue
+        if notebook_run_id(nb) != run_id:
             wrong.append(nb.name)
+        page = nb.with_suffix(".html")
+        if not page.is_file() or f'name="{RUN_ID_META}" content="{run_id}"' not in \
+                page.read_text(errors="replace"):
+            wrong.append(page.name)
     brief = out_dir / "brief.html"
     if run.get("brief") and (not brief.is_file() or run_id not in brief.read_text(errors="replace")):
         wrong.append(brief.name)

@@ -183,6 +183,8 @@ def test_status_of_a_killed_run_whose_pid_was_reused_is_failed(tmp_path, capsys)
     (tmp_path / "params.json").write_text(json.dumps({"run_id": "r1"}))
     nb = nbformat.v4.new_notebook(metadata={"evalkit": {"run_id": "r1", "status": "ok"}})
     nbformat.write(nb, tmp_path / "01_data_quality.ipynb")
+    (tmp_path / "01_data_quality.html").write_text(
+        '<html><head><meta name="evalkit-run-id" content="r1"></head></html>')
     st = runner.read_status(tmp_path)
     assert st["status"] == "failed" and st["interrupted"] and st["failed_step"] == "brief"
     assert st["workbooks"][0]["status"] == "ok"             # the brief failed, not the workbook
@@ -273,11 +275,17 @@ def test_status_finds_outputs_of_another_run(public_run, tmp_path):
     import shutil
     copy = tmp_path / "copy"
     shutil.copytree(public_run["out"], copy, ignore=shutil.ignore_patterns("work"))
+    assert runner.read_status(copy)["status"] == "ok"
     nb = nbformat.read(copy / "01_data_quality.ipynb", as_version=4)
     nb.metadata["evalkit"]["run_id"] = "20261202T000000Z-otherrun"
     nbformat.write(nb, copy / "01_data_quality.ipynb")
+    runner._html(copy / "01_data_quality.ipynb")
+    (copy / "params.json").write_text(json.dumps(
+        {**json.loads((copy / "params.json").read_text()), "run_id": "x"}))
     st = runner.read_status(copy)
-    assert st["status"] == "failed" and st["inconsistent"] == ["01_data_quality.ipynb"]
+    assert st["status"] == "failed"
+    assert st["inconsistent"] == ["params.json", "01_data_quality.ipynb", "01_data_quality.html"]
+    assert main(["status", str(copy)]) == 1
 
 
 def test_public_run_with_short_ids_and_a_date_of_service_in_the_title_is_refused(tmp_path):
