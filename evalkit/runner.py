@@ -251,10 +251,25 @@ def _run_locked(params, out_dir: Path, run_id: str, identity: RunIdentity, start
             for w in run_info["workbooks"]:
                 if w["status"] == "running":
                     w["status"] = "failed"
+                    _keep_partial(out_dir, w, run_id, secrets)
             _finish(run_info, results_path, out_dir, params, "failed",
                     failed_step=run_info.get("step"),
                     error=_scrub(f"{type(err).__name__}: {err}", secrets))
         raise
+
+
+def _keep_partial(out_dir: Path, status: dict, run_id: str, secrets) -> None:
+    """Keep the last save of an interrupted workbook as its ``.failed.ipynb`` (and HTML)."""
+    dest = out_dir / status["notebook"]
+    tmp = _running_name(dest)
+    if not tmp.exists():
+        return
+    try:
+        kept = _seal_notebook(tmp, failed_name(dest), run_id, "failed", secrets)
+        status["notebook"] = kept.name
+        _html(kept)
+    except Exception:  # noqa: BLE001 - the run is already failing; keep its own error
+        pass
 
 
 #: Keys of the run block kept only while the run is running (who is running it).
@@ -527,10 +542,11 @@ def read_status(out_dir: str | Path) -> dict:
                              for w in run.get("workbooks", [])]}
     mixed = _foreign_outputs(out_dir, run)
     if mixed:
+        note = (f"outputs missing or of another run in this folder ({', '.join(mixed)}): "
+                f"they do not carry this run's id {run.get('run_id')}; re-run into an empty "
+                "folder")
         run = {**run, "status": "failed", "inconsistent": mixed,
-               "error": f"outputs of another run in this folder ({', '.join(mixed)}): they do "
-                        f"not carry this run's id {run.get('run_id')}; re-run into an empty "
-                        "folder"}
+               "error": f"{run['error']}; {note}" if run.get("error") else note}
     return run
 
 
@@ -547,8 +563,9 @@ def _foreign_outputs(out_dir: Path, run: dict) -> list[str]:
         wrong.append("params.json")
     for w in run.get("workbooks", []):
         nb = out_dir / w.get("notebook", "")
-        if w.get("status") not in ("ok", "failed") or nb.suffix != ".ipynb":
-            continue
+        if nb.suffix != ".ipynb" or not (w.get("status") == "ok" or
+                                         (w.get("status") == "failed" and nb.exists())):
+            continue            # a workbook stopped before its notebook was saved has none
         if notebook_run_id(nb) != run_id:
             wrong.append(nb.name)
         page = nb.with_suffix(".html")
