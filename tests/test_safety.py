@@ -350,3 +350,26 @@ def test_suppress_shares_hides_shares_standing_for_few_people():
     assert out["mean_control"].isna().tolist() == [False, False, True, False]  # 98% of 300: 6 without
     assert out["smd"].isna().tolist() == [True, True, True, False]        # row 0 had none
     assert t["mean_treated"].iloc[1] == 0.429                                  # not modified
+
+
+def test_public_table1_hides_shares_of_small_arms(tmp_path):
+    """Table 1 of the tiny plan (one member per arm): every share stands for one person,
+    so a public run hides them (and the SMDs); an internal run shows them."""
+    from evalkit.study import prepare_study
+    tables = {t: str(TINY / f"{t}.csv") for t in ("members", "enrollment", "encounters",
+                                                   "exposure")}
+    raw = {"data": {"source": "files", "tables": tables,
+                    "category_map": {"ED": "er", "IP": "inpatient"},
+                    "group_map": {"T": "self_help", "C": "control"}}}
+    shown = {}
+    for public in (False, True):
+        study = prepare_study(params.validate({**raw, "report": {"public": public}}),
+                              tmp_path / str(public))
+        try:
+            t = study.table1()
+        finally:
+            study.close()
+        binary = t[t["kind"] == "binary"]
+        assert len(binary) and t.loc[t["kind"] == "count", "mean_treated"].iloc[0] == 1
+        shown[public] = binary[["mean_treated", "mean_control", "smd"]].notna().any().any()
+    assert shown == {False: True, True: False}
