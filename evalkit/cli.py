@@ -69,8 +69,10 @@ def main(argv: list[str] | None = None) -> int:
             from .runner import read_status
             st = read_status(args.run_dir)
             print(f"{args.run_dir}: {st['status']}"
-                  + (f" at step '{step}'" if (step := _failed_step(st)) else "")
+                  + (f" in step '{step}'" if (step := _failed_step(st)) else "")
                   + (f" ({st['error']})" if st.get("error") else ""))
+            if st.get("run_id"):
+                print(f"  run id {st['run_id']}")
             for w in st.get("workbooks", []):
                 print(f"  {w['workbook']:<16} {w['status']}"
                       + (f"  {w.get('cell', '')}: {w['error']}" if w.get("error") else ""))

@@ -27,6 +27,18 @@ from .errors import ParamsError
 
 TableName = Literal["members", "enrollment", "encounters", "exposure"]
 
+#: Units ``engine.memory_limit`` accepts (DuckDB's).
+MEMORY_UNITS = ("B", "KB", "MB", "GB", "TB", "KiB", "MiB", "GiB", "TiB")
+_MEMORY_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(" + "|".join(MEMORY_UNITS) + r")\s*",
+                          re.IGNORECASE)
+#: Smallest ``report.min_cell`` of a public run (the CMS cell-size rule: 1 to 10 people
+#: are never shown). Internal runs may set a lower value.
+PUBLIC_MIN_CELL = 11
+#: Largest params file read, in bytes: a real params file is a few kilobytes.
+MAX_PARAMS_BYTES = 1_000_000
+#: Key of the run id the runner adds to ``params.json``; removed before validation.
+RUN_ID_KEY = "run_id"
+
 
 def _contract_categories(mapping: dict, key: str) -> dict:
     """A mapping onto the contract's categories: every target must be one of them."""
@@ -226,14 +238,25 @@ class EngineParams(_Strict):
         "duckdb", description="engine of the member x window aggregation: embedded DuckDB, "
         "or Apache Spark (same SQL, translated; needs pyspark and Java 17+)")
     threads: int | None = Field(None, gt=0, description="engine threads (default: all cores)")
-    memory_limit: str | None = Field(None, description="e.g. '3GB'; DuckDB spills beyond it "
-                                     "(unset: DuckDB's default, 80% of the machine's memory, "
-                                     "which preparing a 1M-member plan can use)")
+    memory_limit: str | None = Field(None, description="e.g. '3GB' (a positive size with a "
+                                     "unit: KB, MB, GB, TB or KiB ... TiB); DuckDB spills to "
+                                     "disk beyond it (unset: half of the machine's memory)")
     spark_master: str = Field("local[2]", description="spark: `local[N]` (N cores of this "
                               "machine) or a cluster URL such as spark://host:7077 or yarn")
     spark_conf: dict[str, str | bool | int | float] = Field(
         default_factory=dict, description="spark: extra Spark settings, e.g. "
         "{spark.executor.memory: 4g, spark.sql.shuffle.partitions: 64}")
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _memory_limit(cls, v):
+        if v is None:
+            return v
+        m = _MEMORY_SIZE.fullmatch(str(v))
+        if not m or float(m[1]) <= 0:
+            raise ValueError(f"must be a positive size with a unit, e.g. '3GB' or '512MiB' "
+                             f"(units: {', '.join(MEMORY_UNITS)})")
+        return f"{m[1]}{m[2].upper().replace('IB', 'iB')}"
 
 
 class ModelParams(_Strict):
@@ -743,14 +766,25 @@ class DesignParams(_Strict):
 
 class ReportParams(_Strict):
     public: bool = Field(False, description="outputs are meant for the public: after the "
-                         "workbooks run, every output (not work/) is scanned for member ids "
-                         "and cells of fewer than min_cell people, and the run fails if any "
-                         "is found")
-    min_cell: int = Field(11, ge=1, description="smallest count of people shown in public output")
+                         "workbooks run, every output (not work/) is scanned for member ids, "
+                         "dates of service, secrets and cells (or shares) of fewer than "
+                         "min_cell people, and the run fails if any is found")
+    min_cell: int = Field(11, ge=1, description="smallest count of people shown in public "
+                          "output; a public run may not go below 11 (the CMS cell-size "
+                          "rule), an internal one may")
     audience: Literal["hmo", "research", "clearinghouse"] = Field(
         "hmo", description="who the brief (brief.html, brief.pdf) is written for: plan "
         "leadership (PMPM, ROI, budget impact), researchers (methods, diagnostics, every "
         "estimate table) or a clearinghouse (plain language, referral guidance)")
+
+    @model_validator(mode="after")
+    def _public_floor(self):
+        if self.public and self.min_cell < PUBLIC_MIN_CELL:
+            raise ValueError(f"min_cell {self.min_cell} is below {PUBLIC_MIN_CELL}, the "
+                             "smallest allowed for a public run (cells of 1 to 10 people are "
+                             "never published); raise it, or set public: false for an "
+                             "internal run")
+        return self
 
 
 class Params(_Strict):
@@ -981,8 +1015,39 @@ def apply_overrides(raw: dict, overrides: list[str] | dict | None) -> dict:
             if not isinstance(nxt, dict):
                 raise ParamsError(f"--set {key}: '{p}' is not a section, it holds {nxt!r}")
             node = nxt
-        node[parts[-1]] = yaml.safe_load(value) if isinstance(value, str) else value
+        node[parts[-1]] = safe_yaml(value, f"--set {key}") if isinstance(value, str) else value
     return out
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """YAML's safe loader without anchors and aliases (``&a`` / ``*a``): an alias lets
+    a few lines expand to billions of nodes (a "billion laughs" bomb), and params never
+    need one."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, f"alias *{event.anchor} is not allowed in params (write the "
+                "value out in full)", event.start_mark)
+        event = self.peek_event()
+        if getattr(event, "anchor", None):
+            raise yaml.composer.ComposerError(
+                None, None, f"anchor &{event.anchor} is not allowed in params (write the "
+                "value out in full)", event.start_mark)
+        return super().compose_node(parent, index)
+
+
+def safe_yaml(text: str, where: str):
+    """Parse params YAML: safe types only, no anchors or aliases, at most
+    ``MAX_PARAMS_BYTES``; a :class:`ParamsError` naming ``where`` otherwise."""
+    if len(text) > MAX_PARAMS_BYTES:
+        raise ParamsError(f"{where}: {len(text):,} characters, more than params may hold "
+                          f"({MAX_PARAMS_BYTES:,})")
+    try:
+        return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as err:
+        raise ParamsError(f"{where}: not valid YAML: {err}") from None
 
 
 def _split(item: str) -> tuple[str, str]:
@@ -998,6 +1063,8 @@ def validate(raw: dict) -> Params:
     """Validate a raw mapping into :class:`Params`, or raise a ParamsError naming every bad key."""
     if not isinstance(raw, dict):
         raise ParamsError(f"params must be a mapping of keys to values, got {type(raw).__name__}")
+    if RUN_ID_KEY in raw:            # params.json of a run: the id of the run that wrote it
+        raw = {k: v for k, v in raw.items() if k != RUN_ID_KEY}
     try:
         return Params.model_validate(raw)
     except ValidationError as err:
@@ -1015,10 +1082,11 @@ def load(path: str | Path | None = None, overrides: list[str] | dict | None = No
         path = Path(path)
         if not path.is_file():
             raise ParamsError(f"params file not found: {path}")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ParamsError(f"{path}: not valid YAML: {err}") from None
+        size = path.stat().st_size
+        if size > MAX_PARAMS_BYTES:
+            raise ParamsError(f"{path}: {size:,} bytes, more than a params file may hold "
+                              f"({MAX_PARAMS_BYTES:,}); is it the right file?")
+        raw = safe_yaml(path.read_text(), str(path)) or {}
         base_dir = base_dir or path.resolve().parent
     params = validate(expand_env(apply_overrides(raw, overrides)))
     return resolve_paths(params, base_dir) if base_dir else params

@@ -41,7 +41,7 @@ import pandas as pd
 from .errors import EvalkitError
 
 __all__ = [
-    "PrivacyError", "DisclosureError", "SuppressionResult", "suppress",
+    "PrivacyError", "DisclosureError", "SuppressionResult", "suppress", "suppress_shares",
     "Finding", "ScanReport", "scan_outputs", "redact_params", "redact_notebook",
     "DEFAULT_COUNT_HEADERS", "DEFAULT_ID_HEADERS", "DEFAULT_SECRET_KEYS", "REDACTED",
 ]
@@ -396,6 +396,54 @@ def suppress(table: pd.DataFrame, count_columns, min_cell: int = 11, row_total=N
     return SuppressionResult(out, report, mask, min_cell, marker)
 
 
+def suppress_shares(table: pd.DataFrame, sizes: Mapping, min_cell: int = 11, *,
+                    share_rows=None, derived: Iterable[str] = ()) -> pd.DataFrame:
+    """Hide shares that stand for small counts of people (a copy; hidden cells are NaN).
+
+    A share ``p`` of a group of ``N`` people stands for ``round(p * N)`` people with the
+    characteristic and the rest without it; when either is in ``1..min_cell-1`` (so
+    always when ``N < min_cell``) the share is hidden, as the CMS cell-size policy
+    requires for percentages. Cells of ``derived`` columns (a standardized difference
+    computed from the shares) are hidden in any row where a share was hidden.
+
+    Parameters
+    ----------
+    table : DataFrame of shares in [0, 1]. Not modified.
+    sizes : ``{share column: group size N}``.
+    min_cell : smallest count of people that may be shown.
+    share_rows : boolean mask of the rows holding shares (default: every row).
+    derived : columns computed from the shares of a row.
+
+    Returns
+    -------
+    DataFrame
+        The copy, with hidden cells set to NaN.
+
+    Examples
+    --------
+    >>> t = pd.DataFrame({"p_t": [0.429, 0.5], "p_c": [0.5, 0.5], "smd": [-0.14, 0.0]})
+    >>> suppress_shares(t, {"p_t": 14, "p_c": 300}, derived=["smd"])
+       p_t  p_c  smd
+    0  NaN  0.5  NaN
+    1  NaN  0.5  NaN
+    """
+    out = table.copy()
+    rows = np.ones(len(out), bool) if share_rows is None else np.asarray(share_rows, bool)
+    hidden = np.zeros(len(out), bool)
+    for col, n in sizes.items():
+        p = pd.to_numeric(out[col], errors="coerce").to_numpy(dtype=float)
+        n = float(n)
+        with np.errstate(invalid="ignore"):
+            k = np.round(p * n)
+            small = ((k > 0) & (k < min_cell)) | ((n - k > 0) & (n - k < min_cell))
+        hide = rows & np.isfinite(p) & small
+        out[col] = out[col].astype(float).where(~hide, np.nan)
+        hidden |= hide
+    for col in derived:
+        out[col] = out[col].astype(float).where(~hidden, np.nan)
+    return out
+
+
 def _recoverable(hidden_cells: list, groups: list) -> list:
     """Hidden cells whose value is fixed by the additive relations.
 
@@ -433,10 +481,25 @@ def _recoverable(hidden_cells: list, groups: list) -> list:
 
 # ============================================================================ redaction
 DEFAULT_SECRET_KEYS = ("password", "passwd", "pwd", "token", "secret", "key", "credentials",
-                       "connection_url", "connection_string", "dsn")
+                       "credential", "connection_url", "connection_string", "dsn", "apikey",
+                       "sig", "signature")
+# words that, after a secret word inside a dotted key, say the setting is about the
+# secret rather than the secret itself: spark.io.encryption.keySizeBits, ssl.keyStore.type
+_ABOUT_SECRET_WORDS = frozenset((
+    "size", "bits", "length", "len", "column", "col", "columns", "count", "id", "name",
+    "names", "file", "path", "type", "algorithm", "provider", "store", "location", "format",
+    "map", "mode", "prefix", "field", "fields", "enabled", "enable", "class", "factory",
+    "endpoint", "uri", "url", "expiry", "expiration", "ttl", "timeout", "interval", "version"))
 
 _URL_CREDENTIALS = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*:)"
                               r"(?P<pw>[^@/\s]+)(?P<at>@)")
+# a token written as the user of a URL (https://ghp_xxxxxxxxxxxxxxxx@host/...)
+_URL_TOKEN_USER = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<pw>[^:/@\s]{16,})"
+                             r"(?P<at>@)")
+# name=value settings inside a URL's query string or a connection string
+# (?password=..., &sig=..., ;AccountKey=...;)
+_QUERY_SETTING = re.compile(r"(?P<head>(?:^|[?&;])\s*(?P<name>[A-Za-z][\w.\-]*)\s*=\s*)"
+                            r"(?P<pw>[^&;#\s'\"]+)")
 
 
 def _words(key) -> list[str]:
@@ -446,8 +509,21 @@ def _words(key) -> list[str]:
 
 
 def _is_secret_key(key, names: list[list[str]]) -> bool:
+    """Whether a key names a secret: its last words are a secret name (``db_password``),
+    or, for a dotted setting, a secret name is followed only by words that are not about
+    the secret (``fs.azure.account.key.ACCOUNT.blob.core.windows.net``, but not
+    ``spark.io.encryption.keySizeBits``)."""
     w = _words(key)
-    return any(n and w[-len(n):] == n for n in names)
+    if any(n and w[-len(n):] == n for n in names):
+        return True
+    if "." not in str(key):
+        return False
+    for i in range(len(w)):
+        for n in names:
+            if n and w[i:i + len(n)] == n and not _ABOUT_SECRET_WORDS.intersection(
+                    w[i + len(n):]):
+                return True
+    return False
 
 
 def redact_params(params_dict, secret_keys: Iterable[str] = DEFAULT_SECRET_KEYS):
@@ -457,9 +533,16 @@ def redact_params(params_dict, secret_keys: Iterable[str] = DEFAULT_SECRET_KEYS)
     camelCase, compared case-insensitively) are one of ``secret_keys``:
     ``db_password``, ``apiToken``, ``client_secret``, ``api_key``, ``aws_credentials``
     and ``warehouse.connection_url`` match; ``key_column`` or ``token_count`` do not.
-    The whole value of a secret key is replaced, nested dicts included (a
-    ``credentials`` block). In every other string, a password embedded in a URL
-    (``postgresql://user:PASSWORD@host/db``) is replaced too.
+    A dotted key (a Spark or Hadoop setting) is also secret when a secret word is
+    followed only by words that do not describe it: ``fs.azure.account.key.ACCOUNT.
+    blob.core.windows.net`` and ``spark.hadoop.fs.s3a.secret.key`` match,
+    ``spark.io.encryption.keySizeBits`` and ``spark.ssl.keyStore`` do not. Keys are
+    checked at any depth. The whole value of a secret key is replaced, nested dicts
+    included (a ``credentials`` block). In every other string, credentials embedded in
+    a URL or connection string are replaced too: the password of the user-info
+    (``postgresql://user:PASSWORD@host/db``), a long token written as the user
+    (``https://TOKEN@host``), and query or connection-string settings whose name is a
+    secret key (``?password=...``, ``&sig=...``, ``;AccountKey=...;``).
 
     Parameters
     ----------
@@ -506,11 +589,26 @@ def redact_params(params_dict, secret_keys: Iterable[str] = DEFAULT_SECRET_KEYS)
                 leaves(x)
         elif isinstance(v, str):
             keep(v)
-            for m in _URL_CREDENTIALS.finditer(v):
-                keep(m["pw"])
-                keep(urllib.parse.unquote(m["pw"]))
+            scrub_url(v)
         elif v is not None and not isinstance(v, bool):
             keep(str(v))
+
+    def found(m) -> str:
+        keep(m["pw"])
+        keep(urllib.parse.unquote(m["pw"]))
+        return m["head"] + REDACTED + m["at"]
+
+    def query(m) -> str:
+        if not _is_secret_key(m["name"], names):
+            return m.group()
+        keep(m["pw"])
+        keep(urllib.parse.unquote_plus(m["pw"]))
+        return m["head"] + REDACTED
+
+    def scrub_url(v: str) -> str:
+        v = _URL_CREDENTIALS.sub(lambda m: found(m), v)
+        v = _URL_TOKEN_USER.sub(lambda m: found(m), v)
+        return _QUERY_SETTING.sub(query, v)
 
     def walk(v):
         if isinstance(v, Mapping):
@@ -525,11 +623,7 @@ def redact_params(params_dict, secret_keys: Iterable[str] = DEFAULT_SECRET_KEYS)
         if isinstance(v, (list, tuple)):
             return [walk(x) for x in v]
         if isinstance(v, str):
-            def sub(m):
-                keep(m["pw"])
-                keep(urllib.parse.unquote(m["pw"]))
-                return m["head"] + REDACTED + m["at"]
-            return _URL_CREDENTIALS.sub(sub, v)
+            return scrub_url(v)
         return copy.deepcopy(v)
 
     return walk(params_dict), secrets
@@ -759,6 +853,23 @@ _DECIMAL = re.compile(r"\d+\.\d+")
 _COLUMN_GAP = re.compile(r"\S\s{2,}\S")     # printed tables separate columns by 2+ spaces
 _NUMBER = re.compile(r"^\s*[<>≤≥~]?\s*(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?\s*(%?)")
 
+# a group size in a header: "treated (n=14)", "Control, N = 1,234"
+_HEADER_N = re.compile(r"(?i)(?<![A-Za-z0-9])n\s*=\s*(\d{1,3}(?:,\d{3})+|\d+)(?![\d.])")
+
+
+def _as_number(v) -> float | None:
+    """A cell as a number (None if it is not one)."""
+    if isinstance(v, bool) or v is None:
+        return None
+    if isinstance(v, (int, float, np.integer, np.floating)):
+        return float(v) if np.isfinite(v) else None
+    try:
+        x = float(str(v).replace(",", "").strip())
+    except ValueError:
+        return None
+    return x if np.isfinite(x) else None
+
+
 _MONTHS = {m: i for i, m in enumerate(("jan", "feb", "mar", "apr", "may", "jun", "jul",
                                        "aug", "sep", "oct", "nov", "dec"), start=1)}
 _MON = r"(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?"
@@ -793,32 +904,56 @@ def _to_dates(values) -> set:
     return out
 
 
+def _id_strings(member_ids) -> list[str]:
+    """Member ids as stripped strings (whole floats as integers; missing ones dropped)."""
+    if member_ids is None:
+        return []
+    if isinstance(member_ids, (str, int, np.integer)):
+        member_ids = [member_ids]
+    out = []
+    for m in member_ids:
+        try:
+            if m is None or pd.isna(m):
+                continue
+        except (TypeError, ValueError):
+            pass
+        if isinstance(m, (float, np.floating)) and float(m).is_integer():
+            m = int(m)
+        s = str(m).strip()
+        if s:
+            out.append(s)
+    return out
+
+
+def _norm_id(s: str) -> str:
+    """How an id is compared: casefolded, a number without its leading zeros."""
+    return (s.lstrip("0") or "0") if s.isdigit() else s.casefold()
+
+
+# An id written after a word that says it is one: "member 123", "member_id=123",
+# "Patient ID: 123", "MRN 123", "member #123" (not "per member 12": a rate; not a
+# plural; not a bare "#123", which is also how HTML writes colours).
+_ID_CONTEXT = re.compile(
+    r"(?i)(?<![A-Za-z0-9])(?<!per )(?:member|person|patient|subject|beneficiary|enrollee"
+    r"|mrn|id)(?:[ _-]?(?:id|no\.?|number|nr))?[ \t]?[:=#]?[ \t]?#?"
+    r"(?P<tok>[A-Za-z0-9]+)(?![A-Za-z0-9]|[.,]\d)")
+
+
 class _Scanner:
-    def __init__(self, member_ids, dates, secrets, min_cell, count_headers, id_headers):
+    def __init__(self, member_ids, dates, secrets, min_cell, count_headers, id_headers,
+                 context_ids=None):
         self.min_cell = int(min_cell)
         self.simple_ids: set[str] = set()      # letters/digits only, casefolded
         self.numeric_ids: set[str] = set()     # digits without leading zeros
+        self.context_ids = {_norm_id(x) for x in _id_strings(context_ids)}
         complex_ids = []
-        if member_ids is not None:
-            if isinstance(member_ids, (str, int, np.integer)):
-                member_ids = [member_ids]
-            for m in member_ids:
-                try:
-                    if m is None or pd.isna(m):
-                        continue
-                except (TypeError, ValueError):
-                    pass
-                if isinstance(m, (float, np.floating)) and float(m).is_integer():
-                    m = int(m)
-                s = str(m).strip()
-                if not s:
-                    continue
-                if s.isascii() and s.isalnum():
-                    self.simple_ids.add(s.casefold())
-                    if s.isdigit():
-                        self.numeric_ids.add(s.lstrip("0") or "0")
-                else:
-                    complex_ids.append(s)
+        for s in _id_strings(member_ids):
+            if s.isascii() and s.isalnum():
+                self.simple_ids.add(s.casefold())
+                if s.isdigit():
+                    self.numeric_ids.add(s.lstrip("0") or "0")
+            else:
+                complex_ids.append(s)
         self.complex_res = []
         complex_ids = sorted(set(complex_ids), key=len, reverse=True)
         for k in range(0, len(complex_ids), 500):
@@ -874,6 +1009,12 @@ class _Scanner:
                 for m in rx.finditer(text):
                     self.findings.append(Finding(file, "member_id", loc(m.start()),
                                                  _shorten(m.group())))
+        if ids and self.context_ids:
+            for m in _ID_CONTEXT.finditer(text):
+                if _norm_id(m["tok"]) in self.context_ids:
+                    self.findings.append(Finding(file, "member_id", loc(m.start("tok")),
+                                                 "an id after a word naming one, "
+                                                 + _shorten(m["tok"])))
         if dates and self.dates:
             for kind, rx in _DATE_PATTERNS:
                 for m in rx.finditer(text):
@@ -958,6 +1099,7 @@ class _Scanner:
         """
         count_cols = [k for k, h in enumerate(headers) if self.is_count_header(h)]
         id_cols = [k for k, h in enumerate(headers) if self.is_id_header(h)]
+        self.shares(headers, rows, file, where, row_labels)
         for k in id_cols:
             if any(k < len(r) and str(r[k]).strip() not in ("", "None", "nan")
                    for r in rows):
@@ -985,6 +1127,65 @@ class _Scanner:
                                 file, "small_cell",
                                 f"{where}, row {str(lab).strip()!r}, column "
                                 f"{str(headers[k]).strip()!r}", f"{str(lab).strip()}={v}"))
+
+    def shares(self, headers: list, rows: list, file: str, where: str,
+               row_labels: list | None = None) -> None:
+        """Small counts hidden in shares: a share ``p`` of a group of ``N`` people stands
+        for ``p * N`` people with the characteristic and ``N - p * N`` without; either
+        one in ``1..min_cell-1`` is a small cell (so is any share of a group smaller than
+        ``min_cell``).
+
+        The group sizes ``N`` come from a header such as ``treated (n=14)`` or from a
+        row labelled as a count of people (``members``, ``n``; the label may be a cell
+        of the row, as in Table 1). Shares are percentages (``42.9%``) and, in rows whose
+        ``kind`` column says ``binary`` (or ``share``, ``proportion``), fractions in
+        [0, 1].
+        """
+        heads = [str(h).strip() for h in headers]
+        denom: dict[int, float] = {}
+        for k, h in enumerate(heads):
+            m = _HEADER_N.search(h)
+            if m:
+                denom[k] = float(m[1].replace(",", ""))
+        labels = [[*( [row_labels[r_i]] if row_labels and r_i < len(row_labels) else []),
+                   *(v for v in r if isinstance(v, str))] for r_i, r in enumerate(rows)]
+        for r, labs in zip(rows, labels):
+            if any(lab and self.is_count_header(lab) for lab in labs):
+                for k, v in enumerate(r):
+                    n = _as_number(v)
+                    if k not in denom and n is not None and n >= 0 and float(n).is_integer():
+                        denom[k] = n
+                break
+        if not denom:
+            return
+        kind_col = next((k for k, h in enumerate(heads) if _norm_words(h) == ["kind"]), None)
+        for r_i, r in enumerate(rows, start=1):
+            kind = str(r[kind_col]).strip().lower() if kind_col is not None and \
+                kind_col < len(r) else ""
+            fractions = kind in ("binary", "share", "proportion")
+            for k, n in denom.items():
+                if k >= len(r) or isinstance(r[k], bool):
+                    continue
+                v = r[k]
+                text = str(v).strip()
+                if text.endswith("%") and _NUMBER.match(text):
+                    p = _as_number(text.rstrip("%").strip())
+                    p = None if p is None else p / 100
+                elif fractions:
+                    p = _as_number(v)
+                else:
+                    continue
+                if p is None or not 0 <= p <= 1 or n <= 0:
+                    continue
+                with_ = round(p * n)
+                small = [c for c in (with_, n - with_) if 0 < c < self.min_cell]
+                if small:
+                    lab = next((x for x in labels[r_i - 1] if x.strip()
+                                and _as_number(x) is None), f"row {r_i}")
+                    self.findings.append(Finding(
+                        file, "small_cell",
+                        f"{where}, row {str(lab).strip()!r}, column {heads[k]!r}",
+                        f"share {text} of {n:g} people implies {int(min(small))}"))
 
     def html_tables(self, html_text: str, file: str, where: str) -> None:
         from bs4 import BeautifulSoup
@@ -1151,7 +1352,7 @@ def _strip_data_uris(text: str) -> str:
 
 
 def scan_outputs(folder, member_ids=None, dates_of_service=None, secrets=(), min_cell: int = 11,
-                 *, count_headers: Iterable[str] = DEFAULT_COUNT_HEADERS,
+                 *, context_ids=None, count_headers: Iterable[str] = DEFAULT_COUNT_HEADERS,
                  id_headers: Iterable[str] = DEFAULT_ID_HEADERS,
                  skip_dirs: Iterable[str] = _SKIP_DIRS,
                  unscanned_pdfs: str = "fail") -> ScanReport:
@@ -1184,12 +1385,20 @@ def scan_outputs(folder, member_ids=None, dates_of_service=None, secrets=(), min
     * ``member_ids`` as whole tokens: ``12345`` is found in ``id 12345``, ``12345.0``
       and ``"12,345"`` but not in ``912345``, ``123456`` or ``0.12345``. String ids are
       compared case-insensitively. Very short numeric ids (a few digits) cannot be told
-      apart from ordinary numbers and will be reported wherever such a number occurs.
+      apart from ordinary numbers and will be reported wherever such a number occurs;
+      give them as ``context_ids`` instead.
+    * ``context_ids`` as whole tokens where they would identify someone: right after a
+      word naming an id (``member 12``, ``member_id=12``, ``Patient ID: 12``, ``MRN 12``,
+      ``member #12``; not ``per member 12``).
     * ``dates_of_service`` written as ISO ``2023-05-07`` (also with ``/`` or ``.``, and
       inside timestamps), US ``05/07/2023``, ``5/7/23``, ``5-7-2023``, compact
       ``20230507``, ``May 7, 2023`` and ``7 May 2023``.
     * each of ``secrets`` as a substring anywhere, also HTML-, JSON-, Python- and
       URL-escaped.
+    * small counts hidden in shares: a percentage (or, in rows whose ``kind`` column
+      says ``binary``, a fraction) of a group whose size is known from the table (a
+      header ``(n=14)``, a row labelled ``members`` or ``n``) that implies fewer than
+      ``min_cell`` people with, or without, the characteristic.
     * small counts: a whole number in ``1..min_cell-1`` in a table column (or row)
       whose header is a people count: a header equal to one of ``count_headers``, or
       whose first or last word is one (``n``, ``n_treated``, ``n (%)``,
@@ -1202,6 +1411,7 @@ def scan_outputs(folder, member_ids=None, dates_of_service=None, secrets=(), min
     folder : the output folder.
     member_ids : iterable of ids (ints or strings), e.g. ``members["member_id"]``.
     dates_of_service : iterable of dates (date, Timestamp or ISO strings).
+    context_ids : iterable of ids too short to look for everywhere (see above).
     secrets : strings that must not appear (see :func:`redact_params`).
     min_cell : smallest count of people that may be shown (default 11).
     count_headers, id_headers : header names, see above.
@@ -1232,7 +1442,7 @@ def scan_outputs(folder, member_ids=None, dates_of_service=None, secrets=(), min
     if isinstance(id_headers, str):
         id_headers = [id_headers]
     sc = _Scanner(member_ids, _to_dates(dates_of_service), secrets, min_cell,
-                  list(count_headers), list(id_headers))
+                  list(count_headers), list(id_headers), context_ids)
     skip = set(skip_dirs)
     pdftotext = shutil.which("pdftotext")
     scanned, not_scanned = [], []

@@ -9,9 +9,21 @@
 4. write the brief, ``brief.html`` and ``brief.pdf`` (:mod:`evalkit.report`);
 5. merge the workbooks' records into ``results.json`` (atomically).
 
-A failing workbook stops the run: its partial notebook is kept (papermill marks the
-failing cell), ``results.json`` records ``status: failed`` with the notebook and cell,
-and a :class:`~evalkit.errors.WorkbookError` is raised (the CLI exits non-zero).
+One run at a time per output folder: the run locks the folder
+(:class:`~evalkit.runlock.RunLock`) and a second run into it is refused, naming the run
+that holds it. Every output carries the run's id (``run_id`` in ``results.json`` and
+``params.json``, ``metadata.evalkit.run_id`` in each notebook and a
+``<meta name="evalkit-run-id">`` tag in its HTML, the brief's provenance table);
+:func:`read_status` checks that they agree.
+
+Notebooks are executed into a hidden temporary file, saved atomically after every cell,
+and renamed into place only when the workbook succeeded. A failing workbook stops the
+run: its partial notebook is kept as ``<name>.failed.ipynb`` (valid JSON, the failing
+cell marked), ``results.json`` records ``status: failed`` with the step, notebook and
+cell, and a :class:`~evalkit.errors.WorkbookError` is raised (the CLI exits non-zero).
+The step being worked on (``prepare``, a workbook, ``brief``, ``privacy scan``) is
+saved in ``results.json`` as the run goes, so a run killed at any point is reported as
+failed in the right step.
 """
 from __future__ import annotations
 
@@ -19,7 +31,6 @@ import datetime as _dt
 import json
 import os
 import shutil
-import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -30,6 +41,7 @@ from . import params as _params
 from .data.source import describe_source
 from .errors import EvalkitError, WorkbookError
 from .results import assemble, write_json_atomic
+from .runlock import LOCK_NAME, RunIdentity, RunLock, new_run_id
 from .study import prepare
 
 from .catalog import BY_NAME, CATALOG, WORKBOOK_DIR, in_run_order
@@ -53,15 +65,108 @@ def _say(msg: str, quiet: bool) -> None:
 
 
 def _html(notebook: Path) -> Path:
+    """Export a notebook to HTML next to it; the run id of its metadata goes into a
+    ``<meta name="evalkit-run-id">`` tag."""
+    import html
     import nbformat
     from nbconvert import HTMLExporter
     nb = nbformat.read(notebook, as_version=4)
     body, _ = HTMLExporter().from_notebook_node(nb)
+    run_id = (nb.metadata.get("evalkit") or {}).get("run_id")
+    if run_id:
+        body = body.replace("<head>", f'<head>\n<meta name="{RUN_ID_META}" '
+                            f'content="{html.escape(run_id)}">', 1)
     out = notebook.with_suffix(".html")
     tmp = out.with_suffix(".html.partial")
     tmp.write_text(body)
     tmp.replace(out)
     return out
+
+
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+#: Name of the HTML ``<meta>`` tag holding the run id of an exported notebook.
+RUN_ID_META = "evalkit-run-id"
+
+#: Scheme papermill is given for notebook paths so that every save of an executing
+#: notebook goes through :func:`_write_atomic` (a crash mid-save keeps the last good one).
+_ATOMIC = "evalkit-atomic://"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file next to ``path``, flush it to disk, rename."""
+    import tempfile
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)          # as an ordinary new file, not mkstemp's 0600
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class _AtomicHandler:
+    """papermill I/O handler for ``evalkit-atomic://PATH``: local files, written atomically."""
+
+    def read(self, path):
+        return Path(path[len(_ATOMIC):]).read_text(encoding="utf-8")
+
+    def listdir(self, path):
+        return [str(p) for p in Path(path[len(_ATOMIC):]).iterdir()]
+
+    def write(self, buf, path):
+        _write_atomic(Path(path[len(_ATOMIC):]), buf)
+
+    def pretty_path(self, path):
+        return path[len(_ATOMIC):]
+
+
+def _register_atomic() -> None:
+    from papermill.iorw import papermill_io
+    if not any(scheme == _ATOMIC for scheme, _ in papermill_io._handlers):
+        papermill_io.register(_ATOMIC, _AtomicHandler())
+
+
+def _running_name(dest: Path) -> Path:
+    """Where a workbook's notebook is saved while it executes (hidden, not an output)."""
+    return dest.with_name(f".{dest.stem}.running.ipynb")
+
+
+def failed_name(dest: Path) -> Path:
+    """Name of a failed workbook's partial notebook: ``03_utilization.failed.ipynb``."""
+    return dest.with_name(f"{dest.stem}.failed.ipynb")
+
+
+def _seal_notebook(tmp: Path, dest: Path, run_id: str, status: str, secrets) -> Path:
+    """Move an executed notebook from ``tmp`` to ``dest``: secrets removed, the run id and
+    status in ``metadata.evalkit``, written atomically. A notebook that was never saved
+    (the kernel did not start) becomes an empty notebook saying so."""
+    import nbformat
+    from .privacy import redact_notebook
+    try:
+        if secrets:
+            redact_notebook(tmp, secrets)
+        nb = nbformat.read(tmp, as_version=4)
+    except Exception:  # noqa: BLE001 - missing or unreadable: record that instead
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(
+            "The workbook stopped before its notebook could be saved.")])
+    nb.metadata["evalkit"] = {"run_id": run_id, "status": status}
+    _write_atomic(dest, nbformat.writes(nb))
+    tmp.unlink(missing_ok=True)
+    return dest
+
+
+def notebook_run_id(path: Path) -> str | None:
+    """The run id recorded in a notebook's metadata (None if absent or unreadable)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))["metadata"]["evalkit"]["run_id"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _failed_cell(notebook: Path) -> str:
@@ -103,12 +208,27 @@ def run(params_path: str | Path | None = None, out: str | Path | None = None,
     stem = Path(params_path).stem if params_path else "default"
     out_dir = Path(out) if out else Path("runs") / stem
     _check_output_dir(out_dir)
+    from .limits import check_disk
+    check_disk(params, out_dir)                   # an absurd size is refused before any work
+    run_id = new_run_id()
+    lock = RunLock(out_dir, run_id).acquire()     # a second run into the folder stops here
+    try:
+        return _run_locked(params, out_dir, run_id, lock.identity, started, quiet, kernel_name)
+    finally:
+        lock.release()
+
+
+def _run_locked(params, out_dir: Path, run_id: str, identity: RunIdentity, started: str,
+                quiet: bool, kernel_name: str) -> RunResult:
+    """The run itself, with the output folder locked."""
     results_path = out_dir / "results.json"
     results_path.unlink(missing_ok=True)          # never leave an old success behind
     shutil.rmtree(out_dir / "parts", ignore_errors=True)
     for name in (w.file for w in CATALOG):        # nor notebooks of an earlier run
-        for stale in (out_dir / name, (out_dir / name).with_suffix(".html")):
-            stale.unlink(missing_ok=True)
+        dest = out_dir / name
+        for nb in (dest, failed_name(dest), _running_name(dest)):
+            nb.unlink(missing_ok=True)
+            nb.with_suffix(".html").unlink(missing_ok=True)
     for stale in ("brief.html", "brief.pdf"):                # nor an earlier brief
         (out_dir / stale).unlink(missing_ok=True)
     # Secrets (an encryption key, a password in a URL) are needed only to read the
@@ -116,14 +236,14 @@ def run(params_path: str | Path | None = None, out: str | Path | None = None,
     from .privacy import redact_params
     safe_params, secrets = redact_params(params.to_dict())
     params_file = out_dir / "params.json"
-    write_json_atomic(params_file, safe_params)
+    write_json_atomic(params_file, {_params.RUN_ID_KEY: run_id, **safe_params})
 
-    run_info = {"evalkit_version": __version__, "params": safe_params,
+    run_info = {"run_id": run_id, "evalkit_version": __version__, "params": safe_params,
                 "params_hash": params.digest(), "seed": params.seed,
                 "data_source": describe_source(params).text,
                 "data_fingerprint": None, "started": started, "finished": None,
-                "status": "running", "workbooks": [], "pid": os.getpid(),
-                "host": socket.gethostname()}
+                "status": "running", "step": "prepare", "workbooks": [],
+                **{k: v for k, v in identity.to_dict().items() if k != "run_id"}}
     write_json_atomic(results_path, {"run": run_info, "estimates": [], "tables": {}})
     try:
         return _run_steps(params, out_dir, params_file, results_path, run_info, secrets,
@@ -133,17 +253,44 @@ def run(params_path: str | Path | None = None, out: str | Path | None = None,
             for w in run_info["workbooks"]:
                 if w["status"] == "running":
                     w["status"] = "failed"
+                    _keep_partial(out_dir, w, run_id, secrets)
             _finish(run_info, results_path, out_dir, params, "failed",
+                    failed_step=run_info.get("step"),
                     error=_scrub(f"{type(err).__name__}: {err}", secrets))
         raise
 
 
+def _keep_partial(out_dir: Path, status: dict, run_id: str, secrets) -> None:
+    """Keep the last save of an interrupted workbook as its ``.failed.ipynb`` (and HTML)."""
+    dest = out_dir / status["notebook"]
+    tmp = _running_name(dest)
+    if not tmp.exists():
+        return
+    try:
+        kept = _seal_notebook(tmp, failed_name(dest), run_id, "failed", secrets)
+        status["notebook"] = kept.name
+        _html(kept)
+    except Exception:  # noqa: BLE001 - the run is already failing; keep its own error
+        pass
+
+
+#: Keys of the run block kept only while the run is running (who is running it).
+_LIVE_KEYS = ("pid", "host", "process_started", "step")
+
+
 def _finish(run_info: dict, results_path: Path, out_dir: Path, params, status: str,
             **extra) -> None:
-    """Write the run's final status (the process id is only kept while running)."""
+    """Write the run's final status (the process identity is only kept while running)."""
     run_info.update(status=status, finished=_now(), **extra)
-    run_info.pop("pid", None), run_info.pop("host", None)
+    for k in _LIVE_KEYS:
+        run_info.pop(k, None)
     write_json_atomic(results_path, assemble(out_dir, run_info, params.workbooks))
+
+
+def _step(run_info: dict, results_path: Path, step: str) -> None:
+    """Record (on disk) the step the run is starting, so a kill is blamed on it."""
+    run_info["step"] = step
+    write_json_atomic(results_path, {"run": run_info, "estimates": [], "tables": {}})
 
 
 def _run_steps(params, out_dir, params_file, results_path, run_info, secrets, quiet,
@@ -174,48 +321,53 @@ def _run_steps(params, out_dir, params_file, results_path, run_info, secrets, qu
         _say(f"  {sentence}", quiet)
 
     import papermill as pm
+    _register_atomic()
     notebooks = []
     order = in_run_order(params.workbooks)
+    run_id = run_info["run_id"]
     for i, wb in enumerate(order, start=1):
         src = WORKBOOK_DIR / BY_NAME[wb].file
         dest = out_dir / BY_NAME[wb].file
+        tmp = _running_name(dest)
         _say(f"[{i}/{len(order)}] {wb}: executing {src.name}", quiet)
         t1 = time.perf_counter()
         status = {"workbook": wb, "notebook": dest.name, "status": "running"}
         run_info["workbooks"].append(status)
-        write_json_atomic(results_path, {"run": run_info, "estimates": [], "tables": {}})
+        _step(run_info, results_path, wb)
         try:
             pm.execute_notebook(
-                str(src), str(dest), kernel_name=kernel_name, progress_bar=not quiet,
+                str(src), _ATOMIC + str(tmp.resolve()), kernel_name=kernel_name,
+                progress_bar=not quiet,
                 parameters={"params_path": str(params_file.resolve())},
                 cwd=str(out_dir), log_output=False,
                 extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
             )
         except Exception as err:  # papermill re-raises the kernel's error
-            if dest.exists() and secrets:
-                redact_notebook(dest, secrets)
-            cell = _failed_cell(dest)
+            kept = _seal_notebook(tmp, failed_name(dest), run_id, "failed", secrets)
+            cell = _failed_cell(kept)
             detail = _scrub(f"{getattr(err, 'ename', type(err).__name__)}: "
                             f"{getattr(err, 'evalue', err)}", secrets)
             if _kernel_died(err):
                 detail = ("the Jupyter kernel died (killed, or out of memory) while running "
                           f"the workbook: {detail}")
-            status.update(status="failed", cell=cell, error=detail)
-            if dest.exists():
-                _html(dest)
-            finish("failed")
+            status.update(status="failed", notebook=kept.name, cell=cell, error=detail)
+            _html(kept)
+            finish("failed", failed_step=wb)
             raise WorkbookError(
-                f"workbook '{wb}' ({dest}) failed in {cell}: {detail}. "
-                "The partial notebook is kept with the failing cell marked; results.json "
-                "records the failure.") from None
-        if secrets:
-            redact_notebook(dest, secrets)
+                f"workbook '{wb}' failed in {cell}: {detail}. The partial notebook is kept "
+                f"as {kept} with the failing cell marked; results.json records the "
+                "failure.") from None
+        _seal_notebook(tmp, dest, run_id, "ok", secrets)
         notebooks.append(dest)
         _html(dest)
         status.update(status="ok", seconds=round(time.perf_counter() - t1, 2))
         _say(f"      done in {status['seconds']:.1f}s", quiet)
-    _write_brief(params, out_dir, run_info, results_path, quiet)
+    _step(run_info, results_path, "brief")
+    # the brief sees the params as published (secrets redacted), like the workbooks
+    _write_brief(_params.validate(run_info["params"]), out_dir, run_info, results_path, quiet,
+                 secrets)
     if params.report.public:
+        _step(run_info, results_path, "privacy scan")
         _say("checking the outputs are safe to publish", quiet)
         report, ids_checked = _privacy_scan(params, out_dir)
         run_info["privacy"] = {"ok": report.ok, "files_scanned": len(report.scanned),
@@ -240,7 +392,8 @@ def _kernel_died(err: Exception) -> bool:
     return type(err).__name__ == "DeadKernelError" or "Kernel died" in str(err)
 
 
-def _write_brief(params, out_dir: Path, run_info: dict, results_path: Path, quiet: bool) -> None:
+def _write_brief(params, out_dir: Path, run_info: dict, results_path: Path, quiet: bool,
+                 secrets=()) -> None:
     """Render brief.html and brief.pdf (:mod:`evalkit.report`); a failure fails the run."""
     from .report import write_brief
     _say(f"writing the brief ({params.report.audience} audience): brief.html, brief.pdf", quiet)
@@ -250,58 +403,106 @@ def _write_brief(params, out_dir: Path, run_info: dict, results_path: Path, quie
                             params=params)
     except Exception as err:  # any failure to render marks the run failed
         _finish(run_info, results_path, out_dir, params, "failed", failed_step="brief",
-                error=f"{type(err).__name__}: {err}")
+                error=_scrub(f"{type(err).__name__}: {err}", secrets))
         if isinstance(err, EvalkitError):
             raise
         from .report import BriefError
-        raise BriefError(f"the brief could not be rendered: {type(err).__name__}: {err}. "
-                         "results.json records the failure.") from err
+        raise BriefError(_scrub(f"the brief could not be rendered: {type(err).__name__}: "
+                                f"{err}. results.json records the failure.", secrets)) from err
     run_info["brief"] = brief.to_dict(out_dir)
     _say(f"      done in {time.perf_counter() - t0:.1f}s", quiet)
 
 
-#: Member ids shorter than this cannot be told apart from ordinary numbers in a scan.
+#: Member ids shorter than this cannot be told apart from ordinary numbers in a scan: they
+#: are looked for where they would identify someone (after a word naming an id, in the
+#: free text of the params such as the title), not as every number of the outputs.
 MIN_SCANNABLE_ID = 6
+#: Params whose text the user writes and every output repeats (checked for any member id).
+FREE_TEXT_KEYS = ("title", "plan_name", "name", "label", "citation", "assumed")
 
 
-def _member_ids(out_dir: Path) -> list[str]:
-    """Every member id of the run (none in summary mode: it holds no cohort or persons)."""
+def _private_values(out_dir: Path) -> tuple[list[str], list]:
+    """Every member id and every date of service of the run (none in summary mode: it
+    holds no cohort or persons)."""
     import duckdb
     from .study import DB_NAME
     con = duckdb.connect(str(out_dir / "work" / DB_NAME), read_only=True)
     try:
         if con.execute("SELECT mode FROM run_info").fetchall()[0][0] == "summary":
-            return []
-        table = "cohort" if con.execute("SELECT count(*) FROM information_schema.tables "
-                                        "WHERE table_name = 'cohort'").fetchall()[0][0] else "persons"
+            return [], []
+        tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables")
+                  .fetchall()}
+        table = "cohort" if "cohort" in tables else "persons"
         ids = [str(r[0]) for r in con.execute(f"SELECT DISTINCT member_id FROM {table}").fetchall()]
+        dates = []
+        if "encounters" in tables:
+            dates = [r[0] for r in con.execute(
+                "SELECT DISTINCT d FROM (SELECT service_date AS d FROM encounters UNION ALL "
+                "SELECT end_date FROM encounters) WHERE d IS NOT NULL").fetchall()]
     finally:
         con.close()
-    return ids
+    return ids, dates
+
+
+def _free_text(node, path: str = "") -> dict[str, str]:
+    """The free-text params (``FREE_TEXT_KEYS``) at any depth, by dotted key."""
+    out = {}
+    if isinstance(node, dict):
+        for k, v in node.items():
+            key = f"{path}.{k}" if path else str(k)
+            if isinstance(v, str) and k in FREE_TEXT_KEYS:
+                out[key] = v
+            else:
+                out.update(_free_text(v, key))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            out.update(_free_text(v, f"{path}[{i}]"))
+    return out
+
+
+def scan_targets(out_dir: Path) -> dict:
+    """What a run's outputs are scanned for, as keyword arguments of
+    :func:`evalkit.privacy.scan_outputs`: ``member_ids`` (ids of ``MIN_SCANNABLE_ID``
+    characters or more), ``context_ids`` (shorter ones) and ``dates_of_service``."""
+    ids, dates = _private_values(Path(out_dir))
+    return {"member_ids": [i for i in ids if len(i) >= MIN_SCANNABLE_ID],
+            "context_ids": [i for i in ids if len(i) < MIN_SCANNABLE_ID],
+            "dates_of_service": dates}
 
 
 def _privacy_scan(params, out_dir: Path):
-    """Scan every public output (not ``work/``) for member ids and small cells.
+    """Scan every public output (not ``work/``) for member ids, dates of service, secrets
+    and small cells.
 
-    Returns the report and whether member ids were looked for: ids shorter than
-    ``MIN_SCANNABLE_ID`` characters cannot be told apart from ordinary numbers; None in
+    Ids of ``MIN_SCANNABLE_ID`` characters or more are looked for as whole tokens
+    everywhere; shorter ones where they would identify someone: after a word naming an
+    id (``member 123``, ``id: 123``, ``#123``) and in the free text of the params (the
+    title ...), which every output repeats. Returns the report and how member ids were
+    looked for: ``True`` (all everywhere), ``"context"`` (some ids are short) or None in
     summary mode, which has no member ids.
     """
-    from .privacy import redact_params, scan_outputs
-    ids = _member_ids(out_dir)
-    checked = bool(ids) and min(len(i) for i in ids) >= MIN_SCANNABLE_ID
-    if params.mode == "summary":
-        checked = None           # published figures only: there are no member ids to look for
-    _, secrets = redact_params(params.to_dict())
-    report = scan_outputs(out_dir, member_ids=ids if checked else None, secrets=secrets,
-                          min_cell=params.report.min_cell)
+    from .privacy import Finding, ScanReport, _Scanner, redact_params, scan_outputs
+    targets = scan_targets(out_dir)
+    short_ids = targets["context_ids"]
+    checked = None if params.mode == "summary" else ("context" if short_ids else True)
+    safe, secrets = redact_params(params.to_dict())
+    report = scan_outputs(out_dir, secrets=secrets, min_cell=params.report.min_cell, **targets)
+    if short_ids:
+        sc = _Scanner(short_ids, set(), [], params.report.min_cell, [], [])
+        for key, text in _free_text(safe).items():
+            sc.text(text, "params.json", key, lines=False, dates=False, secrets=False)
+        if sc.findings:
+            report = ScanReport(report.folder, report.findings + tuple(
+                Finding(f.file, f.kind, f.where, "free text holding a member id, " + f.excerpt)
+                for f in sc.findings), report.scanned, report.not_scanned)
     return report, checked
 
 
 def _check_output_dir(out_dir: Path) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise EvalkitError(f"output folder {out_dir} exists and is a file; choose another --out")
-    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "params.json").exists():
+    if (out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "params.json").exists()
+            and not (out_dir / LOCK_NAME).exists()):
         raise EvalkitError(f"output folder {out_dir} holds files that are not an evalkit run; "
                            "choose an empty or new folder with --out")
     try:
@@ -314,36 +515,79 @@ def _check_output_dir(out_dir: Path) -> None:
 
 
 def read_status(out_dir: str | Path) -> dict:
-    """The ``run`` block of a run's results.json.
+    """The ``run`` block of a run's results.json, checked against the folder.
 
     A run whose process ended without finishing (killed, machine restarted) still says
-    ``running`` in its file; it is reported here as ``failed`` with ``interrupted: True``.
+    ``running`` in its file; it is reported here as ``failed`` with ``interrupted: True``
+    and ``failed_step`` (the step it was in), also when its process id has since been
+    taken by another program (told apart by the process start time).
+
+    The run ids of ``params.json``, of every notebook the run lists and of the brief must
+    be the run id of ``results.json``; outputs of another run are reported as
+    ``failed`` with ``inconsistent`` listing them.
     """
-    path = Path(out_dir) / "results.json"
+    out_dir = Path(out_dir)
+    path = out_dir / "results.json"
     if not path.is_file():
         raise EvalkitError(f"{out_dir} has no results.json: not an evalkit run folder, or the "
                            "run stopped before it started")
-    run = json.loads(path.read_text())["run"]
-    if run.get("status") == "running" and not _alive(run.get("pid"), run.get("host")):
-        run = {**run, "status": "failed", "interrupted": True,
+    try:
+        run = json.loads(path.read_text())["run"]
+    except (ValueError, KeyError, TypeError):
+        raise EvalkitError(f"{path} is not a results file of evalkit (no 'run' block); "
+                           "re-run into this folder") from None
+    if run.get("status") == "running" and not _alive(run):
+        step = run.get("step")
+        run = {**run, "status": "failed", "interrupted": True, "failed_step": step,
                "error": f"the run was interrupted: its process ({run.get('pid')}) ended "
-                        "before it finished; re-run it into the same folder",
+                        + (f"during the step '{step}' " if step else "")
+                        + "before it finished; re-run it into the same folder",
                "workbooks": [{**w, "status": "failed" if w["status"] == "running" else w["status"]}
                              for w in run.get("workbooks", [])]}
+    mixed = _foreign_outputs(out_dir, run)
+    if mixed:
+        note = (f"outputs missing or of another run in this folder ({', '.join(mixed)}): "
+                f"they do not carry this run's id {run.get('run_id')}; re-run into an empty "
+                "folder")
+        run = {**run, "status": "failed", "inconsistent": mixed,
+               "error": f"{run['error']}; {note}" if run.get("error") else note}
     return run
 
 
-def _alive(pid, host) -> bool:
-    """Whether the process that wrote a ``running`` status is still there (a run started
-    on another machine cannot be checked, and is taken as running)."""
-    if not pid:
-        return False
-    if host != socket.gethostname():
-        return True
+def _foreign_outputs(out_dir: Path, run: dict) -> list[str]:
+    """Outputs the run lists whose run id is not the run's own."""
+    run_id = run.get("run_id")
+    if not run_id:                      # written before runs had ids: nothing to compare
+        return []
+    wrong = []
     try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
+        if json.loads((out_dir / "params.json").read_text()).get(_params.RUN_ID_KEY) != run_id:
+            wrong.append("params.json")
+    except (OSError, ValueError, AttributeError):
+        wrong.append("params.json")
+    for w in run.get("workbooks", []):
+        nb = out_dir / w.get("notebook", "")
+        if nb.suffix != ".ipynb" or not (w.get("status") == "ok" or
+                                         (w.get("status") == "failed" and nb.exists())):
+            continue            # a workbook stopped before its notebook was saved has none
+        if notebook_run_id(nb) != run_id:
+            wrong.append(nb.name)
+        page = nb.with_suffix(".html")
+        if not page.is_file() or f'name="{RUN_ID_META}" content="{run_id}"' not in \
+                page.read_text(errors="replace"):
+            wrong.append(page.name)
+    brief = out_dir / "brief.html"
+    if run.get("brief") and (not brief.is_file() or run_id not in brief.read_text(errors="replace")):
+        wrong.append(brief.name)
+    return wrong
+
+
+def _alive(run: dict) -> bool:
+    """Whether the process that wrote a ``running`` status is still that run's process
+    (a run started on another machine cannot be checked, and is taken as running)."""
+    if not run.get("pid"):
         return False
-    except PermissionError:
-        return True
-    return True
+    identity = RunIdentity(str(run.get("run_id")), int(run["pid"]), run.get("process_started"),
+                           str(run.get("host")))
+    alive = identity.alive()
+    return True if alive is None else alive

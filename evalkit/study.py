@@ -36,8 +36,8 @@ def _connect(path: Path, params: Params, read_only: bool = False) -> duckdb.Duck
     con = duckdb.connect(str(path), read_only=read_only)
     if params.engine.threads:
         con.execute(f"SET threads = {int(params.engine.threads)}")
-    if params.engine.memory_limit:
-        con.execute(f"SET memory_limit = '{params.engine.memory_limit}'")
+    from .limits import default_memory_limit
+    con.execute(f"SET memory_limit = '{params.engine.memory_limit or default_memory_limit()}'")
     return con
 
 
@@ -667,7 +667,17 @@ class Study:
         return true_ratios(self.truth, outcomes or self.outcomes())
 
     def table1(self) -> pd.DataFrame:
-        return describe.table1(self.analysis_frame(), "group", self.covariates())
+        """Table 1 (:func:`evalkit.describe.table1`). In a public run a share of a yes/no
+        characteristic that stands for fewer than ``report.min_cell`` people (with or
+        without it) is hidden (NaN), with its standardized difference."""
+        t = describe.table1(self.analysis_frame(), "group", self.covariates())
+        if not self.params.report.public:
+            return t
+        from .privacy import suppress_shares
+        size = t[t["kind"] == "count"]
+        return suppress_shares(t, {c: size[c].iloc[0] for c in ("mean_treated", "mean_control")},
+                               self.params.report.min_cell, share_rows=t["kind"] == "binary",
+                               derived=["smd"])
 
     def rates(self, per_period: bool = True):
         frame = self.member_windows()

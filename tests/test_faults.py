@@ -48,9 +48,11 @@ def test_killed_kernel_fails_the_run_clearly(tmp_path, monkeypatch, capsys):
     status = runner.read_status(tmp_path / "out")
     assert status["status"] == "failed"
     assert [w["status"] for w in status["workbooks"]] == ["ok", "failed"]
-    assert "pid" not in status
-    assert (tmp_path / "out" / "03_utilization.ipynb").is_file()      # partial notebook kept
-    assert (tmp_path / "out" / "03_utilization.html").is_file()
+    assert "pid" not in status and status["failed_step"] == "utilization"
+    kept = tmp_path / "out" / "03_utilization.failed.ipynb"          # partial notebook kept
+    assert nbformat.read(kept, as_version=4).metadata["evalkit"]["status"] == "failed"
+    assert (tmp_path / "out" / "03_utilization.failed.html").is_file()
+    assert not (tmp_path / "out" / "03_utilization.ipynb").exists()
     assert main(["status", str(tmp_path / "out")]) == 1
     assert "kernel died" in capsys.readouterr().out
 
@@ -102,3 +104,21 @@ def test_run_killed_midway_says_it_failed_and_can_be_rerun(tmp_path):
 def test_status_of_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert main(["status", str(tmp_path)]) == 2
     assert "no results.json" in capsys.readouterr().err
+
+
+def test_run_killed_while_the_brief_is_written_blames_the_brief(tmp_path):
+    """kill -9 during the brief: the workbooks that finished stay ok; the step is 'brief'."""
+    out = tmp_path / "out"
+    code = ("import os, signal, sys, evalkit.report as r\n"
+            "r.write_brief = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)\n"
+            "from evalkit.cli import main\n"
+            f"sys.exit(main(['run', {str(_params(tmp_path))!r}, '--out', {str(out)!r}, "
+            "'--quiet', '--set', 'workbooks=[data_quality]']))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=600)
+    assert proc.returncode == -signal.SIGKILL
+    status = runner.read_status(out)
+    assert status["status"] == "failed" and status["interrupted"] is True
+    assert status["failed_step"] == "brief" and "during the step 'brief'" in status["error"]
+    assert [w["status"] for w in status["workbooks"]] == ["ok"]
+    assert (out / "01_data_quality.ipynb").is_file()
+    assert main(["status", str(out)]) == 1

@@ -28,7 +28,7 @@ def tiny_run(tmp_path_factory):
 
 def _strip_times(results):
     run = dict(results["run"])
-    run.pop("started"), run.pop("finished"), run.pop("prepare_seconds")
+    run.pop("started"), run.pop("finished"), run.pop("prepare_seconds"), run.pop("run_id")
     run["workbooks"] = [{k: v for k, v in w.items() if k != "seconds"} for w in run["workbooks"]]
     return {**results, "run": run}
 
@@ -103,9 +103,17 @@ def test_failing_workbook_is_reported_and_kept(tmp_path, monkeypatch):
     assert res["run"]["status"] == "failed"
     before = catalog.default_workbooks("claims").index("utilization")   # costs never ran
     assert [w["status"] for w in res["run"]["workbooks"]] == ["ok"] * before + ["failed"]
-    partial = nbformat.read(tmp_path / "out" / "03_utilization.ipynb", as_version=4)
+    assert res["run"]["failed_step"] == "utilization"
+    # the partial notebook is kept under a name that says so, never as the finished one
+    assert not (tmp_path / "out" / "03_utilization.ipynb").exists()
+    assert res["run"]["workbooks"][-1]["notebook"] == "03_utilization.failed.ipynb"
+    partial = nbformat.read(tmp_path / "out" / "03_utilization.failed.ipynb", as_version=4)
     assert any(o.get("output_type") == "error" for c in partial.cells if c.cell_type == "code"
                for o in c.get("outputs", []))
+    assert partial.metadata["evalkit"] == {"run_id": res["run"]["run_id"], "status": "failed"}
+    assert (tmp_path / "out" / "03_utilization.failed.html").is_file()
+    assert not list((tmp_path / "out").glob(".*.ipynb"))            # no temporary left
+    assert runner.read_status(tmp_path / "out")["failed_step"] == "utilization"
 
 
 def test_bad_params_fail_before_any_work(tmp_path):
@@ -148,7 +156,7 @@ def test_public_run_refuses_small_cells(tmp_path):
     res = json.loads((tmp_path / "out" / "results.json").read_text())
     assert res["run"]["status"] == "failed" and res["run"]["failed_step"] == "privacy scan"
     assert res["run"]["privacy"]["findings"]
-    assert res["run"]["privacy"]["member_ids_checked"] is False   # ids 1, 2 are too short
+    assert res["run"]["privacy"]["member_ids_checked"] == "context"   # ids 1, 2 are short
     ok = evalkit.run(_write_params(tmp_path), out=tmp_path / "private", quiet=True,
                      overrides={"workbooks": ["data_quality"], "data.members": 300})
     assert "privacy" not in json.loads(ok.results_path.read_text())["run"]

@@ -144,7 +144,7 @@ def test_status_names_the_failed_step(run, step, tmp_path, capsys):
                                                        "tables": {}}))
     assert main(["status", str(tmp_path)]) == 1
     first = capsys.readouterr().out.splitlines()[0]
-    assert first.startswith(f"{tmp_path}: failed at step '{step}'")
+    assert first.startswith(f"{tmp_path}: failed in step '{step}'")
     if run.get("error"):
         assert first.endswith(f"({run['error']})")
 

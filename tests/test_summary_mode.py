@@ -310,7 +310,8 @@ def test_study_in_summary_mode_refuses_member_level_methods(tmp_path):
         assert study.describe_run().set_index("item").loc["scenario", "value"] == "-"
     finally:
         study.close()
-    assert runner._member_ids(tmp_path) == []
+    assert runner.scan_targets(tmp_path) == {"member_ids": [], "context_ids": [],
+                                            "dates_of_service": []}
 
 
 # ----------------------------------------------------------------------------- parent survey

@@ -400,6 +400,7 @@ def build_context(results: dict, params, audience: str | None = None) -> dict:
         ("Data", describe_source(p).text),
         ("Workbooks", ", ".join(f"{w['workbook']} ({w['status']})" for w in run.get("workbooks", []))
          or "none recorded"),
+        ("Run id", run.get("run_id") or "not recorded"),
         ("Params hash (SHA-256)", run.get("params_hash") or p.digest()),
         ("Data fingerprint (SHA-256)", run.get("data_fingerprint") or "not recorded"),
         ("evalkit version", run.get("evalkit_version") or __version__),
@@ -479,15 +480,14 @@ def _read_json(path: Path, what: str) -> dict:
         raise BriefError(f"{path} is not valid JSON ({err}); re-run the analysis") from None
 
 
-def _run_member_ids(run_dir: Path) -> list[str] | None:
-    """The run's member ids for the pre-publication scan, or None when they cannot be
-    read (no working database, summary mode) or are too short to tell from numbers."""
-    from ..runner import MIN_SCANNABLE_ID, _member_ids
+def _run_scan_targets(run_dir: Path) -> dict:
+    """What the pre-publication scan looks for (:func:`evalkit.runner.scan_targets`), or
+    nothing when the working database cannot be read (summary mode, a copied folder)."""
+    from ..runner import scan_targets
     try:
-        ids = _member_ids(run_dir)
+        return scan_targets(run_dir)
     except Exception:  # noqa: BLE001 - no database (summary mode, a copied run folder)
-        return None
-    return ids if ids and min(len(i) for i in ids) >= MIN_SCANNABLE_ID else None
+        return {}
 
 
 def write_brief(run_dir: str | Path, *, audience: str | None = None, results: dict | None = None,
@@ -547,8 +547,9 @@ def write_brief(run_dir: str | Path, *, audience: str | None = None, results: di
         except Exception as err:  # noqa: BLE001 - WeasyPrint raises many kinds
             raise BriefError(f"printing brief.pdf failed: {type(err).__name__}: {err}") from err
         if context["public"]:
-            ids = member_ids if member_ids is not None else _run_member_ids(run_dir)
-            report = scan_outputs(partial, member_ids=ids, min_cell=context["min_cell"])
+            targets = ({"member_ids": member_ids} if member_ids is not None
+                       else _run_scan_targets(run_dir))
+            report = scan_outputs(partial, min_cell=context["min_cell"], **targets)
             if not report.ok:
                 raise DisclosureError(
                     "the public brief was not written: " + "; ".join(
