@@ -22,6 +22,7 @@ import pandas as pd
 from .econ import (Beta, Empirical, Fixed, Gamma, Normal, ProgramCosts, budget_impact,
                    cost_benefit, icer, nmb, one_way, psa)
 from .errors import DataValidationError, StatisticalWarning
+from .spec import model_frame
 
 
 @dataclass(frozen=True)
@@ -261,7 +262,8 @@ class JointReplicates:
 
 def joint_bootstrap(frame: pd.DataFrame, covariates: list[str], er_family: str,
                     cost_second: str, followup_days: int, n_boot: int, seed: int,
-                    n_jobs: int = 2, progress: bool = False) -> JointReplicates:
+                    n_jobs: int = 2, progress: bool = False, *, count_outcome: str,
+                    cost_outcome: str) -> JointReplicates:
     """Saving and ER effect on the same bootstrap resamples of members.
 
     Each replicate resamples members within arms (keeping the arm sizes) and refits both
@@ -275,6 +277,8 @@ def joint_bootstrap(frame: pd.DataFrame, covariates: list[str], er_family: str,
     and replicate ``b`` of the effect come from the same members, and the pairs carry the
     correlation between cost and ER use (members who avoid the ER also cost less) that
     independent draws would lose. The model families are those chosen on the full data.
+    ``count_outcome`` and ``cost_outcome`` name the visits and the cost columns (the
+    spec's effect and cost outcomes); ``covariates`` are the spec's terms.
 
     Returns
     -------
@@ -286,23 +290,23 @@ def joint_bootstrap(frame: pd.DataFrame, covariates: list[str], er_family: str,
     from .models.bootstrap import (
         BATCHED_COUNT_FAMILIES, bootstrap, bootstrap_count_effect, bootstrap_two_part,
     )
-    from .outcomes import _transform_covariates, usable_covariates
-    data, covs = _transform_covariates(frame, usable_covariates(frame, covariates))
-    rhs = " + ".join(["treated", *covs])
-    data = data[["treated", "er_visits", "total_cost", "member_months", *covs]]
+    mf = model_frame(frame, covariates)
+    rhs = " + ".join(["treated", *mf.names])
+    data = mf.frame[["treated", count_outcome, cost_outcome, "member_months",
+                     *dict.fromkeys(mf.columns)]]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", StatisticalWarning)   # failures are counted below
-        cost = bootstrap_two_part(data, f"total_cost ~ {rhs}", "treated", n_boot=n_boot,
+        cost = bootstrap_two_part(data, f"{cost_outcome} ~ {rhs}", "treated", n_boot=n_boot,
                                   seed=seed, strata="treated", second=cost_second,
                                   ci=("percentile",), n_jobs=n_jobs, progress=progress)
         if er_family in BATCHED_COUNT_FAMILIES:
-            er = bootstrap_count_effect(data, f"er_visits ~ {rhs}", "treated", family=er_family,
+            er = bootstrap_count_effect(data, f"{count_outcome} ~ {rhs}", "treated", family=er_family,
                                         exposure="member_months", n_boot=n_boot, seed=seed,
                                         strata="treated", ci=("percentile",), n_jobs=n_jobs,
                                         progress=progress)
             averted = -er.replicates["rate_difference_per_1000_mm"].to_numpy() * 0.012
         else:
-            er = bootstrap(data, functools.partial(_er_statistic, er_formula=f"er_visits ~ {rhs}",
+            er = bootstrap(data, functools.partial(_er_statistic, er_formula=f"{count_outcome} ~ {rhs}",
                                                    family=er_family),
                            n_boot=n_boot, seed=seed, strata="treated", ci=("percentile",),
                            n_jobs=n_jobs, progress=progress)

@@ -49,7 +49,7 @@ from ..errors import EvalkitError
 from ..privacy import DisclosureError, scan_outputs
 from . import charts, tables
 from .findings import (AUDIENCES, RATIO_SCALES, budget_rows, comparable, key_findings,
-                       method_rank, outcome_label, primary_estimates)
+                       analysis_tag, outcome_label, primary_estimates)
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 HTML_NAME, PDF_NAME = "brief.html", "brief.pdf"
@@ -166,7 +166,7 @@ def _ratio_chart(e: pd.DataFrame, audience: str):
     if audience == "research":
         for r in comparable(e).to_dict("records"):
             if r["scale"] in RATIO_SCALES and r.get("ci_low") is not None:
-                tag = {0: "adjusted", 1: "pre/post", 3: "crude"}.get(method_rank(r), "other")
+                tag = analysis_tag(r)
                 rows.append({"label": f"{outcome_label(r['outcome'])[:34]} ({tag})", **r})
     else:
         for (_, outcome), s in primary_estimates(e).items():
@@ -225,9 +225,10 @@ def _savings_chart(results: dict, e: pd.DataFrame, audience: str):
 def _methods(p, e: pd.DataFrame, audience: str) -> list[str]:
     methods = list(dict.fromkeys(str(m) for m in e.get("method", pd.Series(dtype=str)).dropna()
                                  if str(m)))
-    has_did = any("difference-in-differences" in m for m in methods)
-    has_adj = any("adjusted" in m for m in methods)
-    has_cox = any(m.startswith("Cox") for m in methods)
+    analyses = set(e.get("analysis", pd.Series(dtype=str)).dropna())
+    has_did = "prepost" in analyses
+    has_adj = "adjusted" in analyses
+    has_cox = "model" in e and bool(((e["analysis"] == "survival") & (e["model"] == "Cox")).any())
     has_cb = "net_savings_per_member" in set(e.get("scale", []))
     w, ec = p.windows, p.econ
     per_ref = ec.coordination + ec.facilitation + ec.materials
@@ -297,7 +298,7 @@ def _limitations(p, e: pd.DataFrame, audience: str) -> list[str]:
                "differences in measured characteristics only; unmeasured confounding (e.g. "
                "motivation, social support, severity not captured in claims) can bias the "
                "estimates, which show association, not proof of cause.")
-    if "difference-in-differences" in methods or "pre/post" in methods:
+    if "prepost" in set(e.get("analysis", pd.Series(dtype=str)).dropna()):
         out.append("The before-and-after check assumes both groups would have changed in the "
                    "same way without referral. If referral often follows a crisis, use may "
                    "drop afterwards anyway." if plain else
