@@ -168,3 +168,19 @@ def test_the_scan_finds_a_name_test(tmp_path):
                  'def log(c):\n    return c.startswith("baseline_")\n'
                  'def f(covariate):\n    return covariate.endswith("_cost")\n')
     assert len(_name_tests(f)) == 2
+
+
+def test_models_exports_and_one_alpha_check():
+    import evalkit.models as m
+    from evalkit import survival, synthesis
+    from evalkit.causal import calibration
+    from evalkit.errors import ParamsError as PE
+    for name in ("count_model", "two_part", "did", "its", "bootstrap", "bootstrap_two_part",
+                 "bootstrap_count_effect"):
+        assert callable(getattr(m, name))
+    assert survival._check_alpha is synthesis._check_alpha is calibration._check_alpha \
+        is m.check_alpha
+    for bad in (0, 1, "0.05", True, float("nan"), None):
+        with pytest.raises(PE, match="alpha"):
+            m.check_alpha(bad, "x")
+    assert m.check_alpha(np.float64(0.1)) == 0.1
