@@ -24,10 +24,10 @@ sees them; they reproduce what evalkit did before the spec existed:
 
 * claims mode, outcomes: :data:`CLAIMS_OUTCOMES` (ER visits, outpatient mental-health
   visits and inpatient days are counts per member-month; total cost is a cost);
-* claims mode, covariates: :data:`CLAIMS_COVARIATES` (age, sex and ``log1p`` of the
-  baseline use and cost, whose long right tails would otherwise let a few members dominate
-  a fit), then every numeric column of the members table beyond the contract's, as
-  written. Extra *text* columns are not adjusted for by default (in the built-in plans they
+* claims mode, covariates: :data:`CLAIMS_COVARIATES`: age and sex, every numeric column
+  of the members table beyond the contract's (e.g. ``comorbidity``) as written, then
+  ``log1p`` of the baseline use and cost, whose long right tails would otherwise let a few
+  members dominate a fit. Extra *text* columns are not adjusted for by default (in the built-in plans they
   name the program, which is nested in the arm); the spec lists them under ``not_adjusted``
   with the reason, and ``study.covariates: [..., C(region)]`` adds one;
 * person mode, covariates: ``data.person.covariates`` as written (a text column as
@@ -92,10 +92,12 @@ CLAIMS_OUTCOMES = {
 }
 #: Claims mode: the outcome whose visits averted measure effectiveness in the economics.
 CLAIMS_EFFECT_OUTCOME = "er_visits"
-#: Claims mode: the default adjustment set for the built-in baseline columns.
-CLAIMS_COVARIATES = ("age_at_index", "female", "log1p(baseline_er_visits)",
-                     "log1p(baseline_outpatient_mh_visits)", "log1p(baseline_inpatient_days)",
-                     "log1p(baseline_total_cost)")
+#: Claims mode: the default adjustment set for the built-in columns: age and sex, then
+#: (after any extra numeric column of the members table) the baseline use and cost.
+CLAIMS_DEMOGRAPHICS = ("age_at_index", "female")
+CLAIMS_BASELINE = ("log1p(baseline_er_visits)", "log1p(baseline_outpatient_mh_visits)",
+                   "log1p(baseline_inpatient_days)", "log1p(baseline_total_cost)")
+CLAIMS_COVARIATES = CLAIMS_DEMOGRAPHICS + CLAIMS_BASELINE
 #: Claims mode: columns of the cohort table that are the contract's, not covariates.
 CLAIMS_COHORT_COLUMNS = ("member_id", "group", "index_date", "bl_start", "fu_start", "fu_end",
                          "bl_member_months", "fu_member_months", "sex", "dose", "age_at_index")
@@ -438,13 +440,14 @@ def _covariates(params, data: pd.DataFrame | None, extra_columns: list[str]
     if params.study.covariates is not None:
         terms = [parse_term(t, "params") for t in params.study.covariates]
     elif params.mode == "claims":
-        terms = [parse_term(t, "default") for t in CLAIMS_COVARIATES]
+        terms = [parse_term(t, "default") for t in CLAIMS_DEMOGRAPHICS]
         for c in extra_columns:
             if data is not None and c in data and not _is_numeric(data[c]):
                 not_adjusted.append({"term": c, "reason": "text column of the members table; "
                                      f"add C({c}) to study.covariates to adjust for it"})
             else:
                 terms.append(Term(c, None, "default: members table column"))
+        terms += [parse_term(t, "default") for t in CLAIMS_BASELINE]
     elif params.mode == "person":
         terms = [parse_term(t, "params") for t in params.data.person.covariates]
     else:
