@@ -202,7 +202,8 @@ def _savings_chart(results: dict, e: pd.DataFrame, audience: str):
     head = (results.get("tables") or {}).get("cost_benefit.headline") or []
     for r in head:
         f = str(r.get("figure", ""))
-        if r.get("estimate") is not None and ("savings" in f or "program cost" in f):
+        if r.get("estimate") is not None and r.get("quantity") in (
+                "gross_savings", "program_cost", "net_savings"):
             rows.append({"label": f.replace(" per referred member", "")
                          .replace(" (incl. start-up share)", "")[:40],
                          "estimate": r["estimate"], "ci_low": r.get("ci_low"),

@@ -307,18 +307,16 @@ def headline_table(results: dict, audience: str):
         return None
     iv = "range of plausible values" if audience == "clearinghouse" else "95% interval"
 
-    def fmt(fig, v):
+    def fmt(unit, v):
         if _missing(v):
             return ""
-        f = str(fig).lower()
-        if "probability" in f or "return on investment" in f or f.startswith("roi"):
-            return pct(v)
-        return money(v)
+        return pct(v) if unit == "share" else money(v)
+    units = h["unit"] if "unit" in h else ["dollars"] * len(h)
     out = pd.DataFrame({
         "figure": [str(f) for f in h["figure"]],
-        "estimate": [fmt(f, v) for f, v in zip(h["figure"], h["estimate"])],
-        iv: [("" if _missing(lo) or _missing(hi) else f"{fmt(f, lo)} to {fmt(f, hi)}")
-             for f, lo, hi in zip(h["figure"], h.get("ci_low", [None] * len(h)),
+        "estimate": [fmt(u, v) for u, v in zip(units, h["estimate"])],
+        iv: [("" if _missing(lo) or _missing(hi) else f"{fmt(u, lo)} to {fmt(u, hi)}")
+             for u, lo, hi in zip(units, h.get("ci_low", [None] * len(h)),
                                   h.get("ci_high", [None] * len(h)))]})
     return BriefTable("value", "What the program is worth", out, numeric=("estimate", iv))
 
