@@ -47,6 +47,7 @@ import pandas as pd
 from .. import __version__
 from ..errors import EvalkitError
 from ..privacy import DisclosureError, scan_outputs
+from ..spec import term_columns as spec_columns
 from . import charts, tables
 from .findings import (AUDIENCES, RATIO_SCALES, budget_rows, comparable, key_findings,
                        analysis_tag, outcome_label, primary_estimates)
@@ -223,6 +224,12 @@ def _savings_chart(results: dict, e: pd.DataFrame, audience: str):
     return {"title": title, "svg": charts.to_svg(ax, title), "caption": cap}
 
 
+def _adjusted_terms(e: pd.DataFrame) -> list[str]:
+    """The terms the adjusted estimates adjusted for, as recorded, in order."""
+    rows = e[e["analysis"] == "adjusted"] if "analysis" in e else e.iloc[0:0]
+    return list(dict.fromkeys(t for terms in rows.get("adjusted_for", []) for t in terms or []))
+
+
 def _methods(p, e: pd.DataFrame, audience: str) -> list[str]:
     methods = list(dict.fromkeys(str(m) for m in e.get("method", pd.Series(dtype=str)).dropna()
                                  if str(m)))
@@ -249,12 +256,14 @@ def _methods(p, e: pd.DataFrame, audience: str) -> list[str]:
                    f"days from the index (referral) date, with the {w.baseline_days} days before "
                    f"as the baseline; use is per member-month of coverage.")
     if has_adj:
-        out.append("Adjustment: differences between the groups before referral (age, sex, "
-                   "illness burden, earlier use and cost) are taken into account."
+        terms = _adjusted_terms(e)
+        plain = ", ".join(dict.fromkeys(spec_columns(terms))).replace("_", " ")
+        out.append(f"Adjustment: differences between the groups before referral ({plain}) "
+                   "are taken into account."
                    if audience == "clearinghouse" else
                    "Adjusted comparison: count models (Poisson or negative binomial family chosen "
                    "by AIC) and a two-part cost model, with effects averaged over members "
-                   "(recycled predictions), adjusting for baseline characteristics.")
+                   f"(recycled predictions), adjusting for {', '.join(terms)}.")
     if has_did:
         out.append("Before-and-after check: each group's change from the year before referral "
                    "to the year after is compared." if audience == "clearinghouse" else
