@@ -75,6 +75,7 @@ class OutcomeDefault:
     unit: str
     good: str = "lower"
     truth: str | None = None   # key of a synthetic plan's true effect
+    event: tuple | None = None  # time to event: what happens, (in brief, in plain words)
 
 
 #: Claims mode: the built-in outcomes of the member x window table. The one table of
@@ -104,7 +105,12 @@ CLAIMS_COHORT_COLUMNS = ("member_id", "group", "index_date", "bl_start", "fu_sta
 #: Time-to-event outcomes the claims workbooks estimate (not columns of the data).
 CLAIMS_TIME_OUTCOMES = {
     "time_to_first_er": OutcomeDefault("time_to_event", "time to the first ER visit",
-                                       "a first emergency-room visit", "days"),
+                                       "a first emergency-room visit", "days",
+                                       event=("have a first ER visit",
+                                              "make a first emergency-room visit")),
+    "inpatient_readmission": OutcomeDefault("time_to_event", "inpatient readmission",
+                                            "a readmission to hospital", "days",
+                                            event=("be readmitted", "be readmitted to hospital")),
 }
 
 

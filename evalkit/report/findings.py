@@ -32,6 +32,8 @@ AUDIENCES = ("hmo", "research", "clearinghouse")
 #: outcome -> (short label, plain label, unit noun), from the spec's one table of labels
 OUTCOMES = {n: (d.label, d.plain, "" if d.kind == "time_to_event" else d.unit)
             for n, d in {**CLAIMS_OUTCOMES, **CLAIMS_TIME_OUTCOMES}.items()}
+#: time-to-event outcome -> what happens (brief words, plain words), from the spec
+EVENTS = {n: d.event for n, d in CLAIMS_TIME_OUTCOMES.items() if d.event}
 RATIO_SCALES = ("rate_ratio", "hazard_ratio", "ratio", "odds_ratio")
 VALUE_SCALES = ("net_savings_per_member", "roi", "benefit_cost_ratio", "probability_cost_saving")
 
@@ -162,7 +164,8 @@ def primary_estimates(estimates: pd.DataFrame) -> dict:
     out: dict = {}
     if e.empty:
         return out
-    e = e[e["analysis"].fillna("").astype(str) != "budget"]
+    if "analysis" in e:
+        e = e[e["analysis"].fillna("").astype(str) != "budget"]
     if "wtp" in e:        # net monetary benefit at a willingness to pay of $0 is net savings
         e = e[~((e["scale"] == "nmb") & (e["wtp"].fillna(-1) == 0))]
     for (wb, outcome), g in e.groupby(["workbook", "outcome"], sort=False):
@@ -280,13 +283,14 @@ def _time(outcome, s, audience) -> Finding | None:
         return None
     clear = _excludes(hr["ci_low"], hr["ci_high"], 1)
     label = outcome_label(outcome, audience)
+    event = EVENTS.get(outcome)
     if audience == "clearinghouse":
         text = (f"Time to {label}: at any point during follow-up, members referred to "
                 f"self-help groups were about {_ratio_change(hr['estimate'], 'less', 'more')} "
-                f"likely to make a first emergency-room visit (range of plausible values: "
+                f"likely to {event[1]} (range of plausible values: "
                 f"{_ratio_change(hr['ci_low'], 'less', 'more')} to "
                 f"{_ratio_change(hr['ci_high'], 'less', 'more')} likely)."
-                if outcome == "time_to_first_er" else
+                if event else
                 f"{label[0].upper()}{label[1:]}: referred members reached it about "
                 f"{_ratio_change(hr['estimate'], 'less', 'more')} often at any given time "
                 f"(range of plausible values: {_ratio_change(hr['ci_low'], 'less', 'more')} "
@@ -299,7 +303,7 @@ def _time(outcome, s, audience) -> Finding | None:
                        f"{ratio(hr['ci_high'])}{p}); {hr['estimand']}, {hr['method']}.", clear)
     return Finding("time", outcome, f"{label[0].upper()}{label[1:]}: at any point in follow-up, "
                    f"referred members were {_ratio_change(hr['estimate'], 'less', 'more')} likely "
-                   f"to have a first ER visit (hazard ratio {ratio(hr['estimate'])}, 95% CI "
+                   f"to {event[0] if event else 'reach it'} (hazard ratio {ratio(hr['estimate'])}, 95% CI "
                    f"{ratio(hr['ci_low'])} to {ratio(hr['ci_high'])}); {_design_tag(hr)}.", clear)
 
 
