@@ -184,3 +184,38 @@ def test_models_exports_and_one_alpha_check():
         with pytest.raises(PE, match="alpha"):
             m.check_alpha(bad, "x")
     assert m.check_alpha(np.float64(0.1)) == 0.1
+
+
+def test_person_run_cost_effect_uses_the_columns_as_written(tmp_path):
+    """Through the run's preparation and the spec, as the costs workbook calls it: a
+    person file whose covariates are an already-logged baseline cost and a baseline age.
+    The spec says cost (not continuous, as the values alone would suggest) because the
+    params say so, and the adjusted cost difference equals two_part on the same
+    regressors to 1e-6."""
+    from evalkit.study import prepare_study
+    frame = _cohort(n=500, seed=11)
+    frame.assign(arm=np.where(frame["treated"] == 1, "group", "usual"),
+                 pid=np.arange(len(frame))).drop(columns="treated").to_csv(
+        tmp_path / "people.csv", index=False)
+    p = P.validate({"mode": "person", "seed": 3, "models": {"bootstrap_replicates": 0},
+                    "data": {"person": {"path": str(tmp_path / "people.csv"), "id": "pid",
+                                        "treatment": "arm", "treated_value": "group",
+                                        "outcomes": ["total_cost"],
+                                        "covariates": ["baseline_age", "log1p_baseline_cost"]}},
+                    "study": {"outcomes": {"total_cost": {"kind": "cost", "unit": "dollars"}}},
+                    "workbooks": ["costs"]})
+    study = prepare_study(p, tmp_path / "run")
+    try:
+        s = study.spec
+        assert (tmp_path / "run" / "spec.json").is_file()
+        assert s.terms == ["baseline_age", "log1p_baseline_cost"]
+        assert s.kind("total_cost") == "cost" and s.study.intervention == "group"
+        got = study.cost_effect()
+        data = study.treated_frame()
+    finally:
+        study.close()
+    ref = two_part(data, "total_cost ~ treated + baseline_age + log1p_baseline_cost",
+                   second=got.fit.extra.get("second", "gamma")).effect("treated").table
+    diff = got.effects.set_index("scale").loc["cost_difference", "estimate"]
+    assert diff == pytest.approx(ref.set_index("scale").loc["cost_difference", "estimate"],
+                                 abs=1e-6)
