@@ -334,19 +334,6 @@ class AnalysisSpec:
         """The adjustment set as written (``age_at_index``, ``log1p(baseline_total_cost)``)."""
         return [t.expression for t in self.covariates]
 
-    def label(self, name: str, plain: bool = False) -> str:
-        """The reader's label of an outcome (the name, spaced, when the spec has none)."""
-        o = self.outcomes.get(name)
-        if o is None:
-            return str(name).replace("_", " ")
-        return o.plain if plain else o.label
-
-    def adjustment_text(self) -> str:
-        """What the models adjust for, in words built from the terms."""
-        if not self.covariates:
-            return "nothing (no covariates)"
-        return ", ".join(t.expression for t in self.covariates)
-
     # -------------------------------------------------------------- storing
     def to_dict(self) -> dict:
         d = asdict(self)
