@@ -660,9 +660,9 @@ class DesignParams(_Strict):
         "most alike between arms (ATO, overlap weights); default ATT for match, ATE for ipw "
         "and regression")
     covariates: list[str] | None = Field(
-        None, description="columns the propensity model uses (default: the baseline "
-        "covariates of the analysis: age, sex, comorbidity, baseline use and cost; log(1 + x) "
-        "for use and cost)")
+        None, description="terms the propensity model uses when it should differ from the "
+        "outcome models, each a column as written, log1p(column) or C(column); a text column "
+        "enters as C(column) (default: the study's adjustment set, study.covariates)")
     formula: str | None = Field(
         None, description="propensity model as a formula right-hand side instead of "
         "covariates, e.g. 'C(sex) + age + I(age**2)' (C(): categories, I(): arithmetic)")
@@ -679,9 +679,8 @@ class DesignParams(_Strict):
                                "quantile, e.g. 0.99 (null: no trimming)")
     stabilize: bool = Field(True, description="ipw: stabilised ATE weights")
     outcome_types: dict[str, Literal["count", "continuous", "binary", "cost"]] = Field(
-        default_factory=dict, description="outcome -> kind, where the default is wrong "
-        "(default: *_cost columns are costs, others counts with member-months when the data "
-        "have them, else continuous)")
+        default_factory=dict, description="outcome -> kind, where the default is wrong (the "
+        "same as study.outcomes.<name>.kind, which wins; see there for the defaults)")
     max_smd: float = Field(0.1, gt=0, le=1, description="diagnostic: largest |standardised "
                            "mean difference| after adjustment that passes")
     min_equipoise: float = Field(0.5, ge=0, le=1, description="diagnostic: share of each arm "
