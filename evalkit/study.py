@@ -617,6 +617,7 @@ class Study:
         index stay or a readmission, the result says so and holds no estimates."""
         from .readmission import readmission_effects
         kwargs.setdefault("min_cell", self.params.report.min_cell)
+        kwargs.setdefault("alpha", self.spec.alpha)
         return readmission_effects(self.readmission_times(), self.covariates(), times=times,
                                    **kwargs)
 
@@ -625,6 +626,7 @@ class Study:
         :func:`evalkit.outcomes.time_to_event_effects`)."""
         from .outcomes import time_to_event_effects
         frame = self.time_to_first(category)
+        kwargs.setdefault("alpha", self.spec.alpha)
         return time_to_event_effects(frame, self.covariates(), f"time_to_first_{category}", **kwargs)
 
     def monthly_rates(self, category: str = "er") -> pd.DataFrame:
@@ -660,11 +662,12 @@ class Study:
         if seasonal is None:
             seasonal = time_series.seasonal_default(index_dates)
         n = dict(self.con.execute('SELECT "group", count(*) FROM cohort GROUP BY 1').fetchall())
+        kwargs.setdefault("alpha", self.spec.alpha)
         kwargs.setdefault("min_cell", self.params.report.min_cell)
         return time_series.fit_its(monthly, VISIT_COLUMNS[category], horizon=horizon,
                                    seasonal=seasonal, family=family, n_members=n, **kwargs)
 
-    def survival_by_arm(self, tau: float | None = None, alpha: float = 0.05):
+    def survival_by_arm(self, tau: float | None = None, alpha: float | None = None):
         """Survival by arm from person-level ``duration`` and ``event`` (person mode):
         Kaplan-Meier, median and restricted mean survival, log-rank, Cox (see
         :func:`evalkit.comparisons.survival_by_arm`)."""
@@ -672,9 +675,10 @@ class Study:
         p = self._person_roles("duration", "treatment")
         labels = {"self_help": str(p.treated_value).replace("_", " ")}
         return survival_by_arm(self.treated_frame(), p.duration, p.event, self.covariates(),
-                               unit=p.duration_unit, labels=labels, tau=tau, alpha=alpha)
+                               unit=p.duration_unit, labels=labels, tau=tau,
+                               alpha=self.spec.alpha if alpha is None else alpha)
 
-    def group_comparison(self, alpha: float = 0.05):
+    def group_comparison(self, alpha: float | None = None):
         """The k groups of ``data.person.groups`` compared on the outcomes and, with
         ``duration``/``event``, on a lifetime (see :func:`evalkit.comparisons.compare_groups`);
         small-cell suppression counts the people of ``data.person.people``."""
@@ -682,7 +686,8 @@ class Study:
         p = self._person_roles("groups")
         return compare_groups(self.analysis_frame(), p.groups, list(p.outcomes), p.duration,
                               p.event, people=p.people, min_cell=self.params.report.min_cell,
-                              unit=p.duration_unit, alpha=alpha)
+                              unit=p.duration_unit,
+                              alpha=self.spec.alpha if alpha is None else alpha)
 
     def _person_roles(self, *roles: str):
         p = self.params.data.person

@@ -202,7 +202,8 @@ def test_person_run_cost_effect_uses_the_columns_as_written(tmp_path):
                                         "treatment": "arm", "treated_value": "group",
                                         "outcomes": ["total_cost"],
                                         "covariates": ["baseline_age", "log1p_baseline_cost"]}},
-                    "study": {"outcomes": {"total_cost": {"kind": "cost", "unit": "dollars"}}},
+                    "study": {"outcomes": {"total_cost": {"kind": "cost", "unit": "dollars"}},
+                              "alpha": 0.1},
                     "workbooks": ["costs"]})
     study = prepare_study(p, tmp_path / "run")
     try:
@@ -215,7 +216,8 @@ def test_person_run_cost_effect_uses_the_columns_as_written(tmp_path):
     finally:
         study.close()
     ref = two_part(data, "total_cost ~ treated + baseline_age + log1p_baseline_cost",
-                   second=got.fit.extra.get("second", "gamma")).effect("treated").table
-    diff = got.effects.set_index("scale").loc["cost_difference", "estimate"]
-    assert diff == pytest.approx(ref.set_index("scale").loc["cost_difference", "estimate"],
-                                 abs=1e-6)
+                   second=got.fit.extra.get("second", "gamma")).effect("treated", alpha=0.1)
+    ref = ref.table.set_index("scale").loc["cost_difference"]
+    diff = got.effects.set_index("scale").loc["cost_difference"]
+    for c in ("estimate", "ci_low", "ci_high"):     # the 90% interval of study.alpha: 0.1
+        assert diff[c] == pytest.approx(ref[c], abs=1e-6), c
