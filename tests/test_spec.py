@@ -221,3 +221,28 @@ def test_person_run_cost_effect_uses_the_columns_as_written(tmp_path):
     diff = got.effects.set_index("scale").loc["cost_difference"]
     for c in ("estimate", "ci_low", "ci_high"):     # the 90% interval of study.alpha: 0.1
         assert diff[c] == pytest.approx(ref[c], abs=1e-6), c
+
+
+def test_claims_extra_member_columns_are_written_out_or_listed():
+    """Extra members-table columns: numeric ones join the defaults as written (they did
+    before the spec existed, so old numbers stay), text ones are listed as not adjusted."""
+    rng = np.random.default_rng(2)
+    n = 40
+    data = pd.DataFrame({"treated": np.r_[np.zeros(20), np.ones(20)].astype(int),
+                         "age_at_index": rng.integers(20, 70, n), "female": rng.integers(0, 2, n),
+                         "comorbidity": rng.integers(0, 5, n),
+                         "program": np.r_[["a"] * 20, ["b"] * 20],
+                         "baseline_er_visits": rng.integers(0, 3, n),
+                         "baseline_outpatient_mh_visits": rng.integers(0, 9, n),
+                         "baseline_inpatient_days": rng.integers(0, 2, n),
+                         "baseline_total_cost": rng.gamma(1, 900, n)})
+    s = spec.resolve(P.validate({}), data, ["comorbidity", "program"])
+    assert s.terms == ["age_at_index", "female", "comorbidity", *spec.CLAIMS_BASELINE]
+    assert [c.source for c in s.covariates][2] == "default: members table column"
+    assert s.not_adjusted[0]["term"] == "program" and "C(program)" in s.not_adjusted[0]["reason"]
+    nested = spec.resolve(P.validate({"study": {"covariates": ["age_at_index", "C(program)"]}}),
+                          data, ["program"])
+    assert nested.terms == ["age_at_index"]                 # program is nested in the arms
+    assert "nested" in nested.not_adjusted[0]["reason"]
+    with pytest.raises(DataValidationError, match="region"):
+        spec.resolve(P.validate({"study": {"covariates": ["C(region)"]}}), data, [])
