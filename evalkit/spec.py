@@ -299,6 +299,7 @@ class AnalysisSpec:
     outcomes : dict name -> OutcomeSpec, in order.
     covariates : the adjustment set, as :class:`Term` objects.
     not_adjusted : columns or terms left out of the adjustment set, with the reason.
+    described : the baseline columns Table 1 describes, adjusted for or not.
     propensity : the propensity model's right-hand side, as written (the adjustment set
         unless ``design.covariates`` or ``design.formula`` say otherwise).
     windows : baseline_days, followup_days (claims).
@@ -311,6 +312,7 @@ class AnalysisSpec:
     outcomes: dict
     covariates: tuple
     not_adjusted: tuple
+    described: tuple
     propensity: str | None
     propensity_source: str
     windows: dict
@@ -340,6 +342,7 @@ class AnalysisSpec:
         d["outcomes"] = {n: asdict(o) for n, o in self.outcomes.items()}
         d["covariates"] = [{"term": t.expression, **asdict(t)} for t in self.covariates]
         d["not_adjusted"] = list(self.not_adjusted)
+        d["described"] = list(self.described)
         return d
 
     @classmethod
@@ -348,7 +351,9 @@ class AnalysisSpec:
                    outcomes={n: OutcomeSpec(**o) for n, o in d["outcomes"].items()},
                    covariates=tuple(Term(c["column"], c["transform"], c["source"])
                                     for c in d["covariates"]),
-                   not_adjusted=tuple(d["not_adjusted"]), propensity=d["propensity"],
+                   not_adjusted=tuple(d["not_adjusted"]),
+                   described=tuple(d.get("described", ())),
+                   propensity=d["propensity"],
                    propensity_source=d["propensity_source"], windows=d["windows"],
                    alpha=d["alpha"], design=d["design"])
 
@@ -427,11 +432,13 @@ def _whole_nonnegative(x: pd.Series) -> bool:
 
 
 def _covariates(params, data: pd.DataFrame | None, extra_columns: list[str]
-                ) -> tuple[list[Term], list[dict]]:
-    """The adjustment set and what was not adjusted for (with reasons)."""
+                ) -> tuple[list[Term], list[dict], list[str]]:
+    """The adjustment set, what was not adjusted for (with reasons), and the baseline
+    columns a reader sees described (Table 1), adjusted for or not."""
     not_adjusted: list[dict] = []
     if params.study.covariates is not None:
         terms = [parse_term(t, "params") for t in params.study.covariates]
+        described = term_columns(terms)
     elif params.mode == "claims":
         terms = [parse_term(t, "default") for t in CLAIMS_DEMOGRAPHICS]
         for c in extra_columns:
@@ -441,10 +448,12 @@ def _covariates(params, data: pd.DataFrame | None, extra_columns: list[str]
             else:
                 terms.append(Term(c, None, "default: members table column"))
         terms += [parse_term(t, "default") for t in CLAIMS_BASELINE]
+        described = [*CLAIMS_DEMOGRAPHICS, *extra_columns, *term_columns(CLAIMS_BASELINE)]
     elif params.mode == "person":
         terms = [parse_term(t, "params") for t in params.data.person.covariates]
+        described = term_columns(terms)
     else:
-        return [], []
+        return [], [], []
     if data is not None:
         missing = [t.column for t in terms if t.column not in data.columns]
         if missing:
@@ -461,7 +470,7 @@ def _covariates(params, data: pd.DataFrame | None, extra_columns: list[str]
             else:
                 kept.append(t)
         terms = kept
-    return terms, not_adjusted
+    return terms, not_adjusted, described
 
 
 def resolve(params, data: pd.DataFrame | None = None, extra_columns: list[str] = (),
@@ -476,7 +485,7 @@ def resolve(params, data: pd.DataFrame | None = None, extra_columns: list[str] =
     extra_columns : claims mode: the members table's columns beyond the contract's.
     has_exposure, exposure : whether the data have member-months, and the column.
     """
-    terms, not_adjusted = _covariates(params, data, list(extra_columns))
+    terms, not_adjusted, described = _covariates(params, data, list(extra_columns))
     ds = params.design
     if ds.formula:
         propensity, psrc = " ".join(ds.formula.split()), "design.formula"
@@ -496,7 +505,8 @@ def resolve(params, data: pd.DataFrame | None = None, extra_columns: list[str] =
     return AnalysisSpec(
         mode=params.mode, study=_study(params),
         outcomes=_outcomes(params, data, has_exposure, exposure),
-        covariates=tuple(terms), not_adjusted=tuple(not_adjusted), propensity=propensity,
+        covariates=tuple(terms), not_adjusted=tuple(not_adjusted),
+        described=tuple(described), propensity=propensity,
         propensity_source=psrc, windows=windows, alpha=params.study.alpha,
         design={"method": ds.method, "estimand": ds.resolved_estimand})
 

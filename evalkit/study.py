@@ -704,8 +704,7 @@ class Study:
         return true_ratios(self.truth, outcomes or self.outcomes())
 
     def table1(self) -> pd.DataFrame:
-        return describe.table1(self.analysis_frame(), "group",
-                               _spec.term_columns(self.covariates()))
+        return describe.table1(self.analysis_frame(), "group", list(self.spec.described))
 
     def rates(self, per_period: bool = True):
         frame = self.member_windows()

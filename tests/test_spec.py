@@ -240,6 +240,8 @@ def test_claims_extra_member_columns_are_written_out_or_listed():
     assert s.terms == ["age_at_index", "female", "comorbidity", *spec.CLAIMS_BASELINE]
     assert [c.source for c in s.covariates][2] == "default: members table column"
     assert s.not_adjusted[0]["term"] == "program" and "C(program)" in s.not_adjusted[0]["reason"]
+    assert s.described == ("age_at_index", "female", "comorbidity", "program",   # Table 1
+                           *spec.term_columns(spec.CLAIMS_BASELINE))
     nested = spec.resolve(P.validate({"study": {"covariates": ["age_at_index", "C(program)"]}}),
                           data, ["program"])
     assert nested.terms == ["age_at_index"]                 # program is nested in the arms
