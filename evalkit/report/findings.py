@@ -303,8 +303,9 @@ def _time(outcome, s, audience) -> Finding | None:
                        f"{ratio(hr['ci_high'])}{p}); {hr['estimand']}, {hr['method']}.", clear)
     return Finding("time", outcome, f"{label[0].upper()}{label[1:]}: at any point in follow-up, "
                    f"referred members were {_ratio_change(hr['estimate'], 'less', 'more')} likely "
-                   f"to {event[0] if event else 'have the event'} (hazard ratio {ratio(hr['estimate'])}, 95% CI "
-                   f"{ratio(hr['ci_low'])} to {ratio(hr['ci_high'])}); {_design_tag(hr)}.", clear)
+                   f"to {event[0] if event else 'have the event'} (hazard ratio "
+                   f"{ratio(hr['estimate'])}, 95% CI {ratio(hr['ci_low'])} to "
+                   f"{ratio(hr['ci_high'])}); {_design_tag(hr)}.", clear)
 
 
 def _cost(outcome, s, audience, followup_days) -> Finding | None:
