@@ -27,8 +27,9 @@ sees them; they reproduce what evalkit did before the spec existed:
 * claims mode, covariates: :data:`CLAIMS_COVARIATES`: age and sex, every numeric column
   of the members table beyond the contract's (e.g. ``comorbidity``) as written, then
   ``log1p`` of the baseline use and cost, whose long right tails would otherwise let a few
-  members dominate a fit. Extra *text* columns are not adjusted for by default (in the built-in plans they
-  name the program, which is nested in the arm); the spec lists them under ``not_adjusted``
+  members dominate a fit. Extra *text* columns are not adjusted for by default (in the
+  built-in plans they name the program, which is nested in the arm); the spec lists them
+  under ``not_adjusted``
   with the reason, and ``study.covariates: [..., C(region)]`` adds one;
 * person mode, covariates: ``data.person.covariates`` as written (a text column as
   ``C(column)``); outcomes: a count when the data have an exposure column or the values
