@@ -29,6 +29,7 @@ from scipy import stats
 
 from . import survival
 from .errors import DataValidationError, StatisticalWarning
+from .spec import model_frame
 
 __all__ = ["ArmSurvival", "survival_by_arm", "GroupComparison", "compare_groups",
            "report_times"]
@@ -129,13 +130,14 @@ class ArmSurvival:
 
 
 def _hr_record(fit, term: str, outcome: str, method: str, estimand: str, n_t: int, n_c: int,
-               contrast: str) -> dict:
+               contrast: str, adjusted_for=()) -> dict:
     row = fit.table[fit.table["term"] == term].iloc[0]
     return {"outcome": outcome, "scale": "hazard_ratio", "contrast": contrast,
             "estimate": float(row["hazard_ratio"]), "std_error": float(row["std_error"]),
             "ci_low": float(row["hr_ci_low"]), "ci_high": float(row["hr_ci_high"]),
             "p_value": float(row["p_value"]), "method": method, "estimand": estimand,
-            "n_treated": n_t, "n_control": n_c}
+            "n_treated": n_t, "n_control": n_c, "analysis": "survival", "model": "Cox",
+            "family": None, "adjusted_for": list(adjusted_for)}
 
 
 def survival_by_arm(frame: pd.DataFrame, duration: str, event: str, covariates: list[str] = (),
@@ -168,7 +170,6 @@ def survival_by_arm(frame: pd.DataFrame, duration: str, event: str, covariates: 
     the curve; the *mean* itself cannot be read from censored data without a model,
     and the *median* is the time by which half have died.
     """
-    from .outcomes import usable_covariates
     labels = {"self_help": "self-help", "control": "control", **(labels or {})}
     if set(frame["group"].dropna().unique()) != {"self_help", "control"}:
         raise DataValidationError("survival by arm needs both arms (self_help and control) "
@@ -183,7 +184,8 @@ def survival_by_arm(frame: pd.DataFrame, duration: str, event: str, covariates: 
     at = km.at(report_times(rm.tau, unit))
     lr = survival.logrank(data, duration, event, "arm")
     cox = survival.cox(data, "treated", duration, event, alpha=alpha)
-    covs = [c for c in usable_covariates(data, list(covariates)) if c != "treated"]
+    mf = model_frame(data, [c for c in covariates if c != "treated"])
+    data, covs = mf.frame, mf.names
     cox_adj = survival.cox(data, " + ".join(["treated", *covs]), duration, event,
                            alpha=alpha) if covs else None
     med = km.median.set_index("group")
@@ -201,7 +203,7 @@ def survival_by_arm(frame: pd.DataFrame, duration: str, event: str, covariates: 
     if cox_adj is not None:
         recs.append(_hr_record(cox_adj, "treated", duration,
                                f"Cox model (Efron ties), adjusted for {', '.join(covs)}",
-                               "conditional HR", n_t, n_c, contrast))
+                               "conditional HR", n_t, n_c, contrast, mf.adjusted_for))
     d = rm.difference.iloc[0]
     recs.append({"outcome": duration, "scale": "difference", "contrast": contrast,
                  "estimate": float(d["estimate"]), "std_error": float(d["std_error"]),
@@ -210,7 +212,8 @@ def survival_by_arm(frame: pd.DataFrame, duration: str, event: str, covariates: 
                  "method": f"restricted mean survival to {rm.tau:.4g} {unit} (area under "
                            "the Kaplan-Meier curve), difference",
                  "estimand": "difference in restricted mean survival", "n_treated": n_t,
-                 "n_control": n_c, "tau": rm.tau})
+                 "n_control": n_c, "tau": rm.tau, "analysis": "survival",
+                 "model": "restricted mean (Kaplan-Meier)", "family": None, "adjusted_for": []})
     for r in rm.table.itertuples():
         recs.append({"outcome": duration, "scale": "mean", "contrast": f"{r.group} arm",
                      "estimate": r.rmst, "std_error": r.std_error, "ci_low": r.ci_low,
@@ -218,7 +221,9 @@ def survival_by_arm(frame: pd.DataFrame, duration: str, event: str, covariates: 
                      "method": f"restricted mean survival to {rm.tau:.4g} {unit} (area under "
                                "the Kaplan-Meier curve)",
                      "estimand": "restricted mean survival", "n_treated": n_t,
-                     "n_control": n_c, "tau": rm.tau})
+                     "n_control": n_c, "tau": rm.tau, "analysis": "descriptive",
+                     "model": "restricted mean (Kaplan-Meier)", "family": None,
+                     "adjusted_for": []})
     return ArmSurvival(km, summary, at, rm, lr, cox, cox_adj, pd.DataFrame(recs), rm.tau, unit)
 
 
@@ -399,7 +404,9 @@ def compare_groups(frame: pd.DataFrame, group: str, outcomes: list[str],
                              "estimate": mean, "std_error": sd / np.sqrt(x.size),
                              "ci_low": mean - half, "ci_high": mean + half, "p_value": None,
                              "method": "mean with t interval", "estimand": f"mean per unit, {lv}",
-                             "n_treated": int(x.size), "n_control": None})
+                             "n_treated": int(x.size), "n_control": None,
+                             "analysis": "descriptive", "model": "mean", "family": None,
+                             "adjusted_for": []})
         groups_x = list(values.values())
         f = stats.f_oneway(*groups_x)
         h = stats.kruskal(*groups_x)
@@ -428,7 +435,8 @@ def compare_groups(frame: pd.DataFrame, group: str, outcomes: list[str],
             recs.append({**{k: v for k, v in p.items() if k != "p_holm"}, "scale": "difference",
                          "method": "difference in means, Welch t interval (Holm-adjusted p "
                                    "in p_value_holm)", "estimand": "difference in means",
-                         "p_value_holm": float(ph)})
+                         "p_value_holm": float(ph), "analysis": "crude",
+                         "model": "Welch t", "family": None, "adjusted_for": []})
 
     km = lr = cox = lifetime = hrs = at = None
     if duration:
@@ -464,6 +472,8 @@ def compare_groups(frame: pd.DataFrame, group: str, outcomes: list[str],
                          "ci_high": float(np.exp(est + z * se)),
                          "p_value": float(2 * stats.norm.sf(abs(est / se))),
                          "method": "Cox model (Efron ties), group as a factor",
+                         "analysis": "survival", "model": "Cox", "family": None,
+                         "adjusted_for": [],
                          "estimand": "HR of ending", "n_treated": len(by[b]),
                          "n_control": len(by[a])})
         hrs = pd.DataFrame(hr_rows)

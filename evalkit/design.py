@@ -52,6 +52,7 @@ import pandas as pd
 from scipy import stats
 
 from .errors import DataValidationError, ParamsError, StatisticalWarning
+from .spec import Term, model_frame, parse_term, term_columns
 
 #: Files of the stored design in a run's ``work`` folder.
 DESIGN_FILE = "design.parquet"
@@ -111,7 +112,7 @@ class DesignSpec:
     """The resolved design: what the params ask for, with defaults filled in.
 
     ``formula`` is the propensity model's right-hand side on the columns of the frame
-    returned by :func:`design_frame` (baseline use and cost enter as ``log1p_*``).
+    returned by :func:`design_frame` (a ``log1p(x)`` term enters as column ``log1p_x``).
     """
 
     method: str
@@ -122,6 +123,8 @@ class DesignSpec:
     min_equipoise: float = 0.5
     min_ess_share: float = 0.1
     max_ease: float = 0.25
+    terms: list | None = None   # the covariate terms as written (None: design.formula)
+    left_out: list = field(default_factory=list)   # terms that could not be estimated
 
     @property
     def label(self) -> str:
@@ -143,13 +146,8 @@ class DesignSpec:
         return "outcome regression on the baseline covariates"
 
 
-def _wrap(column: str, frame: pd.DataFrame) -> str:
-    s = frame[column]
-    if pd.api.types.is_bool_dtype(s):
-        return f"C({column})"
-    if not pd.api.types.is_numeric_dtype(s):
-        return f"C({column})"
-    return column
+def _categorical(s: pd.Series) -> bool:
+    return pd.api.types.is_bool_dtype(s) or not pd.api.types.is_numeric_dtype(s)
 
 
 def _numeric_text(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
@@ -184,23 +182,25 @@ def design_frame(frame: pd.DataFrame, params, default_covariates: list[str]
     params : DesignParams
         The ``design`` section of the params.
     default_covariates : list of str
-        Covariates used when the params give neither ``covariates`` nor ``formula``
-        (``Study.covariates()``); constant, text and treatment-like columns are left out
-        (:func:`evalkit.outcomes.usable_covariates`).
+        Covariate terms used when the params give neither ``covariates`` nor ``formula``:
+        the spec's adjustment set (``Study.covariates()``), so the propensity and the
+        outcome models adjust for the same terms. Each term enters as written
+        (:func:`evalkit.spec.model_frame`); a text column as ``C(column)``; a term that
+        is constant or the treatment in disguise is left out.
 
     Returns
     -------
     frame, spec
-        A copy of ``frame`` with ``log1p_*`` columns for baseline use and cost, and the
-        spec. Baseline visits, days and dollars have long right tails; on their raw scale
-        a few members would dominate the propensity model.
+        A copy of ``frame`` with a ``log1p_x`` column for each ``log1p(x)`` term, and
+        the spec.
     """
-    from .outcomes import _transform_covariates, usable_covariates
     if TREATMENT not in frame.columns:
         raise DataValidationError(f"design: the frame needs a 0/1 '{TREATMENT}' column "
                                   "(use Study.treated_frame()).")
-    frame = _numeric_text(frame, [*(formula_names(params.formula) if params.formula else []),
-                                  *(params.covariates or default_covariates)])
+    given = params.covariates is not None
+    terms = [parse_term(t) for t in (params.covariates if given else default_covariates)]
+    frame = _numeric_text(frame, formula_names(params.formula) if params.formula
+                          else term_columns(terms))
     if params.formula:
         missing = [c for c in formula_names(params.formula) if c not in frame.columns]
         if missing:
@@ -209,27 +209,21 @@ def design_frame(frame: pd.DataFrame, params, default_covariates: list[str]
                 f"(columns: {', '.join(map(str, frame.columns[:25]))}). Check the spelling.")
         out, rhs = frame.copy(), params.formula
     else:
-        if params.covariates is not None:
-            missing = [c for c in params.covariates if c not in frame.columns]
-            if missing:
-                raise DataValidationError(
-                    f"design.covariates {missing} are not in the analysis frame (columns: "
-                    f"{', '.join(map(str, frame.columns[:25]))}). Check the spelling.")
-            covs = list(params.covariates)
-            text = [c for c in covs if not pd.api.types.is_numeric_dtype(frame[c])
-                    or pd.api.types.is_bool_dtype(frame[c])]
-            numeric = [c for c in covs if c not in text]
-        else:
-            covs = usable_covariates(frame, default_covariates)
-            if not covs:
-                raise DataValidationError(
-                    "design: no usable covariate (numeric, varying, not the treatment) among "
-                    f"{default_covariates}; name them in design.covariates or design.formula.")
-            text, numeric = [], covs
-        out, names = _transform_covariates(frame, numeric)
-        out = out.copy()
-        by_name = dict(zip(numeric, names))
-        rhs = " + ".join(_wrap(by_name[c], out) if c in by_name else f"C({c})" for c in covs)
+        missing = [t.column for t in terms if t.column not in frame.columns]
+        if missing:
+            raise DataValidationError(
+                f"{'design' if given else 'study'}.covariates {missing} are not in the analysis "
+                f"frame (columns: {', '.join(map(str, frame.columns[:25]))}). Check the spelling.")
+        # a text (or true/false) column enters as categories, as the spec writes it
+        terms = [Term(t.column, "C", t.source) if t.transform is None and
+                 _categorical(frame[t.column]) else t for t in terms]
+        mf = model_frame(frame, terms, TREATMENT)
+        if not mf.names:
+            raise DataValidationError(
+                "design: no usable covariate (varying, not the treatment) among "
+                f"{[t.expression for t in terms]}: {mf.left_out}; name them in "
+                "study.covariates, design.covariates or design.formula.")
+        out, rhs = mf.frame.copy(), " + ".join(mf.names)
     for c in params.exact:
         if c not in frame.columns:
             raise DataValidationError(f"design.exact: column '{c}' is not in the analysis frame.")
@@ -243,7 +237,9 @@ def design_frame(frame: pd.DataFrame, params, default_covariates: list[str]
     else:
         options = {}
     return out, DesignSpec(method, estimand, rhs, options, params.max_smd, params.min_equipoise,
-                           params.min_ess_share, params.max_ease)
+                           params.min_ess_share, params.max_ease,
+                           None if params.formula else mf.adjusted_for,
+                           [] if params.formula else mf.left_out)
 
 
 # --------------------------------------------------------------------------------------
@@ -438,23 +434,6 @@ def ease(null) -> float:
 # --------------------------------------------------------------------------------------
 # outcomes
 # --------------------------------------------------------------------------------------
-def outcome_kinds(outcomes: list[str], overrides: dict, has_exposure: bool) -> dict[str, str]:
-    """Kind of each outcome: ``count`` (rate ratio), ``cost``, ``continuous`` or ``binary``.
-
-    Default: columns ending in ``cost`` are costs; other outcomes are counts when the data
-    have member-months (claims, or person mode with an exposure column), else continuous.
-    ``overrides`` (``design.outcome_types``) wins; an override for an outcome the study
-    does not have is an error.
-    """
-    unknown = [o for o in overrides if o not in outcomes]
-    if unknown:
-        raise ParamsError(f"design.outcome_types names {unknown}, which are not outcomes of "
-                          f"this study ({', '.join(outcomes)}).")
-    return {o: overrides.get(o) or ("cost" if o.endswith("cost") else
-                                    "count" if has_exposure else "continuous")
-            for o in outcomes}
-
-
 _SCALE = {"continuous": "difference", "binary": "risk_difference", "count": "rate_ratio",
           "cost": "cost_difference"}
 
@@ -477,7 +456,18 @@ def _record(eff, outcome: str, kind: str, design, n: dict | None = None) -> dict
             "method": _method_label(design, kind, eff.diagnostics.get("vcov")),
             "scale": scale, "estimate": eff.estimate, "std_error": eff.std_error,
             "ci_low": eff.ci_low, "ci_high": eff.ci_high, "p_value": eff.p_value,
-            "n_treated": eff.n_treated, "n_control": eff.n_control}
+            "n_treated": eff.n_treated, "n_control": eff.n_control,
+            **_structured(design.spec if isinstance(design, CohortDesign) else design, kind)}
+
+
+def _structured(spec: "DesignSpec", kind: str) -> dict:
+    """The structured fields of a design record: analysis, model, family, adjusted_for."""
+    model = {"count": "Poisson regression", "ratio": "quasi-Poisson regression"}.get(
+        kind, "linear regression" if spec.method == "regression" else "difference in means")
+    return {"analysis": "design", "model": f"{spec.method}: {model}",
+            "family": "poisson" if kind in ("count", "ratio") else "gaussian",
+            "adjusted_for": list(spec.terms) if spec.terms is not None
+            else [f"propensity model: {spec.formula}"]}
 
 
 def _estimate(design: CohortDesign, data: pd.DataFrame, outcome: str, kind: str,
@@ -541,6 +531,7 @@ def effects(design: CohortDesign, outcomes: list[str], kinds: dict[str, str],
             ratio = _estimate(design, data, o, "count", None)
             fits[f"{o}:ratio"] = ratio
             rec = _record(ratio, o, "count", design)
+            rec.update(_structured(design.spec, "ratio"))
             rec.update(scale="ratio", method=rec["method"].replace(
                 "weighted Poisson (member-months offset)", "weighted quasi-Poisson (ratio of means)"))
             rows.append(rec)
@@ -563,7 +554,11 @@ def crude_effects(frame: pd.DataFrame, outcomes: list[str], kinds: dict[str, str
             r = _fit_scaled(frame, o, k, None, w, "HC0", None, alpha, expo)
             rows.append({"outcome": o, "contrast": "self_help vs control", "estimand": "crude",
                          "method": "crude comparison (no adjustment); robust SEs", "scale": scale,
-                         **r, "n_treated": n1, "n_control": n0})
+                         **r, "n_treated": n1, "n_control": n0, "analysis": "crude",
+                         "model": {"count": "Poisson regression", "ratio":
+                                   "quasi-Poisson regression"}.get(k, "difference in means"),
+                         "family": "poisson" if k in ("count", "ratio") else "gaussian",
+                         "adjusted_for": []})
     return pd.DataFrame(rows)
 
 
@@ -912,7 +907,7 @@ def save_design(design: CohortDesign, work_dir: str | Path, passed: bool | None 
     tmp_meta = work / (DESIGN_META + ".partial")
     s = design.spec
     tmp_meta.write_text(json.dumps({"method": s.method, "estimand": s.estimand,
-                                    "formula": s.formula, "options": s.options,
+                                    "formula": s.formula, "terms": s.terms, "options": s.options,
                                     "label": s.label, "passed": passed}, indent=2, default=str))
     os.replace(tmp, path)
     os.replace(tmp_meta, meta)
@@ -940,7 +935,6 @@ def effects_from_table(frame: pd.DataFrame, table: pd.DataFrame, meta: dict,
     weighting), so the numbers equal the cohort-balance workbook's. A regression design
     refits the covariate-adjusted model on ``meta['formula']``.
     """
-    from .outcomes import _transform_covariates
     d = frame.merge(table[["member_id", "weight", "subclass"]], on="member_id", how="inner",
                     validate="one_to_one")
     if len(d) != len(frame):
@@ -950,8 +944,8 @@ def effects_from_table(frame: pd.DataFrame, table: pd.DataFrame, meta: dict,
     method = meta["method"]
     adjust = None
     if method == "regression":
-        log_cols = [c.removeprefix("log1p_") for c in re.findall(r"log1p_\w+", meta["formula"])]
-        d, _ = _transform_covariates(d, list(dict.fromkeys(log_cols)))
+        if meta.get("terms") is not None:   # rebuilt from the terms, never from the formula
+            d = model_frame(d, meta["terms"], TREATMENT).frame
         adjust = meta["formula"]
     else:
         d = d[d["weight"] > 0]
@@ -963,7 +957,8 @@ def effects_from_table(frame: pd.DataFrame, table: pd.DataFrame, meta: dict,
         vc = "HC0" if method == "ipw" else "HC1"
     groups = d["subclass"].to_numpy(dtype=np.int64) if vc == "cluster" else None
     expo = exposure if exposure in d.columns else None
-    spec = DesignSpec(method, meta["estimand"], meta["formula"], meta.get("options", {}))
+    spec = DesignSpec(method, meta["estimand"], meta["formula"], meta.get("options", {}),
+                      terms=meta.get("terms"))
     n1, n0 = int((d[TREATMENT] == 1).sum()), int((d[TREATMENT] == 0).sum())
     rows = []
     for o in outcomes:
@@ -976,7 +971,7 @@ def effects_from_table(frame: pd.DataFrame, table: pd.DataFrame, meta: dict,
                                       "weighted quasi-Poisson (ratio of means)")
             rows.append({"outcome": o, "contrast": "self_help vs control",
                          "estimand": meta["estimand"], "method": label, "scale": scale,
-                         **r, "n_treated": n1, "n_control": n0})
+                         **r, "n_treated": n1, "n_control": n0, **_structured(spec, k)})
     return pd.DataFrame(rows)
 
 
@@ -984,5 +979,5 @@ __all__ = [
     "CohortDesign", "DesignSpec", "NegativeControlResult", "calibrated_records", "verdict",
     "balance_table", "condition_counts", "crude_effects", "crude_vs_adjusted", "design_frame", "effects_display", "diagnostics", "ease", "effects", "effects_from_table",
     "evalues", "fit_design", "forest_plot", "formula_names", "load_design", "nc_column",
-    "outcome_kinds", "passes", "run_negative_controls", "save_design",
+    "passes", "run_negative_controls", "save_design",
 ]

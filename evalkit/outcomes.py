@@ -18,6 +18,7 @@ from .errors import ConvergenceError, DataValidationError, EvalkitError, Statist
 from .models.count import count_model
 from .models.panel import did
 from .models.twopart import park_test, two_part
+from .spec import CLAIMS_OUTCOMES, model_frame
 
 #: Families compared for count outcomes, from the simplest.
 COUNT_FAMILIES = ("poisson", "negbin", "zinb", "hurdle_negbin")
@@ -36,49 +37,11 @@ def with_treatment(frame: pd.DataFrame, group: str = "group", treated="self_help
     return out
 
 
-def usable_covariates(frame: pd.DataFrame, candidates: list[str]) -> list[str]:
-    """Numeric covariates that vary and are not the treatment in disguise.
-
-    Text columns (``program``, ``community``) are left out: in the built-in designs they
-    are nested in the arm. A covariate that is constant, or identical to the treatment,
-    would make the model unidentifiable.
-    """
-    keep = []
-    for c in candidates:
-        if c not in frame or not pd.api.types.is_numeric_dtype(frame[c]) \
-                or pd.api.types.is_bool_dtype(frame[c]):
-            continue
-        x = frame[c]
-        if x.nunique(dropna=True) < 2:
-            continue
-        if "treated" in frame and x.nunique() == 2 and \
-                abs(np.corrcoef(x.astype(float), frame["treated"])[0, 1]) > 0.999:
-            continue
-        keep.append(c)
-    return keep
-
-
-def _transform_covariates(frame: pd.DataFrame, covariates: list[str]) -> tuple[pd.DataFrame, list[str]]:
-    """Enter baseline use and cost as log(1 + value).
-
-    Prior visits, days and dollars have long right tails: on their raw scale a few
-    members' extreme values would dominate the fit and push predicted probabilities to 0
-    or 1 (which the logit part would rightly refuse as separation).
-    """
-    out, names = frame, []
-    for c in covariates:
-        if c.startswith("baseline_") or c.endswith("_cost"):
-            new = "log1p_" + c
-            out = out.assign(**{new: np.log1p(out[c].clip(lower=0))}) if new not in out else out
-            names.append(new)
-        else:
-            names.append(c)
-    return out, names
-
-
 def _records(effect_table: pd.DataFrame, outcome: str, method: str, n_t: int, n_c: int,
-             alpha: float) -> pd.DataFrame:
-    """An EffectResult table in the results vocabulary (ratio SEs on the log scale)."""
+             alpha: float, *, analysis: str, model: str, family: str | None,
+             adjusted_for: list[str]) -> pd.DataFrame:
+    """An EffectResult table in the results vocabulary (ratio SEs on the log scale), with
+    the structured fields of the record (analysis, model, family, adjusted_for)."""
     z = stats.norm.ppf(1 - alpha / 2)
     t = effect_table[["scale", "estimate", "std_error", "ci_low", "ci_high", "p_value"]].copy()
     ratio = t["scale"].isin(RATIO_SCALES)
@@ -87,7 +50,13 @@ def _records(effect_table: pd.DataFrame, outcome: str, method: str, n_t: int, n_
     t["method"] = method
     t["estimand"] = "ATE"
     t["n_treated"], t["n_control"] = n_t, n_c
+    t["analysis"], t["model"], t["family"] = analysis, model, family
+    t["adjusted_for"] = [list(adjusted_for)] * len(t)
     return t
+
+
+def _adjusted(n: int) -> str:
+    return f"adjusted for {n} covariate{'s' if n != 1 else ''}"
 
 
 @dataclass(frozen=True)
@@ -153,7 +122,8 @@ def choose_count_family(frame: pd.DataFrame, outcome: str, covariates: list[str]
 class AdjustedCounts:
     choices: dict            # outcome -> FamilyChoice
     effects: pd.DataFrame    # records: outcome, scale, estimate, ... (results vocabulary)
-    covariates: list
+    covariates: list         # formula names of the terms adjusted for
+    left_out: list = ()      # terms that could not be estimated on these rows, with reasons
 
 
 def adjusted_count_effects(frame: pd.DataFrame, outcomes: list[str], covariates: list[str],
@@ -164,19 +134,23 @@ def adjusted_count_effects(frame: pd.DataFrame, outcomes: list[str], covariates:
     For each outcome: choose the family (:func:`choose_count_family`), then average the
     model's predictions with everyone referred and with no one referred (recycled
     predictions), giving the difference in events per 1,000 member-months and the rate
-    ratio with delta-method 95% CIs. ``frame`` needs a 0/1 ``treated`` column
-    (:func:`with_treatment`).
+    ratio with delta-method CIs at level ``1 - alpha``. ``frame`` needs a 0/1 ``treated``
+    column (:func:`with_treatment`); ``covariates`` are terms as written
+    (:func:`evalkit.spec.model_frame`): each enters exactly so.
     """
-    frame, covs = _transform_covariates(frame, usable_covariates(frame, covariates))
+    mf = model_frame(frame, covariates)
+    frame, covs = mf.frame, mf.names
     choices, parts = {}, []
     n_t, n_c = int(frame["treated"].sum()), int((1 - frame["treated"]).sum())
     for outcome in outcomes:
         choice = choose_count_family(frame, outcome, covs, exposure, families)
         eff = choice.fit.effect("treated", alpha=alpha)
         parts.append(_records(eff.table, outcome, f"{choice.chosen} regression, recycled "
-                              f"predictions, adjusted for {len(covs)} covariates", n_t, n_c, alpha))
+                              f"predictions, {_adjusted(len(covs))}", n_t, n_c, alpha,
+                              analysis="adjusted", model="count regression",
+                              family=choice.chosen, adjusted_for=mf.adjusted_for))
         choices[outcome] = choice
-    return AdjustedCounts(choices, pd.concat(parts, ignore_index=True), covs)
+    return AdjustedCounts(choices, pd.concat(parts, ignore_index=True), covs, mf.left_out)
 
 
 @dataclass(frozen=True)
@@ -202,9 +176,13 @@ def cost_effect(frame: pd.DataFrame, covariates: list[str], outcome: str = "tota
 
     With ``n_boot`` > 0 the difference and the ratio also get nonparametric bootstrap
     intervals (resampling members within arms, BCa; all replicates refitted at once, see
-    :func:`evalkit.models.bootstrap.bootstrap_two_part`), added as extra records.
+    :func:`evalkit.models.bootstrap.bootstrap_two_part`), added as extra records with
+    ``interval: bootstrap``. ``covariates`` are terms as written
+    (:func:`evalkit.spec.model_frame`): a column ``log1p_baseline_cost`` enters as it is,
+    ``log1p(baseline_cost)`` is transformed.
     """
-    frame, covs = _transform_covariates(frame, usable_covariates(frame, covariates))
+    mf = model_frame(frame, covariates)
+    frame, covs = mf.frame, mf.names
     formula = f"{outcome} ~ " + " + ".join(["treated", *covs])
     try:
         park = park_test(frame, formula)
@@ -216,7 +194,9 @@ def cost_effect(frame: pd.DataFrame, covariates: list[str], outcome: str = "tota
     eff = fit.effect("treated", alpha=alpha)
     n_t, n_c = int(frame["treated"].sum()), int((1 - frame["treated"]).sum())
     rec = _records(eff.table, outcome, f"two-part model (logit + {second} GLM, log link), "
-                   f"recycled predictions, adjusted for {len(covs)} covariates", n_t, n_c, alpha)
+                   f"recycled predictions, {_adjusted(len(covs))}", n_t, n_c, alpha,
+                   analysis="adjusted", model="two-part", family=f"logit + {second}",
+                   adjusted_for=mf.adjusted_for)
     diff = rec[rec["scale"] == "cost_difference"].iloc[0]
     pmpm = diff.copy()
     pmpm["scale"] = "pmpm_difference"
@@ -237,6 +217,7 @@ def cost_effect(frame: pd.DataFrame, covariates: list[str], outcome: str = "tota
             base["std_error"] = float(np.nanstd(boot.replicates[term], ddof=1)) if term != "ratio" \
                 else float(np.nanstd(np.log(boot.replicates[term]), ddof=1))
             base["ci_low"], base["ci_high"], base["p_value"] = lo, hi, np.nan
+            base["interval"] = "bootstrap"
             extra.append(base)
         rec = pd.concat([rec, pd.DataFrame(extra)], ignore_index=True)
     desc = (frame.assign(arm=np.where(frame["treated"] == 1, "self_help", "control"))
@@ -248,7 +229,8 @@ def cost_effect(frame: pd.DataFrame, covariates: list[str], outcome: str = "tota
 
 
 def prepost_effects(member_windows: pd.DataFrame, outcomes: list[str],
-                    exposure: str | None = "member_months", alpha: float = 0.05) -> pd.DataFrame:
+                    exposure: str | None = "member_months", alpha: float = 0.05,
+                    kinds: dict[str, str] | None = None) -> pd.DataFrame:
     """Difference-in-differences of each outcome: each member's follow-up against their
     own baseline, referred vs not.
 
@@ -259,7 +241,9 @@ def prepost_effects(member_windows: pd.DataFrame, outcomes: list[str],
     baseline, differences between members that do not change over time (how sick they
     are, how readily they seek care) cancel out, measured or not. With two periods there
     is no pre-period trend to test; the assumption that the two groups would have
-    changed alike without the referral is stated, not tested.
+    changed alike without the referral is stated, not tested. ``kinds`` (outcome ->
+    kind, from the spec) reads a cost outcome's effect as a ratio of means (``ratio``)
+    rather than a rate ratio.
     """
     mw = member_windows.assign(
         treated=lambda d: (d["group"] == "self_help").astype(int),
@@ -274,8 +258,11 @@ def prepost_effects(member_windows: pd.DataFrame, outcomes: list[str],
             fit = did(mw, outcome, "member_id", "period", "treated", post="post",
                       family="poisson", exposure=exposure, event_study=False, alpha=alpha)
         rec = _records(fit.effect, outcome, "difference-in-differences (Poisson, member "
-                       "and period fixed effects, SEs clustered by member)", n_t, n_c, alpha)
-        if "cost" in outcome:
+                       "and period fixed effects, SEs clustered by member)", n_t, n_c, alpha,
+                       analysis="prepost", model="difference-in-differences",
+                       family="poisson", adjusted_for=["member fixed effects",
+                                                       "period fixed effects"])
+        if (kinds or {}).get(outcome) == "cost":
             rec["scale"] = rec["scale"].replace({"rate_ratio": "ratio"})
         parts.append(rec.assign(estimand="ATT"))
     return pd.concat(parts, ignore_index=True)
@@ -286,8 +273,7 @@ def true_ratios(truth: dict | None, outcomes: list[str]) -> dict:
     if not truth:
         return {}
     eff = truth.get("effects", {})
-    names = {"er_visits": "er", "outpatient_mh_visits": "outpatient_mh",
-             "inpatient_days": "inpatient_days", "total_cost": "cost"}
+    names = {o: d.truth for o, d in CLAIMS_OUTCOMES.items()}
     return {o: eff[names[o]] for o in outcomes if names.get(o) in eff and eff[names[o]] is not None}
 
 
@@ -332,7 +318,8 @@ def time_to_event_effects(frame: pd.DataFrame, covariates: list[str], outcome: s
     visits); Efron ties, as R's ``coxph``.
     """
     from . import survival
-    frame, covs = _transform_covariates(frame, usable_covariates(frame, covariates))
+    mf = model_frame(frame, covariates)
+    frame, covs = mf.frame, mf.names
     km = survival.kaplan_meier(frame, "days", "event", group="group", times=list(times), alpha=alpha)
     lr = survival.logrank(frame, "days", "event", "group")
     cox = survival.cox(frame, "~ " + " + ".join(["treated", *covs]), "days", "event", alpha=alpha)
@@ -341,13 +328,17 @@ def time_to_event_effects(frame: pd.DataFrame, covariates: list[str], outcome: s
     recs = [{"outcome": outcome, "scale": "hazard_ratio", "estimate": float(np.exp(row["estimate"])),
              "std_error": float(row["std_error"]), "ci_low": float(np.exp(row["ci_low"])),
              "ci_high": float(np.exp(row["ci_high"])), "p_value": float(row["p_value"]),
-             "method": f"Cox model (Efron ties), adjusted for {len(covs)} covariates",
-             "estimand": "conditional HR", "n_treated": n_t, "n_control": n_c}]
+             "method": f"Cox model (Efron ties), {_adjusted(len(covs))}",
+             "estimand": "conditional HR", "n_treated": n_t, "n_control": n_c,
+             "analysis": "survival", "model": "Cox", "family": None,
+             "adjusted_for": mf.adjusted_for}]
     at = km.at(list(times))
     for r in at.itertuples():
         recs.append({"outcome": f"{outcome}_free_at_{int(r.time)}_days", "scale": "proportion",
                      "estimate": r.survival, "std_error": r.std_error, "ci_low": r.ci_low,
                      "ci_high": r.ci_high, "p_value": None,
                      "method": "Kaplan-Meier (log CI, Greenwood SE)", "estimand": str(r.group),
-                     "contrast": f"{r.group} arm", "n_treated": n_t, "n_control": n_c})
+                     "contrast": f"{r.group} arm", "n_treated": n_t, "n_control": n_c,
+                     "analysis": "descriptive", "model": "Kaplan-Meier", "family": None,
+                     "adjusted_for": []})
     return TimeToEvent(km, lr, cox, at, pd.DataFrame(recs))

@@ -23,6 +23,7 @@ from .catalog import BY_NAME, WORKBOOKS, default_workbooks
 from .data.contract import ARMS, CATEGORIES, CLAIMS_TABLES
 from .data.synthetic_person import PERSON_SCENARIOS
 from .errors import ParamsError
+from .spec import parse_term, term_columns
 
 
 TableName = Literal["members", "enrollment", "encounters", "exposure"]
@@ -691,9 +692,9 @@ class DesignParams(_Strict):
         "most alike between arms (ATO, overlap weights); default ATT for match, ATE for ipw "
         "and regression")
     covariates: list[str] | None = Field(
-        None, description="columns the propensity model uses (default: the baseline "
-        "covariates of the analysis: age, sex, comorbidity, baseline use and cost; log(1 + x) "
-        "for use and cost)")
+        None, description="terms the propensity model uses when it should differ from the "
+        "outcome models, each a column as written, log1p(column) or C(column); a text column "
+        "enters as C(column) (default: the study's adjustment set, study.covariates)")
     formula: str | None = Field(
         None, description="propensity model as a formula right-hand side instead of "
         "covariates, e.g. 'C(sex) + age + I(age**2)' (C(): categories, I(): arithmetic)")
@@ -710,9 +711,8 @@ class DesignParams(_Strict):
                                "quantile, e.g. 0.99 (null: no trimming)")
     stabilize: bool = Field(True, description="ipw: stabilised ATE weights")
     outcome_types: dict[str, Literal["count", "continuous", "binary", "cost"]] = Field(
-        default_factory=dict, description="outcome -> kind, where the default is wrong "
-        "(default: *_cost columns are costs, others counts with member-months when the data "
-        "have them, else continuous)")
+        default_factory=dict, description="outcome -> kind, where the default is wrong (the "
+        "same as study.outcomes.<name>.kind, which wins; see there for the defaults)")
     max_smd: float = Field(0.1, gt=0, le=1, description="diagnostic: largest |standardised "
                            "mean difference| after adjustment that passes")
     min_equipoise: float = Field(0.5, ge=0, le=1, description="diagnostic: share of each arm "
@@ -764,6 +764,65 @@ class DesignParams(_Strict):
         return self.estimand or ("ATT" if self.method == "match" else "ATE")
 
 
+class OutcomeParams(_Strict):
+    """What one outcome is and how it is read (every key optional: the spec's defaults
+    fill the rest, see docs/params.md and :mod:`evalkit.spec`)."""
+
+    kind: Literal["count", "cost", "continuous", "binary", "time_to_event"] | None = Field(
+        None, description="count (rates per member-month, rate ratios), cost (two-part "
+        "model, dollar differences), continuous, binary or time_to_event (default: claims "
+        "outcomes as built in; person mode: count with an exposure column or whole numbers "
+        ">= 0, else continuous)")
+    label: str | None = Field(None, description="the reader's name for the outcome")
+    unit: str | None = Field(None, description="what one unit of the outcome is, e.g. visits, "
+                             "days, dollars, kg")
+    good: Literal["lower", "higher"] | None = Field(
+        None, description="which direction is good (default lower: less use of care)")
+    primary: Literal["adjusted", "design", "crude", "prepost", "its", "survival"] | None = Field(
+        None, description="the analysis whose estimate is the outcome's primary one on each "
+        "scale (default adjusted; survival for time to event)")
+
+
+class StudyParams(_Strict):
+    """What the study is: its question, its arms, its outcomes and what it adjusts for."""
+
+    question: str | None = Field(None, description="the question the study answers "
+                                 "(default: the title)")
+    intervention: str | None = Field(None, description="label of the intervention arm, e.g. "
+                                     "'12-step-oriented programs' (default claims mode: "
+                                     "'referred to self-help groups'; person mode: the "
+                                     "treated value)")
+    comparison: str | None = Field(None, description="label of the comparison arm, e.g. "
+                                   "'cognitive-behavioral programs' (default claims mode: "
+                                   "'not referred')")
+    unit: str | None = Field(None, description="who is compared: members, patients, groups "
+                             "(default: members in claims mode, people in person mode)")
+    randomized: bool = Field(False, description="assignment to the arms was randomized")
+    alpha: float = Field(0.05, gt=0, lt=0.5, description="1 - confidence level of the "
+                         "workbooks' intervals (0.05: 95% intervals)")
+    outcomes: dict[str, OutcomeParams] = Field(
+        default_factory=dict, description="outcome name -> kind, label, unit, good, primary "
+        "(only where the defaults are wrong)")
+    covariates: list[str] | None = Field(
+        None, description="the adjustment set as terms, each a column as written "
+        "(baseline_age, log1p_baseline_cost), log1p(column) or C(column); used by the "
+        "propensity and the outcome models unless design.covariates or design.formula say "
+        "otherwise (default claims mode: age_at_index, female, log1p of the baseline use and "
+        "cost, and the members table's other numeric columns as written; person mode: "
+        "data.person.covariates as written)")
+
+    @field_validator("covariates")
+    @classmethod
+    def _terms(cls, v):
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("study.covariates is empty; leave it out for the default set")
+        for t in v:
+            parse_term(t)
+        return v
+
+
 class ReportParams(_Strict):
     public: bool = Field(False, description="outputs are meant for the public: after the "
                          "workbooks run, every output (not work/) is scanned for member ids, "
@@ -798,6 +857,7 @@ class Params(_Strict):
     engine: EngineParams = EngineParams()
     report: ReportParams = ReportParams()
     models: ModelParams = ModelParams()
+    study: StudyParams = StudyParams()
     design: DesignParams = DesignParams()
     econ: EconParams = EconParams()
     planning: PlanningParams = PlanningParams()
@@ -884,9 +944,10 @@ class Params(_Strict):
                              "data.person.outcomes; list each there too")
         ds = self.design
         used = formula_names(ds.formula) if ds.formula else list(ds.covariates or [])
-        missing = [c for c in [*used, *ds.exact] if c not in d.covariates]
+        terms = term_columns(self.study.covariates or [])
+        missing = [c for c in [*used, *ds.exact, *terms] if c not in d.covariates]
         if missing:
-            raise ValueError(f"design uses column(s) {missing} that are not in "
+            raise ValueError(f"design or study.covariates use column(s) {missing} that are not in "
                              f"data.person.covariates; add them there so they are loaded")
         clash = [c for c in ds.negative_controls.outcomes if c in loaded or c == d.treatment]
         if clash:

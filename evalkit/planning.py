@@ -34,6 +34,7 @@ import pandas as pd
 
 from .econ import nb_mde, nb_power, nb_sample_size
 from .errors import DataValidationError, ParamsError, StatisticalWarning
+from .spec import CLAIMS_OUTCOMES
 
 __all__ = ["BaselineEstimate", "estimate_baseline", "PlanningResult", "plan_study"]
 
@@ -160,8 +161,7 @@ class PlanningResult:
         return pd.DataFrame(recs)
 
 
-_LABELS = {"er_visits": "ER visits", "outpatient_mh_visits": "outpatient mental-health visits",
-           "inpatient_days": "inpatient days"}
+_LABELS = {n: d.label for n, d in CLAIMS_OUTCOMES.items() if d.kind == "count"}
 
 
 def plan_study(planning, frame: pd.DataFrame | None = None) -> PlanningResult:

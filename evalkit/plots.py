@@ -6,13 +6,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from .spec import CLAIMS_OUTCOMES
+
 ARM_COLORS = {"self_help": "#1b7837", "control": "#762a83"}
 ARM_LABELS = {"self_help": "Self-help referral", "control": "Comparison"}
-OUTCOME_LABELS = {
-    "er_visits": "ER visits",
-    "outpatient_mh_visits": "Outpatient mental-health visits",
-    "inpatient_days": "Inpatient days",
-}
+#: the spec's labels of the count outcomes, as chart titles
+OUTCOME_LABELS = {n: d.label[:1].upper() + d.label[1:] for n, d in CLAIMS_OUTCOMES.items()
+                  if d.kind == "count"}
 
 
 def rate_plot(rates: pd.DataFrame, outcomes: list[str] | None = None, by: str = "period",

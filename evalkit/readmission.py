@@ -158,7 +158,8 @@ def readmission_effects(frame: pd.DataFrame, covariates: list[str], times=(30, 9
         "estimate": float(r.probability), "std_error": float(r.std_error),
         "ci_low": float(r.ci_low), "ci_high": float(r.ci_high), "p_value": None,
         "method": "1 - Kaplan-Meier (log CI, Greenwood SE), from discharge of the first stay",
-        "estimand": r.group, "contrast": f"{r.group} arm", "n_treated": n_t, "n_control": n_c}
+        "estimand": r.group, "contrast": f"{r.group} arm", "n_treated": n_t, "n_control": n_c,
+        "analysis": "descriptive", "model": "Kaplan-Meier", "family": None, "adjusted_for": []}
         for r in risk.itertuples()])
     hr["method"] = hr["method"] + ", time from discharge of the first follow-up stay"
     effects = pd.concat([hr, prob], ignore_index=True)

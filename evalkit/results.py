@@ -5,9 +5,14 @@ merges the parts, in workbook order, into ``results.json`` (see docs/results.md)
 
     run:       evalkit version, params, params hash, seed, data fingerprint,
                start/end times, status, per-workbook status
+    spec:      the run's analysis spec (spec.json; :mod:`evalkit.spec`)
     estimates: workbook, outcome, contrast, estimand, method, scale, estimate,
-               std_error, ci_low, ci_high, p_value, n_treated, n_control
+               std_error, ci_low, ci_high, p_value, n_treated, n_control, and the
+               structured fields analysis, model, family, adjusted_for, primary
     tables:    named tables as lists of records
+
+``method`` is a sentence for readers; code reads the structured fields. ``primary`` is
+true for exactly one estimate per outcome and scale (:func:`mark_primary`).
 
 For ratio scales (``rate_ratio``, ``hazard_ratio``, ``odds_ratio``, ``ratio``) the
 ``std_error`` is that of the log of the estimate, which is what the interval is built on.
@@ -26,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import EvalkitError
+from .spec import ANALYSES, PRIMARY_ORDER, SPEC_FILE
 
 SCALES = (
     "difference", "ratio", "rate_ratio", "rate_difference_per_1000_mm", "hazard_ratio",
@@ -34,7 +40,10 @@ SCALES = (
     "probability_cost_saving", "proportion", "mean",
 )
 ESTIMATE_FIELDS = ("workbook", "outcome", "contrast", "estimand", "method", "scale", "estimate",
-                   "std_error", "ci_low", "ci_high", "p_value", "n_treated", "n_control")
+                   "std_error", "ci_low", "ci_high", "p_value", "n_treated", "n_control",
+                   "analysis", "model", "family", "adjusted_for", "primary")
+#: Analyses that adjust for something: their records must say what (``adjusted_for``).
+ADJUSTING = ("adjusted", "design")
 
 
 def _clean(value):
@@ -95,22 +104,40 @@ class Recorder:
         self.estimates: list[dict] = []
         self.tables: dict[str, list[dict]] = {}
 
-    def add_estimate(self, *, outcome: str, scale: str, estimate: float, contrast: str =
-                     "self_help vs control", estimand: str = "ATE", method: str = "",
-                     std_error=None, ci_low=None, ci_high=None, p_value=None,
-                     n_treated=None, n_control=None, **extra) -> None:
+    def add_estimate(self, *, outcome: str, scale: str, estimate: float, analysis: str | None
+                     = None, contrast: str = "self_help vs control", estimand: str = "ATE",
+                     method: str = "", std_error=None, ci_low=None, ci_high=None,
+                     p_value=None, n_treated=None, n_control=None, model: str | None = None,
+                     family: str | None = None, adjusted_for=None, **extra) -> None:
+        """Add one estimate record.
+
+        ``analysis`` (one of :data:`evalkit.spec.ANALYSES`) is required: it says what kind
+        of estimate this is, so the report and the primary choice never read ``method``.
+        ``adjusted_for`` lists the terms adjusted for (empty for an unadjusted estimate;
+        required for an adjusted or design estimate).
+        """
         if scale not in SCALES:
             raise EvalkitError(f"scale {scale!r} is not in the results vocabulary: {', '.join(SCALES)}")
+        if analysis not in ANALYSES:
+            raise EvalkitError(f"{self.workbook}: estimate of {outcome!r} ({scale}) has analysis "
+                               f"{analysis!r}; give one of {', '.join(ANALYSES)}")
+        adjusted_for = [] if adjusted_for is None else [str(t) for t in adjusted_for]
+        if analysis in ADJUSTING and not adjusted_for:
+            raise EvalkitError(f"{self.workbook}: the {analysis} estimate of {outcome!r} "
+                               f"({scale}) does not say what it adjusted for (adjusted_for)")
         rec = {"workbook": self.workbook, "outcome": outcome, "contrast": contrast,
                "estimand": estimand, "method": method, "scale": scale, "estimate": estimate,
                "std_error": std_error, "ci_low": ci_low, "ci_high": ci_high,
-               "p_value": p_value, "n_treated": n_treated, "n_control": n_control}
+               "p_value": p_value, "n_treated": n_treated, "n_control": n_control,
+               "analysis": analysis, "model": model, "family": family,
+               "adjusted_for": adjusted_for, "primary": False}
         rec.update(extra)
         self.estimates.append(_clean(rec))
 
     def add_estimates(self, df: pd.DataFrame, **defaults) -> None:
         """Add every row of ``df`` (columns named as the estimate fields) as an estimate."""
-        labelled = ("contrast", "estimand", "method")   # an empty label keeps the default
+        labelled = ("contrast", "estimand", "method", "analysis", "model", "family",
+                    "adjusted_for")                       # an empty value keeps the default
         for rec in records(df):
             self.add_estimate(**{**defaults, **{k: v for k, v in rec.items()
                                                 if not (v is None and k in labelled)}})
@@ -135,7 +162,34 @@ def assemble(output_dir: Path, run_info: dict, workbooks: list[str]) -> dict:
         estimates += data["estimates"]
         for name, rows in data["tables"].items():
             tables[f"{wb}.{name}"] = rows
-    return {"run": run_info, "estimates": estimates, "tables": tables}
+    spec_path = Path(output_dir) / SPEC_FILE
+    spec = json.loads(spec_path.read_text()) if spec_path.is_file() else None
+    return {"run": run_info, "spec": spec, "estimates": mark_primary(estimates, spec),
+            "tables": tables}
+
+
+def mark_primary(estimates: list[dict], spec: dict | None = None) -> list[dict]:
+    """Set ``primary`` on exactly one record per outcome and scale.
+
+    Within each (outcome, scale) the record chosen is the one of the outcome's primary
+    analysis in the spec (``study.outcomes.<name>.primary``; default ``adjusted``, or
+    ``survival`` for time to event), else the first analysis present in
+    :data:`evalkit.spec.PRIMARY_ORDER`; among records of that analysis a bootstrap
+    interval (``interval: bootstrap``) before a delta-method one, then the first recorded
+    (workbook order). Where a scale holds per-arm figures only, the first arm's is marked.
+    """
+    first = {n: o.get("primary") for n, o in ((spec or {}).get("outcomes") or {}).items()}
+    order = {a: i for i, a in enumerate(PRIMARY_ORDER)}
+    best: dict = {}
+    for i, r in enumerate(estimates):
+        rank = (0 if r.get("analysis") == first.get(r.get("outcome")) else 1,
+                order.get(r.get("analysis"), len(order)),
+                0 if r.get("interval") == "bootstrap" else 1, i)
+        key = (r.get("outcome"), r.get("scale"))
+        if key not in best or rank < best[key]:
+            best[key] = rank
+    chosen = {v[-1] for v in best.values()}
+    return [{**r, "primary": i in chosen} for i, r in enumerate(estimates)]
 
 
 def load(path: str | Path) -> dict:

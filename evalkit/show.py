@@ -126,3 +126,15 @@ def methods_table(comparison: pd.DataFrame) -> pd.DataFrame:
     wide.index = [_label(o) for o in wide.index]
     wide.columns.name = None
     return wide
+
+
+def adjustment(spec):
+    """What the adjusted models of a run adjust for, from its analysis spec (Markdown):
+    each term as it enters the models, and any term left out with the reason."""
+    from IPython.display import Markdown
+    terms = ", ".join(f"`{t}`" for t in spec.terms) or "nothing (no covariates)"
+    text = f"**Adjusted for** (the run's analysis spec, `spec.json`): {terms}."
+    if spec.not_adjusted:
+        text += " **Not adjusted for:** " + "; ".join(
+            f"`{r['term']}` ({r['reason']})" for r in spec.not_adjusted) + "."
+    return Markdown(text)

@@ -23,11 +23,15 @@ import pandas as pd
 
 from . import cohort as _cohort
 from . import describe, utilization
+from . import spec as _spec
 from .data.load import LoadReport, load_claims, load_report, scan_sql
 from .data.person import load_person
 from .data.source import describe_source
 from .errors import DataValidationError
+from .outcomes import with_treatment
 from .params import OmopParams, Params
+from .results import write_json_atomic
+from .spec import SPEC_FILE, AnalysisSpec
 
 DB_NAME = "analysis.duckdb"
 
@@ -221,7 +225,48 @@ def prepare(params: Params, out_dir: str | Path, progress: bool = False) -> Prep
             tmp.unlink(missing_ok=True)
             Path(str(tmp) + ".wal").unlink(missing_ok=True)
     os.replace(tmp, final)
+    con = _connect(final, params, read_only=True)
+    try:
+        write_json_atomic(Path(out_dir) / SPEC_FILE, resolve_spec(params, con).to_dict())
+    finally:
+        con.close()
     return Prepared(final, fp, report, truth)
+
+
+def resolve_spec(params: Params, con) -> AnalysisSpec:
+    """The run's analysis spec (:func:`evalkit.spec.resolve`) from the params and the
+    prepared database."""
+    if params.mode == "summary":
+        return _spec.resolve(params)
+    frame = _analysis_frame(con, params.mode)
+    p = params.data.person
+    if params.mode == "person":
+        exposure, extra = (p.exposure and "member_months"), []
+        if p.treatment is not None:
+            frame = with_treatment(frame)
+    else:
+        exposure = "member_months"
+        cols = con.execute("SELECT * FROM cohort LIMIT 0").df().columns
+        extra = [c for c in cols if c not in _spec.CLAIMS_COHORT_COLUMNS]
+        frame = with_treatment(frame)
+    return _spec.resolve(params, frame, extra, has_exposure=bool(exposure), exposure=exposure)
+
+
+def _analysis_frame(con, mode: str) -> pd.DataFrame:
+    """One row per member: follow-up outcomes plus baseline covariates (see
+    :meth:`Study.analysis_frame`)."""
+    if mode == "person":
+        return con.execute("SELECT * FROM persons ORDER BY member_id").df()
+    out = list(_spec.CLAIMS_OUTCOMES) + ["member_months"]
+    bl = ", ".join(f"b.{c} AS baseline_{c}" for c in out)
+    fu = ", ".join(f"f.{c}" for c in out)
+    return con.execute(f"""
+        SELECT c.* EXCLUDE (bl_start, fu_start, fu_end, bl_member_months, fu_member_months),
+               CAST(c.sex = 'F' AS INTEGER) AS female, {bl}, {fu}
+        FROM cohort c
+        JOIN member_windows b ON b.member_id = c.member_id AND b.period = 'baseline'
+        JOIN member_windows f ON f.member_id = c.member_id AND f.period = 'followup'
+        ORDER BY c.member_id""").df()
 
 
 def _spell_end_sql(relation: str, anchor: str) -> str:
@@ -344,11 +389,21 @@ class Study:
                                   "excluded_members": 0}])
         return self.sql("SELECT * FROM attrition")
 
+    @property
+    def spec(self) -> AnalysisSpec:
+        """The run's analysis spec (``spec.json``, resolved when the run was prepared)."""
+        got = _spec.load(self.output_dir)
+        if got is None:
+            got = resolve_spec(self.params, self.con)
+        return got
+
     def outcomes(self) -> list[str]:
+        """The outcome columns of the data: person mode, ``data.person.outcomes``; claims
+        mode, the member x window outcomes other than costs (see :meth:`cost_outcome`)."""
         self._member_level("outcomes")
         if self.mode == "person":
             return list(self.params.data.person.outcomes)
-        return list(utilization.OUTCOMES)
+        return [o for o in _spec.CLAIMS_OUTCOMES if self.spec.kind(o) != "cost"]
 
     def member_windows(self) -> pd.DataFrame:
         """One row per member x period (claims mode) or per member (person mode)."""
@@ -365,46 +420,30 @@ class Study:
         follow-up outcomes and member-months.
         """
         self._member_level("analysis_frame")
-        if self.mode == "person":
-            return self.sql("SELECT * FROM persons ORDER BY member_id")
-        out = list(utilization.OUTCOMES) + ["total_cost", "member_months"]
-        bl = ", ".join(f"b.{c} AS baseline_{c}" for c in out)
-        fu = ", ".join(f"f.{c}" for c in out)
-        return self.sql(f"""
-            SELECT c.* EXCLUDE (bl_start, fu_start, fu_end, bl_member_months, fu_member_months),
-                   CAST(c.sex = 'F' AS INTEGER) AS female, {bl}, {fu}
-            FROM cohort c
-            JOIN member_windows b ON b.member_id = c.member_id AND b.period = 'baseline'
-            JOIN member_windows f ON f.member_id = c.member_id AND f.period = 'followup'
-            ORDER BY c.member_id""")
+        return _analysis_frame(self.con, self.mode)
 
     def covariates(self) -> list[str]:
+        """The adjustment set as terms (``age_at_index``, ``log1p(baseline_total_cost)``),
+        from the spec."""
         self._member_level("covariates")
-        if self.mode == "person":
-            return list(self.params.data.person.covariates)
-        frame_cols = self.sql("SELECT * FROM cohort LIMIT 0").columns
-        skip = {"member_id", "group", "index_date", "bl_start", "fu_start", "fu_end",
-                "bl_member_months", "fu_member_months", "sex", "dose"}
-        extra = [c for c in frame_cols if c not in skip and c != "age_at_index"]
-        base = ["baseline_" + c for c in (*utilization.OUTCOMES, "total_cost")]
-        return ["age_at_index", "female", *extra, *base]
+        return self.spec.terms
 
     def treated_frame(self) -> pd.DataFrame:
         """:meth:`analysis_frame` with a 0/1 ``treated`` column (1 = self-help arm)."""
-        from .outcomes import with_treatment
         return with_treatment(self.analysis_frame())
 
     def adjusted_counts(self, **kwargs):
         """Covariate-adjusted count models per outcome (see
         :func:`evalkit.outcomes.adjusted_count_effects`)."""
         from .outcomes import adjusted_count_effects
-        exposure = "member_months" if self.mode == "claims" or \
-            self.params.data.person.exposure else None
+        exposure = "member_months" if self.has_exposure() else None
+        kwargs.setdefault("alpha", self.spec.alpha)
         return adjusted_count_effects(self.treated_frame(), self.count_outcomes(),
                                       self.covariates(), exposure=exposure, **kwargs)
 
     def count_outcomes(self) -> list[str]:
-        return [o for o in self.outcomes() if "cost" not in o]
+        """Outcomes whose kind (in the spec) is a count."""
+        return [o for o in self.outcomes() if self.spec.kind(o) == "count"]
 
     def prepost(self, outcomes: list[str] | None = None) -> pd.DataFrame | None:
         """Difference-in-differences against each member's own baseline (claims mode only;
@@ -412,7 +451,9 @@ class Study:
         if self.mode != "claims":
             return None
         from .outcomes import prepost_effects
-        return prepost_effects(self.member_windows(), outcomes or self.outcomes())
+        outs = outcomes or self.outcomes()
+        return prepost_effects(self.member_windows(), outs,
+                               kinds={o: self.spec.kind(o) for o in outs}, alpha=self.spec.alpha)
 
     def cost_effect(self, **kwargs):
         """Two-part model of follow-up cost (see :func:`evalkit.outcomes.cost_effect`)."""
@@ -420,7 +461,18 @@ class Study:
         months = self.params.windows.followup_days * 12 / 365
         kwargs.setdefault("n_boot", self.params.models.bootstrap_replicates)
         kwargs.setdefault("seed", self.params.seed)
+        kwargs.setdefault("alpha", self.spec.alpha)
+        kwargs.setdefault("outcome", self.cost_outcome())
         return cost_effect(self.treated_frame(), self.covariates(), months=months, **kwargs)
+
+    def cost_outcome(self) -> str:
+        """The outcome whose kind (in the spec) is a cost (the first, when several)."""
+        costs = self.spec.outcomes_of("cost")
+        if not costs:
+            raise DataValidationError(
+                "this analysis needs a cost outcome: give one outcome kind: cost in "
+                "study.outcomes (claims mode: total_cost)")
+        return costs[0]
 
     def value_program(self, cost=None, effect: bool = True, progress: bool = False):
         """Program economics from the adjusted cost difference and the params' ``econ``
@@ -439,16 +491,18 @@ class Study:
         referred = int((frame["treated"] == 1).sum())
         econ = self.params.econ
         eff = joint = None
-        if effect and "er_visits" in self.count_outcomes() and "total_cost" in frame \
+        er = _spec.CLAIMS_EFFECT_OUTCOME
+        if effect and er in self.count_outcomes() and self.spec.outcomes_of("cost") \
                 and "member_months" in frame:      # visits per member-year need the exposure
-            adj = adjusted_count_effects(frame, ["er_visits"], self.covariates(),
+            adj = adjusted_count_effects(frame, [er], self.covariates(),
                                          exposure="member_months")
-            eff = er_effect(adj.effects)
+            eff = er_effect(adj.effects, er)
             if econ.joint_replicates:
-                joint = joint_bootstrap(frame, self.covariates(), adj.choices["er_visits"].chosen,
+                joint = joint_bootstrap(frame, self.covariates(), adj.choices[er].chosen,
                                         cost.fit.extra.get("second", "gamma"),
                                         self.params.windows.followup_days, econ.joint_replicates,
-                                        self.params.seed, progress=progress)
+                                        self.params.seed, progress=progress, count_outcome=er,
+                                        cost_outcome=self.cost_outcome())
         return value_program(cost.effects, econ, referred, self.params.windows.followup_days,
                              self.params.seed, effect=eff, joint=joint)
 
@@ -585,6 +639,7 @@ class Study:
         index stay or a readmission, the result says so and holds no estimates."""
         from .readmission import readmission_effects
         kwargs.setdefault("min_cell", self.params.report.min_cell)
+        kwargs.setdefault("alpha", self.spec.alpha)
         return readmission_effects(self.readmission_times(), self.covariates(), times=times,
                                    **kwargs)
 
@@ -593,6 +648,7 @@ class Study:
         :func:`evalkit.outcomes.time_to_event_effects`)."""
         from .outcomes import time_to_event_effects
         frame = self.time_to_first(category)
+        kwargs.setdefault("alpha", self.spec.alpha)
         return time_to_event_effects(frame, self.covariates(), f"time_to_first_{category}", **kwargs)
 
     def monthly_rates(self, category: str = "er") -> pd.DataFrame:
@@ -628,11 +684,12 @@ class Study:
         if seasonal is None:
             seasonal = time_series.seasonal_default(index_dates)
         n = dict(self.con.execute('SELECT "group", count(*) FROM cohort GROUP BY 1').fetchall())
+        kwargs.setdefault("alpha", self.spec.alpha)
         kwargs.setdefault("min_cell", self.params.report.min_cell)
         return time_series.fit_its(monthly, VISIT_COLUMNS[category], horizon=horizon,
                                    seasonal=seasonal, family=family, n_members=n, **kwargs)
 
-    def survival_by_arm(self, tau: float | None = None, alpha: float = 0.05):
+    def survival_by_arm(self, tau: float | None = None, alpha: float | None = None):
         """Survival by arm from person-level ``duration`` and ``event`` (person mode):
         Kaplan-Meier, median and restricted mean survival, log-rank, Cox (see
         :func:`evalkit.comparisons.survival_by_arm`)."""
@@ -640,9 +697,10 @@ class Study:
         p = self._person_roles("duration", "treatment")
         labels = {"self_help": str(p.treated_value).replace("_", " ")}
         return survival_by_arm(self.treated_frame(), p.duration, p.event, self.covariates(),
-                               unit=p.duration_unit, labels=labels, tau=tau, alpha=alpha)
+                               unit=p.duration_unit, labels=labels, tau=tau,
+                               alpha=self.spec.alpha if alpha is None else alpha)
 
-    def group_comparison(self, alpha: float = 0.05):
+    def group_comparison(self, alpha: float | None = None):
         """The k groups of ``data.person.groups`` compared on the outcomes and, with
         ``duration``/``event``, on a lifetime (see :func:`evalkit.comparisons.compare_groups`);
         small-cell suppression counts the people of ``data.person.people``."""
@@ -650,7 +708,8 @@ class Study:
         p = self._person_roles("groups")
         return compare_groups(self.analysis_frame(), p.groups, list(p.outcomes), p.duration,
                               p.event, people=p.people, min_cell=self.params.report.min_cell,
-                              unit=p.duration_unit, alpha=alpha)
+                              unit=p.duration_unit,
+                              alpha=self.spec.alpha if alpha is None else alpha)
 
     def _person_roles(self, *roles: str):
         p = self.params.data.person
@@ -670,7 +729,7 @@ class Study:
         """Table 1 (:func:`evalkit.describe.table1`). In a public run a share of a yes/no
         characteristic that stands for fewer than ``report.min_cell`` people (with or
         without it) is hidden (NaN), with its standardized difference."""
-        t = describe.table1(self.analysis_frame(), "group", self.covariates())
+        t = describe.table1(self.analysis_frame(), "group", list(self.spec.described))
         if not self.params.report.public:
             return t
         from .privacy import suppress_shares
@@ -698,11 +757,10 @@ class Study:
         return self.mode == "claims" or bool(self.params.data.person.exposure)
 
     def design_outcomes(self) -> dict[str, str]:
-        """Outcomes the cohort design is applied to, with their kinds (see
-        :func:`evalkit.design.outcome_kinds`): in claims mode the counts and total cost."""
-        from .design import outcome_kinds
-        outs = self.outcomes() + (["total_cost"] if self.mode == "claims" else [])
-        return outcome_kinds(outs, self.params.design.outcome_types, self.has_exposure())
+        """Outcomes the cohort design is applied to, with their kinds from the spec: in
+        claims mode the counts and the cost."""
+        outs = self.outcomes() + (self.spec.outcomes_of("cost") if self.mode == "claims" else [])
+        return {o: self.spec.kind(o) for o in outs}
 
     def cohort_design(self):
         """Fit the design of the params' ``design`` section on the analysis frame (see

@@ -54,6 +54,7 @@ from evalkit.errors import (
     ParamsError,
     StatisticalWarning,
 )
+from evalkit.models.effects import check_alpha
 from evalkit.models.base import ModelResult, wald_table
 from evalkit.models.effects import sandwich
 
@@ -75,11 +76,7 @@ _KM_COLUMNS = ["group", "time", "n_risk", "n_event", "survival", "std_error", "c
 # --------------------------------------------------------------------------------------
 # input checks shared by the three entry points
 # --------------------------------------------------------------------------------------
-def _check_alpha(alpha: float) -> float:
-    if not isinstance(alpha, (int, float, np.floating)) or not 0 < float(alpha) < 1:
-        raise ParamsError(f"alpha must be a number strictly between 0 and 1 (got {alpha!r}); "
-                          "use 0.05 for 95% intervals.")
-    return float(alpha)
+_check_alpha = check_alpha   # the one alpha check (evalkit.models.effects)
 
 
 def _require_columns(data: pd.DataFrame, columns: list[str], where: str) -> None:

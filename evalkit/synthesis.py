@@ -41,6 +41,7 @@ from evalkit.errors import (
     ParamsError,
     StatisticalWarning,
 )
+from evalkit.models.effects import check_alpha
 
 __all__ = [
     "MetaAnalysisResult",
@@ -53,11 +54,7 @@ __all__ = [
 ]
 
 
-def _check_alpha(alpha: float) -> float:
-    if not isinstance(alpha, (int, float, np.floating)) or not 0 < float(alpha) < 1:
-        raise ParamsError(f"alpha must be a number strictly between 0 and 1 (got {alpha!r}); "
-                          "use 0.05 for 95% intervals.")
-    return float(alpha)
+_check_alpha = check_alpha   # the one alpha check (evalkit.models.effects)
 
 
 def _vector(values, name: str) -> np.ndarray:

@@ -255,7 +255,9 @@ def _records(res, outcome: str, design: str, n_t: int, n_c: int) -> pd.DataFrame
             "scale": scale, "estimate": float(r.estimate), "std_error": float(se),
             "ci_low": float(r.ci_low), "ci_high": float(r.ci_high),
             "p_value": None if pd.isna(r.p_value) else float(r.p_value),
-            "n_treated": n_t, "n_control": n_c, "quantity": r.quantity, "design": design})
+            "n_treated": n_t, "n_control": n_c, "quantity": r.quantity, "design": design,
+            "analysis": "its", "model": "interrupted time series", "family": res.family,
+            "adjusted_for": ["comparison series"] if design == "controlled" else []})
     return pd.DataFrame(rows)
 
 

@@ -22,6 +22,7 @@ import pandas as pd
 from .econ import (Beta, Empirical, Fixed, Gamma, Normal, ProgramCosts, budget_impact,
                    cost_benefit, icer, nmb, one_way, psa)
 from .errors import DataValidationError, StatisticalWarning
+from .spec import model_frame
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,8 @@ class Valuation:
         net savings draws, the probability of saving money, and with an ER effect the CE
         plane, CEAC and EVPI (``psa.ce_plane``, ``psa.ceac``).
     headline : DataFrame
-        The figures a finance committee asks for, with 95% intervals.
+        The figures a finance committee asks for, with 95% intervals; ``quantity`` names
+        each figure and ``unit`` says whether it is dollars or a share.
     inputs : DataFrame
         The PSA's input distributions.
     effect : dict or None
@@ -81,13 +83,14 @@ class Valuation:
         """Records for results.json: the cost-benefit figures (net savings with the PSA's
         95% interval, which carries the uncertainty of both saving and program cost) and
         the probability that the program saves money."""
-        rec = self.cost_benefit.estimates()
-        net = self.headline.set_index("figure").filter(like="net savings", axis=0).iloc[0]
+        outcome = self.savings.get("outcome", "cost")
+        rec = self.cost_benefit.estimates(outcome=outcome)
+        net = self.headline.set_index("quantity").loc["net_savings"]
         i = rec.index[rec["scale"] == "net_savings_per_member"]
         rec.loc[i, ["ci_low", "ci_high"]] = [net["ci_low"], net["ci_high"]]
         rec.loc[i, "method"] = rec.loc[i, "method"] + "; interval from the probabilistic sensitivity analysis"
         p = self.psa.probability_cost_saving
-        prob = {"outcome": "total_cost", "contrast": rec["contrast"].iloc[0],
+        prob = {"outcome": outcome, "contrast": rec["contrast"].iloc[0],
                 "estimand": "probability that net savings > 0",
                 "method": f"probabilistic sensitivity analysis, {len(self.psa.draws)} draws",
                 "scale": "probability_cost_saving", "estimate": p}
@@ -110,13 +113,14 @@ class Valuation:
         else:
             lo = hi = np.nan
             what = f"no ICER: the programme is {t['status']} ({t['interpretation']})"
-        rows = [{"outcome": "er_visits", "contrast": contrast, "estimand": what,
+        effect_outcome = self.effect.get("outcome", "effect")
+        rows = [{"outcome": effect_outcome, "contrast": contrast, "estimand": what,
                  "method": "ICER = incremental cost / ER visits averted per referred member",
                  "scale": "icer", "estimate": t["icer"], "ci_low": lo, "ci_high": hi,
                  "quadrant": t["quadrant"], "status": t["status"]}]
         for w in self.wtp_values:
             r = self.nmb_at(w)
-            rows.append({"outcome": "er_visits", "contrast": contrast,
+            rows.append({"outcome": effect_outcome, "contrast": contrast,
                          "estimand": f"net monetary benefit per referred member at ${w:,.0f} "
                                      "per ER visit averted",
                          "method": f"NMB = WTP x visits averted + net savings; probabilistic "
@@ -188,7 +192,7 @@ class Valuation:
 MIN_JOINT_REPLICATES = 20
 
 
-def er_effect(count_records: pd.DataFrame, outcome: str = "er_visits") -> dict:
+def er_effect(count_records: pd.DataFrame, outcome: str) -> dict:
     """ER visits averted per referred member per year, from a count model's effect records.
 
     The adjusted count model reports the rate difference (referred minus comparison) in
@@ -200,7 +204,8 @@ def er_effect(count_records: pd.DataFrame, outcome: str = "er_visits") -> dict:
     >>> rec = pd.DataFrame([{"outcome": "er_visits", "scale": "rate_difference_per_1000_mm",
     ...                      "estimate": -25.0, "std_error": 5.0, "ci_low": -34.8,
     ...                      "ci_high": -15.2, "method": "negbin"}])
-    >>> round(float(er_effect(rec)["estimate"]), 6), round(float(er_effect(rec)["ci_low"]), 6)
+    >>> e = er_effect(rec, "er_visits")
+    >>> round(float(e["estimate"]), 6), round(float(e["ci_low"]), 6)
     (0.3, 0.1824)
     """
     row = count_records[(count_records["outcome"] == outcome)
@@ -212,7 +217,7 @@ def er_effect(count_records: pd.DataFrame, outcome: str = "er_visits") -> dict:
     f = 12.0 / 1000.0
     return {"estimate": float(-r["estimate"] * f), "ci_low": float(-r["ci_high"] * f),
             "ci_high": float(-r["ci_low"] * f), "std_error": float(r["std_error"] * f),
-            "method": str(r.get("method", ""))}
+            "method": str(r.get("method", "")), "outcome": outcome}
 
 
 def _er_statistic(df: pd.DataFrame, er_formula: str, family: str) -> float:
@@ -261,7 +266,8 @@ class JointReplicates:
 
 def joint_bootstrap(frame: pd.DataFrame, covariates: list[str], er_family: str,
                     cost_second: str, followup_days: int, n_boot: int, seed: int,
-                    n_jobs: int = 2, progress: bool = False) -> JointReplicates:
+                    n_jobs: int = 2, progress: bool = False, *, count_outcome: str,
+                    cost_outcome: str) -> JointReplicates:
     """Saving and ER effect on the same bootstrap resamples of members.
 
     Each replicate resamples members within arms (keeping the arm sizes) and refits both
@@ -275,6 +281,8 @@ def joint_bootstrap(frame: pd.DataFrame, covariates: list[str], er_family: str,
     and replicate ``b`` of the effect come from the same members, and the pairs carry the
     correlation between cost and ER use (members who avoid the ER also cost less) that
     independent draws would lose. The model families are those chosen on the full data.
+    ``count_outcome`` and ``cost_outcome`` name the visits and the cost columns (the
+    spec's effect and cost outcomes); ``covariates`` are the spec's terms.
 
     Returns
     -------
@@ -286,23 +294,23 @@ def joint_bootstrap(frame: pd.DataFrame, covariates: list[str], er_family: str,
     from .models.bootstrap import (
         BATCHED_COUNT_FAMILIES, bootstrap, bootstrap_count_effect, bootstrap_two_part,
     )
-    from .outcomes import _transform_covariates, usable_covariates
-    data, covs = _transform_covariates(frame, usable_covariates(frame, covariates))
-    rhs = " + ".join(["treated", *covs])
-    data = data[["treated", "er_visits", "total_cost", "member_months", *covs]]
+    mf = model_frame(frame, covariates)
+    rhs = " + ".join(["treated", *mf.names])
+    data = mf.frame[["treated", count_outcome, cost_outcome, "member_months",
+                     *dict.fromkeys(mf.columns)]]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", StatisticalWarning)   # failures are counted below
-        cost = bootstrap_two_part(data, f"total_cost ~ {rhs}", "treated", n_boot=n_boot,
+        cost = bootstrap_two_part(data, f"{cost_outcome} ~ {rhs}", "treated", n_boot=n_boot,
                                   seed=seed, strata="treated", second=cost_second,
                                   ci=("percentile",), n_jobs=n_jobs, progress=progress)
         if er_family in BATCHED_COUNT_FAMILIES:
-            er = bootstrap_count_effect(data, f"er_visits ~ {rhs}", "treated", family=er_family,
+            er = bootstrap_count_effect(data, f"{count_outcome} ~ {rhs}", "treated", family=er_family,
                                         exposure="member_months", n_boot=n_boot, seed=seed,
                                         strata="treated", ci=("percentile",), n_jobs=n_jobs,
                                         progress=progress)
             averted = -er.replicates["rate_difference_per_1000_mm"].to_numpy() * 0.012
         else:
-            er = bootstrap(data, functools.partial(_er_statistic, er_formula=f"er_visits ~ {rhs}",
+            er = bootstrap(data, functools.partial(_er_statistic, er_formula=f"{count_outcome} ~ {rhs}",
                                                    family=er_family),
                            n_boot=n_boot, seed=seed, strata="treated", ci=("percentile",),
                            n_jobs=n_jobs, progress=progress)
@@ -455,7 +463,8 @@ def value_program(cost_records: pd.DataFrame, econ, referred_members: int, follo
     r = row.iloc[0]
     year = 365.0 / followup_days
     savings = {"estimate": -r["estimate"] * year, "ci_low": -r["ci_high"] * year,
-               "ci_high": -r["ci_low"] * year, "std_error": r["std_error"] * year}
+               "ci_high": -r["ci_low"] * year, "std_error": r["std_error"] * year,
+               "outcome": str(r["outcome"])}
     costs = _program_costs(econ)
     cb = cost_benefit(savings["estimate"], costs, members=referred_members,
                       savings_ci=(savings["ci_low"], savings["ci_high"]),
@@ -514,14 +523,19 @@ def value_program(cost_records: pd.DataFrame, econ, referred_members: int, follo
     lo, hi = np.percentile(net, [2.5, 97.5])
     headline = pd.DataFrame([
         {"figure": "gross savings per referred member per year", "estimate": savings["estimate"],
-         "ci_low": savings["ci_low"], "ci_high": savings["ci_high"]},
+         "ci_low": savings["ci_low"], "ci_high": savings["ci_high"],
+         "quantity": "gross_savings", "unit": "dollars"},
         {"figure": "program cost per referred member (incl. start-up share)",
-         "estimate": per_ref * annuity + startup, "ci_low": np.nan, "ci_high": np.nan},
+         "estimate": per_ref * annuity + startup, "ci_low": np.nan, "ci_high": np.nan,
+         "quantity": "program_cost", "unit": "dollars"},
         {"figure": f"net savings per referred member over {econ.horizon_years} year(s)",
-         "estimate": cb.net_savings_per_member, "ci_low": lo, "ci_high": hi},
-        {"figure": "return on investment", "estimate": cb.roi, "ci_low": np.nan, "ci_high": np.nan},
+         "estimate": cb.net_savings_per_member, "ci_low": lo, "ci_high": hi,
+         "quantity": "net_savings", "unit": "dollars"},
+        {"figure": "return on investment", "estimate": cb.roi, "ci_low": np.nan, "ci_high": np.nan,
+         "quantity": "roi", "unit": "share"},
         {"figure": "probability the program saves money", "estimate": sim.probability_cost_saving,
-         "ci_low": np.nan, "ci_high": np.nan},
+         "ci_low": np.nan, "ci_high": np.nan, "quantity": "probability_cost_saving",
+         "unit": "share"},
     ])
     ic = nm = ow = effectiveness = None
     if effect is not None:

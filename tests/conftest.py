@@ -35,3 +35,23 @@ from hypothesis import settings  # noqa: E402
 settings.register_profile("repeatable", derandomize=True, deadline=None)
 settings.register_profile("explore", deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
+
+
+def assert_structured_records(results: dict) -> None:
+    """Every estimate of a results.json carries the structured fields, with exactly one
+    primary estimate per outcome and scale, and the run's spec is recorded."""
+    from collections import Counter
+
+    from evalkit.spec import ANALYSES
+    est = results["estimates"]
+    assert est, "no estimates"
+    assert results.get("spec") is not None and "study" in results["spec"]
+    for e in est:
+        assert e["analysis"] in ANALYSES, e
+        assert isinstance(e["adjusted_for"], list), e
+        assert isinstance(e["primary"], bool), e
+        if e["analysis"] in ("adjusted", "design"):
+            assert e["adjusted_for"], e
+    primaries = Counter((e["outcome"], e["scale"]) for e in est if e["primary"])
+    groups = {(e["outcome"], e["scale"]) for e in est}
+    assert set(primaries) == groups and set(primaries.values()) == {1}

@@ -126,7 +126,8 @@ def test_joint_bootstrap_pairs_the_batched_er_effect_with_the_saving():
     df["total_cost"] = np.where(rng.uniform(size=len(df)) < 0.2, 0.0,
                                 rng.gamma(2.0, 900.0 * (1 + df["er_visits"]), len(df)))
     covs = ["age", "female", "log1p_baseline"]
-    joint = joint_bootstrap(df, covs, "negbin", "gamma", 365, n_boot=24, seed=3, n_jobs=1)
+    joint = joint_bootstrap(df, covs, "negbin", "gamma", 365, n_boot=24, seed=3, n_jobs=1,
+                            count_outcome="er_visits", cost_outcome="total_cost")
     slow = bootstrap(df[["treated", "er_visits", "member_months", *covs]],
                      functools.partial(_er_statistic, er_formula=FORMULA, family="negbin"),
                      n_boot=24, seed=3, strata="treated", ci=("percentile",), n_jobs=1)

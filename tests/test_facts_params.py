@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 import evalkit
+from conftest import assert_structured_records
 
 N_ARM = 887                                   # patients per cohort (Humphreys & Moos 2001)
 OUTPATIENT = (13.1, 22.5)                     # visits per patient
@@ -49,6 +50,7 @@ def test_run_is_public_and_safe(brief):
     assert privacy["member_ids_checked"] is None          # summary mode: no member ids
     assert (run.output_dir / "brief.html").is_file()
     assert not any(e["workbook"] not in ("synthesis", "proportions") for e in res["estimates"])
+    assert_structured_records(res)
 
 
 def test_effects_reproduce_the_published_figures(brief):

@@ -25,6 +25,7 @@ from evalkit.data.load import scan_sql
 from evalkit.data.person import load_person
 from evalkit.errors import ParamsError
 from evalkit.survival import logrank
+from conftest import assert_structured_records
 
 # Yoak & Chesler 1985 (docs/published-figures.md: "Self-help group organisation")
 N_GROUPS = 50
@@ -232,6 +233,7 @@ def test_params_file_end_to_end(run):
     out = run.output_dir
     res = json.loads(run.results_path.read_text())
     assert res["run"]["status"] == "ok" and res["run"]["privacy"]["ok"]
+    assert_structured_records(res)
     for name in ("12_group_comparison.ipynb", "12_group_comparison.html"):
         assert (out / name).is_file()
     done = nbformat.read(out / "12_group_comparison.ipynb", as_version=4)

@@ -27,6 +27,7 @@ import statsmodels.formula.api as smf
 from scipy import stats
 
 import evalkit
+from conftest import assert_structured_records
 
 ROOT = Path(__file__).resolve().parent.parent
 PARAMS = ROOT / "params" / "nhefs_ipw.yaml"
@@ -40,7 +41,9 @@ FORMULA = ("C(sex) + C(race) + age + I(age**2) + C(education) + smokeintensity"
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("nhefs") / "out"
     result = evalkit.run(PARAMS, out=out, quiet=True)
-    return json.loads(result.results_path.read_text())
+    res = json.loads(result.results_path.read_text())
+    assert_structured_records(res)
+    return res
 
 
 @pytest.fixture(scope="module")

@@ -29,10 +29,17 @@ def test_with_treatment_needs_both_arms():
         O.with_treatment(pd.DataFrame({"group": ["self_help"] * 3}))
 
 
-def test_usable_covariates_drop_constants_text_and_treatment_copies():
+def test_unusable_covariates_are_left_out_with_the_reason():
+    from evalkit.spec import model_frame
     df = pd.DataFrame({"treated": [0, 1, 0, 1], "copy": [0, 1, 0, 1], "const": [1, 1, 1, 1],
                        "site": list("abab"), "age": [30, 40, 50, 60]})
-    assert O.usable_covariates(df, ["copy", "const", "site", "age", "missing"]) == ["age"]
+    mf = model_frame(df, ["copy", "const", "age"])
+    assert mf.names == ["age"]
+    assert [r["term"] for r in mf.left_out] == ["copy", "const"]
+    with pytest.raises(DataValidationError, match="C\\(site\\)"):
+        model_frame(df, ["site"])                   # text enters only as C(site), when asked
+    with pytest.raises(DataValidationError, match="missing"):
+        model_frame(df, ["missing"])
 
 
 @pytest.fixture(scope="module")

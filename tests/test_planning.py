@@ -22,6 +22,7 @@ from evalkit import params as P
 from evalkit.errors import DataValidationError, ParamsError
 from evalkit.params import PlanningParams
 from evalkit.planning import estimate_baseline, plan_study
+from conftest import assert_structured_records
 
 ROOT = Path(__file__).resolve().parent.parent
 Z975 = 1.959963984540054
@@ -154,6 +155,7 @@ def test_er_power_params_end_to_end(tmp_path):
     res = json.loads(run.results_path.read_text())
     assert res["run"]["status"] == "ok"
     assert res["run"]["params"]["mode"] == "summary"
+    assert_structured_records(res)
     est = {e["scale"]: e for e in res["estimates"] if e["workbook"] == "planning"}
     assert est["proportion"]["estimate"] == pytest.approx(_power_by_hand(2000), rel=1e-10)
     assert est["proportion"]["n_control"] == est["proportion"]["n_treated"] == 2000

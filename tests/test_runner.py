@@ -9,6 +9,7 @@ import pytest
 import evalkit
 from evalkit import catalog, runner
 from evalkit.errors import EvalkitError, ParamsError, WorkbookError
+from conftest import assert_structured_records
 
 PARAMS = {"title": "small synthetic plan", "data": {"members": 1500, "plant_problems": True}}
 
@@ -51,15 +52,24 @@ def test_run_writes_contract_outputs(tiny_run):
     assert {e["outcome"] for e in fu} == {"er_visits", "outpatient_mh_visits", "inpatient_days"}
     for e in res["estimates"]:
         assert set(("workbook", "outcome", "contrast", "estimand", "method", "scale", "estimate",
-                    "std_error", "ci_low", "ci_high", "p_value", "n_treated", "n_control")) <= set(e)
+                    "std_error", "ci_low", "ci_high", "p_value", "n_treated", "n_control",
+                    "analysis", "model", "family", "adjusted_for", "primary")) <= set(e)
+    assert_structured_records(res)
+    assert json.loads((out / "spec.json").read_text()) == res["spec"]
     assert "data_quality.table1" in res["tables"] and "utilization.rates" in res["tables"]
-    methods = {e["method"].split(" ")[0] for e in res["estimates"] if e["workbook"] == "utilization"}
-    assert {"crude", "difference-in-differences"} <= methods
-    assert len(methods) >= 3 and methods - {"crude", "difference-in-differences"} <= {
+    util = [e for e in res["estimates"] if e["workbook"] == "utilization"]
+    assert {"crude", "adjusted", "prepost"} == {e["analysis"] for e in util}
+    assert {e["family"] for e in util if e["analysis"] == "adjusted"} <= {
         "poisson", "negbin", "zinb", "hurdle_negbin"}
+    adjusted = [e for e in util if e["analysis"] == "adjusted"]
+    spec_terms = [c["term"] for c in res["spec"]["covariates"]]
+    assert adjusted and all(e["adjusted_for"] == spec_terms for e in adjusted)
+    primary = {(e["outcome"], e["scale"]): e for e in res["estimates"] if e["primary"]}
+    assert primary[("er_visits", "rate_ratio")]["analysis"] == "adjusted"
     scales = {e["scale"] for e in res["estimates"] if e["workbook"] == "costs"}
     assert {"cost_difference", "pmpm_difference", "ratio"} <= scales
-    assert any("bootstrap BCa" in e["method"] for e in res["estimates"] if e["workbook"] == "costs")
+    assert any(e.get("interval") == "bootstrap" for e in res["estimates"]
+               if e["workbook"] == "costs")
     econ = {e["scale"]: e for e in res["estimates"] if e["workbook"] == "cost_benefit"}
     assert {"net_savings_per_member", "roi", "probability_cost_saving"} <= set(econ)
     assert 0 <= econ["probability_cost_saving"]["estimate"] <= 1

@@ -28,6 +28,7 @@ from evalkit import params as P
 from evalkit import summary as S
 from evalkit.errors import DataValidationError, ParamsError
 from evalkit.synthesis import compare_proportions, effect_size, proportion_ci
+from conftest import assert_structured_records
 
 HM = {"name": "HM", "outcome": "outpatient_mh_visits", "measure": "ROM", "sd_assumed": True,
       "treated": {"n": 887, "mean": 13.1, "sd": 13.1},
@@ -327,6 +328,7 @@ def test_parent_survey_end_to_end(parent_run):
     res = json.loads(parent_run.results_path.read_text())
     assert res["run"]["status"] == "ok"
     assert [w["workbook"] for w in res["run"]["workbooks"]] == ["proportions"]
+    assert_structured_records(res)
     props = {r["label"]: r for r in res["tables"]["proportions.proportions"]}
     some = props["Parents reporting some problem with the staff"]
     assert (some["x"], some["n"]) == (44, 74)                 # 44 of 74 ...

@@ -21,6 +21,7 @@ from evalkit.data.load import load_report, scan_sql
 from evalkit.data.person import load_person
 from evalkit.errors import DataValidationError, ParamsError
 from evalkit.survival import restricted_mean
+from conftest import assert_structured_records
 
 # Spiegel et al., Lancet 1989 (docs/published-figures.md: "Survival with a supportive-expressive group")
 N_SUPPORT, N_CONTROL = 50, 36
@@ -206,6 +207,7 @@ def test_params_file_end_to_end(run):
     res = json.loads(run.results_path.read_text())
     assert res["run"]["status"] == "ok" and res["run"]["privacy"]["ok"]
     assert [w["workbook"] for w in res["run"]["workbooks"]] == ["survival"]
+    assert_structured_records(res)
     for name in ("11_survival.ipynb", "11_survival.html", "results.json"):
         assert (out / name).is_file(), name
     done = nbformat.read(out / "11_survival.ipynb", as_version=4)

@@ -17,6 +17,7 @@ from evalkit.errors import DataDroppedWarning, DataValidationError, ParamsError
 from evalkit.models.panel import its
 from evalkit.results import write_json_atomic
 from evalkit.study import Study, prepare
+from conftest import assert_structured_records
 
 
 def _study(tmp_path, **raw):
@@ -212,7 +213,8 @@ def test_workbook_runs_end_to_end(tmp_path):
     est = [e for e in res["estimates"] if e["workbook"] == "time_series"]
     assert {e["design"] for e in est} == {"controlled", "single"}
     assert all(e["outcome"] == "er_visits" for e in est)
-    assert all(e["method"].startswith("interrupted time series") for e in est)
+    assert all(e["analysis"] == "its" for e in est)
+    assert_structured_records(res)
     ratio = [e for e in est if e["scale"] == "ratio" and e["quantity"].startswith("ratio")]
     assert len(ratio) == 2 and all(0 < e["ci_low"] < e["estimate"] < e["ci_high"] for e in ratio)
     series = res["tables"]["time_series.monthly_rates"]

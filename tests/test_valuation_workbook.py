@@ -54,12 +54,12 @@ def test_er_effect_turns_the_rate_difference_into_visits_per_member_year():
                          "estimate": -23.2, "std_error": 3.5, "ci_low": -30.1, "ci_high": -16.3},
                         {"outcome": "er_visits", "scale": "rate_ratio", "estimate": 0.64,
                          "std_error": 0.07, "ci_low": 0.56, "ci_high": 0.73}])
-    e = er_effect(rec)
+    e = er_effect(rec, "er_visits")
     assert e["estimate"] == pytest.approx(0.2784)
     assert (e["ci_low"], e["ci_high"]) == pytest.approx((0.1956, 0.3612))
     assert e["std_error"] == pytest.approx(0.042)
     with pytest.raises(Exception, match="rate_difference_per_1000_mm"):
-        er_effect(rec[rec["scale"] == "rate_ratio"])
+        er_effect(rec[rec["scale"] == "rate_ratio"], "er_visits")
 
 
 # ------------------------------------------------------------------ ICER and dominance

@@ -66,6 +66,7 @@ from evalkit.errors import (
     ParamsError,
     StatisticalWarning,
 )
+from evalkit.models.effects import check_alpha
 
 _LOG_2PI = math.log(2 * math.pi)
 MIN_CONTROLS = 3
@@ -382,10 +383,7 @@ def _controls(log_estimates, std_errors, what: str, extra=None, extra_name: str 
     return (*arrays, dropped)
 
 
-def _check_alpha(alpha) -> float:
-    if not isinstance(alpha, numbers.Real) or not 0 < alpha < 1:
-        raise ParamsError(f"alpha must be a number between 0 and 1, not {alpha!r}.")
-    return float(alpha)
+_check_alpha = check_alpha   # the one alpha check (evalkit.models.effects)
 
 
 def _targets(log_estimate, std_error, what: str):

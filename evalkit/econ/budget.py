@@ -139,6 +139,7 @@ class BudgetImpactResult:
                      "net budget impact per plan member per month, $")):
                 rows.append({"outcome": outcome, "contrast": contrast, "estimand": what,
                              "method": "budget impact (ISPOR; Sullivan et al. 2014)",
+                             "analysis": "budget", "adjusted_for": [],
                              "scale": scale, "estimate": float(r[col]), "period": f"year {y}",
                              "scenario_low": float(rng.loc[y, lo]),
                              "scenario_high": float(rng.loc[y, hi])})

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import numbers
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -628,12 +629,16 @@ def vcov_label(kind: str, cluster: str | None) -> str:
     return f"cluster({cluster})" if kind == "cluster" else kind
 
 
-def check_alpha(alpha, what: str) -> float:
-    try:
-        a = float(alpha)
-    except (TypeError, ValueError):
-        a = np.nan
-    if not 0 < a < 1:
-        raise ParamsError(f"{what}: alpha must be between 0 and 1 (e.g. 0.05), got {alpha!r}.")
-    return a
+def check_alpha(alpha, what: str = "alpha") -> float:
+    """``alpha`` as a float, or a ParamsError naming ``what``: the one alpha check of
+    every model, survival, synthesis and calibration function.
+
+    ``alpha`` must be a real number (not a bool or a string) strictly between 0 and 1;
+    0.05 gives 95% intervals.
+    """
+    if isinstance(alpha, (bool, np.bool_)) or not isinstance(alpha, numbers.Real) \
+            or not 0 < float(alpha) < 1:
+        raise ParamsError(f"{what}: alpha must be a number strictly between 0 and 1 (e.g. "
+                          f"0.05 for 95% intervals), got {alpha!r}.")
+    return float(alpha)
 

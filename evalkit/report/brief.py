@@ -48,9 +48,10 @@ from .. import __version__
 from ..data.source import describe_source
 from ..errors import EvalkitError
 from ..privacy import DisclosureError, scan_outputs
+from ..spec import term_columns as spec_columns
 from . import charts, tables
 from .findings import (AUDIENCES, RATIO_SCALES, budget_rows, comparable, key_findings,
-                       method_rank, outcome_label, primary_estimates)
+                       analysis_tag, outcome_label, primary_estimates)
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 HTML_NAME, PDF_NAME = "brief.html", "brief.pdf"
@@ -150,7 +151,7 @@ def _ratio_chart(e: pd.DataFrame, audience: str):
     if audience == "research":
         for r in comparable(e).to_dict("records"):
             if r["scale"] in RATIO_SCALES and r.get("ci_low") is not None:
-                tag = {0: "adjusted", 1: "pre/post", 3: "crude"}.get(method_rank(r), "other")
+                tag = analysis_tag(r)
                 rows.append({"label": f"{outcome_label(r['outcome'])[:34]} ({tag})", **r})
     else:
         for (_, outcome), s in primary_estimates(e).items():
@@ -186,7 +187,8 @@ def _savings_chart(results: dict, e: pd.DataFrame, audience: str):
     head = (results.get("tables") or {}).get("cost_benefit.headline") or []
     for r in head:
         f = str(r.get("figure", ""))
-        if r.get("estimate") is not None and ("savings" in f or "program cost" in f):
+        if r.get("estimate") is not None and r.get("quantity") in (
+                "gross_savings", "program_cost", "net_savings"):
             rows.append({"label": f.replace(" per referred member", "")
                          .replace(" (incl. start-up share)", "")[:40],
                          "estimate": r["estimate"], "ci_low": r.get("ci_low"),
@@ -206,12 +208,19 @@ def _savings_chart(results: dict, e: pd.DataFrame, audience: str):
     return {"title": title, "svg": charts.to_svg(ax, title), "caption": cap}
 
 
+def _adjusted_terms(e: pd.DataFrame) -> list[str]:
+    """The terms the adjusted estimates adjusted for, as recorded, in order."""
+    rows = e[e["analysis"] == "adjusted"] if "analysis" in e else e.iloc[0:0]
+    return list(dict.fromkeys(t for terms in rows.get("adjusted_for", []) for t in terms or []))
+
+
 def _methods(p, e: pd.DataFrame, audience: str) -> list[str]:
     methods = list(dict.fromkeys(str(m) for m in e.get("method", pd.Series(dtype=str)).dropna()
                                  if str(m)))
-    has_did = any("difference-in-differences" in m for m in methods)
-    has_adj = any("adjusted" in m for m in methods)
-    has_cox = any(m.startswith("Cox") for m in methods)
+    analyses = set(e.get("analysis", pd.Series(dtype=str)).dropna())
+    has_did = "prepost" in analyses
+    has_adj = "adjusted" in analyses
+    has_cox = "model" in e and bool(((e["analysis"] == "survival") & (e["model"] == "Cox")).any())
     has_cb = "net_savings_per_member" in set(e.get("scale", []))
     w, ec = p.windows, p.econ
     per_ref = ec.coordination + ec.facilitation + ec.materials
@@ -231,12 +240,14 @@ def _methods(p, e: pd.DataFrame, audience: str) -> list[str]:
                    f"days from the index (referral) date, with the {w.baseline_days} days before "
                    f"as the baseline; use is per member-month of coverage.")
     if has_adj:
-        out.append("Adjustment: differences between the groups before referral (age, sex, "
-                   "illness burden, earlier use and cost) are taken into account."
+        terms = _adjusted_terms(e)
+        plain = ", ".join(dict.fromkeys(spec_columns(terms))).replace("_", " ")
+        out.append(f"Adjustment: differences between the groups before referral ({plain}) "
+                   "are taken into account."
                    if audience == "clearinghouse" else
                    "Adjusted comparison: count models (Poisson or negative binomial family chosen "
                    "by AIC) and a two-part cost model, with effects averaged over members "
-                   "(recycled predictions), adjusting for baseline characteristics.")
+                   f"(recycled predictions), adjusting for {', '.join(terms)}.")
     if has_did:
         out.append("Before-and-after check: each group's change from the year before referral "
                    "to the year after is compared." if audience == "clearinghouse" else
@@ -281,7 +292,7 @@ def _limitations(p, e: pd.DataFrame, audience: str) -> list[str]:
                "differences in measured characteristics only; unmeasured confounding (e.g. "
                "motivation, social support, severity not captured in claims) can bias the "
                "estimates, which show association, not proof of cause.")
-    if "difference-in-differences" in methods or "pre/post" in methods:
+    if "prepost" in set(e.get("analysis", pd.Series(dtype=str)).dropna()):
         out.append("The before-and-after check assumes both groups would have changed in the "
                    "same way without referral. If referral often follows a crisis, use may "
                    "drop afterwards anyway." if plain else

@@ -1,8 +1,9 @@
 """Key findings as sentences, in the words of each audience.
 
 The estimates of a run (``results.json``) are grouped by workbook and outcome; for each
-group one *primary* comparison is chosen (an adjusted comparison before a pre/post one,
-before a crude one; see :func:`primary_estimates`) and written as one sentence whose
+group one *primary* comparison is chosen from the records' ``analysis`` field (an
+adjusted comparison before a pre/post one, before a crude one; see
+:func:`primary_estimates`) and written as one sentence whose
 numbers and intervals come straight from the records. Which sentence is written depends
 on the scales present, not on workbook names, so the brief works with whatever
 workbooks ran, including summary-mode runs made from published figures.
@@ -24,17 +25,15 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from ..spec import CLAIMS_OUTCOMES, CLAIMS_TIME_OUTCOMES
+
 AUDIENCES = ("hmo", "research", "clearinghouse")
 
-#: outcome -> (short label, plain label, unit noun)
-OUTCOMES = {
-    "er_visits": ("ER visits", "emergency-room visits", "visits"),
-    "outpatient_mh_visits": ("outpatient mental-health visits",
-                             "visits to outpatient mental-health services", "visits"),
-    "inpatient_days": ("inpatient days", "days in hospital", "days"),
-    "total_cost": ("total cost of care", "health-care costs", "dollars"),
-    "time_to_first_er": ("time to the first ER visit", "a first emergency-room visit", ""),
-}
+#: outcome -> (short label, plain label, unit noun), from the spec's one table of labels
+OUTCOMES = {n: (d.label, d.plain, "" if d.kind == "time_to_event" else d.unit)
+            for n, d in {**CLAIMS_OUTCOMES, **CLAIMS_TIME_OUTCOMES}.items()}
+#: time-to-event outcome -> what happens (brief words, plain words), from the spec
+EVENTS = {n: d.event for n, d in CLAIMS_TIME_OUTCOMES.items() if d.event}
 RATIO_SCALES = ("rate_ratio", "hazard_ratio", "ratio", "odds_ratio")
 VALUE_SCALES = ("net_savings_per_member", "roi", "benefit_cost_ratio", "probability_cost_saving")
 
@@ -116,17 +115,29 @@ def _excludes(lo, hi, null: float) -> bool:
 
 # ------------------------------------------------------------------ choosing estimates
 def method_rank(row) -> int:
-    """0 adjusted (model or weighting/matching, ATE), 1 other ATT (pre/post, matched),
-    2 anything else, 3 crude. Lower is preferred for the key findings."""
-    method = str(row.get("method") or "").lower()
+    """0 adjusted (a covariate-adjusted model, or a design for the ATE), 1 other ATT
+    (pre/post, interrupted time series, matched), 2 anything else, 3 crude. Lower is
+    preferred for the key findings. Read from the record's ``analysis``, ``estimand``
+    and ``adjusted_for`` fields, never from its ``method`` sentence."""
+    analysis = str(row.get("analysis") or "")
     estimand = str(row.get("estimand") or "")
-    if method.startswith("crude") or estimand == "crude":
+    if analysis == "crude" or estimand == "crude":
         return 3
-    if estimand.startswith("ATE") or "adjusted" in method:
+    if analysis == "adjusted" or estimand.startswith("ATE") or (
+            analysis == "survival" and _has_items(row.get("adjusted_for"))):
         return 0
-    if estimand.startswith("ATT") or "difference-in-differences" in method:
+    if analysis in ("prepost", "its", "design") or estimand.startswith("ATT"):
         return 1
     return 2
+
+
+def _has_items(x) -> bool:
+    return x is not None and not (isinstance(x, float) and math.isnan(x)) and len(x) > 0
+
+
+def analysis_tag(row) -> str:
+    """A short word for the kind of comparison a record is (from its fields)."""
+    return {0: "adjusted", 1: "pre/post", 3: "crude"}.get(method_rank(row), "other")
 
 
 def comparable(estimates: pd.DataFrame) -> pd.DataFrame:
@@ -153,7 +164,8 @@ def primary_estimates(estimates: pd.DataFrame) -> dict:
     out: dict = {}
     if e.empty:
         return out
-    e = e[~e["method"].fillna("").astype(str).str.startswith("budget impact")]
+    if "analysis" in e:
+        e = e[e["analysis"].fillna("").astype(str) != "budget"]
     if "wtp" in e:        # net monetary benefit at a willingness to pay of $0 is net savings
         e = e[~((e["scale"] == "nmb") & (e["wtp"].fillna(-1) == 0))]
     for (wb, outcome), g in e.groupby(["workbook", "outcome"], sort=False):
@@ -165,8 +177,8 @@ def primary_estimates(estimates: pd.DataFrame) -> dict:
             if method_rank(r) != best:
                 continue
             old = chosen.get(r["scale"])
-            if old is None or ("bootstrap" in str(r.get("method")) and
-                               "bootstrap" not in str(old.get("method"))):
+            if old is None or (r.get("interval") == "bootstrap" and
+                               old.get("interval") != "bootstrap"):
                 chosen[r["scale"]] = r
         out[(wb, outcome)] = chosen
     return out
@@ -187,10 +199,10 @@ def _headline_quantity(g: pd.DataFrame) -> pd.DataFrame:
 
 
 def budget_rows(estimates: pd.DataFrame) -> pd.DataFrame:
-    """Budget-impact records (method 'budget impact ...'), one per year and scale."""
-    if estimates.empty or "method" not in estimates:
+    """Budget-impact records (analysis ``budget``), one per year and scale."""
+    if estimates.empty or "analysis" not in estimates:
         return estimates.iloc[0:0]
-    return estimates[estimates["method"].fillna("").astype(str).str.startswith("budget impact")]
+    return estimates[estimates["analysis"].fillna("").astype(str) == "budget"]
 
 
 # ------------------------------------------------------------------ sentences
@@ -271,13 +283,14 @@ def _time(outcome, s, audience) -> Finding | None:
         return None
     clear = _excludes(hr["ci_low"], hr["ci_high"], 1)
     label = outcome_label(outcome, audience)
+    event = EVENTS.get(outcome)
     if audience == "clearinghouse":
         text = (f"Time to {label}: at any point during follow-up, members referred to "
                 f"self-help groups were about {_ratio_change(hr['estimate'], 'less', 'more')} "
-                f"likely to make a first emergency-room visit (range of plausible values: "
+                f"likely to {event[1]} (range of plausible values: "
                 f"{_ratio_change(hr['ci_low'], 'less', 'more')} to "
                 f"{_ratio_change(hr['ci_high'], 'less', 'more')} likely)."
-                if outcome == "time_to_first_er" else
+                if event else
                 f"{label[0].upper()}{label[1:]}: referred members reached it about "
                 f"{_ratio_change(hr['estimate'], 'less', 'more')} often at any given time "
                 f"(range of plausible values: {_ratio_change(hr['ci_low'], 'less', 'more')} "
@@ -290,8 +303,9 @@ def _time(outcome, s, audience) -> Finding | None:
                        f"{ratio(hr['ci_high'])}{p}); {hr['estimand']}, {hr['method']}.", clear)
     return Finding("time", outcome, f"{label[0].upper()}{label[1:]}: at any point in follow-up, "
                    f"referred members were {_ratio_change(hr['estimate'], 'less', 'more')} likely "
-                   f"to have a first ER visit (hazard ratio {ratio(hr['estimate'])}, 95% CI "
-                   f"{ratio(hr['ci_low'])} to {ratio(hr['ci_high'])}); {_design_tag(hr)}.", clear)
+                   f"to {event[0] if event else 'have the event'} (hazard ratio "
+                   f"{ratio(hr['estimate'])}, 95% CI {ratio(hr['ci_low'])} to "
+                   f"{ratio(hr['ci_high'])}); {_design_tag(hr)}.", clear)
 
 
 def _cost(outcome, s, audience, followup_days) -> Finding | None:
@@ -419,8 +433,7 @@ def _other(outcome, s, audience) -> list[Finding]:
         null = 1.0 if is_ratio else 0.0
         clear = _excludes(r["ci_low"], r["ci_high"], null)
         share = scale in ("risk_difference", "proportion")
-        dollars = (_unit(outcome) == "dollars" or "cost" in str(outcome)
-                   or scale in ("nmb", "icer"))
+        dollars = _unit(outcome) == "dollars" or scale in ("nmb", "icer", "cost_difference")
         fmt = ((lambda v: pct(v, 1)) if share else ratio if is_ratio else
                money if dollars else num)
         has_ci = _finite(r.get("ci_low")) and _finite(r.get("ci_high"))

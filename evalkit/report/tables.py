@@ -307,18 +307,16 @@ def headline_table(results: dict, audience: str):
         return None
     iv = "range of plausible values" if audience == "clearinghouse" else "95% interval"
 
-    def fmt(fig, v):
+    def fmt(unit, v):
         if _missing(v):
             return ""
-        f = str(fig).lower()
-        if "probability" in f or "return on investment" in f or f.startswith("roi"):
-            return pct(v)
-        return money(v)
+        return pct(v) if unit == "share" else money(v)
+    units = h["unit"] if "unit" in h else ["dollars"] * len(h)
     out = pd.DataFrame({
         "figure": [str(f) for f in h["figure"]],
-        "estimate": [fmt(f, v) for f, v in zip(h["figure"], h["estimate"])],
-        iv: [("" if _missing(lo) or _missing(hi) else f"{fmt(f, lo)} to {fmt(f, hi)}")
-             for f, lo, hi in zip(h["figure"], h.get("ci_low", [None] * len(h)),
+        "estimate": [fmt(u, v) for u, v in zip(units, h["estimate"])],
+        iv: [("" if _missing(lo) or _missing(hi) else f"{fmt(u, lo)} to {fmt(u, hi)}")
+             for u, lo, hi in zip(units, h.get("ci_low", [None] * len(h)),
                                   h.get("ci_high", [None] * len(h)))]})
     return BriefTable("value", "What the program is worth", out, numeric=("estimate", iv))
 
@@ -409,17 +407,29 @@ def _is_count_column(name) -> bool:
     return "_".join(words) in _COUNT_WORDS or words[0] in _COUNT_WORDS or words[-1] in _COUNT_WORDS
 
 
+_ISO_DATE = r"^\d{4}-\d{2}-\d{2}([ T][0-9:.+-]*)?$"
+
+
+def _holds_dates(column: pd.Series) -> bool:
+    """Whether a column's values are dates (by their values, not the column's name)."""
+    if pd.api.types.is_datetime64_any_dtype(column):
+        return True
+    v = column.dropna()
+    return bool(len(v)) and v.map(lambda x: isinstance(x, str)).all() and \
+        bool(v.str.match(_ISO_DATE).all())
+
+
 def generic_table(name: str, rows: list, *, public: bool, min_cell: int):
     """Any other recorded table (e.g. a sensitivity analysis), shown as recorded.
 
-    Member-level id columns and date columns are never shown. When public, columns that
+    Member-level id columns and columns whose values are dates are never shown. When public, columns that
     read as counts of people are suppressed, and every other number in a row with a
     hidden count is hidden with it (how such numbers were computed is not known, so the
     cautious choice is taken)."""
     if not rows:
         return None
     t = pd.DataFrame(rows)
-    keep = [c for c in t.columns if not is_id_column(c) and "date" not in str(c).lower()]
+    keep = [c for c in t.columns if not is_id_column(c) and not _holds_dates(t[c])]
     t = t[keep].reset_index(drop=True)
     if t.empty or not keep:
         return None

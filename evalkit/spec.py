@@ -1,0 +1,513 @@
+"""The analysis spec: what a study is, said once, from its params and its data.
+
+Every module downstream of the params reads what a study is from here, never from a
+column name or from free text. The spec is resolved once per run, before any workbook
+starts (:func:`evalkit.study.prepare`), saved as ``spec.json`` in the run folder and
+recorded in ``results.json``. It names
+
+* the **study**: question, intervention and comparison labels, the unit (members,
+  patients, groups) and whether assignment was randomized (``study`` params section);
+* each **outcome**: its kind (``count``, ``cost``, ``continuous``, ``binary``,
+  ``time_to_event``), the reader's label and unit, its exposure, which direction is good
+  and its primary analysis (``study.outcomes``);
+* the **covariates** as terms, exactly as they enter every model: a column as written
+  (``baseline_age``, ``log1p_baseline_cost``), or with an explicit transform
+  (``log1p(baseline_total_cost)``, ``C(region)``). One adjustment set serves the
+  propensity and the outcome models unless ``design.covariates`` or ``design.formula``
+  say otherwise;
+* the windows, alpha and the design.
+
+Defaults
+--------
+Where the params are silent the defaults below are written out in the spec, so a reader
+sees them; they reproduce what evalkit did before the spec existed:
+
+* claims mode, outcomes: :data:`CLAIMS_OUTCOMES` (ER visits, outpatient mental-health
+  visits and inpatient days are counts per member-month; total cost is a cost);
+* claims mode, covariates: :data:`CLAIMS_COVARIATES`: age and sex, every numeric column
+  of the members table beyond the contract's (e.g. ``comorbidity``) as written, then
+  ``log1p`` of the baseline use and cost, whose long right tails would otherwise let a few
+  members dominate a fit. Extra *text* columns are not adjusted for by default (in the
+  built-in plans they name the program, which is nested in the arm); the spec lists them
+  under ``not_adjusted``
+  with the reason, and ``study.covariates: [..., C(region)]`` adds one;
+* person mode, covariates: ``data.person.covariates`` as written (a text column as
+  ``C(column)``); outcomes: a count when the data have an exposure column or the values
+  are whole numbers >= 0, else continuous (``study.outcomes.<name>.kind`` or
+  ``design.outcome_types`` say otherwise);
+* the intervention and comparison: "referred to self-help groups" and "not referred"
+  (claims mode), else the values of the treatment column.
+
+A covariate that is constant, or the treatment in disguise, cannot be estimated: it is
+listed under ``not_adjusted`` with the reason, never dropped silently.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import DataValidationError, ParamsError
+
+SPEC_FILE = "spec.json"
+
+#: Kinds of outcome.
+KINDS = ("count", "cost", "continuous", "binary", "time_to_event")
+#: What an estimate record's ``analysis`` says it is (docs/results.md).
+ANALYSES = ("adjusted", "design", "crude", "prepost", "its", "survival", "descriptive",
+            "valuation", "budget", "power", "synthesis", "projection", "survey")
+#: The order in which a record is chosen as an outcome's primary estimate on a scale
+#: when the spec's primary analysis has none on that scale.
+PRIMARY_ORDER = ("adjusted", "design", "survival", "its", "prepost", "valuation", "synthesis",
+                 "projection", "survey", "budget", "power", "crude", "descriptive")
+#: Transforms a covariate term may carry.
+TRANSFORMS = ("log1p", "C")
+
+
+@dataclass(frozen=True)
+class OutcomeDefault:
+    kind: str
+    label: str
+    plain: str
+    unit: str
+    good: str = "lower"
+    truth: str | None = None   # key of a synthetic plan's true effect
+    event: tuple | None = None  # time to event: what happens, (in brief, in plain words)
+
+
+#: Claims mode: the built-in outcomes of the member x window table. The one table of
+#: outcome labels; ``study.outcomes`` overrides any field.
+CLAIMS_OUTCOMES = {
+    "er_visits": OutcomeDefault("count", "ER visits", "emergency-room visits", "visits",
+                                truth="er"),
+    "outpatient_mh_visits": OutcomeDefault(
+        "count", "outpatient mental-health visits",
+        "visits to outpatient mental-health services", "visits", truth="outpatient_mh"),
+    "inpatient_days": OutcomeDefault("count", "inpatient days", "days in hospital", "days",
+                                     truth="inpatient_days"),
+    "total_cost": OutcomeDefault("cost", "total cost of care", "health-care costs", "dollars",
+                                 truth="cost"),
+}
+#: Claims mode: the outcome whose visits averted measure effectiveness in the economics.
+CLAIMS_EFFECT_OUTCOME = "er_visits"
+#: Claims mode: the default adjustment set for the built-in columns: age and sex, then
+#: (after any extra numeric column of the members table) the baseline use and cost.
+CLAIMS_DEMOGRAPHICS = ("age_at_index", "female")
+CLAIMS_BASELINE = ("log1p(baseline_er_visits)", "log1p(baseline_outpatient_mh_visits)",
+                   "log1p(baseline_inpatient_days)", "log1p(baseline_total_cost)")
+CLAIMS_COVARIATES = CLAIMS_DEMOGRAPHICS + CLAIMS_BASELINE
+#: Claims mode: columns of the cohort table that are the contract's, not covariates.
+CLAIMS_COHORT_COLUMNS = ("member_id", "group", "index_date", "bl_start", "fu_start", "fu_end",
+                         "bl_member_months", "fu_member_months", "sex", "dose", "age_at_index")
+#: Time-to-event outcomes the claims workbooks estimate (not columns of the data).
+CLAIMS_TIME_OUTCOMES = {
+    "time_to_first_er": OutcomeDefault("time_to_event", "time to the first ER visit",
+                                       "a first emergency-room visit", "days",
+                                       event=("have a first ER visit",
+                                              "make a first emergency-room visit")),
+    "inpatient_readmission": OutcomeDefault("time_to_event", "inpatient readmission",
+                                            "a readmission to hospital", "days",
+                                            event=("be readmitted", "be readmitted to hospital")),
+}
+
+
+# ------------------------------------------------------------------------------ terms
+@dataclass(frozen=True)
+class Term:
+    """One covariate as it enters the models.
+
+    Attributes
+    ----------
+    column : the data column the term reads.
+    transform : None (the column as written), ``"log1p"`` (log(1 + x)) or ``"C"``
+        (categories).
+    source : where it came from: ``"params"`` or ``"default"``.
+    """
+
+    column: str
+    transform: str | None = None
+    source: str = "params"
+
+    @property
+    def expression(self) -> str:
+        """The term as written in a formula or the params: ``age``, ``log1p(x)``, ``C(r)``."""
+        return f"{self.transform}({self.column})" if self.transform else self.column
+
+    @property
+    def name(self) -> str:
+        """The model-frame column (or formula piece) the term becomes."""
+        if self.transform == "log1p":
+            return f"log1p_{self.column}"
+        return self.expression
+
+
+def parse_term(text: str, source: str = "params") -> Term:
+    """A covariate term from its written form.
+
+    ``"age"`` -> the column as written; ``"log1p(baseline_cost)"`` -> log(1 + x);
+    ``"C(region)"`` -> categories. Anything else raises ``ValueError`` (params
+    validation reports it under the key).
+
+    Examples
+    --------
+    >>> parse_term("log1p(baseline_total_cost)").name
+    'log1p_baseline_total_cost'
+    >>> parse_term("log1p_baseline_cost").transform is None
+    True
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("a covariate term must be a column name, log1p(column) or C(column)")
+    s = text.strip()
+    m = re.fullmatch(r"(\w+)\(\s*([A-Za-z_]\w*)\s*\)", s)
+    if m:
+        if m.group(1) not in TRANSFORMS:
+            raise ValueError(f"covariate term {s!r}: transform {m.group(1)!r} is not one of "
+                             f"{', '.join(TRANSFORMS)} (write the transformed column into the "
+                             "data, or use one of these)")
+        return Term(m.group(2), m.group(1), source)
+    if not re.fullmatch(r"[A-Za-z_]\w*", s):
+        raise ValueError(f"covariate term {s!r}: give a column name, log1p(column) or "
+                         "C(column)")
+    return Term(s, None, source)
+
+
+def term_columns(terms) -> list[str]:
+    """The data columns a list of terms (or their written forms) reads, in order."""
+    out = []
+    for t in terms:
+        c = (t if isinstance(t, Term) else parse_term(t)).column
+        if c not in out:
+            out.append(c)
+    return out
+
+
+@dataclass(frozen=True)
+class ModelFrame:
+    """Rows ready for a model: the frame with any ``log1p_*`` columns added, the formula
+    names of the terms kept, the frame columns they read, and the terms left out."""
+
+    frame: pd.DataFrame
+    names: list
+    columns: list
+    left_out: list
+    adjusted_for: list   # the terms kept, as written (results' ``adjusted_for``)
+
+
+def model_frame(frame: pd.DataFrame, terms, treatment: str = "treated") -> ModelFrame:
+    """``frame`` with the columns the terms need, the formula names, and what was left out.
+
+    Each term enters exactly as written: a column as it is, ``log1p(x)`` as a new
+    ``log1p_x`` column, ``C(x)`` as categories. A term whose column is constant in these
+    rows, or identical to the treatment, cannot be estimated: it is left out and listed
+    (term, reason) so the caller can record what was adjusted for.
+
+    Parameters
+    ----------
+    frame : one row per member.
+    terms : :class:`Term` objects or their written forms.
+    treatment : the 0/1 treatment column, if any.
+
+    Returns
+    -------
+    ModelFrame
+    """
+    terms = [t if isinstance(t, Term) else parse_term(t) for t in terms]
+    missing = [t.column for t in terms if t.column not in frame.columns]
+    if missing:
+        raise DataValidationError(f"covariate(s) {missing} are not columns of the analysis "
+                                  f"frame (columns: {', '.join(map(str, frame.columns[:30]))})")
+    names, columns, written, left_out, added = [], [], [], [], {}
+    for t in terms:
+        x = frame[t.column]
+        reason = _unusable(x, frame[treatment] if treatment in frame.columns else None, t)
+        if reason:
+            left_out.append({"term": t.expression, "reason": reason})
+            continue
+        if t.transform == "log1p":
+            if t.name in frame.columns:
+                raise DataValidationError(
+                    f"covariate {t.expression}: the data already have a column {t.name!r}; "
+                    f"name that column as the term, or rename it")
+            values = pd.to_numeric(x, errors="coerce").astype(float)
+            if (values < 0).any():
+                raise DataValidationError(f"covariate {t.expression}: {int((values < 0).sum())} "
+                                          "negative value(s); log1p needs values >= 0")
+            added[t.name] = np.log1p(values)
+        elif t.transform is None and not _is_numeric(x):
+            raise DataValidationError(f"covariate {t.column!r} is text: write C({t.column}) to "
+                                      "adjust for its categories")
+        names.append(t.name)
+        columns.append(t.name if t.transform == "log1p" else t.column)
+        written.append(t.expression)
+    out = frame.assign(**added) if added else frame
+    return ModelFrame(out, names, columns, left_out, written)
+
+
+def _is_numeric(x: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(x) and not pd.api.types.is_bool_dtype(x)
+
+
+def _unusable(x: pd.Series, treated: pd.Series | None, term: Term) -> str | None:
+    """Why a term cannot be estimated on these rows (None when it can)."""
+    if x.nunique(dropna=True) < 2:
+        return "constant in these rows"
+    if treated is not None and _is_numeric(x) and x.nunique() == 2 and \
+            abs(np.corrcoef(x.astype(float), treated.astype(float))[0, 1]) > 0.999:
+        return "identical to the treatment"
+    if term.transform == "C" and treated is not None and \
+            (pd.crosstab(x, treated) > 0).sum(axis=1).max() < 2:
+        return "nested in the arms (every level in one arm only)"
+    return None
+
+
+# ------------------------------------------------------------------------------ spec
+@dataclass(frozen=True)
+class OutcomeSpec:
+    """One outcome: what it is and how it is read."""
+
+    name: str
+    kind: str
+    label: str
+    plain: str
+    unit: str
+    exposure: str | None
+    good: str
+    primary: str
+    source: str
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    question: str
+    intervention: str
+    comparison: str
+    unit: str
+    randomized: bool
+
+
+@dataclass(frozen=True)
+class AnalysisSpec:
+    """The resolved analysis spec of a run (see the module docstring).
+
+    Attributes
+    ----------
+    mode : claims, person or summary.
+    study : StudySpec
+    outcomes : dict name -> OutcomeSpec, in order.
+    covariates : the adjustment set, as :class:`Term` objects.
+    not_adjusted : columns or terms left out of the adjustment set, with the reason.
+    described : the baseline columns Table 1 describes, adjusted for or not.
+    propensity : the propensity model's right-hand side, as written (the adjustment set
+        unless ``design.covariates`` or ``design.formula`` say otherwise).
+    windows : baseline_days, followup_days (claims).
+    alpha : 1 - the confidence level of every interval.
+    design : method and estimand of the cohort design.
+    """
+
+    mode: str
+    study: StudySpec
+    outcomes: dict
+    covariates: tuple
+    not_adjusted: tuple
+    described: tuple
+    propensity: str | None
+    propensity_source: str
+    windows: dict
+    alpha: float
+    design: dict
+
+    # -------------------------------------------------------------- reading
+    def outcome(self, name: str) -> OutcomeSpec | None:
+        return self.outcomes.get(name)
+
+    def kind(self, name: str) -> str | None:
+        o = self.outcomes.get(name)
+        return o.kind if o else None
+
+    def outcomes_of(self, *kinds: str) -> list[str]:
+        """Outcome names of the given kinds, in order."""
+        return [n for n, o in self.outcomes.items() if o.kind in kinds]
+
+    @property
+    def terms(self) -> list[str]:
+        """The adjustment set as written (``age_at_index``, ``log1p(baseline_total_cost)``)."""
+        return [t.expression for t in self.covariates]
+
+    # -------------------------------------------------------------- storing
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["outcomes"] = {n: asdict(o) for n, o in self.outcomes.items()}
+        d["covariates"] = [{"term": t.expression, **asdict(t)} for t in self.covariates]
+        d["not_adjusted"] = list(self.not_adjusted)
+        d["described"] = list(self.described)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "AnalysisSpec":
+        return cls(mode=d["mode"], study=StudySpec(**d["study"]),
+                   outcomes={n: OutcomeSpec(**o) for n, o in d["outcomes"].items()},
+                   covariates=tuple(Term(c["column"], c["transform"], c["source"])
+                                    for c in d["covariates"]),
+                   not_adjusted=tuple(d["not_adjusted"]),
+                   described=tuple(d.get("described", ())),
+                   propensity=d["propensity"],
+                   propensity_source=d["propensity_source"], windows=d["windows"],
+                   alpha=d["alpha"], design=d["design"])
+
+
+def load(run_dir: str | Path) -> AnalysisSpec | None:
+    """The spec saved in a run folder (None when the run has none)."""
+    path = Path(run_dir) / SPEC_FILE
+    if not path.is_file():
+        return None
+    return AnalysisSpec.from_dict(json.loads(path.read_text()))
+
+
+# ------------------------------------------------------------------------------ resolving
+def _study(params, treated_value=None) -> StudySpec:
+    s = params.study
+    if params.mode == "claims":
+        iv, cmp_, unit = "referred to self-help groups", "not referred", "members"
+    elif params.mode == "person":
+        p = params.data.person
+        iv = (str(p.treated_value).replace("_", " ") if p.treatment else "")
+        cmp_ = f"not {iv}" if iv else ""
+        unit = "people"
+    else:
+        iv, cmp_, unit = "self-help groups", "comparison", "studies"
+    return StudySpec(question=s.question or params.title, intervention=s.intervention or iv,
+                     comparison=s.comparison or cmp_, unit=s.unit or unit,
+                     randomized=bool(s.randomized))
+
+
+def _default_primary(kind: str) -> str:
+    return "survival" if kind == "time_to_event" else "adjusted"
+
+
+def _outcomes(params, data: pd.DataFrame | None, has_exposure: bool,
+              exposure: str | None) -> dict:
+    given = params.study.outcomes
+    overrides = params.design.outcome_types
+    if params.mode == "claims":
+        names = [*CLAIMS_OUTCOMES, *CLAIMS_TIME_OUTCOMES]
+        defaults = {**CLAIMS_OUTCOMES, **CLAIMS_TIME_OUTCOMES}
+    elif params.mode == "person":
+        p = params.data.person
+        names = list(p.outcomes) + ([p.duration] if p.duration else [])
+        defaults = {}
+        for n in p.outcomes:
+            kind = "count" if has_exposure or (data is not None and n in data and
+                                              _whole_nonnegative(data[n])) else "continuous"
+            defaults[n] = OutcomeDefault(kind, n.replace("_", " "), n.replace("_", " "), "")
+        if p.duration:
+            defaults[p.duration] = OutcomeDefault("time_to_event", p.duration.replace("_", " "),
+                                                  p.duration.replace("_", " "), p.duration_unit)
+    else:
+        return {}
+    unknown = [o for o in [*given, *overrides] if o not in names]
+    if unknown:
+        raise ParamsError(f"study.outcomes / design.outcome_types name {sorted(set(unknown))}, "
+                          f"which are not outcomes of this study ({', '.join(names)})")
+    out = {}
+    for n in names:
+        d, g = defaults[n], given.get(n)
+        kind = (g.kind if g and g.kind else None) or overrides.get(n) or d.kind
+        src = "params" if (g and g.kind) or n in overrides else "default"
+        out[n] = OutcomeSpec(
+            name=n, kind=kind, label=(g.label if g and g.label else d.label),
+            plain=(g.label if g and g.label else d.plain),
+            unit=(g.unit if g and g.unit is not None else d.unit),
+            exposure=exposure if kind == "count" else None,
+            good=(g.good if g and g.good else d.good),
+            primary=(g.primary if g and g.primary else _default_primary(kind)), source=src)
+    return out
+
+
+def _whole_nonnegative(x: pd.Series) -> bool:
+    v = pd.to_numeric(x, errors="coerce")
+    return bool(v.notna().all() and (v >= 0).all() and (v % 1 == 0).all())
+
+
+def _covariates(params, data: pd.DataFrame | None, extra_columns: list[str]
+                ) -> tuple[list[Term], list[dict], list[str]]:
+    """The adjustment set, what was not adjusted for (with reasons), and the baseline
+    columns a reader sees described (Table 1), adjusted for or not."""
+    not_adjusted: list[dict] = []
+    if params.study.covariates is not None:
+        terms = [parse_term(t, "params") for t in params.study.covariates]
+        described = term_columns(terms)
+    elif params.mode == "claims":
+        terms = [parse_term(t, "default") for t in CLAIMS_DEMOGRAPHICS]
+        for c in extra_columns:
+            if data is not None and c in data and not _is_numeric(data[c]):
+                not_adjusted.append({"term": c, "reason": "text column of the members table; "
+                                     f"add C({c}) to study.covariates to adjust for it"})
+            else:
+                terms.append(Term(c, None, "default: members table column"))
+        terms += [parse_term(t, "default") for t in CLAIMS_BASELINE]
+        described = [*CLAIMS_DEMOGRAPHICS, *extra_columns, *term_columns(CLAIMS_BASELINE)]
+    elif params.mode == "person":
+        terms = [parse_term(t, "params") for t in params.data.person.covariates]
+        described = term_columns(terms)
+    else:
+        return [], [], []
+    if data is not None:
+        missing = [t.column for t in terms if t.column not in data.columns]
+        if missing:
+            raise DataValidationError(f"covariate(s) {missing} are not in the data (columns: "
+                                      f"{', '.join(map(str, data.columns[:30]))})")
+        treated = data["treated"] if "treated" in data else None
+        kept = []
+        for t in terms:
+            if t.transform is None and not _is_numeric(data[t.column]):
+                t = Term(t.column, "C", t.source + "; text column enters as categories")
+            reason = _unusable(data[t.column], treated, t)
+            if reason:
+                not_adjusted.append({"term": t.expression, "reason": reason})
+            else:
+                kept.append(t)
+        terms = kept
+    return terms, not_adjusted, described
+
+
+def resolve(params, data: pd.DataFrame | None = None, extra_columns: list[str] = (),
+            has_exposure: bool = False, exposure: str | None = None) -> AnalysisSpec:
+    """Resolve the analysis spec from validated params and the loaded analysis frame.
+
+    Parameters
+    ----------
+    params : validated :class:`evalkit.params.Params`.
+    data : the analysis frame (one row per member, with a 0/1 ``treated`` column where
+        there are two arms); None in summary mode.
+    extra_columns : claims mode: the members table's columns beyond the contract's.
+    has_exposure, exposure : whether the data have member-months, and the column.
+    """
+    terms, not_adjusted, described = _covariates(params, data, list(extra_columns))
+    ds = params.design
+    if ds.formula:
+        propensity, psrc = " ".join(ds.formula.split()), "design.formula"
+    elif ds.covariates is not None:
+        pterms = [parse_term(t) for t in ds.covariates]
+        if data is not None:
+            pterms = [Term(t.column, "C", t.source) if t.transform is None and
+                      t.column in data and not _is_numeric(data[t.column]) else t
+                      for t in pterms]
+        propensity, psrc = " + ".join(t.expression for t in pterms), "design.covariates"
+    else:
+        propensity = " + ".join(t.expression for t in terms) or None
+        psrc = "the adjustment set"
+    windows = ({"baseline_days": params.windows.baseline_days,
+                "followup_days": params.windows.followup_days} if params.mode == "claims"
+               else {})
+    return AnalysisSpec(
+        mode=params.mode, study=_study(params),
+        outcomes=_outcomes(params, data, has_exposure, exposure),
+        covariates=tuple(terms), not_adjusted=tuple(not_adjusted),
+        described=tuple(described), propensity=propensity,
+        propensity_source=psrc, windows=windows, alpha=params.study.alpha,
+        design={"method": ds.method, "estimand": ds.resolved_estimand})
+
