@@ -241,10 +241,13 @@ def build_member_windows_spark(con: duckdb.DuckDBPyConnection, spark, work_dir: 
     :func:`~evalkit.utilization.build_member_windows` gives (stored in member and
     period order, though readers should not rely on it). The staging folder is removed
     afterwards. With a cluster master, ``work_dir`` must be a folder the executors can
-    read and write (a shared file system); for data already on the cluster call
+    read and write at the same path (a shared file system: NFS, a Kubernetes volume
+    mounted in every pod, Databricks' ``/Volumes`` or ``/dbfs``); the staging files are
+    named by ``file://`` URIs, so Spark reads them from that mount and not from the
+    cluster's default file system (HDFS on YARN). For data already on the cluster call
     :func:`member_windows_spark`.
     """
-    stage = Path(work_dir) / "spark"
+    stage = Path(work_dir).resolve() / "spark"
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir(parents=True)
     try:
@@ -253,8 +256,9 @@ def build_member_windows_spark(con: duckdb.DuckDBPyConnection, spark, work_dir: 
             con.execute(f"COPY (SELECT {sel} FROM {name}) TO {_lit(stage / f'{name}.parquet')} "
                         "(FORMAT parquet)")
         out = stage / "member_windows"
-        member_windows_spark(spark, stage / "cohort.parquet",
-                             stage / "encounters.parquet").write.mode("overwrite").parquet(str(out))
+        member_windows_spark(spark, (stage / "cohort.parquet").as_uri(),
+                             (stage / "encounters.parquet").as_uri()
+                             ).write.mode("overwrite").parquet(out.as_uri())
         # DuckDB's own types for the same query (planned, not run), so both engines
         # leave an identical table behind
         types = con.execute(f"DESCRIBE {utilization.member_windows_sql()}").fetchall()
