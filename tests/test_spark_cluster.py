@@ -38,6 +38,7 @@ from evalkit import params as P  # noqa: E402
 from evalkit import utilization  # noqa: E402
 from evalkit.cohort import build_cohort  # noqa: E402
 from evalkit.engines import spark as sp  # noqa: E402
+from evalkit.errors import EvalkitWarning  # noqa: E402
 from evalkit.study import prepare  # noqa: E402
 from test_load import load_tiny  # noqa: E402
 
@@ -188,3 +189,12 @@ def test_prepare_on_the_cluster_matches_duckdb(cluster, standalone, tmp_path):
         con.execute(f"ATTACH '{prep.database}' AS run_{engine} (READ_ONLY)")
     _assert_identical(con, "run_duckdb.member_windows", "run_spark.member_windows")
     assert cluster.sparkContext.master == standalone["url"]
+
+
+def test_a_running_session_on_another_master_is_named(cluster, standalone):
+    """A process has one Spark driver: asking for local mode while the cluster session
+    runs returns that session, and says so."""
+    with pytest.warns(EvalkitWarning, match=r"session on master 'spark://127\.0\.0\.1:\d+' is "
+                      r"already running .* instead of 'local\[1\]'"):
+        again = sp.spark_session("local[1]")
+    assert again is cluster and again.sparkContext.master == standalone["url"]

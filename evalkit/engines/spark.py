@@ -43,7 +43,7 @@ from sqlglot.optimizer.qualify import qualify
 
 from .. import utilization
 from ..data.load import _lit, _q
-from ..errors import EvalkitError
+from ..errors import EvalkitError, EvalkitWarning
 
 
 class SparkEngineError(EvalkitError):
@@ -146,7 +146,8 @@ def spark_session(master: str = "local[2]", conf: dict[str, str] | None = None,
     mode) the web UI are off, logging is at ERROR, and local mode uses 8 shuffle
     partitions instead of 200 (the aggregation's shuffles are small; adaptive query
     execution coalesces them further). Starting a session takes 7-10 s: keep one per
-    process; ``getOrCreate`` returns the running one.
+    process; ``getOrCreate`` returns the running one, with a warning if it runs on another
+    master than ``master`` (a process has one Spark driver).
     """
     try:
         from pyspark.sql import SparkSession
@@ -175,6 +176,11 @@ def spark_session(master: str = "local[2]", conf: dict[str, str] | None = None,
             "later on PATH or in JAVA_HOME; check engine.spark_master and engine.spark_conf"
         ) from err
     spark.sparkContext.setLogLevel("ERROR")
+    if spark.sparkContext.master != master:
+        warnings.warn(f"a Spark session on master {spark.sparkContext.master!r} is already "
+                      f"running in this process and is used instead of {master!r} (a process "
+                      "has one Spark driver; stop that session first to use another master)",
+                      EvalkitWarning, stacklevel=2)
     return spark
 
 
