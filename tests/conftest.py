@@ -4,7 +4,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from shared_runs import write_params
+from shared_runs import confounded_plan, write_params
 
 REFERENCE = Path(__file__).parent / "reference"
 
@@ -36,6 +36,12 @@ def claims_run(tmp_path_factory):
     import evalkit
     tmp = tmp_path_factory.mktemp("claims_run")
     return evalkit.run(write_params(tmp), out=tmp / "out", quiet=True)
+
+
+@pytest.fixture(scope="session")
+def confounded(tmp_path_factory):
+    """:func:`shared_runs.confounded_plan`, prepared and fitted once per session (read only)."""
+    return confounded_plan(tmp_path_factory.mktemp("confounded"))
 
 
 # Property tests draw the same examples on every run, so a CI result can be reproduced;
