@@ -4,6 +4,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from shared_runs import confounded_plan, write_params
+
 REFERENCE = Path(__file__).parent / "reference"
 
 
@@ -24,6 +26,22 @@ def ref_json():
 @pytest.fixture
 def ref_data():
     return reference_data
+
+
+@pytest.fixture(scope="session")
+def claims_run(tmp_path_factory):
+    """One run of the default claims workbooks on the small plan of
+    :data:`shared_runs.CLAIMS_RUN_PARAMS`, shared by every test module that only reads
+    its outputs (copy the folder with :func:`shared_runs.copy_run_folder` to change it)."""
+    import evalkit
+    tmp = tmp_path_factory.mktemp("claims_run")
+    return evalkit.run(write_params(tmp), out=tmp / "out", quiet=True)
+
+
+@pytest.fixture(scope="session")
+def confounded(tmp_path_factory):
+    """:func:`shared_runs.confounded_plan`, prepared and fitted once per session (read only)."""
+    return confounded_plan(tmp_path_factory.mktemp("confounded"))
 
 
 # Property tests draw the same examples on every run, so a CI result can be reproduced;

@@ -1,5 +1,8 @@
 """The brief (brief.html, brief.pdf): made by a real run, read back with poppler.
 
+The run is the session's shared ``claims_run`` (tests/conftest.py, tests/shared_runs.py):
+the default claims workbooks on a small synthetic plan; these tests only read it.
+
 ``pdftoppm`` and ``pdftotext`` (Debian package poppler-utils) must be installed: ``make
 test`` installs them when missing (``.ci/system-packages``), so these tests fail, not
 skip, without them.
@@ -21,16 +24,12 @@ from evalkit import cli, runner
 from evalkit.params import validate
 from evalkit.privacy import DisclosureError, scan_outputs
 from evalkit.report import BriefError, write_brief
-
-PARAMS = {"title": "Brief test plan", "data": {"members": 1500},
-          "models": {"bootstrap_replicates": 100}, "econ": {"psa_draws": 1000},
-          "workbooks": ["data_quality", "utilization", "costs", "cost_benefit", "time_to_event"]}
+from shared_runs import CLAIMS_RUN_PARAMS as PARAMS
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("brief") / "run"
-    return evalkit.run(params=validate(PARAMS), out=out, quiet=True)
+def run(claims_run):
+    return claims_run
 
 
 def _results(run) -> dict:
@@ -97,7 +96,7 @@ def test_run_writes_the_brief(run, tmp_path):
     assert html.count("<svg") >= 2                      # the ratio chart and the savings chart
     assert_pages_drawn(out / "brief.pdf", tmp_path)
     text = pdf_text(out / "brief.pdf")
-    assert "Brief test plan" in text
+    assert PARAMS["title"] in text
     # a key finding with its numbers taken from results.json: the adjusted ER effect
     rr = _pick(res, workbook="utilization", outcome="er_visits", estimand="ATE",
                scale="rate_ratio")

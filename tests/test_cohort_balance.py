@@ -13,7 +13,6 @@ from evalkit import params as P
 from evalkit.causal import estimate
 from evalkit.causal.estimate import _fit_weighted_poisson
 from evalkit.errors import ParamsError
-from evalkit.study import prepare_study
 
 
 # ----------------------------------------------------------------------------- params
@@ -143,19 +142,10 @@ def test_count_estimate_reuses_a_design_and_reports_ratios():
 
 # --------------------------------------------------- the confounded synthetic plan
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    """A 4,000-member demo plan (seed 1): sicker members are referred more often."""
-    out = tmp_path_factory.mktemp("demo")
-    st = prepare_study(P.validate({"seed": 1, "data": {"members": 4000}}), out)
-    kinds = st.design_outcomes()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        des = st.cohort_design()
-        nc = st.negative_controls(des)
-        main, _ = D.effects(des, list(kinds), kinds)
-    main = D.calibrated_records(main, nc)
-    crude = D.crude_effects(des.frame, list(kinds), kinds)
-    return st, des, nc, main, crude, st.true_effects(list(kinds))
+def demo(confounded):
+    """A 4,000-member demo plan (seed 1): sicker members are referred more often
+    (tests/shared_runs.py; shared with tests/test_negative_controls.py)."""
+    return confounded
 
 
 def _ratios(records):

@@ -10,11 +10,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from evalkit import design as D
-from evalkit import params as P
 from evalkit.causal import Null
 from evalkit.data.synthetic import generate, scenario
 from evalkit.errors import DataValidationError, ParamsError
-from evalkit.study import Study, prepare_study
+from evalkit.study import Study
 
 
 # --------------------------------------------------------------------- the generator
@@ -90,16 +89,11 @@ def test_scenario_negative_controls_are_checked(nc, fragment):
 
 # ------------------------------------------------------------- a confounded plan
 @pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    out = tmp_path_factory.mktemp("nc")
-    st = prepare_study(P.validate({"seed": 1, "data": {"members": 4000}}), out)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        des = st.cohort_design()
-        nc = st.negative_controls(des)
-    kinds = st.design_outcomes()
-    main, _ = D.effects(des, list(kinds), kinds)
-    return st, des, nc, D.calibrated_records(main, nc)
+def study(confounded):
+    """The 4,000-member demo plan of tests/shared_runs.py (shared with
+    tests/test_cohort_balance.py): study, design, negative controls, calibrated effects."""
+    st, des, nc, main, *_ = confounded
+    return st, des, nc, main
 
 
 def test_condition_counts_follow_the_visit_rule(study):

@@ -1,4 +1,7 @@
-"""End to end: real papermill runs of the real workbooks in a Jupyter kernel."""
+"""End to end: real papermill runs of the real workbooks in a Jupyter kernel.
+
+The default run of the small plan is the session's shared ``claims_run``
+(tests/conftest.py, tests/shared_runs.py); tests that need a run of their own make it."""
 import json
 import shutil
 from pathlib import Path
@@ -10,21 +13,13 @@ import evalkit
 from evalkit import catalog, runner
 from evalkit.errors import EvalkitError, ParamsError, WorkbookError
 from conftest import assert_structured_records
-
-PARAMS = {"title": "small synthetic plan", "data": {"members": 1500, "plant_problems": True}}
-
-
-def _write_params(tmp_path, extra=None):
-    import yaml
-    f = tmp_path / "small.yaml"
-    f.write_text(yaml.safe_dump({**PARAMS, **(extra or {})}))
-    return f
+from shared_runs import copy_run_folder
+from shared_runs import write_params as _write_params
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("run")
-    return evalkit.run(_write_params(tmp), out=tmp / "out", quiet=True)
+def tiny_run(claims_run):
+    return claims_run
 
 
 def _strip_times(results):
@@ -89,13 +84,15 @@ def test_same_params_same_results(tiny_run, tmp_path):
     assert a == b
 
 
-def test_rerun_into_same_folder_is_safe(tiny_run):
-    res = evalkit.run(_write_params(tiny_run.output_dir.parent), out=tiny_run.output_dir, quiet=True,
+def test_rerun_into_same_folder_is_safe(tiny_run, tmp_path):
+    folder = copy_run_folder(tiny_run, tmp_path / "out")      # the shared run stays as made
+    assert (folder / "03_utilization.ipynb").exists()
+    res = evalkit.run(_write_params(tmp_path), out=folder, quiet=True,
                       overrides=["workbooks=[data_quality]"])
     data = json.loads(res.results_path.read_text())
     assert data["run"]["status"] == "ok" and [w["workbook"] for w in data["run"]["workbooks"]] == ["data_quality"]
     assert not any(e["workbook"] == "utilization" for e in data["estimates"])
-    assert not (tiny_run.output_dir / "03_utilization.ipynb").exists()   # no stale notebooks
+    assert not (folder / "03_utilization.ipynb").exists()   # no stale notebooks
 
 
 def test_failing_workbook_is_reported_and_kept(tmp_path, monkeypatch):

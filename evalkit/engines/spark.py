@@ -43,7 +43,7 @@ from sqlglot.optimizer.qualify import qualify
 
 from .. import utilization
 from ..data.load import _lit, _q
-from ..errors import EvalkitError
+from ..errors import EvalkitError, EvalkitWarning
 
 
 class SparkEngineError(EvalkitError):
@@ -146,7 +146,8 @@ def spark_session(master: str = "local[2]", conf: dict[str, str] | None = None,
     mode) the web UI are off, logging is at ERROR, and local mode uses 8 shuffle
     partitions instead of 200 (the aggregation's shuffles are small; adaptive query
     execution coalesces them further). Starting a session takes 7-10 s: keep one per
-    process; ``getOrCreate`` returns the running one.
+    process; ``getOrCreate`` returns the running one, with a warning if it runs on another
+    master than ``master`` (a process has one Spark driver).
     """
     try:
         from pyspark.sql import SparkSession
@@ -175,6 +176,11 @@ def spark_session(master: str = "local[2]", conf: dict[str, str] | None = None,
             "later on PATH or in JAVA_HOME; check engine.spark_master and engine.spark_conf"
         ) from err
     spark.sparkContext.setLogLevel("ERROR")
+    if spark.sparkContext.master != master:
+        warnings.warn(f"a Spark session on master {spark.sparkContext.master!r} is already "
+                      f"running in this process and is used instead of {master!r} (a process "
+                      "has one Spark driver; stop that session first to use another master)",
+                      EvalkitWarning, stacklevel=2)
     return spark
 
 
@@ -241,10 +247,13 @@ def build_member_windows_spark(con: duckdb.DuckDBPyConnection, spark, work_dir: 
     :func:`~evalkit.utilization.build_member_windows` gives (stored in member and
     period order, though readers should not rely on it). The staging folder is removed
     afterwards. With a cluster master, ``work_dir`` must be a folder the executors can
-    read and write (a shared file system); for data already on the cluster call
+    read and write at the same path (a shared file system: NFS, a Kubernetes volume
+    mounted in every pod, Databricks' ``/Volumes`` or ``/dbfs``); the staging files are
+    named by ``file://`` URIs, so Spark reads them from that mount and not from the
+    cluster's default file system (HDFS on YARN). For data already on the cluster call
     :func:`member_windows_spark`.
     """
-    stage = Path(work_dir) / "spark"
+    stage = Path(work_dir).resolve() / "spark"
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir(parents=True)
     try:
@@ -253,8 +262,9 @@ def build_member_windows_spark(con: duckdb.DuckDBPyConnection, spark, work_dir: 
             con.execute(f"COPY (SELECT {sel} FROM {name}) TO {_lit(stage / f'{name}.parquet')} "
                         "(FORMAT parquet)")
         out = stage / "member_windows"
-        member_windows_spark(spark, stage / "cohort.parquet",
-                             stage / "encounters.parquet").write.mode("overwrite").parquet(str(out))
+        member_windows_spark(spark, (stage / "cohort.parquet").as_uri(),
+                             (stage / "encounters.parquet").as_uri()
+                             ).write.mode("overwrite").parquet(out.as_uri())
         # DuckDB's own types for the same query (planned, not run), so both engines
         # leave an identical table behind
         types = con.execute(f"DESCRIBE {utilization.member_windows_sql()}").fetchall()
