@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                              if "accepted" in tables else "") for r in tables.itertuples()))
         elif args.command == "params-schema":
             from .params import schema_json
-            print(schema_json())
+            sys.stdout.write(schema_json())
         elif args.command == "status":
             from .runner import read_status
             st = read_status(args.run_dir)
