@@ -108,8 +108,8 @@ def run(params_path: str | Path | None = None, out: str | Path | None = None,
     for name in (w.file for w in CATALOG):        # nor notebooks of an earlier run
         for stale in (out_dir / name, (out_dir / name).with_suffix(".html")):
             stale.unlink(missing_ok=True)
-    for stale in ("brief.html", "brief.pdf"):                # nor an earlier brief
-        (out_dir / stale).unlink(missing_ok=True)
+    for stale in [*out_dir.glob("brief*.html"), *out_dir.glob("brief*.pdf")]:  # nor earlier briefs
+        stale.unlink(missing_ok=True)
     # Secrets (an encryption key, a password in a URL) are needed only to read the
     # source, which happens in this process: no output, not even params.json, holds them.
     from .privacy import redact_params
