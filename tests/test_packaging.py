@@ -103,7 +103,7 @@ def test_locks_pin_with_hashes_and_agree():
     for name, (version, hashes) in {**runtime, **dev}.items():
         assert hashes, f"{name}=={version} has no hash"
     # `make demo` installs neither the test tools, JupyterLab, the docs nor Spark
-    for name in ("pytest", "hypothesis", "jupyterlab", "pyspark", "py4j", "mkdocs", "pip-tools"):
+    for name in ("pytest", "hypothesis", "jupyterlab", "pyspark", "py4j", "mkdocs", "mkdocstrings"):
         assert name not in runtime, name
         assert name in dev, name
     # the development lock is constrained by the runtime lock: same pins, same files
