@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
                        help="random seed: same seed, scenario and members give the same files "
                             "(default: 20240611)")
 
-    p_brf = sub.add_parser("brief", help="render brief.html and brief.pdf of a finished run again")
+    p_brf = sub.add_parser("brief", help="render a finished run's brief again, or one for another "
+                                         "audience beside it")
     p_brf.add_argument("run_dir", help="the run's output folder (holds results.json)")
     p_brf.add_argument("--audience", choices=["hmo", "research", "clearinghouse"],
                        help="write brief-AUDIENCE.html/.pdf for this audience beside the run's "
