@@ -34,7 +34,12 @@ def main(argv: list[str] | None = None) -> int:
     p_st = sub.add_parser("status", help="say whether a run finished, failed or was interrupted")
     p_st.add_argument("run_dir", help="the run's output folder")
 
-    from .data.synthetic import SCENARIOS
+    argv = sys.argv[1:] if argv is None else argv
+    # the scenarios' descriptions (listed by `synth --help`) cost a second of imports:
+    # only read for the synth command
+    SCENARIOS = {}
+    if "synth" in argv:
+        from .data.synthetic import SCENARIOS
     p_syn = sub.add_parser(
         "synth", help="write a synthetic health plan as Parquet",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -44,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
                         width=88, initial_indent="  ", subsequent_indent=" " * 18)
                         for s in SCENARIOS.values()))
     p_syn.add_argument("out", help="folder for members/enrollment/encounters/exposure.parquet")
-    p_syn.add_argument("--scenario", default="demo", choices=list(SCENARIOS),
+    p_syn.add_argument("--scenario", default="demo", choices=list(SCENARIOS) or None,
                        help="built-in scenario (default: demo; listed above)")
     p_syn.add_argument("--members", type=int,
                        help="number of members (default: the scenario's own)")
