@@ -9,8 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-#: Folder of the workbook notebooks (kept next to the package in the repository).
-WORKBOOK_DIR = Path(__file__).resolve().parent.parent / "workbooks"
+#: Folder of the workbook notebooks, inside the package so that a wheel carries them. In
+#: the repository ``evalkit/workbooks`` is a link to the top-level ``workbooks/`` folder,
+#: where people open them; a built wheel holds the files themselves.
+WORKBOOK_DIR = Path(__file__).resolve().parent / "workbooks"
 
 
 @dataclass(frozen=True)
@@ -20,6 +22,9 @@ class Workbook:
     modes: tuple[str, ...]
     default: bool = True        # run when the params do not list workbooks
     about: str = ""
+    #: params file (in ``params/``, shipped as ``evalkit/example_params``) of the built-in
+    #: example the workbook runs against when opened on its own
+    example: str = "demo.yaml"
 
 
 CATALOG: tuple[Workbook, ...] = (
@@ -36,13 +41,15 @@ CATALOG: tuple[Workbook, ...] = (
     Workbook("time_to_event", "06_time_to_event.ipynb", ("claims",),
              about="days to the first ER visit: Kaplan-Meier, log-rank, Cox"),
     Workbook("time_series", "07_time_series.ipynb", ("claims",), default=False,
-             about="monthly ER rates per arm: interrupted time series, controlled and not"),
+             about="monthly ER rates per arm: interrupted time series, controlled and not",
+             example="healthwise_er.yaml"),
     Workbook("planning", "08_planning.ipynb", ("claims", "person", "summary"), default=False,
-             about="study planning: members needed, power and the smallest detectable drop"),
-    Workbook("synthesis", "09_synthesis.ipynb", ("summary",), about="published figures: effect sizes, pooling (random effects), projection to a target plan"),
-    Workbook("proportions", "10_proportions.ipynb", ("summary",), about="survey proportions with intervals and group comparisons"),
-    Workbook("survival", "11_survival.ipynb", ("person",), default=False, about="survival by arm: Kaplan-Meier, median and restricted mean survival, log-rank, Cox"),
-    Workbook("group_comparison", "12_group_comparison.ipynb", ("person",), default=False, about="k groups (e.g. leadership types): sizes and activity counts, group lifetime, ANOVA, Kruskal-Wallis, k-group log-rank"),
+             about="study planning: members needed, power and the smallest detectable drop",
+             example="er_power.yaml"),
+    Workbook("synthesis", "09_synthesis.ipynb", ("summary",), about="published figures: effect sizes, pooling (random effects), projection to a target plan", example="clearinghouse_brief.yaml"),
+    Workbook("proportions", "10_proportions.ipynb", ("summary",), about="survey proportions with intervals and group comparisons", example="parent_survey.yaml"),
+    Workbook("survival", "11_survival.ipynb", ("person",), default=False, about="survival by arm: Kaplan-Meier, median and restricted mean survival, log-rank, Cox", example="support_group_survival.yaml"),
+    Workbook("group_comparison", "12_group_comparison.ipynb", ("person",), default=False, about="k groups (e.g. leadership types): sizes and activity counts, group lifetime, ANOVA, Kruskal-Wallis, k-group log-rank", example="group_types.yaml"),
 )
 
 BY_NAME = {w.name: w for w in CATALOG}

@@ -1,9 +1,12 @@
-"""Command line: ``evalkit run``, ``evalkit validate``, ``evalkit status``, ``evalkit synth``."""
+"""Command line: ``evalkit run``, ``validate``, ``status``, ``synth``, ``brief``,
+``params-schema`` and ``--version``."""
 from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 
+from . import __version__
 from .errors import EvalkitError
 
 
@@ -21,6 +24,7 @@ def _failed_step(run: dict) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="evalkit", description=(
         "Evaluate self-help referral programs on health-plan data: run parameterized workbooks."))
+    parser.add_argument("--version", action="version", version=f"evalkit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p_run = sub.add_parser("run", help="run the workbooks named in a params file")
@@ -32,21 +36,47 @@ def main(argv: list[str] | None = None) -> int:
 
     p_val = sub.add_parser("validate", help="check a params file without running anything")
     p_val.add_argument("params")
-    p_val.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p_val.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a param by its dotted key, as for run")
+    p_val.add_argument("--data", action="store_true",
+                       help="also open the data sources and check their tables, columns and "
+                            "types against the data contract (no analysis)")
 
     p_st = sub.add_parser("status", help="say whether a run finished, failed or was interrupted")
     p_st.add_argument("run_dir", help="the run's output folder")
 
-    p_syn = sub.add_parser("synth", help="write a synthetic health plan as Parquet")
+    argv = sys.argv[1:] if argv is None else argv
+    # the scenarios' descriptions (listed by `synth --help`) cost a second of imports:
+    # only read for the synth command
+    SCENARIOS = {}
+    if "synth" in argv:
+        from .data.synthetic import SCENARIOS
+    p_syn = sub.add_parser(
+        "synth", help="write a synthetic health plan as Parquet",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Write a seeded synthetic health plan (the four contract tables and "
+                    "truth.json).\n\nscenarios:\n" + "\n".join(textwrap.fill(
+                        f"{s.name:<15} {s.description} ({s.members:,} members by default)",
+                        width=88, initial_indent="  ", subsequent_indent=" " * 18)
+                        for s in SCENARIOS.values()))
     p_syn.add_argument("out", help="folder for members/enrollment/encounters/exposure.parquet")
-    p_syn.add_argument("--scenario", default="demo")
-    p_syn.add_argument("--members", type=int)
-    p_syn.add_argument("--seed", type=int, default=20240611)
+    p_syn.add_argument("--scenario", default="demo", choices=list(SCENARIOS) or None,
+                       help="built-in scenario (default: demo; listed above)")
+    p_syn.add_argument("--members", type=int,
+                       help="number of members (default: the scenario's own)")
+    p_syn.add_argument("--seed", type=int, default=20240611,
+                       help="random seed: same seed, scenario and members give the same files "
+                            "(default: 20240611)")
 
-    p_brf = sub.add_parser("brief", help="render brief.html and brief.pdf of a finished run again")
+    p_brf = sub.add_parser("brief", help="render a finished run's brief again, or one for another "
+                                         "audience beside it")
     p_brf.add_argument("run_dir", help="the run's output folder (holds results.json)")
     p_brf.add_argument("--audience", choices=["hmo", "research", "clearinghouse"],
-                       help="who the brief is for (default: report.audience of the run)")
+                       help="write brief-AUDIENCE.html/.pdf for this audience beside the run's "
+                            "own brief (default: re-render the run's own brief.html/.pdf)")
+
+    sub.add_parser("params-schema", help="print the JSON Schema of params files "
+                                         "(docs/params.schema.json), for editors")
 
     args = parser.parse_args(argv)
     try:
@@ -57,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"results:  {result.results_path.resolve()}")
         elif args.command == "brief":
             from .report import write_brief
-            brief = write_brief(args.run_dir, audience=args.audience)
+            brief = write_brief(args.run_dir, audience=args.audience,
+                                stem=f"brief-{args.audience}" if args.audience else "brief")
             print(f"brief ({brief.audience}): {brief.html.resolve()}")
             print(f"                {brief.pdf.resolve()}")
         elif args.command == "validate":
@@ -65,6 +96,18 @@ def main(argv: list[str] | None = None) -> int:
             p = load(args.params, args.overrides)
             print(f"params ok ({p.mode} mode, workbooks: {', '.join(p.workbooks)}); "
                   f"hash {p.digest()[:12]}")
+            if args.data:
+                from .study import check_data
+                tables = check_data(p)
+                print("data: nothing to open (" + ("published figures" if p.mode == "summary"
+                      else "synthetic, generated when the run starts") + ")" if tables is None
+                      else "data ok: " + "; ".join(
+                          f"{r.table} {r.rows:,} rows, {r.columns} columns"
+                          + (f" ({r.accepted:,} accepted, {r.quarantined:,} quarantined)"
+                             if "accepted" in tables else "") for r in tables.itertuples()))
+        elif args.command == "params-schema":
+            from .params import schema_json
+            sys.stdout.write(schema_json())
         elif args.command == "status":
             from .runner import read_status
             st = read_status(args.run_dir)

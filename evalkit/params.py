@@ -1076,7 +1076,7 @@ def apply_overrides(raw: dict, overrides: list[str] | dict | None) -> dict:
             if not isinstance(nxt, dict):
                 raise ParamsError(f"--set {key}: '{p}' is not a section, it holds {nxt!r}")
             node = nxt
-        node[parts[-1]] = safe_yaml(value, f"--set {key}") if isinstance(value, str) else value
+        node[parts[-1]] = override_value(key, value) if isinstance(value, str) else value
     return out
 
 
@@ -1109,6 +1109,35 @@ def safe_yaml(text: str, where: str):
         return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as err:
         raise ParamsError(f"{where}: not valid YAML: {err}") from None
+
+
+def override_value(key: str, text: str) -> Any:
+    """The value of ``--set KEY=TEXT``: TEXT read as YAML, else TEXT itself.
+
+    ``100000``, ``true``, ``0.5``, ``null``, ``[a, b]`` and ``{ED: er}`` are read as YAML.
+    Text that YAML reads as something else than a scalar or a bracketed list or mapping
+    (``Plan: 2023`` would be a mapping, ``- x`` a list), or cannot read at all
+    (``%d/%m/%Y``), is kept as the plain string. A value that starts with ``[`` or ``{``
+    must be valid YAML: a ParamsError names the key otherwise.
+
+    >>> override_value("title", "Plan: 2023"), override_value("data.members", "2000")
+    ('Plan: 2023', 2000)
+    """
+    if len(text) > MAX_PARAMS_BYTES:
+        raise ParamsError(f"--set {key}: {len(text):,} characters, more than params may hold "
+                          f"({MAX_PARAMS_BYTES:,})")
+    flow = text.lstrip().startswith(("[", "{"))
+    try:
+        value = yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as err:
+        if flow:
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise ParamsError(f"--set {key}: {text!r} is not a valid YAML list or mapping "
+                              f"({problem}); quote it to pass it as text") from None
+        return text
+    if isinstance(value, (dict, list)) and not flow:
+        return text
+    return value
 
 
 def _split(item: str) -> tuple[str, str]:
@@ -1204,6 +1233,16 @@ def resolve_paths(params: Params, base_dir: Path) -> Params:
     return params.model_copy(update={"data": d.model_copy(update=updates)})
 
 
+def schema_json() -> str:
+    """The JSON Schema of a params file (pydantic's ``model_json_schema`` of
+    :class:`Params`), as the text ``evalkit params-schema`` prints and
+    ``docs/params.schema.json`` holds. Editors that read JSON Schema (VS Code's YAML
+    extension, PyCharm) check a params file against it while it is written."""
+    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema",
+              **Params.model_json_schema()}
+    return json.dumps(schema, indent=2, sort_keys=True) + "\n"
+
+
 def reference_markdown() -> str:
     """Every params key with its type, default and meaning, as a Markdown table
     (the source of docs/params.md)."""
@@ -1234,10 +1273,21 @@ def reference_markdown() -> str:
 REFERENCE_INTRO = (
     "# Params reference\n\n"
     "Every key a params file may hold. Unknown keys, wrong types and bad values are errors "
-    "that name the key. Override any key with `--set KEY=VALUE` (dotted keys, YAML values). "
-    "This page is generated from `evalkit/params.py` (`make docs`); a test keeps it current.\n\n")
+    "that name the key. Override any key with `--set KEY=VALUE` (dotted keys; the value is "
+    "read as YAML, and kept as plain text when YAML would read it as anything but a number, "
+    "a boolean, null, text or a bracketed list or mapping: `--set 'title=Plan: 2023'`, "
+    "`--set data.date_format=%d/%m/%Y`). "
+    "This page is generated from `evalkit/params.py` (`make docs`); a test keeps it current. "
+    "The same schema as JSON Schema, for editors that check YAML files against one, is "
+    "[params.schema.json](params.schema.json) (`evalkit params-schema`); with VS Code's YAML "
+    "extension, for instance, a params file whose first line is "
+    "`# yaml-language-server: $schema=<path to docs/params.schema.json>` is checked as it "
+    "is written.\n\n")
 
 
-def write_reference(path: str | Path) -> None:
-    """Write docs/params.md: :data:`REFERENCE_INTRO` followed by :func:`reference_markdown`."""
+def write_reference(path: str | Path, schema_path: str | Path | None = None) -> None:
+    """Write docs/params.md: :data:`REFERENCE_INTRO` followed by :func:`reference_markdown`;
+    and, when ``schema_path`` is given, the JSON Schema (:func:`schema_json`) there."""
     Path(path).write_text(REFERENCE_INTRO + reference_markdown())
+    if schema_path is not None:
+        Path(schema_path).write_text(schema_json())

@@ -229,8 +229,8 @@ def _run_locked(params, out_dir: Path, run_id: str, identity: RunIdentity, start
         for nb in (dest, failed_name(dest), _running_name(dest)):
             nb.unlink(missing_ok=True)
             nb.with_suffix(".html").unlink(missing_ok=True)
-    for stale in ("brief.html", "brief.pdf"):                # nor an earlier brief
-        (out_dir / stale).unlink(missing_ok=True)
+    for stale in [*out_dir.glob("brief*.html"), *out_dir.glob("brief*.pdf")]:  # nor earlier briefs
+        stale.unlink(missing_ok=True)
     # Secrets (an encryption key, a password in a URL) are needed only to read the
     # source, which happens in this process: no output, not even params.json, holds them.
     from .privacy import redact_params

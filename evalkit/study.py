@@ -129,73 +129,14 @@ def prepare(params: Params, out_dir: str | Path, progress: bool = False) -> Prep
             inputs = []
         elif params.mode == "person":
             p = d.person
-            path = p.path
-            if path is None:                 # a synthetic person-level scenario
-                from .data import synthetic_person
-                written = synthetic_person.write(work / "synthetic_person", d.scenario,
-                                                 params.seed, **d.scenario_options)
-                path, truth = str(written.path), written.truth
-            src = f"src.{p.table}" if p.table else scan_sql(path, "person", d.encoding)
-            if p.table:
-                _attach_source(con, path, d.encryption_key)
+            src, inputs, truth = _person_source(con, params, work)
             # negative-control columns (design section) are loaded and checked as outcomes
             nc_cols = [c for c in params.design.negative_controls.outcomes if c not in p.outcomes]
             load_person(con, src, p.treatment, p.treated_value, [*p.outcomes, *nc_cols], p.exposure,
                         p.covariates, p.id, duration=p.duration, event=p.event, groups=p.groups,
                         signed=p.signed_outcomes)
-            inputs = [Path(path)]
         else:
-            if d.source == "synthetic":
-                from .data import synthetic
-                syn_dir = work / "synthetic"
-                if syn_dir.exists():
-                    shutil.rmtree(syn_dir)
-                plan = synthetic.generate(syn_dir, scenario=d.scenario, members=d.members,
-                                          seed=params.seed, progress=progress,
-                                          **d.scenario_options)
-                truth = plan.truth
-                if d.plant_problems:
-                    from .data.problems import plant_problems
-                    truth = {**truth, "planted_problems": plant_problems(syn_dir, params.seed)}
-                paths = {t: str(syn_dir / f"{t}.parquet") for t in
-                         ("members", "enrollment", "encounters", "exposure")}
-                sources = {t: scan_sql(pth, t) for t, pth in paths.items()}
-                inputs = [Path(paths[t]) for t in sorted(paths)]
-            elif d.source == "files":
-                sources = {t: scan_sql(pth, t, d.encoding) for t, pth in d.tables.items()}
-                inputs = [Path(d.tables[t]) for t in sorted(d.tables)]
-            elif d.source == "omop":            # OMOP CDM tables, recoded by views
-                from .data.omop import omop_sources
-                if not Path(d.database).is_file():
-                    raise DataValidationError(f"data.database: file not found: {d.database}")
-                _attach_source(con, d.database, d.encryption_key)
-                o = d.omop or OmopParams()
-                sources = omop_sources(
-                    con, f"src.{o.cdm_schema}" if o.cdm_schema else "src",
-                    enrollment=o.enrollment, visit_concepts=o.visit_concepts,
-                    er_inpatient=o.er_inpatient, mh_condition_concepts=o.mh_condition_concepts,
-                    mh_condition_snomed=o.mh_condition_snomed,
-                    mh_specialty_concepts=o.mh_specialty_concepts, exposure_file=o.exposure_file,
-                    exposure_cohort_table=o.exposure_cohort_table,
-                    exposure_cohorts=o.exposure_cohorts)
-                inputs = [Path(d.database)] + ([Path(o.exposure_file)] if o.exposure_file else [])
-            elif d.source == "synthea":         # Synthea CSV export, recoded by views
-                from .data.synthea import MH_CODES, synthea_sources
-                s = d.synthea
-                sources = synthea_sources(
-                    con, s.folder, s.exposure_file, enrollment=s.enrollment, payers=s.payers,
-                    class_map=s.class_map, mh_codes=MH_CODES if s.mh_codes is None else s.mh_codes,
-                    amount=s.amount)
-                inputs = [Path(s.folder) / f"{t}.csv" for t in
-                          ("encounters", "patients", "payer_transitions", "payers")
-                          if (Path(s.folder) / f"{t}.csv").is_file()] + [Path(s.exposure_file)]
-            else:
-                if not Path(d.database).is_file():
-                    raise DataValidationError(f"data.database: file not found: {d.database}")
-                _attach_source(con, d.database, d.encryption_key)
-                sources = {t: f"src.{d.tables.get(t, t)}" for t in
-                           ("members", "enrollment", "encounters", "exposure")}
-                inputs = [Path(d.database)]
+            sources, inputs, truth = _claims_sources(con, params, work, progress)
             load_claims(con, sources, d.columns, d.category_map, d.group_map, d.date_format,
                         d.max_line_amount, max_invalid_dates=d.max_invalid_dates)
             w = params.windows
@@ -269,6 +210,133 @@ def _analysis_frame(con, mode: str) -> pd.DataFrame:
         ORDER BY c.member_id""").df()
 
 
+def check_data(params: Params) -> pd.DataFrame | None:
+    """Open the data sources the params name and check their structure, without
+    preparing a run (``evalkit validate --data``).
+
+    Claims mode: each of the four tables is there and not empty, has every required
+    column under its mapped name, and its dates and numbers can be read as such
+    (:func:`evalkit.data.load.check_claims_tables`). Person mode: the table has every
+    column the params name and numeric outcomes, and its rows are checked as a run would
+    (:func:`evalkit.data.person.load_person`, in memory). No cohort is built and no
+    analysis runs.
+
+    Returns
+    -------
+    DataFrame or None
+        One row per table checked (``table``, ``rows``, ``columns``, and for person mode
+        ``accepted`` and ``quarantined``); None when there is nothing to open (summary
+        mode, or synthetic data, which are generated when the run starts).
+
+    Raises
+    ------
+    DataValidationError
+        A source that cannot be opened, or every structural problem found.
+    """
+    d = params.data
+    if params.mode == "summary" or (d.source == "synthetic" and not (
+            params.mode == "person" and d.person.path)):
+        return None
+    from .data.load import _columns, check_claims_tables
+    con = duckdb.connect()
+    try:
+        if params.mode == "person":
+            p = d.person
+            src, _, _ = _person_source(con, params, Path("."))
+            nc_cols = [c for c in params.design.negative_controls.outcomes if c not in p.outcomes]
+            load_person(con, src, p.treatment, p.treated_value, [*p.outcomes, *nc_cols],
+                        p.exposure, p.covariates, p.id, duration=p.duration, event=p.event,
+                        groups=p.groups, signed=p.signed_outcomes)
+            counts = load_report(con).counts
+            return pd.DataFrame({"table": ["person"], "rows": counts.rows_in.astype(int),
+                                 "columns": [len(_columns(con, src))],
+                                 "accepted": counts.accepted.astype(int),
+                                 "quarantined": counts.quarantined.astype(int)})
+        sources, _, _ = _claims_sources(con, params, Path("."))
+        check_claims_tables(con, sources, d.columns, d.date_format, d.max_invalid_dates)
+        return pd.DataFrame([
+            {"table": t, "rows": con.execute(f"SELECT count(*) FROM {rel}").fetchall()[0][0],
+             "columns": len(_columns(con, rel))} for t, rel in sources.items()])
+    finally:
+        con.close()
+
+
+def _person_source(con, params: Params, work: Path) -> tuple[str, list[Path], dict | None]:
+    """The person-level table as a DuckDB relation, the input files, and the synthetic
+    scenario's truth (a synthetic scenario is written into ``work`` first)."""
+    d, truth = params.data, None
+    p = d.person
+    path = p.path
+    if path is None:                 # a synthetic person-level scenario
+        from .data import synthetic_person
+        written = synthetic_person.write(work / "synthetic_person", d.scenario,
+                                         params.seed, **d.scenario_options)
+        path, truth = str(written.path), written.truth
+    src = f"src.{p.table}" if p.table else scan_sql(path, "person", params.data.encoding)
+    if p.table:
+        _attach_source(con, path, d.encryption_key)
+    return src, [Path(path)], truth
+
+
+def _claims_sources(con, params: Params, work: Path, progress: bool = False
+                    ) -> tuple[dict[str, str], list[Path], dict | None]:
+    """The four claims tables as DuckDB relations (table -> expression), the input files
+    and the synthetic plan's truth (a synthetic plan is generated into ``work`` first)."""
+    d, truth = params.data, None
+    if d.source == "synthetic":
+        from .data import synthetic
+        syn_dir = work / "synthetic"
+        if syn_dir.exists():
+            shutil.rmtree(syn_dir)
+        plan = synthetic.generate(syn_dir, scenario=d.scenario, members=d.members,
+                                  seed=params.seed, progress=progress,
+                                  **d.scenario_options)
+        truth = plan.truth
+        if d.plant_problems:
+            from .data.problems import plant_problems
+            truth = {**truth, "planted_problems": plant_problems(syn_dir, params.seed)}
+        paths = {t: str(syn_dir / f"{t}.parquet") for t in
+                 ("members", "enrollment", "encounters", "exposure")}
+        sources = {t: scan_sql(pth, t) for t, pth in paths.items()}
+        inputs = [Path(paths[t]) for t in sorted(paths)]
+    elif d.source == "files":
+        sources = {t: scan_sql(pth, t, d.encoding) for t, pth in d.tables.items()}
+        inputs = [Path(d.tables[t]) for t in sorted(d.tables)]
+    elif d.source == "omop":            # OMOP CDM tables, recoded by views
+        from .data.omop import omop_sources
+        if not Path(d.database).is_file():
+            raise DataValidationError(f"data.database: file not found: {d.database}")
+        _attach_source(con, d.database, d.encryption_key)
+        o = d.omop or OmopParams()
+        sources = omop_sources(
+            con, f"src.{o.cdm_schema}" if o.cdm_schema else "src",
+            enrollment=o.enrollment, visit_concepts=o.visit_concepts,
+            er_inpatient=o.er_inpatient, mh_condition_concepts=o.mh_condition_concepts,
+            mh_condition_snomed=o.mh_condition_snomed,
+            mh_specialty_concepts=o.mh_specialty_concepts, exposure_file=o.exposure_file,
+            exposure_cohort_table=o.exposure_cohort_table,
+            exposure_cohorts=o.exposure_cohorts)
+        inputs = [Path(d.database)] + ([Path(o.exposure_file)] if o.exposure_file else [])
+    elif d.source == "synthea":         # Synthea CSV export, recoded by views
+        from .data.synthea import MH_CODES, synthea_sources
+        s = d.synthea
+        sources = synthea_sources(
+            con, s.folder, s.exposure_file, enrollment=s.enrollment, payers=s.payers,
+            class_map=s.class_map, mh_codes=MH_CODES if s.mh_codes is None else s.mh_codes,
+            amount=s.amount)
+        inputs = [Path(s.folder) / f"{t}.csv" for t in
+                  ("encounters", "patients", "payer_transitions", "payers")
+                  if (Path(s.folder) / f"{t}.csv").is_file()] + [Path(s.exposure_file)]
+    else:
+        if not Path(d.database).is_file():
+            raise DataValidationError(f"data.database: file not found: {d.database}")
+        _attach_source(con, d.database, d.encryption_key)
+        sources = {t: f"src.{d.tables.get(t, t)}" for t in
+                   ("members", "enrollment", "encounters", "exposure")}
+        inputs = [Path(d.database)]
+    return sources, inputs, truth
+
+
 def _spell_end_sql(relation: str, anchor: str) -> str:
     """SQL: for each member of ``relation``, the day after the end of the coverage spell
     that holds the date ``relation.anchor`` (``covered_until``; no row if none does)."""
@@ -283,12 +351,18 @@ def prepare_study(params: Params, out_dir: str | Path, progress: bool = False) -
     workbook: :func:`prepare`, then ``params.json`` written as the runner writes it
     (secrets redacted), then :class:`Study` on it. For exploring a plan in a notebook,
     tests and benchmarks."""
+    return Study(prepare_run_folder(params, out_dir, progress=progress))
+
+
+def prepare_run_folder(params: Params, out_dir: str | Path, progress: bool = False) -> Path:
+    """:func:`prepare`, then ``params.json`` written as the runner writes it (secrets
+    redacted); returns the path of ``params.json``."""
     from .privacy import redact_params
     from .results import write_json_atomic
     prepare(params, out_dir, progress=progress)
     params_file = Path(out_dir) / "params.json"
     write_json_atomic(params_file, redact_params(params.to_dict())[0])
-    return Study(params_file)
+    return params_file
 
 
 class Study:
@@ -296,12 +370,17 @@ class Study:
 
     Parameters
     ----------
-    params_path : the validated ``params.json`` the runner wrote into the output folder.
+    params_path : the validated ``params.json`` the runner wrote into the output folder;
+        or a params YAML file, or None for the built-in example of ``workbook``, either
+        prepared first into a cache folder (:func:`evalkit.examples.run_params`), so that
+        a workbook opened on its own runs as it is.
+    workbook : the workbook opening the study (chooses the built-in example).
     """
 
-    def __init__(self, params_path: str | Path):
+    def __init__(self, params_path: str | Path | None = None, workbook: str = "data_quality"):
+        from .examples import run_params
         from .params import validate
-        self.params_path = Path(params_path)
+        self.params_path = run_params(params_path, workbook)
         self.output_dir = self.params_path.parent
         self.params = validate(json.loads(self.params_path.read_text()))
         db = self.output_dir / "work" / DB_NAME

@@ -124,13 +124,15 @@ def test_run_writes_the_brief(run, tmp_path):
 
 
 def test_clearinghouse_brief_from_the_command_line(run, tmp_path):
-    """`evalkit brief RUN --audience clearinghouse`: plain words, no jargon."""
+    """`evalkit brief RUN --audience clearinghouse`: plain words, no jargon, written as
+    brief-clearinghouse.pdf beside the run's own brief (which keeps its record)."""
     folder = _copy_run(run, tmp_path / "run")
+    own = json.loads((folder / "results.json").read_text())["run"]["brief"]
     assert cli.main(["brief", str(folder), "--audience", "clearinghouse"]) == 0
     res = json.loads((folder / "results.json").read_text())
-    assert res["run"]["brief"]["audience"] == "clearinghouse"
-    assert_pages_drawn(folder / "brief.pdf", tmp_path)
-    text = pdf_text(folder / "brief.pdf")
+    assert res["run"]["brief"] == own and own["audience"] != "clearinghouse"
+    assert_pages_drawn(folder / "brief-clearinghouse.pdf", tmp_path)
+    text = pdf_text(folder / "brief-clearinghouse.pdf")
     lower = text.lower()
     assert "range of plausible values" in lower
     for jargon in ("hazard", "confidence interval", "95% ci", "p =", "regression", "pmpm",

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-# Spark must be tested, never skipped: `make test` installs pyspark (requirements.lock)
+# Spark must be tested, never skipped: `make test` installs pyspark (requirements-dev.lock)
 # and Java (.ci/system-packages); say so plainly if either is missing.
 assert shutil.which("java") or os.environ.get("JAVA_HOME"), \
     "Spark needs Java 17+: run `make test`, which installs it (.ci/system-packages)"

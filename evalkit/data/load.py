@@ -243,6 +243,46 @@ def _format_failures(failures: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def check_claims_tables(con: duckdb.DuckDBPyConnection, sources: dict[str, str],
+                        columns: dict[str, dict[str, str]] | None = None,
+                        date_format: str | None = None,
+                        max_invalid_dates: float = 0.01) -> dict[str, str]:
+    """Check the four claims tables' structure: each is there and not empty, has every
+    required column (under its mapped name), and every date or number column can be read
+    as one. Rows are not judged here (that is :func:`load_claims`' quarantine).
+
+    Parameters
+    ----------
+    con : DuckDB connection in which ``sources`` can be read.
+    sources, columns, date_format, max_invalid_dates : as for :func:`load_claims`.
+
+    Returns
+    -------
+    dict
+        Table name -> the SELECT list that reads it with contract names and types.
+
+    Raises
+    ------
+    DataValidationError
+        With every structural problem found, across all tables.
+    """
+    columns = columns or {}
+    failures: list[dict] = []
+    typed: dict[str, str] = {}
+    for name, spec in CLAIMS_TABLES.items():
+        if name not in sources:
+            failures.append({"table": name, "column": None, "reason": "missing_table",
+                             "count": 0, "examples": []})
+            continue
+        sel = _structural_checks(con, spec, sources[name], columns.get(name, {}),
+                                 date_format, failures, max_invalid_dates)
+        if sel is not None:
+            typed[name] = sel
+    if failures:
+        raise DataValidationError(_format_failures(failures), failures)
+    return typed
+
+
 def load_claims(con: duckdb.DuckDBPyConnection, sources: dict[str, str],
                 columns: dict[str, dict[str, str]] | None = None,
                 category_map: dict[str, str] | None = None,
@@ -279,20 +319,7 @@ def load_claims(con: duckdb.DuckDBPyConnection, sources: dict[str, str],
         With every structural problem found, across all tables.
     """
     columns = columns or {}
-    failures: list[dict] = []
-    typed: dict[str, str] = {}
-    for name, spec in CLAIMS_TABLES.items():
-        if name not in sources:
-            failures.append({"table": name, "column": None, "reason": "missing_table",
-                             "count": 0, "examples": []})
-            continue
-        sel = _structural_checks(con, spec, sources[name], columns.get(name, {}),
-                                 date_format, failures, max_invalid_dates)
-        if sel is not None:
-            typed[name] = sel
-    if failures:
-        raise DataValidationError(_format_failures(failures), failures)
-
+    typed = check_claims_tables(con, sources, columns, date_format, max_invalid_dates)
     ids = member_id_sql(con, {n: f"(SELECT {typed[n]} FROM {sources[n]})" for n in CLAIMS_TABLES},
                         {n: columns.get(n, {}).get("member_id", "member_id") for n in CLAIMS_TABLES})
 

@@ -502,13 +502,17 @@ def _run_scan_targets(run_dir: Path) -> dict:
 
 
 def write_brief(run_dir: str | Path, *, audience: str | None = None, results: dict | None = None,
-                params=None, member_ids=None) -> Brief:
+                params=None, member_ids=None, stem: str = "brief") -> Brief:
     """Render ``brief.html`` and ``brief.pdf`` into a run folder.
 
     Parameters
     ----------
     run_dir : the run's output folder.
     audience : override ``report.audience`` (``hmo``, ``research``, ``clearinghouse``).
+    stem : the files' name without suffix; ``brief`` (the run's own brief, recorded in
+        results.json) or e.g. ``brief-research`` for a copy written for another
+        audience beside it (``evalkit brief RUN --audience research``), which leaves
+        the run's own brief and its record untouched.
     results : the results mapping; default: read ``results.json`` (the runner passes the
         one it is assembling).
     params : validated params; default: read ``params.json``.
@@ -550,9 +554,10 @@ def write_brief(run_dir: str | Path, *, audience: str | None = None, results: di
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir()
     try:
-        (partial / HTML_NAME).write_text(html, encoding="utf-8")
+        html_name, pdf_name = f"{stem}.html", f"{stem}.pdf"
+        (partial / html_name).write_text(html, encoding="utf-8")
         try:
-            render_pdf(html, partial / PDF_NAME)
+            render_pdf(html, partial / pdf_name)
         except EvalkitError:
             raise
         except Exception as err:  # noqa: BLE001 - WeasyPrint raises many kinds
@@ -566,14 +571,15 @@ def write_brief(run_dir: str | Path, *, audience: str | None = None, results: di
                     "the public brief was not written: " + "; ".join(
                         f"{f.file}: {f.kind} at {f.where} ({f.excerpt})"
                         for f in report.findings[:10]), report.findings)
-        for name in (HTML_NAME, PDF_NAME):
+        for name in (html_name, pdf_name):
             os.replace(partial / name, run_dir / name)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
-    brief = Brief(run_dir / HTML_NAME, run_dir / PDF_NAME, context["audience"],
+    brief = Brief(run_dir / html_name, run_dir / pdf_name, context["audience"],
                   context["public"], context["cells_suppressed"],
                   context["estimates_withheld"], tuple(f.text for f in context["findings"]))
-    if from_disk and isinstance(results.get("run"), dict):   # re-rendered: say so in results.json
+    if from_disk and stem == "brief" and isinstance(results.get("run"), dict):
+        # the run's own brief re-rendered: say so in results.json
         from ..results import write_json_atomic
         write_json_atomic(run_dir / "results.json",
                           {**results, "run": {**results["run"], "brief": brief.to_dict(run_dir)}})
