@@ -658,6 +658,25 @@ def _is_binary_mime(key) -> bool:
         "application/pdf", "application/octet-stream")
 
 
+def scrub(value, secrets, replacement: str = REDACTED):
+    """``value`` with every occurrence of each of ``secrets`` replaced, in every string
+    of it at any depth (dicts, lists and tuples are copied, other values kept).
+
+    >>> scrub({"title": "db at postgresql://u:pw123@h/db", "n": [1, "pw123"]}, ["pw123"])
+    {'title': 'db at postgresql://u:***@h/db', 'n': [1, '***']}
+    """
+    ordered = sorted((s for s in secrets if s), key=len, reverse=True)
+    if isinstance(value, str):
+        for secret in ordered:
+            value = value.replace(secret, replacement)
+        return value
+    if isinstance(value, dict):
+        return {k: scrub(v, ordered, replacement) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(scrub(v, ordered, replacement) for v in value)
+    return value
+
+
 def redact_notebook(path, secrets, replacement: str = REDACTED) -> int:
     """Replace every secret in an executed notebook by ``"***"``, in place, atomically.
 

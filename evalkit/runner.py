@@ -383,9 +383,8 @@ def _run_steps(params, out_dir, params_file, results_path, run_info, secrets, qu
 
 def _scrub(text: str, secrets) -> str:
     """``text`` with every secret replaced by ``***``."""
-    for secret in sorted(secrets, key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return text
+    from .privacy import scrub
+    return scrub(text, secrets)
 
 
 def _kernel_died(err: Exception) -> bool:

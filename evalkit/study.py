@@ -168,7 +168,11 @@ def prepare(params: Params, out_dir: str | Path, progress: bool = False) -> Prep
     os.replace(tmp, final)
     con = _connect(final, params, read_only=True)
     try:
-        write_json_atomic(Path(out_dir) / SPEC_FILE, resolve_spec(params, con).to_dict())
+        # the spec repeats free text of the params (the title as the study's question):
+        # secrets in it are removed as they are from params.json
+        from .privacy import redact_params, scrub
+        spec = scrub(resolve_spec(params, con).to_dict(), redact_params(params.to_dict())[1])
+        write_json_atomic(Path(out_dir) / SPEC_FILE, spec)
     finally:
         con.close()
     return Prepared(final, fp, report, truth)
