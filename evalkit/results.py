@@ -6,7 +6,8 @@ merges the parts, in workbook order, into ``results.json`` (see docs/results.md)
     run:       evalkit version, params, params hash, seed, data fingerprint,
                start/end times, status, per-workbook status
     estimates: workbook, outcome, contrast, estimand, method, scale, estimate,
-               std_error, ci_low, ci_high, p_value, n_treated, n_control
+               std_error, ci_low, ci_high, p_value, n_treated, n_control; with
+               resampling also n_replicates, n_failed (and replicates_flag)
     tables:    named tables as lists of records
 
 For ratio scales (``rate_ratio``, ``hazard_ratio``, ``odds_ratio``, ``ratio``) the
@@ -35,6 +36,10 @@ SCALES = (
 )
 ESTIMATE_FIELDS = ("workbook", "outcome", "contrast", "estimand", "method", "scale", "estimate",
                    "std_error", "ci_low", "ci_high", "p_value", "n_treated", "n_control")
+#: Optional fields of estimates that rest on resampling: replicates drawn, replicates that
+#: could not be computed, and a warning when more than 5% failed. Present only on such
+#: records (a null value is left out rather than written).
+RESAMPLING_FIELDS = ("n_replicates", "n_failed", "replicates_flag")
 
 
 def _clean(value):
@@ -106,6 +111,11 @@ class Recorder:
                "std_error": std_error, "ci_low": ci_low, "ci_high": ci_high,
                "p_value": p_value, "n_treated": n_treated, "n_control": n_control}
         rec.update(extra)
+        for key in RESAMPLING_FIELDS:             # counts stay whole numbers in a table
+            if key in rec and _clean(rec[key]) is None:
+                del rec[key]
+            elif key in rec and key != "replicates_flag":
+                rec[key] = int(rec[key])
         self.estimates.append(_clean(rec))
 
     def add_estimates(self, df: pd.DataFrame, **defaults) -> None:

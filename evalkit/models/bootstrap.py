@@ -61,7 +61,13 @@ no events, a fit that does not converge). Such replicates are kept as ``NaN`` in
 ``replicates``, counted in ``n_failed`` with their reasons in ``failures``, and a
 :class:`~evalkit.errors.StatisticalWarning` says how many there were; the summaries use
 the others. Many failures mean the bootstrap distribution is not trustworthy (too small
-an arm or cluster count for the design).
+an arm or cluster count for the design): above :data:`FAILED_SHARE_LIMIT` (5%) the
+estimate records carry ``replicates_flag`` and the workbooks say so.
+
+Every replicate whose fit converged and whose effect is finite is kept, as R keeps a
+``glm`` fit that warns "fitted probabilities numerically 0 or 1 occurred": such
+probabilities (quasi-separation in the any-cost logit, or an extreme covariate value in
+the resample) leave the recycled predictions, and so the effect, well defined.
 
 References
 ----------
@@ -91,6 +97,7 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from evalkit.errors import DataValidationError, EvalkitError, ParamsError, StatisticalWarning
+from evalkit.models.count import gamma_differences
 from evalkit.models.effects import (
     binary_columns, build_matrix, check_alpha, counterfactual_frames, one_blas_thread,
     prepare_frame,
@@ -98,10 +105,38 @@ from evalkit.models.effects import (
 from evalkit.models.twopart import two_part
 
 __all__ = ["BootstrapResult", "bootstrap", "bootstrap_two_part", "bootstrap_count_effect",
-           "bootstrap_indices", "CI_METHODS"]
+           "bootstrap_indices", "CI_METHODS", "FAILED_SHARE_LIMIT", "replicate_fields",
+           "replicates_sentence"]
 
 CI_METHODS = ("percentile", "bca", "basic", "normal")
 TWO_PART_STATISTICS = ("cost_difference", "ratio", "mean_treated", "mean_control")
+#: Above this share of failed replicates an estimate is flagged: in the workbook (see
+#: :func:`replicates_sentence`) and in results.json (``replicates_flag``).
+FAILED_SHARE_LIMIT = 0.05
+
+
+def replicates_sentence(n_replicates: int, n_failed: int, what: str = "bootstrap") -> str:
+    """How many replicates an estimate rests on, in words; a warning above
+    :data:`FAILED_SHARE_LIMIT` failed (the interval then rests on the replicates that
+    could be computed, which may narrow it)."""
+    n_replicates, n_failed = int(n_replicates), int(n_failed)
+    share = n_failed / n_replicates if n_replicates else 0.0
+    text = (f"{what}: {n_replicates - n_failed:,} of {n_replicates:,} replicates computed, "
+            f"{n_failed:,} failed ({share:.1%})")
+    if share > FAILED_SHARE_LIMIT:
+        return (f"WARNING: {text}, more than {FAILED_SHARE_LIMIT:.0%}: the interval rests on "
+                "the replicates that could be fitted and may be too narrow; read it with care.")
+    return text + "."
+
+
+def replicate_fields(n_replicates: int, n_failed: int, what: str = "bootstrap") -> dict:
+    """The resampling fields of an estimate record (see docs/results.md):
+    ``n_replicates``, ``n_failed`` and, above :data:`FAILED_SHARE_LIMIT` failed,
+    ``replicates_flag`` (the warning of :func:`replicates_sentence`)."""
+    out = {"n_replicates": int(n_replicates), "n_failed": int(n_failed)}
+    if n_replicates and n_failed / n_replicates > FAILED_SHARE_LIMIT:
+        out["replicates_flag"] = replicates_sentence(n_replicates, n_failed, what)
+    return out
 
 
 # =========================================================================== result
@@ -176,6 +211,20 @@ class BootstrapResult:
             raise KeyError(f"no {method!r} interval for {term!r}; have "
                            f"{sorted(set(zip(self.intervals.term, self.intervals.method)))}")
         return float(row["ci_low"].iloc[0]), float(row["ci_high"].iloc[0])
+
+    @property
+    def failed_share(self) -> float:
+        """Share of the replicates that could not be computed."""
+        return self.n_failed / self.n_boot if self.n_boot else 0.0
+
+    @property
+    def flagged(self) -> bool:
+        """More than :data:`FAILED_SHARE_LIMIT` of the replicates failed."""
+        return self.failed_share > FAILED_SHARE_LIMIT
+
+    def record_fields(self) -> dict:
+        """``n_replicates``, ``n_failed`` (and ``replicates_flag``) for estimate records."""
+        return replicate_fields(self.n_boot, self.n_failed)
 
     def to_frame(self) -> pd.DataFrame:
         """Tidy table: ``term, estimate, std_error, bias, method, ci_low, ci_high``."""
@@ -823,7 +872,6 @@ def _design_extra(design: _Design, jack_text, **more) -> dict:
 # is positive definite), so Newton's method converges quadratically where Fisher scoring
 # (information X'CX) is only linear; both reach the same maximum.
 
-_LINK_LIMIT = {"logit": math.log(1e-10 / (1 - 1e-10)), "probit": float(special.ndtri(1e-10))}
 
 
 class _Work:
@@ -1168,14 +1216,9 @@ def _fit_two_part_counts(state, C, cache):
                                 maxiter, work, iu)
     del C2, ctx2, ctx1
     u, v = work.views(n, Cg.shape[1])
-    # fitted probabilities of 0 or 1 among the resampled rows: separation (two_part raises)
-    lim = _LINK_LIMIT[first]
-    np.matmul(X, B1, out=u)
-    flagged = np.flatnonzero((u.min(axis=0) < lim) | (u.max(axis=0) > -lim))
-    sep = np.zeros(Cg.shape[1], dtype=bool)
-    for r in flagged:
-        e = u[Cg[:, r] > 0, r]
-        sep[r] = e.min() < lim or e.max() > -lim
+    # Fitted probabilities numerically 0 or 1 (quasi-separation, or an extreme covariate
+    # value in the resample) are not a failure: the logit converged and its predictions,
+    # hence the recycled effect, are well defined; R's glm warns and keeps such a fit.
     # recycled predictions: A_t = sum_i c_i p_i(t) m_i(t) / sum_i c_i
     A = []
     with np.errstate(over="ignore", divide="ignore"):
@@ -1202,8 +1245,6 @@ def _fit_two_part_counts(state, C, cache):
         elif st2[r] != CONVERGED:
             reasons[j] = (f"the {second} part (rows with {outcome} > 0) "
                           f"{labels[int(st2[r])]} in the resample")
-        elif sep[r]:
-            reasons[j] = f"fitted probabilities of 0 or 1 in the {first} part (separation)"
         elif not np.all(np.isfinite(vals[r])):
             reasons[j] = "the effect is not finite"
         else:
@@ -1435,9 +1476,9 @@ def _batched_negbin(X, XX, ctx, beta0, tau0, tol, maxiter, iu):
             h_bb = XX.T @ ((Cya + Ca * th) * wq2) * th
             h_bt = -(X.T @ (e * mu * q * q)) * th
             nya, nt = Ny[:, active], Ntot[active]
-            dg = np.sum(nya * (special.digamma(uy[:, None] + th) - special.digamma(th)), axis=0)
-            tg = np.sum(nya * (special.polygamma(1, uy[:, None] + th) - special.polygamma(1, th)),
-                        axis=0)
+            _, dgv, tgv = gamma_differences(uy, th, 2)
+            dg = np.sum(nya * dgv, axis=0)
+            tg = np.sum(nya * tgv, axis=0)
             s_log = np.sum(Ca * np.log(r), axis=0)
             s1 = np.sum((Cya + Ca * th) * q, axis=0)
             s2 = np.sum((Cya + Ca * th) * q * q, axis=0)
@@ -1583,13 +1624,7 @@ class _ColumnCounts:
         self.values, self.index = cnt.values, cnt.index
 
     def gamma_terms(self, th, order):
-        v = self.values[:, None] + th
-        out = [(special.gammaln(v) - special.gammaln(th))[self.index]]
-        if order >= 1:
-            out.append((special.digamma(v) - special.digamma(th))[self.index])
-        if order >= 2:
-            out.append((special.polygamma(1, v) - special.polygamma(1, th))[self.index])
-        return out
+        return [g[self.index] for g in gamma_differences(self.values, th, order)]
 
 
 def _zero_inflated_effects(state, C, N):
