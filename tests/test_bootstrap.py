@@ -358,3 +358,51 @@ def test_values_not_modified_and_progress(arms, capsys):
         const = bootstrap(arms, lambda d: 1.0, n_boot=20, seed=1, n_jobs=1)
     assert np.isnan(const.ci(method="bca")).all()
     assert const.ci(method="percentile") == (1.0, 1.0)
+
+
+def _quasi_separated(n=400, seed=3):
+    """Every member with a prior visit (x > 0) has some cost; the others sometimes do:
+    x's logit coefficient runs off (quasi-complete separation), the predictions do not."""
+    rng = np.random.default_rng(seed)
+    treated = rng.integers(0, 2, n)
+    x = np.where(rng.random(n) < 0.3, np.log1p(rng.poisson(2.0, n) + 1.0), 0.0)
+    age = rng.normal(size=n)
+    p_any = np.where(x > 0, 1.0, 1 / (1 + np.exp(-(0.3 + 0.5 * age - 0.4 * treated))))
+    cost = np.where(rng.random(n) < p_any, rng.gamma(2.0, 300.0 * np.exp(0.2 * x), n), 0.0)
+    return pd.DataFrame({"treated": treated, "x": x, "age": age, "cost": cost})
+
+
+def test_quasi_separation_is_kept_as_r_keeps_it():
+    """R: glm(any ~ treated + x + age, binomial) warns "fitted probabilities numerically 0
+    or 1 occurred" and returns the fit; its predictions are well defined. two_part warns
+    and fits; the bootstrap keeps every such replicate (the any-cost logit converged and
+    the effect is finite), where it used to count most of them as failures."""
+    df = _quasi_separated()
+    with pytest.warns(StatisticalWarning, match="numerically 0 or 1"):
+        fit = two_part(df, "cost ~ treated + x + age")
+    assert fit.extra["fitted_probabilities_0_or_1"]
+    eff = fit.effect("treated").table
+    assert np.isfinite(eff["estimate"]).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", StatisticalWarning)
+        res = bootstrap_two_part(df, "cost ~ treated + x + age", "treated", n_boot=200,
+                                 seed=5, strata="treated", ci=("percentile",), n_jobs=1)
+    assert res.n_failed == 0, res.failures
+    assert np.isfinite(res.replicates.to_numpy()).all()
+    assert res.record_fields() == {"n_replicates": 200, "n_failed": 0}
+    # a replicate is the statistic of its resample: refit replicate 0 in full
+    from evalkit.models.bootstrap import bootstrap_indices
+    idx = next(bootstrap_indices(df, 200, seed=5, strata="treated"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", StatisticalWarning)
+        refit = two_part(df.iloc[idx].reset_index(drop=True), "cost ~ treated + x + age")
+    d = refit.effect("treated").table.set_index("scale").loc["cost_difference", "estimate"]
+    assert res.replicates["cost_difference"].iloc[0] == pytest.approx(d, rel=1e-6)
+
+
+def test_replicate_fields_flag_above_five_percent():
+    from evalkit.models.bootstrap import replicate_fields, replicates_sentence
+    assert replicate_fields(1000, 50) == {"n_replicates": 1000, "n_failed": 50}
+    flagged = replicate_fields(1000, 51)
+    assert flagged["n_failed"] == 51 and "more than 5%" in flagged["replicates_flag"]
+    assert replicates_sentence(200, 0).endswith("0 failed (0.0%).")

@@ -874,6 +874,12 @@ def _design_extra(design: _Design, jack_text, **more) -> dict:
 
 
 
+#: Logit probabilities are kept in [eps, 1 - eps], as R's ``binomial()$linkinv`` keeps
+#: them: the information of a quasi-separated fit stays invertible, and the fit
+#: converges the way R's ``glm.fit`` does (see :func:`_batched_fit`).
+_P_EPS = float(np.finfo(float).eps)
+
+
 class _Work:
     """Two reusable float buffers, viewed as contiguous (m, a) arrays."""
 
@@ -893,6 +899,7 @@ def _grad(kind, X, B, ctx, u, v):
             np.exp(u, out=u)
             u += 1.0
             np.reciprocal(u, out=u)                 # mu
+            np.clip(u, _P_EPS, 1.0 - _P_EPS, out=u)  # as R's binomial()$linkinv
             np.multiply(ctx["C"], u, out=v)         # C mu
             return ctx["g0"] - X.T @ v              # g0 = X'Cz
         if kind == "gamma":
@@ -980,6 +987,12 @@ def _batched_fit(kind, X, XX, ctx, beta0, tol, maxiter, work, iu):
     iterations. Once close, a step with the previous ``H`` is tried first, which saves
     recomputing ``H`` on the last iteration.
 
+    A logit replicate with resampled rows whose fitted probability is at 0 or 1 (to
+    machine precision: quasi-separation) has a coefficient that drifts without changing
+    any prediction; it stops, as R's ``glm.fit`` does, once its deviance no longer
+    changes (relative change below 1e-10). Its predictions, hence the recycled effect,
+    are those of the limit.
+
     Returns
     -------
     B : (k, b), status : (b,) of RUNNING (did not converge), CONVERGED, RANK, FAILED;
@@ -991,10 +1004,18 @@ def _batched_fit(kind, X, XX, ctx, beta0, tol, maxiter, work, iu):
     status = np.full(b, RUNNING, dtype=np.int8)
     active = np.arange(b)
     Hinv = None
+    ll_old = np.full(b, np.inf)
     it = 0
     for it in range(1, maxiter + 1):
         u, v = work.views(m, len(active))
         g = _grad(kind, X, B[:, active], ctx, u, v)
+        flat = np.zeros(len(active), dtype=bool)
+        if kind == "logit":                       # deviance of quasi-separated replicates
+            z, Ca = ctx["z"], ctx["C"]
+            ll = np.sum(Ca * np.where(z > 0, np.log(u), np.log1p(-u)), axis=0)
+            edge = np.any(((u <= _P_EPS) | (u >= 1.0 - _P_EPS)) & (Ca > 0), axis=0)
+            flat = edge & (np.abs(ll - ll_old) <= 1e-10 * (np.abs(ll) + 0.1))
+            ll_old = ll
         if Hinv is not None:
             step = np.einsum("aij,ja->ia", Hinv, g)
             small = np.all(np.abs(step) <= tol * np.sqrt(np.einsum("aii->ia", Hinv)), axis=0)
@@ -1004,7 +1025,10 @@ def _batched_fit(kind, X, XX, ctx, beta0, tol, maxiter, work, iu):
         if not small.all():
             H = _unpack(_info(kind, XX, ctx, u, v), k, iu)
             if Hinv is None:                          # first iteration: rank of the design
-                ok = _rank_ok(H)
+                # judged on the resampled design X'CX where the row counts are known: the
+                # information of a logit with fitted probabilities near 0 or 1 is badly
+                # conditioned without any term being constant or collinear
+                ok = _rank_ok(_unpack(XX.T @ ctx["C"], k, iu) if "C" in ctx else H)
                 status[active[~ok]] = RANK
                 Hinv = np.zeros_like(H)
                 if ok.any():
@@ -1015,6 +1039,7 @@ def _batched_fit(kind, X, XX, ctx, beta0, tol, maxiter, work, iu):
             redo = ~small & ok
             step[:, redo] = np.einsum("aij,ja->ia", Hinv[redo], g[:, redo])
             small = np.all(np.abs(step) <= tol * np.sqrt(np.einsum("aii->ia", Hinv)), axis=0)
+        small |= flat
         finite = np.all(np.isfinite(step), axis=0)
         B[:, active] += np.where(finite, step, 0.0)
         live = status[active] == RUNNING
@@ -1026,6 +1051,7 @@ def _batched_fit(kind, X, XX, ctx, beta0, tol, maxiter, work, iu):
         if not keep.all():
             active = active[keep]
             Hinv = Hinv[keep]
+            ll_old = ll_old[keep]
             for key in ("C", "Cy"):
                 if key in ctx and ctx[key].ndim == 2 and ctx[key].shape[1] == len(keep):
                     ctx[key] = ctx[key][:, keep]
