@@ -1727,6 +1727,7 @@ def _zero_inflated_effects(state, C, N):
             break
     for j in active:
         reasons[j] = f"the {state['family']} model did not converge in the resample"
+    _refit_one_by_one(state, C, Pm, reasons)
     if nb:
         for j in np.flatnonzero(Pm[-1] > math.log(1e8)):
             if reasons[j] is None:
@@ -1740,6 +1741,31 @@ def _zero_inflated_effects(state, C, N):
         a1, a0 = A
         vals = np.column_stack([a1 - a0, a1 / a0, a1, a0])
     return vals, reasons, (it, 0)
+
+
+def _refit_one_by_one(state, C, Pm, reasons):
+    """Refit, one at a time, the replicates the batched full Newton steps did not carry to
+    convergence (their Hessian at the full-sample estimates is not negative definite, so
+    a full step is no ascent direction), by ``count_model``'s safeguarded maximiser
+    (:func:`evalkit.models.count._maximize`: line search, trust region, bounded theta) on
+    the resampled rows. Fills ``Pm`` and clears the reason where that converges."""
+    from evalkit.models.count import _maximize, _Mixture
+    lik = state["lik"]
+    y, X, Z = state["y"], state["X"], state["Z"]
+    off = np.ravel(state["off"])
+    for j, reason in enumerate(reasons):
+        if reason is None or "did not converge" not in reason:
+            continue
+        rows = np.repeat(np.arange(C.shape[0]), C[:, j].astype(np.int64))
+        sub = _Mixture("zi", lik.dist, y[rows], X[rows], off[rows], Z[rows])
+        try:
+            with np.errstate(all="ignore"):
+                Pm[:, j], _ = _maximize(sub, state["p0"], f"{state['family']} (resample)")
+        except EvalkitError as err:
+            reasons[j] = (f"the {state['family']} model did not converge in the resample: "
+                          f"{str(err).split(': ', 1)[-1].split('. ')[0]}")
+        else:
+            reasons[j] = None
 
 
 @one_blas_thread
@@ -1842,7 +1868,8 @@ def bootstrap_count_effect(data: pd.DataFrame, formula: str, treatment: str,
         _, Z0, _, _ = build_matrix(model.zero_info, f0)
         state.update(lik=_Mixture("zi", "negbin" if family == "zinb" else "poisson", y, X,
                                   off[:, 0], Z),
-                     kx=k, kz=Z.shape[1], Z1=Z1, Z0=Z0, p0=np.asarray(model.params, dtype=float))
+                     kx=k, kz=Z.shape[1], Z=Z, Z1=Z1, Z0=Z0,
+                     p0=np.asarray(model.params, dtype=float))
     elif family == "negbin":
         state.update(beta_nb=np.asarray(model.params[:k], dtype=float),
                      tau_nb=math.log(fit.theta),
