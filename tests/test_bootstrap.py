@@ -406,3 +406,40 @@ def test_replicate_fields_flag_above_five_percent():
     flagged = replicate_fields(1000, 51)
     assert flagged["n_failed"] == 51 and "more than 5%" in flagged["replicates_flag"]
     assert replicates_sentence(200, 0).endswith("0 failed (0.0%).")
+
+
+def test_resample_where_one_arm_all_has_cost_is_kept():
+    """Resamples in which every control member has some cost: the logit separates on the
+    arm (R's glm converges with the control probabilities at 1 and warns), and the
+    recycled prediction for 'nobody referred' is then the positive part's mean alone.
+    Such replicates are kept; their mean_control equals that limit, computed here with a
+    plain statsmodels gamma GLM on the resample's positive rows."""
+    import statsmodels.api as sm
+    from evalkit.models.bootstrap import bootstrap_indices
+    rng = np.random.default_rng(8)
+    n = 300
+    treated = np.repeat([0, 1], n // 2)
+    age = rng.normal(size=n)
+    any_cost = np.where(treated == 0, True, rng.random(n) < 0.7)
+    any_cost[np.flatnonzero(treated == 0)[:2]] = False        # two controls without cost
+    cost = np.where(any_cost, rng.gamma(2.0, 500.0 * np.exp(0.3 * age), n), 0.0)
+    df = pd.DataFrame({"treated": treated, "age": age, "cost": cost})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", StatisticalWarning)
+        res = bootstrap_two_part(df, "cost ~ treated + age", "treated", n_boot=60, seed=2,
+                                 strata="treated", ci=("percentile",), n_jobs=1)
+    assert res.n_failed == 0, res.failures
+    checked = 0
+    for b, idx in enumerate(bootstrap_indices(df, 60, seed=2, strata="treated")):
+        sample = df.iloc[idx]
+        if (sample.loc[sample.treated == 0, "cost"] > 0).all():
+            pos = sample[sample.cost > 0]
+            X2 = sm.add_constant(pos[["treated", "age"]].to_numpy(float))
+            g = sm.GLM(pos.cost.to_numpy(), X2, family=sm.families.Gamma(
+                sm.families.links.Log())).fit(tol=1e-12)
+            X0 = sm.add_constant(sample.assign(treated=0)[["treated", "age"]].to_numpy(float),
+                                 has_constant="add")
+            expected = float(np.mean(np.exp(X0 @ g.params)))
+            assert res.replicates["mean_control"].iloc[b] == pytest.approx(expected, rel=1e-6)
+            checked += 1
+    assert checked >= 3                  # 4 of these 60 resamples (seed 2)

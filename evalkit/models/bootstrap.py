@@ -1212,10 +1212,12 @@ def _fit_two_part_counts(state, C, cache):
             for j in np.flatnonzero(nn == 0):
                 if reasons[j] is None:
                     reasons[j] = f"{names[jcol]} is constant ({1 - lev}) in the resample"
-            for j in np.flatnonzero((nn > 0) & ((ee == 0) | (ee == nn))):
+            # no positive value at a level: the positive part cannot be fitted there. Only
+            # positive values at a level is separation in the logit alone, which converges
+            # as R's glm.fit does (probabilities at 1 - eps), leaving the effect defined.
+            for j in np.flatnonzero((nn > 0) & (ee == 0)):
                 if reasons[j] is None:
-                    reasons[j] = (f"{'no' if ee[j] == 0 else 'only'} positive {outcome} among "
-                                  f"rows with {names[jcol]} = {lev}")
+                    reasons[j] = f"no positive {outcome} among rows with {names[jcol]} = {lev}"
     good = np.array([r is None for r in reasons])
     values = np.full((b, 4), np.nan)
     if not good.any():
