@@ -75,9 +75,12 @@ def choose_count_family(frame: pd.DataFrame, outcome: str, covariates: list[str]
     """Fit each count family and keep the one with the smallest AIC.
 
     AIC = 2k - 2 logLik, with k counting every estimated parameter (both parts, and theta
-    for negative binomial families). A family that fails to converge, or whose standard
-    errors show that some parameter is not identified (for example a zero-inflation part
-    with nothing to explain), is listed with the reason and not chosen. Overdispersed, zero-heavy claims counts usually favour
+    for negative binomial families). A family that cannot be fitted (it does not converge,
+    theta runs to a bound, or the arithmetic fails) is listed as "not fitted: reason", and
+    one whose standard errors show that some parameter is not identified (for example a
+    zero-inflation part with nothing to explain) as "not eligible"; neither is chosen, and
+    the others are compared. Only when no family fits is this an error, naming each
+    family's reason. Overdispersed, zero-heavy claims counts usually favour
     ``negbin`` or a hurdle model over ``poisson`` by a wide margin; the comparison table
     shows by how much.
     """
@@ -88,7 +91,10 @@ def choose_count_family(frame: pd.DataFrame, outcome: str, covariates: list[str]
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", StatisticalWarning)
                 fit = count_model(frame, f"{outcome} ~ {rhs}", family=fam, exposure=exposure)
-        except (ConvergenceError, EvalkitError, np.linalg.LinAlgError) as err:
+        except (EvalkitError, np.linalg.LinAlgError, ArithmeticError, ValueError) as err:
+            # a candidate that fails for any numerical reason (ArithmeticError covers
+            # FloatingPointError; ValueError, e.g. scipy refusing a non-finite array) is
+            # reported and the others are compared
             rows.append({"family": fam, "loglik": np.nan, "n_params": np.nan, "aic": np.nan,
                          "bic": np.nan, "note": f"not fitted: {str(err).splitlines()[0][:300]}"})
             continue
@@ -161,6 +167,15 @@ class CostEffect:
     share_zero: pd.DataFrame  # arm, members, share_zero, mean, median, p95
     bootstrap: object = None  # BootstrapResult, when replicates were asked for
 
+    def bootstrap_sentence(self) -> str:
+        """How many bootstrap replicates the intervals rest on; a warning when more than
+        5% could not be computed (:func:`evalkit.models.bootstrap.replicates_sentence`)."""
+        if self.bootstrap is None:
+            return "no bootstrap (models.bootstrap_replicates is 0): delta-method intervals only."
+        from .models.bootstrap import replicates_sentence
+        return replicates_sentence(self.bootstrap.n_boot, self.bootstrap.n_failed,
+                                   "cost bootstrap")
+
 
 def cost_effect(frame: pd.DataFrame, covariates: list[str], outcome: str = "total_cost",
                 months: float = 12.0, alpha: float = 0.05, n_boot: int = 0,
@@ -218,6 +233,8 @@ def cost_effect(frame: pd.DataFrame, covariates: list[str], outcome: str = "tota
                 else float(np.nanstd(np.log(boot.replicates[term]), ddof=1))
             base["ci_low"], base["ci_high"], base["p_value"] = lo, hi, np.nan
             base["interval"] = "bootstrap"
+            for key, value in boot.record_fields().items():
+                base[key] = value
             extra.append(base)
         rec = pd.concat([rec, pd.DataFrame(extra)], ignore_index=True)
     desc = (frame.assign(arm=np.where(frame["treated"] == 1, "self_help", "control"))

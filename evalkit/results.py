@@ -7,8 +7,9 @@ merges the parts, in workbook order, into ``results.json`` (see docs/results.md)
                start/end times, status, per-workbook status
     spec:      the run's analysis spec (spec.json; :mod:`evalkit.spec`)
     estimates: workbook, outcome, contrast, estimand, method, scale, estimate,
-               std_error, ci_low, ci_high, p_value, n_treated, n_control, and the
-               structured fields analysis, model, family, adjusted_for, primary
+               std_error, ci_low, ci_high, p_value, n_treated, n_control, the
+               structured fields analysis, model, family, adjusted_for, primary;
+               with resampling also n_replicates, n_failed (and replicates_flag)
     tables:    named tables as lists of records
 
 ``method`` is a sentence for readers; code reads the structured fields. ``primary`` is
@@ -44,6 +45,10 @@ ESTIMATE_FIELDS = ("workbook", "outcome", "contrast", "estimand", "method", "sca
                    "analysis", "model", "family", "adjusted_for", "primary")
 #: Analyses that adjust for something: their records must say what (``adjusted_for``).
 ADJUSTING = ("adjusted", "design")
+#: Optional fields of estimates that rest on resampling: replicates drawn, replicates that
+#: could not be computed, and a warning when more than 5% failed. Present only on such
+#: records (a null value is left out rather than written).
+RESAMPLING_FIELDS = ("n_replicates", "n_failed", "replicates_flag")
 
 
 def _clean(value):
@@ -132,6 +137,11 @@ class Recorder:
                "analysis": analysis, "model": model, "family": family,
                "adjusted_for": adjusted_for, "primary": False}
         rec.update(extra)
+        for key in RESAMPLING_FIELDS:             # counts stay whole numbers in a table
+            if key in rec and _clean(rec[key]) is None:
+                del rec[key]
+            elif key in rec and key != "replicates_flag":
+                rec[key] = int(rec[key])
         self.estimates.append(_clean(rec))
 
     def add_estimates(self, df: pd.DataFrame, **defaults) -> None:

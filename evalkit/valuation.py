@@ -61,6 +61,8 @@ class Valuation:
         Budget impact for the plan in ``econ.budget`` (:func:`budget_for_plan`).
     joint : bool
         Whether the PSA drew saving and effect jointly.
+    replicates : JointReplicates or None
+        The joint bootstrap the PSA drew from (``n_boot``, ``n_failed``), when it did.
     wtp_values : tuple
         Willingness-to-pay values at which NMB is recorded.
     """
@@ -78,6 +80,30 @@ class Valuation:
     budget: object = None
     joint: bool = False
     wtp_values: tuple = ()
+    replicates: object = None
+
+    def replicates_sentence(self) -> str:
+        """Whether saving and effect were drawn jointly, and from how many bootstrap
+        replicates (a warning when more than 5% could not be fitted)."""
+        if not self.joint:
+            return "saving and effect drawn independently (their correlation is ignored)"
+        from .models.bootstrap import replicates_sentence
+        return ("saving and effect drawn jointly from the bootstrap; " +
+                replicates_sentence(self.replicates.n_boot, self.replicates.n_failed,
+                                    "joint bootstrap"))
+
+    def _resampling(self, rec: pd.DataFrame, rows=None) -> pd.DataFrame:
+        """``rec`` with the joint bootstrap's n_replicates / n_failed (and flag) on
+        ``rows`` (default all), when the PSA drew from it."""
+        if not self.joint or self.replicates is None:
+            return rec
+        from .models.bootstrap import replicate_fields
+        rec = rec.copy()
+        rows = slice(None) if rows is None else rows
+        for key, value in replicate_fields(self.replicates.n_boot, self.replicates.n_failed,
+                                           "joint bootstrap").items():
+            rec.loc[rows, key] = value
+        return rec
 
     def estimates(self) -> pd.DataFrame:
         """Records for results.json: the cost-benefit figures (net savings with the PSA's
@@ -94,9 +120,10 @@ class Valuation:
                 "estimand": "probability that net savings > 0",
                 "method": f"probabilistic sensitivity analysis, {len(self.psa.draws)} draws",
                 "scale": "probability_cost_saving", "estimate": p}
-        parts = [rec, pd.DataFrame([prob])]
+        parts = [self._resampling(rec, rec["scale"] == "net_savings_per_member"),
+                 self._resampling(pd.DataFrame([prob]))]
         if self.icer is not None:
-            parts.append(self._ce_records(rec["contrast"].iloc[0]))
+            parts.append(self._resampling(self._ce_records(rec["contrast"].iloc[0])))
         if self.budget is not None:
             parts.append(self.budget.estimates(
                 contrast=f"{self.budget.inputs['plan_name']}: with vs without the programme"))
@@ -565,4 +592,5 @@ def value_program(cost_records: pd.DataFrame, econ, referred_members: int, follo
     return Valuation(savings, cb, sim, headline, described, effect=effect,
                      effectiveness=effectiveness, icer=ic, nmb=nm,
                      one_way=ow, budget=budget, joint=pairs is not None,
+                     replicates=joint if pairs is not None else None,
                      wtp_values=tuple(getattr(econ, "wtp_values", ())))

@@ -358,3 +358,88 @@ def test_values_not_modified_and_progress(arms, capsys):
         const = bootstrap(arms, lambda d: 1.0, n_boot=20, seed=1, n_jobs=1)
     assert np.isnan(const.ci(method="bca")).all()
     assert const.ci(method="percentile") == (1.0, 1.0)
+
+
+def _quasi_separated(n=400, seed=3):
+    """Every member with a prior visit (x > 0) has some cost; the others sometimes do:
+    x's logit coefficient runs off (quasi-complete separation), the predictions do not."""
+    rng = np.random.default_rng(seed)
+    treated = rng.integers(0, 2, n)
+    x = np.where(rng.random(n) < 0.3, np.log1p(rng.poisson(2.0, n) + 1.0), 0.0)
+    age = rng.normal(size=n)
+    p_any = np.where(x > 0, 1.0, 1 / (1 + np.exp(-(0.3 + 0.5 * age - 0.4 * treated))))
+    cost = np.where(rng.random(n) < p_any, rng.gamma(2.0, 300.0 * np.exp(0.2 * x), n), 0.0)
+    return pd.DataFrame({"treated": treated, "x": x, "age": age, "cost": cost})
+
+
+def test_quasi_separation_is_kept_as_r_keeps_it():
+    """R: glm(any ~ treated + x + age, binomial) warns "fitted probabilities numerically 0
+    or 1 occurred" and returns the fit; its predictions are well defined. two_part warns
+    and fits; the bootstrap keeps every such replicate (the any-cost logit converged and
+    the effect is finite), where it used to count most of them as failures."""
+    df = _quasi_separated()
+    with pytest.warns(StatisticalWarning, match="numerically 0 or 1"):
+        fit = two_part(df, "cost ~ treated + x + age")
+    assert fit.extra["fitted_probabilities_0_or_1"]
+    eff = fit.effect("treated").table
+    assert np.isfinite(eff["estimate"]).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", StatisticalWarning)
+        res = bootstrap_two_part(df, "cost ~ treated + x + age", "treated", n_boot=200,
+                                 seed=5, strata="treated", ci=("percentile",), n_jobs=1)
+    assert res.n_failed == 0, res.failures
+    assert np.isfinite(res.replicates.to_numpy()).all()
+    assert res.record_fields() == {"n_replicates": 200, "n_failed": 0}
+    # a replicate is the statistic of its resample: refit replicate 0 in full
+    from evalkit.models.bootstrap import bootstrap_indices
+    idx = next(bootstrap_indices(df, 200, seed=5, strata="treated"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", StatisticalWarning)
+        refit = two_part(df.iloc[idx].reset_index(drop=True), "cost ~ treated + x + age")
+    d = refit.effect("treated").table.set_index("scale").loc["cost_difference", "estimate"]
+    assert res.replicates["cost_difference"].iloc[0] == pytest.approx(d, rel=1e-6)
+
+
+def test_replicate_fields_flag_above_five_percent():
+    from evalkit.models.bootstrap import replicate_fields, replicates_sentence
+    assert replicate_fields(1000, 50) == {"n_replicates": 1000, "n_failed": 50}
+    flagged = replicate_fields(1000, 51)
+    assert flagged["n_failed"] == 51 and "more than 5%" in flagged["replicates_flag"]
+    assert replicates_sentence(200, 0).endswith("0 failed (0.0%).")
+
+
+def test_resample_where_one_arm_all_has_cost_is_kept():
+    """Resamples in which every control member has some cost: the logit separates on the
+    arm (R's glm converges with the control probabilities at 1 and warns), and the
+    recycled prediction for 'nobody referred' is then the positive part's mean alone.
+    Such replicates are kept; their mean_control equals that limit, computed here with a
+    plain statsmodels gamma GLM on the resample's positive rows."""
+    import statsmodels.api as sm
+    from evalkit.models.bootstrap import bootstrap_indices
+    rng = np.random.default_rng(8)
+    n = 300
+    treated = np.repeat([0, 1], n // 2)
+    age = rng.normal(size=n)
+    any_cost = np.where(treated == 0, True, rng.random(n) < 0.7)
+    any_cost[np.flatnonzero(treated == 0)[:2]] = False        # two controls without cost
+    cost = np.where(any_cost, rng.gamma(2.0, 500.0 * np.exp(0.3 * age), n), 0.0)
+    df = pd.DataFrame({"treated": treated, "age": age, "cost": cost})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", StatisticalWarning)
+        res = bootstrap_two_part(df, "cost ~ treated + age", "treated", n_boot=60, seed=2,
+                                 strata="treated", ci=("percentile",), n_jobs=1)
+    assert res.n_failed == 0, res.failures
+    checked = 0
+    for b, idx in enumerate(bootstrap_indices(df, 60, seed=2, strata="treated")):
+        sample = df.iloc[idx]
+        if (sample.loc[sample.treated == 0, "cost"] > 0).all():
+            pos = sample[sample.cost > 0]
+            X2 = sm.add_constant(pos[["treated", "age"]].to_numpy(float))
+            g = sm.GLM(pos.cost.to_numpy(), X2, family=sm.families.Gamma(
+                sm.families.links.Log())).fit(tol=1e-12)
+            X0 = sm.add_constant(sample.assign(treated=0)[["treated", "age"]].to_numpy(float),
+                                 has_constant="add")
+            expected = float(np.mean(np.exp(X0 @ g.params)))
+            assert res.replicates["mean_control"].iloc[b] == pytest.approx(expected, rel=1e-6)
+            checked += 1
+    assert checked >= 3                  # 4 of these 60 resamples (seed 2)

@@ -309,3 +309,30 @@ def test_plots_take_and_return_ax():
         plt.close(new.figure)
     finally:
         plt.close(fig)
+
+
+def test_joint_records_count_replicates_and_failures():
+    """Records from paired replicates say how many pairs were given and how many were
+    left out; above 5% left out they carry the warning."""
+    rng = np.random.default_rng(4)
+    dc, de = rng.normal(-100, 50, 100), rng.normal(0.05, 0.02, 100)
+    dc[:3] = np.nan
+    with pytest.warns(DataDroppedWarning):
+        rec = joint_bootstrap_summary(dc, de, wtp=[0.0]).estimates(wtp=[0.0])
+    assert (rec["n_replicates"] == 100).all() and (rec["n_failed"] == 3).all()
+    assert "replicates_flag" not in rec
+    dc[:6] = np.nan
+    with pytest.warns(DataDroppedWarning):
+        rec = joint_bootstrap_summary(dc, de).estimates()
+    assert (rec["n_failed"] == 6).all() and rec["replicates_flag"].str.contains("more than 5%").all()
+
+
+def test_recorder_writes_resampling_fields_only_where_used(tmp_path):
+    rec = Recorder(tmp_path, "costs")
+    rec.add_estimates(pd.DataFrame({
+        "outcome": ["total_cost", "total_cost"], "scale": ["cost_difference"] * 2,
+        "estimate": [-10.0, -10.0], "n_replicates": [np.nan, 1000.0], "n_failed": [np.nan, 3.0]}))
+    plain, boot = rec.estimates
+    assert "n_replicates" not in plain and "n_failed" not in plain
+    assert boot["n_replicates"] == 1000 and isinstance(boot["n_replicates"], int)
+    assert boot["n_failed"] == 3

@@ -77,6 +77,13 @@ def test_cost_effect_records_and_bootstrap(demo):
     z = 1.959963984540054
     assert ratio.std_error == pytest.approx((np.log(ratio.ci_high) - np.log(ratio.ci_low)) / (2 * z))
     assert ce.bootstrap.n_boot == 200
+    # records that rest on the bootstrap say how many replicates, and how many failed
+    boot_rows = ce.effects[ce.effects.method.str.contains("bootstrap")]
+    assert len(boot_rows) == 2
+    assert (boot_rows.n_replicates == 200).all()
+    assert (boot_rows.n_failed == ce.bootstrap.n_failed).all()
+    assert ce.effects.loc[~ce.effects.method.str.contains("bootstrap"), "n_replicates"].isna().all()
+    assert "of 200 replicates computed" in ce.bootstrap_sentence()
 
 
 def test_time_to_first_er_is_consistent_with_visit_counts(demo):

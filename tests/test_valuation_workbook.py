@@ -136,6 +136,14 @@ def test_joint_replicates_are_drawn_as_pairs():
     assert set(d["saving_drawn"]) <= set(saving) and len(set(d["saving_drawn"])) > 15
     assert np.allclose(d["er_visits_averted_drawn"], 0.1 + (d["saving_drawn"] - 900) / 1000)
     assert v.joint and "jointly" in v.estimates().query("scale == 'nmb'")["method"].iloc[0]
+    # records resting on the joint replicates say how many, and how many failed (1 of 21,
+    # 4.8%: below the 5% that flags); the others do not
+    est = v.estimates()
+    psa_based = est["scale"].isin(["net_savings_per_member", "probability_cost_saving", "icer", "nmb"])
+    assert (est.loc[psa_based, "n_replicates"] == 21).all()
+    assert (est.loc[psa_based, "n_failed"] == 1).all()
+    assert est.loc[~psa_based, "n_replicates"].isna().all() and "replicates_flag" not in est
+    assert "20 of 21 replicates computed, 1 failed" in v.replicates_sentence()
     # net savings follow the drawn saving: saving - 150; visits averted the drawn effect
     assert np.allclose(d["net_savings"], d["saving_drawn"] - 150.0)
     assert np.allclose(d["delta_effect"], d["er_visits_averted_drawn"])

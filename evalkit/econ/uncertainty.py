@@ -410,7 +410,12 @@ class JointBootstrapSummary:
                   contrast: str = "self_help referral vs none", wtp=None) -> pd.DataFrame:
         """Records: ``cost_difference``, ``probability_cost_saving``, ``icer`` (when the
         point estimate is in the NE or SW quadrant) and ``nmb`` at each ``wtp`` given
-        (expected NMB with its percentile interval; ``wtp`` kept as an extra column)."""
+        (expected NMB with its percentile interval; ``wtp`` kept as an extra column).
+        Every record carries ``n_replicates`` (pairs given) and ``n_failed`` (pairs left
+        out as not finite), and ``replicates_flag`` when more than 5% were left out."""
+        from evalkit.models.bootstrap import replicate_fields
+        n_failed = int(sum(self.dropped.values()))
+        fields = replicate_fields(self.n_draws + n_failed, n_failed, "joint bootstrap")
         c = self.table.set_index("quantity").loc["delta_cost"]
         method = f"joint bootstrap, {self.n_draws} paired replicates, percentile intervals"
         rows = [{"outcome": outcome, "contrast": contrast,
@@ -438,7 +443,7 @@ class JointBootstrapSummary:
                              "ci_low": float(np.quantile(inb, self.alpha / 2)),
                              "ci_high": float(np.quantile(inb, 1 - self.alpha / 2)),
                              "wtp": float(lam)})
-        return pd.DataFrame(rows)
+        return pd.DataFrame(rows).assign(**fields)
 
 
 def _draws(name: str, values) -> np.ndarray:

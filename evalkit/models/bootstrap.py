@@ -61,7 +61,13 @@ no events, a fit that does not converge). Such replicates are kept as ``NaN`` in
 ``replicates``, counted in ``n_failed`` with their reasons in ``failures``, and a
 :class:`~evalkit.errors.StatisticalWarning` says how many there were; the summaries use
 the others. Many failures mean the bootstrap distribution is not trustworthy (too small
-an arm or cluster count for the design).
+an arm or cluster count for the design): above :data:`FAILED_SHARE_LIMIT` (5%) the
+estimate records carry ``replicates_flag`` and the workbooks say so.
+
+Every replicate whose fit converged and whose effect is finite is kept, as R keeps a
+``glm`` fit that warns "fitted probabilities numerically 0 or 1 occurred": such
+probabilities (quasi-separation in the any-cost logit, or an extreme covariate value in
+the resample) leave the recycled predictions, and so the effect, well defined.
 
 References
 ----------
@@ -91,6 +97,7 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from evalkit.errors import DataValidationError, EvalkitError, ParamsError, StatisticalWarning
+from evalkit.models.count import gamma_differences
 from evalkit.models.effects import (
     binary_columns, build_matrix, check_alpha, counterfactual_frames, one_blas_thread,
     prepare_frame,
@@ -98,10 +105,38 @@ from evalkit.models.effects import (
 from evalkit.models.twopart import two_part
 
 __all__ = ["BootstrapResult", "bootstrap", "bootstrap_two_part", "bootstrap_count_effect",
-           "bootstrap_indices", "CI_METHODS"]
+           "bootstrap_indices", "CI_METHODS", "FAILED_SHARE_LIMIT", "replicate_fields",
+           "replicates_sentence"]
 
 CI_METHODS = ("percentile", "bca", "basic", "normal")
 TWO_PART_STATISTICS = ("cost_difference", "ratio", "mean_treated", "mean_control")
+#: Above this share of failed replicates an estimate is flagged: in the workbook (see
+#: :func:`replicates_sentence`) and in results.json (``replicates_flag``).
+FAILED_SHARE_LIMIT = 0.05
+
+
+def replicates_sentence(n_replicates: int, n_failed: int, what: str = "bootstrap") -> str:
+    """How many replicates an estimate rests on, in words; a warning above
+    :data:`FAILED_SHARE_LIMIT` failed (the interval then rests on the replicates that
+    could be computed, which may narrow it)."""
+    n_replicates, n_failed = int(n_replicates), int(n_failed)
+    share = n_failed / n_replicates if n_replicates else 0.0
+    text = (f"{what}: {n_replicates - n_failed:,} of {n_replicates:,} replicates computed, "
+            f"{n_failed:,} failed ({share:.1%})")
+    if share > FAILED_SHARE_LIMIT:
+        return (f"WARNING: {text}, more than {FAILED_SHARE_LIMIT:.0%}: the interval rests on "
+                "the replicates that could be fitted and may be too narrow; read it with care.")
+    return text + "."
+
+
+def replicate_fields(n_replicates: int, n_failed: int, what: str = "bootstrap") -> dict:
+    """The resampling fields of an estimate record (see docs/results.md):
+    ``n_replicates``, ``n_failed`` and, above :data:`FAILED_SHARE_LIMIT` failed,
+    ``replicates_flag`` (the warning of :func:`replicates_sentence`)."""
+    out = {"n_replicates": int(n_replicates), "n_failed": int(n_failed)}
+    if n_replicates and n_failed / n_replicates > FAILED_SHARE_LIMIT:
+        out["replicates_flag"] = replicates_sentence(n_replicates, n_failed, what)
+    return out
 
 
 # =========================================================================== result
@@ -176,6 +211,20 @@ class BootstrapResult:
             raise KeyError(f"no {method!r} interval for {term!r}; have "
                            f"{sorted(set(zip(self.intervals.term, self.intervals.method)))}")
         return float(row["ci_low"].iloc[0]), float(row["ci_high"].iloc[0])
+
+    @property
+    def failed_share(self) -> float:
+        """Share of the replicates that could not be computed."""
+        return self.n_failed / self.n_boot if self.n_boot else 0.0
+
+    @property
+    def flagged(self) -> bool:
+        """More than :data:`FAILED_SHARE_LIMIT` of the replicates failed."""
+        return self.failed_share > FAILED_SHARE_LIMIT
+
+    def record_fields(self) -> dict:
+        """``n_replicates``, ``n_failed`` (and ``replicates_flag``) for estimate records."""
+        return replicate_fields(self.n_boot, self.n_failed)
 
     def to_frame(self) -> pd.DataFrame:
         """Tidy table: ``term, estimate, std_error, bias, method, ci_low, ci_high``."""
@@ -823,7 +872,12 @@ def _design_extra(design: _Design, jack_text, **more) -> dict:
 # is positive definite), so Newton's method converges quadratically where Fisher scoring
 # (information X'CX) is only linear; both reach the same maximum.
 
-_LINK_LIMIT = {"logit": math.log(1e-10 / (1 - 1e-10)), "probit": float(special.ndtri(1e-10))}
+
+
+#: Logit probabilities are kept in [eps, 1 - eps], as R's ``binomial()$linkinv`` keeps
+#: them: the information of a quasi-separated fit stays invertible, and the fit
+#: converges the way R's ``glm.fit`` does (see :func:`_batched_fit`).
+_P_EPS = float(np.finfo(float).eps)
 
 
 class _Work:
@@ -845,6 +899,7 @@ def _grad(kind, X, B, ctx, u, v):
             np.exp(u, out=u)
             u += 1.0
             np.reciprocal(u, out=u)                 # mu
+            np.clip(u, _P_EPS, 1.0 - _P_EPS, out=u)  # as R's binomial()$linkinv
             np.multiply(ctx["C"], u, out=v)         # C mu
             return ctx["g0"] - X.T @ v              # g0 = X'Cz
         if kind == "gamma":
@@ -932,6 +987,12 @@ def _batched_fit(kind, X, XX, ctx, beta0, tol, maxiter, work, iu):
     iterations. Once close, a step with the previous ``H`` is tried first, which saves
     recomputing ``H`` on the last iteration.
 
+    A logit replicate with resampled rows whose fitted probability is at 0 or 1 (to
+    machine precision: quasi-separation) has a coefficient that drifts without changing
+    any prediction; it stops, as R's ``glm.fit`` does, once its deviance no longer
+    changes (relative change below 1e-10). Its predictions, hence the recycled effect,
+    are those of the limit.
+
     Returns
     -------
     B : (k, b), status : (b,) of RUNNING (did not converge), CONVERGED, RANK, FAILED;
@@ -943,10 +1004,18 @@ def _batched_fit(kind, X, XX, ctx, beta0, tol, maxiter, work, iu):
     status = np.full(b, RUNNING, dtype=np.int8)
     active = np.arange(b)
     Hinv = None
+    ll_old = np.full(b, np.inf)
     it = 0
     for it in range(1, maxiter + 1):
         u, v = work.views(m, len(active))
         g = _grad(kind, X, B[:, active], ctx, u, v)
+        flat = np.zeros(len(active), dtype=bool)
+        if kind == "logit":                       # deviance of quasi-separated replicates
+            z, Ca = ctx["z"], ctx["C"]
+            ll = np.sum(Ca * np.where(z > 0, np.log(u), np.log1p(-u)), axis=0)
+            edge = np.any(((u <= _P_EPS) | (u >= 1.0 - _P_EPS)) & (Ca > 0), axis=0)
+            flat = edge & (np.abs(ll - ll_old) <= 1e-10 * (np.abs(ll) + 0.1))
+            ll_old = ll
         if Hinv is not None:
             step = np.einsum("aij,ja->ia", Hinv, g)
             small = np.all(np.abs(step) <= tol * np.sqrt(np.einsum("aii->ia", Hinv)), axis=0)
@@ -956,7 +1025,10 @@ def _batched_fit(kind, X, XX, ctx, beta0, tol, maxiter, work, iu):
         if not small.all():
             H = _unpack(_info(kind, XX, ctx, u, v), k, iu)
             if Hinv is None:                          # first iteration: rank of the design
-                ok = _rank_ok(H)
+                # judged on the resampled design X'CX where the row counts are known: the
+                # information of a logit with fitted probabilities near 0 or 1 is badly
+                # conditioned without any term being constant or collinear
+                ok = _rank_ok(_unpack(XX.T @ ctx["C"], k, iu) if "C" in ctx else H)
                 status[active[~ok]] = RANK
                 Hinv = np.zeros_like(H)
                 if ok.any():
@@ -967,6 +1039,7 @@ def _batched_fit(kind, X, XX, ctx, beta0, tol, maxiter, work, iu):
             redo = ~small & ok
             step[:, redo] = np.einsum("aij,ja->ia", Hinv[redo], g[:, redo])
             small = np.all(np.abs(step) <= tol * np.sqrt(np.einsum("aii->ia", Hinv)), axis=0)
+        small |= flat
         finite = np.all(np.isfinite(step), axis=0)
         B[:, active] += np.where(finite, step, 0.0)
         live = status[active] == RUNNING
@@ -978,6 +1051,7 @@ def _batched_fit(kind, X, XX, ctx, beta0, tol, maxiter, work, iu):
         if not keep.all():
             active = active[keep]
             Hinv = Hinv[keep]
+            ll_old = ll_old[keep]
             for key in ("C", "Cy"):
                 if key in ctx and ctx[key].ndim == 2 and ctx[key].shape[1] == len(keep):
                     ctx[key] = ctx[key][:, keep]
@@ -1138,10 +1212,12 @@ def _fit_two_part_counts(state, C, cache):
             for j in np.flatnonzero(nn == 0):
                 if reasons[j] is None:
                     reasons[j] = f"{names[jcol]} is constant ({1 - lev}) in the resample"
-            for j in np.flatnonzero((nn > 0) & ((ee == 0) | (ee == nn))):
+            # no positive value at a level: the positive part cannot be fitted there. Only
+            # positive values at a level is separation in the logit alone, which converges
+            # as R's glm.fit does (probabilities at 1 - eps), leaving the effect defined.
+            for j in np.flatnonzero((nn > 0) & (ee == 0)):
                 if reasons[j] is None:
-                    reasons[j] = (f"{'no' if ee[j] == 0 else 'only'} positive {outcome} among "
-                                  f"rows with {names[jcol]} = {lev}")
+                    reasons[j] = f"no positive {outcome} among rows with {names[jcol]} = {lev}"
     good = np.array([r is None for r in reasons])
     values = np.full((b, 4), np.nan)
     if not good.any():
@@ -1168,14 +1244,9 @@ def _fit_two_part_counts(state, C, cache):
                                 maxiter, work, iu)
     del C2, ctx2, ctx1
     u, v = work.views(n, Cg.shape[1])
-    # fitted probabilities of 0 or 1 among the resampled rows: separation (two_part raises)
-    lim = _LINK_LIMIT[first]
-    np.matmul(X, B1, out=u)
-    flagged = np.flatnonzero((u.min(axis=0) < lim) | (u.max(axis=0) > -lim))
-    sep = np.zeros(Cg.shape[1], dtype=bool)
-    for r in flagged:
-        e = u[Cg[:, r] > 0, r]
-        sep[r] = e.min() < lim or e.max() > -lim
+    # Fitted probabilities numerically 0 or 1 (quasi-separation, or an extreme covariate
+    # value in the resample) are not a failure: the logit converged and its predictions,
+    # hence the recycled effect, are well defined; R's glm warns and keeps such a fit.
     # recycled predictions: A_t = sum_i c_i p_i(t) m_i(t) / sum_i c_i
     A = []
     with np.errstate(over="ignore", divide="ignore"):
@@ -1202,8 +1273,6 @@ def _fit_two_part_counts(state, C, cache):
         elif st2[r] != CONVERGED:
             reasons[j] = (f"the {second} part (rows with {outcome} > 0) "
                           f"{labels[int(st2[r])]} in the resample")
-        elif sep[r]:
-            reasons[j] = f"fitted probabilities of 0 or 1 in the {first} part (separation)"
         elif not np.all(np.isfinite(vals[r])):
             reasons[j] = "the effect is not finite"
         else:
@@ -1435,9 +1504,9 @@ def _batched_negbin(X, XX, ctx, beta0, tau0, tol, maxiter, iu):
             h_bb = XX.T @ ((Cya + Ca * th) * wq2) * th
             h_bt = -(X.T @ (e * mu * q * q)) * th
             nya, nt = Ny[:, active], Ntot[active]
-            dg = np.sum(nya * (special.digamma(uy[:, None] + th) - special.digamma(th)), axis=0)
-            tg = np.sum(nya * (special.polygamma(1, uy[:, None] + th) - special.polygamma(1, th)),
-                        axis=0)
+            _, dgv, tgv = gamma_differences(uy, th, 2)
+            dg = np.sum(nya * dgv, axis=0)
+            tg = np.sum(nya * tgv, axis=0)
             s_log = np.sum(Ca * np.log(r), axis=0)
             s1 = np.sum((Cya + Ca * th) * q, axis=0)
             s2 = np.sum((Cya + Ca * th) * q * q, axis=0)
@@ -1583,13 +1652,7 @@ class _ColumnCounts:
         self.values, self.index = cnt.values, cnt.index
 
     def gamma_terms(self, th, order):
-        v = self.values[:, None] + th
-        out = [(special.gammaln(v) - special.gammaln(th))[self.index]]
-        if order >= 1:
-            out.append((special.digamma(v) - special.digamma(th))[self.index])
-        if order >= 2:
-            out.append((special.polygamma(1, v) - special.polygamma(1, th))[self.index])
-        return out
+        return [g[self.index] for g in gamma_differences(self.values, th, order)]
 
 
 def _zero_inflated_effects(state, C, N):
@@ -1666,6 +1729,7 @@ def _zero_inflated_effects(state, C, N):
             break
     for j in active:
         reasons[j] = f"the {state['family']} model did not converge in the resample"
+    _refit_one_by_one(state, C, Pm, reasons)
     if nb:
         for j in np.flatnonzero(Pm[-1] > math.log(1e8)):
             if reasons[j] is None:
@@ -1679,6 +1743,31 @@ def _zero_inflated_effects(state, C, N):
         a1, a0 = A
         vals = np.column_stack([a1 - a0, a1 / a0, a1, a0])
     return vals, reasons, (it, 0)
+
+
+def _refit_one_by_one(state, C, Pm, reasons):
+    """Refit, one at a time, the replicates the batched full Newton steps did not carry to
+    convergence (their Hessian at the full-sample estimates is not negative definite, so
+    a full step is no ascent direction), by ``count_model``'s safeguarded maximiser
+    (:func:`evalkit.models.count._maximize`: line search, trust region, bounded theta) on
+    the resampled rows. Fills ``Pm`` and clears the reason where that converges."""
+    from evalkit.models.count import _maximize, _Mixture
+    lik = state["lik"]
+    y, X, Z = state["y"], state["X"], state["Z"]
+    off = np.ravel(state["off"])
+    for j, reason in enumerate(reasons):
+        if reason is None or "did not converge" not in reason:
+            continue
+        rows = np.repeat(np.arange(C.shape[0]), C[:, j].astype(np.int64))
+        sub = _Mixture("zi", lik.dist, y[rows], X[rows], off[rows], Z[rows])
+        try:
+            with np.errstate(all="ignore"):
+                Pm[:, j], _ = _maximize(sub, state["p0"], f"{state['family']} (resample)")
+        except EvalkitError as err:
+            reasons[j] = (f"the {state['family']} model did not converge in the resample: "
+                          f"{str(err).split(': ', 1)[-1].split('. ')[0]}")
+        else:
+            reasons[j] = None
 
 
 @one_blas_thread
@@ -1781,7 +1870,8 @@ def bootstrap_count_effect(data: pd.DataFrame, formula: str, treatment: str,
         _, Z0, _, _ = build_matrix(model.zero_info, f0)
         state.update(lik=_Mixture("zi", "negbin" if family == "zinb" else "poisson", y, X,
                                   off[:, 0], Z),
-                     kx=k, kz=Z.shape[1], Z1=Z1, Z0=Z0, p0=np.asarray(model.params, dtype=float))
+                     kx=k, kz=Z.shape[1], Z=Z, Z1=Z1, Z0=Z0,
+                     p0=np.asarray(model.params, dtype=float))
     elif family == "negbin":
         state.update(beta_nb=np.asarray(model.params[:k], dtype=float),
                      tau_nb=math.log(fit.theta),

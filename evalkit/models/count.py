@@ -37,6 +37,22 @@ __all__ = ["count_model", "CountResult", "FAMILIES"]
 
 FAMILIES = ("poisson", "negbin", "zip", "zinb", "hurdle_poisson", "hurdle_negbin")
 _TWO_PART = ("zip", "zinb", "hurdle_poisson", "hurdle_negbin")
+#: Bounds of log theta in the hand-written NB2 fits. A fit ending beyond theta = 1e8
+#: (within a factor 10 of the bound) shows no overdispersion (the Poisson limit); below
+#: 1e-8 the zero-truncated NB2 is at its log-series limit. Either way theta is not
+#: estimable, and further out the likelihood's curvature is lost to rounding (``theta**2``
+#: times a difference of nearly equal terms), which made the outcome depend on the BLAS
+#: kernel.
+_TAU_MAX = float(np.log(1e9))
+_TAU_MIN = float(np.log(1e-9))
+_TAU_MARGIN = float(np.log(10.0))
+#: Beyond theta = exp(15) a search that stalls has met a likelihood flat in theta (the
+#: rule of the NB2 theta search, :func:`_theta_ml`): no overdispersion.
+_TAU_FLAT = 15.0
+#: Linear predictors are capped here before ``exp`` (a mean of 1e130 events is already
+#: meaningless); the cap only keeps overflow out of trial points a line search rejects.
+_ETA_MAX = 300.0
+
 _METHODS = {
     "poisson": "Poisson GLM (log link)",
     "negbin": "negative binomial NB2 (log link, theta by ML as MASS::glm.nb)",
@@ -212,6 +228,57 @@ def _check_counts(y: np.ndarray, what: str, outcome: str) -> None:
 
 
 # --------------------------------------------------------------------------- NB2 theta
+#: Largest count for which the gamma-function differences are summed term by term.
+_SUM_LIMIT = 2000
+
+
+def gamma_differences(values, th, order: int = 2) -> list:
+    """``lgamma(v + th) - lgamma(th)``, ``psi(v + th) - psi(th)`` and
+    ``psi'(v + th) - psi'(th)`` (up to ``order``) for whole counts ``values``.
+
+    For counts up to :data:`_SUM_LIMIT` they are the finite sums ``sum_{k<v} log(th + k)``,
+    ``sum 1/(th + k)`` and ``-sum 1/(th + k)^2`` (the recurrences of the gamma and
+    polygamma functions), with ``log(th + k) = log th + log1p(k / th)``. Subtracting the
+    special functions instead loses about ``log10(th)`` digits (at theta = 1e7, seven), which
+    leaves the NB2 likelihood too noisy in theta for Newton's method and makes where a fit
+    stops depend on the BLAS kernel's rounding.
+
+    Parameters
+    ----------
+    values : (m,) array of whole numbers, ascending
+    th : float or (b,) array (one theta per replicate)
+
+    Returns
+    -------
+    list of (m,) arrays, or (m, b) arrays for an array ``th``.
+    """
+    values = np.asarray(values, dtype=float)
+    th = np.asarray(th, dtype=float)
+    top = int(values.max()) if values.size else 0
+    if top > _SUM_LIMIT:
+        v = values.reshape(values.shape + (1,) * th.ndim) + th
+        out = [special.gammaln(v) - special.gammaln(th)]
+        if order >= 1:
+            out.append(special.digamma(v) - special.digamma(th))
+        if order >= 2:
+            out.append(special.polygamma(1, v) - special.polygamma(1, th))
+        return out
+    idx = values.astype(np.int64)
+    k = np.arange(top, dtype=float).reshape((-1,) + (1,) * th.ndim)
+    zero = np.zeros((1,) + th.shape)
+
+    def total(terms):                                   # sum over k < v, for each v
+        return np.concatenate([zero, np.cumsum(terms, axis=0)])[idx]
+
+    out = [idx.reshape(idx.shape + (1,) * th.ndim) * np.log(th) + total(np.log1p(k / th))]
+    if order >= 1:
+        inv = 1.0 / (th + k)
+        out.append(total(inv))
+        if order >= 2:
+            out.append(-total(inv * inv))
+    return out
+
+
 class _Counts:
     """A count outcome plus what the NB2 formulas reuse.
 
@@ -234,13 +301,7 @@ class _Counts:
     def gamma_terms(self, th, order):
         """``[lgamma(y+th) - lgamma(th), digamma(..) - digamma(th), trigamma(..) - trigamma(th)]``
         up to ``order``."""
-        v, idx = self.values, self.index
-        out = [(special.gammaln(v + th) - special.gammaln(th))[idx]]
-        if order >= 1:
-            out.append((special.digamma(v + th) - special.digamma(th))[idx])
-        if order >= 2:
-            out.append((special.polygamma(1, v + th) - special.polygamma(1, th))[idx])
-        return out
+        return [g[self.index] for g in gamma_differences(self.values, th, order)]
 
 
 def _nb_loglik(cnt: _Counts, mu, theta):
@@ -255,8 +316,11 @@ def _theta_score_info(cnt: _Counts, mu, th):
     """Score and observed information of theta at fixed mu (MASS ``theta.ml``)."""
     y = cnt.y
     _, dg, tg = cnt.gamma_terms(th, 2)
-    score = np.sum(dg + np.log(th) + 1 - np.log(th + mu) - (y + th) / (mu + th))
-    info = np.sum(-tg - 1 / th + 2 / (mu + th) - (y + th) / (mu + th) ** 2)
+    a = th + mu
+    # log(th) - log(th + mu) + 1 - (y + th)/a and 1/th - 2/a + (y + th)/a^2, written
+    # without the differences of nearly equal terms they are at large theta
+    score = np.sum(dg - np.log1p(mu / th) + (mu - y) / a)
+    info = np.sum(-tg - (mu * mu + th * y) / (th * a * a))
     return float(score), float(info)
 
 
@@ -279,7 +343,12 @@ def _theta_ml(cnt: _Counts, mu, start=None, what="negbin"):
     tau = float(np.log(start))
     for _ in range(200):
         th = np.exp(tau)
-        score, info = _theta_score_info(cnt, mu, th)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            score, info = _theta_score_info(cnt, mu, th)
+        if not (np.isfinite(score) and np.isfinite(info)):
+            raise ConvergenceError(f"{what}: the likelihood of theta is not finite at theta = "
+                                   f"{th:.3g} (fitted means overflow or underflow); try "
+                                   "family='poisson' or check the outcome.")
         s_tau = th * score
         d_tau = th * score - th * th * info       # d(s_tau)/d(tau)
         if d_tau < 0:
@@ -288,6 +357,8 @@ def _theta_ml(cnt: _Counts, mu, start=None, what="negbin"):
             step = np.sign(s_tau)
         step = float(np.clip(step, -3.0, 3.0))
         tau += step
+        if tau < _TAU_MIN:
+            raise _theta_bound_error(what, tau)
         if tau > 30 or (tau > 15 and d_tau >= 0):
             raise ConvergenceError(
                 f"{what}: theta grows without bound (theta > {np.exp(min(tau, 30)):.0e}, "
@@ -344,7 +415,7 @@ def _fit_negbin(y, X, offset, what):
 def _zero_terms(eta, tau, dist, order=2):
     """``h = log P(y = 0)`` of the count distribution and its derivatives in eta (``_e``)
     and log theta (``_t``), up to ``order``."""
-    mu = np.exp(eta)
+    mu = np.exp(np.minimum(eta, _ETA_MAX))
     if dist == "poisson":
         out = dict(h=-mu)
         if order >= 1:
@@ -354,12 +425,12 @@ def _zero_terms(eta, tau, dist, order=2):
         return out
     th = np.exp(tau)
     a = th + mu
-    out = dict(h=th * (tau - np.logaddexp(tau, eta)))
+    out = dict(h=-th * np.logaddexp(0.0, eta - tau))        # th (tau - log a), in log space
     if order >= 1:
         h_th = mu / a - np.log1p(mu / th)
         out.update(h_e=-th * mu / a, h_t=th * h_th)
         if order >= 2:
-            h_thth = 1 / th - 1 / a - mu / a ** 2
+            h_thth = mu * mu / (th * a * a)                   # 1/th - 1/a - mu/a^2
             out.update(h_ee=-th * th * mu / a ** 2, h_tt=th * th * h_thth + th * h_th,
                        h_et=-th * mu * mu / a ** 2)
     return out
@@ -379,7 +450,7 @@ def _pmf_terms(cnt: _Counts, eta, tau, dist, order=2):
     and ``h = log P(0) = th (tau - log a)``, ``h_e = -th mu / a`` (see :func:`_zero_terms`).
     """
     y = cnt.y
-    mu = np.exp(eta)
+    mu = np.exp(np.minimum(eta, _ETA_MAX))
     if dist == "poisson":
         out = dict(l=y * eta - mu - cnt.lfact)
         if order >= 1:
@@ -388,15 +459,16 @@ def _pmf_terms(cnt: _Counts, eta, tau, dist, order=2):
             out["l_ee"] = -mu
         return out
     th = np.exp(tau)
-    lthmu = np.logaddexp(tau, eta)                      # log(theta + mu)
+    l1p = np.logaddexp(0.0, eta - tau)                  # log(1 + mu/theta) = log a - tau
     a = th + mu
     g = cnt.gamma_terms(th, order)
-    out = dict(l=g[0] - cnt.lfact + th * tau + y * eta - (th + y) * lthmu)
+    # th tau - (th + y) log a, without subtracting the large th tau and th log a
+    out = dict(l=g[0] - cnt.lfact + y * (eta - tau - l1p) - th * l1p)
     if order >= 1:
-        l_th = g[1] + tau + 1 - lthmu - (y + th) / a
+        l_th = g[1] - l1p + (mu - y) / a                # tau + 1 - log a - (y+th)/a
         out.update(l_e=th * (y - mu) / a, l_t=th * l_th)
         if order >= 2:
-            l_thth = g[2] + 1 / th - 2 / a + (y + th) / a ** 2
+            l_thth = g[2] + (mu * mu + th * y) / (th * a * a)   # 1/th - 2/a + (y+th)/a^2
             out.update(l_ee=-th * mu * (y + th) / a ** 2, l_tt=th * th * l_thth + th * l_th,
                        l_et=th * (y - mu) * mu / a ** 2)
     return out
@@ -576,6 +648,23 @@ class _Mixture:
         return H
 
 
+class _OutOfBounds(Exception):
+    """Log theta left [_TAU_MIN, _TAU_MAX], or the curvature is not finite."""
+
+
+def _theta_bound_error(what: str, tau: float) -> ConvergenceError:
+    if tau > 0:
+        return ConvergenceError(
+            f"{what}: theta grows without bound (theta = {np.exp(tau):.2g}; beyond "
+            f"{np.exp(_TAU_FLAT):.0e} the likelihood is flat in theta): the counts show no "
+            "overdispersion beyond the zeros. Fit the Poisson version (zip / hurdle_poisson) "
+            "instead.")
+    return ConvergenceError(
+        f"{what}: theta shrinks towards 0 (theta < {np.exp(_TAU_MIN + _TAU_MARGIN):.0e}): the positive "
+        "counts are more dispersed than any negative binomial with these means (its "
+        "log-series limit); theta is not estimable. Use another family.")
+
+
 def _maximize(lik: _Mixture, start: np.ndarray, what: str):
     """Maximise a hand-written likelihood by Newton's method with the exact Hessian.
 
@@ -584,36 +673,91 @@ def _maximize(lik: _Mixture, start: np.ndarray, what: str):
     takes over. Stops after a full Newton step taken from a Newton decrement
     ``g' (-H)^-1 g`` below 1e-12 (the remaining error is then far below 1e-6 standard
     errors).
+
+    Log theta is kept in ``[_TAU_MIN, _TAU_MAX]``: a trial point outside counts as an
+    infinitely bad one (the line search backtracks), and a fit that ends at a bound, or
+    whose score or Hessian is not finite at an accepted point, is a ConvergenceError
+    with the reason. Nothing that is not finite reaches scipy.
     """
     n = lik.n
+
+    def inside(q):
+        return not lik.has_theta or _TAU_MIN < q[-1] < _TAU_MAX
+
+    def loglik(q):
+        if not inside(q):
+            return -np.inf
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            value = lik.loglik(q)
+        return value if np.isfinite(value) else -np.inf
+
+    def derivatives(q):
+        """Score and Hessian at an accepted point; _OutOfBounds when not finite."""
+        if not inside(q):
+            raise _OutOfBounds
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            g, H = lik.score(q), lik.hessian(q)
+        if not (np.all(np.isfinite(g)) and np.all(np.isfinite(H))):
+            raise _OutOfBounds
+        return g, H
+
+    def scaled(q):
+        """Score and Hessian over n for scipy. At a trial point whose likelihood is -inf
+        (outside the bounds), which the trust region rejects whatever its derivatives,
+        scipy still builds a model: it gets zeros and minus the identity, never inf."""
+        if not np.isfinite(loglik(q)):
+            return np.zeros(len(q)), -np.eye(len(q))
+        g, H = derivatives(q)
+        return g / n, H / n
+
+    def stopped(q) -> ConvergenceError:
+        if lik.has_theta and not (_TAU_MIN + _TAU_MARGIN < q[-1] < _TAU_MAX - _TAU_MARGIN):
+            return _theta_bound_error(what, q[-1])
+        return ConvergenceError(
+            f"{what}: the likelihood's score or curvature is not finite at the current "
+            "estimates (fitted means overflow or underflow); the model does not fit these "
+            "data. Try rescaling covariates or a simpler family.")
+
     p = np.asarray(start, dtype=float).copy()
-    L = lik.loglik(p)
+    if not inside(p):
+        p[-1] = np.clip(p[-1], _TAU_MIN + _TAU_MARGIN, _TAU_MAX - _TAU_MARGIN)
+    L = loglik(p)
+    if not np.isfinite(L):
+        raise stopped(p)
     message = "Newton"
     converged = False
     for _ in range(200):
-        H = lik.hessian(p)
-        g = lik.score(p)
+        try:
+            g, H = derivatives(p)
+        except _OutOfBounds:
+            raise stopped(p) from None
         try:
             chol = np.linalg.cholesky(-H)
             step = np.linalg.solve(chol.T, np.linalg.solve(chol, g))
         except np.linalg.LinAlgError:
             step = None
         if step is None or not np.all(np.isfinite(step)):
-            res = optimize.minimize(
-                lambda q: -lik.loglik(q) / n, p, jac=lambda q: -lik.score(q) / n,
-                hess=lambda q: -lik.hessian(q) / n, method="trust-exact",
-                options={"gtol": 1e-9, "maxiter": 500},
-            )
+            try:
+                res = optimize.minimize(
+                    lambda q: -loglik(q) / n, p, jac=lambda q: -scaled(q)[0],
+                    hess=lambda q: -scaled(q)[1], method="trust-exact",
+                    options={"gtol": 1e-9, "maxiter": 500},
+                )
+            except _OutOfBounds:
+                raise stopped(p) from None
+            except (ValueError, np.linalg.LinAlgError) as err:   # scipy's own checks
+                raise ConvergenceError(f"{what}: the trust-region search failed ({err}). Try "
+                                       "rescaling covariates or a simpler family.") from None
             message = f"trust-exact: {res.message}"
-            if np.allclose(res.x, p, rtol=0, atol=0):
+            if np.allclose(res.x, p, rtol=0, atol=0) or not np.isfinite(loglik(res.x)):
                 break
-            p, L = res.x, lik.loglik(res.x)
+            p, L = res.x, loglik(res.x)
             continue
         decrement = float(g @ step)          # Newton decrement: 2 x predicted loglik gain
         t = 1.0
         while True:
             p_new = p + t * step
-            L_new = lik.loglik(p_new)
+            L_new = loglik(p_new)
             if np.isfinite(L_new) and L_new >= L - 1e-12 * abs(L):
                 break
             t /= 2
@@ -627,19 +771,19 @@ def _maximize(lik: _Mixture, start: np.ndarray, what: str):
         if decrement < 1e-12 and t == 1.0:
             converged = True
             break
-    H = lik.hessian(p)
-    g = lik.score(p)
+    if lik.has_theta and not (_TAU_MIN + _TAU_MARGIN < p[-1] < _TAU_MAX - _TAU_MARGIN):
+        raise _theta_bound_error(what, p[-1])
+    if lik.has_theta and not converged and p[-1] > _TAU_FLAT:
+        raise _theta_bound_error(what, p[-1])
+    try:
+        g, H = derivatives(p)
+    except _OutOfBounds:
+        raise stopped(p) from None
     try:
         decrement = float(g @ np.linalg.solve(-H, g))   # Newton decrement (loglik units)
         eig_max = float(np.max(np.linalg.eigvalsh(H)))
     except np.linalg.LinAlgError:
         decrement, eig_max = np.inf, np.inf
-    if lik.has_theta and p[-1] > np.log(1e8):
-        raise ConvergenceError(
-            f"{what}: theta grows without bound (theta = {np.exp(p[-1]):.3g}): the counts "
-            "show no overdispersion beyond the zeros. Fit the Poisson version (zip / "
-            "hurdle_poisson) instead."
-        )
     if not converged and (not np.isfinite(decrement) or decrement > 1e-8 or eig_max >= 0):
         raise ConvergenceError(
             f"{what}: the maximum likelihood fit did not converge ({message}; converged="

@@ -31,7 +31,9 @@ import statsmodels.api as sm
 from scipy import linalg, stats
 from threadpoolctl import threadpool_limits
 
-from evalkit.errors import ConvergenceError, DataDroppedWarning, DataValidationError, ParamsError
+from evalkit.errors import (
+    ConvergenceError, DataDroppedWarning, DataValidationError, ParamsError, StatisticalWarning,
+)
 
 __all__ = [
     "EffectResult",
@@ -371,10 +373,18 @@ def fit_glm(y, X, family, offset=None, start=None, what: str = "model",
     last-but-one iteration).
     """
     off = 0.0 if offset is None else offset
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        res = sm.GLM(y, X, family=family, offset=offset).fit(
-            method="IRLS", start_params=start, tol=1e-300, atol=0.0, rtol=rtol, maxiter=maxiter)
+    failed = ConvergenceError(
+        f"{what}: IRLS reached means or weights that are not finite (a linear predictor "
+        "overflows). Rescale large covariates (dollars in thousands), merge sparse "
+        "categories, or simplify the formula.")
+    try:
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            res = sm.GLM(y, X, family=family, offset=offset).fit(
+                method="IRLS", start_params=start, tol=1e-300, atol=0.0, rtol=rtol,
+                maxiter=maxiter)
+    except (ValueError, FloatingPointError, ZeroDivisionError, np.linalg.LinAlgError):
+        raise failed from None
     if not res.converged:
         raise ConvergenceError(
             f"{what}: IRLS did not converge in {maxiter} iterations. Rescale large "
@@ -384,17 +394,27 @@ def fit_glm(y, X, family, offset=None, start=None, what: str = "model",
     link, variance = family.link, family.variance
 
     def pieces(beta):
-        eta = X @ beta + off
-        mu = link.inverse(eta)
-        dmu = link.inverse_deriv(eta)
-        w = dmu ** 2 / variance(mu)
-        return mu, dmu, w, np.linalg.inv(X.T @ (w[:, None] * X))
+        with np.errstate(all="ignore"):
+            eta = X @ beta + off
+            mu = link.inverse(eta)
+            dmu = link.inverse_deriv(eta)
+            w = dmu ** 2 / variance(mu)
+            XWX = X.T @ (w[:, None] * X)
+        if not (np.all(np.isfinite(beta)) and np.all(np.isfinite(XWX))):
+            raise failed
+        try:
+            return mu, dmu, w, np.linalg.inv(XWX)
+        except np.linalg.LinAlgError:
+            raise failed from None
 
     mu, dmu, w, bread = pieces(b)
     it = int(res.fit_history.get("iteration", 0))
     if rtol <= 1e-10:                           # starting-value fits skip the polish
         for _ in range(25):
-            step = bread @ (X.T @ ((y - mu) * dmu / variance(mu)))
+            with np.errstate(all="ignore"):
+                step = bread @ (X.T @ ((y - mu) * dmu / variance(mu)))
+            if not np.all(np.isfinite(step)):
+                raise failed
             b = b + step
             mu, dmu, w, bread = pieces(b)
             it += 1
@@ -405,19 +425,30 @@ def fit_glm(y, X, family, offset=None, start=None, what: str = "model",
                   iterations=it)
 
 
-def check_fitted_probabilities(p, what: str) -> None:
-    """Fitted probabilities of 0 or 1 mean (quasi-)complete separation.
+def check_fitted_probabilities(p, what: str, stacklevel: int = 3) -> bool:
+    """Warn, as R's ``glm.fit`` does, when fitted probabilities are numerically 0 or 1.
 
-    "0 or 1" uses R's threshold in ``glm.fit`` (10 machine epsilons), so an extreme but
-    legitimate covariate value that drives a probability to 1 - 1e-13 is not mistaken for
-    separation.
+    "0 or 1" uses R's threshold in ``glm.fit`` (10 machine epsilons). Such probabilities
+    come from an extreme but legitimate covariate value or from quasi-complete
+    separation; either way the fit converged (IRLS raises ConvergenceError otherwise) and
+    its predictions, hence recycled-prediction effects, are well defined, so R keeps the
+    fit with a warning and so does evalkit (a :class:`StatisticalWarning`). The
+    coefficient that runs off and its standard error should not be read. Complete
+    separation on a 0/1 term is refused earlier (:func:`check_no_empty_cells`).
+
+    Returns
+    -------
+    bool
+        True when some fitted probability is numerically 0 or 1.
     """
-    if np.min(np.minimum(p, 1 - p)) < 10 * np.finfo(float).eps:
-        raise ConvergenceError(
-            f"{what}: fitted probabilities of 0 or 1 (perfect or quasi-complete "
-            "separation): some covariate pattern predicts the outcome exactly, so its "
-            "coefficient is infinite. Merge sparse categories or drop the separating term."
-        )
+    extreme = bool(np.min(np.minimum(p, 1 - p)) < 10 * np.finfo(float).eps)
+    if extreme:
+        warnings.warn(
+            f"{what}: fitted probabilities numerically 0 or 1 occurred (an extreme covariate "
+            "value or quasi-complete separation). The fit and its predictions are kept, as R "
+            "keeps them; the coefficient of the separating term and its standard error are "
+            "not meaningful.", StatisticalWarning, stacklevel=stacklevel)
+    return extreme
 
 
 # --------------------------------------------------------------------------- variance

@@ -166,7 +166,13 @@ def two_part(data: pd.DataFrame, formula: str, first: str = "logit", second: str
         Negative or non-finite outcome, no zeros or no positive values, constant terms,
         a 0/1 covariate level where everybody (or nobody) has cost (separation).
     ConvergenceError
-        IRLS did not converge or the logit has fitted probabilities of 0 or 1.
+        IRLS did not converge.
+
+    Warns
+    -----
+    StatisticalWarning
+        Fitted probabilities of the first part numerically 0 or 1 (R's ``glm`` warns the
+        same and keeps the fit; so does this, with ``extra["fitted_probabilities_0_or_1"]``).
 
     Examples
     --------
@@ -218,7 +224,7 @@ def two_part(data: pd.DataFrame, formula: str, first: str = "logit", second: str
     fam1 = sm.families.Binomial(link=_FIRST[first]())
     r1 = fit_glm(pos.astype(float), X, fam1, what=what + " (any)")
     p = r1.fittedvalues
-    check_fitted_probabilities(p, f"{what} ({first} part)")
+    extreme = check_fitted_probabilities(p, f"{what} ({first} part)", stacklevel=4)
     fam2 = _SECOND[second](link=sm.families.links.Log())
     y2, X2 = y[pos], X[pos]
     r2 = fit_glm(y2, X2, fam2, what=what + " (positive)")
@@ -262,6 +268,7 @@ def two_part(data: pd.DataFrame, formula: str, first: str = "logit", second: str
     extra = dict(first=first, second=second, dispersion=dispersion, n_positive=n_pos,
                  n_zero=n - n_pos, loglik_any=ll1, loglik_positive=ll2,
                  deviance_positive=float(r2.deviance), df_residual_positive=df2,
+                 fitted_probabilities_0_or_1=extreme,
                  vcov=vcov_label(kind, cluster))
     fit = _TwoPartFit(frame=frame, info=info, fam1=fam1, params1=np.asarray(r1.params),
                       params2=np.asarray(r2.params), vcov=V, vcov_label=vcov_label(kind, cluster))
