@@ -1080,6 +1080,10 @@ def apply_overrides(raw: dict, overrides: list[str] | dict | None) -> dict:
     return out
 
 
+class _AliasRefused(yaml.composer.ComposerError):
+    """An anchor or alias in params YAML (see :class:`_NoAliasLoader`)."""
+
+
 class _NoAliasLoader(yaml.SafeLoader):
     """YAML's safe loader without anchors and aliases (``&a`` / ``*a``): an alias lets
     a few lines expand to billions of nodes (a "billion laughs" bomb), and params never
@@ -1088,12 +1092,12 @@ class _NoAliasLoader(yaml.SafeLoader):
     def compose_node(self, parent, index):
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
-            raise yaml.composer.ComposerError(
+            raise _AliasRefused(
                 None, None, f"alias *{event.anchor} is not allowed in params (write the "
                 "value out in full)", event.start_mark)
         event = self.peek_event()
         if getattr(event, "anchor", None):
-            raise yaml.composer.ComposerError(
+            raise _AliasRefused(
                 None, None, f"anchor &{event.anchor} is not allowed in params (write the "
                 "value out in full)", event.start_mark)
         return super().compose_node(parent, index)
@@ -1129,6 +1133,8 @@ def override_value(key: str, text: str) -> Any:
     flow = text.lstrip().startswith(("[", "{"))
     try:
         value = yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
+    except _AliasRefused as err:
+        raise ParamsError(f"--set {key}: {err.problem}") from None
     except yaml.YAMLError as err:
         if flow:
             problem = getattr(err, "problem", None) or str(err).splitlines()[0]
