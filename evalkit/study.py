@@ -314,14 +314,15 @@ class Study:
         """What the claim-line checks set aside or noted (:mod:`evalkit.data.notes`):
         persons with claims and no coverage at all, visits and dollars per unmapped
         category code, inpatient stays without or before their discharge date, kept
-        visits with an unused bad end date. In a public run (``report.public``) counts of
-        persons below ``report.min_cell`` are hidden. Empty in person and summary mode."""
+        visits with an unused bad end date. In a public run (``report.public``) a row of
+        fewer than ``report.min_cell`` persons has its persons, lines, visits, nights and
+        dollars hidden, and small unmapped codes are merged into one row
+        (:func:`evalkit.data.notes.public_notes`). Empty in person and summary mode."""
         notes = self.load_report().notes
         if not self.params.report.public or notes.empty:
             return notes
-        from .privacy import suppress
-        return suppress(notes, ["persons"], min_cell=self.params.report.min_cell,
-                        protect_rows=False).table
+        from .data.notes import public_notes
+        return public_notes(notes, self.params.report.min_cell)
 
     def mental_health_concepts(self) -> pd.DataFrame | None:
         """OMOP sources: the condition (and provider-specialty) concepts that make an

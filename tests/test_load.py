@@ -89,7 +89,9 @@ def test_structural_problems_are_all_reported(tmp_path):
         ("exposure", "index_date", "unparseable_date"),
     }
     msg = str(e.value)
-    assert "did you mean 'svc_date'" in msg and "31/12/2023" in msg and "a lot" in msg
+    assert "did you mean 'svc_date'" in msg and "a lot" in msg
+    # a date is shown by its pattern and source row, not its value
+    assert "pattern 99/99/9999" in msg and "source row 1" in msg and "31/12/2023" not in msg
 
 
 def test_column_mapping_and_date_format(tmp_path):
@@ -181,8 +183,9 @@ def test_many_unreadable_dates_stay_a_structural_error(tmp_path):
     enc = pd.read_csv(d / "encounters.csv", dtype=str)
     enc.loc[0, "service_date"] = "2023-02-30"
     enc.to_csv(d / "encounters.csv", index=False)
-    with pytest.raises(DataValidationError, match="2023-02-30") as e:
+    with pytest.raises(DataValidationError, match="pattern 9999-99-99, source row 1") as e:
         load_tiny(folder=d)
+    assert "2023-02-30" not in str(e.value)
     assert {(f["table"], f["column"], f["reason"]) for f in e.value.failures} == {
         ("encounters", "service_date", "unparseable_date")}
     assert "10.0% of the 10 dates cannot be read" in str(e.value)
