@@ -173,7 +173,7 @@ def prepare(params: Params, out_dir: str | Path, progress: bool = False) -> Prep
                     mh_condition_snomed=o.mh_condition_snomed,
                     mh_specialty_concepts=o.mh_specialty_concepts, exposure_file=o.exposure_file,
                     exposure_cohort_table=o.exposure_cohort_table,
-                    exposure_cohorts=o.exposure_cohorts)
+                    exposure_cohorts=o.exposure_cohorts, encoding=d.encoding)
                 inputs = [Path(d.database)] + ([Path(o.exposure_file)] if o.exposure_file else [])
             elif d.source == "synthea":         # Synthea CSV export, recoded by views
                 from .data.synthea import MH_CODES, synthea_sources
@@ -181,7 +181,7 @@ def prepare(params: Params, out_dir: str | Path, progress: bool = False) -> Prep
                 sources = synthea_sources(
                     con, s.folder, s.exposure_file, enrollment=s.enrollment, payers=s.payers,
                     class_map=s.class_map, mh_codes=MH_CODES if s.mh_codes is None else s.mh_codes,
-                    amount=s.amount)
+                    amount=s.amount, encoding=d.encoding)
                 inputs = [Path(s.folder) / f"{t}.csv" for t in
                           ("encounters", "patients", "payer_transitions", "payers")
                           if (Path(s.folder) / f"{t}.csv").is_file()] + [Path(s.exposure_file)]

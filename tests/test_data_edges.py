@@ -290,3 +290,24 @@ def test_a_later_copy_of_a_line_with_an_unreadable_date_is_kept(tmp_path):
     got = dict(con.execute("SELECT source_row, reason FROM quarantine").fetchall())
     assert got == {1: "invalid_date"}
     assert rep.balanced()
+
+
+def test_data_encoding_reaches_every_synthea_csv(tmp_path):
+    """A latin-1 Synthea export (a name with 'é'): read with encoding='latin-1' it loads as
+    the utf-8 one does; read as utf-8 it is an evalkit error naming the file."""
+    folder = tmp_path / "synthea"
+    _synthea(folder)
+    pat = folder / "patients.csv"
+    lines = pat.read_bytes().split(b"\n")
+    header = lines[0].split(b",")
+    cells = lines[1].split(b",")
+    cells[header.index(b"FIRST")] = "Ren\u00e9".encode("latin-1")
+    lines[1] = b",".join(cells)
+    pat.write_bytes(b"\n".join(lines))
+    from evalkit.data.synthea import synthea_sources
+    with pytest.raises(DataValidationError, match="patients.csv"):
+        synthea_sources(duckdb.connect(), folder, folder / "exposure.csv")
+    con = duckdb.connect()
+    rep = load_claims(con, synthea_sources(con, folder, folder / "exposure.csv",
+                                           encoding="latin-1"))
+    assert rep.balanced() and rep.counts.set_index("table").loc["members", "accepted"] == 4

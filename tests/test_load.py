@@ -473,6 +473,10 @@ def test_person_mode_unclear_arms_are_an_error_listing_them(tmp_path):
     with pytest.raises(DataValidationError, match="treated_value '1' is not one of") as e:
         load_person(duckdb.connect(), scan_sql(str(f)), "arm", 1, ["visits"], id="id")
     assert "'A'" in str(e.value) and "'B'" in str(e.value)
+    # only the treated value: the control arm has no members, and the error says so
+    f.write_text("id,arm,visits\n1,1,1\n2,1.0,1\n")
+    with pytest.raises(DataValidationError, match="the control arm has no members"):
+        load_person(duckdb.connect(), scan_sql(str(f)), "arm", 1, ["visits"], id="id")
 
 
 def test_person_mode_unclear_arms_are_listed_with_the_other_structural_problems(tmp_path):

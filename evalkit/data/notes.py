@@ -151,6 +151,8 @@ def public_notes(notes: pd.DataFrame, min_cell: int = 11) -> pd.DataFrame:
     (:func:`evalkit.privacy.suppress`).
     """
     from ..privacy import suppress
+    if notes.empty:
+        return notes
     small = (notes["note"] == "unmapped_category") & (notes["persons"] < min_cell)
     if small.sum() > 1:
         grouped = notes[small]
@@ -188,6 +190,8 @@ def note_sentences(notes: pd.DataFrame, min_cell: int = 11) -> list[str]:
     sentence for the other codes. A row whose persons are hidden (``"*"``, from
     :func:`public_notes`) says "fewer than ``min_cell`` persons" and no figures.
     """
+    if notes.empty:
+        return []
     unmapped = notes[notes["note"] == "unmapped_category"]
     numeric = unmapped[~unmapped["visits"].map(_hidden)]
     order = list(numeric.sort_values("visits", ascending=False, kind="stable").index)
