@@ -312,7 +312,7 @@ class Study:
 
     def set_aside(self) -> pd.DataFrame:
         """What the claim-line checks set aside or noted (:mod:`evalkit.data.notes`):
-        persons with claims and no coverage at all, visits and dollars per unmapped
+        persons with claims and no accepted coverage spell, visits and dollars per unmapped
         category code, inpatient stays without or before their discharge date, kept
         visits with an unused bad end date. In a public run (``report.public``) a row of
         fewer than ``report.min_cell`` persons has its persons, lines, visits, nights and

@@ -311,3 +311,19 @@ def test_data_encoding_reaches_every_synthea_csv(tmp_path):
     rep = load_claims(con, synthea_sources(con, folder, folder / "exposure.csv",
                                            encoding="latin-1"))
     assert rep.balanced() and rep.counts.set_index("table").loc["members", "accepted"] == 4
+
+
+def test_the_console_sentences_of_a_public_run_give_no_small_figures(tmp_path):
+    """What the runner prints when the data are loaded (LoadReport.note_sentences with
+    report.public and report.min_cell): every note of the plan concerns one person, so
+    no sentence has a count of visits or a dollar amount, and the two unmapped codes are
+    one sentence."""
+    _, report = _csv(tmp_path / "csv")
+    private = report.note_sentences()
+    assert "1 person with claims has no accepted coverage spell: 2 visits (3 lines, $425.00)" \
+        in " ".join(private)
+    public = report.note_sentences(public=True, min_cell=11)
+    assert len(public) == len(private) - 1
+    assert all("fewer than 11 persons" in s and "$" not in s and " visit " not in s
+               for s in public)
+    assert any("unmapped category code '2 other codes'" in s for s in public)

@@ -52,7 +52,8 @@ REASONS = {
 REASON_TEXT = {
     "missing_value": "a required value is empty (or NaN)",
     "invalid_date": "a date cannot be read (an impossible calendar date such as 2023-02-30, "
-                    "or another format); at most data.max_invalid_dates of the column",
+                    "or another format); at most data.max_invalid_dates of the column (claim "
+                    "lines: the end date only on inpatient lines)",
     "non_finite": "a number is infinite",
     "invalid_event": "the event indicator is neither 0 nor 1",
     "duplicate_member": "the member appears more than once (the first row is kept)",
