@@ -520,3 +520,17 @@ def test_double_ids_that_are_not_whole_numbers_name_the_row_not_the_id(tmp_path,
     with pytest.raises(DataValidationError, match=f"{re.escape(what)}.* at source row 2") as e:
         load_claims(duckdb.connect(), src, **MAPS)
     assert repr(value) not in str(e.value) and "Conversion Error" not in str(e.value)
+
+
+def test_a_missing_category_column_is_reported_with_unreadable_end_dates(tmp_path):
+    """End dates are judged by the category of the line: without a category column the
+    load reports the missing column (not a database error)."""
+    d = _copy_tiny(tmp_path)
+    enc = pd.read_csv(d / "encounters.csv", dtype=str)
+    enc = enc.rename(columns={"category": "kind"})
+    enc.loc[0, "end_date"] = "2023-02-30"
+    enc.to_csv(d / "encounters.csv", index=False)
+    with pytest.raises(DataValidationError) as e:
+        load_tiny(folder=d)
+    assert ("encounters", "category", "missing_column") in {
+        (f["table"], f["column"], f["reason"]) for f in e.value.failures}

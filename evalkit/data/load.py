@@ -313,9 +313,12 @@ def load_claims(con: duckdb.DuckDBPyConnection, sources: dict[str, str],
     typed: dict[str, str] = {}
     cmap = {c: c for c in CATEGORIES} | dict(category_map or {})
     inpatient = ", ".join(_lit(k) for k, v in cmap.items() if v == "inpatient")
-    category = _q(columns.get("encounters", {}).get("category", "category"))
-    # only inpatient lines read the end date (the discharge date)
-    scope = {"encounters": {"end_date": f"CAST({category} AS VARCHAR) IN ({inpatient})"}}
+    category = columns.get("encounters", {}).get("category", "category")
+    # only inpatient lines read the end date (the discharge date); without a category
+    # column the load stops anyway (missing_column)
+    scope = {"encounters": {"end_date": f"CAST({_q(category)} AS VARCHAR) IN ({inpatient})"}
+             if "encounters" in sources and category in _columns(con, sources["encounters"])
+             else {}}
     for name, spec in CLAIMS_TABLES.items():
         if name not in sources:
             failures.append({"table": name, "column": None, "reason": "missing_table",
