@@ -11,8 +11,9 @@ from .errors import EvalkitError
 
 
 def _failed_step(run: dict) -> str | None:
-    """The step a failed run stopped at (``prepare``, ``workbook <name>``, ``brief``,
-    ``privacy scan``), from the ``run`` block of its results.json; None unless it failed."""
+    """The step a failed run stopped at (``prepare``, the workbook's bare name, ``brief``,
+    ``privacy scan``), from the ``run`` block of its results.json (``workbook <name>``
+    for older results without ``failed_step``); None unless it failed."""
     if run.get("status") != "failed":
         return None
     if run.get("failed_step"):

@@ -193,7 +193,8 @@ class DataParams(_Strict):
         0.01, ge=0, le=0.5, description="share of a date column's values that may be "
         "unreadable (an impossible date such as 2023-02-30): up to it those rows are "
         "quarantined as invalid_date and the run goes on; above it the load stops, "
-        "suggesting data.date_format")
+        "suggesting data.date_format. Claim-line end dates count on inpatient lines only "
+        "(other categories do not use them)")
     encoding: Literal["utf-8", "utf-16", "latin-1"] = Field(
         "utf-8", description="text encoding of CSV files (latin-1 for many files saved by "
         "older spreadsheet programs)")

@@ -317,7 +317,8 @@ def _run_steps(params, out_dir, params_file, results_path, run_info, secrets, qu
     _say(f"  data ready in {time.perf_counter() - t0:.1f}s: "
          + ", ".join(f"{r.table} {r.accepted:,} accepted / {r.quarantined:,} quarantined"
                      for r in counts.itertuples()), quiet)
-    for sentence in prepared.report.note_sentences():   # counts and dollars, no member ids
+    # counts and dollars, no member ids; small cells hidden in public runs
+    for sentence in prepared.report.note_sentences(params.report.public, params.report.min_cell):
         _say(f"  {sentence}", quiet)
 
     import papermill as pm

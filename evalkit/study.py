@@ -257,7 +257,8 @@ def check_data(params: Params) -> pd.DataFrame | None:
                                  "accepted": counts.accepted.astype(int),
                                  "quarantined": counts.quarantined.astype(int)})
         sources, _, _ = _claims_sources(con, params, Path("."))
-        check_claims_tables(con, sources, d.columns, d.date_format, d.max_invalid_dates)
+        check_claims_tables(con, sources, d.columns, d.date_format, d.max_invalid_dates,
+                            d.category_map)
         return pd.DataFrame([
             {"table": t, "rows": con.execute(f"SELECT count(*) FROM {rel}").fetchall()[0][0],
              "columns": len(_columns(con, rel))} for t, rel in sources.items()])
@@ -319,7 +320,7 @@ def _claims_sources(con, params: Params, work: Path, progress: bool = False
             mh_condition_snomed=o.mh_condition_snomed,
             mh_specialty_concepts=o.mh_specialty_concepts, exposure_file=o.exposure_file,
             exposure_cohort_table=o.exposure_cohort_table,
-            exposure_cohorts=o.exposure_cohorts)
+            exposure_cohorts=o.exposure_cohorts, encoding=d.encoding)
         inputs = [Path(d.database)] + ([Path(o.exposure_file)] if o.exposure_file else [])
     elif d.source == "synthea":         # Synthea CSV export, recoded by views
         from .data.synthea import MH_CODES, synthea_sources
@@ -327,7 +328,7 @@ def _claims_sources(con, params: Params, work: Path, progress: bool = False
         sources = synthea_sources(
             con, s.folder, s.exposure_file, enrollment=s.enrollment, payers=s.payers,
             class_map=s.class_map, mh_codes=MH_CODES if s.mh_codes is None else s.mh_codes,
-            amount=s.amount)
+            amount=s.amount, encoding=d.encoding)
         inputs = [Path(s.folder) / f"{t}.csv" for t in
                   ("encounters", "patients", "payer_transitions", "payers")
                   if (Path(s.folder) / f"{t}.csv").is_file()] + [Path(s.exposure_file)]
@@ -440,16 +441,17 @@ class Study:
 
     def set_aside(self) -> pd.DataFrame:
         """What the claim-line checks set aside or noted (:mod:`evalkit.data.notes`):
-        persons with claims and no coverage at all, visits and dollars per unmapped
+        persons with claims and no accepted coverage spell, visits and dollars per unmapped
         category code, inpatient stays without or before their discharge date, kept
-        visits with an unused bad end date. In a public run (``report.public``) counts of
-        persons below ``report.min_cell`` are hidden. Empty in person and summary mode."""
+        visits with an unused bad end date. In a public run (``report.public``) a row of
+        fewer than ``report.min_cell`` persons has its persons, lines, visits, nights and
+        dollars hidden, and small unmapped codes are merged into one row
+        (:func:`evalkit.data.notes.public_notes`). Empty in person and summary mode."""
         notes = self.load_report().notes
         if not self.params.report.public or notes.empty:
             return notes
-        from .privacy import suppress
-        return suppress(notes, ["persons"], min_cell=self.params.report.min_cell,
-                        protect_rows=False).table
+        from .data.notes import public_notes
+        return public_notes(notes, self.params.report.min_cell)
 
     def mental_health_concepts(self) -> pd.DataFrame | None:
         """OMOP sources: the condition (and provider-specialty) concepts that make an

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from evalkit.cohort import build_cohort
+from evalkit.errors import DataValidationError
 from evalkit.data.load import load_claims, scan_sql
 from evalkit.data.omop import omop_sources
 from evalkit.data.synthea import synthea_sources
@@ -154,7 +155,7 @@ def test_edges_are_quarantined_or_kept_as_documented(form, tmp_path):
     nights = report.notes.set_index("note").loc["inpatient_end_before_start", "nights"]
     assert nights == 8                                                # 2023-04-02 .. 04-10
     text = " ".join(report.note_sentences())
-    assert "1 person with claims has no coverage period at all: 2 visits (3 lines, $425.00)" in text
+    assert "1 person with claims has no accepted coverage spell: 2 visits (3 lines, $425.00)" in text
     assert f"unmapped category code '{xx}': 1 visit (2 lines, $100.00)" in text
     assert "1 inpatient stay (1 line, $12,345.67) without a discharge date" in text
     assert "1 inpatient stay (1 line) discharged before admission: 8 nights and $12,345.67" in text
@@ -188,5 +189,141 @@ def test_the_workbook_reads_the_notes_and_hides_few_persons_in_public_runs(tmp_p
         row = study.describe_run().set_index("item").loc["data source", "value"]
         assert row.startswith("the plan's claims files (encounters: encounters.csv")
     assert seen[False]["persons"].tolist() == [1] * 7
-    assert seen[True]["persons"].tolist() == ["*"] * 7          # 1 person < min_cell 11
-    assert seen[True]["amount"].tolist() == seen[False]["amount"].tolist()
+    assert 12345.67 in seen[False]["amount"].tolist()
+    # 1 person < min_cell 11: persons and every other figure of the row are hidden, and
+    # the two unmapped codes (one person each) are one row
+    pub = seen[True]
+    assert len(pub) == 6
+    assert pub.loc[pub["note"] == "unmapped_category", "code"].tolist() == ["2 other codes"]
+    for col in ("persons", "lines", "visits", "nights", "amount"):
+        assert pub[col].tolist() == ["*"] * 6, col
+
+
+def test_public_sentences_hide_small_cells_and_the_console_names_ten_codes():
+    """In a public run the sentences say "fewer than 11 persons" and give no figures;
+    with 13 unmapped codes the console names the 10 with the most visits and sums the
+    other 3 (the table keeps every code)."""
+    from evalkit.data.notes import note_sentences, public_notes
+    rows = [{"table": "encounters", "note": "no_coverage", "code": None, "persons": 1,
+             "lines": 3, "visits": 2, "nights": float("nan"), "amount": 425.0}]
+    rows += [{"table": "encounters", "note": "unmapped_category", "code": f"C{k:02d}",
+              "persons": 12, "lines": k + 1, "visits": k + 1, "nights": float("nan"),
+              "amount": 10.0 * (k + 1)} for k in range(13)]
+    notes = pd.DataFrame(rows)
+    text = note_sentences(notes)
+    assert len(text) == 1 + 10 + 1
+    assert "unmapped category code 'C12': 13 visits (13 lines, $130.00)" in text[1]
+    assert text[-1] == ("3 other unmapped category codes: 6 visits (6 lines, $60.00) set "
+                        "aside as unknown_category.")                 # C00..C02: 1+2+3
+    public = note_sentences(public_notes(notes, 11), 11)
+    assert public[0].startswith("persons with claims and no accepted coverage spell")
+    assert "fewer than 11 persons" in public[0]
+    assert "$" not in public[0] and "visit" not in public[0]
+    assert len(public) == 12                  # 12 persons each: the codes stay visible
+
+
+def _claims(folder, rows, **load):
+    """The ROWS plan's members, coverage and exposure with the claim lines ``rows``
+    (claim id, member, category, start, end, allowed amount as written in the CSV);
+    ``load`` goes to :func:`load_claims`."""
+    _csv(folder)
+    (folder / "encounters.csv").write_text(
+        "claim_id,member_id,service_date,end_date,category,allowed_amount\n" + "".join(
+            f"{i},{m},{s},{e or ''},{c},{a}\n" for i, m, c, s, e, a in rows))
+    con = duckdb.connect()
+    return con, load_claims(con, {t: scan_sql(str(folder / f"{t}.csv"), t) for t in
+                                  ("members", "enrollment", "encounters", "exposure")}, **load)
+
+
+@pytest.mark.parametrize("bad", ["-5", ""])       # negative_amount, missing_value
+def test_a_stay_takes_its_discharge_date_from_accepted_lines_only(bad, tmp_path):
+    """Line 1 holds the stay's discharge date but is set aside (negative or missing
+    amount): line 2, without a discharge date, must not be kept as a one-night stay."""
+    con, rep = _claims(tmp_path, [(1, 1, "inpatient", "2023-07-01", "2023-07-06", bad),
+                                  (2, 1, "inpatient", "2023-07-01", None, "5000")])
+    got = dict(con.execute("SELECT source_row, reason FROM quarantine").fetchall())
+    assert got == {1: "negative_amount" if bad else "missing_value", 2: "missing_end_date"}
+    assert rep.balanced()
+    notes = rep.notes.set_index("note")
+    assert notes.loc["missing_end_date", "amount"] == 5000.0
+
+
+def test_an_unreadable_end_date_costs_only_inpatient_lines(tmp_path):
+    """An ER line with the end date 2023-02-30 is kept (end date cleared and noted); an
+    inpatient line with one is invalid_date. The 6 unreadable ER end dates among 7 lines
+    do not count toward data.max_invalid_dates (1%): only the inpatient line's does,
+    and one unreadable inpatient end date among one is above it."""
+    rows = [(i, 1, "er", "2023-07-01", "2023-02-30", 10 * i) for i in range(1, 7)]
+    rows.append((7, 1, "inpatient", "2023-08-01", "2023-08-05", 1000))
+    con, rep = _claims(tmp_path, rows)
+    assert rep.quarantine.empty and rep.balanced()
+    assert con.execute("SELECT count(*) FROM encounters WHERE category = 'er' "
+                       "AND end_date IS NULL").fetchall()[0][0] == 6
+    notes = rep.notes.set_index(["note", "code"])
+    assert notes.loc[("end_date_not_used", "er"), "lines"] == 6
+    rows.append((8, 1, "inpatient", "2023-09-01", "2023-02-30", 500))
+    with pytest.raises(DataValidationError, match="unparseable_date"):
+        _claims(tmp_path, rows)                      # 1 of 2 inpatient end dates: 50%
+    con, rep = _claims(tmp_path, rows, max_invalid_dates=0.5)
+    assert dict(con.execute("SELECT source_row, reason FROM quarantine").fetchall()) == {
+        8: "invalid_date"}
+
+
+def test_nan_and_infinite_amounts_have_their_own_reasons(tmp_path):
+    """NaN is a missing value, +-inf non_finite (not absurd_amount: NaN sorts above numbers)."""
+    con, rep = _claims(tmp_path, [(1, 1, "er", "2023-07-01", None, "NaN"),
+                                  (2, 1, "er", "2023-07-02", None, "inf"),
+                                  (3, 1, "er", "2023-07-03", None, "-inf"),
+                                  (4, 1, "er", "2023-07-04", None, "20")])
+    got = dict(con.execute("SELECT source_row, reason FROM quarantine").fetchall())
+    assert got == {1: "missing_value", 2: "non_finite", 3: "non_finite"}
+    assert rep.balanced()
+
+
+def test_a_later_copy_of_a_line_with_an_unreadable_date_is_kept(tmp_path):
+    """The first copy of claim 1 has an impossible date of service (invalid_date); the
+    corrected copy is the only readable one and is kept, not called a duplicate."""
+    rows = [(1, 1, "er", "2023-02-30", None, "20"), (1, 1, "er", "2023-03-02", None, "20")]
+    rows += [(i, 1, "er", f"2023-05-{i:02d}", None, "20") for i in range(2, 28)]
+    # 1 unreadable date among 28 is above 1%: the threshold is raised for this test
+    con, rep = _claims(tmp_path, rows[:1] + rows[2:] + rows[1:2], max_invalid_dates=0.05)
+    got = dict(con.execute("SELECT source_row, reason FROM quarantine").fetchall())
+    assert got == {1: "invalid_date"}
+    assert rep.balanced()
+
+
+def test_data_encoding_reaches_every_synthea_csv(tmp_path):
+    """A latin-1 Synthea export (a name with 'é'): read with encoding='latin-1' it loads as
+    the utf-8 one does; read as utf-8 it is an evalkit error naming the file."""
+    folder = tmp_path / "synthea"
+    _synthea(folder)
+    pat = folder / "patients.csv"
+    lines = pat.read_bytes().split(b"\n")
+    header = lines[0].split(b",")
+    cells = lines[1].split(b",")
+    cells[header.index(b"FIRST")] = "Ren\u00e9".encode("latin-1")
+    lines[1] = b",".join(cells)
+    pat.write_bytes(b"\n".join(lines))
+    from evalkit.data.synthea import synthea_sources
+    with pytest.raises(DataValidationError, match="patients.csv"):
+        synthea_sources(duckdb.connect(), folder, folder / "exposure.csv")
+    con = duckdb.connect()
+    rep = load_claims(con, synthea_sources(con, folder, folder / "exposure.csv",
+                                           encoding="latin-1"))
+    assert rep.balanced() and rep.counts.set_index("table").loc["members", "accepted"] == 4
+
+
+def test_the_console_sentences_of_a_public_run_give_no_small_figures(tmp_path):
+    """What the runner prints when the data are loaded (LoadReport.note_sentences with
+    report.public and report.min_cell): every note of the plan concerns one person, so
+    no sentence has a count of visits or a dollar amount, and the two unmapped codes are
+    one sentence."""
+    _, report = _csv(tmp_path / "csv")
+    private = report.note_sentences()
+    assert "1 person with claims has no accepted coverage spell: 2 visits (3 lines, $425.00)" \
+        in " ".join(private)
+    public = report.note_sentences(public=True, min_cell=11)
+    assert len(public) == len(private) - 1
+    assert all("fewer than 11 persons" in s and "$" not in s and " visit " not in s
+               for s in public)
+    assert any("unmapped category code '2 other codes'" in s for s in public)

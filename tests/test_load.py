@@ -2,6 +2,7 @@
 
 Expected counts are worked out by hand from tests/fixtures/tiny/*.csv (see the comments).
 """
+import re
 import shutil
 from pathlib import Path
 
@@ -89,7 +90,9 @@ def test_structural_problems_are_all_reported(tmp_path):
         ("exposure", "index_date", "unparseable_date"),
     }
     msg = str(e.value)
-    assert "did you mean 'svc_date'" in msg and "31/12/2023" in msg and "a lot" in msg
+    assert "did you mean 'svc_date'" in msg and "a lot" in msg
+    # a date is shown by its pattern and source row, not its value
+    assert "pattern 99/99/9999" in msg and "source row 1" in msg and "31/12/2023" not in msg
 
 
 def test_column_mapping_and_date_format(tmp_path):
@@ -181,8 +184,9 @@ def test_many_unreadable_dates_stay_a_structural_error(tmp_path):
     enc = pd.read_csv(d / "encounters.csv", dtype=str)
     enc.loc[0, "service_date"] = "2023-02-30"
     enc.to_csv(d / "encounters.csv", index=False)
-    with pytest.raises(DataValidationError, match="2023-02-30") as e:
+    with pytest.raises(DataValidationError, match="pattern 9999-99-99, source row 1") as e:
         load_tiny(folder=d)
+    assert "2023-02-30" not in str(e.value)
     assert {(f["table"], f["column"], f["reason"]) for f in e.value.failures} == {
         ("encounters", "service_date", "unparseable_date")}
     assert "10.0% of the 10 dates cannot be read" in str(e.value)
@@ -286,9 +290,11 @@ def test_member_ids_that_cannot_be_matched_name_both_types(tmp_path):
         load_tiny(folder=d)
     msg = str(e.value)
     assert "member ids cannot be matched across tables" in msg
-    assert "members.member_id holds whole numbers (VARCHAR, e.g. '1')" in msg
+    assert ("members.member_id holds whole numbers (VARCHAR, e.g. text of 1 character, "
+            "digits only)") in msg
     assert "encounters.member_id holds numbers written as text with leading zeros" in msg
-    assert "'000001'" in msg
+    assert "text of 6 characters with leading zeros" in msg
+    assert "'000001'" not in msg and "'1'" not in msg         # the form, never the id
     # text ids that share no member with integer ids: the same error, not an empty cohort
     raw = duckdb.connect()
     raw.execute(f"COPY (SELECT * REPLACE (CAST(member_id AS INTEGER) AS member_id) FROM "
@@ -299,8 +305,8 @@ def test_member_ids_that_cannot_be_matched_name_both_types(tmp_path):
     src = {**sources(TINY), "members": scan_sql(str(tmp_path / "m.parquet")),
            "exposure": scan_sql(str(d / "exposure.csv"))}
     with pytest.raises(DataValidationError, match=r"members.member_id holds whole numbers "
-                       r"\(INTEGER, e.g. 1\), but exposure.member_id holds text \(VARCHAR, "
-                       r"e.g. 'M1'\)"):
+                       r"\(INTEGER, e.g. a whole number\), but exposure.member_id holds text "
+                       r"\(VARCHAR, e.g. text of 2 characters starting with a letter\)"):
         load_claims(duckdb.connect(), src, **MAPS)
 
 
@@ -467,6 +473,10 @@ def test_person_mode_unclear_arms_are_an_error_listing_them(tmp_path):
     with pytest.raises(DataValidationError, match="treated_value '1' is not one of") as e:
         load_person(duckdb.connect(), scan_sql(str(f)), "arm", 1, ["visits"], id="id")
     assert "'A'" in str(e.value) and "'B'" in str(e.value)
+    # only the treated value: the control arm has no members, and the error says so
+    f.write_text("id,arm,visits\n1,1,1\n2,1.0,1\n")
+    with pytest.raises(DataValidationError, match="the control arm has no members"):
+        load_person(duckdb.connect(), scan_sql(str(f)), "arm", 1, ["visits"], id="id")
 
 
 def test_person_mode_unclear_arms_are_listed_with_the_other_structural_problems(tmp_path):
@@ -477,3 +487,50 @@ def test_person_mode_unclear_arms_are_listed_with_the_other_structural_problems(
     assert {(x["column"], x["reason"]) for x in e.value.failures} == {
         ("visitz", "missing_column"), ("arm", "unclear_arms")}
     assert "'0', '1', '2'" in str(e.value)
+
+
+def test_text_ids_with_a_zero_fraction_match_in_text_mode(tmp_path):
+    """Text ids ("M9" in members makes the load compare ids as text): "1.0" in exposure
+    is the member 1, as when every table holds whole numbers."""
+    d = _copy_tiny(tmp_path)
+    base_con, base = load_tiny()
+    for t in ("members", "exposure"):
+        f = pd.read_csv(d / f"{t}.csv", dtype=str)
+        if t == "exposure":
+            f["member_id"] = f["member_id"] + ".0"
+        else:
+            f = pd.concat([f, f.iloc[:1].assign(member_id="M9")])
+        f.to_csv(d / f"{t}.csv", index=False)
+    con, rep = load_tiny(folder=d)
+    assert con.execute("SELECT typeof(member_id) FROM exposure LIMIT 1").fetchall()[0][0] == "VARCHAR"
+    assert sorted(con.execute("SELECT member_id FROM exposure").fetchall()) == sorted(
+        (str(m),) for (m,) in base_con.execute("SELECT member_id FROM exposure").fetchall())
+    assert rep.counts.set_index("table").loc["exposure", "accepted"] == \
+        base.counts.set_index("table").loc["exposure", "accepted"]
+
+
+@pytest.mark.parametrize("value, what", [(1.5, "a number with a fraction"),
+                                         (2.0 ** 63, "2^63 or more")])
+def test_double_ids_that_are_not_whole_numbers_name_the_row_not_the_id(tmp_path, value, what):
+    raw = duckdb.connect()
+    raw.execute(f"COPY (SELECT * REPLACE (CASE WHEN row_number() OVER () = 2 THEN {value!r} "
+                f"ELSE CAST(member_id AS DOUBLE) END AS member_id) FROM "
+                f"{scan_sql(str(TINY / 'exposure.csv'))}) TO '{tmp_path}/e.parquet' (FORMAT parquet)")
+    src = {**sources(TINY), "exposure": scan_sql(str(tmp_path / "e.parquet"))}
+    with pytest.raises(DataValidationError, match=f"{re.escape(what)}.* at source row 2") as e:
+        load_claims(duckdb.connect(), src, **MAPS)
+    assert repr(value) not in str(e.value) and "Conversion Error" not in str(e.value)
+
+
+def test_a_missing_category_column_is_reported_with_unreadable_end_dates(tmp_path):
+    """End dates are judged by the category of the line: without a category column the
+    load reports the missing column (not a database error)."""
+    d = _copy_tiny(tmp_path)
+    enc = pd.read_csv(d / "encounters.csv", dtype=str)
+    enc = enc.rename(columns={"category": "kind"})
+    enc.loc[0, "end_date"] = "2023-02-30"
+    enc.to_csv(d / "encounters.csv", index=False)
+    with pytest.raises(DataValidationError) as e:
+        load_tiny(folder=d)
+    assert ("encounters", "category", "missing_column") in {
+        (f["table"], f["column"], f["reason"]) for f in e.value.failures}

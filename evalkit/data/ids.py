@@ -13,12 +13,17 @@ that turns its ids into the one type all tables share:
   another holds plain numbers: they cannot be matched safely (is ``"000123"`` member
   123?), and that is an error naming both tables, their types and an example of each.
 
-:func:`check_id_overlap` then catches the remaining case (ids of two kinds that share
-no member at all, e.g. 1, 2, 3 against ``"M001"``) before every row would be quarantined
+:func:`member_id_sql` also catches the remaining case (ids of two kinds that share no
+member at all, e.g. 1, 2, 3 against ``"M001"``) before every row would be quarantined
 as ``unknown_member``.
+
+Errors describe an id by its form ("text of 6 characters with leading zeros", "a whole
+number") and its source row, never by its value: they reach the console and
+``results.json``.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import duckdb
@@ -28,9 +33,37 @@ from ..errors import DataValidationError
 #: plain whole numbers written as text: no sign but minus, no leading zeros, at most
 #: 18 digits (so they fit a BIGINT), optionally with a zero fraction ("123.0")
 PLAIN_INTEGER = r"^-?(0|[1-9][0-9]{0,17})(\.0+)?$"
+#: a plain whole number with a zero fraction, the number captured
+_ZERO_FRACTION = r"^(-?(?:0|[1-9][0-9]{0,17}))\.0+$"
 _INTEGER_TYPES = ("BIGINT", "INTEGER", "SMALLINT", "TINYINT", "UINTEGER", "USMALLINT",
                   "UTINYINT", "HUGEINT", "UBIGINT")
 _NUMBER_TYPES = ("DOUBLE", "FLOAT", "REAL")
+#: 2**63: doubles from here on do not fit a BIGINT
+_BIGINT_END = "9223372036854775808.0"
+
+
+def form(value) -> str:
+    """How an id is written, without the id: ``"a whole number"``, ``"text of 6
+    characters with leading zeros"``, ...
+
+    Examples
+    --------
+    >>> form("000123"), form(12), form("M1")
+    ('text of 6 characters with leading zeros', 'a whole number', 'text of 2 characters starting with a letter')
+    """
+    if isinstance(value, bool) or not isinstance(value, str):
+        whole = isinstance(value, int) or float(value).is_integer()
+        return "a whole number" if whole else "a number with a fraction"
+    n = f"text of {len(value)} character{'s' if len(value) != 1 else ''}"
+    if re.fullmatch(r"0[0-9]+(\.[0-9]*)?", value):
+        return n + " with leading zeros"
+    if value[:1] in "+-":
+        return n + " with a sign"
+    if value.isdigit():
+        return n + ", digits only"
+    if value[:1].isalpha():
+        return n + " starting with a letter"
+    return n
 
 
 @dataclass(frozen=True)
@@ -48,7 +81,7 @@ class _Ids:
         what = ("whole numbers" if self.whole else
                 "numbers written as text with leading zeros or a sign" if self.other_form else
                 "text")
-        return f"{self.table}.{self.column} holds {what} ({self.dtype}, e.g. {self.example!r})"
+        return f"{self.table}.{self.column} holds {what} ({self.dtype}, e.g. {form(self.example)})"
 
 
 def _inspect(con: duckdb.DuckDBPyConnection, table: str, column: str, relation: str) -> _Ids:
@@ -62,12 +95,18 @@ def _inspect(con: duckdb.DuckDBPyConnection, table: str, column: str, relation: 
     if base in _INTEGER_TYPES:
         return _Ids(table, column, dtype, True, first("true"), False)
     if base in _NUMBER_TYPES or base == "DECIMAL":
-        frac = first("NOT isfinite(member_id) OR member_id <> round(member_id)")
-        if frac is not None:
-            raise DataValidationError(
-                f"member ids must be whole numbers or text: {table}.{column} ({dtype}) holds "
-                f"{frac!r}", [{"table": table, "column": column, "reason": "wrong_type",
-                               "count": 1, "examples": [frac]}])
+        for where, what in (("NOT isfinite(member_id) OR member_id <> round(member_id)",
+                             "a number with a fraction (or not finite)"),
+                            (f"abs(member_id) >= {_BIGINT_END}",
+                             "a number of 2^63 or more, too large for a whole-number id")):
+            row = con.execute(f"SELECT min(n) FROM (SELECT row_number() OVER () AS n, member_id "
+                              f"FROM {relation}) WHERE {where}").fetchall()[0][0]
+            if row is not None:
+                raise DataValidationError(
+                    f"member ids must be whole numbers or text: {table}.{column} ({dtype}) "
+                    f"holds {what} at source row {row}",
+                    [{"table": table, "column": column, "reason": "wrong_type", "count": 1,
+                      "examples": [f"{what}, source row {row}"]}])
         return _Ids(table, column, dtype, True, first("true"), False)
     text = "CAST(member_id AS VARCHAR)"
     odd = f"NOT regexp_full_match({text}, '{PLAIN_INTEGER}')"
@@ -111,7 +150,9 @@ def member_id_sql(con: duckdb.DuckDBPyConnection, relations: dict[str, str],
     if plain and padded:
         _mismatch(plain[0], padded[0])
     # text ids somewhere: compare as text, whole numbers in their plain form
-    sql = {t: f"CAST({_bigint(i)} AS VARCHAR)" if i.whole else "CAST(member_id AS VARCHAR)"
+    # ("123.0" in a text column is the member 123, as in a table of whole numbers)
+    sql = {t: f"CAST({_bigint(i)} AS VARCHAR)" if i.whole else
+           f"regexp_replace(CAST(member_id AS VARCHAR), '{_ZERO_FRACTION}', '\\1')"
            for t, i in ids.items()}
     if plain and "members" in ids:
         # ids of two kinds that share no member at all cannot be the same members
@@ -136,7 +177,8 @@ def _bigint(ids: _Ids) -> str:
 def _mismatch(a: _Ids, b: _Ids):
     raise DataValidationError(
         f"member ids cannot be matched across tables: {a.describe()}, but {b.describe()}. "
-        f"Is {b.example!r} the member written {a.example!r} in the other table? evalkit does "
-        f"not guess: write the ids the same way in every table (the same type and padding).",
+        f"Is an id written as {form(b.example)} the member written as {form(a.example)} in "
+        f"the other table? evalkit does not guess: write the ids the same way in every "
+        f"table (the same type and padding).",
         [{"table": i.table, "column": i.column, "reason": "id_type_mismatch", "count": 0,
-          "examples": [i.dtype, i.example]} for i in (a, b)])
+          "examples": [i.dtype, form(i.example)]} for i in (a, b)])

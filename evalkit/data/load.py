@@ -14,9 +14,10 @@ Two kinds of problem are told apart:
   the table ``load_notes`` (:mod:`evalkit.data.notes`).
 
 Only inpatient stays read a claim line's end date (the discharge date): a stay with no
-discharge date on any of its lines is quarantined as ``missing_end_date``, one discharged
-before admission as ``end_before_start``. On any other line an impossible end date costs
-nothing: the visit is kept, the end date cleared, and the line counted in ``load_notes``.
+discharge date on any of its accepted lines is quarantined as ``missing_end_date``, one
+discharged before admission as ``end_before_start``. On any other line an impossible or
+unreadable end date costs nothing: the visit is kept, the end date cleared, and the line
+counted in ``load_notes``.
 
 Everything runs inside DuckDB: claim lines are never pulled into pandas.
 """
@@ -33,7 +34,7 @@ from ..errors import DataValidationError
 from .contract import ARMS, CATEGORIES, CLAIMS_TABLES, TableSpec
 from .csvfile import csv_sql
 from .ids import member_id_sql
-from .notes import note_sentences, read_notes, record_notes
+from .notes import note_sentences, public_notes, read_notes, record_notes
 
 #: Dates after this are placeholders (implausible_date).
 _LAST_DATE = "DATE '2100-12-31'"
@@ -42,23 +43,24 @@ _LAST_DATE = "DATE '2100-12-31'"
 REASONS = {
     "members": ("missing_value", "duplicate_member"),
     "enrollment": ("missing_value", "end_before_start", "unknown_member", "overlapping_spell"),
-    "encounters": ("missing_value", "unknown_category", "negative_amount", "absurd_amount",
-                   "implausible_date", "end_before_start", "missing_end_date",
-                   "unknown_member", "duplicate_line", "service_outside_enrollment"),
+    "encounters": ("missing_value", "non_finite", "unknown_category", "negative_amount",
+                   "absurd_amount", "implausible_date", "end_before_start", "unknown_member",
+                   "duplicate_line", "service_outside_enrollment", "missing_end_date"),
     "exposure": ("missing_value", "unknown_group", "unknown_member", "duplicate_member"),
 }
 
 REASON_TEXT = {
     "missing_value": "a required value is empty (or NaN)",
     "invalid_date": "a date cannot be read (an impossible calendar date such as 2023-02-30, "
-                    "or another format); at most data.max_invalid_dates of the column",
+                    "or another format); at most data.max_invalid_dates of the column (claim "
+                    "lines: the end date only on inpatient lines)",
     "non_finite": "a number is infinite",
     "invalid_event": "the event indicator is neither 0 nor 1",
     "duplicate_member": "the member appears more than once (the first row is kept)",
     "end_before_start": "the end date is before the start date (for claim lines: inpatient "
                         "stays only; other categories do not use the end date)",
-    "missing_end_date": "an inpatient stay has no discharge date on any of its lines, so "
-                        "its nights cannot be counted",
+    "missing_end_date": "an inpatient stay has no discharge date on any of its accepted "
+                        "lines, so its nights cannot be counted",
     "unknown_member": "the member is not in the members table",
     "overlapping_spell": "the coverage spell overlaps an earlier spell of the same member",
     "unknown_category": "the category is not a contract category and is not in category_map",
@@ -134,10 +136,14 @@ class LoadReport:
                 f"{int(c.accepted.sum()):,} accepted and {int(c.quarantined.sum()):,} quarantined "
                 f"({', '.join(f'{r.table} {r.quarantined:,}' for r in c.itertuples())}).")
 
-    def note_sentences(self) -> list[str]:
+    def note_sentences(self, public: bool = False, min_cell: int = 11) -> list[str]:
         """The coverage gaps, unmapped codes and end-date problems as sentences (counts
-        and dollars only, no member ids), for the console and the data-quality workbook."""
-        return note_sentences(self.notes)
+        and dollars only, no member ids), for the console and the data-quality workbook.
+        ``public``: from the figures a public run shows (:func:`public_notes`): rows of
+        fewer than ``min_cell`` persons say so, without their figures."""
+        if public:
+            return note_sentences(public_notes(self.notes, min_cell), min_cell)
+        return note_sentences(self.notes, min_cell)
 
 
 def _columns(con: duckdb.DuckDBPyConnection, relation: str) -> dict[str, str]:
@@ -147,14 +153,21 @@ def _columns(con: duckdb.DuckDBPyConnection, relation: str) -> dict[str, str]:
 
 def _structural_checks(con, spec: TableSpec, src: str, mapping: dict[str, str],
                        date_format: str | None, failures: list[dict],
-                       max_invalid_dates: float = 0.01) -> str | None:
+                       max_invalid_dates: float = 0.01,
+                       scoped: dict[str, str] | None = None) -> str | None:
     """Check one raw table; return a SELECT that yields contract-typed columns, or None.
 
     A date column of which at most ``max_invalid_dates`` of the values cannot be read
     passes; the SELECT then has ``_invalid_date`` (the column and the text that could
     not be read) on those rows, which are quarantined as ``invalid_date``. It is NULL
     on every other row.
+
+    ``scoped`` maps a date column to an SQL condition on the source row: only rows that
+    meet it are judged (and counted toward the threshold). On the other rows an
+    unreadable value is read as NULL and flagged in the boolean column
+    ``_unread_<column>`` (the end date of claim lines is read for inpatient lines only).
     """
+    scoped = scoped or {}
     cols = _columns(con, src)
     n = con.execute(f"SELECT count(*) FROM {src}").fetchall()[0][0]
     if n == 0:
@@ -207,10 +220,24 @@ def _structural_checks(con, spec: TableSpec, src: str, mapping: dict[str, str],
             expr = ref
         if expr != ref:
             unread = f"{ref} IS NOT NULL AND ({expr}) IS NULL"
+            if col.name in scoped:
+                select.append(f"coalesce(NOT ({scoped[col.name]}) AND {unread}, false) "
+                              f"AS {_q('_unread_' + col.name)}")
+                unread = f"coalesce({scoped[col.name]}, false) AND {unread}"
+            # a date is described by its pattern (digits as 9, letters as a) and its
+            # source rows, never its value: the message reaches the console and results.json
+            shown = (f"regexp_replace(regexp_replace(CAST({ref} AS VARCHAR), '[0-9]', '9', 'g'), "
+                     f"'[A-Za-z]', 'a', 'g')" if col.kind == "date" else f"CAST({ref} AS VARCHAR)")
             bad_sql = (f"SELECT count(*) FILTER (WHERE {unread}), "
-                       f"list(DISTINCT CAST({ref} AS VARCHAR) ORDER BY CAST({ref} AS VARCHAR)) "
-                       f"FILTER (WHERE {unread})[1:5], count({ref}) FROM {src}")
-            nbad, examples, given = con.execute(bad_sql).fetchall()[0]
+                       f"list(DISTINCT {shown} ORDER BY {shown}) FILTER (WHERE {unread})[1:5], "
+                       f"list(_source_row ORDER BY _source_row) FILTER (WHERE {unread})[1:5], "
+                       f"count({ref}) "
+                       f"FROM (SELECT row_number() OVER () AS _source_row, * FROM {src})")
+            nbad, examples, rows, given = con.execute(bad_sql).fetchall()[0]
+            if nbad and col.kind == "date":
+                examples = [f"pattern {e}" for e in examples or []] + [
+                    f"source row{'s' if len(rows) > 1 else ''} "
+                    f"{', '.join(map(str, rows))}{' ...' if nbad > len(rows) else ''}"]
             if nbad and col.kind == "date" and nbad <= max_invalid_dates * given:
                 invalid_dates.append(f"CASE WHEN {unread} THEN {_lit(col.name + '=')} || "
                                      f"CAST({ref} AS VARCHAR) END")
@@ -226,6 +253,9 @@ def _structural_checks(con, spec: TableSpec, src: str, mapping: dict[str, str],
                                  "hint": hint})
                 ok = False
         select.append(f"{expr} AS {_q(col.name)}")
+    for name in scoped:
+        if not any(s.endswith(_q("_unread_" + name)) for s in select):
+            select.append(f"false AS {_q('_unread_' + name)}")
     extras = [c for c in cols if c not in roles_present and c not in spec.names]
     select += [_q(c) for c in extras]
     select.append(f"NULLIF(concat_ws('; ', {', '.join(invalid_dates)}), '') AS _invalid_date"
@@ -246,7 +276,8 @@ def _format_failures(failures: list[dict]) -> str:
 def check_claims_tables(con: duckdb.DuckDBPyConnection, sources: dict[str, str],
                         columns: dict[str, dict[str, str]] | None = None,
                         date_format: str | None = None,
-                        max_invalid_dates: float = 0.01) -> dict[str, str]:
+                        max_invalid_dates: float = 0.01,
+                        category_map: dict[str, str] | None = None) -> dict[str, str]:
     """Check the four claims tables' structure: each is there and not empty, has every
     required column (under its mapped name), and every date or number column can be read
     as one. Rows are not judged here (that is :func:`load_claims`' quarantine).
@@ -254,7 +285,9 @@ def check_claims_tables(con: duckdb.DuckDBPyConnection, sources: dict[str, str],
     Parameters
     ----------
     con : DuckDB connection in which ``sources`` can be read.
-    sources, columns, date_format, max_invalid_dates : as for :func:`load_claims`.
+    sources, columns, date_format, max_invalid_dates, category_map : as for
+        :func:`load_claims` (the category map says which lines are inpatient: only their
+        end dates, the discharge dates, are judged).
 
     Returns
     -------
@@ -269,13 +302,21 @@ def check_claims_tables(con: duckdb.DuckDBPyConnection, sources: dict[str, str],
     columns = columns or {}
     failures: list[dict] = []
     typed: dict[str, str] = {}
+    cmap = {c: c for c in CATEGORIES} | dict(category_map or {})
+    inpatient = ", ".join(_lit(k) for k, v in cmap.items() if v == "inpatient")
+    category = columns.get("encounters", {}).get("category", "category")
+    # only inpatient lines read the end date (the discharge date); without a category
+    # column the load stops anyway (missing_column)
+    scope = {"encounters": {"end_date": f"CAST({_q(category)} AS VARCHAR) IN ({inpatient})"}
+             if "encounters" in sources and category in _columns(con, sources["encounters"])
+             else {}}
     for name, spec in CLAIMS_TABLES.items():
         if name not in sources:
             failures.append({"table": name, "column": None, "reason": "missing_table",
                              "count": 0, "examples": []})
             continue
         sel = _structural_checks(con, spec, sources[name], columns.get(name, {}),
-                                 date_format, failures, max_invalid_dates)
+                                 date_format, failures, max_invalid_dates, scope.get(name))
         if sel is not None:
             typed[name] = sel
     if failures:
@@ -319,7 +360,8 @@ def load_claims(con: duckdb.DuckDBPyConnection, sources: dict[str, str],
         With every structural problem found, across all tables.
     """
     columns = columns or {}
-    typed = check_claims_tables(con, sources, columns, date_format, max_invalid_dates)
+    typed = check_claims_tables(con, sources, columns, date_format, max_invalid_dates,
+                                category_map)
     ids = member_id_sql(con, {n: f"(SELECT {typed[n]} FROM {sources[n]})" for n in CLAIMS_TABLES},
                         {n: columns.get(n, {}).get("member_id", "member_id") for n in CLAIMS_TABLES})
 
@@ -333,7 +375,6 @@ def load_claims(con: duckdb.DuckDBPyConnection, sources: dict[str, str],
         f"SELECT {_lit(name)} AS \"table\", count(*) AS rows_in FROM raw_{name}"
         for name in CLAIMS_TABLES))
 
-    cmap = {c: c for c in CATEGORIES} | dict(category_map or {})
     gmap = {a: a for a in ARMS} | dict(group_map or {})
     values = lambda m: ", ".join(f"({_lit(k)}, {_lit(v)})" for k, v in m.items())  # noqa: E731
     con.execute(f"CREATE OR REPLACE TEMP TABLE _category_map AS "
@@ -345,6 +386,7 @@ def load_claims(con: duckdb.DuckDBPyConnection, sources: dict[str, str],
     con.execute("""
         CREATE OR REPLACE TEMP TABLE chk_members AS
         SELECT *, CASE
+            WHEN _invalid_date IS NOT NULL THEN 'invalid_date'
             WHEN member_id IS NULL THEN 'missing_value'
             WHEN row_number() OVER (PARTITION BY member_id ORDER BY _row) > 1 THEN 'duplicate_member'
           END AS _reason
@@ -361,6 +403,7 @@ def load_claims(con: duckdb.DuckDBPyConnection, sources: dict[str, str],
           FROM raw_enrollment r LEFT JOIN ok_members m USING (member_id)
         )
         SELECT * EXCLUDE (_known, _prev_end), CASE
+            WHEN _invalid_date IS NOT NULL THEN 'invalid_date'
             WHEN member_id IS NULL OR start_date IS NULL OR end_date IS NULL THEN 'missing_value'
             WHEN end_date < start_date THEN 'end_before_start'
             WHEN NOT _known THEN 'unknown_member'
@@ -373,46 +416,58 @@ def load_claims(con: duckdb.DuckDBPyConnection, sources: dict[str, str],
         CREATE OR REPLACE TEMP TABLE ok_spells AS
         SELECT member_id, start_date, end_date FROM chk_enrollment WHERE _reason IS NULL""")
 
+    amounts = ("allowed_amount", "paid_amount")
+    nan = " OR ".join(f"coalesce(isnan({c}), false)" for c in amounts)
+    inf = " OR ".join(f"coalesce(isinf({c}), false)" for c in amounts)
+    limit = f"{float(max_line_amount)!r}"
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE chk_encounters AS
-        WITH stays AS (  -- a stay's usable discharge date, from any of its lines
-          SELECT r.member_id, r.service_date, max(r.end_date) AS _discharge
-          FROM raw_encounters r JOIN _category_map cm ON cm.code = CAST(r.category AS VARCHAR)
-          WHERE cm.category = 'inpatient' AND r.end_date >= r.service_date
-            AND r.end_date <= {_LAST_DATE}
-          GROUP BY 1, 2
-        ), e AS (
+        WITH e AS (
           SELECT r.*, cm.category AS _mapped,
                  (m.member_id IS NOT NULL) AS _known,
                  EXISTS (SELECT 1 FROM ok_spells s WHERE s.member_id = r.member_id
-                         AND r.service_date BETWEEN s.start_date AND s.end_date) AS _enrolled,
-                 st._discharge
+                         AND r.service_date BETWEEN s.start_date AND s.end_date) AS _enrolled
           FROM raw_encounters r
           LEFT JOIN _category_map cm ON cm.code = CAST(r.category AS VARCHAR)
           LEFT JOIN ok_members m USING (member_id)
-          LEFT JOIN stays st ON st.member_id = r.member_id AND st.service_date = r.service_date
-        )
-        SELECT * EXCLUDE (_known, _enrolled, _discharge), CASE
+        ), f AS (
+          SELECT *, CASE
+            WHEN _invalid_date IS NOT NULL THEN 'invalid_date'
             WHEN member_id IS NULL OR service_date IS NULL OR category IS NULL
-                 OR allowed_amount IS NULL THEN 'missing_value'
+                 OR allowed_amount IS NULL OR {nan} THEN 'missing_value'
+            WHEN {inf} THEN 'non_finite'
             WHEN _mapped IS NULL THEN 'unknown_category'
             WHEN allowed_amount < 0 OR coalesce(paid_amount, 0) < 0 THEN 'negative_amount'
-            WHEN allowed_amount > {float(max_line_amount)!r}
-                 OR coalesce(paid_amount, 0) > {float(max_line_amount)!r} THEN 'absurd_amount'
+            WHEN allowed_amount > {limit} OR coalesce(paid_amount, 0) > {limit}
+                 THEN 'absurd_amount'
             WHEN service_date < DATE '1900-01-01' OR service_date > {_LAST_DATE}
                  OR (_mapped = 'inpatient' AND end_date > {_LAST_DATE}) THEN 'implausible_date'
             WHEN _mapped = 'inpatient' AND end_date < service_date THEN 'end_before_start'
-            WHEN _mapped = 'inpatient' AND end_date IS NULL AND _discharge IS NULL
-                 THEN 'missing_end_date'
             WHEN NOT _known THEN 'unknown_member'
-            WHEN row_number() OVER (PARTITION BY {_dup_key(con)} ORDER BY _row) > 1 THEN 'duplicate_line'
+          END AS _first
+          FROM e
+        )
+        SELECT * EXCLUDE (_known, _enrolled, _first, _unread_end_date), CASE
+            WHEN _first IS NOT NULL THEN _first
+            -- duplicates among the lines not already set aside
+            WHEN row_number() OVER (PARTITION BY _first IS NULL, {_dup_key(con)}
+                                    ORDER BY _row) > 1 THEN 'duplicate_line'
             WHEN NOT _enrolled THEN 'service_outside_enrollment'
           END AS _reason,
-          -- only inpatient stays read the end date: an impossible one on another line is
-          -- noted (load_notes) and cleared, and the visit is kept
-          coalesce(_mapped <> 'inpatient' AND (end_date < service_date OR end_date > {_LAST_DATE}),
-                   false) AS _end_unused
-        FROM e""")
+          -- only inpatient stays read the end date: an impossible or unreadable one on
+          -- another line is noted (load_notes) and cleared, and the visit is kept
+          coalesce(_mapped <> 'inpatient' AND (end_date < service_date OR end_date > {_LAST_DATE}
+                                               OR _unread_end_date), false) AS _end_unused
+        FROM f""")
+    # a stay's discharge date is read from its accepted lines only: an undated line is
+    # set aside when no accepted line of the same stay has a discharge date
+    con.execute("""
+        UPDATE chk_encounters c SET _reason = 'missing_end_date'
+        WHERE _reason IS NULL AND _mapped = 'inpatient' AND end_date IS NULL
+          AND NOT EXISTS (SELECT 1 FROM chk_encounters d
+                          WHERE d._reason IS NULL AND d._mapped = 'inpatient'
+                            AND d.member_id = c.member_id AND d.service_date = c.service_date
+                            AND d.end_date IS NOT NULL)""")
 
     con.execute("""
         CREATE OR REPLACE TEMP TABLE chk_exposure AS
@@ -421,18 +476,21 @@ def load_claims(con: duckdb.DuckDBPyConnection, sources: dict[str, str],
           FROM raw_exposure r
           LEFT JOIN _group_map g ON g.code = CAST(r."group" AS VARCHAR)
           LEFT JOIN ok_members m USING (member_id)
-        )
-        SELECT * EXCLUDE (_known), CASE
+        ), f AS (
+          SELECT *, CASE
+            WHEN _invalid_date IS NOT NULL THEN 'invalid_date'
             WHEN member_id IS NULL OR index_date IS NULL OR "group" IS NULL THEN 'missing_value'
             WHEN _mapped IS NULL THEN 'unknown_group'
             WHEN NOT _known THEN 'unknown_member'
-            WHEN row_number() OVER (PARTITION BY member_id ORDER BY _row) > 1 THEN 'duplicate_member'
+          END AS _first
+          FROM e
+        )
+        SELECT * EXCLUDE (_known, _first), CASE
+            WHEN _first IS NOT NULL THEN _first
+            WHEN row_number() OVER (PARTITION BY _first IS NULL, member_id ORDER BY _row) > 1
+                 THEN 'duplicate_member'
           END AS _reason
-        FROM e""")
-
-    # a date that could not be read sets the row aside whatever else was found
-    for name in CLAIMS_TABLES:
-        con.execute(f"UPDATE chk_{name} SET _reason = 'invalid_date' WHERE _invalid_date IS NOT NULL")
+        FROM f""")
 
     mapped = {"encounters": "category", "exposure": "group"}
     parts = []
@@ -466,7 +524,7 @@ def _dup_key(con) -> str:
     cols = _columns(con, "raw_encounters")
     if "claim_id" in cols:
         return "claim_id"
-    return ", ".join(_q(c) for c in cols if c != "_row")
+    return ", ".join(_q(c) for c in cols if c not in ("_row", "_invalid_date", "_unread_end_date"))
 
 
 def load_report(con: duckdb.DuckDBPyConnection) -> LoadReport:

@@ -9,20 +9,22 @@ reason codes alone leave to be inferred:
     no OMOP observation period, no insured Synthea period): every line of theirs is
     quarantined as ``service_outside_enrollment``;
 ``unmapped_category``
-    per category code that is not a contract category and not mapped (an OMOP visit
+    per category code (in public runs, :func:`public_notes` merges the codes of fewer
+    than ``min_cell`` persons into one row; the console names the 10 codes with the most
+    visits and sums the others) that is not a contract category and not mapped (an OMOP visit
     concept such as ``visit_concept_0``, a Synthea class such as
     ``encounterclass_ambulance``, or the plan's own code): the lines quarantined as
     ``unknown_category``;
 ``missing_end_date``
-    inpatient stays without a discharge date on any of their lines (quarantined: their
-    nights cannot be counted);
+    inpatient stays without a discharge date on any of their accepted lines
+    (quarantined: their nights cannot be counted);
 ``inpatient_end_before_start``
     inpatient stays whose discharge date is before the admission date (quarantined);
     ``nights`` is the number of days between the two dates;
 ``end_date_not_used``
     per category, visits of a category that does not read the end date (every category
-    but inpatient) whose end date is before the date of service or after 2100: the visit
-    is *kept* with its cost and its end date is cleared.
+    but inpatient) whose end date is before the date of service, after 2100 or
+    unreadable: the visit is *kept* with its cost and its end date is cleared.
 
 A *visit* is a distinct (member, category, date of service), as in
 :mod:`evalkit.utilization`; for inpatient lines it is the stay (same admission date).
@@ -36,8 +38,8 @@ import pandas as pd
 
 #: Note -> what it counts (the order is the order of display).
 NOTE_TEXT = {
-    "no_coverage": "persons with claim lines but no coverage spell at all "
-                   "(quarantined as service_outside_enrollment)",
+    "no_coverage": "persons with claim lines but no accepted coverage spell (none given, "
+                   "or all quarantined; lines quarantined as service_outside_enrollment)",
     "unmapped_category": "visits whose category code is not mapped to a contract category "
                          "(quarantined as unknown_category)",
     "missing_end_date": "inpatient stays with no discharge date (quarantined as "
@@ -45,7 +47,8 @@ NOTE_TEXT = {
     "inpatient_end_before_start": "inpatient stays discharged before admission (quarantined "
                                   "as end_before_start); nights: days between the two dates",
     "end_date_not_used": "visits of a category that does not use the end date, with an end "
-                         "date before the date of service or after 2100 (kept; end date cleared)",
+                         "date before the date of service, after 2100 or unreadable (kept; end "
+                         "date cleared)",
 }
 COLUMNS = ["table", "note", "code", "persons", "lines", "visits", "nights", "amount"]
 
@@ -107,7 +110,7 @@ def _n(k, one: str) -> str:
 
 #: Note -> its console sentence (counts and dollars only).
 SENTENCES = {
-    "no_coverage": "{persons} with claims {has} no coverage period at all: {visits} ({lines}, "
+    "no_coverage": "{persons} with claims {has} no accepted coverage spell: {visits} ({lines}, "
                    "{dollars}) set aside as service_outside_enrollment.",
     "unmapped_category": "unmapped category code '{code}': {visits} ({lines}, {dollars}) set "
                          "aside as unknown_category.",
@@ -116,22 +119,99 @@ SENTENCES = {
     "inpatient_end_before_start": "{stays} ({lines}) discharged before admission: {nights} and "
                                   "{dollars} set aside as end_before_start.",
     "end_date_not_used": "{code_visits} ({lines}, {dollars}) with an end date before the date "
-                         "of service or after 2100: kept (this category does not use the end "
-                         "date).",
+                         "of service, after 2100 or unreadable: kept (this category does not "
+                         "use the end date).",
 }
 
 
-def note_sentences(notes: pd.DataFrame) -> list[str]:
-    """One sentence per note (counts and dollars only), in :data:`NOTE_TEXT` order."""
+#: Note -> what its sentence is about, when a public run hides its figures.
+HIDDEN = {
+    "no_coverage": "persons with claims and no accepted coverage spell (lines set aside as "
+                   "service_outside_enrollment)",
+    "unmapped_category": "unmapped category code '{code}' (set aside as unknown_category)",
+    "missing_end_date": "inpatient stays without a discharge date (set aside as "
+                        "missing_end_date)",
+    "inpatient_end_before_start": "inpatient stays discharged before admission (set aside "
+                                  "as end_before_start)",
+    "end_date_not_used": "{code} visits with an unusable end date (kept)",
+}
+#: The figures of a notes row, hidden with its count of persons in public runs.
+FIGURES = ["lines", "visits", "nights", "amount"]
+#: Unmapped category codes named one by one on the console (the most visits first).
+TOP_CODES = 10
+
+
+def public_notes(notes: pd.DataFrame, min_cell: int = 11) -> pd.DataFrame:
+    """The notes as a public run shows them.
+
+    Unmapped category codes of fewer than ``min_cell`` persons are merged into one row
+    (code ``"k other codes"``; its persons are not known without double counting, so it
+    is hidden); then every row with fewer than ``min_cell`` persons has its persons and
+    its figures (lines, visits, nights, dollars) replaced by ``"*"``
+    (:func:`evalkit.privacy.suppress`).
+    """
+    from ..privacy import suppress
+    if notes.empty:
+        return notes
+    small = (notes["note"] == "unmapped_category") & (notes["persons"] < min_cell)
+    if small.sum() > 1:
+        grouped = notes[small]
+        merged = {"table": "encounters", "note": "unmapped_category",
+                  "code": f"{int(small.sum())} other codes",
+                  "persons": grouped["persons"].max(), "nights": float("nan"),
+                  **{c: grouped[c].sum() for c in ("lines", "visits", "amount")}}
+        first = int(small.to_numpy().nonzero()[0][0])
+        notes = pd.concat([notes[~small].iloc[:first], pd.DataFrame([merged]),
+                           notes[~small].iloc[first:]], ignore_index=True)
+    return suppress(notes.reset_index(drop=True), ["persons"], min_cell=min_cell,
+                    derived={c: "persons" for c in FIGURES}, protect_rows=False).table
+
+
+def _hidden(value) -> bool:
+    return isinstance(value, str)
+
+
+def _sentence(r, min_cell: int) -> str:
+    if _hidden(r.persons) or _hidden(r.visits):
+        return (f"{HIDDEN[r.note].format(code=r.code)}: fewer than {min_cell} persons "
+                f"(figures hidden in a public run).")
+    nights = 0 if pd.isna(r.nights) else r.nights
+    return SENTENCES[r.note].format(
+        persons=_n(r.persons, "person"), has="has" if int(r.persons) == 1 else "have",
+        visits=_n(r.visits, "visit"), stays=_n(r.visits, "inpatient stay"),
+        code_visits=_n(r.visits, f"{r.code} visit"), lines=_n(r.lines, "line"),
+        nights=_n(nights, "night"), dollars=f"${r.amount:,.2f}", code=r.code)
+
+
+def note_sentences(notes: pd.DataFrame, min_cell: int = 11) -> list[str]:
+    """One sentence per note (counts and dollars only), in :data:`NOTE_TEXT` order.
+
+    Unmapped category codes: the :data:`TOP_CODES` codes with the most visits, then one
+    sentence for the other codes. A row whose persons are hidden (``"*"``, from
+    :func:`public_notes`) says "fewer than ``min_cell`` persons" and no figures.
+    """
+    if notes.empty:
+        return []
+    unmapped = notes[notes["note"] == "unmapped_category"]
+    numeric = unmapped[~unmapped["visits"].map(_hidden)]
+    order = list(numeric.sort_values("visits", ascending=False, kind="stable").index)
+    rest = order[TOP_CODES:]
+    hidden = [i for i in unmapped.index if i not in set(order)]
     out = []
-    for r in notes.itertuples(index=False):
-        nights = 0 if pd.isna(r.nights) else r.nights
-        out.append(SENTENCES[r.note].format(
-            persons=_n(r.persons, "person"), has="has" if int(r.persons) == 1 else "have",
-            visits=_n(r.visits, "visit"), stays=_n(r.visits, "inpatient stay"),
-            code_visits=_n(r.visits, f"{r.code} visit"), lines=_n(r.lines, "line"),
-            nights=_n(nights, "night"), dollars=f"${r.amount:,.2f}", code=r.code))
+    for i, r in notes.iterrows():
+        if r.note == "unmapped_category":
+            if i == unmapped.index[0]:      # all codes here: most visits first, then the rest
+                out += [_sentence(notes.loc[j], min_cell) for j in order[:TOP_CODES] + hidden]
+                if rest:
+                    rows = notes.loc[rest]
+                    out.append(f"{len(rest):,} other unmapped category codes: "
+                               f"{_n(rows['visits'].sum(), 'visit')} "
+                               f"({_n(rows['lines'].sum(), 'line')}, "
+                               f"${float(rows['amount'].sum()):,.2f}) set aside as "
+                               f"unknown_category.")
+            continue
+        out.append(_sentence(r, min_cell))
     return out
 
 
-__all__ = ["record_notes", "read_notes", "note_sentences", "NOTE_TEXT", "COLUMNS"]
+__all__ = ["record_notes", "read_notes", "note_sentences", "public_notes", "NOTE_TEXT", "COLUMNS"]

@@ -138,7 +138,8 @@ def omop_sources(con: duckdb.DuckDBPyConnection, prefix: str = "src", *,
                  mh_specialty_concepts=(),
                  exposure_file: str | None = None,
                  exposure_cohort_table: str = "cohort",
-                 exposure_cohorts: dict[str, int] | None = None) -> dict[str, str]:
+                 exposure_cohorts: dict[str, int] | None = None,
+                 encoding: str = "utf-8") -> dict[str, str]:
     """Create views that present an OMOP CDM as the contract's tables.
 
     Parameters
@@ -158,6 +159,7 @@ def omop_sources(con: duckdb.DuckDBPyConnection, prefix: str = "src", *,
         the loader's ``columns``); or else
     exposure_cohort_table, exposure_cohorts : the cohort table (under ``prefix``) and
         arm -> cohort_definition_id, e.g. ``{"self_help": 11, "control": 12}``.
+    encoding : text encoding of a CSV ``exposure_file`` (``data.encoding``).
 
     Returns
     -------
@@ -284,7 +286,7 @@ def omop_sources(con: duckdb.DuckDBPyConnection, prefix: str = "src", *,
 
     if exposure_file is not None:
         con.execute(f"CREATE OR REPLACE TEMP VIEW omop_exposure AS "
-                    f"SELECT * FROM {scan_sql(exposure_file, 'exposure')}")
+                    f"SELECT * FROM {scan_sql(exposure_file, 'exposure', encoding)}")
     else:
         arms = " ".join(f"WHEN {int(i)} THEN {_lit(arm)}" for arm, i in exposure_cohorts.items())
         ids = ", ".join(str(int(i)) for i in exposure_cohorts.values())

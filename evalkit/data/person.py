@@ -59,7 +59,8 @@ def arm_sql(value: str) -> str:
 
 
 def _arm_failure(con, source: str, treatment: str, treated: str) -> dict | None:
-    """A structural failure when the treatment column does not hold two clear arms."""
+    """A structural failure when the treatment column does not hold exactly two values,
+    one of them the treated value (an arm without members is named)."""
     arm = arm_sql(f"CAST({_q(treatment)} AS VARCHAR)")
     values = [r[0] for r in con.execute(
         f"SELECT DISTINCT {arm} AS a FROM {source} WHERE a IS NOT NULL ORDER BY a").fetchall()]
@@ -73,6 +74,12 @@ def _arm_failure(con, source: str, treatment: str, treated: str) -> dict | None:
         return {"table": "person", "column": treatment, "reason": "unclear_arms",
                 "count": len(values), "examples": [repr(v) for v in values],
                 "hint": f" (data.person.treated_value {treated!r} is not one of the column's "
+                        f"values: the self_help arm has no members)"}
+    if len(values) < 2:
+        return {"table": "person", "column": treatment, "reason": "unclear_arms",
+                "count": len(values), "examples": [repr(v) for v in values],
+                "hint": f" (every row holds data.person.treated_value {treated!r}: the "
+                        f"control arm has no members; the column must hold exactly two "
                         f"values)"}
     return None
 

@@ -35,6 +35,7 @@ import duckdb
 
 from ..errors import DataValidationError
 from .contract import CATEGORIES
+from .csvfile import csv_sql
 from .load import _lit, scan_sql
 
 #: ENCOUNTERCLASS -> contract category. Urgent care is not an emergency-room visit.
@@ -65,8 +66,18 @@ FILES = {
 }
 
 
-def _csv(folder: Path, name: str) -> str:
-    return f"read_csv({_lit(str(folder / f'{name}.csv'))}, header=true, all_varchar=true)"
+class _Files:
+    """The export's CSV files, each checked line by line once (:func:`csv_sql`) and read
+    as text in ``encoding``."""
+
+    def __init__(self, folder: Path, encoding: str):
+        self.folder, self.encoding, self.read = folder, encoding, {}
+
+    def __call__(self, name: str) -> str:
+        if name not in self.read:
+            self.read[name] = csv_sql(str(self.folder / f"{name}.csv"), f"{name}.csv",
+                                      self.encoding)
+        return self.read[name]
 
 
 def _columns(con, relation: str) -> set[str]:
@@ -76,7 +87,8 @@ def _columns(con, relation: str) -> set[str]:
 def synthea_sources(con: duckdb.DuckDBPyConnection, folder: str | Path, exposure_file: str, *,
                     enrollment: str = "payer_transitions", payers: list[str] | None = None,
                     class_map: dict[str, str] | None = None, mh_codes=MH_CODES,
-                    amount: str = "TOTAL_CLAIM_COST") -> dict[str, str]:
+                    amount: str = "TOTAL_CLAIM_COST",
+                    encoding: str = "utf-8") -> dict[str, str]:
     """Create views that present a Synthea CSV export as the contract's tables.
 
     Parameters
@@ -93,6 +105,7 @@ def synthea_sources(con: duckdb.DuckDBPyConnection, folder: str | Path, exposure
     mh_codes : SNOMED codes of mental-health encounters (CODE or REASONCODE).
     amount : ``TOTAL_CLAIM_COST`` (the encounter with all its line items, default) or
         ``BASE_ENCOUNTER_COST``.
+    encoding : text encoding of the CSV files (``data.encoding``).
 
     Returns
     -------
@@ -100,6 +113,7 @@ def synthea_sources(con: duckdb.DuckDBPyConnection, folder: str | Path, exposure
         Contract table name -> view name, for :func:`evalkit.data.load.load_claims`.
     """
     folder = Path(folder)
+    _csv = _Files(folder, encoding)
     need = ["patients", "encounters"] + (["payer_transitions"] if enrollment == "payer_transitions" else [])
     failures = []
     cols: dict[str, set[str]] = {}
@@ -108,7 +122,7 @@ def synthea_sources(con: duckdb.DuckDBPyConnection, folder: str | Path, exposure
             failures.append({"table": f"{name}.csv", "column": None, "reason": "missing_table",
                              "count": 0, "examples": [str(folder)]})
             continue
-        cols[name] = _columns(con, _csv(folder, name))
+        cols[name] = _columns(con, _csv(name))
         for c in FILES[name]:
             if c.upper() not in cols[name] and not (name == "encounters" and c != amount and c.endswith("_COST")):
                 failures.append({"table": f"{name}.csv", "column": c, "reason": "missing_column",
@@ -126,7 +140,7 @@ def synthea_sources(con: duckdb.DuckDBPyConnection, folder: str | Path, exposure
 
     con.execute(f"""CREATE OR REPLACE TEMP VIEW synthea_members AS
         SELECT Id AS member_id, left(BIRTHDATE, 10) AS birth_date, GENDER AS sex
-        FROM {_csv(folder, 'patients')}""")
+        FROM {_csv('patients')}""")
 
     day = lambda col: f"TRY_CAST(left({col}, 10) AS DATE)"  # noqa: E731
     if enrollment == "payer_transitions":
@@ -139,7 +153,7 @@ def synthea_sources(con: duckdb.DuckDBPyConnection, folder: str | Path, exposure
         if payers:
             keep = f"PAYER IN ({', '.join(_lit(p) for p in payers)})"
         elif (folder / "payers.csv").is_file():
-            keep = (f"PAYER NOT IN (SELECT Id FROM {_csv(folder, 'payers')} "
+            keep = (f"PAYER NOT IN (SELECT Id FROM {_csv('payers')} "
                     f"WHERE upper(NAME) = 'NO_INSURANCE')")
         else:
             keep = "true"
@@ -148,7 +162,7 @@ def synthea_sources(con: duckdb.DuckDBPyConnection, folder: str | Path, exposure
         # check judges spells, not Synthea's yearly rows
         con.execute(f"""CREATE OR REPLACE TEMP VIEW synthea_enrollment AS
             WITH p AS (SELECT PATIENT AS member_id, {start} AS s, {end} AS e
-                       FROM {_csv(folder, 'payer_transitions')} WHERE {keep}),
+                       FROM {_csv('payer_transitions')} WHERE {keep}),
             o AS (SELECT *, max(e) OVER (PARTITION BY member_id ORDER BY s, e ROWS BETWEEN
                                          UNBOUNDED PRECEDING AND 1 PRECEDING) AS prev_e
                   FROM p WHERE s IS NOT NULL AND e IS NOT NULL AND e >= s),
@@ -166,7 +180,7 @@ def synthea_sources(con: duckdb.DuckDBPyConnection, folder: str | Path, exposure
             SELECT PATIENT AS member_id, CAST(min({day('START')}) AS VARCHAR) AS start_date,
                    CAST(max(greatest({day('START')}, coalesce({day('STOP')}, {day('START')})))
                         AS VARCHAR) AS end_date
-            FROM {_csv(folder, 'encounters')} GROUP BY PATIENT""")
+            FROM {_csv('encounters')} GROUP BY PATIENT""")
     else:
         raise DataValidationError(f"data.synthea.enrollment: {enrollment!r} is not "
                                   "payer_transitions or encounters")
@@ -181,7 +195,7 @@ def synthea_sources(con: duckdb.DuckDBPyConnection, folder: str | Path, exposure
     reason = "REASONCODE" if "REASONCODE" in cols["encounters"] else "NULL"
     con.execute(f"""CREATE OR REPLACE TEMP VIEW synthea_encounters AS
         WITH e AS (SELECT *, CASE lower(ENCOUNTERCLASS) {cases} END AS _category
-                   FROM {_csv(folder, 'encounters')})
+                   FROM {_csv('encounters')})
         SELECT Id AS claim_id, PATIENT AS member_id, left(START, 10) AS service_date,
                CASE WHEN _category = 'inpatient' THEN left(STOP, 10) END AS end_date,
                CASE WHEN _category = 'outpatient_other'
@@ -192,7 +206,7 @@ def synthea_sources(con: duckdb.DuckDBPyConnection, folder: str | Path, exposure
                ENCOUNTERCLASS AS encounter_class, CODE AS encounter_code
         FROM e""")
     con.execute(f"CREATE OR REPLACE TEMP VIEW synthea_exposure AS "
-                f"SELECT * FROM {scan_sql(str(exposure_file), 'exposure')}")
+                f"SELECT * FROM {scan_sql(str(exposure_file), 'exposure', encoding)}")
     return {t: f"synthea_{t}" for t in ("members", "enrollment", "encounters", "exposure")}
 
 
