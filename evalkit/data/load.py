@@ -375,6 +375,7 @@ def load_claims(con: duckdb.DuckDBPyConnection, sources: dict[str, str],
         f"SELECT {_lit(name)} AS \"table\", count(*) AS rows_in FROM raw_{name}"
         for name in CLAIMS_TABLES))
 
+    cmap = {c: c for c in CATEGORIES} | dict(category_map or {})
     gmap = {a: a for a in ARMS} | dict(group_map or {})
     values = lambda m: ", ".join(f"({_lit(k)}, {_lit(v)})" for k, v in m.items())  # noqa: E731
     con.execute(f"CREATE OR REPLACE TEMP TABLE _category_map AS "
