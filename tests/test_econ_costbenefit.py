@@ -247,7 +247,7 @@ def test_estimates_use_results_vocabulary(tmp_path):
     roi = est.set_index("scale").loc["roi"]
     assert (roi["ci_low"], roi["estimate"], roi["ci_high"]) == pytest.approx((-50 / 300, 2 / 3, 1.5))
     rec = Recorder(tmp_path, "economics")
-    rec.add_estimates(est)  # raises if a scale is outside the vocabulary
+    rec.add_estimates(est, analysis="valuation")  # raises if a scale is outside the vocabulary
     assert len(rec.estimates) == 4
 
 

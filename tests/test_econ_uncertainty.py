@@ -89,7 +89,7 @@ def test_joint_bootstrap_point_estimate_and_records(tmp_path):
     assert nmb_row["estimate"] == pytest.approx(1000 * 0.1 - 30)
     assert nmb_row["wtp"] == 1000
     rec = Recorder(tmp_path, "economics")
-    rec.add_estimates(est)
+    rec.add_estimates(est, analysis="valuation")
     assert [e["scale"] for e in rec.estimates] == est["scale"].tolist()
 
 
@@ -331,7 +331,8 @@ def test_recorder_writes_resampling_fields_only_where_used(tmp_path):
     rec = Recorder(tmp_path, "costs")
     rec.add_estimates(pd.DataFrame({
         "outcome": ["total_cost", "total_cost"], "scale": ["cost_difference"] * 2,
-        "estimate": [-10.0, -10.0], "n_replicates": [np.nan, 1000.0], "n_failed": [np.nan, 3.0]}))
+        "estimate": [-10.0, -10.0], "n_replicates": [np.nan, 1000.0], "n_failed": [np.nan, 3.0]}),
+        analysis="adjusted", adjusted_for=["age_at_index"])
     plain, boot = rec.estimates
     assert "n_replicates" not in plain and "n_failed" not in plain
     assert boot["n_replicates"] == 1000 and isinstance(boot["n_replicates"], int)

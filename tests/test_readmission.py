@@ -61,7 +61,7 @@ ENCOUNTERS = """claim_id,member_id,service_date,end_date,category,allowed_amount
 10,4,2023-12-20,2023-12-28,inpatient,1000
 11,5,2023-12-28,2024-01-03,inpatient,1000
 12,6,2023-05-05,,er,300
-13,7,2023-06-01,,inpatient,800
+13,7,2023-06-01,2023-06-01,inpatient,800
 14,7,2023-06-02,2023-06-03,inpatient,800
 15,8,2023-07-01,2023-07-05,inpatient,1000
 16,8,2024-01-05,2024-01-08,inpatient,1000
@@ -75,7 +75,7 @@ EXPECTED = {
     3: (121, 0, "coverage ends 08-31: censored on 09-01 (05-03 + 121 days); the 11-01 "
                 "admission comes after a gap"),
     4: (4, 0, "no readmission: censored at the window end 2024-01-01"),
-    7: (1, 1, "same-day stay (no end date) discharged 06-01; readmitted 06-02"),
+    7: (1, 1, "same-day stay discharged 06-01; readmitted 06-02"),
     8: (180, 0, "next admission 2024-01-05 is after the window: censored at 2024-01-01"),
 }
 # member 5: stay runs past the window end (no time at risk, left out with a warning);
