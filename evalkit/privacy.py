@@ -29,7 +29,6 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 import urllib.parse
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import EvalkitError
+from .results import write_text_atomic
 
 __all__ = [
     "PrivacyError", "DisclosureError", "SuppressionResult", "suppress", "suppress_shares",
@@ -740,18 +740,7 @@ def redact_notebook(path, secrets, replacement: str = REDACTED) -> int:
     walk(nb)
     if count == 0:
         return 0
-    text = nbformat.writes(nb)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        shutil.copymode(path, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, nbformat.writes(nb), mode=path.stat().st_mode & 0o777)
     return count
 
 

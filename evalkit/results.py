@@ -79,19 +79,34 @@ def records(df: pd.DataFrame) -> list[dict]:
     return [_clean(dict(zip(df.columns, row))) for row in df.itertuples(index=False, name=None)]
 
 
-def write_json_atomic(path: Path, obj) -> None:
-    """Write JSON to ``path`` via a temporary file and an atomic rename."""
+#: The process's umask, so files written through a temporary file get an ordinary new
+#: file's permissions rather than mkstemp's 0600.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
+def write_text_atomic(path: Path, text: str, mode: int | None = None) -> None:
+    """Write ``text`` to ``path`` through a temporary file beside it, flushed to disk and
+    renamed into place: a reader (or a crash, or a full disk) never leaves half a file.
+    ``mode``: the file's permissions (default: an ordinary new file's, from the umask)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(_clean(obj), fh, indent=1, allow_nan=False)
-            fh.write("\n")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK if mode is None else mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    """Write JSON to ``path`` via a temporary file and an atomic rename."""
+    write_text_atomic(path, json.dumps(_clean(obj), indent=1, allow_nan=False) + "\n")
 
 
 class Recorder:

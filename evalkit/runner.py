@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
 import shutil
 import sys
 import time
@@ -40,7 +39,7 @@ from . import __version__
 from . import params as _params
 from .data.source import describe_source
 from .errors import EvalkitError, WorkbookError
-from .results import assemble, write_json_atomic
+from .results import assemble, write_json_atomic, write_text_atomic
 from .runlock import LOCK_NAME, RunIdentity, RunLock, new_run_id
 from .study import prepare
 
@@ -83,31 +82,12 @@ def _html(notebook: Path) -> Path:
     return out
 
 
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
-
 #: Name of the HTML ``<meta>`` tag holding the run id of an exported notebook.
 RUN_ID_META = "evalkit-run-id"
 
 #: Scheme papermill is given for notebook paths so that every save of an executing
 #: notebook goes through :func:`_write_atomic` (a crash mid-save keeps the last good one).
 _ATOMIC = "evalkit-atomic://"
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file next to ``path``, flush it to disk, rename."""
-    import tempfile
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)          # as an ordinary new file, not mkstemp's 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class _AtomicHandler:
@@ -120,7 +100,7 @@ class _AtomicHandler:
         return [str(p) for p in Path(path[len(_ATOMIC):]).iterdir()]
 
     def write(self, buf, path):
-        _write_atomic(Path(path[len(_ATOMIC):]), buf)
+        write_text_atomic(Path(path[len(_ATOMIC):]), buf)
 
     def pretty_path(self, path):
         return path[len(_ATOMIC):]
@@ -156,7 +136,7 @@ def _seal_notebook(tmp: Path, dest: Path, run_id: str, status: str, secrets) -> 
         nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(
             "The workbook stopped before its notebook could be saved.")])
     nb.metadata["evalkit"] = {"run_id": run_id, "status": status}
-    _write_atomic(dest, nbformat.writes(nb))
+    write_text_atomic(dest, nbformat.writes(nb))
     tmp.unlink(missing_ok=True)
     return dest
 
@@ -295,7 +275,6 @@ def _step(run_info: dict, results_path: Path, step: str) -> None:
 
 def _run_steps(params, out_dir, params_file, results_path, run_info, secrets, quiet,
                kernel_name) -> RunResult:
-    from .privacy import redact_notebook
 
     def finish(status: str, **extra) -> None:
         _finish(run_info, results_path, out_dir, params, status, **extra)

@@ -220,7 +220,7 @@ def load_person(con: duckdb.DuckDBPyConnection, source: str, treatment: str | No
         FROM (SELECT * EXCLUDE (_reason) FROM chk_person) t
         JOIN (SELECT _row, _reason FROM chk_person WHERE _reason IS NOT NULL) USING (_row)
         ORDER BY source_row""")
-    con.execute(f"CREATE OR REPLACE TABLE load_counts AS SELECT 'person' AS \"table\", "
-                f"count(*) AS rows_in FROM raw_person")
+    con.execute("CREATE OR REPLACE TABLE load_counts AS SELECT 'person' AS \"table\", "
+                "count(*) AS rows_in FROM raw_person")
     con.execute("DROP TABLE chk_person")
     con.execute("DROP TABLE raw_person")

@@ -19,7 +19,7 @@ import pandas as pd
 import statsmodels.api as sm
 from scipy import stats
 
-from evalkit.errors import ConvergenceError, DataValidationError, ParamsError
+from evalkit.errors import DataValidationError, ParamsError
 from evalkit.models.base import ModelResult, wald_table
 from evalkit.models.effects import (
     EffectResult, build_matrix, check_alpha, check_fitted_probabilities, check_full_rank,

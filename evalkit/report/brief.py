@@ -274,7 +274,6 @@ def _methods(p, e: pd.DataFrame, audience: str) -> list[str]:
 
 
 def _limitations(p, e: pd.DataFrame, audience: str) -> list[str]:
-    methods = " ".join(str(m) for m in e.get("method", pd.Series(dtype=str)).dropna())
     plain = audience == "clearinghouse"
     out = []
     if p.mode == "summary":

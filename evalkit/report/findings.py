@@ -244,7 +244,7 @@ def _use(outcome, s, audience, followup_days) -> Finding | None:
                     f"{_ratio_change(rr['estimate'])} {unit} than similar members who were not "
                     f"referred (range of plausible values: {_ratio_change(rr['ci_low'])} to "
                     f"{_ratio_change(rr['ci_high'])}).")
-        tail = (f" The whole range points the same way." if clear else
+        tail = (" The whole range points the same way." if clear else
                 " The range includes no change, so the difference could be due to chance.")
         return Finding("use", outcome, f"{label[0].upper()}{label[1:]}: {body}{tail}", clear)
     if audience == "research":
