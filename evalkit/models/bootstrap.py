@@ -878,6 +878,12 @@ def _design_extra(design: _Design, jack_text, **more) -> dict:
 #: them: the information of a quasi-separated fit stays invertible, and the fit
 #: converges the way R's ``glm.fit`` does (see :func:`_batched_fit`).
 _P_EPS = float(np.finfo(float).eps)
+#: A replicate whose fitted probabilities come this close to 0 or 1 on some resampled row
+#: is treated as quasi-separated by the deviance rule of :func:`_batched_fit`. Such a
+#: row adds under 1e-8 to the deviance, below what the rule can see, and the drifting
+#: coefficient's Newton steps are rounding noise: where they stop, at 1 - 1e-15 or at
+#: 1 - 1e-16, depends on the BLAS kernel, and must not decide whether the fit counts.
+_P_EDGE = 1e-8
 
 
 class _Work:
@@ -990,7 +996,7 @@ def _batched_fit(kind, X, XX, ctx, beta0, tol, maxiter, work, iu):
     A logit replicate with resampled rows whose fitted probability is at 0 or 1 (to
     machine precision: quasi-separation) has a coefficient that drifts without changing
     any prediction; it stops, as R's ``glm.fit`` does, once its deviance no longer
-    changes (relative change below 1e-10). Its predictions, hence the recycled effect,
+    changes (relative change below 1e-10; "at 0 or 1" here is within ``_P_EDGE``). Its predictions, hence the recycled effect,
     are those of the limit.
 
     Returns
@@ -1013,7 +1019,7 @@ def _batched_fit(kind, X, XX, ctx, beta0, tol, maxiter, work, iu):
         if kind == "logit":                       # deviance of quasi-separated replicates
             z, Ca = ctx["z"], ctx["C"]
             ll = np.sum(Ca * np.where(z > 0, np.log(u), np.log1p(-u)), axis=0)
-            edge = np.any(((u <= _P_EPS) | (u >= 1.0 - _P_EPS)) & (Ca > 0), axis=0)
+            edge = np.any(((u <= _P_EDGE) | (u >= 1.0 - _P_EDGE)) & (Ca > 0), axis=0)
             flat = edge & (np.abs(ll - ll_old) <= 1e-10 * (np.abs(ll) + 0.1))
             ll_old = ll
         if Hinv is not None:
