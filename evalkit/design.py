@@ -504,7 +504,7 @@ def effects(design: CohortDesign, outcomes: list[str], kinds: dict[str, str],
     design : CohortDesign
     outcomes : list of str
     kinds : dict
-        From :func:`outcome_kinds`.
+        From :meth:`evalkit.study.Study.design_outcomes`.
     exposure : str, optional
         Member-months column for counts (None: counts per member).
     data : DataFrame, optional

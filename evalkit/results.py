@@ -22,6 +22,7 @@ Every file is written to a temporary name and renamed, so a reader never sees ha
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
 import math
 import os
@@ -79,10 +80,13 @@ def records(df: pd.DataFrame) -> list[dict]:
     return [_clean(dict(zip(df.columns, row))) for row in df.itertuples(index=False, name=None)]
 
 
-#: The process's umask, so files written through a temporary file get an ordinary new
-#: file's permissions rather than mkstemp's 0600.
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
+@functools.cache
+def _umask() -> int:
+    """The process's umask (read once, when first needed), so files written through a
+    temporary file get an ordinary new file's permissions rather than mkstemp's 0600."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_text_atomic(path: Path, text: str, mode: int | None = None) -> None:
@@ -97,7 +101,7 @@ def write_text_atomic(path: Path, text: str, mode: int | None = None) -> None:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK if mode is None else mode)
+        os.chmod(tmp, 0o666 & ~_umask() if mode is None else mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

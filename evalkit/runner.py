@@ -40,6 +40,7 @@ from . import params as _params
 from .data.source import describe_source
 from .errors import EvalkitError, WorkbookError
 from .results import assemble, write_json_atomic, write_text_atomic
+from .privacy import scrub
 from .runlock import LOCK_NAME, RunIdentity, RunLock, new_run_id
 from .study import prepare
 
@@ -76,9 +77,7 @@ def _html(notebook: Path) -> Path:
         body = body.replace("<head>", f'<head>\n<meta name="{RUN_ID_META}" '
                             f'content="{html.escape(run_id)}">', 1)
     out = notebook.with_suffix(".html")
-    tmp = out.with_suffix(".html.partial")
-    tmp.write_text(body)
-    tmp.replace(out)
+    write_text_atomic(out, body)
     return out
 
 
@@ -236,7 +235,7 @@ def _run_locked(params, out_dir: Path, run_id: str, identity: RunIdentity, start
                     _keep_partial(out_dir, w, run_id, secrets)
             _finish(run_info, results_path, out_dir, params, "failed",
                     failed_step=run_info.get("step"),
-                    error=_scrub(f"{type(err).__name__}: {err}", secrets))
+                    error=scrub(f"{type(err).__name__}: {err}", secrets))
         raise
 
 
@@ -285,7 +284,7 @@ def _run_steps(params, out_dir, params_file, results_path, run_info, secrets, qu
     try:
         prepared = prepare(params, out_dir, progress=not quiet)
     except EvalkitError as err:
-        message = _scrub(str(err), secrets)
+        message = scrub(str(err), secrets)
         finish("failed", error=message, failed_step="prepare")
         if message != str(err):
             raise type(err)(message) from None
@@ -325,7 +324,7 @@ def _run_steps(params, out_dir, params_file, results_path, run_info, secrets, qu
         except Exception as err:  # papermill re-raises the kernel's error
             kept = _seal_notebook(tmp, failed_name(dest), run_id, "failed", secrets)
             cell = _failed_cell(kept)
-            detail = _scrub(f"{getattr(err, 'ename', type(err).__name__)}: "
+            detail = scrub(f"{getattr(err, 'ename', type(err).__name__)}: "
                             f"{getattr(err, 'evalue', err)}", secrets)
             if _kernel_died(err):
                 detail = ("the Jupyter kernel died (killed, or out of memory) while running "
@@ -361,12 +360,6 @@ def _run_steps(params, out_dir, params_file, results_path, run_info, secrets, qu
     return RunResult(out_dir, results_path, "ok", notebooks)
 
 
-def _scrub(text: str, secrets) -> str:
-    """``text`` with every secret replaced by ``***``."""
-    from .privacy import scrub
-    return scrub(text, secrets)
-
-
 def _kernel_died(err: Exception) -> bool:
     return type(err).__name__ == "DeadKernelError" or "Kernel died" in str(err)
 
@@ -382,11 +375,11 @@ def _write_brief(params, out_dir: Path, run_info: dict, results_path: Path, quie
                             params=params)
     except Exception as err:  # any failure to render marks the run failed
         _finish(run_info, results_path, out_dir, params, "failed", failed_step="brief",
-                error=_scrub(f"{type(err).__name__}: {err}", secrets))
+                error=scrub(f"{type(err).__name__}: {err}", secrets))
         if isinstance(err, EvalkitError):
             raise
         from .report import BriefError
-        raise BriefError(_scrub(f"the brief could not be rendered: {type(err).__name__}: "
+        raise BriefError(scrub(f"the brief could not be rendered: {type(err).__name__}: "
                                 f"{err}. results.json records the failure.", secrets)) from err
     run_info["brief"] = brief.to_dict(out_dir)
     _say(f"      done in {time.perf_counter() - t0:.1f}s", quiet)

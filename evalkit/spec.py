@@ -368,7 +368,7 @@ def load(run_dir: str | Path) -> AnalysisSpec | None:
 
 
 # ------------------------------------------------------------------------------ resolving
-def _study(params, treated_value=None) -> StudySpec:
+def _study(params) -> StudySpec:
     s = params.study
     if params.mode == "claims":
         iv, cmp_, unit = "referred to self-help groups", "not referred", "members"

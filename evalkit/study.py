@@ -11,6 +11,7 @@ result.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -363,7 +364,6 @@ def prepare_run_folder(params: Params, out_dir: str | Path, progress: bool = Fal
     """:func:`prepare`, then ``params.json`` written as the runner writes it (secrets
     redacted); returns the path of ``params.json``."""
     from .privacy import redact_params
-    from .results import write_json_atomic
     prepare(params, out_dir, progress=progress)
     params_file = Path(out_dir) / "params.json"
     write_json_atomic(params_file, redact_params(params.to_dict())[0])
@@ -474,9 +474,10 @@ class Study:
                                   "excluded_members": 0}])
         return self.sql("SELECT * FROM attrition")
 
-    @property
+    @functools.cached_property
     def spec(self) -> AnalysisSpec:
-        """The run's analysis spec (``spec.json``, resolved when the run was prepared)."""
+        """The run's analysis spec (``spec.json``, resolved when the run was prepared; read
+        once)."""
         got = _spec.load(self.output_dir)
         if got is None:
             got = resolve_spec(self.params, self.con)

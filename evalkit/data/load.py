@@ -32,7 +32,7 @@ import pandas as pd
 
 from ..errors import DataValidationError
 from .contract import ARMS, CATEGORIES, CLAIMS_TABLES, TableSpec
-from .csvfile import csv_sql
+from .csvfile import _lit, csv_sql
 from .ids import member_id_sql
 from .notes import note_sentences, public_notes, read_notes, record_notes
 
@@ -42,11 +42,13 @@ _LAST_DATE = "DATE '2100-12-31'"
 #: Row-level reason codes, per table, in the order they are tried.
 REASONS = {
     "members": ("missing_value", "duplicate_member"),
-    "enrollment": ("missing_value", "end_before_start", "unknown_member", "overlapping_spell"),
-    "encounters": ("missing_value", "non_finite", "unknown_category", "negative_amount",
-                   "absurd_amount", "implausible_date", "end_before_start", "unknown_member",
+    "enrollment": ("invalid_date", "missing_value", "end_before_start", "unknown_member",
+                   "overlapping_spell"),
+    "encounters": ("invalid_date", "missing_value", "non_finite", "unknown_category",
+                   "negative_amount", "absurd_amount", "implausible_date", "end_before_start", "unknown_member",
                    "duplicate_line", "service_outside_enrollment", "missing_end_date"),
-    "exposure": ("missing_value", "unknown_group", "unknown_member", "duplicate_member"),
+    "exposure": ("invalid_date", "missing_value", "unknown_group", "unknown_member",
+                 "duplicate_member"),
 }
 
 REASON_TEXT = {
@@ -76,17 +78,10 @@ REASON_TEXT = {
 }
 REASONS["person"] = ("missing_value", "non_finite", "negative_value", "nonpositive_exposure",
                      "invalid_event", "duplicate_member")
-# a row with a date that cannot be read is set aside before any other check
-for _table in ("enrollment", "encounters", "exposure"):
-    REASONS[_table] = ("invalid_date", *REASONS[_table])
 
 
 def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
-
-
-def _lit(value) -> str:
-    return "'" + str(value).replace("'", "''") + "'"
 
 
 def scan_sql(path: str, table: str | None = None, encoding: str = "utf-8") -> str:

@@ -1489,7 +1489,7 @@ def _batched_negbin(X, XX, ctx, beta0, tau0, tol, maxiter, iu):
     Returns (B (k, b), tau (b,), status (b,), iterations).
     """
     m, k = X.shape
-    C, Cy, off, y = ctx["C"], ctx["Cy"], ctx["off"], ctx["y"]
+    C, Cy, off = ctx["C"], ctx["Cy"], ctx["off"]
     uy, Ny, Ntot = ctx["uy"], ctx["Ny"], ctx["Ntot"]
     b = C.shape[1]
     B = np.repeat(np.asarray(beta0, dtype=float)[:, None], b, axis=1)
