@@ -7,8 +7,9 @@ the small cells it suppressed are suppressed here too, and the privacy scan read
 files with the other outputs. A ``contents`` sheet, first in the workbook, lists each
 sheet's table and CSV file (sheet names are cut to Excel's 31 characters).
 
-Values are written as they are in ``results.json``: numbers as numbers (full precision),
-``null`` as an empty cell, lists and mappings as JSON text. Text is always text in the
+Values are written as they are in ``results.json``: numbers as numbers (every digit in the
+CSV files; 16 significant digits in the workbook, of which Excel keeps 15), ``null`` as an
+empty cell, lists and mappings as JSON text. Text is always text in the
 workbook (a value starting with ``=`` is never read as a formula).
 """
 from __future__ import annotations
@@ -171,7 +172,12 @@ def read_xlsx(path: Path) -> dict[str, list[list]]:
                            "installed") from None
     wb = load_workbook(path, read_only=True, data_only=False)
     try:
-        return {ws.title: [list(r) for r in ws.iter_rows(values_only=True)]
-                for ws in wb.worksheets}
+        sheets = {ws.title: [list(r) for r in ws.iter_rows(values_only=True)]
+                  for ws in wb.worksheets}
     finally:
         wb.close()
+    for rows in sheets.values():             # empty cells at a row's end are not stored
+        width = max(map(len, rows), default=0)
+        for r in rows:
+            r.extend([None] * (width - len(r)))
+    return sheets

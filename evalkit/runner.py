@@ -7,7 +7,15 @@
 3. execute each workbook in order with papermill in a real Jupyter kernel, injecting
    the path of the validated params; save each executed notebook and its HTML;
 4. write the brief, ``brief.html`` and ``brief.pdf`` (:mod:`evalkit.report`);
-5. merge the workbooks' records into ``results.json`` (atomically).
+5. write the tables as ``tables/<name>.csv`` and ``tables.xlsx`` (:mod:`evalkit.export`);
+6. in a public run, scan every output (:func:`_privacy_scan`);
+7. merge the workbooks' records into ``results.json`` (atomically), with the software the
+   run was made with (:mod:`evalkit.provenance`).
+
+``--only WORKBOOK`` (``only=``) re-runs some workbooks into a finished run instead,
+keeping the others (:func:`rerun_checks` says when it is refused); steps 1 and 2 are the
+run's own, steps 4 to 7 are done again. A run into a folder holding an earlier run
+replaces it, warning first about notebooks of workbooks its params do not list.
 
 One run at a time per output folder: the run locks the folder
 (:class:`~evalkit.runlock.RunLock`) and a second run into it is refused, naming the run
@@ -292,6 +300,9 @@ def rerun_checks(params: _params.Params, out_dir: Path, names: list[str]) -> tup
 def _rerun(params, out_dir: Path, names: list[str], quiet: bool, kernel_name: str) -> RunResult:
     """Re-run ``names`` into the finished run in ``out_dir`` (see :func:`run`'s ``only``)."""
     started = _now()
+    if not (out_dir / "results.json").is_file():
+        raise EvalkitError(f"--only needs a finished run in {out_dir}, and it holds none (no "
+                           "results.json); run all the workbooks first")
     try:
         run_id = json.loads((out_dir / "results.json").read_text())["run"]["run_id"]
     except (OSError, ValueError, KeyError, TypeError):
