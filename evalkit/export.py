@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import EvalkitError
-from .results import write_text_atomic
+from .results import _umask, write_text_atomic
 
 #: Folder (in the run folder) of the CSV files, and the workbook's name.
 TABLES_DIR = "tables"
@@ -50,7 +50,7 @@ def _cell(value):
 def csv_name(table: str) -> str:
     """File name of a table's CSV: the table's name with characters other than letters,
     digits, ``.``, ``_`` and ``-`` replaced by ``_``."""
-    return _NOT_IN_FILE.sub("_", table).strip("._") + ".csv"
+    return (_NOT_IN_FILE.sub("_", table).strip("._") or "table") + ".csv"
 
 
 def sheet_names(tables: list[str]) -> dict[str, str]:
@@ -132,7 +132,7 @@ def write_xlsx(path: Path, tables: dict[str, list[dict]], csvs: dict[str, str] |
     os.close(fd)
     try:
         wb.save(tmp)
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, 0o666 & ~_umask())            # an ordinary new file's permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
