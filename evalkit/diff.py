@@ -56,8 +56,9 @@ class RunDiff:
         else:
             lines.append(f"params: {len(self.params)} differ")
             lines += [f"  {r.key}: {r.a} -> {r.b}" for r in self.params.itertuples()]
-        lines.append(f"estimates: {int((e['in'] == 'both').sum())} in both runs "
-                     f"({int(e['changed'].sum())} changed), "
+        both = e["in"] == "both"
+        lines.append(f"estimates: {int(both.sum())} in both runs "
+                     f"({int((e['changed'] & both).sum())} changed), "
                      f"{int((e['in'] == 'A only').sum())} in A only, "
                      f"{int((e['in'] == 'B only').sum())} in B only")
         return "\n".join(lines)

@@ -238,3 +238,12 @@ def test_provenance_outside_a_checkout(tmp_path):
     p = provenance(tmp_path)
     assert p["lock"]["source"] == "distribution" and "git" not in p
     assert copy.deepcopy(p["packages"]) == provenance()["packages"]
+
+
+def test_only_accepts_notebook_or_workbook_names():
+    from evalkit.errors import EvalkitError
+    from evalkit.runner import workbook_names
+    assert workbook_names(["04_costs", "utilization"]) == ["utilization", "costs"]
+    assert workbook_names("03_utilization.ipynb, costs") == ["utilization", "costs"]
+    with pytest.raises(EvalkitError, match="no such workbook; give one of 01_data_quality"):
+        workbook_names(["utilisation"])
