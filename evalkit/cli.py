@@ -1,5 +1,6 @@
-"""Command line: ``evalkit run``, ``validate``, ``status``, ``synth``, ``brief``,
-``params-schema`` and ``--version``."""
+"""Command line: ``evalkit run`` (``--only`` to re-run some workbooks of a finished run),
+``validate``, ``status``, ``synth``, ``brief``, ``diff``, ``params-schema`` and
+``--version``."""
 from __future__ import annotations
 
 import argparse
@@ -34,6 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a param by its dotted key, e.g. --set data.members=100000")
     p_run.add_argument("--quiet", action="store_true", help="no progress output")
+    p_run.add_argument("--only", action="append", metavar="WORKBOOK",
+                       help="re-run just this workbook (03_utilization or utilization; "
+                            "repeat or separate with commas) into the finished run in --out, "
+                            "keeping its other notebooks and estimates; then results.json, "
+                            "the brief and the tables are rewritten")
 
     p_val = sub.add_parser("validate", help="check a params file without running anything")
     p_val.add_argument("params")
@@ -76,6 +82,15 @@ def main(argv: list[str] | None = None) -> int:
                        help="write brief-AUDIENCE.html/.pdf for this audience beside the run's "
                             "own brief (default: re-render the run's own brief.html/.pdf)")
 
+    p_diff = sub.add_parser("diff", help="two runs' estimates side by side (sensitivity "
+                                         "analyses), with the params that differ")
+    p_diff.add_argument("run_a", help="the first run's output folder (A)")
+    p_diff.add_argument("run_b", help="the second run's output folder (B)")
+    p_diff.add_argument("--csv", metavar="FILE",
+                        help="also write every matched estimate, with both values, to FILE")
+    p_diff.add_argument("--changed", action="store_true",
+                        help="list only the estimates that differ or are in one run")
+
     sub.add_parser("params-schema", help="print the JSON Schema of params files "
                                          "(docs/params.schema.json), for editors")
 
@@ -83,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             from .runner import run
-            result = run(args.params, out=args.out, overrides=args.overrides, quiet=args.quiet)
+            result = run(args.params, out=args.out, overrides=args.overrides, quiet=args.quiet,
+                         only=args.only)
             print(f"outputs in {result.output_dir.resolve()}")
             print(f"results:  {result.results_path.resolve()}")
         elif args.command == "brief":
@@ -106,6 +122,16 @@ def main(argv: list[str] | None = None) -> int:
                           f"{r.table} {r.rows:,} rows, {r.columns} columns"
                           + (f" ({r.accepted:,} accepted, {r.quarantined:,} quarantined)"
                              if "accepted" in tables else "") for r in tables.itertuples()))
+        elif args.command == "diff":
+            from .diff import diff_runs
+            d = diff_runs(args.run_a, args.run_b)
+            print(d.summary())
+            table = d.table(changed_only=args.changed)
+            if not table.empty:
+                print(table.to_string(index=False))
+            if args.csv:
+                d.estimates.to_csv(args.csv, index=False)
+                print(f"all {len(d.estimates)} estimates: {args.csv}")
         elif args.command == "params-schema":
             from .params import schema_json
             sys.stdout.write(schema_json())

@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import EvalkitError
+from .export import read_xlsx
 from .results import write_text_atomic
 
 __all__ = [
@@ -764,7 +765,7 @@ _NOT_COUNT_WORDS = frozenset((
     "programs", "sites", "arms", "windows", "chunks"))
 _TEXT_SUFFIXES = {".html", ".htm", ".ipynb", ".json", ".md", ".txt", ".csv", ".tsv", ".svg"}
 _DATA_SUFFIXES = {".parquet", ".duckdb", ".db", ".sqlite", ".sqlite3", ".feather", ".arrow",
-                  ".pkl", ".pickle", ".xlsx", ".xls", ".sas7bdat", ".dta", ".rds", ".rdata",
+                  ".pkl", ".pickle", ".xls", ".sas7bdat", ".dta", ".rds", ".rdata",
                   ".h5", ".hdf5", ".npy", ".npz", ".orc", ".avro"}
 _SKIP_DIRS = ("work", ".ipynb_checkpoints", "__pycache__", ".git")
 
@@ -1384,7 +1385,9 @@ def scan_outputs(folder, member_ids=None, dates_of_service=None, secrets=(), min
       otherwise each PDF is a finding of kind ``unscanned`` (``unscanned_pdfs="fail"``,
       default) or is listed in ``not_scanned`` (``"report"``). Tables in PDFs are not
       parsed for small counts; check the HTML they were made from.
-    * data files (Parquet, DuckDB, SQLite, pickles, spreadsheets ...): a ``data_file``
+    * ``.xlsx``: each sheet as a CSV table (needs openpyxl; without it the file is a
+      finding of kind ``unscanned``).
+    * data files (Parquet, DuckDB, SQLite, pickles, ``.xls`` ...): a ``data_file``
       finding; member-level data has no place in a public folder.
     * anything else (images ...): listed in ``not_scanned``.
 
@@ -1494,6 +1497,9 @@ def scan_outputs(folder, member_ids=None, dates_of_service=None, secrets=(), min
                 sc.text(proc.stdout.decode("utf-8", errors="replace"), rel, "PDF text")
                 scanned.append(rel)
                 continue
+            if suffix == ".xlsx":
+                _scan_xlsx(sc, path, rel, scanned)
+                continue
             if suffix not in _TEXT_SUFFIXES:
                 not_scanned.append((rel, f"not a text output ({suffix or 'no suffix'})"))
                 continue
@@ -1553,6 +1559,24 @@ def _scan_csv(sc: _Scanner, text: str, file: str, delim: str) -> None:
             sc.text(cell, file, f"row {r_i}, field {c_i}", lines=False, dates=False,
                     secrets=False)
     sc.table(rows[0], rows[1:], file, "csv")
+
+
+def _scan_xlsx(sc: _Scanner, path: Path, rel: str, scanned: list) -> None:
+    """Each sheet of an Excel workbook (such as the run's ``tables.xlsx``) as a CSV table."""
+    try:
+        sheets = read_xlsx(path)
+    except EvalkitError as err:
+        sc.findings.append(Finding(rel, "unscanned", "whole file", str(err)))
+        return
+    except Exception as err:  # noqa: BLE001 - a damaged file is a finding, not a crash
+        sc.findings.append(Finding(rel, "unreadable", "whole file",
+                                   f"not a readable Excel workbook: {type(err).__name__}"))
+        return
+    for sheet, rows in sheets.items():
+        buf = io.StringIO()
+        csv.writer(buf).writerows([["" if v is None else v for v in r] for r in rows])
+        _scan_csv(sc, buf.getvalue(), f"{rel} [{sheet}]", ",")
+    scanned.append(rel)
 
 
 def _join_text(v) -> str:

@@ -7,7 +7,15 @@
 3. execute each workbook in order with papermill in a real Jupyter kernel, injecting
    the path of the validated params; save each executed notebook and its HTML;
 4. write the brief, ``brief.html`` and ``brief.pdf`` (:mod:`evalkit.report`);
-5. merge the workbooks' records into ``results.json`` (atomically).
+5. write the tables as ``tables/<name>.csv`` and ``tables.xlsx`` (:mod:`evalkit.export`);
+6. in a public run, scan every output (:func:`_privacy_scan`);
+7. merge the workbooks' records into ``results.json`` (atomically), with the software the
+   run was made with (:mod:`evalkit.provenance`).
+
+``--only WORKBOOK`` (``only=``) re-runs some workbooks into a finished run instead,
+keeping the others (:func:`rerun_checks` says when it is refused); steps 1 and 2 are the
+run's own, steps 4 to 7 are done again. A run into a folder holding an earlier run
+replaces it, warning first about notebooks of workbooks its params do not list.
 
 One run at a time per output folder: the run locks the folder
 (:class:`~evalkit.runlock.RunLock`) and a second run into it is refused, naming the run
@@ -32,13 +40,16 @@ import json
 import shutil
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import __version__
 from . import params as _params
 from .data.source import describe_source
-from .errors import EvalkitError, WorkbookError
+from .errors import EvalkitError, EvalkitWarning, WorkbookError
+from .export import TABLES_DIR, XLSX_NAME, export_tables
+from .provenance import provenance
 from .results import assemble, write_json_atomic, write_text_atomic
 from .privacy import scrub
 from .runlock import LOCK_NAME, RunIdentity, RunLock, new_run_id
@@ -165,7 +176,8 @@ def _failed_cell(notebook: Path) -> str:
 
 def run(params_path: str | Path | None = None, out: str | Path | None = None,
         overrides: list[str] | dict | None = None, quiet: bool = False,
-        params: _params.Params | None = None, kernel_name: str = "python3") -> RunResult:
+        params: _params.Params | None = None, kernel_name: str = "python3",
+        only: list[str] | str | None = None) -> RunResult:
     """Run the workbooks named in the params; see the module docstring.
 
     Parameters
@@ -174,6 +186,9 @@ def run(params_path: str | Path | None = None, out: str | Path | None = None,
     out : output folder; default ``runs/<params file stem>``.
     overrides : ``["data.members=100000", ...]`` or a mapping of dotted keys to values.
     quiet : no progress messages.
+    only : re-run just these workbooks (``03_utilization`` or ``utilization``; a list or
+        a comma-separated string) into the finished run in ``out``, keeping its other
+        notebooks and estimates (:func:`rerun_checks` says what must match).
 
     Returns
     -------
@@ -186,6 +201,8 @@ def run(params_path: str | Path | None = None, out: str | Path | None = None,
         params = _params.validate(_params.apply_overrides(params.to_dict(), overrides))
     stem = Path(params_path).stem if params_path else "default"
     out_dir = Path(out) if out else Path("runs") / stem
+    if only:
+        return _rerun(params, out_dir, workbook_names(only), quiet, kernel_name)
     _check_output_dir(out_dir)
     from .limits import check_disk
     check_disk(params, out_dir)                   # an absurd size is refused before any work
@@ -197,12 +214,135 @@ def run(params_path: str | Path | None = None, out: str | Path | None = None,
         lock.release()
 
 
+def workbook_names(only: list[str] | str) -> list[str]:
+    """Workbook names from ``--only`` values: ``03_utilization``, ``utilization`` or
+    ``03_utilization.ipynb``, each value possibly a comma-separated list."""
+    values = [only] if isinstance(only, str) else list(only)
+    by_stem = {Path(w.file).stem: w.name for w in CATALOG}
+    names = []
+    for v in (x.strip() for value in values for x in str(value).split(",")):
+        if not v:
+            continue
+        name = v if v in BY_NAME else by_stem.get(v.removesuffix(".ipynb"))
+        if name is None:
+            raise EvalkitError(f"--only {v}: no such workbook; give one of "
+                               + ", ".join(f"{Path(w.file).stem} ({w.name})" for w in CATALOG))
+        names.append(name)
+    if not names:
+        raise EvalkitError("--only names no workbook")
+    return in_run_order(names)
+
+
+def _warn_unlisted(out_dir: Path, workbooks: list[str]) -> None:
+    """Warn before a run removes notebooks of an earlier run in its folder that its own
+    params do not list (a folder holds one run)."""
+    gone = sorted(p.name for w in CATALOG if w.name not in workbooks
+                  for p in (out_dir / w.file, failed_name(out_dir / w.file)) if p.exists())
+    if gone:
+        warnings.warn(
+            f"{out_dir} held notebooks of an earlier run that this run's params do not list: "
+            f"{', '.join(gone)}. They are removed, since a folder holds one run; to re-run "
+            "some workbooks of a finished run and keep the others, use "
+            "`evalkit run PARAMS --out RUN --only WORKBOOK`.", EvalkitWarning, stacklevel=4)
+
+
+def rerun_checks(params: _params.Params, out_dir: Path, names: list[str]) -> tuple[dict, _params.Params]:
+    """Check that ``names`` can be re-run into the run in ``out_dir``; return its results
+    and the params with the run's own workbooks list.
+
+    The folder must hold a finished run (``status: ok``) whose params hash equals that of
+    ``params`` once their ``workbooks`` list is the run's (so a params file listing only
+    the workbook to re-run is accepted), ``names`` must be among the run's workbooks, and
+    the run's prepared database (``work/``) must be there with the run's data fingerprint:
+    the workbooks read it, not the data source, so they see the data the others saw.
+    """
+    import duckdb
+    from .study import DB_NAME
+    path = out_dir / "results.json"
+    try:
+        prior = json.loads(path.read_text())
+        run_block = prior["run"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise EvalkitError(f"--only needs a finished run in {out_dir}, and {path} is missing "
+                           "or not a results file of evalkit; run all the workbooks first") from None
+    status = read_status(out_dir)["status"]
+    if status != "ok":
+        raise EvalkitError(f"--only needs a finished run in {out_dir}, and that run's status is "
+                           f"{status} (`evalkit status {out_dir}`); run all the workbooks again")
+    recorded = (run_block.get("params") or {}).get("workbooks") or []
+    full = _params.validate({**params.to_dict(), "workbooks": recorded})
+    if full.digest() != run_block.get("params_hash"):
+        raise EvalkitError(
+            f"--only: these params are not the params of the run in {out_dir} (params hash "
+            f"{full.digest()[:12]} against the run's {str(run_block.get('params_hash'))[:12]}; "
+            "the workbooks list may differ, nothing else); run all the workbooks into a new "
+            "folder instead")
+    missing = [n for n in names if n not in recorded]
+    if missing:
+        raise EvalkitError(f"--only: {', '.join(missing)} is not among the run's workbooks "
+                           f"({', '.join(recorded)}); run the params listing it into a new folder")
+    db = out_dir / "work" / DB_NAME
+    try:
+        con = duckdb.connect(str(db), read_only=True)
+        try:
+            fp = con.execute("SELECT fingerprint FROM run_info").fetchall()[0][0]
+        finally:
+            con.close()
+    except (duckdb.Error, IndexError):
+        fp = None
+    if not db.is_file() or fp != run_block.get("data_fingerprint"):
+        raise EvalkitError(f"--only: the run's prepared data ({db}) is missing or is not the "
+                           "data the run analysed (its fingerprint differs); run all the "
+                           "workbooks again")
+    return prior, full
+
+
+def _rerun(params, out_dir: Path, names: list[str], quiet: bool, kernel_name: str) -> RunResult:
+    """Re-run ``names`` into the finished run in ``out_dir`` (see :func:`run`'s ``only``)."""
+    started = _now()
+    if not (out_dir / "results.json").is_file():
+        raise EvalkitError(f"--only needs a finished run in {out_dir}, and it holds none (no "
+                           "results.json); run all the workbooks first")
+    try:
+        run_id = json.loads((out_dir / "results.json").read_text())["run"]["run_id"]
+    except (OSError, ValueError, KeyError, TypeError):
+        run_id = new_run_id()           # rerun_checks says what is wrong, under the lock
+    lock = RunLock(out_dir, run_id).acquire()
+    try:
+        prior, params = rerun_checks(params, out_dir, names)
+        from .privacy import redact_params
+        secrets = redact_params(params.to_dict())[1]
+        run_info = {**prior["run"], "status": "running", "step": names[0], "finished": None,
+                    **{k: v for k, v in lock.identity.to_dict().items() if k != "run_id"}}
+        for key in ("brief", "privacy", "tables", "failed_step", "error"):
+            run_info.pop(key, None)
+        run_info["reruns"] = [*prior["run"].get("reruns", []),
+                              {"workbooks": names, "started": started, **provenance()}]
+        for wb in names:
+            dest = out_dir / BY_NAME[wb].file
+            (out_dir / "parts" / f"{wb}.json").unlink(missing_ok=True)
+            for nb in (dest, failed_name(dest), _running_name(dest)):
+                nb.unlink(missing_ok=True)
+                nb.with_suffix(".html").unlink(missing_ok=True)
+        results_path = out_dir / "results.json"
+        write_json_atomic(results_path, assemble(out_dir, run_info, params.workbooks))
+        _say(f"evalkit {__version__}: re-running {', '.join(names)} into the run {run_id} "
+             "(its other workbooks are kept)", quiet)
+        return _run_guarded(params, out_dir, out_dir / "params.json", results_path, run_info,
+                            secrets, quiet, kernel_name, only=names)
+    finally:
+        lock.release()
+
+
 def _run_locked(params, out_dir: Path, run_id: str, identity: RunIdentity, started: str,
                 quiet: bool, kernel_name: str) -> RunResult:
     """The run itself, with the output folder locked."""
     results_path = out_dir / "results.json"
+    _warn_unlisted(out_dir, params.workbooks)
     results_path.unlink(missing_ok=True)          # never leave an old success behind
     shutil.rmtree(out_dir / "parts", ignore_errors=True)
+    shutil.rmtree(out_dir / TABLES_DIR, ignore_errors=True)
+    (out_dir / XLSX_NAME).unlink(missing_ok=True)
     for name in (w.file for w in CATALOG):        # nor notebooks of an earlier run
         dest = out_dir / name
         for nb in (dest, failed_name(dest), _running_name(dest)):
@@ -222,11 +362,20 @@ def _run_locked(params, out_dir: Path, run_id: str, identity: RunIdentity, start
                 "data_source": describe_source(params).text,
                 "data_fingerprint": None, "started": started, "finished": None,
                 "status": "running", "step": "prepare", "workbooks": [],
+                **provenance(),
                 **{k: v for k, v in identity.to_dict().items() if k != "run_id"}}
     write_json_atomic(results_path, {"run": run_info, "estimates": [], "tables": {}})
+    return _run_guarded(params, out_dir, params_file, results_path, run_info, secrets, quiet,
+                        kernel_name)
+
+
+def _run_guarded(params, out_dir, params_file, results_path, run_info, secrets, quiet,
+                 kernel_name, only=()) -> RunResult:
+    """The run's steps; on any error or interruption the run is recorded as failed."""
+    run_id = run_info["run_id"]
     try:
         return _run_steps(params, out_dir, params_file, results_path, run_info, secrets,
-                          quiet, kernel_name)
+                          quiet, kernel_name, only)
     except BaseException as err:   # Ctrl-C or an unexpected error: never leave "running"
         if run_info["status"] == "running":
             for w in run_info["workbooks"]:
@@ -273,36 +422,21 @@ def _step(run_info: dict, results_path: Path, step: str) -> None:
 
 
 def _run_steps(params, out_dir, params_file, results_path, run_info, secrets, quiet,
-               kernel_name) -> RunResult:
+               kernel_name, only=()) -> RunResult:
+    """Prepare the data, execute the workbooks, write the brief and the tables, scan a
+    public run; with ``only`` (a re-run into a finished run) just those workbooks run, on
+    the run's prepared data."""
 
     def finish(status: str, **extra) -> None:
         _finish(run_info, results_path, out_dir, params, status, **extra)
 
-    _say(f"evalkit {__version__}: preparing data ({params.mode} mode, source "
-         f"{describe_source(params).kind})", quiet)
-    t0 = time.perf_counter()
-    try:
-        prepared = prepare(params, out_dir, progress=not quiet)
-    except EvalkitError as err:
-        message = scrub(str(err), secrets)
-        finish("failed", error=message, failed_step="prepare")
-        if message != str(err):
-            raise type(err)(message) from None
-        raise
-    run_info["data_fingerprint"] = prepared.fingerprint
-    run_info["prepare_seconds"] = round(time.perf_counter() - t0, 2)
-    counts = prepared.report.counts
-    _say(f"  data ready in {time.perf_counter() - t0:.1f}s: "
-         + ", ".join(f"{r.table} {r.accepted:,} accepted / {r.quarantined:,} quarantined"
-                     for r in counts.itertuples()), quiet)
-    # counts and dollars, no member ids; small cells hidden in public runs
-    for sentence in prepared.report.note_sentences(params.report.public, params.report.min_cell):
-        _say(f"  {sentence}", quiet)
+    if not only:
+        _prepare(params, out_dir, run_info, secrets, quiet, finish)
 
     import papermill as pm
     _register_atomic()
     notebooks = []
-    order = in_run_order(params.workbooks)
+    order = in_run_order(only or params.workbooks)
     run_id = run_info["run_id"]
     for i, wb in enumerate(order, start=1):
         src = WORKBOOK_DIR / BY_NAME[wb].file
@@ -311,7 +445,7 @@ def _run_steps(params, out_dir, params_file, results_path, run_info, secrets, qu
         _say(f"[{i}/{len(order)}] {wb}: executing {src.name}", quiet)
         t1 = time.perf_counter()
         status = {"workbook": wb, "notebook": dest.name, "status": "running"}
-        run_info["workbooks"].append(status)
+        _put_status(run_info["workbooks"], status)
         _step(run_info, results_path, wb)
         try:
             pm.execute_notebook(
@@ -345,6 +479,13 @@ def _run_steps(params, out_dir, params_file, results_path, run_info, secrets, qu
     # the brief sees the params as published (secrets redacted), like the workbooks
     _write_brief(_params.validate(run_info["params"]), out_dir, run_info, results_path, quiet,
                  secrets)
+    _step(run_info, results_path, "tables")
+    run_info["tables"] = export_tables(out_dir, assemble(out_dir, run_info, params.workbooks)
+                                       ["tables"])
+    if run_info["tables"].get("xlsx_error"):
+        warnings.warn(run_info["tables"]["xlsx_error"], EvalkitWarning, stacklevel=2)
+    _say(f"tables: {TABLES_DIR}/ ({run_info['tables']['count']} CSV files)"
+         + (f" and {XLSX_NAME}" if run_info["tables"]["xlsx"] else ""), quiet)
     if params.report.public:
         _step(run_info, results_path, "privacy scan")
         _say("checking the outputs are safe to publish", quiet)
@@ -358,6 +499,40 @@ def _run_steps(params, out_dir, params_file, results_path, run_info, secrets, qu
     finish("ok")
     _say(f"done: {results_path}", quiet)
     return RunResult(out_dir, results_path, "ok", notebooks)
+
+
+def _prepare(params, out_dir: Path, run_info: dict, secrets, quiet: bool, finish) -> None:
+    """Build the run's database (:func:`evalkit.study.prepare`), recording its fingerprint."""
+    _say(f"evalkit {__version__}: preparing data ({params.mode} mode, source "
+         f"{describe_source(params).kind})", quiet)
+    t0 = time.perf_counter()
+    try:
+        prepared = prepare(params, out_dir, progress=not quiet)
+    except EvalkitError as err:
+        message = scrub(str(err), secrets)
+        finish("failed", error=message, failed_step="prepare")
+        if message != str(err):
+            raise type(err)(message) from None
+        raise
+    run_info["data_fingerprint"] = prepared.fingerprint
+    run_info["prepare_seconds"] = round(time.perf_counter() - t0, 2)
+    counts = prepared.report.counts
+    _say(f"  data ready in {time.perf_counter() - t0:.1f}s: "
+         + ", ".join(f"{r.table} {r.accepted:,} accepted / {r.quarantined:,} quarantined"
+                     for r in counts.itertuples()), quiet)
+    # counts and dollars, no member ids; small cells hidden in public runs
+    for sentence in prepared.report.note_sentences(params.report.public, params.report.min_cell):
+        _say(f"  {sentence}", quiet)
+
+
+def _put_status(statuses: list[dict], status: dict) -> None:
+    """Put a workbook's status in the run's list: in place of its earlier one (a re-run),
+    else at the end."""
+    for i, w in enumerate(statuses):
+        if w["workbook"] == status["workbook"]:
+            statuses[i] = status
+            return
+    statuses.append(status)
 
 
 def _kernel_died(err: Exception) -> bool:
