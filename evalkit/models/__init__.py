@@ -7,7 +7,8 @@ interrupted time series and the bootstraps that resample them.
 from .bootstrap import bootstrap, bootstrap_count_effect, bootstrap_indices, bootstrap_two_part
 from .count import count_model
 from .effects import EffectResult, check_alpha
-from .panel import did, its
+from .did import did
+from .its import its
 from .twopart import park_test, two_part
 
 __all__ = ["EffectResult", "bootstrap", "bootstrap_count_effect", "bootstrap_indices",

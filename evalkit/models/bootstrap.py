@@ -1410,8 +1410,8 @@ def bootstrap_two_part(data: pd.DataFrame, formula: str, treatment: str, n_boot:
 
     fit = two_part(frame, formula, first=first, second=second)
     eff = fit.effect(treatment, alpha=alpha)
-    estimate = pd.Series({"cost_difference": eff.estimate("cost_difference"),
-                          "ratio": eff.estimate("ratio"), "mean_treated": eff.mean_treated,
+    estimate = pd.Series({"cost_difference": eff.at("cost_difference"),
+                          "ratio": eff.at("ratio"), "mean_treated": eff.mean_treated,
                           "mean_control": eff.mean_control}, dtype=float)
     design = _design(frame, strata, cluster, what)
 
@@ -1847,7 +1847,7 @@ def bootstrap_count_effect(data: pd.DataFrame, formula: str, treatment: str,
     fit = count_model(frame, formula, family=family, exposure=exposure)
     eff = fit.effect(treatment, alpha=alpha)
     names_out = COUNT_STATISTICS[exposure is not None]
-    estimate = pd.Series(dict(zip(names_out, [eff.estimate(names_out[0]), eff.estimate(names_out[1]),
+    estimate = pd.Series(dict(zip(names_out, [eff.at(names_out[0]), eff.at(names_out[1]),
                                               *_count_means(fit, treatment)])), dtype=float)
     design = _design(frame, strata, None, what)
     model = fit.model
