@@ -97,6 +97,7 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from evalkit.errors import DataValidationError, EvalkitError, ParamsError, StatisticalWarning
+from evalkit.models.base import TermTable
 from evalkit.models.count import gamma_differences
 from evalkit.models.effects import (
     binary_columns, build_matrix, check_alpha, counterfactual_frames, one_blas_thread,
@@ -141,7 +142,7 @@ def replicate_fields(n_replicates: int, n_failed: int, what: str = "bootstrap") 
 
 # =========================================================================== result
 @dataclass(frozen=True)
-class BootstrapResult:
+class BootstrapResult(TermTable):
     """A bootstrap distribution and its summaries, as a value.
 
     Attributes
@@ -196,6 +197,22 @@ class BootstrapResult:
     n_units: int
     method: str
     extra: dict = field(default_factory=dict)
+
+    @property
+    def table(self) -> pd.DataFrame:
+        """``term, estimate, std_error, ci_low, ci_high, p_value, interval``: each statistic
+        with its BCa interval (or, when BCa was not asked for, the first method asked for,
+        named in ``interval``); ``p_value`` is NaN (a bootstrap interval has none)."""
+        methods = list(dict.fromkeys(self.intervals["method"]))
+        method = "bca" if "bca" in methods else methods[0]
+        ci = self.intervals[self.intervals["method"] == method].set_index("term")
+        terms = self.estimate.index
+        return pd.DataFrame({
+            "term": terms, "estimate": self.estimate.to_numpy(),
+            "std_error": self.std_error.reindex(terms).to_numpy(),
+            "ci_low": ci["ci_low"].reindex(terms).to_numpy(),
+            "ci_high": ci["ci_high"].reindex(terms).to_numpy(),
+            "p_value": np.nan, "interval": method})
 
     def ci(self, term: str | None = None, method: str = "bca") -> tuple[float, float]:
         """``(ci_low, ci_high)`` of one statistic by one method.
