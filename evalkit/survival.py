@@ -34,7 +34,6 @@ What comes from a library and what is written here
 """
 from __future__ import annotations
 
-import re
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,7 +55,7 @@ from evalkit.errors import (
 )
 from evalkit.models.effects import check_alpha
 from evalkit.models.base import ModelResult, wald_table
-from evalkit.models.effects import sandwich
+from evalkit.models.effects import r_term_name, sandwich
 
 __all__ = [
     "KaplanMeierResult",
@@ -770,14 +769,6 @@ class CoxResult(ModelResult):
                          name="hazard_ratio")
 
 
-def _r_term_name(name: str) -> str:
-    """patsy column name -> the name R's model.matrix gives it."""
-    name = name.replace("[T.True]", "TRUE").replace("[T.False]", "FALSE")
-    name = re.sub(r"\[T\.([^\]]*)\]", r"\1", name)
-    name = re.sub(r"\[([^\]]*)\]", r"\1", name)
-    return re.sub(r"\s*\*\*\s*", "^", name)
-
-
 def _design(data: pd.DataFrame, rhs: str, where: str) -> pd.DataFrame:
     """Design matrix without intercept, columns in formula order, rows with NA dropped."""
     try:
@@ -794,7 +785,7 @@ def _design(data: pd.DataFrame, rhs: str, where: str) -> pd.DataFrame:
             continue
         cols.extend(dm.columns[slices[tname]])
     out = dm.loc[:, cols]
-    out.columns = [_r_term_name(c) for c in cols]
+    out.columns = [r_term_name(c) for c in cols]
     return out
 
 

@@ -42,6 +42,7 @@ __all__ = [
     "fit_glm",
     "check_fitted_probabilities",
     "r_term_name",
+    "formula_variables",
     "prepare_frame",
     "build_matrix",
     "parse_vcov",
@@ -109,8 +110,13 @@ def r_term_name(name: str) -> str:
 
 
 # --------------------------------------------------------------------------- frames
-def _formula_variables(formula: str, columns) -> list[str]:
-    """Columns of the data a formula refers to (raises on names that are not columns)."""
+def formula_variables(formula: str, columns) -> list[str]:
+    """Columns of the data a formula (or a right-hand side) refers to, in order of first
+    use: the one formula parser of the models, causal and survival code.
+
+    Raises a ParamsError when the formula cannot be parsed or uses ``offset()``, and a
+    DataValidationError naming the names that are neither columns nor formula functions.
+    """
     if "offset(" in formula.replace(" ", ""):
         raise ParamsError(
             f"formula {formula!r} uses offset(); pass the exposure column instead, e.g. "
@@ -184,7 +190,7 @@ def prepare_frame(data: pd.DataFrame, formulas, extra_columns=(), what: str = "m
         raise DataValidationError(f"{what}: data must be a pandas DataFrame, got {type(data).__name__}.")
     used: list[str] = []
     for f in formulas:
-        for nm in _formula_variables(f, data.columns):
+        for nm in formula_variables(f, data.columns):
             if nm not in used:
                 used.append(nm)
     missing = [c for c in extra_columns if c not in data.columns]
