@@ -95,9 +95,10 @@ class EffectResult(TermTable):
     treatment : str
         What was contrasted: the 0/1 column set to 1 and then 0, the treated x post term,
         the intervention.
-    nobs : int
-        Rows behind the effect.
     method : str
+    nobs : int or None
+        Rows (members, units, studies) behind the effect; None where there are none
+        (economic figures computed from other estimates).
     vcov : str
         The variance the standard errors use.
     alpha : float
@@ -112,8 +113,8 @@ class EffectResult(TermTable):
 
     table: pd.DataFrame
     treatment: str
-    nobs: int
     method: str
+    nobs: int | None = None
     vcov: str = ""
     alpha: float = 0.05
     estimand: str = "ATE"
@@ -125,7 +126,8 @@ class EffectResult(TermTable):
         return self.table.copy()
 
     def summary(self) -> str:
-        lines = [f"{self.estimand} of {self.treatment} ({self.method}); {self.nobs} rows"
+        lines = [f"{self.estimand} of {self.treatment} ({self.method})"
+                 + (f"; {self.nobs} rows" if self.nobs is not None else "")
                  + (f"; vcov {self.vcov}" if self.vcov else "")]
         if math.isfinite(self.mean_treated) and math.isfinite(self.mean_control):
             lines.append(f"mean if all treated: {self.mean_treated:.6g}; if none treated: "
@@ -134,9 +136,33 @@ class EffectResult(TermTable):
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
-        head = (f"<p><b>{self.estimand} of {self.treatment}</b> ({self.method}) &middot; "
-                f"{self.nobs} rows</p>")
+        head = (f"<p><b>{self.estimand} of {self.treatment}</b> ({self.method})"
+                + (f" &middot; {self.nobs} rows" if self.nobs is not None else "") + "</p>")
         return head + self.table.to_html(index=False, float_format=lambda v: f"{v:.4g}")
+
+
+_RECORD_FIELDS = ("outcome", "contrast", "estimand", "method")
+
+
+class RecordsEffect:
+    """``effect()`` for results whose estimates are economic figures: the records of
+    their ``estimates()`` method (results vocabulary) as an :class:`EffectResult` whose
+    terms are the records' scales (``net_savings_per_member``, ``roi``, ``nmb``, ...);
+    further columns such as ``wtp`` tell repeated terms apart."""
+
+    def effect(self) -> EffectResult:
+        """The figures as an :class:`EffectResult` keyed by ``term`` (the record's scale)."""
+        rec = self.estimates().reset_index(drop=True)
+        table = rec.rename(columns={"scale": "term"})
+        for c in TABLE_COLUMNS:
+            if c not in table.columns:
+                table[c] = np.nan
+        extra = [c for c in table.columns if c not in TABLE_COLUMNS and c not in _RECORD_FIELDS]
+        first = rec.iloc[0] if len(rec) else {}
+        return EffectResult(
+            table=table[TABLE_COLUMNS + extra], treatment=str(first.get("contrast", "")),
+            method="; ".join(dict.fromkeys(rec["method"])) if "method" in rec else "",
+            estimand=str(first.get("estimand", "")), extra={"outcome": first.get("outcome")})
 
 
 def effect_table(rows, extra_columns=()) -> pd.DataFrame:
