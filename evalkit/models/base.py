@@ -37,7 +37,7 @@ def wald_table(terms, estimate, std_error, alpha: float = 0.05, part: str | None
         "ci_low": est - q * se, "ci_high": est + q * se, "p_value": p,
     })
     if part is not None:
-        table.insert(0, "part", part)
+        table.insert(1, "part", part)
     return table
 
 
@@ -141,14 +141,15 @@ class EffectResult(TermTable):
         return head + self.table.to_html(index=False, float_format=lambda v: f"{v:.4g}")
 
 
-_RECORD_FIELDS = ("outcome", "contrast", "estimand", "method")
+_RECORD_FIELDS = ("outcome", "contrast", "estimand", "method", "analysis", "model", "family",
+                  "adjusted_for", "primary")
 
 
 class RecordsEffect:
     """``effect()`` for results whose estimates are economic figures: the records of
     their ``estimates()`` method (results vocabulary) as an :class:`EffectResult` whose
     terms are the records' scales (``net_savings_per_member``, ``roi``, ``nmb``, ...);
-    further columns such as ``wtp`` tell repeated terms apart."""
+    further columns such as ``wtp`` or ``period`` tell repeated terms apart."""
 
     def effect(self) -> EffectResult:
         """The figures as an :class:`EffectResult` keyed by ``term`` (the record's scale)."""
