@@ -24,12 +24,11 @@ from scipy import linalg, stats
 from evalkit.errors import DataValidationError, ParamsError, StatisticalWarning
 from evalkit.models.base import EffectResult, ModelResult, effect_table, wald_table
 from evalkit.models.effects import (
-    build_matrix, check_alpha, one_blas_thread, prepare_frame, sandwich,
+    build_matrix, check_alpha, drop_bad_exposure, one_blas_thread, prepare_frame, sandwich,
 )
 from evalkit.models.fixed_effects import IndicatorDesign, PanelData, fe_fit
 from evalkit.models.panel_design import (
-    binary_column, check_family, check_name, covariate_rhs, drop_bad_exposure,
-    numeric_outcome, wald_quantile,
+    binary_column, check_family, check_name, covariate_rhs, numeric_outcome, wald_quantile,
 )
 
 __all__ = ["did", "DiDResult", "event_study_plot"]
@@ -324,7 +323,7 @@ def _did_frame(data, outcome, unit, time, treated, post, covariates, family, exp
     frame, dropped = prepare_frame(data, [cov_rhs] if cov_rhs else [],
                                    list(dict.fromkeys(cols)), what)
     if exposure is not None:
-        frame, dropped = drop_bad_exposure(frame, exposure, dropped, what)
+        frame, dropped = drop_bad_exposure(frame, exposure, dropped, what, stacklevel=5)
     return frame, dropped, cov_rhs, cluster_col
 
 

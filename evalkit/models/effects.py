@@ -44,6 +44,7 @@ __all__ = [
     "r_term_name",
     "formula_variables",
     "prepare_frame",
+    "drop_bad_exposure",
     "build_matrix",
     "parse_vcov",
     "sandwich",
@@ -220,6 +221,25 @@ def prepare_frame(data: pd.DataFrame, formulas, extra_columns=(), what: str = "m
         frame = frame.loc[~bad]
     if len(frame) == 0:
         raise DataValidationError(f"{what}: no complete rows left to fit the model.")
+    return frame, dropped
+
+
+def drop_bad_exposure(frame, exposure, dropped, what, stacklevel: int = 4):
+    """Leave out rows without time at risk (exposure not positive), with a
+    :class:`~evalkit.errors.DataDroppedWarning`; returns the frame and the updated ``dropped``."""
+    e = frame[exposure]
+    if not pd.api.types.is_numeric_dtype(e) or pd.api.types.is_bool_dtype(e):
+        raise DataValidationError(f"{what}: exposure {exposure!r} must be numeric member-months.")
+    v = e.to_numpy(dtype=float)
+    bad = ~(v > 0) | ~np.isfinite(v)
+    if bad.any():
+        k = int(bad.sum())
+        if k == len(frame):
+            raise DataValidationError(f"{what}: exposure {exposure!r} is not positive in any row.")
+        warnings.warn(f"{what}: {k} rows with exposure {exposure!r} <= 0 left out (no time at "
+                      "risk).", DataDroppedWarning, stacklevel=stacklevel)
+        dropped = {**dropped, "exposure <= 0": k}
+        frame = frame.loc[~bad]
     return frame, dropped
 
 

@@ -25,10 +25,11 @@ from scipy import stats
 
 from evalkit.errors import ConvergenceError, DataValidationError, ParamsError, StatisticalWarning
 from evalkit.models.base import EffectResult, ModelResult, wald_table
-from evalkit.models.effects import check_alpha, check_full_rank, one_blas_thread, prepare_frame
+from evalkit.models.effects import (
+    check_alpha, check_full_rank, drop_bad_exposure, one_blas_thread, prepare_frame,
+)
 from evalkit.models.panel_design import (
-    binary_column, check_family, check_name, drop_bad_exposure, numeric_outcome,
-    wald_quantile,
+    binary_column, check_family, check_name, numeric_outcome, wald_quantile,
 )
 
 __all__ = ["its", "ITSResult", "its_plot", "newey_west_lags"]

@@ -1,18 +1,17 @@
 """What difference-in-differences and interrupted time series share: the checks of a
-panel's or series' columns (names, 0/1 columns, outcome, exposure, covariates), the model
-families, and the Wald quantile of their intervals."""
+panel's or series' columns (names, 0/1 columns, outcome, covariates), the model families,
+and the Wald quantile of their intervals (exposure is checked by
+:func:`evalkit.models.effects.drop_bad_exposure`, shared with the count models)."""
 from __future__ import annotations
-
-import warnings
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from evalkit.errors import DataDroppedWarning, DataValidationError, ParamsError
+from evalkit.errors import DataValidationError, ParamsError
 
 __all__ = ["FAMILIES", "binary_column", "check_family", "check_name", "covariate_rhs",
-           "drop_bad_exposure", "numeric_outcome", "wald_quantile"]
+           "numeric_outcome", "wald_quantile"]
 
 FAMILIES = ("gaussian", "poisson")
 
@@ -63,25 +62,6 @@ def numeric_outcome(frame: pd.DataFrame, outcome: str, what: str) -> np.ndarray:
     if not np.all(np.isfinite(y)):
         raise DataValidationError(f"{what}: outcome {outcome!r} has infinite values.")
     return y
-
-
-def drop_bad_exposure(frame, exposure, dropped, what):
-    """Leave out rows without time at risk (exposure not positive), with a
-    :class:`~evalkit.errors.DataDroppedWarning`; returns the frame and the updated ``dropped``."""
-    e = frame[exposure]
-    if not pd.api.types.is_numeric_dtype(e) or pd.api.types.is_bool_dtype(e):
-        raise DataValidationError(f"{what}: exposure {exposure!r} must be numeric member-months.")
-    v = e.to_numpy(dtype=float)
-    bad = ~(v > 0) | ~np.isfinite(v)
-    if bad.any():
-        k = int(bad.sum())
-        if k == len(frame):
-            raise DataValidationError(f"{what}: exposure {exposure!r} is not positive in any row.")
-        warnings.warn(f"{what}: {k} rows with exposure {exposure!r} <= 0 left out (no time at "
-                      "risk).", DataDroppedWarning, stacklevel=4)
-        dropped = {**dropped, "exposure <= 0": k}
-        frame = frame.loc[~bad]
-    return frame, dropped
 
 
 def covariate_rhs(covariates, what: str) -> str | None:
