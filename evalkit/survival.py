@@ -1200,6 +1200,8 @@ def cox(data: pd.DataFrame, formula: str, duration: str, event: str, ties: str =
 class RestrictedMeanResult(TermTable):
     """Restricted mean survival time (RMST) per group, and between two groups, as a value.
 
+    ``effect()`` gives the difference between two groups.
+
     Attributes
     ----------
     table : DataFrame
@@ -1209,8 +1211,6 @@ class RestrictedMeanResult(TermTable):
     tau : float
         The horizon: RMST is the area under the Kaplan-Meier curve from 0 to ``tau``.
     alpha : float
-
-    ``effect()`` gives the difference between two groups.
     """
 
     table: pd.DataFrame

@@ -42,6 +42,9 @@ _FEW_ARM_CLUSTERS = 5
 class DiDResult(ModelResult):
     """A difference-in-differences fit (a :class:`~evalkit.models.base.ModelResult`).
 
+    ``effect()`` gives the treated x post effect as an
+    :class:`~evalkit.models.base.EffectResult`.
+
     Attributes
     ----------
     table : DataFrame
@@ -57,9 +60,6 @@ class DiDResult(ModelResult):
         ``run`` (bool), ``test``, ``statistic``, ``df``, ``p_value``, ``f_statistic``,
         ``f_df``, ``f_p_value`` and ``reason`` (why it was not run, when it was not).
     family : str
-
-    ``effect()`` gives the treated x post effect as an
-    :class:`~evalkit.models.base.EffectResult`.
     """
 
     event_study: pd.DataFrame | None = None

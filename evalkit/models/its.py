@@ -91,6 +91,8 @@ class _ITSFit:
 class ITSResult(ModelResult):
     """An interrupted time series fit (a :class:`~evalkit.models.base.ModelResult`).
 
+    ``effect()`` gives the effects as an :class:`~evalkit.models.base.EffectResult`.
+
     Attributes
     ----------
     table : DataFrame
@@ -107,8 +109,6 @@ class ITSResult(ModelResult):
     lags : int
         Newey-West truncation lag used.
     family : str
-
-    ``effect()`` gives the effects as an :class:`~evalkit.models.base.EffectResult`.
     """
 
     fitted: pd.DataFrame | None = None
