@@ -17,11 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import evalkit.causal as causal
-import evalkit.econ as econ
-import evalkit.models as models
-import evalkit.survival as survival
-import evalkit.synthesis as synthesis
+from evalkit import causal, econ, models, survival, synthesis
 from evalkit.models.base import TABLE_COLUMNS, EffectResult
 
 

@@ -11,7 +11,11 @@ Every fit is a value with a tidy ``.table`` keyed by ``term`` and ``.at(term, co
 """
 from .base import EffectResult, ModelResult
 from .bootstrap import (
-    BootstrapResult, bootstrap, bootstrap_count_effect, bootstrap_indices, bootstrap_two_part,
+    BootstrapResult,
+    bootstrap,
+    bootstrap_count_effect,
+    bootstrap_indices,
+    bootstrap_two_part,
 )
 from .count import CountResult, count_model
 from .did import DiDResult, did, event_study_plot

@@ -24,14 +24,24 @@ from scipy import linalg, stats
 from evalkit.errors import DataValidationError, ParamsError, StatisticalWarning
 from evalkit.models.base import EffectResult, ModelResult, effect_table, wald_table
 from evalkit.models.effects import (
-    build_matrix, check_alpha, drop_bad_exposure, one_blas_thread, prepare_frame, sandwich,
+    build_matrix,
+    check_alpha,
+    drop_bad_exposure,
+    one_blas_thread,
+    prepare_frame,
+    sandwich,
 )
 from evalkit.models.fixed_effects import IndicatorDesign, PanelData, fe_fit
 from evalkit.models.panel_design import (
-    binary_column, check_family, check_name, covariate_rhs, numeric_outcome, wald_quantile,
+    binary_column,
+    check_family,
+    check_name,
+    covariate_rhs,
+    numeric_outcome,
+    wald_quantile,
 )
 
-__all__ = ["did", "DiDResult", "event_study_plot"]
+__all__ = ["DiDResult", "did", "event_study_plot"]
 
 # Below these counts cluster-robust inference is unreliable (Cameron & Miller 2015, sec. VI).
 _FEW_CLUSTERS = 20

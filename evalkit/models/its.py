@@ -23,16 +23,29 @@ import pandas as pd
 import statsmodels.api as sm
 from scipy import stats
 
-from evalkit.errors import ConvergenceError, DataValidationError, ParamsError, StatisticalWarning
+from evalkit.errors import (
+    ConvergenceError,
+    DataValidationError,
+    ParamsError,
+    StatisticalWarning,
+)
 from evalkit.models.base import EffectResult, ModelResult, wald_table
 from evalkit.models.effects import (
-    check_alpha, check_full_rank, drop_bad_exposure, one_blas_thread, prepare_frame,
+    check_alpha,
+    check_full_rank,
+    drop_bad_exposure,
+    one_blas_thread,
+    prepare_frame,
 )
 from evalkit.models.panel_design import (
-    binary_column, check_family, check_name, numeric_outcome, wald_quantile,
+    binary_column,
+    check_family,
+    check_name,
+    numeric_outcome,
+    wald_quantile,
 )
 
-__all__ = ["its", "ITSResult", "its_plot", "newey_west_lags"]
+__all__ = ["ITSResult", "its", "its_plot", "newey_west_lags"]
 
 # Fewer points than this on either side of an interruption give weak ITS estimates
 # (Wagner et al. 2002 suggest about 12 monthly points before and after).
