@@ -76,7 +76,7 @@ def naive(data, which, indices):
         t = time.perf_counter()
         eff = two_part(data.iloc[indices[b]].reset_index(drop=True), FORMULA).effect("treated")
         times.append(time.perf_counter() - t)
-        out[b] = [eff.estimate("cost_difference"), eff.estimate("ratio"), eff.mean_treated,
+        out[b] = [eff.at("cost_difference"), eff.at("ratio"), eff.mean_treated,
                   eff.mean_control]
     return out, times
 

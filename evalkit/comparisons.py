@@ -181,7 +181,7 @@ def survival_by_arm(frame: pd.DataFrame, duration: str, event: str, covariates: 
     rm = survival.restricted_mean(data, duration, event, group="arm", tau=tau, alpha=alpha,
                                   order=order)
     km = survival.kaplan_meier(data, duration, event, group="arm", alpha=alpha)
-    at = km.at(report_times(rm.tau, unit))
+    at = km.survival_at(report_times(rm.tau, unit))
     lr = survival.logrank(data, duration, event, "arm")
     cox = survival.cox(data, "treated", duration, event, alpha=alpha)
     mf = model_frame(data, [c for c in covariates if c != "treated"])
@@ -194,7 +194,7 @@ def survival_by_arm(frame: pd.DataFrame, duration: str, event: str, covariates: 
         "arm": a, "n": int(med.loc[a, "n"]), "deaths": int(med.loc[a, "events"]),
         "censored": int(med.loc[a, "n"] - med.loc[a, "events"]),
         "median": med.loc[a, "median"], "median_ci_low": med.loc[a, "ci_low"],
-        "median_ci_high": med.loc[a, "ci_high"], "restricted_mean": rt.loc[a, "rmst"],
+        "median_ci_high": med.loc[a, "ci_high"], "restricted_mean": rt.loc[a, "estimate"],
         "rmst_ci_low": rt.loc[a, "ci_low"], "rmst_ci_high": rt.loc[a, "ci_high"],
         "tau": rm.tau} for a in reversed(order)])
     contrast = f"{labels['self_help']} vs {labels['control']}"
@@ -204,7 +204,7 @@ def survival_by_arm(frame: pd.DataFrame, duration: str, event: str, covariates: 
         recs.append(_hr_record(cox_adj, "treated", duration,
                                f"Cox model (Efron ties), adjusted for {', '.join(covs)}",
                                "conditional HR", n_t, n_c, contrast, mf.adjusted_for))
-    d = rm.difference.iloc[0]
+    d = rm.effect().table.iloc[0]
     recs.append({"outcome": duration, "scale": "difference", "contrast": contrast,
                  "estimate": float(d["estimate"]), "std_error": float(d["std_error"]),
                  "ci_low": float(d["ci_low"]), "ci_high": float(d["ci_high"]),
@@ -216,7 +216,7 @@ def survival_by_arm(frame: pd.DataFrame, duration: str, event: str, covariates: 
                  "model": "restricted mean (Kaplan-Meier)", "family": None, "adjusted_for": []})
     for r in rm.table.itertuples():
         recs.append({"outcome": duration, "scale": "mean", "contrast": f"{r.group} arm",
-                     "estimate": r.rmst, "std_error": r.std_error, "ci_low": r.ci_low,
+                     "estimate": r.estimate, "std_error": r.std_error, "ci_low": r.ci_low,
                      "ci_high": r.ci_high, "p_value": None,
                      "method": f"restricted mean survival to {rm.tau:.4g} {unit} (area under "
                                "the Kaplan-Meier curve)",
@@ -448,7 +448,7 @@ def compare_groups(frame: pd.DataFrame, group: str, outcomes: list[str],
             "still_running": int(med.loc[lv, "n"] - med.loc[lv, "events"]),
             "median": med.loc[lv, "median"], "median_ci_low": med.loc[lv, "ci_low"],
             "median_ci_high": med.loc[lv, "ci_high"]} for lv in levels])
-        at = km.at(report_times(float(frame[duration].max()), unit))
+        at = km.survival_at(report_times(float(frame[duration].max()), unit))
         ref = levels[0]
         data = frame.assign(_level=pd.Categorical(frame[group], categories=levels))
         cox = survival.cox(data, f"C(_level, Treatment(reference={ref!r}))", duration, event,

@@ -15,8 +15,9 @@ import pandas as pd
 from scipy import stats
 
 from .errors import ConvergenceError, DataValidationError, EvalkitError, StatisticalWarning
+from .models.base import TABLE_COLUMNS, EffectResult
 from .models.count import count_model
-from .models.panel import did
+from .models.did import did
 from .models.twopart import park_test, two_part
 from .spec import CLAIMS_OUTCOMES, model_frame
 
@@ -37,13 +38,13 @@ def with_treatment(frame: pd.DataFrame, group: str = "group", treated="self_help
     return out
 
 
-def _records(effect_table: pd.DataFrame, outcome: str, method: str, n_t: int, n_c: int,
+def _records(effect: EffectResult, outcome: str, method: str, n_t: int, n_c: int,
              alpha: float, *, analysis: str, model: str, family: str | None,
              adjusted_for: list[str]) -> pd.DataFrame:
-    """An EffectResult table in the results vocabulary (ratio SEs on the log scale), with
-    the structured fields of the record (analysis, model, family, adjusted_for)."""
+    """An EffectResult (terms are scales) in the results vocabulary (ratio SEs on the log
+    scale), with the structured fields of the record (analysis, model, family, adjusted_for)."""
     z = stats.norm.ppf(1 - alpha / 2)
-    t = effect_table[["scale", "estimate", "std_error", "ci_low", "ci_high", "p_value"]].copy()
+    t = effect.table[TABLE_COLUMNS].rename(columns={"term": "scale"})
     ratio = t["scale"].isin(RATIO_SCALES)
     t.loc[ratio, "std_error"] = (np.log(t.loc[ratio, "ci_high"]) - np.log(t.loc[ratio, "ci_low"])) / (2 * z)
     t.insert(0, "outcome", outcome)
@@ -151,7 +152,7 @@ def adjusted_count_effects(frame: pd.DataFrame, outcomes: list[str], covariates:
     for outcome in outcomes:
         choice = choose_count_family(frame, outcome, covs, exposure, families)
         eff = choice.fit.effect("treated", alpha=alpha)
-        parts.append(_records(eff.table, outcome, f"{choice.chosen} regression, recycled "
+        parts.append(_records(eff, outcome, f"{choice.chosen} regression, recycled "
                               f"predictions, {_adjusted(len(covs))}", n_t, n_c, alpha,
                               analysis="adjusted", model="count regression",
                               family=choice.chosen, adjusted_for=mf.adjusted_for))
@@ -208,7 +209,7 @@ def cost_effect(frame: pd.DataFrame, covariates: list[str], outcome: str = "tota
     fit = two_part(frame, formula, second=second)
     eff = fit.effect("treated", alpha=alpha)
     n_t, n_c = int(frame["treated"].sum()), int((1 - frame["treated"]).sum())
-    rec = _records(eff.table, outcome, f"two-part model (logit + {second} GLM, log link), "
+    rec = _records(eff, outcome, f"two-part model (logit + {second} GLM, log link), "
                    f"recycled predictions, {_adjusted(len(covs))}", n_t, n_c, alpha,
                    analysis="adjusted", model="two-part", family=f"logit + {second}",
                    adjusted_for=mf.adjusted_for)
@@ -274,7 +275,7 @@ def prepost_effects(member_windows: pd.DataFrame, outcomes: list[str],
             warnings.filterwarnings("ignore", message=".*pre-period.*", category=StatisticalWarning)
             fit = did(mw, outcome, "member_id", "period", "treated", post="post",
                       family="poisson", exposure=exposure, event_study=False, alpha=alpha)
-        rec = _records(fit.effect, outcome, "difference-in-differences (Poisson, member "
+        rec = _records(fit.effect(), outcome, "difference-in-differences (Poisson, member "
                        "and period fixed effects, SEs clustered by member)", n_t, n_c, alpha,
                        analysis="prepost", model="difference-in-differences",
                        family="poisson", adjusted_for=["member fixed effects",
@@ -349,7 +350,7 @@ def time_to_event_effects(frame: pd.DataFrame, covariates: list[str], outcome: s
              "estimand": "conditional HR", "n_treated": n_t, "n_control": n_c,
              "analysis": "survival", "model": "Cox", "family": None,
              "adjusted_for": mf.adjusted_for}]
-    at = km.at(list(times))
+    at = km.survival_at(list(times))
     for r in at.itertuples():
         recs.append({"outcome": f"{outcome}_free_at_{int(r.time)}_days", "scale": "proportion",
                      "estimate": r.survival, "std_error": r.std_error, "ci_low": r.ci_low,

@@ -34,7 +34,6 @@ What comes from a library and what is written here
 """
 from __future__ import annotations
 
-import re
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,8 +54,8 @@ from evalkit.errors import (
     StatisticalWarning,
 )
 from evalkit.models.effects import check_alpha
-from evalkit.models.base import ModelResult, wald_table
-from evalkit.models.effects import sandwich
+from evalkit.models.base import EffectResult, ModelResult, TermTable, effect_table, wald_table
+from evalkit.models.effects import r_term_name, sandwich
 
 __all__ = [
     "KaplanMeierResult",
@@ -242,7 +241,7 @@ class KaplanMeierResult:
     group: str | None = None
     curves: dict = field(default_factory=dict, repr=False, compare=False)
 
-    def at(self, times) -> pd.DataFrame:
+    def survival_at(self, times) -> pd.DataFrame:
         """Survival, its SE and CI at the given times for every group (same columns as ``table``)."""
         times = _as_times(times)
         frames = [_curve_at(label, curve, times, self.alpha, self.conf_type)
@@ -414,7 +413,7 @@ def kaplan_meier(data: pd.DataFrame, duration: str, event: str, group: str | Non
     Returns
     -------
     KaplanMeierResult
-        ``.table`` at ``times``; ``.at(times)`` for other times; ``.median`` per group;
+        ``.table`` at ``times``; ``.survival_at(times)`` for other times; ``.median`` per group;
         ``.plot(ax)`` draws the curves.
 
     Notes
@@ -764,18 +763,26 @@ class CoxResult(ModelResult):
     def concordance_se(self) -> float:
         return self.extra["concordance_se"]
 
+    def effect(self, treatment: str = "treated") -> EffectResult:
+        """The hazard ratio of one term (the 0/1 treatment): one row, term
+        ``hazard_ratio``, with the ratio's delta-method ``std_error`` (``HR * se(log HR)``),
+        its interval and the Wald p-value of the coefficient."""
+        if treatment not in set(self.table["term"]):
+            raise ParamsError(f"cox: no term {treatment!r}; terms here: "
+                              f"{self.table['term'].tolist()}.")
+        r = self.table.loc[self.table["term"] == treatment].iloc[0]
+        hr = float(r["hazard_ratio"])
+        table = effect_table([("hazard_ratio", hr, hr * float(r["std_error"]),
+                               float(r["hr_ci_low"]), float(r["hr_ci_high"]),
+                               float(r["p_value"]))])
+        return EffectResult(table=table, treatment=treatment, nobs=self.nobs,
+                            method=self.method, vcov=str(self.extra.get("vcov", "")),
+                            alpha=self.alpha, estimand="conditional hazard ratio")
+
     @property
     def hazard_ratios(self) -> pd.Series:
         return pd.Series(self.table["hazard_ratio"].to_numpy(), index=self.table["term"],
                          name="hazard_ratio")
-
-
-def _r_term_name(name: str) -> str:
-    """patsy column name -> the name R's model.matrix gives it."""
-    name = name.replace("[T.True]", "TRUE").replace("[T.False]", "FALSE")
-    name = re.sub(r"\[T\.([^\]]*)\]", r"\1", name)
-    name = re.sub(r"\[([^\]]*)\]", r"\1", name)
-    return re.sub(r"\s*\*\*\s*", "^", name)
 
 
 def _design(data: pd.DataFrame, rhs: str, where: str) -> pd.DataFrame:
@@ -794,7 +801,7 @@ def _design(data: pd.DataFrame, rhs: str, where: str) -> pd.DataFrame:
             continue
         cols.extend(dm.columns[slices[tname]])
     out = dm.loc[:, cols]
-    out.columns = [_r_term_name(c) for c in cols]
+    out.columns = [r_term_name(c) for c in cols]
     return out
 
 
@@ -1190,26 +1197,35 @@ def cox(data: pd.DataFrame, formula: str, duration: str, event: str, ties: str =
 # restricted mean survival time
 # --------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class RestrictedMeanResult:
+class RestrictedMeanResult(TermTable):
     """Restricted mean survival time (RMST) per group, and between two groups, as a value.
+
+    ``effect()`` gives the difference between two groups.
 
     Attributes
     ----------
     table : DataFrame
-        ``group, n, events, tau, rmst, std_error, ci_low, ci_high`` per group.
-    difference : DataFrame or None
-        With exactly two groups: ``contrast, estimate, std_error, ci_low, ci_high,
-        p_value`` for the second group (in sorted order, or as given by ``order``) minus
-        the first.
+        ``term`` (the group, as text), ``estimate`` (the RMST), ``std_error``,
+        ``ci_low``, ``ci_high``, ``p_value`` (NaN: no test per group), ``group``, ``n``,
+        ``events``, ``tau`` per group.
     tau : float
         The horizon: RMST is the area under the Kaplan-Meier curve from 0 to ``tau``.
     alpha : float
     """
 
     table: pd.DataFrame
-    difference: pd.DataFrame | None
     tau: float
     alpha: float = 0.05
+    _effect: EffectResult | None = field(default=None, repr=False)
+
+    def effect(self) -> EffectResult:
+        """With exactly two groups, the second (in sorted order, or as given by ``order``)
+        minus the first: one row, term ``difference`` (time units), and its ``contrast``
+        (``"b vs a"``)."""
+        if self._effect is None:
+            raise ParamsError("restricted_mean: the difference needs exactly two groups; "
+                              f"there are {len(self.table)}.")
+        return self._effect
 
 
 def _km_steps(t: np.ndarray, s: np.ndarray):
@@ -1323,17 +1339,20 @@ def restricted_mean(data: pd.DataFrame, duration: str, event: str, group: str | 
         with np.errstate(divide="ignore", invalid="ignore"):
             terms = np.where(n_risk > d, area_after ** 2 * d / (n_risk * (n_risk - d)), 0.0)
         se = float(np.sqrt(terms.sum()))
-        rows.append({"group": lab, "n": int(t.size), "events": int(s.sum()), "tau": tau,
-                     "rmst": rmst, "std_error": se, "ci_low": rmst - z * se,
-                     "ci_high": rmst + z * se})
+        rows.append({"term": str(lab), "estimate": rmst, "std_error": se,
+                     "ci_low": rmst - z * se, "ci_high": rmst + z * se, "p_value": np.nan,
+                     "group": lab, "n": int(t.size), "events": int(s.sum()), "tau": tau})
     table = pd.DataFrame(rows)
     difference = None
     if len(labels) == 2:
         a, b = table.iloc[0], table.iloc[1]
-        est = float(b["rmst"] - a["rmst"])
+        est = float(b["estimate"] - a["estimate"])
         se = float(np.hypot(a["std_error"], b["std_error"]))
         p_value = float(2 * stats.norm.sf(abs(est / se))) if se > 0 else float("nan")
-        difference = pd.DataFrame([{"contrast": f"{b['group']} vs {a['group']}", "estimate": est,
-                                    "std_error": se, "ci_low": est - z * se,
-                                    "ci_high": est + z * se, "p_value": p_value}])
-    return RestrictedMeanResult(table=table, difference=difference, tau=tau, alpha=alpha)
+        difference = EffectResult(
+            table=effect_table([("difference", est, se, est - z * se, est + z * se, p_value,
+                                 f"{b['group']} vs {a['group']}")], ["contrast"]),
+            treatment=str(b["group"]), nobs=int(a["n"] + b["n"]),
+            method=f"difference in restricted mean survival to {tau:g}", alpha=alpha,
+            estimand="difference in restricted mean survival", extra={"tau": tau})
+    return RestrictedMeanResult(table=table, tau=tau, alpha=alpha, _effect=difference)

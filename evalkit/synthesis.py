@@ -41,6 +41,7 @@ from evalkit.errors import (
     ParamsError,
     StatisticalWarning,
 )
+from evalkit.models.base import EffectResult, TermTable, effect_table
 from evalkit.models.effects import check_alpha
 
 __all__ = [
@@ -69,7 +70,7 @@ def _vector(values, name: str) -> np.ndarray:
 # meta-analysis
 # --------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class MetaAnalysisResult:
+class MetaAnalysisResult(TermTable):
     """Pooled estimate of an inverse-variance meta-analysis, as ``metafor::rma``.
 
     Attributes
@@ -117,6 +118,30 @@ class MetaAnalysisResult:
     studies: pd.DataFrame = field(default=None, repr=False, compare=False)
     dropped: dict = field(default_factory=dict)
     iterations: int | None = None
+
+    @property
+    def table(self) -> pd.DataFrame:
+        """The pooled estimate keyed by term (``pooled``), on the scale of ``yi``."""
+        return effect_table([("pooled", self.estimate, self.std_error, self.ci_low,
+                              self.ci_high, self.p_value)])
+
+    def effect(self, scale: str = "difference", exponentiate: bool = False) -> EffectResult:
+        """The pooled effect keyed by its scale.
+
+        With ``exponentiate`` (``yi`` are log ratios) the estimate and interval are
+        exponentiated and ``std_error`` is the ratio's delta-method SE (``ratio * se``),
+        e.g. ``res.effect("rate_ratio", exponentiate=True)``.
+        """
+        est, se, lo, hi = self.estimate, self.std_error, self.ci_low, self.ci_high
+        if exponentiate:
+            est, lo, hi = np.exp(est), np.exp(lo), np.exp(hi)
+            se = est * se
+        return EffectResult(
+            table=effect_table([(scale, float(est), float(se), float(lo), float(hi),
+                                 self.p_value)]),
+            treatment="pooled over studies", nobs=self.k,
+            method=f"inverse-variance meta-analysis ({self.method})", alpha=self.alpha,
+            estimand="pooled effect", extra={"tau2": self.tau2, "i2": self.i2})
 
     def to_frame(self) -> pd.DataFrame:
         """One-row summary table."""
@@ -576,7 +601,7 @@ def proportion_ci(x, n, method: str = "wilson", alpha: float = 0.05) -> pd.DataF
 
 
 @dataclass(frozen=True)
-class ProportionComparison:
+class ProportionComparison(TermTable):
     """Two independent proportions compared (group 1 minus group 2).
 
     Attributes
@@ -592,6 +617,8 @@ class ProportionComparison:
         Smallest expected cell count; below 5 prefer the Fisher p-value.
     correct : bool
     alpha : float
+    n1, n2 : int
+        Group sizes.
     """
 
     p1: float
@@ -605,6 +632,24 @@ class ProportionComparison:
     min_expected: float
     correct: bool = False
     alpha: float = 0.05
+    n1: int = 0
+    n2: int = 0
+
+    @property
+    def table(self) -> pd.DataFrame:
+        """``risk_difference`` keyed by term, with its Newcombe interval and the
+        chi-square p-value (``std_error`` is NaN: the interval is not a Wald interval)."""
+        return effect_table([("risk_difference", self.risk_difference, np.nan, self.ci_low,
+                              self.ci_high, self.chi2_p_value)])
+
+    def effect(self) -> EffectResult:
+        """The risk difference (group 1 minus group 2) as an
+        :class:`~evalkit.models.base.EffectResult`."""
+        return EffectResult(table=self.table, treatment="group 1 vs group 2", nobs=self.n1 + self.n2,
+                            method="Newcombe hybrid score interval; Pearson chi-square test",
+                            alpha=self.alpha, estimand="risk difference",
+                            extra={"p1": self.p1, "p2": self.p2,
+                                   "fisher_p_value": self.fisher_p_value})
 
 
 def compare_proportions(x1, n1, x2, n2, alpha: float = 0.05,
@@ -670,4 +715,4 @@ def compare_proportions(x1, n1, x2, n2, alpha: float = 0.05,
         p1=float(p1), p2=float(p2), risk_difference=float(p1 - p2), ci_low=float(low),
         ci_high=float(high), chi2=float(chi2), chi2_p_value=float(chi2_p),
         fisher_p_value=float(fisher_p), min_expected=min_expected, correct=bool(correct),
-        alpha=alpha)
+        alpha=alpha, n1=int(na_), n2=int(nc))

@@ -5,7 +5,7 @@ an intervention community and a comparison community) is best judged on its *ser
 month by month, how many ER visits per 1,000 member-months, before and after the
 handbook arrived, in both communities. This module builds that series inside the
 database engine from the prepared tables and hands it to
-:func:`evalkit.models.panel.its`.
+:func:`evalkit.models.its.its`.
 
 Months
 ------
@@ -215,8 +215,8 @@ class ITSAnalysis:
     left_out: pd.DataFrame
 
     def plot(self, which: str = "controlled", ax=None):
-        """:func:`evalkit.models.panel.its_plot` of one fit (``controlled`` or ``single``)."""
-        from .models.panel import its_plot
+        """:func:`evalkit.models.its.its_plot` of one fit (``controlled`` or ``single``)."""
+        from .models.its import its_plot
         res = self.controlled if which == "controlled" and self.controlled is not None \
             else self.single
         from .plots import OUTCOME_LABELS
@@ -232,17 +232,17 @@ _QUANTITY_SCALE = {"gaussian": "rate_difference_per_1000_mm", "poisson": "rate_r
 
 
 def _records(res, outcome: str, design: str, n_t: int, n_c: int) -> pd.DataFrame:
-    """An ITS ``effect`` table as results records.
+    """An ITS fit's ``effect()`` as results records.
 
     Level and slope changes are ``rate_ratio`` (Poisson) or
     ``rate_difference_per_1000_mm`` (linear model of the rate); ratios with/without the
     intervention are ``ratio``. Ratio SEs are given on the log scale, as elsewhere in
     results.json.
     """
-    e = res.effect
+    e = res.effect().table
     rows = []
     for r in e.itertuples():
-        is_ratio_row = r.quantity.startswith(("ratio", "average ratio"))
+        is_ratio_row = r.term in ("ratio_at_horizon", "average_ratio")
         scale = "ratio" if is_ratio_row else _QUANTITY_SCALE[res.family]
         se = r.std_error
         if scale in ("ratio", "rate_ratio") and r.estimate > 0:
@@ -268,7 +268,7 @@ def fit_its(monthly: pd.DataFrame, outcome: str = "er_visits", horizon: int | No
             alpha: float = 0.05) -> ITSAnalysis:
     """Fit the interrupted time series to a monthly series from :func:`monthly_rates`.
 
-    Two fits of :func:`evalkit.models.panel.its` (segmented regression with
+    Two fits of :func:`evalkit.models.its.its` (segmented regression with
     Newey-West / Driscoll-Kraay errors, intervention at month 0):
 
     * **controlled** -- the intervention series with the comparison arm's series as
@@ -294,7 +294,7 @@ def fit_its(monthly: pd.DataFrame, outcome: str = "er_visits", horizon: int | No
     harmonics : sine/cosine pairs that model the season (default 1: the winter peak).
         One dummy per calendar month cannot be used with 12 months on each side of an
         intervention at a year boundary: the trend is then a combination of the month
-        dummies and the level change (see :func:`evalkit.models.panel.its`).
+        dummies and the level change (see :func:`evalkit.models.its.its`).
     family : ``"poisson"`` or ``"gaussian"``.
     min_cell : months in which an arm has fewer members are left out (and warned about).
     min_months : fewest months needed on each side of the index date.
@@ -318,7 +318,7 @@ def fit_its(monthly: pd.DataFrame, outcome: str = "er_visits", horizon: int | No
     Prais-Winsten", *Stat. Med.* 42:1277-1288). Read the intervals as a lower bound on
     the uncertainty.
     """
-    from .models.panel import its
+    from .models.its import its
 
     need = {"group", "month", "members", "member_months", outcome}
     missing = sorted(need - set(monthly.columns))

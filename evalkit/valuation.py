@@ -262,8 +262,7 @@ def _er_statistic(df: pd.DataFrame, er_formula: str, family: str) -> float:
         if family != "negbin" or "theta" not in str(err):
             raise
         fit = count_model(df, er_formula, family="poisson", exposure="member_months")
-    er = fit.effect("treated").table
-    return -float(er.loc[er["scale"] == "rate_difference_per_1000_mm", "estimate"].iloc[0]) * 0.012
+    return -fit.effect("treated").at("rate_difference_per_1000_mm") * 0.012
 
 
 @dataclass(frozen=True)

@@ -64,7 +64,7 @@ def effect_statistic(formula):
     """The two-part effect refitted by statsmodels: what bootstrap_two_part batches."""
     def statistic(d):
         e = two_part(d, formula).effect("treated")
-        return {"cost_difference": e.estimate("cost_difference"), "ratio": e.estimate("ratio"),
+        return {"cost_difference": e.at("cost_difference"), "ratio": e.at("ratio"),
                 "mean_treated": e.mean_treated, "mean_control": e.mean_control}
     return statistic
 
@@ -253,14 +253,14 @@ def test_batched_two_part_equals_statsmodels_refits(synth, options):
                        first=options.get("first", "logit"), second=options.get("second", "gamma"))
         e = fit.effect("treated")
         got = res.replicates.iloc[b]
-        assert got["cost_difference"] == pytest.approx(e.estimate("cost_difference"), rel=1e-8)
-        assert got["ratio"] == pytest.approx(e.estimate("ratio"), rel=1e-8)
+        assert got["cost_difference"] == pytest.approx(e.at("cost_difference"), rel=1e-8)
+        assert got["ratio"] == pytest.approx(e.at("ratio"), rel=1e-8)
         assert got["mean_treated"] == pytest.approx(e.mean_treated, rel=1e-8)
         assert got["mean_control"] == pytest.approx(e.mean_control, rel=1e-8)
     full = two_part(synth, F).effect("treated") if not options.get("first") and not \
         options.get("second") else None
     if full is not None:
-        assert res.estimate["cost_difference"] == pytest.approx(full.estimate("cost_difference"),
+        assert res.estimate["cost_difference"] == pytest.approx(full.at("cost_difference"),
                                                                 rel=1e-12)
 
 
@@ -396,7 +396,7 @@ def test_quasi_separation_is_kept_as_r_keeps_it():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", StatisticalWarning)
         refit = two_part(df.iloc[idx].reset_index(drop=True), "cost ~ treated + x + age")
-    d = refit.effect("treated").table.set_index("scale").loc["cost_difference", "estimate"]
+    d = refit.effect("treated").table.set_index("term").loc["cost_difference", "estimate"]
     assert res.replicates["cost_difference"].iloc[0] == pytest.approx(d, rel=1e-6)
 
 

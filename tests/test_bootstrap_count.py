@@ -34,7 +34,7 @@ def _refit(df, family, exposure, scale):
         fit = count_model(df, FORMULA, family=family, exposure=exposure)
     except ConvergenceError:
         fit = count_model(df, FORMULA, family="poisson", exposure=exposure)
-    return fit.effect("treated").estimate(scale)
+    return fit.effect("treated").at(scale)
 
 
 @pytest.mark.parametrize("family,exposure,scale,data", [
@@ -50,9 +50,9 @@ def test_replicates_equal_refits_on_the_same_resamples(family, exposure, scale, 
     res = bootstrap_count_effect(df, FORMULA, "treated", family=family, exposure=exposure,
                                  n_boot=40, seed=11, ci="percentile", n_jobs=1)
     full = count_model(df, FORMULA, family=family, exposure=exposure).effect("treated")
-    assert res.estimate[scale] == pytest.approx(full.estimate(scale), rel=1e-12)
+    assert res.estimate[scale] == pytest.approx(full.at(scale), rel=1e-12)
     ratio = "rate_ratio" if exposure else "ratio"
-    assert res.estimate[ratio] == pytest.approx(full.estimate(ratio), rel=1e-12)
+    assert res.estimate[ratio] == pytest.approx(full.at(ratio), rel=1e-12)
     idx = list(bootstrap_indices(df, 40, seed=11, strata="treated"))
     for b in range(0, 40, 4):
         want = _refit(df.iloc[idx[b]].reset_index(drop=True), family, exposure, scale)

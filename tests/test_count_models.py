@@ -212,7 +212,7 @@ def test_rate_ratio_matches_r(synth, off_ref, kind, key):
     poisson_offset_synth.json treated_rate_ratio_*. The ratio of averaged predicted rates
     equals exp(coef) for a Poisson model with the treatment as a main effect."""
     eff = count_model(synth, F_SYNTH, exposure="member_months", vcov=kind).effect("treated")
-    row = eff.table.set_index("scale").loc["rate_ratio"]
+    row = eff.table.set_index("term").loc["rate_ratio"]
     ref = off_ref[key]
     assert row.estimate == pytest.approx(ref["rate_ratio"], rel=1e-6)
     assert row.ci_low == pytest.approx(ref["ci_lower"], rel=1e-6)
@@ -234,13 +234,13 @@ def test_rate_difference_from_r_coefficients(synth, off_ref):
     grad = 1000 * (X1.T @ r1 - X0.T @ r0) / len(X)
     se = np.sqrt(grad @ V @ grad)
     eff = count_model(synth, F_SYNTH, exposure="member_months", vcov="HC0").effect("treated")
-    row = eff.table.set_index("scale").loc["rate_difference_per_1000_mm"]
+    row = eff.table.set_index("term").loc["rate_difference_per_1000_mm"]
     assert row.estimate == pytest.approx(diff, rel=1e-6)
     assert row.std_error == pytest.approx(se, rel=1e-6)
     z = stats.norm.ppf(0.975)
     assert row.ci_low == pytest.approx(diff - z * se, rel=1e-6)
     assert eff.mean_treated == pytest.approx(1000 * r1.mean(), rel=1e-6)
-    assert list(eff.table.columns) == ["scale", "estimate", "std_error", "ci_low", "ci_high",
+    assert list(eff.table.columns) == ["term", "estimate", "std_error", "ci_low", "ci_high",
                                        "p_value"]
 
 
@@ -380,17 +380,17 @@ def test_effect_of_two_part_counts_matches_recycled_predictions(synth, family):
         m = (1 - p) * mu if family == "zinb" else p * mu / (1 - (th / (th + mu)) ** th)
         means.append(np.mean(1000 * m / synth.member_months.to_numpy(float)))
     eff = fit.effect("treated")
-    assert eff.estimate("rate_difference_per_1000_mm") == pytest.approx(means[0] - means[1], rel=1e-10)
-    assert eff.estimate("rate_ratio") == pytest.approx(means[0] / means[1], rel=1e-10)
+    assert eff.at("rate_difference_per_1000_mm") == pytest.approx(means[0] - means[1], rel=1e-10)
+    assert eff.at("rate_ratio") == pytest.approx(means[0] / means[1], rel=1e-10)
     assert np.all(eff.table.std_error > 0)
 
 
 def test_effect_without_exposure_uses_difference_and_ratio(randhie):
     eff = count_model(randhie, F_RAND, family="poisson").effect("idp")
-    assert eff.table.scale.tolist() == ["difference", "ratio"]
+    assert eff.table.term.tolist() == ["difference", "ratio"]
     fit = count_model(randhie, F_RAND, family="poisson")
     b = fit.table.set_index("term").estimate
-    assert eff.estimate("ratio") == pytest.approx(np.exp(b["idp"]), rel=1e-10)
+    assert eff.at("ratio") == pytest.approx(np.exp(b["idp"]), rel=1e-10)
 
 
 # ----------------------------------------------------------------------------- properties

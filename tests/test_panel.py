@@ -1,4 +1,4 @@
-"""evalkit.models.panel: difference-in-differences and interrupted time series.
+"""evalkit.models.did and evalkit.models.its: difference-in-differences and interrupted time series.
 
 There is no R reference JSON for these designs. The checks are against
 
@@ -28,12 +28,13 @@ import statsmodels.api as sm
 from evalkit.errors import DataDroppedWarning, DataValidationError, ParamsError, StatisticalWarning
 import functools
 
-from evalkit.models import panel
-from evalkit.models.panel import event_study_plot, its, its_plot, newey_west_lags
+from evalkit.models.did import did as did_nested
+from evalkit.models.did import event_study_plot
+from evalkit.models.its import its, its_plot, newey_west_lags
 
 # The hand-coded reference below is sandwich::vcovCL(type = "HC1") on the dummy-variable
 # fit, whose k counts the unit effects: compare with that convention.
-did = functools.partial(panel.did, small_sample="dummies")
+did = functools.partial(did_nested, small_sample="dummies")
 
 RTOL = 1e-9
 
@@ -149,8 +150,8 @@ def test_2x2_did_equals_difference_of_four_means():
     res = did(df, "y", "unit", "period", "treated", "post", event_study=False)
     m = df.groupby(["treated", "post"])["y"].mean()
     expected = (m[1, 1] - m[1, 0]) - (m[0, 1] - m[0, 0])
-    assert res.effect["scale"].iloc[0] == "difference"
-    assert res.effect["estimate"].iloc[0] == pytest.approx(expected, rel=1e-12)
+    assert res.effect().table["term"].iloc[0] == "difference"
+    assert res.effect().table["estimate"].iloc[0] == pytest.approx(expected, rel=1e-12)
     # the SE is the b block of the dummy-variable sandwich (hand numpy, vcovCL HC1)
     b, V = hand_lsdv(df.assign(D=df.treated * df.post), "y", "unit", "period", ["D"])
     assert res.table["estimate"].iloc[0] == pytest.approx(b[0], rel=1e-10)
@@ -171,11 +172,11 @@ def test_twfe_balanced_single_date_equals_2x2_of_pre_post_means():
     res = _quiet(did, df, "y", "unit", "month", "treated", "post")
     m = df.groupby(["treated", "post"])["y"].mean()
     expected = (m[1, 1] - m[1, 0]) - (m[0, 1] - m[0, 0])
-    assert res.effect["estimate"].iloc[0] == pytest.approx(expected, rel=1e-12)
+    assert res.effect().table["estimate"].iloc[0] == pytest.approx(expected, rel=1e-12)
     # intervention_time= derives the same post indicator
     res2 = _quiet(did, df.drop(columns="post"), "y", "unit", "month", "treated",
                   intervention_time=6)
-    assert res2.effect["estimate"].iloc[0] == pytest.approx(expected, rel=1e-12)
+    assert res2.effect().table["estimate"].iloc[0] == pytest.approx(expected, rel=1e-12)
     assert res2.table["term"].iloc[0] == "treated:post"
 
 
@@ -257,8 +258,8 @@ def test_poisson_noiseless_panel_recovers_planted_rate_ratio():
     df["visits"] = df["mm"] * 0.03 * np.exp(alpha_i + lam_t) * effect
     res = _quiet(did, df, "visits", "unit", "month", "treated", intervention_time=6,
                  family="poisson", exposure="mm")
-    eff = res.effect.iloc[0]
-    assert eff["scale"] == "rate_ratio"
+    eff = res.effect().table.iloc[0]
+    assert eff["term"] == "rate_ratio"
     assert eff["estimate"] == pytest.approx(0.82, rel=1e-10)
     assert eff["percent_change"] == pytest.approx(-18.0, rel=1e-8)
     es = res.event_study
@@ -292,7 +293,7 @@ def test_poisson_fe_equals_dummy_variable_glm_and_hand_sandwich():
     np.testing.assert_allclose(res.table["std_error"], glm_cl.bse[:2], rtol=RTOL)
     # normal-theory intervals for the GLM, as lmtest::coeftest on glm
     se = res.table["std_error"].iloc[0]
-    assert res.effect["ci_low"].iloc[0] == pytest.approx(
+    assert res.effect().table["ci_low"].iloc[0] == pytest.approx(
         np.exp(res.table["estimate"].iloc[0] - 1.959963984540054 * se), rel=1e-10)
 
 
@@ -322,12 +323,12 @@ def community():
 def test_simulated_community_did_poisson_recovers_18_percent_drop(community):
     res = did(community, "er_visits", "area", "month", "community", intervention_time=25,
               family="poisson", exposure="member_months")
-    eff = res.effect.iloc[0]
+    eff = res.effect().table.iloc[0]
     assert eff["ci_low"] < 0.82 < eff["ci_high"]
     assert eff["estimate"] == pytest.approx(0.82, abs=0.03)
     assert res.pretrend["run"] and res.pretrend["df"] == 23
     assert res.extra["n_units"] == 80 and res.extra["n_clusters"] == 80
-    assert "percent_change" in res.effect.columns
+    assert "percent_change" in res.effect().table.columns
     ax = event_study_plot(res)
     assert ax.get_yscale() == "log"
     assert "pre-trend test" in res.summary()
@@ -343,7 +344,7 @@ def test_simulated_community_its_recovers_18_percent_drop(community):
     comp = its(monthly, "er_visits", "month", 25, exposure="member_months", family="poisson",
                seasonal=True, control="comparison")
     for res in (single, comp):
-        avg = res.effect.iloc[3]
+        avg = res.effect().table.iloc[3]
         assert avg["quantity"].startswith("average ratio")
         assert avg["ci_low"] < 0.82 < avg["ci_high"]
         assert avg["estimate"] == pytest.approx(0.82, abs=0.06)   # one realization
@@ -401,7 +402,7 @@ def test_its_poisson_noiseless_ratio_at_horizon():
     df = pd.DataFrame({"month": t, "visits": rate * mm, "mm": mm})
     res = its(df, "visits", "month", 25, exposure="mm", family="poisson", seasonal=True,
               horizon=6)
-    eff = res.effect.set_index("quantity")
+    eff = res.effect().table.set_index("quantity")
     assert eff["estimate"].iloc[0] == pytest.approx(0.82, rel=1e-9)          # level change
     assert eff["estimate"].iloc[1] == pytest.approx(1.0, abs=1e-10)          # slope change
     assert eff["estimate"].iloc[2] == pytest.approx(0.82, rel=1e-9)          # at 6 months
@@ -499,7 +500,7 @@ def test_comparative_its_driscoll_kraay_equals_hand_computation():
     np.testing.assert_allclose(res.table["estimate"], beta, rtol=1e-9)
     np.testing.assert_allclose(res.table["std_error"], np.sqrt(np.diag(V)), rtol=1e-9)
     assert res.table["term"].iloc[6] == "intervention:level_change"
-    assert res.effect["quantity"].iloc[0].startswith("difference in level change")
+    assert res.effect().table["quantity"].iloc[0].startswith("difference in level change")
 
 
 def test_its_dates_as_calendar_months():
@@ -650,7 +651,7 @@ def test_large_member_panel_runs_quickly():
     df = pd.DataFrame({"member": u, "month": t, "tr": tr, "er": rng.poisson(lam), "mm": 1.0})
     res = did(df, "er", "member", "month", "tr", intervention_time=13, family="poisson",
               exposure="mm")
-    eff = res.effect.iloc[0]
+    eff = res.effect().table.iloc[0]
     assert eff["ci_low"] < 0.82 < eff["ci_high"]
     assert res.extra["n_units"] == N
 
@@ -666,11 +667,11 @@ def test_nested_small_sample_leaves_unit_effects_out_of_k():
     df["treated"] = (df["unit"] < N // 2).astype(int)
     df["post"] = (df["time"] == 1).astype(int)
     df["y"] = rng.normal(size=len(df)) + 0.5 * df.treated * df.post + np.repeat(rng.normal(size=N), T)
-    a = panel.did(df, "y", "unit", "time", "treated", post="post", event_study=False)
-    b = panel.did(df, "y", "unit", "time", "treated", post="post", event_study=False,
+    a = did_nested(df, "y", "unit", "time", "treated", post="post", event_study=False)
+    b = did_nested(df, "y", "unit", "time", "treated", post="post", event_study=False,
                   small_sample="dummies")
     n, K = len(df), 2        # one period effect + the DiD term
-    ratio = (a.effect.std_error.iloc[0] / b.effect.std_error.iloc[0]) ** 2
+    ratio = (a.effect().table.std_error.iloc[0] / b.effect().table.std_error.iloc[0]) ** 2
     assert ratio == pytest.approx((n - N - K) / (n - K), rel=1e-10)
     with pytest.raises(ParamsError, match="small_sample"):
-        panel.did(df, "y", "unit", "time", "treated", post="post", small_sample="stata")
+        did_nested(df, "y", "unit", "time", "treated", post="post", small_sample="stata")

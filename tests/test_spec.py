@@ -36,7 +36,7 @@ def test_covariates_enter_exactly_as_written():
     got = outcomes.cost_effect(frame, ["baseline_age", "log1p_baseline_cost"])
     second = got.fit.extra.get("second", "gamma")
     ref = two_part(frame, "total_cost ~ treated + baseline_age + log1p_baseline_cost",
-                   second=second).effect("treated").table.set_index("scale")
+                   second=second).effect("treated").table.set_index("term")
     rec = got.effects.set_index("scale")
     for scale in ("cost_difference", "ratio"):
         assert rec.loc[scale, "estimate"] == pytest.approx(ref.loc[scale, "estimate"], abs=1e-6)
@@ -217,7 +217,7 @@ def test_person_run_cost_effect_uses_the_columns_as_written(tmp_path):
         study.close()
     ref = two_part(data, "total_cost ~ treated + baseline_age + log1p_baseline_cost",
                    second=got.fit.extra.get("second", "gamma")).effect("treated", alpha=0.1)
-    ref = ref.table.set_index("scale").loc["cost_difference"]
+    ref = ref.table.set_index("term").loc["cost_difference"]
     diff = got.effects.set_index("scale").loc["cost_difference"]
     for c in ("estimate", "ci_low", "ci_high"):     # the 90% interval of study.alpha: 0.1
         assert diff[c] == pytest.approx(ref[c], abs=1e-6), c

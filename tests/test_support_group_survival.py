@@ -107,7 +107,7 @@ def test_restricted_mean_hand_worked_example():
     df = pd.DataFrame({"t": [2, 3, 4, 6, 7], "e": [1, 0, 1, 0, 1]})
     r = restricted_mean(df, "t", "e", tau=6)
     row = r.table.iloc[0]
-    assert row["rmst"] == pytest.approx(14 / 3, rel=1e-12)
+    assert row["estimate"] == pytest.approx(14 / 3, rel=1e-12)
     assert row["std_error"] == pytest.approx(np.sqrt(368 / 675), rel=1e-12)
     assert row["ci_low"] == pytest.approx(14 / 3 - 1.959963984540054 * np.sqrt(368 / 675))
     # the default horizon is the last follow-up (the curve ends with a death here)
@@ -121,10 +121,10 @@ def test_restricted_mean_without_censoring_is_the_sample_mean():
     r = restricted_mean(df, "t", "e", group="g")
     for g, row in r.table.set_index("group").iterrows():
         xs = x[df["g"] == g]
-        assert row["rmst"] == pytest.approx(xs.mean(), rel=1e-12)
+        assert row["estimate"] == pytest.approx(xs.mean(), rel=1e-12)
         assert row["std_error"] == pytest.approx(np.sqrt(((xs - xs.mean()) ** 2).sum()) / xs.size,
                                                  rel=1e-10)
-    d = r.difference.iloc[0]
+    d = r.effect().table.iloc[0]
     assert d["contrast"] == "b vs a"
     assert d["estimate"] == pytest.approx(x[20:].mean() - x[:20].mean(), rel=1e-12)
 

@@ -278,8 +278,8 @@ def test_kaplan_meier_matches_summary_survfit(rossi, ref):
         np.testing.assert_allclose(tab["std_error"], r["std_err"], rtol=1e-12)
         np.testing.assert_allclose(tab["ci_low"], r["lower_95"], rtol=1e-12)
         np.testing.assert_allclose(tab["ci_high"], r["upper_95"], rtol=1e-12)
-    # .at() gives the same rows
-    pd.testing.assert_frame_equal(km.at([10, 20, 30, 40, 52]), km.table)
+    # .survival_at() gives the same rows
+    pd.testing.assert_frame_equal(km.survival_at([10, 20, 30, 40, 52]), km.table)
 
 
 def test_kaplan_meier_median_midpoint_rule():
@@ -301,15 +301,15 @@ def test_kaplan_meier_rossi_median_not_reached(rossi):
 
 def test_kaplan_meier_edge_times_and_plot(rossi):
     km = kaplan_meier(rossi, "week", "arrest")
-    early = km.at([0, 0.5])
+    early = km.survival_at([0, 0.5])
     assert early["survival"].tolist() == [1.0, 1.0] and early["n_risk"].tolist() == [432, 432]
-    assert np.isnan(km.at([60])["survival"].iloc[0])   # after the last follow-up (week 52)
+    assert np.isnan(km.survival_at([60])["survival"].iloc[0])   # after the last follow-up (week 52)
     ax = kaplan_meier(rossi, "week", "arrest", group="fin").plot()
     assert len(ax.get_lines()) >= 2
     # a group without events is a flat line at 1 up to its last follow-up
     no_events = rossi.assign(arrest=np.where(rossi["fin"] == 1, 0, rossi["arrest"]))
     km = kaplan_meier(no_events, "week", "arrest", group="fin")
-    assert km.at([52])["survival"].tolist() == [pytest.approx(0.6944444444444444), 1.0]
+    assert km.survival_at([52])["survival"].tolist() == [pytest.approx(0.6944444444444444), 1.0]
     assert km.plot() is not None
     import matplotlib.pyplot as plt
 

@@ -269,8 +269,8 @@ def test_kaplan_meier_conf_types_match_survfit(data, ref, block):
         assert (med["n"], med["events"]) == (m["n"], m["events"])
         np.testing.assert_allclose([med["median"], med["ci_low"], med["ci_high"]],
                                    _nan([m["median"], m["lower"], m["upper"]]))
-    if times is not None:                  # .at() uses the result's interval type
-        pd.testing.assert_frame_equal(km.at(times), km.table)
+    if times is not None:                  # .survival_at() uses the result's interval type
+        pd.testing.assert_frame_equal(km.survival_at(times), km.table)
 
 
 def test_kaplan_meier_conf_types_differ_only_in_the_interval(data):

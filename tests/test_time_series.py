@@ -14,7 +14,7 @@ from evalkit import params as P
 from evalkit import time_series as ts
 from evalkit.cohort import DAYS_PER_MONTH
 from evalkit.errors import DataDroppedWarning, DataValidationError, ParamsError
-from evalkit.models.panel import its
+from evalkit.models.its import its
 from evalkit.results import write_json_atomic
 from evalkit.study import Study, prepare
 from conftest import assert_structured_records

@@ -76,9 +76,9 @@ def test_recycled_ate_matches_r(fit, ref):
     predicted with treated set to 1 / 0 for all 5000 members; recycled_prediction_ate."""
     r = ref["recycled_prediction_ate"]
     eff = fit.effect("treated")
-    assert eff.table.scale.tolist() == ["cost_difference", "ratio"]
-    assert eff.estimate("cost_difference") == pytest.approx(r["ate"], rel=1e-6)
-    assert eff.estimate("ratio") == pytest.approx(r["ratio"], rel=1e-6)
+    assert eff.table.term.tolist() == ["cost_difference", "ratio"]
+    assert eff.at("cost_difference") == pytest.approx(r["ate"], rel=1e-6)
+    assert eff.at("ratio") == pytest.approx(r["ratio"], rel=1e-6)
     assert eff.mean_treated == pytest.approx(r["mean_cost_all_treated"], rel=1e-6)
     assert eff.mean_control == pytest.approx(r["mean_cost_all_control"], rel=1e-6)
     assert eff.nobs == ref["n_all"]
@@ -116,7 +116,7 @@ def test_ate_delta_se_from_r_fit(synth, fit, ref):
     V = np.zeros((12, 12))
     V[:6, :6], V[6:, 6:] = V1, V2
     se = np.sqrt(grad @ V @ grad)
-    row = fit.effect("treated").table.set_index("scale").loc["cost_difference"]
+    row = fit.effect("treated").table.set_index("term").loc["cost_difference"]
     assert row.std_error == pytest.approx(se, rel=1e-5)
     assert row.ci_low == pytest.approx(ref["recycled_prediction_ate"]["ate"] - stats.norm.ppf(0.975) * se, rel=1e-5)
 
@@ -155,7 +155,7 @@ def test_robust_parts_match_sandwich_formula(synth, ref, kind):
         np.testing.assert_allclose(part(res.table, name).std_error, se, rtol=1e-6)
     eff = res.effect("treated")
     assert eff.vcov == ("HC0" if kind == "HC0" else "cluster(comorbidity)")
-    assert eff.estimate("cost_difference") == pytest.approx(ref["recycled_prediction_ate"]["ate"], rel=1e-6)
+    assert eff.at("cost_difference") == pytest.approx(ref["recycled_prediction_ate"]["ate"], rel=1e-6)
 
 
 def test_hc1_is_hc0_times_n_over_n_minus_k(synth):
@@ -187,7 +187,7 @@ def test_probit_first_part(synth):
     X = sm.add_constant(synth[COVS].to_numpy(float))
     sm_fit = sm.Probit((synth.total_cost > 0).to_numpy(float), X).fit(disp=0, tol=1e-12)
     np.testing.assert_allclose(part(res.table, "any").estimate, sm_fit.params, rtol=1e-7)
-    assert np.isfinite(res.effect().estimate("cost_difference"))
+    assert np.isfinite(res.effect().at("cost_difference"))
 
 
 # ----------------------------------------------------------------------------- Park test
@@ -225,8 +225,8 @@ def test_input_unchanged_and_row_order(synth):
     b = two_part(synth.sample(frac=1.0, random_state=5), F)
     pd.testing.assert_frame_equal(synth, before)
     np.testing.assert_allclose(a.table.estimate, b.table.estimate, rtol=1e-9)
-    assert a.effect().estimate("cost_difference") == pytest.approx(
-        b.effect().estimate("cost_difference"), rel=1e-9)
+    assert a.effect().at("cost_difference") == pytest.approx(
+        b.effect().at("cost_difference"), rel=1e-9)
 
 
 def test_missing_values_dropped(synth):

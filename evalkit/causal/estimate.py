@@ -23,14 +23,18 @@ from evalkit.causal.propensity import (
 )
 from evalkit.causal.weighting import WeightResult, ess, weights
 from evalkit.errors import DataValidationError, ParamsError, StatisticalWarning
-from evalkit.models.base import wald_table
+from evalkit.models.base import EffectResult, TermTable, effect_table, wald_table
+from evalkit.models.effects import sandwich
 
 _VCOVS = ("cluster", "cluster_HC0", "HC0", "HC1", "HC2", "HC3", "model")
 
 
 @dataclass(frozen=True, eq=False)
-class Effect:
+class Effect(TermTable):
     """An estimated treatment effect as a value.
+
+    ``.at(term)`` reads the outcome model's ``table``; ``effect()`` gives the treatment
+    effect as the one effect type, :class:`~evalkit.models.base.EffectResult`.
 
     Attributes
     ----------
@@ -74,6 +78,21 @@ class Effect:
     table: pd.DataFrame | None = None
     adjustment: MatchResult | WeightResult | None = field(default=None, repr=False)
     model: Any = field(default=None, repr=False)
+
+    def effect(self) -> EffectResult:
+        """The treatment effect: one row keyed by its scale (``difference``,
+        ``risk_difference`` or ``rate_ratio``). As for every effect the ratio's
+        ``std_error`` is that of the ratio itself (delta method); ``log_std_error`` keeps
+        the SE on the log scale (the ``std_error`` field of this value)."""
+        ratio = self.scale == "rate_ratio"
+        se = self.estimate * self.std_error if ratio else self.std_error
+        table = effect_table([(self.scale, self.estimate, se, self.ci_low, self.ci_high,
+                               self.p_value, self.std_error if ratio else np.nan)],
+                             extra_columns=["log_std_error"])
+        return EffectResult(table=table, treatment=self.treatment,
+                            nobs=self.n_treated + self.n_control, method=self.method,
+                            vcov=str(self.diagnostics.get("vcov", "")), alpha=self.alpha,
+                            estimand=self.estimand, extra={"outcome": self.outcome})
 
     def to_frame(self) -> pd.DataFrame:
         """One-row tidy table in the results.json vocabulary."""
@@ -167,21 +186,19 @@ def _hc_glm(fit, X: np.ndarray, w: np.ndarray, vcov: str) -> np.ndarray:
     Bread H = X' diag(w mu) X, meat sum u_i^2 x_i x_i' with score residuals
     u_i = w_i (y_i - mu_i), scaled by n/(n-k) (HC1) or divided by (1 - h_i) (HC2) or
     (1 - h_i)^2 (HC3), with h_i the diagonal of the GLM hat matrix
-    W^(1/2) X H^-1 X' W^(1/2), W = diag(w mu). Written out because statsmodels' GLM
+    W^(1/2) X H^-1 X' W^(1/2), W = diag(w mu); the scaled scores go to the shared
+    :func:`~evalkit.models.effects.sandwich`. Written out because statsmodels' GLM
     offers HC1-HC3 only without prior weights.
     """
     mu = np.asarray(fit.mu, dtype=float)
     y = np.asarray(fit.model.endog, dtype=float)
-    n, k = X.shape
     wt = w * mu
     bread = np.linalg.inv((X * wt[:, None]).T @ X)
     u = w * (y - mu)
     if vcov in ("HC2", "HC3"):
         h = np.einsum("ij,jk,ik->i", X * np.sqrt(wt)[:, None], bread, X * np.sqrt(wt)[:, None])
         u = u / (1 - h) ** (0.5 if vcov == "HC2" else 1.0)
-    meat = (X * u[:, None]).T @ (X * u[:, None])
-    cov = bread @ meat @ bread
-    return cov * n / (n - k) if vcov == "HC1" else cov
+    return sandwich(X * u[:, None], bread, "HC1" if vcov == "HC1" else "HC0")
 
 
 def _fit_weighted_poisson(df: pd.DataFrame, outcome: str, treatment: str, adjust_rhs: str | None,

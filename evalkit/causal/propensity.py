@@ -9,7 +9,6 @@ formula parsing, checking and dropping incomplete rows, and R-style term names.
 """
 from __future__ import annotations
 
-import ast
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -29,13 +28,9 @@ from evalkit.errors import (
     StatisticalWarning,
 )
 from evalkit.models.base import ModelResult, wald_table
+from evalkit.models.effects import formula_variables
 
 # Names that may appear in a patsy formula without being data columns.
-_FORMULA_BUILTINS = {
-    "C", "I", "Q", "np", "numpy", "center", "standardize", "scale", "bs", "cr", "cc",
-    "te", "log", "log1p", "exp", "sqrt", "abs", "Treatment", "Sum", "Diff", "Poly",
-    "Helmert", "True", "False", "None",
-}
 
 # scores closer than this to 0 or 1 trigger a quasi-separation / positivity warning
 _EXTREME = 1e-6
@@ -73,37 +68,9 @@ def split_formula(formula: str, treatment: str | None = None) -> str:
 
 
 def formula_columns(rhs: str, data: pd.DataFrame) -> list[str]:
-    """Data columns referenced by a patsy right-hand side; unknown names raise."""
-    try:
-        desc = patsy.ModelDesc.from_formula(rhs)
-    except patsy.PatsyError as exc:
-        raise ParamsError(f"cannot parse formula '{rhs}': {exc}") from None
-    cols: list[str] = []
-    missing: list[str] = []
-    for term in desc.rhs_termlist:
-        for factor in term.factors:
-            code = factor.code
-            try:
-                tree = ast.parse(code, mode="eval")
-            except SyntaxError:
-                if code in data.columns:
-                    cols.append(code)
-                    continue
-                raise ParamsError(f"cannot parse term '{code}' in formula '{rhs}'.") from None
-            for node in ast.walk(tree):
-                if isinstance(node, ast.Name):
-                    if node.id in data.columns:
-                        if node.id not in cols:
-                            cols.append(node.id)
-                    elif node.id not in _FORMULA_BUILTINS and node.id not in missing:
-                        missing.append(node.id)
-    if missing:
-        raise DataValidationError(
-            f"formula '{rhs}' uses column(s) {missing} that are not in the data "
-            f"(available: {list(data.columns)[:20]}). Check the spelling or add the column.",
-            [{"table": "data", "column": m, "reason": "missing_column", "count": 1,
-              "examples": []} for m in missing])
-    return cols
+    """Data columns referenced by a patsy right-hand side; unknown names raise
+    (:func:`evalkit.models.effects.formula_variables`)."""
+    return formula_variables(rhs, data.columns)
 
 
 def check_treatment(data: pd.DataFrame, treatment: str) -> None:

@@ -38,6 +38,7 @@ import pandas as pd
 
 from evalkit.econ.costbenefit import _real
 from evalkit.errors import ParamsError
+from evalkit.models.base import RecordsEffect
 
 __all__ = ["BudgetImpactResult", "budget_impact"]
 
@@ -91,7 +92,7 @@ def _one_scenario(years: int, discount_rate: float, plan_members, prevalence,
 
 
 @dataclass(frozen=True, eq=False)
-class BudgetImpactResult:
+class BudgetImpactResult(RecordsEffect):
     """A budget impact analysis, as a value.
 
     Attributes

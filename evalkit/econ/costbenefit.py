@@ -46,6 +46,7 @@ import numpy as np
 import pandas as pd
 
 from evalkit.errors import ParamsError, StatisticalWarning
+from evalkit.models.base import RecordsEffect
 
 __all__ = [
     "ProgramCosts",
@@ -302,7 +303,7 @@ _UNITS = {
 
 
 @dataclass(frozen=True, eq=False)
-class CostBenefitResult:
+class CostBenefitResult(RecordsEffect):
     """The cost-benefit figures of a referral programme, as a value.
 
     Attributes
@@ -554,7 +555,7 @@ def _classify(dc: float, de: float) -> tuple[str, str, float, str]:
 
 
 @dataclass(frozen=True, eq=False)
-class ICERResult:
+class ICERResult(RecordsEffect):
     """Incremental cost-effectiveness ratio(s) with the quadrant of the CE plane.
 
     Attributes
@@ -658,7 +659,7 @@ def icer(delta_cost, delta_effect) -> ICERResult:
 
 
 @dataclass(frozen=True, eq=False)
-class NMBResult:
+class NMBResult(RecordsEffect):
     """Incremental net monetary benefit over willingness-to-pay values.
 
     Attributes

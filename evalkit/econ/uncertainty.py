@@ -53,6 +53,7 @@ from scipy import stats
 
 from evalkit.econ.costbenefit import ICERResult, _real, icer
 from evalkit.errors import DataDroppedWarning, DataValidationError, ParamsError
+from evalkit.models.base import RecordsEffect
 
 __all__ = [
     "Gamma", "Beta", "LogNormal", "Normal", "Fixed", "Empirical",
@@ -365,7 +366,7 @@ def _alpha(alpha) -> float:
 # joint bootstrap
 # --------------------------------------------------------------------------------------
 @dataclass(frozen=True, eq=False)
-class JointBootstrapSummary:
+class JointBootstrapSummary(RecordsEffect):
     """Paired cost and effect replicates, summarised for a decision.
 
     Attributes
@@ -546,7 +547,7 @@ def joint_bootstrap_summary(cost_draws, effect_draws, wtp=None, *, estimate=None
 # probabilistic sensitivity analysis
 # --------------------------------------------------------------------------------------
 @dataclass(frozen=True, eq=False)
-class PSAResult:
+class PSAResult(RecordsEffect):
     """A probabilistic sensitivity analysis, as a value.
 
     Attributes

@@ -1,15 +1,29 @@
 """Outcome models: count regressions, two-part cost models, difference-in-differences,
 interrupted time series and the bootstraps that resample them.
 
+Every fit is a value with a tidy ``.table`` keyed by ``term`` and ``.at(term, column)``;
+``effect(...)`` returns the one effect type, :class:`EffectResult` (see
+:mod:`evalkit.models.base`).
+
 >>> import evalkit.models as m
 >>> fit = m.count_model(members, "er_visits ~ treated + age", exposure="member_months")  # doctest: +SKIP
+>>> fit.effect("treated").at("rate_ratio")                                               # doctest: +SKIP
 """
-from .bootstrap import bootstrap, bootstrap_count_effect, bootstrap_indices, bootstrap_two_part
-from .count import count_model
-from .effects import EffectResult, check_alpha
-from .panel import did, its
-from .twopart import park_test, two_part
+from .base import EffectResult, ModelResult
+from .bootstrap import (
+    BootstrapResult,
+    bootstrap,
+    bootstrap_count_effect,
+    bootstrap_indices,
+    bootstrap_two_part,
+)
+from .count import CountResult, count_model
+from .did import DiDResult, did, event_study_plot
+from .effects import check_alpha
+from .its import ITSResult, its, its_plot
+from .twopart import TwoPartResult, park_test, two_part
 
-__all__ = ["EffectResult", "bootstrap", "bootstrap_count_effect", "bootstrap_indices",
-           "bootstrap_two_part", "check_alpha", "count_model", "did", "its", "park_test",
-           "two_part"]
+__all__ = ["BootstrapResult", "CountResult", "DiDResult", "EffectResult", "ITSResult",
+           "ModelResult", "TwoPartResult", "bootstrap", "bootstrap_count_effect",
+           "bootstrap_indices", "bootstrap_two_part", "check_alpha", "count_model", "did",
+           "event_study_plot", "its", "its_plot", "park_test", "two_part"]

@@ -97,6 +97,7 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from evalkit.errors import DataValidationError, EvalkitError, ParamsError, StatisticalWarning
+from evalkit.models.base import TermTable
 from evalkit.models.count import gamma_differences
 from evalkit.models.effects import (
     binary_columns, build_matrix, check_alpha, counterfactual_frames, one_blas_thread,
@@ -141,7 +142,7 @@ def replicate_fields(n_replicates: int, n_failed: int, what: str = "bootstrap") 
 
 # =========================================================================== result
 @dataclass(frozen=True)
-class BootstrapResult:
+class BootstrapResult(TermTable):
     """A bootstrap distribution and its summaries, as a value.
 
     Attributes
@@ -196,6 +197,22 @@ class BootstrapResult:
     n_units: int
     method: str
     extra: dict = field(default_factory=dict)
+
+    @property
+    def table(self) -> pd.DataFrame:
+        """``term, estimate, std_error, ci_low, ci_high, p_value, interval``: each statistic
+        with its BCa interval (or, when BCa was not asked for, the first method asked for,
+        named in ``interval``); ``p_value`` is NaN (a bootstrap interval has none)."""
+        methods = list(dict.fromkeys(self.intervals["method"]))
+        method = "bca" if "bca" in methods else methods[0]
+        ci = self.intervals[self.intervals["method"] == method].set_index("term")
+        terms = self.estimate.index
+        return pd.DataFrame({
+            "term": terms, "estimate": self.estimate.to_numpy(),
+            "std_error": self.std_error.reindex(terms).to_numpy(),
+            "ci_low": ci["ci_low"].reindex(terms).to_numpy(),
+            "ci_high": ci["ci_high"].reindex(terms).to_numpy(),
+            "p_value": np.nan, "interval": method})
 
     def ci(self, term: str | None = None, method: str = "bca") -> tuple[float, float]:
         """``(ci_low, ci_high)`` of one statistic by one method.
@@ -1410,8 +1427,8 @@ def bootstrap_two_part(data: pd.DataFrame, formula: str, treatment: str, n_boot:
 
     fit = two_part(frame, formula, first=first, second=second)
     eff = fit.effect(treatment, alpha=alpha)
-    estimate = pd.Series({"cost_difference": eff.estimate("cost_difference"),
-                          "ratio": eff.estimate("ratio"), "mean_treated": eff.mean_treated,
+    estimate = pd.Series({"cost_difference": eff.at("cost_difference"),
+                          "ratio": eff.at("ratio"), "mean_treated": eff.mean_treated,
                           "mean_control": eff.mean_control}, dtype=float)
     design = _design(frame, strata, cluster, what)
 
@@ -1847,7 +1864,7 @@ def bootstrap_count_effect(data: pd.DataFrame, formula: str, treatment: str,
     fit = count_model(frame, formula, family=family, exposure=exposure)
     eff = fit.effect(treatment, alpha=alpha)
     names_out = COUNT_STATISTICS[exposure is not None]
-    estimate = pd.Series(dict(zip(names_out, [eff.estimate(names_out[0]), eff.estimate(names_out[1]),
+    estimate = pd.Series(dict(zip(names_out, [eff.at(names_out[0]), eff.at(names_out[1]),
                                               *_count_means(fit, treatment)])), dtype=float)
     design = _design(frame, strata, None, what)
     model = fit.model

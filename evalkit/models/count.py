@@ -24,13 +24,13 @@ import statsmodels.api as sm
 from scipy import optimize, special
 
 from evalkit.errors import (
-    ConvergenceError, DataDroppedWarning, DataValidationError, ParamsError, StatisticalWarning,
+    ConvergenceError, DataValidationError, ParamsError, StatisticalWarning,
 )
 from evalkit.models.base import ModelResult, wald_table
 from evalkit.models.effects import (
     EffectResult, build_matrix, check_alpha, check_fitted_probabilities, check_full_rank,
-    check_no_empty_cells, fit_glm, one_blas_thread, parse_vcov, prepare_frame, recycled_effect,
-    sandwich, vcov_label,
+    check_no_empty_cells, drop_bad_exposure, fit_glm, one_blas_thread, parse_vcov, prepare_frame,
+    recycled_effect, sandwich, vcov_label,
 )
 
 __all__ = ["count_model", "CountResult", "FAMILIES"]
@@ -975,18 +975,7 @@ def count_model(data: pd.DataFrame, formula: str, family: str = "poisson",
     formulas = [count_formula] + ([zero_rhs] if zero_rhs else [])
     frame, dropped = prepare_frame(data, formulas, extra_cols, what)
     if exposure is not None:
-        e = frame[exposure]
-        if not pd.api.types.is_numeric_dtype(e):
-            raise DataValidationError(f"{what}: exposure {exposure!r} must be numeric member-months.")
-        bad = ~(e.to_numpy(dtype=float) > 0) | ~np.isfinite(e.to_numpy(dtype=float))
-        if bad.any():
-            k = int(bad.sum())
-            if k == len(frame):
-                raise DataValidationError(f"{what}: exposure {exposure!r} is not positive in any row.")
-            warnings.warn(f"{what}: {k} rows with exposure {exposure!r} <= 0 left out "
-                          "(no time at risk).", DataDroppedWarning, stacklevel=3)
-            dropped["exposure <= 0"] = k
-            frame = frame.loc[~bad]
+        frame, dropped = drop_bad_exposure(frame, exposure, dropped, what)
 
     outcome = count_formula.split("~", 1)[0].strip()
     y, X, xnames, xinfo = build_matrix(count_formula, frame, what)

@@ -21,7 +21,7 @@ import functools
 import numbers
 import re
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -34,6 +34,7 @@ from threadpoolctl import threadpool_limits
 from evalkit.errors import (
     ConvergenceError, DataDroppedWarning, DataValidationError, ParamsError, StatisticalWarning,
 )
+from evalkit.models.base import EffectResult, effect_table
 
 __all__ = [
     "EffectResult",
@@ -41,7 +42,9 @@ __all__ = [
     "fit_glm",
     "check_fitted_probabilities",
     "r_term_name",
+    "formula_variables",
     "prepare_frame",
+    "drop_bad_exposure",
     "build_matrix",
     "parse_vcov",
     "sandwich",
@@ -49,7 +52,6 @@ __all__ = [
     "recycled_effect",
 ]
 
-EFFECT_COLUMNS = ["scale", "estimate", "std_error", "ci_low", "ci_high", "p_value"]
 
 # Names a formula may use that are functions, not columns of the data.
 _FORMULA_FUNCTIONS = {
@@ -109,8 +111,13 @@ def r_term_name(name: str) -> str:
 
 
 # --------------------------------------------------------------------------- frames
-def _formula_variables(formula: str, columns) -> list[str]:
-    """Columns of the data a formula refers to (raises on names that are not columns)."""
+def formula_variables(formula: str, columns) -> list[str]:
+    """Columns of the data a formula (or a right-hand side) refers to, in order of first
+    use: the one formula parser of the models, causal and survival code.
+
+    Raises a ParamsError when the formula cannot be parsed or uses ``offset()``, and a
+    DataValidationError naming the names that are neither columns nor formula functions.
+    """
     if "offset(" in formula.replace(" ", ""):
         raise ParamsError(
             f"formula {formula!r} uses offset(); pass the exposure column instead, e.g. "
@@ -184,7 +191,7 @@ def prepare_frame(data: pd.DataFrame, formulas, extra_columns=(), what: str = "m
         raise DataValidationError(f"{what}: data must be a pandas DataFrame, got {type(data).__name__}.")
     used: list[str] = []
     for f in formulas:
-        for nm in _formula_variables(f, data.columns):
+        for nm in formula_variables(f, data.columns):
             if nm not in used:
                 used.append(nm)
     missing = [c for c in extra_columns if c not in data.columns]
@@ -217,8 +224,27 @@ def prepare_frame(data: pd.DataFrame, formulas, extra_columns=(), what: str = "m
     return frame, dropped
 
 
+def drop_bad_exposure(frame, exposure, dropped, what, stacklevel: int = 4):
+    """Leave out rows without time at risk (exposure not positive), with a
+    :class:`~evalkit.errors.DataDroppedWarning`; returns the frame and the updated ``dropped``."""
+    e = frame[exposure]
+    if not pd.api.types.is_numeric_dtype(e) or pd.api.types.is_bool_dtype(e):
+        raise DataValidationError(f"{what}: exposure {exposure!r} must be numeric member-months.")
+    v = e.to_numpy(dtype=float)
+    bad = ~(v > 0) | ~np.isfinite(v)
+    if bad.any():
+        k = int(bad.sum())
+        if k == len(frame):
+            raise DataValidationError(f"{what}: exposure {exposure!r} is not positive in any row.")
+        warnings.warn(f"{what}: {k} rows with exposure {exposure!r} <= 0 left out (no time at "
+                      "risk).", DataDroppedWarning, stacklevel=stacklevel)
+        dropped = {**dropped, "exposure <= 0": k}
+        frame = frame.loc[~bad]
+    return frame, dropped
+
+
 @dataclass(frozen=True)
-class DesignSpec:
+class MatrixSpec:
     """How to rebuild a model matrix on new rows: patsy's design plus R's column order."""
 
     info: patsy.DesignInfo
@@ -248,9 +274,9 @@ def build_matrix(formula_or_spec, frame: pd.DataFrame, what: str = "model"):
 
     Parameters
     ----------
-    formula_or_spec : str or DesignSpec
+    formula_or_spec : str or MatrixSpec
         A formula (``"y ~ x1 + x2"`` or a right-hand side ``"~ x1 + x2"``) or the
-        :class:`DesignSpec` of an earlier call (to rebuild the matrix on new data, e.g.
+        :class:`MatrixSpec` of an earlier call (to rebuild the matrix on new data, e.g.
         with the treatment set to 1 for everyone).
     frame : DataFrame
 
@@ -259,9 +285,9 @@ def build_matrix(formula_or_spec, frame: pd.DataFrame, what: str = "model"):
     y : ndarray or None
     X : ndarray (float, C-contiguous)
     names : list of str  (R names)
-    spec : DesignSpec
+    spec : MatrixSpec
     """
-    if isinstance(formula_or_spec, DesignSpec):
+    if isinstance(formula_or_spec, MatrixSpec):
         (X,) = patsy.build_design_matrices([formula_or_spec.info], frame, NA_action="raise")
         X = np.asarray(X, dtype=float)[:, formula_or_spec.order]
         return None, np.ascontiguousarray(X), None, formula_or_spec
@@ -280,7 +306,7 @@ def build_matrix(formula_or_spec, frame: pd.DataFrame, what: str = "model"):
             X = patsy.dmatrix(formula, frame, eval_env=_EVAL_ENV, NA_action="raise")
     except patsy.PatsyError as exc:
         raise DataValidationError(f"{what}: cannot build the model matrix of {formula!r}: {exc}") from None
-    spec = DesignSpec(X.design_info, _r_column_order(X.design_info, formula))
+    spec = MatrixSpec(X.design_info, _r_column_order(X.design_info, formula))
     names = [r_term_name(X.design_info.column_names[j]) for j in spec.order]
     return y, np.ascontiguousarray(np.asarray(X, dtype=float)[:, spec.order]), names, spec
 
@@ -520,62 +546,6 @@ def sandwich(scores: np.ndarray, bread: np.ndarray, kind: str, groups=None,
 
 
 # --------------------------------------------------------------------------- effects
-@dataclass(frozen=True)
-class EffectResult:
-    """An average treatment effect by recycled predictions, as a value.
-
-    Attributes
-    ----------
-    table : DataFrame
-        Rows ``scale, estimate, std_error, ci_low, ci_high, p_value``; ``scale`` uses the
-        results vocabulary (``rate_difference_per_1000_mm``, ``rate_ratio``,
-        ``cost_difference``, ``difference``, ``ratio``).
-    treatment : str
-        The 0/1 column that was set to 1, then 0, for every row.
-    mean_treated, mean_control : float
-        Average predicted outcome with everyone treated / everyone untreated, on the scale
-        of the difference row (events per 1,000 member-months, events or dollars per member).
-    nobs : int
-        Rows averaged over.
-    method : str
-    vcov : str
-        Variance the delta method used (the fit's ``vcov``).
-    alpha : float
-    """
-
-    table: pd.DataFrame
-    treatment: str
-    mean_treated: float
-    mean_control: float
-    nobs: int
-    method: str
-    vcov: str
-    alpha: float = 0.05
-    estimand: str = "ATE"
-    extra: dict = field(default_factory=dict)
-
-    def to_frame(self) -> pd.DataFrame:
-        return self.table.copy()
-
-    def estimate(self, scale: str) -> float:
-        """The estimate on one scale, e.g. ``res.estimate("rate_ratio")``."""
-        row = self.table.loc[self.table["scale"] == scale]
-        if row.empty:
-            raise KeyError(f"no {scale!r} row; scales here: {self.table['scale'].tolist()}")
-        return float(row["estimate"].iloc[0])
-
-    def summary(self) -> str:
-        lines = [f"{self.estimand} of {self.treatment} ({self.method}); {self.nobs} rows; vcov {self.vcov}",
-                 f"mean if all treated: {self.mean_treated:.6g}; if none treated: {self.mean_control:.6g}",
-                 self.table.to_string(index=False, float_format=lambda v: f"{v:.6g}")]
-        return "\n".join(lines)
-
-    def _repr_html_(self) -> str:
-        head = (f"<p><b>{self.estimand} of {self.treatment}</b> ({self.method}) &middot; "
-                f"{self.nobs} rows</p>")
-        return head + self.table.to_html(index=False, float_format=lambda v: f"{v:.4g}")
-
-
 def counterfactual_frames(frame: pd.DataFrame, treatment: str, what: str):
     """Copies of ``frame`` with ``treatment`` set to 1 (True) and to 0 (False) for all rows."""
     if not isinstance(treatment, str) or treatment not in frame.columns:
@@ -650,8 +620,7 @@ def recycled_effect(mean_and_gradient: Callable, frame: pd.DataFrame, treatment:
         p_ratio = 2 * stats.norm.sf(abs(np.log(ratio)) / se_log) if se_log > 0 else np.nan
         rows.append((ratio_scale, ratio, ratio * se_log, ratio * np.exp(-z * se_log),
                      ratio * np.exp(z * se_log), p_ratio))
-    table = pd.DataFrame(rows, columns=EFFECT_COLUMNS)
-    return EffectResult(table=table, treatment=treatment, mean_treated=float(a1),
+    return EffectResult(table=effect_table(rows), treatment=treatment, mean_treated=float(a1),
                         mean_control=float(a0), nobs=n, method=method, vcov=vcov_label,
                         alpha=alpha, extra=dict(extra or {}))
 

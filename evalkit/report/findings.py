@@ -207,7 +207,7 @@ def budget_rows(estimates: pd.DataFrame) -> pd.DataFrame:
 
 # ------------------------------------------------------------------ sentences
 @dataclass(frozen=True)
-class Finding:
+class BriefFinding:
     """One key finding: the topic (``use``, ``time``, ``cost``, ``value``, ``other``),
     the outcome, the sentence, and whether its interval excludes no difference."""
 
@@ -222,7 +222,7 @@ def _design_tag(rec: dict) -> str:
             3: "unadjusted comparison"}.get(method_rank(rec), "comparison")
 
 
-def _use(outcome, s, audience, followup_days) -> Finding | None:
+def _use(outcome, s, audience, followup_days) -> BriefFinding | None:
     rr, rd = s.get("rate_ratio"), s.get("rate_difference_per_1000_mm")
     if rr is None and rd is None:
         return None
@@ -246,7 +246,7 @@ def _use(outcome, s, audience, followup_days) -> Finding | None:
                     f"{_ratio_change(rr['ci_high'])}).")
         tail = (" The whole range points the same way." if clear else
                 " The range includes no change, so the difference could be due to chance.")
-        return Finding("use", outcome, f"{label[0].upper()}{label[1:]}: {body}{tail}", clear)
+        return BriefFinding("use", outcome, f"{label[0].upper()}{label[1:]}: {body}{tail}", clear)
     if audience == "research":
         parts = []
         if rr is not None:
@@ -256,7 +256,7 @@ def _use(outcome, s, audience, followup_days) -> Finding | None:
         if rd is not None:
             parts.append(f"rate difference {num(rd['estimate'], 1)} per 1,000 member-months "
                          f"(95% CI {num(rd['ci_low'], 1)} to {num(rd['ci_high'], 1)})")
-        return Finding("use", outcome, f"{label[0].upper()}{label[1:]}: " + ", ".join(parts)
+        return BriefFinding("use", outcome, f"{label[0].upper()}{label[1:]}: " + ", ".join(parts)
                        + f"; {main['estimand']}, {main['method']}.", clear)
     # hmo
     if rd is not None:
@@ -274,10 +274,10 @@ def _use(outcome, s, audience, followup_days) -> Finding | None:
         text = (f"{label[0].upper()}{label[1:]}: {_ratio_change(rr['estimate'])} with self-help "
                 f"referral, a rate ratio of {ratio(rr['estimate'])} (95% CI "
                 f"{ratio(rr['ci_low'])} to {ratio(rr['ci_high'])})")
-    return Finding("use", outcome, f"{text}; {_design_tag(main)}.", clear)
+    return BriefFinding("use", outcome, f"{text}; {_design_tag(main)}.", clear)
 
 
-def _time(outcome, s, audience) -> Finding | None:
+def _time(outcome, s, audience) -> BriefFinding | None:
     hr = s.get("hazard_ratio")
     if hr is None:
         return None
@@ -295,20 +295,20 @@ def _time(outcome, s, audience) -> Finding | None:
                 f"{_ratio_change(hr['estimate'], 'less', 'more')} often at any given time "
                 f"(range of plausible values: {_ratio_change(hr['ci_low'], 'less', 'more')} "
                 f"to {_ratio_change(hr['ci_high'], 'less', 'more')}).")
-        return Finding("time", outcome, text, clear)
+        return BriefFinding("time", outcome, text, clear)
     if audience == "research":
         p = f"; {pvalue(hr['p_value'])}" if _finite(hr.get("p_value")) else ""
-        return Finding("time", outcome, f"{label[0].upper()}{label[1:]}: hazard ratio "
+        return BriefFinding("time", outcome, f"{label[0].upper()}{label[1:]}: hazard ratio "
                        f"{ratio(hr['estimate'])} (95% CI {ratio(hr['ci_low'])} to "
                        f"{ratio(hr['ci_high'])}{p}); {hr['estimand']}, {hr['method']}.", clear)
-    return Finding("time", outcome, f"{label[0].upper()}{label[1:]}: at any point in follow-up, "
+    return BriefFinding("time", outcome, f"{label[0].upper()}{label[1:]}: at any point in follow-up, "
                    f"referred members were {_ratio_change(hr['estimate'], 'less', 'more')} likely "
                    f"to {event[0] if event else 'have the event'} (hazard ratio "
                    f"{ratio(hr['estimate'])}, 95% CI {ratio(hr['ci_low'])} to "
                    f"{ratio(hr['ci_high'])}); {_design_tag(hr)}.", clear)
 
 
-def _cost(outcome, s, audience, followup_days) -> Finding | None:
+def _cost(outcome, s, audience, followup_days) -> BriefFinding | None:
     cd, pm, rt = s.get("cost_difference"), s.get("pmpm_difference"), s.get("ratio")
     if cd is None and pm is None:
         return None
@@ -328,7 +328,7 @@ def _cost(outcome, s, audience, followup_days) -> Finding | None:
                     f"{_signed(pm['ci_low'], lambda v: money(v, True), 'less', 'more')} to "
                     f"{_signed(pm['ci_high'], lambda v: money(v, True), 'less', 'more')}).")
         tail = ("" if clear else " The range includes no change.")
-        return Finding("cost", outcome, f"{label[0].upper()}{label[1:]}: {body}{tail}", clear)
+        return BriefFinding("cost", outcome, f"{label[0].upper()}{label[1:]}: {body}{tail}", clear)
     if audience == "research":
         parts = []
         if cd is not None:
@@ -341,7 +341,7 @@ def _cost(outcome, s, audience, followup_days) -> Finding | None:
         if pm is not None:
             parts.append(f"PMPM difference {money(pm['estimate'], True)} (95% CI "
                          f"{money(pm['ci_low'], True)} to {money(pm['ci_high'], True)})")
-        return Finding("cost", outcome, f"{label[0].upper()}{label[1:]}: " + ", ".join(parts)
+        return BriefFinding("cost", outcome, f"{label[0].upper()}{label[1:]}: " + ", ".join(parts)
                        + ".", clear)
     parts = []
     if pm is not None:
@@ -351,7 +351,7 @@ def _cost(outcome, s, audience, followup_days) -> Finding | None:
     if cd is not None:
         parts.append(f"{_signed(cd['estimate'], money, 'lower', 'higher')} per member over "
                      f"{span} (95% CI {money(cd['ci_low'])} to {money(cd['ci_high'])})")
-    return Finding("cost", outcome, f"{label[0].upper()}{label[1:]}: " + "; ".join(parts)
+    return BriefFinding("cost", outcome, f"{label[0].upper()}{label[1:]}: " + "; ".join(parts)
                    + f"; {_design_tag(main)}.", clear)
 
 
@@ -364,7 +364,7 @@ def _chance(p) -> str:
     return pct(p)
 
 
-def _value(s, audience, horizon_years) -> Finding | None:
+def _value(s, audience, horizon_years) -> BriefFinding | None:
     ns, roi = s.get("net_savings_per_member"), s.get("roi")
     prob, bcr = s.get("probability_cost_saving"), s.get("benefit_cost_ratio")
     if ns is None and roi is None and prob is None:
@@ -383,7 +383,7 @@ def _value(s, audience, horizon_years) -> Finding | None:
             c = _chance(prob["estimate"])
             bits.append("The chance that the program saves money overall is "
                         f"{'' if c.startswith(('more', 'less')) else 'about '}{c}.")
-        return Finding("value", "net savings", " ".join(bits), clear)
+        return BriefFinding("value", "net savings", " ".join(bits), clear)
     bits = []
     if ns is not None:
         bits.append(f"Net savings of {money(ns['estimate'])} per referred member over {yrs} "
@@ -403,7 +403,7 @@ def _value(s, audience, horizon_years) -> Finding | None:
     text = "; ".join(bits) + "."
     if audience == "research" and ns is not None:
         text += f" {ns['method']}."
-    return Finding("value", "net savings", text[0].upper() + text[1:], clear)
+    return BriefFinding("value", "net savings", text[0].upper() + text[1:], clear)
 
 
 _SCALE_WORDS = {
@@ -418,7 +418,7 @@ _SCALE_WORDS = {
 }
 
 
-def _other(outcome, s, audience) -> list[Finding]:
+def _other(outcome, s, audience) -> list[BriefFinding]:
     """Estimates on scales without a dedicated sentence (e.g. published figures)."""
     out = []
     for scale, r in s.items():
@@ -460,19 +460,19 @@ def _other(outcome, s, audience) -> list[Finding]:
                 body = (f"{word[1]} {fmt(r['estimate'])}" +
                         (f" (range of plausible values: {fmt(r['ci_low'])} to "
                          f"{fmt(r['ci_high'])})" if has_ci else ""))
-            out.append(Finding("other", outcome, f"{label[0].upper()}{label[1:]}: {body}.", clear))
+            out.append(BriefFinding("other", outcome, f"{label[0].upper()}{label[1:]}: {body}.", clear))
             continue
         ci = (f" (95% CI {fmt(r['ci_low'])} to {fmt(r['ci_high'])}" +
               (f"; {pvalue(r['p_value'])}" if audience == "research" and
                _finite(r.get("p_value")) else "") + ")") if has_ci else ""
         tail = f"; {r['method']}" if audience == "research" and r.get("method") else ""
-        out.append(Finding("other", outcome, f"{label[0].upper()}{label[1:]}: {word[0]}{sep} "
+        out.append(BriefFinding("other", outcome, f"{label[0].upper()}{label[1:]}: {word[0]}{sep} "
                            f"{fmt(r['estimate'])}{ci}{tail}.", clear))
     return out
 
 
 def key_findings(estimates: pd.DataFrame, audience: str, *, followup_days: int = 365,
-                 horizon_years: int = 1) -> list[Finding]:
+                 horizon_years: int = 1) -> list[BriefFinding]:
     """The key findings of a run, one or more sentences per workbook and outcome.
 
     Parameters
@@ -483,11 +483,11 @@ def key_findings(estimates: pd.DataFrame, audience: str, *, followup_days: int =
 
     Returns
     -------
-    list of :class:`Finding`, in the order the workbooks recorded them.
+    list of :class:`BriefFinding`, in the order the workbooks recorded them.
     """
     if audience not in AUDIENCES:
         raise ValueError(f"audience must be one of {', '.join(AUDIENCES)}, got {audience!r}")
-    out: list[Finding] = []
+    out: list[BriefFinding] = []
     value_done = False
     for (wb, outcome), s in primary_estimates(estimates).items():
         is_value = any(k in s for k in VALUE_SCALES)
@@ -507,7 +507,7 @@ def key_findings(estimates: pd.DataFrame, audience: str, *, followup_days: int =
     return out
 
 
-def _budget(rows: pd.DataFrame, audience: str) -> Finding | None:
+def _budget(rows: pd.DataFrame, audience: str) -> BriefFinding | None:
     """One sentence on the budget impact (first year, and all years together)."""
     net = rows[rows["scale"] == "cost_difference"] if not rows.empty else rows
     if net.empty or audience == "clearinghouse":
@@ -523,4 +523,4 @@ def _budget(rows: pd.DataFrame, audience: str) -> Finding | None:
         total = float(net["estimate"].sum())
         text += (f"; over {len(net)} years it {word(total)} {money(abs(total))} "
                  "(the sum of the yearly figures)")
-    return Finding("budget", "budget", text + ".", False)
+    return BriefFinding("budget", "budget", text + ".", False)
