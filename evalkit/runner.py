@@ -453,20 +453,18 @@ def _privacy_scan(params, out_dir: Path):
     looked for: ``True`` (all everywhere), ``"context"`` (some ids are short) or None in
     summary mode, which has no member ids.
     """
-    from .privacy import Finding, ScanReport, _Scanner, redact_params, scan_outputs
+    from .privacy import Finding, ScanReport, redact_params, scan_outputs, scan_text
     targets = scan_targets(out_dir)
     short_ids = targets["context_ids"]
     checked = None if params.mode == "summary" else ("context" if short_ids else True)
     safe, secrets = redact_params(params.to_dict())
     report = scan_outputs(out_dir, secrets=secrets, min_cell=params.report.min_cell, **targets)
     if short_ids:
-        sc = _Scanner(short_ids, set(), [], params.report.min_cell, [], [])
-        for key, text in _free_text(safe).items():
-            sc.text(text, "params.json", key, lines=False, dates=False, secrets=False)
-        if sc.findings:
+        found = scan_text(_free_text(safe), member_ids=short_ids, file="params.json")
+        if found:
             report = ScanReport(report.folder, report.findings + tuple(
                 Finding(f.file, f.kind, f.where, "free text holding a member id, " + f.excerpt)
-                for f in sc.findings), report.scanned, report.not_scanned)
+                for f in found), report.scanned, report.not_scanned)
     return report, checked
 
 
