@@ -114,10 +114,16 @@ def test_absurd_sizes_are_refused_before_any_work(tmp_path, capsys):
     assert main(["run", str(p), "--out", str(tmp_path / "out")]) == 2
     assert time.perf_counter() - t0 < 5
     err = capsys.readouterr().err
-    assert "data.members=1,000,000,000,000" in err and "1.1 PB" in err and "free" in err
+    assert "data.members=1,000,000,000,000" in err and "1.4 PB" in err and "free" in err
     assert not (tmp_path / "out" / "work").exists()
     assert not (tmp_path / "out" / "results.json").exists()
-    assert limits.estimate_synthetic_bytes(20_000) == 22_000_000
+    assert limits.estimate_synthetic_bytes(20_000) == 28_000_000
+    # `evalkit synth` writes the Parquet tables only, and checks the disk the same way
+    assert main(["synth", str(tmp_path / "plan"), "--members", "1000000000000"]) == 2
+    err = capsys.readouterr().err
+    assert "--members 1,000,000,000,000" in err and "550.0 TB" in err and "free" in err
+    assert not (tmp_path / "plan").exists()
+    assert limits.check_synth_disk(1000, 1.0, tmp_path) == 550_000
 
 
 # ----------------------------------------------------------------------------- secrets

@@ -374,8 +374,11 @@ def build_context(results: dict, params, audience: str | None = None) -> dict:
     findings = key_findings(est, audience, followup_days=p.windows.followup_days,
                             horizon_years=p.econ.horizon_years) if not est.empty else []
     kw = {"public": public, "min_cell": min_cell}
-    # summary mode: the group sizes belong to different published studies; none is "the" cohort
-    cohort = None if p.mode == "summary" else tables.cohort_table(results, est_all, **kw)
+    # summary mode: the group sizes belong to different published studies; none is "the"
+    # cohort. Counts shown in several tables are suppressed together (an arm's size, its n)
+    linked = {} if p.mode == "summary" else tables.linked_cells(results, est_all, **kw)
+    cohort = None if p.mode == "summary" else tables.cohort_table(
+        results, est_all, hide=linked.get("cohort", ()), **kw)
     tabs = [cohort]
     if audience in ("hmo", "research"):
         tabs.append(tables.rates_table(results, audience, **kw))
@@ -390,7 +393,7 @@ def build_context(results: dict, params, audience: str | None = None) -> dict:
         for name, rows in (results.get("tables") or {}).items():
             if any(w in name for w in tables.SENSITIVITY_WORDS):
                 tabs.append(tables.generic_table(name, rows, **kw))
-        tabs.extend(tables.estimate_tables(est_all, audience, **kw))
+        tabs.extend(tables.estimate_tables(est_all, audience, linked=linked, **kw))
         tabs.append(tables.budget_table(budget_rows(est)))
     if audience == "clearinghouse":
         tabs.append(tables.headline_table(results, audience))
