@@ -643,7 +643,7 @@ def scan_outputs(folder, member_ids=None, dates_of_service=None, secrets=(), min
                  *, context_ids=None, count_headers: Iterable[str] = DEFAULT_COUNT_HEADERS,
                  id_headers: Iterable[str] = DEFAULT_ID_HEADERS,
                  skip_dirs: Iterable[str] = _SKIP_DIRS,
-                 unscanned_pdfs: str = "fail") -> ScanReport:
+                 unscanned_pdfs: str = "fail", scanned_before: Iterable[str] = ()) -> ScanReport:
     """Scan a run's public output folder for anything that must not be published.
 
     Every file under ``folder`` (recursively; folders named in ``skip_dirs`` such as the
@@ -705,6 +705,9 @@ def scan_outputs(folder, member_ids=None, dates_of_service=None, secrets=(), min
     count_headers, id_headers : header names, see above.
     skip_dirs : folder names not scanned (default: ``work``, checkpoints, caches, .git).
     unscanned_pdfs : ``"fail"`` or ``"report"``, see above.
+    scanned_before : paths (relative to ``folder``) already scanned for the same things,
+        e.g. a brief that was checked before it was written: counted as scanned, not read
+        again.
 
     Returns
     -------
@@ -730,7 +733,7 @@ def scan_outputs(folder, member_ids=None, dates_of_service=None, secrets=(), min
     sc = _Scanner(member_ids, _to_dates(dates_of_service), secrets,
                   _min_cell("scan_outputs", min_cell), list(count_headers), list(id_headers),
                   context_ids)
-    skip = set(skip_dirs)
+    skip, before = set(skip_dirs), set(scanned_before)
     pdftotext = shutil.which("pdftotext")
     scanned, not_scanned = [], []
     for root, dirs, files in os.walk(folder):
@@ -742,7 +745,8 @@ def scan_outputs(folder, member_ids=None, dates_of_service=None, secrets=(), min
         dirs[:] = sorted(d for d in dirs if d not in skip)
         for name in sorted(files):
             rel = (rel_root / name).as_posix()
-            skipped = _scan_file(sc, Path(root) / name, rel, pdftotext, unscanned_pdfs)
+            skipped = None if rel in before else _scan_file(sc, Path(root) / name, rel,
+                                                            pdftotext, unscanned_pdfs)
             if skipped is None:
                 scanned.append(rel)
             elif skipped:

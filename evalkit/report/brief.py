@@ -504,7 +504,7 @@ def _run_scan_targets(run_dir: Path) -> dict:
 
 
 def write_brief(run_dir: str | Path, *, audience: str | None = None, results: dict | None = None,
-                params=None, member_ids=None, stem: str = "brief") -> Brief:
+                params=None, member_ids=None, stem: str = "brief", secrets=()) -> Brief:
     """Render ``brief.html`` and ``brief.pdf`` into a run folder.
 
     Parameters
@@ -519,7 +519,10 @@ def write_brief(run_dir: str | Path, *, audience: str | None = None, results: di
         one it is assembling).
     params : validated params; default: read ``params.json``.
     member_ids : ids the public brief is scanned for; default: read from the run's
-        working database when it is there.
+        working database when it is there (with its dates of service).
+    secrets : strings the public brief must not hold (the run's redacted secrets); with
+        them the brief's scan is the whole pre-publication check of its two files, and
+        the run's scan of the folder does not read them again.
 
     Returns
     -------
@@ -567,7 +570,8 @@ def write_brief(run_dir: str | Path, *, audience: str | None = None, results: di
         if context["public"]:
             targets = ({"member_ids": member_ids} if member_ids is not None
                        else _run_scan_targets(run_dir))
-            report = scan_outputs(partial, min_cell=context["min_cell"], **targets)
+            report = scan_outputs(partial, min_cell=context["min_cell"], secrets=secrets,
+                                  **targets)
             if not report.ok:
                 raise DisclosureError(
                     "the public brief was not written: " + "; ".join(
