@@ -318,8 +318,8 @@ class _Table:
             for i in range(self.nrow):
                 src = [cell_cols[j] for j in srcs if (i, j) in hidden]
                 if src:
-                    extra[(i, dcol)] = ("derived", f"computed from the suppressed count in "
-                                        f"'{src[0]}'")
+                    extra[(i, dcol)] = ("derived",
+                                        f"computed from the suppressed count in '{src[0]}'")
         out = self.table.copy(deep=True)
         mask = pd.DataFrame(False, index=self.table.index, columns=self.table.columns)
         records = []
@@ -382,9 +382,9 @@ def _complement(t: _Table, groups: list, hidden: dict) -> None:
                     f"suppress: {t.describe(inside[0])} is hidden but {g.label} has no other "
                     "visible count to hide with it, so it could be recovered from the "
                     "total. Merge categories or drop the total before publishing.")
-            hidden[cand[0]] = ("complementary",
-                               f"hidden so that {t.describe(inside[0])} cannot be recovered "
-                               f"from the total of {g.label}")
+            why = (f"hidden so that {t.describe(inside[0])} cannot be recovered from the "
+                   f"total of {g.label}")
+            hidden[cand[0]] = ("complementary", why)
             changed = True
         if changed:
             continue
@@ -398,9 +398,8 @@ def _complement(t: _Table, groups: list, hidden: dict) -> None:
                 f"suppress: {t.describe(x)} could be worked out from the rows and columns and "
                 "no visible cell is left to protect it. Merge categories before publishing.")
         c, g = min(options, key=lambda o: (values[o[0]] == 0, values[o[0]], o[0]))
-        hidden[c] = ("complementary",
-                     f"hidden so that {t.describe(x)} cannot be worked out by combining rows "
-                     "and columns")
+        why = f"hidden so that {t.describe(x)} cannot be worked out by combining rows and columns"
+        hidden[c] = ("complementary", why)
 
 
 def suppress_together(tables: Mapping, links: Iterable = (), min_cell: int = 11,
