@@ -834,7 +834,7 @@ def _people(cfg: _Compiled, rng: np.random.Generator, block: int) -> dict[str, n
         z = (np.log(frailty) + xb - cfg.mean_log) / cfg.sd_log
         lin = special.logit(s.p_self_help) + s.confounding * z
         treated = u_arm < special.expit(lin)
-    else:  # alternating: member ids 1, 3, 5, ... are self-help (exact halves)
+    else:  # alternating: members 1, 3, 5, ... (M000000001, ...) are self-help (exact halves)
         treated = ids % 2 == 1
 
     i0, i1 = _day(s.index_start), _day(s.index_end)
