@@ -84,8 +84,13 @@ def test_attrition_exclusions_are_protected_by_their_relation():
 
 def test_brief_tables_hide_an_arm_size_wherever_it_is_shown():
     """A public brief: the cohort table and every estimates table agree on what is hidden."""
+    surv = [{"group": g, "time": t, "n_risk": n, "n_event": e, "survival": 0.9,
+             "ci_low": 0.8, "ci_high": 0.95}
+            for g, t, n, e in (("self_help", 0, 8, 0), ("control", 0, 640, 0),
+                               ("control", 30, 600, 40))]
     results = {"tables": {"data_quality.attrition": [
-        {"step": "all", "self_help_members": 8, "control_members": 640}]}}
+        {"step": "all", "self_help_members": 8, "control_members": 640}],
+        "time_to_event.survival_at": surv}}
     est = pd.DataFrame({"workbook": ["utilization", "utilization", "costs"],
                         "outcome": ["er", "outpatient_mh", "cost"], "method": ["nb"] * 3,
                         "scale": ["rate_ratio", "rate_ratio", "cost_difference"],
@@ -99,6 +104,9 @@ def test_brief_tables_hide_an_arm_size_wherever_it_is_shown():
     for t in tables.estimate_tables(est, "research", linked=linked, **kw):
         assert set(t.frame["n comparison"]) == {"*"}, t.key
         assert set(t.frame["estimate"]) == {"*"}
+    # the number at risk on day 0 is the arm's size again: hidden; day 30 is not
+    s = tables.survival_table(results, hide=linked.get("survival", ()), **kw).frame
+    assert s["n at risk"].tolist() == ["*", "*", "600"]
     # not public: nothing hidden, nothing linked
     assert tables.linked_cells(results, est, public=False, min_cell=11) == {}
     shown = tables.cohort_table(results, est, public=False, min_cell=11)

@@ -23,7 +23,7 @@ class SuppressionResult:
     table : the publishable copy; columns with a suppressed cell have object dtype and
         show ``marker`` in the suppressed cells, every other column is unchanged.
     report : one row per suppressed cell: ``row`` (index label), ``row_position``,
-        ``column``, ``rule`` (``primary`` / ``complementary`` / ``derived``) and
+        ``column``, ``rule`` (``primary`` / ``linked`` / ``complementary`` / ``derived``) and
         ``reason`` (a sentence). It never holds the hidden values.
     mask : boolean DataFrame shaped like ``table``, True where a cell is suppressed.
     min_cell, marker : the settings used.
@@ -56,7 +56,7 @@ class SuppressionResult:
         if self.report.empty:
             return f"no cell suppressed (smallest count shown: {self.min_cell})"
         by = self.report["rule"].value_counts()
-        parts = [f"{by.get(r, 0)} {r}" for r in ("primary", "complementary", "derived")
+        parts = [f"{by.get(r, 0)} {r}" for r in ("primary", "linked", "complementary", "derived")
                  if by.get(r, 0)]
         return f"{len(self.report)} cells suppressed ({', '.join(parts)}); min_cell={self.min_cell}"
 

@@ -388,7 +388,7 @@ def build_context(results: dict, params, audience: str | None = None) -> dict:
     if audience == "research":
         tabs.append(tables.table1(results, **kw))
         tabs.append(tables.model_choice_table(results))
-        tabs.append(tables.survival_table(results, **kw))
+        tabs.append(tables.survival_table(results, hide=linked.get("survival", ()), **kw))
         tabs.append(tables.sensitivity_table(results))
         for name, rows in (results.get("tables") or {}).items():
             if any(w in name for w in tables.SENSITIVITY_WORDS):

@@ -203,14 +203,15 @@ def linked_cells(results: dict, estimates: pd.DataFrame, *, public: bool, min_ce
                  primary_only: bool = False) -> dict:
     """Cells of the brief's tables to hide because the same count is hidden in another.
 
-    The size of an arm appears in the cohort table and, as ``n``, beside every estimate
-    made on the whole arm. A size hidden in one place (a small arm, or the other arm as
+    The size of an arm appears in the cohort table, as ``n`` beside every estimate made
+    on the whole arm, and as the number at risk on the first day of follow-up. A size hidden in one place (a small arm, or the other arm as
     its complement: total minus it would give it back) must be hidden everywhere, and an
     ``n`` hidden beside an estimate must be hidden in the cohort table too. The tables
     are suppressed together (:func:`evalkit.privacy.suppress_together`); this returns,
-    per table key (``cohort``, ``estimates.<workbook>``), the ``(row, column)`` cells
-    that the link hid, for :func:`cohort_table` (``hide``) and :func:`estimate_tables`
-    (``linked``). Empty when not public.
+    per table key (``cohort``, ``estimates.<workbook>``, ``survival``), the ``(row,
+    column)`` cells that the link hid, for :func:`cohort_table` and
+    :func:`survival_table` (``hide``) and :func:`estimate_tables` (``linked``). Empty
+    when not public.
     """
     cohort = _cohort_frame(results, estimates) if public else None
     if cohort is None:
@@ -226,6 +227,16 @@ def linked_cells(results: dict, estimates: pd.DataFrame, *, public: bool, min_ce
         for arm, col in ARM_COUNTS.items():
             row = ARM_ROWS[arm]
             same = [(key, i, col) for i in df.index if df.loc[i, col] == cohort.loc[row, "members"]]
+            if same:
+                links.append([("cohort", row, "members"), *same])
+    got = _survival_frame(results)
+    if got is not None:
+        s, df = got
+        specs["survival"] = {"table": df, "count_columns": ["n_risk", "n_event"],
+                             "derived": _SURVIVAL_DERIVED}
+        for arm, row in ARM_ROWS.items():
+            same = [("survival", i, "n_risk") for i in df.index if s.loc[i, "group"] == arm
+                    and df.loc[i, "n_risk"] == cohort.loc[row, "members"]]
             if same:
                 links.append([("cohort", row, "members"), *same])
     res = suppress_together(specs, links, min_cell)
@@ -330,17 +341,29 @@ def table1(results: dict, *, public: bool, min_cell: int):
                       numeric=("self-help referral", "comparison", "SMD"))
 
 
-def survival_table(results: dict, *, public: bool, min_cell: int):
+_SURVIVAL_DERIVED = {"survival": "n_event", "ci_low": "n_event", "ci_high": "n_event"}
+
+
+def _survival_frame(results: dict):
+    """The recorded survival table and the numbers of the brief's copy, or None."""
     rows = results.get("tables", {}).get("time_to_event.survival_at") or []
     if not rows:
         return None
     s = pd.DataFrame(rows)
     if not {"group", "time", "n_risk", "n_event", "survival"} <= set(s):
         return None
-    df = s[["n_risk", "n_event", "survival", "ci_low", "ci_high"]].copy()
+    return s, s[["n_risk", "n_event", "survival", "ci_low", "ci_high"]].copy()
+
+
+def survival_table(results: dict, *, public: bool, min_cell: int, hide=()):
+    """Members without an ER visit by day of follow-up, with the numbers at risk;
+    ``hide``: cells hidden because the same count is hidden in another table."""
+    got = _survival_frame(results)
+    if got is None:
+        return None
+    s, df = got
     frame, mask, res = _safe(df, ["n_risk", "n_event"], public=public, min_cell=min_cell,
-                             derived={"survival": "n_event", "ci_low": "n_event",
-                                      "ci_high": "n_event"})
+                             derived=_SURVIVAL_DERIVED, hide=hide)
     out = pd.DataFrame({
         "group": [dict(ARMS).get(g, str(g)) for g in s["group"]],
         "day": [f"{t:,.0f}" for t in s["time"]],
