@@ -107,6 +107,8 @@ def test_brief_tables_hide_an_arm_size_wherever_it_is_shown():
     # the number at risk on day 0 is the arm's size again: hidden; day 30 is not
     s = tables.survival_table(results, hide=linked.get("survival", ()), **kw).frame
     assert s["n at risk"].tolist() == ["*", "*", "600"]
+    # the plan leaders' brief shows neither table: its cohort table is linked to nothing
+    assert tables.linked_cells(results, est, audience="hmo", **kw) == {"cohort": []}
     # not public: nothing hidden, nothing linked
     assert tables.linked_cells(results, est, public=False, min_cell=11) == {}
     shown = tables.cohort_table(results, est, public=False, min_cell=11)

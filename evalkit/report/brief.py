@@ -376,7 +376,8 @@ def build_context(results: dict, params, audience: str | None = None) -> dict:
     kw = {"public": public, "min_cell": min_cell}
     # summary mode: the group sizes belong to different published studies; none is "the"
     # cohort. Counts shown in several tables are suppressed together (an arm's size, its n)
-    linked = {} if p.mode == "summary" else tables.linked_cells(results, est_all, **kw)
+    linked = {} if p.mode == "summary" else tables.linked_cells(results, est_all,
+                                                                audience=audience, **kw)
     cohort = None if p.mode == "summary" else tables.cohort_table(
         results, est_all, hide=linked.get("cohort", ()), **kw)
     tabs = [cohort]

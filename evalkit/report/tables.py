@@ -200,25 +200,32 @@ def _estimate_frame(g: pd.DataFrame):
 
 
 def linked_cells(results: dict, estimates: pd.DataFrame, *, public: bool, min_cell: int,
-                 primary_only: bool = False) -> dict:
+                 audience: str = "research", primary_only: bool = False) -> dict:
     """Cells of the brief's tables to hide because the same count is hidden in another.
 
-    The size of an arm appears in the cohort table, as ``n`` beside every estimate made
-    on the whole arm, and as the number at risk on the first day of follow-up. A size hidden in one place (a small arm, or the other arm as
-    its complement: total minus it would give it back) must be hidden everywhere, and an
-    ``n`` hidden beside an estimate must be hidden in the cohort table too. The tables
-    are suppressed together (:func:`evalkit.privacy.suppress_together`); this returns,
-    per table key (``cohort``, ``estimates.<workbook>``, ``survival``), the ``(row,
-    column)`` cells that the link hid, for :func:`cohort_table` and
-    :func:`survival_table` (``hide``) and :func:`estimate_tables` (``linked``). Empty
-    when not public.
+    The size of an arm appears in the cohort table and, in the research brief, as ``n``
+    beside every estimate made on the whole arm and as the number at risk on the first
+    day of follow-up. A size hidden in one place (a small arm, or the other arm as its
+    complement: the total minus it would give it back) must be hidden everywhere, and
+    an ``n`` hidden beside an estimate must be hidden in the cohort table too. The
+    tables the audience's brief shows are suppressed together
+    (:func:`evalkit.privacy.suppress_together`); this returns, per table key
+    (``cohort``, ``estimates.<workbook>``, ``survival``), the ``(row, column)`` cells
+    that the link hid, for :func:`cohort_table` and :func:`survival_table` (``hide``)
+    and :func:`estimate_tables` (``linked``). Empty when not public.
     """
     cohort = _cohort_frame(results, estimates) if public else None
     if cohort is None:
         return {}
     specs = {"cohort": {"table": cohort, "count_columns": ["members"], "col_total": "Total"}}
     links = []
-    for wb, g in _estimate_groups(estimates, primary_only):
+
+    def link(key: str, cells: list) -> None:
+        if cells:
+            links.append([("cohort", cells[0][0], "members"),
+                          *((key, i, col) for _, i, col in cells)])
+    shown = audience == "research"
+    for wb, g in _estimate_groups(estimates, primary_only) if shown else []:
         df, counts, derived = _estimate_frame(g)
         if not counts:
             continue
@@ -226,22 +233,19 @@ def linked_cells(results: dict, estimates: pd.DataFrame, *, public: bool, min_ce
         specs[key] = {"table": df, "count_columns": counts, "derived": derived}
         for arm, col in ARM_COUNTS.items():
             row = ARM_ROWS[arm]
-            same = [(key, i, col) for i in df.index if df.loc[i, col] == cohort.loc[row, "members"]]
-            if same:
-                links.append([("cohort", row, "members"), *same])
-    got = _survival_frame(results)
+            link(key, [(row, i, col) for i in df.index
+                       if df.loc[i, col] == cohort.loc[row, "members"]])
+    got = _survival_frame(results) if shown else None
     if got is not None:
         s, df = got
         specs["survival"] = {"table": df, "count_columns": ["n_risk", "n_event"],
                              "derived": _SURVIVAL_DERIVED}
         for arm, row in ARM_ROWS.items():
-            same = [("survival", i, "n_risk") for i in df.index if s.loc[i, "group"] == arm
-                    and df.loc[i, "n_risk"] == cohort.loc[row, "members"]]
-            if same:
-                links.append([("cohort", row, "members"), *same])
-    res = suppress_together(specs, links, min_cell)
-    return {key: [(r.row, r.column) for r in r_.report.itertuples() if r.rule == "linked"]
-            for key, r_ in res.items()}
+            link("survival", [(row, i, "n_risk") for i in df.index if s.loc[i, "group"] == arm
+                              and df.loc[i, "n_risk"] == cohort.loc[row, "members"]])
+    together = suppress_together(specs, links, min_cell)
+    return {key: [(r.row, r.column) for r in res.report.itertuples() if r.rule == "linked"]
+            for key, res in together.items()}
 
 
 def estimate_tables(estimates: pd.DataFrame, audience: str, *, public: bool, min_cell: int,
