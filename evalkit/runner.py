@@ -448,7 +448,7 @@ def scan_targets(out_dir: Path) -> dict:
     ids, dates = _private_values_of(str(db.resolve()), st.st_mtime_ns, st.st_size)
     return {"member_ids": [i for i in ids if len(i) >= MIN_SCANNABLE_ID],
             "context_ids": [i for i in ids if len(i) < MIN_SCANNABLE_ID],
-            "dates_of_service": dates}
+            "dates_of_service": list(dates)}
 
 
 def _privacy_scan(params, out_dir: Path):
