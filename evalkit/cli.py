@@ -148,7 +148,11 @@ def main(argv: list[str] | None = None) -> int:
                       + (f"  {w.get('cell', '')}: {w['error']}" if w.get("error") else ""))
             return 0 if st["status"] == "ok" else 1
         elif args.command == "synth":
-            from .data.synthetic import generate
+            from .data.synthetic import generate, scenario
+            from .limits import check_synth_disk
+            sc = scenario(args.scenario)
+            check_synth_disk(sc.members if args.members is None else args.members,
+                             sc.lines_scale, args.out)
             plan = generate(args.out, scenario=args.scenario, members=args.members,
                             seed=args.seed, progress=True)
             print(f"wrote {args.out}: " + ", ".join(f"{k} {v:,} rows" for k, v in plan.rows.items()))

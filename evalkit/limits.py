@@ -2,7 +2,8 @@
 
 * :func:`check_disk`: a synthetic plan of ``data.members`` members must fit on the disk of
   the output folder (the estimate is in the message), so that an absurd size is refused
-  at once instead of filling the disk.
+  at once instead of filling the disk; :func:`check_synth_disk` does the same for
+  ``evalkit synth``, which writes the Parquet tables only.
 * :func:`default_memory_limit`: DuckDB's memory limit when ``engine.memory_limit`` is
   unset, half of the machine's memory (DuckDB's own default is 80%, too much on a
   shared server).
@@ -14,20 +15,25 @@ from pathlib import Path
 
 from .errors import ParamsError
 
-__all__ = ["BYTES_PER_MEMBER", "DISK_MARGIN", "check_disk", "default_memory_limit",
-           "estimate_synthetic_bytes"]
+__all__ = ["BYTES_PER_MEMBER", "DISK_MARGIN", "PARQUET_BYTES_PER_MEMBER", "check_disk",
+           "check_synth_disk", "default_memory_limit", "estimate_synthetic_bytes"]
 
 #: Disk taken by one synthetic member (demo scenario, default ``lines_scale``): its
-#: Parquet tables plus its share of ``analysis.duckdb``. Measured at 20,000 members:
-#: 8.2 MB of Parquet and 12.3 MB of DuckDB, about 1,030 bytes a member.
-BYTES_PER_MEMBER = 1_100
+#: Parquet tables plus its share of ``analysis.duckdb``. Measured at 20,000 members
+#: (``params/demo.yaml``, member ids as text): 10.2 MB of Parquet, 15.5 MB of DuckDB and
+#: 0.4 MB of design tables, about 1,300 bytes a member.
+BYTES_PER_MEMBER = 1_400
+#: The Parquet tables alone (what ``evalkit synth`` writes): 10.2 MB at 20,000 members.
+PARQUET_BYTES_PER_MEMBER = 550
 #: Free space asked for beyond the estimate (DuckDB spills to disk while preparing).
 DISK_MARGIN = 2.0
 
 
-def estimate_synthetic_bytes(members: int, lines_scale: float = 1.0) -> int:
-    """Disk a synthetic plan of ``members`` members takes in a run folder (bytes)."""
-    return int(members * BYTES_PER_MEMBER * max(float(lines_scale), 1.0))
+def estimate_synthetic_bytes(members: int, lines_scale: float = 1.0,
+                             per_member: int = BYTES_PER_MEMBER) -> int:
+    """Disk a synthetic plan of ``members`` members takes in a run folder (bytes), or
+    with ``per_member=PARQUET_BYTES_PER_MEMBER`` as the Parquet tables alone."""
+    return int(members * per_member * max(float(lines_scale), 1.0))
 
 
 def check_disk(params, out_dir: str | Path) -> int | None:
@@ -43,22 +49,34 @@ def check_disk(params, out_dir: str | Path) -> int | None:
     d = params.data
     if params.mode != "claims" or d.source != "synthetic" or d.members is None:
         return None
-    scale = d.scenario_options.get("lines_scale", 1.0)
+    return _check_free(d.members, d.scenario_options.get("lines_scale", 1.0), out_dir,
+                       BYTES_PER_MEMBER, f"data.members={d.members:,}",
+                       ", and twice that free while it is prepared")
+
+
+def check_synth_disk(members: int, lines_scale, out_dir: str | Path) -> int:
+    """:func:`check_disk` for ``evalkit synth``: the Parquet tables of ``members``
+    members must fit (twice over) on the disk of ``out_dir``. Returns the estimate."""
+    return _check_free(members, lines_scale, out_dir, PARQUET_BYTES_PER_MEMBER,
+                       f"--members {members:,}", ", and twice that free")
+
+
+def _check_free(members: int, scale, out_dir, per_member: int, what: str, spare: str) -> int:
     try:
         scale = float(scale)
     except (TypeError, ValueError):
         scale = 1.0
-    need = estimate_synthetic_bytes(d.members, scale)
+    need = estimate_synthetic_bytes(members, scale, per_member)
     probe = Path(out_dir)
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     free = shutil.disk_usage(probe).free
     if need * DISK_MARGIN > free:
         raise ParamsError(
-            f"data.members={d.members:,}: a synthetic plan that large needs about "
-            f"{_size(need)} on disk (about {BYTES_PER_MEMBER:,} bytes a member"
+            f"{what}: a synthetic plan that large needs about "
+            f"{_size(need)} on disk (about {per_member:,} bytes a member"
             + (f" at lines_scale {scale:g}" if scale != 1.0 else "")
-            + f", and twice that free while it is prepared); {probe} has {_size(free)} free. "
+            + f"{spare}); {probe} has {_size(free)} free. "
             "Choose fewer members or another --out.")
     return need
 

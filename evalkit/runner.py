@@ -36,6 +36,7 @@ failed in the right step.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
 import shutil
 import sys
@@ -43,6 +44,8 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+
+import duckdb
 
 from . import __version__
 from . import params as _params
@@ -53,7 +56,7 @@ from .provenance import provenance
 from .results import assemble, write_json_atomic, write_text_atomic
 from .privacy import scrub
 from .runlock import LOCK_NAME, RunIdentity, RunLock, new_run_id
-from .study import prepare
+from .study import DB_NAME, prepare
 
 from .catalog import BY_NAME, CATALOG, WORKBOOK_DIR, in_run_order
 
@@ -547,7 +550,7 @@ def _write_brief(params, out_dir: Path, run_info: dict, results_path: Path, quie
     t0 = time.perf_counter()
     try:
         brief = write_brief(out_dir, results=assemble(out_dir, run_info, params.workbooks),
-                            params=params)
+                            params=params, secrets=secrets)
     except Exception as err:  # any failure to render marks the run failed
         _finish(run_info, results_path, out_dir, params, "failed", failed_step="brief",
                 error=scrub(f"{type(err).__name__}: {err}", secrets))
@@ -568,24 +571,25 @@ MIN_SCANNABLE_ID = 6
 FREE_TEXT_KEYS = ("title", "plan_name", "name", "label", "citation", "assumed")
 
 
-def _private_values(out_dir: Path) -> tuple[list[str], list]:
-    """Every member id and every date of service of the run (none in summary mode: it
-    holds no cohort or persons)."""
-    import duckdb
-    from .study import DB_NAME
-    con = duckdb.connect(str(out_dir / "work" / DB_NAME), read_only=True)
+@functools.lru_cache(maxsize=2)
+def _private_values_of(db: str, mtime_ns: int, size: int) -> tuple[tuple[str, ...], tuple]:
+    """Every member id and every date of service of the run whose working database is
+    ``db`` (none in summary mode: it holds no cohort or persons). ``mtime_ns`` and
+    ``size`` key the cache: a database written again is read again."""
+    con = duckdb.connect(db, read_only=True)
     try:
         if con.execute("SELECT mode FROM run_info").fetchall()[0][0] == "summary":
-            return [], []
+            return (), ()
         tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables")
                   .fetchall()}
         table = "cohort" if "cohort" in tables else "persons"
-        ids = [str(r[0]) for r in con.execute(f"SELECT DISTINCT member_id FROM {table}").fetchall()]
-        dates = []
+        ids = tuple(str(r[0]) for r in con.execute(f"SELECT DISTINCT member_id FROM {table}")
+                    .fetchall())
+        dates = ()
         if "encounters" in tables:
-            dates = [r[0] for r in con.execute(
+            dates = tuple(r[0] for r in con.execute(
                 "SELECT DISTINCT d FROM (SELECT service_date AS d FROM encounters UNION ALL "
-                "SELECT end_date FROM encounters) WHERE d IS NOT NULL").fetchall()]
+                "SELECT end_date FROM encounters) WHERE d IS NOT NULL").fetchall())
     finally:
         con.close()
     return ids, dates
@@ -610,11 +614,16 @@ def _free_text(node, path: str = "") -> dict[str, str]:
 def scan_targets(out_dir: Path) -> dict:
     """What a run's outputs are scanned for, as keyword arguments of
     :func:`evalkit.privacy.scan_outputs`: ``member_ids`` (ids of ``MIN_SCANNABLE_ID``
-    characters or more), ``context_ids`` (shorter ones) and ``dates_of_service``."""
-    ids, dates = _private_values(Path(out_dir))
+    characters or more), ``context_ids`` (shorter ones) and ``dates_of_service``.
+
+    The working database is read once for the brief's scan and the run's: the values
+    are kept while the database file is unchanged."""
+    db = Path(out_dir) / "work" / DB_NAME
+    st = db.stat()
+    ids, dates = _private_values_of(str(db.resolve()), st.st_mtime_ns, st.st_size)
     return {"member_ids": [i for i in ids if len(i) >= MIN_SCANNABLE_ID],
             "context_ids": [i for i in ids if len(i) < MIN_SCANNABLE_ID],
-            "dates_of_service": dates}
+            "dates_of_service": list(dates)}
 
 
 def _privacy_scan(params, out_dir: Path):
@@ -628,20 +637,21 @@ def _privacy_scan(params, out_dir: Path):
     looked for: ``True`` (all everywhere), ``"context"`` (some ids are short) or None in
     summary mode, which has no member ids.
     """
-    from .privacy import Finding, ScanReport, _Scanner, redact_params, scan_outputs
+    from .privacy import Finding, ScanReport, redact_params, scan_outputs, scan_text
     targets = scan_targets(out_dir)
     short_ids = targets["context_ids"]
     checked = None if params.mode == "summary" else ("context" if short_ids else True)
     safe, secrets = redact_params(params.to_dict())
-    report = scan_outputs(out_dir, secrets=secrets, min_cell=params.report.min_cell, **targets)
+    # the brief scanned its own files for all of this before it wrote them
+    brief = tuple(f for f in ("brief.html", "brief.pdf") if (out_dir / f).is_file())
+    report = scan_outputs(out_dir, secrets=secrets, min_cell=params.report.min_cell,
+                          scanned_before=brief, **targets)
     if short_ids:
-        sc = _Scanner(short_ids, set(), [], params.report.min_cell, [], [])
-        for key, text in _free_text(safe).items():
-            sc.text(text, "params.json", key, lines=False, dates=False, secrets=False)
-        if sc.findings:
+        found = scan_text(_free_text(safe), member_ids=short_ids, file="params.json")
+        if found:
             report = ScanReport(report.folder, report.findings + tuple(
                 Finding(f.file, f.kind, f.where, "free text holding a member id, " + f.excerpt)
-                for f in sc.findings), report.scanned, report.not_scanned)
+                for f in found), report.scanned, report.not_scanned)
     return report, checked
 
 

@@ -578,3 +578,13 @@ def test_dates_in_common_formats(tmp_path):
         scan_outputs(tmp_path / "nope")
     with pytest.raises(PrivacyError, match="min_cell"):
         scan_outputs(out, min_cell="11")
+
+
+def test_files_scanned_before_are_counted_not_read_again(tmp_path):
+    """A run's brief is checked before it is written; the run's scan then counts it as
+    scanned without reading it again (the planted id shows it was not read)."""
+    (tmp_path / "brief.html").write_text("<p>member 100234567</p>")
+    (tmp_path / "notes.md").write_text("nothing here")
+    rep = scan_outputs(tmp_path, member_ids=[100234567], scanned_before=["brief.html"])
+    assert rep.ok and set(rep.scanned) == {"brief.html", "notes.md"}
+    assert not scan_outputs(tmp_path, member_ids=[100234567]).ok

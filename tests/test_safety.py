@@ -5,6 +5,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -113,10 +114,16 @@ def test_absurd_sizes_are_refused_before_any_work(tmp_path, capsys):
     assert main(["run", str(p), "--out", str(tmp_path / "out")]) == 2
     assert time.perf_counter() - t0 < 5
     err = capsys.readouterr().err
-    assert "data.members=1,000,000,000,000" in err and "1.1 PB" in err and "free" in err
+    assert "data.members=1,000,000,000,000" in err and "1.4 PB" in err and "free" in err
     assert not (tmp_path / "out" / "work").exists()
     assert not (tmp_path / "out" / "results.json").exists()
-    assert limits.estimate_synthetic_bytes(20_000) == 22_000_000
+    assert limits.estimate_synthetic_bytes(20_000) == 28_000_000
+    # `evalkit synth` writes the Parquet tables only, and checks the disk the same way
+    assert main(["synth", str(tmp_path / "plan"), "--members", "1000000000000"]) == 2
+    err = capsys.readouterr().err
+    assert "--members 1,000,000,000,000" in err and "550.0 TB" in err and "free" in err
+    assert not (tmp_path / "plan").exists()
+    assert limits.check_synth_disk(1000, 1.0, tmp_path) == 550_000
 
 
 # ----------------------------------------------------------------------------- secrets
@@ -267,7 +274,8 @@ def test_planted_secrets_reach_no_output_file(public_run):
         assert not [f for f, t in texts.items() if secret in t], secret
     res = json.loads((out / "results.json").read_text())
     assert res["run"]["params"]["engine"]["spark_conf"]["spark.io.encryption.keySizeBits"] == 256
-    assert res["run"]["privacy"]["ok"] and res["run"]["privacy"]["member_ids_checked"] == "context"
+    # synthetic ids are pseudonyms of ten characters: every one is looked for everywhere
+    assert res["run"]["privacy"]["ok"] and res["run"]["privacy"]["member_ids_checked"] is True
 
 
 def test_status_finds_outputs_of_another_run(public_run, tmp_path):
@@ -312,6 +320,30 @@ def test_public_run_with_short_ids_and_a_date_of_service_in_the_title_is_refused
     assert checked == "context"
     for f in ("results.json", "params.json"):
         assert {(f, "member_id"), (f, "date_of_service")} <= kinds, f
+
+
+def test_public_synthetic_run_refuses_a_member_id_in_the_title_not_a_small_number(
+        public_run, tmp_path):
+    """Synthetic members are named M and nine digits, so a small number in the title
+    ("2 years") is no member id, while a member's id in it is found in every output."""
+    ids = runner.scan_targets(public_run["out"])
+    assert ids["context_ids"] == [] and len(ids["member_ids"]) > 500
+    assert all(re.fullmatch(r"M\d{9}", i) for i in ids["member_ids"])
+    ok = evalkit.run(_write(tmp_path, {**SMALL, "title": "Plan review after 2 years, 3 arms",
+                                       "report": {"public": True}}),
+                     out=tmp_path / "ok", quiet=True)
+    assert json.loads(ok.results_path.read_text())["run"]["privacy"]["ok"]
+    who = ids["member_ids"][7]
+    p = _write(tmp_path, {**SMALL, "title": f"Plan review: the claims of {who}",
+                          "report": {"public": True}}, "id.yaml")
+    with pytest.raises(DisclosureError) as err:
+        evalkit.run(p, out=tmp_path / "refused", quiet=True)
+    assert ("brief.html", "member_id") in {(f.file, f.kind) for f in err.value.findings}
+    assert not (tmp_path / "refused" / "brief.html").exists()
+    report, checked = runner._privacy_scan(params.load(p), tmp_path / "refused")
+    assert checked is True
+    found = {f.file for f in report.findings if f.kind == "member_id"}
+    assert {"params.json", "results.json", "01_data_quality.ipynb"} <= found
 
 
 # ----------------------------------------------------------------------------- shares

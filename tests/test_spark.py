@@ -122,7 +122,7 @@ def _plant_edges(con, n_members: int = 40) -> int:
     for k, m in enumerate(ids):
         for j, (off, stay, cat, amount) in enumerate(EDGES):
             rows.append((10_000_000 + 100 * k + j, m, off, stay, cat, amount * (1 + k % 3)))
-    con.execute("CREATE TEMP TABLE _edges (claim_id BIGINT, member_id BIGINT, off INTEGER, "
+    con.execute("CREATE TEMP TABLE _edges (claim_id BIGINT, member_id VARCHAR, off INTEGER, "
                 "stay INTEGER, category VARCHAR, amount DOUBLE)")
     con.executemany("INSERT INTO _edges VALUES (?, ?, ?, ?, ?, ?)", rows)
     cols = [r[0] for r in con.execute("DESCRIBE encounters").fetchall()]

@@ -77,15 +77,15 @@ def follow_up_outcomes(plan: SyntheticPlan, lo: int = 0, hi: int = 365) -> pd.Da
 
 # ----------------------------------------------------------------------------- schema
 EXPECTED_SCHEMA = {
-    "members": [("member_id", pa.int64()), ("birth_year", pa.int32()), ("sex", pa.string()),
+    "members": [("member_id", pa.string()), ("birth_year", pa.int32()), ("sex", pa.string()),
                 ("comorbidity", pa.int32())],
-    "enrollment": [("member_id", pa.int64()), ("start_date", pa.date32()),
+    "enrollment": [("member_id", pa.string()), ("start_date", pa.date32()),
                    ("end_date", pa.date32())],
-    "encounters": [("claim_id", pa.int64()), ("member_id", pa.int64()),
+    "encounters": [("claim_id", pa.int64()), ("member_id", pa.string()),
                    ("service_date", pa.date32()), ("end_date", pa.date32()),
                    ("category", pa.string()), ("allowed_amount", pa.float64()),
                    ("paid_amount", pa.float64()), ("condition", pa.string())],
-    "exposure": [("member_id", pa.int64()), ("group", pa.string()),
+    "exposure": [("member_id", pa.string()), ("group", pa.string()),
                  ("index_date", pa.date32()), ("dose", pa.float64())],
 }
 
@@ -115,8 +115,11 @@ def test_values_follow_the_contract(demo):
     assert set(e["category"]) == set(CATEGORIES)
     assert e["claim_id"].is_unique
     assert (e["claim_id"].to_numpy() == np.arange(1, len(e) + 1)).all()
+    # members are M and nine digits: M000000001 ... M000004000
+    assert m["member_id"].tolist() == [syn.member_id(k) for k in range(1, 4001)]
     # sorted by member, then date of service
-    key = e["member_id"].to_numpy() * 100_000 + (e["service_date"] - pd.Timestamp(0)).dt.days
+    number = e["member_id"].str[1:].astype(np.int64).to_numpy()
+    key = number * 100_000 + (e["service_date"] - pd.Timestamp(0)).dt.days
     assert (np.diff(key.to_numpy()) >= 0).all()
     assert (e["allowed_amount"] > 0).all()
     assert np.allclose(e["allowed_amount"] * 100, np.rint(e["allowed_amount"] * 100))
@@ -216,9 +219,9 @@ def test_first_members_do_not_depend_on_the_total(tmp_path):
     large = generate(tmp_path / "large", members=2300, seed=3)
     for t in ("members", "exposure", "enrollment"):
         a, b = read(small, t), read(large, t)
-        pd.testing.assert_frame_equal(a, b[b["member_id"] <= 1500].reset_index(drop=True))
+        pd.testing.assert_frame_equal(a, b[b["member_id"] <= syn.member_id(1500)].reset_index(drop=True))
     a, b = read(small, "encounters"), read(large, "encounters")
-    pd.testing.assert_frame_equal(a, b[b["member_id"] <= 1500].reset_index(drop=True))
+    pd.testing.assert_frame_equal(a, b[b["member_id"] <= syn.member_id(1500)].reset_index(drop=True))
 
 
 def test_failed_run_leaves_no_files(tmp_path, monkeypatch):

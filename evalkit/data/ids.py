@@ -142,6 +142,33 @@ def member_id_sql(con: duckdb.DuckDBPyConnection, relations: dict[str, str],
         common: naming both tables, their types and an example of each.
     """
     columns = columns or {}
+    read = _read_once(con, relations)
+    try:
+        return _matched_sql(con, read, columns)
+    finally:
+        for t, r in read.items():
+            if r != relations[t]:
+                con.execute(f"DROP TABLE IF EXISTS {r}")
+
+
+def _read_once(con: duckdb.DuckDBPyConnection, relations: dict[str, str]) -> dict[str, str]:
+    """Relations to inspect: a CSV file is parsed again by every query on it, so the ids
+    of a relation reading one are copied into a temporary table first (in file order, so
+    source row numbers stay right); Parquet files and tables are read by column, cheaply,
+    and inspected where they are."""
+    out = {}
+    for t, r in relations.items():
+        if "read_csv" in r:
+            out[t] = f"_member_ids_{t}"
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {out[t]} AS SELECT member_id FROM {r}")
+        else:
+            out[t] = r
+    return out
+
+
+def _matched_sql(con: duckdb.DuckDBPyConnection, relations: dict[str, str],
+                 columns: dict[str, str]) -> dict[str, str]:
+    """:func:`member_id_sql` on the relations to inspect."""
     ids = {t: _inspect(con, t, columns.get(t, "member_id"), r) for t, r in relations.items()}
     if all(i.whole for i in ids.values()):
         return {t: _bigint(i) for t, i in ids.items()}

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import duckdb
 
+from .synthetic import MEMBER_ID_DIGITS, MEMBER_ID_PREFIX
+
 #: quarantine reason -> (table, share of encounter lines planted)
 PLANTED = {
     "duplicate_line": ("encounters", 0.002),
@@ -35,7 +37,10 @@ def plant_problems(folder: str | Path, seed: int = 1) -> dict:
     con = duckdb.connect()
     con.execute(f"CREATE VIEW e AS SELECT * FROM read_parquet('{enc}')")
     n, max_claim, max_member = con.execute(
-        "SELECT count(*), max(claim_id), max(member_id) FROM e").fetchall()[0]
+        f"SELECT count(*), max(claim_id), max(CAST(member_id[{len(MEMBER_ID_PREFIX) + 1}:] "
+        "AS BIGINT)) FROM e").fetchall()[0]
+    new_id = (f"'{MEMBER_ID_PREFIX}' || lpad(CAST({{}} AS VARCHAR), {MEMBER_ID_DIGITS}, '0')"
+              .format)    # a synthetic id (evalkit.data.synthetic.member_id) from SQL
     k = {reason: max(1, int(round(share * n))) for reason, (_, share) in PLANTED.items()}
     pick = lambda salt, m: (f"SELECT * FROM e ORDER BY hash(claim_id, {int(seed)}, {salt}), "  # noqa: E731
                             f"claim_id LIMIT {m}")
@@ -52,7 +57,7 @@ def plant_problems(folder: str | Path, seed: int = 1) -> dict:
         FROM ({pick(3, k['negative_amount'])})
         UNION ALL
         SELECT * REPLACE ({max_claim} + 2000001 + row_number() OVER (ORDER BY claim_id) AS claim_id,
-                          {max_member} + 1 + row_number() OVER (ORDER BY claim_id) AS member_id)
+                          {new_id(f"{max_member} + 1 + row_number() OVER (ORDER BY claim_id)")} AS member_id)
         FROM ({pick(4, k['unknown_member'])})
     """
     tmp = folder / ".encounters.parquet.partial"
@@ -62,7 +67,7 @@ def plant_problems(folder: str | Path, seed: int = 1) -> dict:
     # one coverage spell for a member who does not exist
     tmp_enr = folder / ".enrollment.parquet.partial"
     con.execute(f"COPY (SELECT * FROM read_parquet('{enr}') UNION ALL "
-                f"SELECT {max_member} + 999999, DATE '2020-01-01', DATE '2020-12-31') "
+                f"SELECT {new_id(max_member + 999999)}, DATE '2020-01-01', DATE '2020-12-31') "
                 f"TO '{tmp_enr}' (FORMAT parquet, COMPRESSION zstd)")
     con.close()
     os.replace(tmp, enc)

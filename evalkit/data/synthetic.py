@@ -133,6 +133,8 @@ __all__ = [
     "expected_lines",
     "generate",
     "lines_scale_for",
+    "member_id",
+    "member_ids",
     "scenario",
 ]
 
@@ -149,19 +151,27 @@ _DESIGNS = ("plan", "programs", "communities")
 _MAX_COMORBIDITY = 12
 _EPOCH = date(1970, 1, 1)
 _GENERATOR_VERSION = 1
+#: Synthetic member ids are pseudonyms: ``M`` and the member's number in nine digits
+#: (``M000000123``). A fixed width keeps text order equal to number order, so every step
+#: that sorts or batches by member id sees the members in the same order as numbers 1..N
+#: would give, and the first members of a plan do not depend on its size. Ten characters
+#: that are never an ordinary number let a public run's outputs be scanned for every id
+#: as a whole token (:func:`evalkit.privacy.scan_outputs`).
+MEMBER_ID_PREFIX = "M"
+MEMBER_ID_DIGITS = 9
 
 #: Arrow schema of each table. ``members`` gains ``program`` (programs design) or
 #: ``community`` (communities design) as a last string column.
 SCHEMAS = {
-    "members": pa.schema([("member_id", pa.int64()), ("birth_year", pa.int32()),
+    "members": pa.schema([("member_id", pa.string()), ("birth_year", pa.int32()),
                           ("sex", pa.string()), ("comorbidity", pa.int32())]),
-    "enrollment": pa.schema([("member_id", pa.int64()), ("start_date", pa.date32()),
+    "enrollment": pa.schema([("member_id", pa.string()), ("start_date", pa.date32()),
                              ("end_date", pa.date32())]),
-    "encounters": pa.schema([("claim_id", pa.int64()), ("member_id", pa.int64()),
+    "encounters": pa.schema([("claim_id", pa.int64()), ("member_id", pa.string()),
                              ("service_date", pa.date32()), ("end_date", pa.date32()),
                              ("category", pa.string()), ("allowed_amount", pa.float64()),
                              ("paid_amount", pa.float64()), ("condition", pa.string())]),
-    "exposure": pa.schema([("member_id", pa.int64()), ("group", pa.string()),
+    "exposure": pa.schema([("member_id", pa.string()), ("group", pa.string()),
                            ("index_date", pa.date32()), ("dose", pa.float64())]),
 }
 _TABLES = ("members", "enrollment", "encounters", "exposure")
@@ -824,7 +834,7 @@ def _people(cfg: _Compiled, rng: np.random.Generator, block: int) -> dict[str, n
         z = (np.log(frailty) + xb - cfg.mean_log) / cfg.sd_log
         lin = special.logit(s.p_self_help) + s.confounding * z
         treated = u_arm < special.expit(lin)
-    else:  # alternating: member ids 1, 3, 5, ... are self-help (exact halves)
+    else:  # alternating: members 1, 3, 5, ... (M000000001, ...) are self-help (exact halves)
         treated = ids % 2 == 1
 
     i0, i1 = _day(s.index_start), _day(s.index_end)
@@ -1059,6 +1069,22 @@ def _simulate_block(cfg: _Compiled, block: int, keep: int) -> dict[str, dict[str
 
 
 # ------------------------------------------------------------------ Arrow conversion
+def member_id(number: int) -> str:
+    """The synthetic member id of member ``number`` (1-based).
+
+    >>> member_id(123)
+    'M000000123'
+    """
+    return f"{MEMBER_ID_PREFIX}{int(number):0{MEMBER_ID_DIGITS}d}"
+
+
+def member_ids(numbers) -> pa.Array:
+    """:func:`member_id` of each of ``numbers`` (an integer array), as an Arrow string array."""
+    digits = pc.utf8_lpad(pc.cast(pa.array(numbers, pa.int64()), pa.string()),
+                          MEMBER_ID_DIGITS, "0")
+    return pc.binary_join_element_wise(MEMBER_ID_PREFIX, digits, "")
+
+
 def _dates(x: np.ndarray, null: np.ndarray | None = None) -> pa.Array:
     return pa.array(x.astype(np.int32), type=pa.date32(), mask=null)
 
@@ -1073,7 +1099,7 @@ def _to_arrow(cfg: _Compiled, parts: list[dict], claim_offset: int) -> dict[str,
            for t in _TABLES}
     m = cat["members"]
     mcols = {
-        "member_id": pa.array(m["member_id"], pa.int64()),
+        "member_id": member_ids(m["member_id"]),
         "birth_year": pa.array(m["birth_year"].astype(np.int32)),
         "sex": _labels(["M", "F"], m["female"].astype(np.int8)),
         "comorbidity": pa.array(m["comorbidity"].astype(np.int32)),
@@ -1090,14 +1116,14 @@ def _to_arrow(cfg: _Compiled, parts: list[dict], claim_offset: int) -> dict[str,
     nlines = c["member_id"].shape[0]
     return {
         "members": pa.table(mcols, schema=_members_schema(s.design)),
-        "enrollment": pa.table({"member_id": pa.array(e["member_id"], pa.int64()),
+        "enrollment": pa.table({"member_id": member_ids(e["member_id"]),
                                 "start_date": _dates(e["start_date"]),
                                 "end_date": _dates(e["end_date"])},
                                schema=SCHEMAS["enrollment"]),
         "encounters": pa.table({
             "claim_id": pa.array(np.arange(claim_offset + 1, claim_offset + nlines + 1,
                                            dtype=np.int64)),
-            "member_id": pa.array(c["member_id"], pa.int64()),
+            "member_id": member_ids(c["member_id"]),
             "service_date": _dates(c["service_date"]),
             "end_date": _dates(c["end_date"], null=c["end_date"] < 0),
             "category": _labels(list(CATEGORIES), c["cat"]),
@@ -1106,7 +1132,7 @@ def _to_arrow(cfg: _Compiled, parts: list[dict], claim_offset: int) -> dict[str,
             "condition": pc.take(pa.array(list(s.negative_controls) or [""], type=pa.string()),
                                  pa.array(c["cond"].astype(np.int32), mask=c["cond"] < 0)),
         }, schema=SCHEMAS["encounters"]),
-        "exposure": pa.table({"member_id": pa.array(x["member_id"], pa.int64()),
+        "exposure": pa.table({"member_id": member_ids(x["member_id"]),
                               "group": _labels(["control", "self_help"],
                                                x["treated"].astype(np.int8)),
                               "index_date": _dates(x["index_date"]),
@@ -1259,7 +1285,7 @@ def generate(out_dir: str | os.PathLike, scenario: str | Scenario = "demo",
 
     Notes
     -----
-    ``members.parquet``: member_id, birth_year, sex, comorbidity (+ ``program`` or
+    ``members.parquet``: member_id (:func:`member_id`), birth_year, sex, comorbidity (+ ``program`` or
     ``community`` by design); ``enrollment.parquet``: one row per spell;
     ``encounters.parquet``: one row per claim line, sorted by member_id and
     service_date; ``exposure.parquet``: member_id, group, index_date, dose.
@@ -1285,6 +1311,9 @@ def generate(out_dir: str | os.PathLike, scenario: str | Scenario = "demo",
         raise ParamsError(f"synthetic: chunk_members must be a positive integer, "
                           f"got {chunk_members!r}")
     n = int(n)
+    if n >= 10 ** MEMBER_ID_DIGITS:
+        raise ParamsError(f"synthetic: at most {10 ** MEMBER_ID_DIGITS - 1:,} members "
+                          f"(ids have {MEMBER_ID_DIGITS} digits), got {n:,}")
     cfg = _compile(sc, int(seed))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

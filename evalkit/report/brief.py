@@ -374,8 +374,12 @@ def build_context(results: dict, params, audience: str | None = None) -> dict:
     findings = key_findings(est, audience, followup_days=p.windows.followup_days,
                             horizon_years=p.econ.horizon_years) if not est.empty else []
     kw = {"public": public, "min_cell": min_cell}
-    # summary mode: the group sizes belong to different published studies; none is "the" cohort
-    cohort = None if p.mode == "summary" else tables.cohort_table(results, est_all, **kw)
+    # summary mode: the group sizes belong to different published studies; none is "the"
+    # cohort. Counts shown in several tables are suppressed together (an arm's size, its n)
+    linked = {} if p.mode == "summary" else tables.linked_cells(results, est_all,
+                                                                audience=audience, **kw)
+    cohort = None if p.mode == "summary" else tables.cohort_table(
+        results, est_all, hide=linked.get("cohort", ()), **kw)
     tabs = [cohort]
     if audience in ("hmo", "research"):
         tabs.append(tables.rates_table(results, audience, **kw))
@@ -385,12 +389,12 @@ def build_context(results: dict, params, audience: str | None = None) -> dict:
     if audience == "research":
         tabs.append(tables.table1(results, **kw))
         tabs.append(tables.model_choice_table(results))
-        tabs.append(tables.survival_table(results, **kw))
+        tabs.append(tables.survival_table(results, hide=linked.get("survival", ()), **kw))
         tabs.append(tables.sensitivity_table(results))
         for name, rows in (results.get("tables") or {}).items():
             if any(w in name for w in tables.SENSITIVITY_WORDS):
                 tabs.append(tables.generic_table(name, rows, **kw))
-        tabs.extend(tables.estimate_tables(est_all, audience, **kw))
+        tabs.extend(tables.estimate_tables(est_all, audience, linked=linked, **kw))
         tabs.append(tables.budget_table(budget_rows(est)))
     if audience == "clearinghouse":
         tabs.append(tables.headline_table(results, audience))
@@ -501,7 +505,7 @@ def _run_scan_targets(run_dir: Path) -> dict:
 
 
 def write_brief(run_dir: str | Path, *, audience: str | None = None, results: dict | None = None,
-                params=None, member_ids=None, stem: str = "brief") -> Brief:
+                params=None, member_ids=None, stem: str = "brief", secrets=()) -> Brief:
     """Render ``brief.html`` and ``brief.pdf`` into a run folder.
 
     Parameters
@@ -516,7 +520,10 @@ def write_brief(run_dir: str | Path, *, audience: str | None = None, results: di
         one it is assembling).
     params : validated params; default: read ``params.json``.
     member_ids : ids the public brief is scanned for; default: read from the run's
-        working database when it is there.
+        working database when it is there (with its dates of service).
+    secrets : strings the public brief must not hold (the run's redacted secrets); with
+        them the brief's scan is the whole pre-publication check of its two files, and
+        the run's scan of the folder does not read them again.
 
     Returns
     -------
@@ -564,7 +571,8 @@ def write_brief(run_dir: str | Path, *, audience: str | None = None, results: di
         if context["public"]:
             targets = ({"member_ids": member_ids} if member_ids is not None
                        else _run_scan_targets(run_dir))
-            report = scan_outputs(partial, min_cell=context["min_cell"], **targets)
+            report = scan_outputs(partial, min_cell=context["min_cell"], secrets=secrets,
+                                  **targets)
             if not report.ok:
                 raise DisclosureError(
                     "the public brief was not written: " + "; ".join(

@@ -16,10 +16,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..privacy import DEFAULT_ID_HEADERS, PrivacyError, suppress
+from ..privacy import DEFAULT_ID_HEADERS, PrivacyError, suppress, suppress_together
 from .findings import comparable, money, num, outcome_label, pct, pvalue, ratio
 
 ARMS = (("self_help", "self-help referral"), ("control", "comparison"))
+#: the cohort table's row of each arm
+ARM_ROWS = {"self_help": "Self-help referral", "control": "Comparison"}
+#: the estimates' column counting each arm
+ARM_COUNTS = {"self_help": "n_treated", "control": "n_control"}
 
 
 @dataclass(frozen=True)
@@ -72,9 +76,9 @@ def _note(res) -> tuple[str, int]:
     return res.footnote, res.n_suppressed
 
 
-def cohort_table(results: dict, estimates: pd.DataFrame, *, public: bool, min_cell: int):
-    """Members analysed per arm (and the total): from the attrition table's last step,
-    else from the estimates' ``n_treated`` / ``n_control``."""
+def _cohort_frame(results: dict, estimates: pd.DataFrame) -> pd.DataFrame | None:
+    """Members per arm and their total: from the attrition table's last step, else from
+    the estimates' ``n_treated`` / ``n_control``."""
     att = results.get("tables", {}).get("data_quality.attrition") or []
     n_t = n_c = None
     if att:
@@ -86,11 +90,21 @@ def cohort_table(results: dict, estimates: pd.DataFrame, *, public: bool, min_ce
             n_t, n_c = int(e["n_treated"].max()), int(e["n_control"].max())
     if _missing(n_t) or _missing(n_c):
         return None
-    df = pd.DataFrame({"members": [float(n_t), float(n_c), float(n_t) + float(n_c)]},
-                      index=["Self-help referral", "Comparison", "Total"])
+    return pd.DataFrame({"members": [float(n_t), float(n_c), float(n_t) + float(n_c)]},
+                        index=[ARM_ROWS["self_help"], ARM_ROWS["control"], "Total"])
+
+
+def cohort_table(results: dict, estimates: pd.DataFrame, *, public: bool, min_cell: int,
+                 hide=()):
+    """Members analysed per arm (and the total): from the attrition table's last step,
+    else from the estimates' ``n_treated`` / ``n_control``. ``hide``: cells hidden because
+    the same count is hidden in another table (:func:`linked_cells`)."""
+    df = _cohort_frame(results, estimates)
+    if df is None:
+        return None
     # rows are the arms and their total: a column relation
     frame, mask, res = _safe(df, ["members"], public=public, min_cell=min_cell,
-                             col_total="Total")
+                             col_total="Total", hide=hide)
     out = pd.DataFrame({"group": list(df.index),
                         "members": _fmt(frame, mask, "members", lambda v: f"{v:,.0f}")})
     note, n = _note(res)
@@ -164,28 +178,87 @@ def _value_fmt(scale: str):
     return lambda v: num(v)
 
 
-def estimate_tables(estimates: pd.DataFrame, audience: str, *, public: bool, min_cell: int,
-                    primary_only: bool = False) -> list[BriefTable]:
-    """One table of estimates per workbook: outcome, method, scale, estimate, 95% CI, p,
-    n per arm. When public, ``n_treated`` / ``n_control`` are suppressed and the
-    estimate, interval and p-value of a row with a hidden n are hidden with it."""
+def _estimate_groups(estimates: pd.DataFrame, primary_only: bool):
+    """(workbook, its estimates) in the order recorded."""
     if estimates.empty:
         return []
-    e = estimates.copy()
-    if primary_only:
-        e = comparable(e)
+    e = comparable(estimates.copy()) if primary_only else estimates.copy()
+    return [(wb, g.reset_index(drop=True)) for wb, g in e.groupby("workbook", sort=False)]
+
+
+def _estimate_frame(g: pd.DataFrame):
+    """The numbers of one workbook's estimates table: (frame, count columns, derived)."""
+    df = pd.DataFrame({
+        "n_treated": pd.to_numeric(g.get("n_treated"), errors="coerce"),
+        "n_control": pd.to_numeric(g.get("n_control"), errors="coerce"),
+        "estimate": g["estimate"], "ci_low": g["ci_low"], "ci_high": g["ci_high"],
+        "p_value": g["p_value"]})
+    counts = ["n_treated", "n_control"] if df[["n_treated", "n_control"]].notna().any().any() else []
+    derived = {c: ["n_treated", "n_control"] for c in ("estimate", "ci_low", "ci_high", "p_value")} \
+        if counts else None
+    return df, counts, derived
+
+
+def linked_cells(results: dict, estimates: pd.DataFrame, *, public: bool, min_cell: int,
+                 audience: str = "research", primary_only: bool = False) -> dict:
+    """Cells of the brief's tables to hide because the same count is hidden in another.
+
+    The size of an arm appears in the cohort table and, in the research brief, as ``n``
+    beside every estimate made on the whole arm and as the number at risk on the first
+    day of follow-up. A size hidden in one place (a small arm, or the other arm as its
+    complement: the total minus it would give it back) must be hidden everywhere, and
+    an ``n`` hidden beside an estimate must be hidden in the cohort table too. The
+    tables the audience's brief shows are suppressed together
+    (:func:`evalkit.privacy.suppress_together`); this returns, per table key
+    (``cohort``, ``estimates.<workbook>``, ``survival``), the ``(row, column)`` cells
+    that the link hid, for :func:`cohort_table` and :func:`survival_table` (``hide``)
+    and :func:`estimate_tables` (``linked``). Empty when not public.
+    """
+    cohort = _cohort_frame(results, estimates) if public else None
+    if cohort is None:
+        return {}
+    specs = {"cohort": {"table": cohort, "count_columns": ["members"], "col_total": "Total"}}
+    links = []
+
+    def link(key: str, cells: list) -> None:
+        if cells:
+            links.append([("cohort", cells[0][0], "members"),
+                          *((key, i, col) for _, i, col in cells)])
+    shown = audience == "research"
+    for wb, g in _estimate_groups(estimates, primary_only) if shown else []:
+        df, counts, derived = _estimate_frame(g)
+        if not counts:
+            continue
+        key = f"estimates.{wb}"
+        specs[key] = {"table": df, "count_columns": counts, "derived": derived}
+        for arm, col in ARM_COUNTS.items():
+            row = ARM_ROWS[arm]
+            link(key, [(row, i, col) for i in df.index
+                       if df.loc[i, col] == cohort.loc[row, "members"]])
+    got = _survival_frame(results) if shown else None
+    if got is not None:
+        s, df = got
+        specs["survival"] = {"table": df, "count_columns": ["n_risk", "n_event"],
+                             "derived": _SURVIVAL_DERIVED}
+        for arm, row in ARM_ROWS.items():
+            link("survival", [(row, i, "n_risk") for i in df.index if s.loc[i, "group"] == arm
+                              and df.loc[i, "n_risk"] == cohort.loc[row, "members"]])
+    together = suppress_together(specs, links, min_cell)
+    return {key: [(r.row, r.column) for r in res.report.itertuples() if r.rule == "linked"]
+            for key, res in together.items()}
+
+
+def estimate_tables(estimates: pd.DataFrame, audience: str, *, public: bool, min_cell: int,
+                    primary_only: bool = False, linked: dict | None = None) -> list[BriefTable]:
+    """One table of estimates per workbook: outcome, method, scale, estimate, 95% CI, p,
+    n per arm. When public, ``n_treated`` / ``n_control`` are suppressed and the
+    estimate, interval and p-value of a row with a hidden n are hidden with it; so are
+    the cells ``linked`` names (:func:`linked_cells`)."""
     out = []
-    for wb, g in e.groupby("workbook", sort=False):
-        g = g.reset_index(drop=True)
-        df = pd.DataFrame({
-            "n_treated": pd.to_numeric(g.get("n_treated"), errors="coerce"),
-            "n_control": pd.to_numeric(g.get("n_control"), errors="coerce"),
-            "estimate": g["estimate"], "ci_low": g["ci_low"], "ci_high": g["ci_high"],
-            "p_value": g["p_value"]})
-        counts = ["n_treated", "n_control"] if df[["n_treated", "n_control"]].notna().any().any() else []
-        derived = {c: ["n_treated", "n_control"] for c in ("estimate", "ci_low", "ci_high", "p_value")} \
-            if counts else None
-        frame, mask, res = _safe(df, counts, public=public, min_cell=min_cell, derived=derived)
+    for wb, g in _estimate_groups(estimates, primary_only):
+        df, counts, derived = _estimate_frame(g)
+        frame, mask, res = _safe(df, counts, public=public, min_cell=min_cell, derived=derived,
+                                 hide=(linked or {}).get(f"estimates.{wb}", ()))
         tab = pd.DataFrame({
             "outcome": [outcome_label(o, audience) for o in g["outcome"]],
             "period": [("" if _missing(p) else str(p).replace("followup", "follow-up"))
@@ -272,17 +345,29 @@ def table1(results: dict, *, public: bool, min_cell: int):
                       numeric=("self-help referral", "comparison", "SMD"))
 
 
-def survival_table(results: dict, *, public: bool, min_cell: int):
+_SURVIVAL_DERIVED = {"survival": "n_event", "ci_low": "n_event", "ci_high": "n_event"}
+
+
+def _survival_frame(results: dict):
+    """The recorded survival table and the numbers of the brief's copy, or None."""
     rows = results.get("tables", {}).get("time_to_event.survival_at") or []
     if not rows:
         return None
     s = pd.DataFrame(rows)
     if not {"group", "time", "n_risk", "n_event", "survival"} <= set(s):
         return None
-    df = s[["n_risk", "n_event", "survival", "ci_low", "ci_high"]].copy()
+    return s, s[["n_risk", "n_event", "survival", "ci_low", "ci_high"]].copy()
+
+
+def survival_table(results: dict, *, public: bool, min_cell: int, hide=()):
+    """Members without an ER visit by day of follow-up, with the numbers at risk;
+    ``hide``: cells hidden because the same count is hidden in another table."""
+    got = _survival_frame(results)
+    if got is None:
+        return None
+    s, df = got
     frame, mask, res = _safe(df, ["n_risk", "n_event"], public=public, min_cell=min_cell,
-                             derived={"survival": "n_event", "ci_low": "n_event",
-                                      "ci_high": "n_event"})
+                             derived=_SURVIVAL_DERIVED, hide=hide)
     out = pd.DataFrame({
         "group": [dict(ARMS).get(g, str(g)) for g in s["group"]],
         "day": [f"{t:,.0f}" for t in s["time"]],

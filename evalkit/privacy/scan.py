@@ -1,25 +1,7 @@
-"""Publishing safety: small-cell suppression, secret redaction and a privacy scan.
-
-Three things stand between an evalkit run and a public release:
-
-* :func:`suppress` hides table cells that describe fewer than ``min_cell`` people (11 by
-  default, the usual health-plan and CMS small-cell rule) **and** every cell from which
-  such a count could be worked out again: by subtraction from a row or column total
-  (complementary suppression) or from a percentage or rate computed from it.
-* :func:`redact_params` and :func:`redact_notebook` keep secrets given as parameters
-  (database passwords, tokens, connection URLs) out of executed notebooks: papermill
-  writes injected parameters both into a code cell and into
-  ``metadata.papermill.parameters``.
-* :func:`scan_outputs` reads every public output file of a run folder (notebooks,
-  HTML, JSON, Markdown, text, and PDFs through ``pdftotext``) and reports member ids,
-  dates of service, secrets and small counts it finds, as a :class:`ScanReport`.
-
-Everything here returns values; nothing prints, and input DataFrames and dicts are never
-modified.
-"""
+"""The pre-publication scan of a run's output folder: member ids, dates of service,
+secrets, small counts and member-level tables."""
 from __future__ import annotations
 
-import copy
 import csv
 import datetime as _dt
 import html as _html
@@ -29,723 +11,23 @@ import os
 import re
 import shutil
 import subprocess
-import urllib.parse
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from bs4 import BeautifulSoup
 
-from .errors import EvalkitError
-from .export import read_xlsx
-from .results import write_text_atomic
+from ..errors import EvalkitError
+from ..export import read_xlsx
+from .errors import DisclosureError, PrivacyError
+from .redact import _as_secret_list, _is_binary_mime, _secret_forms
 
-__all__ = [
-    "PrivacyError", "DisclosureError", "SuppressionResult", "suppress", "suppress_shares",
-    "Finding", "ScanReport", "scan_outputs", "redact_params", "redact_notebook",
-    "DEFAULT_COUNT_HEADERS", "DEFAULT_ID_HEADERS", "DEFAULT_SECRET_KEYS", "REDACTED",
-]
+__all__ = ["DEFAULT_COUNT_HEADERS", "DEFAULT_ID_HEADERS", "Finding", "ScanReport",
+           "scan_outputs"]
 
-REDACTED = "***"
 
-
-# ---------------------------------------------------------------------------- errors
-class PrivacyError(EvalkitError, ValueError):
-    """Publishing safety could not be applied (bad arguments, a table that cannot be
-    protected)."""
-
-
-class DisclosureError(PrivacyError):
-    """A public output holds something it must not (member ids, dates of service,
-    secrets, small counts). ``findings`` holds the :class:`Finding` records; the message
-    lists them with the offending text shortened so that it is not repeated in full."""
-
-    def __init__(self, message: str, findings: Iterable["Finding"] = ()):
-        super().__init__(message)
-        self.findings = tuple(findings)
-
-
-# ============================================================================ suppression
-@dataclass(frozen=True)
-class SuppressionResult:
-    """What :func:`suppress` returns.
-
-    Attributes
-    ----------
-    table : the publishable copy; columns with a suppressed cell have object dtype and
-        show ``marker`` in the suppressed cells, every other column is unchanged.
-    report : one row per suppressed cell: ``row`` (index label), ``row_position``,
-        ``column``, ``rule`` (``primary`` / ``complementary`` / ``derived``) and
-        ``reason`` (a sentence). It never holds the hidden values.
-    mask : boolean DataFrame shaped like ``table``, True where a cell is suppressed.
-    min_cell, marker : the settings used.
-
-    The result unpacks as ``table, report = suppress(...)``.
-    """
-
-    table: pd.DataFrame
-    report: pd.DataFrame
-    mask: pd.DataFrame
-    min_cell: int
-    marker: str
-
-    def __iter__(self):
-        yield self.table
-        yield self.report
-
-    @property
-    def n_suppressed(self) -> int:
-        return len(self.report)
-
-    @property
-    def footnote(self) -> str:
-        """A footnote for the published table explaining the marker."""
-        return (f"{self.marker} suppressed: a count of fewer than {self.min_cell} people, "
-                "or a cell (or a figure computed from one) from which such a count could "
-                "be worked out.")
-
-    def summary(self) -> str:
-        if self.report.empty:
-            return f"no cell suppressed (smallest count shown: {self.min_cell})"
-        by = self.report["rule"].value_counts()
-        parts = [f"{by.get(r, 0)} {r}" for r in ("primary", "complementary", "derived")
-                 if by.get(r, 0)]
-        return f"{len(self.report)} cells suppressed ({', '.join(parts)}); min_cell={self.min_cell}"
-
-
-@dataclass
-class _Group:
-    """One additive relation of the table: members sum to the total."""
-
-    label: str
-    members: list          # cells (row position, cell-column position)
-    total: tuple | None    # the total cell when it is in the table; None = known elsewhere
-
-    @property
-    def cells(self) -> list:
-        return self.members + ([self.total] if self.total is not None else [])
-
-
-def suppress(table: pd.DataFrame, count_columns, min_cell: int = 11, row_total=None,
-             col_total=None, derived: Mapping | None = None, marker: str | None = None, *,
-             suppress_zero: bool = False, protect_rows: bool = True,
-             protect_columns: bool | None = None) -> SuppressionResult:
-    """Small-cell suppression of a table of counts of people, ready to publish.
-
-    Three rules are applied, in order, until nothing changes:
-
-    1. **Primary.** A count ``c`` with ``0 < c < min_cell`` is hidden (with the default
-       ``min_cell=11``: counts 1 to 10). A zero is shown by default, as the CMS
-       cell-size policy allows (a zero describes nobody); ``suppress_zero=True`` hides
-       zeros too, for settings whose rule covers them.
-    2. **Complementary.** A row of counts, and its total, form an additive relation
-       ``c_1 + ... + c_k = total``; so does a column. If exactly one cell of a relation
-       is hidden, it can be recovered by subtraction, so a second cell of the relation
-       is hidden too: the smallest non-zero visible count (ties go to a cell whose other
-       relation already has exactly one hidden cell, then to the first in table order);
-       the total only if no count is left, a zero as a last resort (hiding a zero adds
-       little protection). This is iterated over rows and columns until stable. Then an
-       exact check runs: with all relations together, a hidden cell is still recoverable
-       when it is fixed by the linear system (for example two blocks of hidden cells
-       joined by a single cell). Any such cell gets one more complementary cell, and the
-       loop repeats.
-    3. **Derived.** A percentage, rate or mean computed from a hidden count gives the
-       count back, so it is hidden with it (``derived={"pct": "n"}``; a list of source
-       columns hides the derived cell if any of them is hidden, e.g. a percentage of a
-       row total that is itself hidden: ``{"pct": ["n", "total"]}``).
-
-    Parameters
-    ----------
-    table : DataFrame; one row per category. Not modified.
-    count_columns : column name or list of names holding counts of people (the cells).
-    min_cell : smallest count of people that may be shown (default 11).
-    row_total : name of a column holding each row's total (a margin). The total itself
-        is a count (hidden if small) and part of the row relation. Without it, rows are
-        still protected when ``protect_rows`` is True, as if the row totals were
-        published elsewhere (the cautious assumption).
-    col_total : index label of the row holding column totals (e.g. ``"Total"``, or
-        ``"All"`` from ``pd.crosstab(..., margins=True)``). Giving it switches on column
-        protection.
-    derived : ``{derived_column: count_column or [source columns]}``.
-    marker : text shown in every hidden cell. Default ``"*"`` (see Notes).
-    suppress_zero : also treat zeros as small cells (default False, see rule 1).
-    protect_rows : apply complementary suppression along rows (default True).
-    protect_columns : apply it along columns; default: only when ``col_total`` is given.
-        Set True when column totals are published elsewhere (e.g. N per arm in a table
-        header).
-
-    Returns
-    -------
-    SuppressionResult
-        ``table`` (a new DataFrame), ``report`` (what was hidden and why), ``mask``.
-
-    Raises
-    ------
-    PrivacyError
-        For a missing or non-numeric column, a negative count, an unknown ``col_total``
-        label, or a relation that cannot be protected (no visible cell left to hide).
-
-    Notes
-    -----
-    *One marker for every hidden cell.* Showing ``"<11"`` on primary cells and another
-    mark on complementary ones lets a reader bound the primary value: in a row
-    ``a + b = 12`` with ``a`` marked ``<11`` and ``b`` known to be a complement (so
-    ``b >= 11``), ``a = 1``. A single marker (and a footnote, :attr:`SuppressionResult.footnote`)
-    avoids that. Pass ``marker="<11"`` if your publication standard requires it, knowing
-    that it then also stands on complementary cells.
-
-    *What is protected.* No hidden cell can be computed exactly from the visible cells
-    and the row and column relations (checked by linear algebra, not only by the
-    "exactly one hidden cell" rule). Bounds are not widened to a target interval, and
-    cells with a missing value (NaN) are treated as visible and are never chosen as
-    complements. Relations across several tables (the same counts published twice) are
-    not seen; suppress such tables together.
-
-    Examples
-    --------
-    >>> t = pd.DataFrame({"A": [5, 25, 30, 60], "B": [20, 40, 50, 110],
-    ...                   "Total": [25, 65, 80, 170]}, index=["r1", "r2", "r3", "Total"])
-    >>> res = suppress(t, ["A", "B"], row_total="Total", col_total="Total")
-    >>> print(res.table)
-            A    B  Total
-    r1      *    *     25
-    r2      *    *     65
-    r3     30   50     80
-    Total  60  110    170
-    >>> sorted(res.report["rule"])
-    ['complementary', 'complementary', 'complementary', 'primary']
-
-    References
-    ----------
-    Centers for Medicare & Medicaid Services, *Cell Size Suppression Policy* (cells of
-    1 to 10 beneficiaries are not published, nor cells from which they can be derived).
-    Hundepool A. et al. (2012), *Statistical Disclosure Control*, Wiley, ch. 4
-    (primary and secondary suppression; the "singleton in a relation" problem).
-    """
-    if not isinstance(table, pd.DataFrame):
-        raise PrivacyError("suppress: table must be a pandas DataFrame, "
-                           f"got {type(table).__name__}")
-    if not table.columns.is_unique:
-        dup = table.columns[table.columns.duplicated()].tolist()
-        raise PrivacyError(f"suppress: column names must be unique; duplicated: {dup}")
-    if isinstance(count_columns, str) or not isinstance(count_columns, Iterable):
-        count_columns = [count_columns]
-    count_columns = list(dict.fromkeys(count_columns))
-    if not count_columns:
-        raise PrivacyError("suppress: count_columns is empty; name the columns holding counts")
-    if isinstance(min_cell, bool) or not isinstance(min_cell, (int, np.integer)) or min_cell < 1:
-        raise PrivacyError(f"suppress: min_cell must be a whole number >= 1, got {min_cell!r}")
-    min_cell = int(min_cell)
-    marker = "*" if marker is None else str(marker)
-    if row_total is not None and row_total in count_columns:
-        count_columns.remove(row_total)
-    cell_cols = count_columns + ([row_total] if row_total is not None else [])
-    missing = [c for c in cell_cols if c not in table.columns]
-    if missing:
-        raise PrivacyError(f"suppress: column(s) {missing} not in the table; "
-                           f"columns are {list(table.columns)}")
-    for c in cell_cols:
-        s = table[c]
-        if pd.api.types.is_bool_dtype(s) or not pd.api.types.is_numeric_dtype(s):
-            raise PrivacyError(f"suppress: count column '{c}' is not numeric "
-                               f"(dtype {s.dtype}); pass counts, not formatted text")
-    values = table[cell_cols].to_numpy(dtype=float, na_value=np.nan)
-    if np.any(values < 0):
-        r, j = np.argwhere(values < 0)[0]
-        raise PrivacyError(f"suppress: negative count {values[r, j]:g} in column "
-                           f"'{cell_cols[j]}', row {table.index[r]!r}; counts of people "
-                           "cannot be negative")
-    total_pos = None
-    if col_total is not None:
-        hits = np.flatnonzero(table.index == col_total)
-        if len(hits) != 1:
-            raise PrivacyError(f"suppress: col_total={col_total!r} must label exactly one row "
-                               f"of the index; found {len(hits)}. Put the category labels "
-                               "in the index (e.g. table.set_index('category')).")
-        total_pos = int(hits[0])
-    derived_map = {}
-    for dcol, src in (derived or {}).items():
-        srcs = [src] if isinstance(src, str) or not isinstance(src, Iterable) else list(src)
-        if dcol not in table.columns:
-            raise PrivacyError(f"suppress: derived column '{dcol}' not in the table")
-        if dcol in cell_cols:
-            raise PrivacyError(f"suppress: '{dcol}' is both a count column and a derived column")
-        bad = [s for s in srcs if s not in cell_cols]
-        if bad:
-            raise PrivacyError(f"suppress: derived column '{dcol}' is computed from {bad}, "
-                               f"which are not count columns ({cell_cols})")
-        derived_map[dcol] = [cell_cols.index(s) for s in srcs]
-    if protect_columns is None:
-        protect_columns = col_total is not None
-
-    nrow, ncell = values.shape
-    jt = len(cell_cols) - 1 if row_total is not None else None
-    member_cols = [j for j in range(ncell) if j != jt]
-    label = table.index
-
-    def describe(cell) -> str:
-        return f"row {label[cell[0]]!r}, column '{cell_cols[cell[1]]}'"
-
-    groups: list[_Group] = []
-    if protect_rows:
-        for i in range(nrow):
-            if jt is None and len(member_cols) < 2:
-                continue
-            groups.append(_Group(f"row {label[i]!r}", [(i, j) for j in member_cols],
-                                 (i, jt) if jt is not None else None))
-    if protect_columns:
-        body = [i for i in range(nrow) if i != total_pos]
-        for j in range(ncell):
-            if total_pos is None and len(body) < 2:
-                continue
-            groups.append(_Group(f"column '{cell_cols[j]}'", [(i, j) for i in body],
-                                 (total_pos, j) if total_pos is not None else None))
-    groups_of: dict = {}
-    for g in groups:
-        for c in g.cells:
-            groups_of.setdefault(c, []).append(g)
-
-    hidden: dict = {}   # cell -> (rule, reason), in the order hidden
-    for i in range(nrow):
-        for j in range(ncell):
-            v = values[i, j]
-            if np.isfinite(v) and (0 < v < min_cell or (suppress_zero and v == 0)):
-                hidden[(i, j)] = ("primary", f"count of fewer than {min_cell} people"
-                                  if v > 0 else "zero count (suppress_zero=True)")
-
-    def candidates(g: _Group) -> list:
-        """Visible cells of g in order of preference (best first)."""
-        def cascade(c):
-            pen = 0
-            for other in groups_of.get(c, []):
-                if other is g:
-                    continue
-                k = sum(x in hidden for x in other.cells)
-                pen += 0 if k == 1 else (1 if k >= 2 else 2)
-            return pen
-        free = [c for c in g.members if c not in hidden and np.isfinite(values[c])]
-        nonzero = sorted((c for c in free if values[c] > 0),
-                         key=lambda c: (values[c], cascade(c), c))
-        zeros = sorted((c for c in free if values[c] == 0), key=lambda c: (cascade(c), c))
-        tot = []
-        if g.total is not None and g.total not in hidden and np.isfinite(values[g.total]):
-            tot = [g.total]
-        return nonzero + tot + zeros
-
-    while True:
-        changed = False
-        for g in groups:
-            inside = [c for c in g.cells if c in hidden]
-            if len(inside) != 1:
-                continue
-            cand = candidates(g)
-            if not cand:
-                raise PrivacyError(
-                    f"suppress: {describe(inside[0])} is hidden but {g.label} has no other "
-                    "visible count to hide with it, so it could be recovered from the "
-                    "total. Merge categories or drop the total before publishing.")
-            hidden[cand[0]] = ("complementary",
-                               f"hidden so that {describe(inside[0])} cannot be recovered "
-                               f"from the total of {g.label}")
-            changed = True
-        if changed:
-            continue
-        exposed = _recoverable(list(hidden), groups)
-        if not exposed:
-            break
-        x = exposed[0]
-        options = [(c, g) for g in groups_of.get(x, []) for c in candidates(g)[:1]]
-        if not options:
-            raise PrivacyError(
-                f"suppress: {describe(x)} could be worked out from the rows and columns and "
-                "no visible cell is left to protect it. Merge categories before publishing.")
-        c, g = min(options, key=lambda o: (values[o[0]] == 0, values[o[0]], o[0]))
-        hidden[c] = ("complementary",
-                     f"hidden so that {describe(x)} cannot be worked out by combining rows "
-                     "and columns")
-
-    # derived cells follow their source counts
-    extra = {}
-    for dcol, srcs in derived_map.items():
-        for i in range(nrow):
-            src = [cell_cols[j] for j in srcs if (i, j) in hidden]
-            if src:
-                extra[(i, dcol)] = ("derived", f"computed from the suppressed count in "
-                                    f"'{src[0]}'")
-
-    out = table.copy(deep=True)
-    mask = pd.DataFrame(False, index=table.index, columns=table.columns)
-    records = []
-    by_col: dict = {}
-    for (i, j), (rule, reason) in hidden.items():
-        by_col.setdefault(cell_cols[j], []).append(i)
-        records.append((label[i], i, cell_cols[j], rule, reason))
-    for (i, dcol), (rule, reason) in extra.items():
-        by_col.setdefault(dcol, []).append(i)
-        records.append((label[i], i, dcol, rule, reason))
-    for col, rows in by_col.items():
-        shown = out[col].astype(object)
-        shown.iloc[rows] = marker
-        out[col] = shown
-        m = mask[col].to_numpy(copy=True)
-        m[rows] = True
-        mask[col] = m
-    order = {"primary": 0, "complementary": 1, "derived": 2}
-    records.sort(key=lambda r: order[r[3]])
-    report = pd.DataFrame(records, columns=["row", "row_position", "column", "rule", "reason"])
-    return SuppressionResult(out, report, mask, min_cell, marker)
-
-
-def suppress_shares(table: pd.DataFrame, sizes: Mapping, min_cell: int = 11, *,
-                    share_rows=None, derived: Iterable[str] = ()) -> pd.DataFrame:
-    """Hide shares that stand for small counts of people (a copy; hidden cells are NaN).
-
-    A share ``p`` of a group of ``N`` people stands for ``round(p * N)`` people with the
-    characteristic and the rest without it; when either is in ``1..min_cell-1`` (so
-    always when ``N < min_cell``) the share is hidden, as the CMS cell-size policy
-    requires for percentages. Cells of ``derived`` columns (a standardized difference
-    computed from the shares) are hidden in any row where a share was hidden.
-
-    Parameters
-    ----------
-    table : DataFrame of shares in [0, 1]. Not modified.
-    sizes : ``{share column: group size N}``.
-    min_cell : smallest count of people that may be shown.
-    share_rows : boolean mask of the rows holding shares (default: every row).
-    derived : columns computed from the shares of a row.
-
-    Returns
-    -------
-    DataFrame
-        The copy, with hidden cells set to NaN.
-
-    Examples
-    --------
-    >>> t = pd.DataFrame({"p_t": [0.429, 0.5], "p_c": [0.5, 0.5], "smd": [-0.14, 0.0]})
-    >>> suppress_shares(t, {"p_t": 14, "p_c": 300}, derived=["smd"])
-       p_t  p_c  smd
-    0  NaN  0.5  NaN
-    1  NaN  0.5  NaN
-    """
-    out = table.copy()
-    rows = np.ones(len(out), bool) if share_rows is None else np.asarray(share_rows, bool)
-    hidden = np.zeros(len(out), bool)
-    for col, n in sizes.items():
-        p = pd.to_numeric(out[col], errors="coerce").to_numpy(dtype=float)
-        n = float(n)
-        with np.errstate(invalid="ignore"):
-            k = np.round(p * n)
-            small = ((k > 0) & (k < min_cell)) | ((n - k > 0) & (n - k < min_cell))
-        hide = rows & np.isfinite(p) & small
-        out[col] = out[col].astype(float).where(~hide, np.nan)
-        hidden |= hide
-    for col in derived:
-        out[col] = out[col].astype(float).where(~hidden, np.nan)
-    return out
-
-
-def _recoverable(hidden_cells: list, groups: list) -> list:
-    """Hidden cells whose value is fixed by the additive relations.
-
-    The relations restricted to the hidden cells read ``A x = b`` (``b`` known from
-    the visible cells). The solutions are ``x0 + null(A)``; cell ``k`` is fixed exactly
-    when every null-space vector is zero in coordinate ``k``. Written out here because
-    this is the whole test; a statistical-disclosure package would be a heavy
-    dependency for it.
-    """
-    if not hidden_cells:
-        return []
-    from scipy.linalg import null_space
-    pos = {c: k for k, c in enumerate(hidden_cells)}
-    rows = []
-    for g in groups:
-        r = np.zeros(len(hidden_cells))
-        touched = False
-        for c in g.members:
-            if c in pos:
-                r[pos[c]] = 1.0
-                touched = True
-        if g.total is not None and g.total in pos:
-            r[pos[g.total]] = -1.0
-            touched = True
-        if touched:
-            rows.append(r)
-    if not rows:
-        return []
-    ns = null_space(np.vstack(rows))
-    if ns.size == 0:
-        return list(hidden_cells)
-    free = np.linalg.norm(ns, axis=1) > 1e-9
-    return [c for c, f in zip(hidden_cells, free) if not f]
-
-
-# ============================================================================ redaction
-DEFAULT_SECRET_KEYS = ("password", "passwd", "pwd", "token", "secret", "key", "credentials",
-                       "credential", "connection_url", "connection_string", "dsn", "apikey",
-                       "sig", "signature")
-# words that, after a secret word inside a dotted key, say the setting is about the
-# secret rather than the secret itself: spark.io.encryption.keySizeBits, ssl.keyStore.type
-_ABOUT_SECRET_WORDS = frozenset((
-    "size", "bits", "length", "len", "column", "col", "columns", "count", "id", "name",
-    "names", "file", "path", "type", "algorithm", "provider", "store", "location", "format",
-    "map", "mode", "prefix", "field", "fields", "enabled", "enable", "class", "factory",
-    "endpoint", "uri", "url", "expiry", "expiration", "ttl", "timeout", "interval", "version"))
-
-_URL_CREDENTIALS = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*:)"
-                              r"(?P<pw>[^@/\s]+)(?P<at>@)")
-# a token written as the user of a URL (https://ghp_xxxxxxxxxxxxxxxx@host/...)
-_URL_TOKEN_USER = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<pw>[^:/@\s]{16,})"
-                             r"(?P<at>@)")
-# name=value settings inside a URL's query string or a connection string
-# (?password=..., &sig=..., ;AccountKey=...;)
-_QUERY_SETTING = re.compile(r"(?P<head>(?:^|[?&;])\s*(?P<name>[A-Za-z][\w.\-]*)\s*=\s*)"
-                            r"(?P<pw>[^&;#\s'\"]+)")
-
-
-def _words(key) -> list[str]:
-    """'dbPassword' -> ['db', 'password']; 'API_Key' -> ['api', 'key']."""
-    s = str(key)
-    return [w.lower() for w in re.findall(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+", s)]
-
-
-def _is_secret_key(key, names: list[list[str]]) -> bool:
-    """Whether a key names a secret: its last words are a secret name (``db_password``),
-    or, for a dotted setting, a secret name is followed only by words that are not about
-    the secret (``fs.azure.account.key.ACCOUNT.blob.core.windows.net``, but not
-    ``spark.io.encryption.keySizeBits``)."""
-    w = _words(key)
-    if any(n and w[-len(n):] == n for n in names):
-        return True
-    if "." not in str(key):
-        return False
-    for i in range(len(w)):
-        for n in names:
-            if n and w[i:i + len(n)] == n and not _ABOUT_SECRET_WORDS.intersection(
-                    w[i + len(n):]):
-                return True
-    return False
-
-
-def redact_params(params_dict, secret_keys: Iterable[str] = DEFAULT_SECRET_KEYS):
-    """A copy of a params mapping with secret values replaced by ``"***"``.
-
-    A key is secret when its last words (split at ``_``, ``-``, ``.``, spaces and
-    camelCase, compared case-insensitively) are one of ``secret_keys``:
-    ``db_password``, ``apiToken``, ``client_secret``, ``api_key``, ``aws_credentials``
-    and ``warehouse.connection_url`` match; ``key_column`` or ``token_count`` do not.
-    A dotted key (a Spark or Hadoop setting) is also secret when a secret word is
-    followed only by words that do not describe it: ``fs.azure.account.key.ACCOUNT.
-    blob.core.windows.net`` and ``spark.hadoop.fs.s3a.secret.key`` match,
-    ``spark.io.encryption.keySizeBits`` and ``spark.ssl.keyStore`` do not. Keys are
-    checked at any depth. The whole value of a secret key is replaced, nested dicts
-    included (a ``credentials`` block). In every other string, credentials embedded in
-    a URL or connection string are replaced too: the password of the user-info
-    (``postgresql://user:PASSWORD@host/db``), a long token written as the user
-    (``https://TOKEN@host``), and query or connection-string settings whose name is a
-    secret key (``?password=...``, ``&sig=...``, ``;AccountKey=...;``).
-
-    Parameters
-    ----------
-    params_dict : mapping (nested dicts and lists allowed), or an object with
-        ``to_dict()`` / ``model_dump()`` such as :class:`evalkit.params.Params`. Not
-        modified.
-    secret_keys : names that mark a key as secret.
-
-    Returns
-    -------
-    (redacted, secrets)
-        ``redacted`` a new dict; ``secrets`` the list of distinct secret strings removed
-        (leaf values of secret keys, numbers as text, and URL passwords both as written
-        and percent-decoded), for :func:`redact_notebook` and :func:`scan_outputs`.
-
-    Examples
-    --------
-    >>> red, found = redact_params({"db": {"user": "ana", "password": "s3cr3t!"}})
-    >>> red, found
-    ({'db': {'user': 'ana', 'password': '***'}}, ['s3cr3t!'])
-    """
-    if hasattr(params_dict, "to_dict") and not isinstance(params_dict, Mapping):
-        params_dict = params_dict.to_dict()
-    elif hasattr(params_dict, "model_dump") and not isinstance(params_dict, Mapping):
-        params_dict = params_dict.model_dump()
-    if not isinstance(params_dict, Mapping):
-        raise PrivacyError(f"redact_params: expected a mapping of params, got "
-                           f"{type(params_dict).__name__}")
-    if isinstance(secret_keys, str):
-        secret_keys = [secret_keys]
-    names = [_words(k) for k in secret_keys]
-    secrets: list[str] = []
-
-    def keep(s: str) -> None:
-        if s and s != REDACTED and s not in secrets:
-            secrets.append(s)
-
-    def leaves(v) -> None:
-        if isinstance(v, Mapping):
-            for x in v.values():
-                leaves(x)
-        elif isinstance(v, (list, tuple, set)):
-            for x in v:
-                leaves(x)
-        elif isinstance(v, str):
-            keep(v)
-            scrub_url(v)
-        elif v is not None and not isinstance(v, bool):
-            keep(str(v))
-
-    def found(m) -> str:
-        keep(m["pw"])
-        keep(urllib.parse.unquote(m["pw"]))
-        return m["head"] + REDACTED + m["at"]
-
-    def query(m) -> str:
-        if not _is_secret_key(m["name"], names):
-            return m.group()
-        keep(m["pw"])
-        keep(urllib.parse.unquote_plus(m["pw"]))
-        return m["head"] + REDACTED
-
-    def scrub_url(v: str) -> str:
-        v = _URL_CREDENTIALS.sub(lambda m: found(m), v)
-        v = _URL_TOKEN_USER.sub(lambda m: found(m), v)
-        return _QUERY_SETTING.sub(query, v)
-
-    def walk(v):
-        if isinstance(v, Mapping):
-            out = {}
-            for k, x in v.items():
-                if _is_secret_key(k, names) and x is not None and x != "":
-                    leaves(x)
-                    out[k] = REDACTED
-                else:
-                    out[k] = walk(x)
-            return out
-        if isinstance(v, (list, tuple)):
-            return [walk(x) for x in v]
-        if isinstance(v, str):
-            return scrub_url(v)
-        return copy.deepcopy(v)
-
-    return walk(params_dict), secrets
-
-
-def _secret_forms(secret: str) -> list[str]:
-    """The ways a secret shows up in files: as is, HTML-, JSON-, Python- and URL-escaped."""
-    forms = {secret, _html.escape(secret, quote=True), _html.escape(secret, quote=False),
-             json.dumps(secret)[1:-1], repr(secret)[1:-1],
-             urllib.parse.quote(secret, safe=""), urllib.parse.quote_plus(secret)}
-    return sorted((f for f in forms if f), key=len, reverse=True)
-
-
-def _as_secret_list(secrets) -> list[str]:
-    if secrets is None:
-        return []
-    if isinstance(secrets, str):
-        secrets = [secrets]
-    out = []
-    for s in secrets:
-        if s is None:
-            continue
-        s = str(s)
-        if s and s != REDACTED and s not in out:
-            out.append(s)
-    return out
-
-
-def _is_binary_mime(key) -> bool:
-    k = str(key)
-    return (k.startswith("image/") and k != "image/svg+xml") or k in (
-        "application/pdf", "application/octet-stream")
-
-
-def scrub(value, secrets, replacement: str = REDACTED):
-    """``value`` with every occurrence of each of ``secrets`` replaced, in every string
-    of it at any depth (dicts, lists and tuples are copied, other values kept).
-
-    >>> scrub({"title": "db at postgresql://u:pw123@h/db", "n": [1, "pw123"]}, ["pw123"])
-    {'title': 'db at postgresql://u:***@h/db', 'n': [1, '***']}
-    """
-    ordered = sorted((s for s in secrets if s), key=len, reverse=True)
-    if isinstance(value, str):
-        for secret in ordered:
-            value = value.replace(secret, replacement)
-        return value
-    if isinstance(value, dict):
-        return {k: scrub(v, ordered, replacement) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(scrub(v, ordered, replacement) for v in value)
-    return value
-
-
-def redact_notebook(path, secrets, replacement: str = REDACTED) -> int:
-    """Replace every secret in an executed notebook by ``"***"``, in place, atomically.
-
-    Sources, outputs (text, HTML, JSON, error tracebacks), notebook and cell metadata
-    (papermill keeps the injected parameters in ``metadata.papermill.parameters``) are
-    all rewritten. Each secret is also looked for in its HTML-, JSON-, Python- and
-    URL-escaped forms. Base64 image outputs are left alone. The new file replaces the
-    old one by an atomic rename (a reader never sees a half-written notebook); a
-    notebook without any secret is not rewritten. Run it before the HTML export.
-
-    Parameters
-    ----------
-    path : the ``.ipynb`` file.
-    secrets : strings to remove, e.g. the second value returned by :func:`redact_params`.
-    replacement : the text put in their place.
-
-    Returns
-    -------
-    int
-        Number of replacements made.
-    """
-    import nbformat
-    path = Path(path)
-    if not path.is_file():
-        raise PrivacyError(f"redact_notebook: {path} is not a file")
-    forms = []
-    for s in _as_secret_list(secrets):
-        forms.extend(_secret_forms(s))
-    forms = sorted(dict.fromkeys(forms), key=len, reverse=True)
-    if not forms:
-        return 0
-    try:
-        nb = nbformat.reads(path.read_text(encoding="utf-8"), as_version=nbformat.NO_CONVERT)
-    except Exception as err:  # noqa: BLE001 - report any unreadable notebook the same way
-        raise PrivacyError(f"redact_notebook: cannot read {path} as a notebook ({err})") from None
-    count = 0
-
-    def fix(s: str) -> str:
-        nonlocal count
-        for f in forms:
-            if f in s:
-                count += s.count(f)
-                s = s.replace(f, replacement)
-        return s
-
-    def walk(v):
-        if isinstance(v, dict):
-            for k in list(v):
-                if _is_binary_mime(k):
-                    continue
-                v[k] = walk(v[k])
-            return v
-        if isinstance(v, list):
-            for i, x in enumerate(v):
-                v[i] = walk(x)
-            return v
-        if isinstance(v, str):
-            return fix(v)
-        return v
-
-    walk(nb)
-    if count == 0:
-        return 0
-    write_text_atomic(path, nbformat.writes(nb), mode=path.stat().st_mode & 0o777)
-    return count
-
-
-# ============================================================================ scanning
 DEFAULT_COUNT_HEADERS = ("n", "count", "counts", "members", "patients", "people", "persons",
                          "participants", "subjects", "individuals", "n_treated", "n_control",
                          "events", "cases", "deaths", "excluded", "freq", "frequency")
@@ -765,7 +47,7 @@ _NOT_COUNT_WORDS = frozenset((
     "programs", "sites", "arms", "windows", "chunks"))
 _TEXT_SUFFIXES = {".html", ".htm", ".ipynb", ".json", ".md", ".txt", ".csv", ".tsv", ".svg"}
 _DATA_SUFFIXES = {".parquet", ".duckdb", ".db", ".sqlite", ".sqlite3", ".feather", ".arrow",
-                  ".pkl", ".pickle", ".xls", ".sas7bdat", ".dta", ".rds", ".rdata",
+                  ".pkl", ".pickle", ".xlsx", ".xls", ".sas7bdat", ".dta", ".rds", ".rdata",
                   ".h5", ".hdf5", ".npy", ".npz", ".orc", ".avro"}
 _SKIP_DIRS = ("work", ".ipynb_checkpoints", "__pycache__", ".git")
 
@@ -1197,7 +479,6 @@ class _Scanner:
                         f"share {text} of {n:g} people implies {int(min(small))}"))
 
     def html_tables(self, html_text: str, file: str, where: str) -> None:
-        from bs4 import BeautifulSoup
         soup = BeautifulSoup(html_text, "html.parser")
         for t_i, tab in enumerate(soup.find_all("table"), start=1):
             grid, is_head, is_th = _html_grid(tab)
@@ -1364,7 +645,7 @@ def scan_outputs(folder, member_ids=None, dates_of_service=None, secrets=(), min
                  *, context_ids=None, count_headers: Iterable[str] = DEFAULT_COUNT_HEADERS,
                  id_headers: Iterable[str] = DEFAULT_ID_HEADERS,
                  skip_dirs: Iterable[str] = _SKIP_DIRS,
-                 unscanned_pdfs: str = "fail") -> ScanReport:
+                 unscanned_pdfs: str = "fail", scanned_before: Iterable[str] = ()) -> ScanReport:
     """Scan a run's public output folder for anything that must not be published.
 
     Every file under ``folder`` (recursively; folders named in ``skip_dirs`` such as the
@@ -1428,6 +709,9 @@ def scan_outputs(folder, member_ids=None, dates_of_service=None, secrets=(), min
     count_headers, id_headers : header names, see above.
     skip_dirs : folder names not scanned (default: ``work``, checkpoints, caches, .git).
     unscanned_pdfs : ``"fail"`` or ``"report"``, see above.
+    scanned_before : paths (relative to ``folder``) already scanned for the same things,
+        e.g. a brief that was checked before it was written: counted as scanned, not read
+        again.
 
     Returns
     -------
@@ -1443,8 +727,6 @@ def scan_outputs(folder, member_ids=None, dates_of_service=None, secrets=(), min
     folder = Path(folder)
     if not folder.is_dir():
         raise PrivacyError(f"scan_outputs: {folder} is not a folder")
-    if isinstance(min_cell, bool) or not isinstance(min_cell, (int, np.integer)) or min_cell < 1:
-        raise PrivacyError(f"scan_outputs: min_cell must be a whole number >= 1, got {min_cell!r}")
     if unscanned_pdfs not in ("fail", "report"):
         raise PrivacyError(f"scan_outputs: unscanned_pdfs must be 'fail' or 'report', "
                            f"got {unscanned_pdfs!r}")
@@ -1452,9 +734,10 @@ def scan_outputs(folder, member_ids=None, dates_of_service=None, secrets=(), min
         count_headers = [count_headers]
     if isinstance(id_headers, str):
         id_headers = [id_headers]
-    sc = _Scanner(member_ids, _to_dates(dates_of_service), secrets, min_cell,
-                  list(count_headers), list(id_headers), context_ids)
-    skip = set(skip_dirs)
+    sc = _Scanner(member_ids, _to_dates(dates_of_service), secrets,
+                  _min_cell("scan_outputs", min_cell), list(count_headers), list(id_headers),
+                  context_ids)
+    skip, before = set(skip_dirs), set(scanned_before)
     pdftotext = shutil.which("pdftotext")
     scanned, not_scanned = [], []
     for root, dirs, files in os.walk(folder):
@@ -1465,71 +748,121 @@ def scan_outputs(folder, member_ids=None, dates_of_service=None, secrets=(), min
                                     "excluded folder (not a public output)"))
         dirs[:] = sorted(d for d in dirs if d not in skip)
         for name in sorted(files):
-            path = Path(root) / name
             rel = (rel_root / name).as_posix()
-            suffix = path.suffix.lower()
-            if path.is_symlink() and not path.exists():
-                not_scanned.append((rel, "broken link"))
-                continue
-            if suffix in _DATA_SUFFIXES:
-                sc.findings.append(Finding(rel, "data_file", "whole file",
-                                           f"a {suffix} data file in the public folder"))
-                continue
-            if suffix == ".pdf":
-                if pdftotext is None:
-                    reason = "PDF not scanned: the pdftotext command (poppler) is not installed"
-                    if unscanned_pdfs == "fail":
-                        sc.findings.append(Finding(rel, "unscanned", "whole file", reason))
-                    else:
-                        not_scanned.append((rel, reason))
-                    continue
-                try:
-                    proc = subprocess.run([pdftotext, "-layout", "-enc", "UTF-8", str(path), "-"],
-                                          capture_output=True, timeout=300, check=False)
-                except (OSError, subprocess.TimeoutExpired) as err:
-                    sc.findings.append(Finding(rel, "unreadable", "whole file",
-                                               f"pdftotext failed: {type(err).__name__}"))
-                    continue
-                if proc.returncode != 0:
-                    sc.findings.append(Finding(rel, "unreadable", "whole file",
-                                               f"pdftotext exit status {proc.returncode}"))
-                    continue
-                sc.text(proc.stdout.decode("utf-8", errors="replace"), rel, "PDF text")
+            skipped = None if rel in before else _scan_file(sc, Path(root) / name, rel,
+                                                            pdftotext, unscanned_pdfs)
+            if skipped is None:
                 scanned.append(rel)
-                continue
-            if suffix == ".xlsx":
-                _scan_xlsx(sc, path, rel, scanned)
-                continue
-            if suffix not in _TEXT_SUFFIXES:
-                not_scanned.append((rel, f"not a text output ({suffix or 'no suffix'})"))
-                continue
-            text = path.read_bytes().decode("utf-8", errors="replace")
-            scanned.append(rel)
-            if suffix == ".ipynb":
-                try:
-                    nb = json.loads(text)
-                except ValueError:
-                    sc.text(text, rel, "raw text (not valid notebook JSON)")
-                    continue
-                _scan_notebook(sc, nb, rel)
-            elif suffix == ".json":
-                try:
-                    obj = json.loads(text)
-                except ValueError:
-                    sc.text(text, rel, "raw text (not valid JSON)")
-                    continue
-                _scan_json(sc, obj, rel, "$")
-                sc.json_records(obj, rel, "")
-            elif suffix in (".html", ".htm", ".svg"):
-                _scan_html(sc, text, rel, "")
-            elif suffix in (".csv", ".tsv"):
-                _scan_csv(sc, text, rel, "\t" if suffix == ".tsv" else ",")
-            else:   # .md, .txt
-                sc.text(text, rel, "text")
-                sc.md_tables(text, rel, "")
-                sc.text_tables(text, rel, "text")
+            elif skipped:
+                not_scanned.append((rel, skipped))
     findings = tuple(dict.fromkeys(sc.findings))   # same finding twice (raw + unescaped) once
     return ScanReport(str(folder), findings, tuple(scanned), tuple(not_scanned))
+
+
+def scan_text(texts, member_ids=None, dates_of_service=None, secrets=(), *,
+              context_ids=None, file: str = "text") -> tuple:
+    """Member ids, dates of service and secrets in pieces of text that are not files:
+    a title, a label, a message about to be written to a log.
+
+    The same rules as :func:`scan_outputs` (ids as whole tokens, ``context_ids`` after a
+    word naming an id, dates in their usual forms, secrets also escaped).
+
+    Parameters
+    ----------
+    texts : a string, or a mapping ``{where: text}`` (e.g. dotted params keys).
+    member_ids, dates_of_service, secrets, context_ids : as for :func:`scan_outputs`.
+    file : the name the findings are reported under.
+
+    Returns
+    -------
+    tuple of Finding
+        Empty when nothing was found.
+
+    Examples
+    --------
+    >>> [f.kind for f in scan_text({"title": "member M000000123, 2 years"},
+    ...                            member_ids=["M000000123"])]
+    ['member_id']
+    >>> scan_text("2 years of follow-up", member_ids=["M000000123"])
+    ()
+    """
+    if isinstance(texts, str):
+        texts = {"text": texts}
+    sc = _Scanner(member_ids, _to_dates(dates_of_service), secrets, 11, [], [], context_ids)
+    for where, text in texts.items():
+        sc.text(text, file, where, lines="\n" in text)
+    return tuple(dict.fromkeys(sc.findings))
+
+
+def _min_cell(caller: str, min_cell) -> int:
+    if isinstance(min_cell, bool) or not isinstance(min_cell, (int, np.integer)) or min_cell < 1:
+        raise PrivacyError(f"{caller}: min_cell must be a whole number >= 1, got {min_cell!r}")
+    return int(min_cell)
+
+
+def _scan_file(sc: _Scanner, path: Path, rel: str, pdftotext: str | None,
+               unscanned_pdfs: str) -> str | None:
+    """Scan one file into ``sc``. Returns None when it was read, else why not ("" when the
+    reason is already a finding)."""
+    suffix = path.suffix.lower()
+    if path.is_symlink() and not path.exists():
+        return "broken link"
+    if suffix in _DATA_SUFFIXES:
+        sc.findings.append(Finding(rel, "data_file", "whole file",
+                                   f"a {suffix} data file in the public folder"))
+        return ""
+    if suffix == ".pdf":
+        return _scan_pdf(sc, path, rel, pdftotext, unscanned_pdfs)
+    if suffix == ".xlsx":
+        return _scan_xlsx(sc, path, rel)
+    if suffix not in _TEXT_SUFFIXES:
+        return f"not a text output ({suffix or 'no suffix'})"
+    text = path.read_bytes().decode("utf-8", errors="replace")
+    if suffix in (".ipynb", ".json"):
+        try:
+            obj = json.loads(text)
+        except ValueError:
+            kind = "notebook JSON" if suffix == ".ipynb" else "JSON"
+            sc.text(text, rel, f"raw text (not valid {kind})")
+            return None
+        if suffix == ".ipynb":
+            _scan_notebook(sc, obj, rel)
+        else:
+            _scan_json(sc, obj, rel, "$")
+            sc.json_records(obj, rel, "")
+    elif suffix in (".html", ".htm", ".svg"):
+        _scan_html(sc, text, rel, "")
+    elif suffix in (".csv", ".tsv"):
+        _scan_csv(sc, text, rel, "\t" if suffix == ".tsv" else ",")
+    else:   # .md, .txt
+        sc.text(text, rel, "text")
+        sc.md_tables(text, rel, "")
+        sc.text_tables(text, rel, "text")
+    return None
+
+
+def _scan_pdf(sc: _Scanner, path: Path, rel: str, pdftotext: str | None,
+              unscanned_pdfs: str) -> str | None:
+    """The text of a PDF through ``pdftotext``; see :func:`_scan_file` for the return."""
+    if pdftotext is None:
+        reason = "PDF not scanned: the pdftotext command (poppler) is not installed"
+        if unscanned_pdfs == "fail":
+            sc.findings.append(Finding(rel, "unscanned", "whole file", reason))
+            return ""
+        return reason
+    try:
+        proc = subprocess.run([pdftotext, "-layout", "-enc", "UTF-8", str(path), "-"],
+                              capture_output=True, timeout=300, check=False)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        sc.findings.append(Finding(rel, "unreadable", "whole file",
+                                   f"pdftotext failed: {type(err).__name__}"))
+        return ""
+    if proc.returncode != 0:
+        sc.findings.append(Finding(rel, "unreadable", "whole file",
+                                   f"pdftotext exit status {proc.returncode}"))
+        return ""
+    sc.text(proc.stdout.decode("utf-8", errors="replace"), rel, "PDF text")
+    return None
 
 
 def _scan_html(sc: _Scanner, text: str, file: str, where: str) -> None:
@@ -1561,22 +894,22 @@ def _scan_csv(sc: _Scanner, text: str, file: str, delim: str) -> None:
     sc.table(rows[0], rows[1:], file, "csv")
 
 
-def _scan_xlsx(sc: _Scanner, path: Path, rel: str, scanned: list) -> None:
+def _scan_xlsx(sc: _Scanner, path: Path, rel: str) -> str | None:
     """Each sheet of an Excel workbook (such as the run's ``tables.xlsx``) as a CSV table."""
     try:
         sheets = read_xlsx(path)
     except EvalkitError as err:
         sc.findings.append(Finding(rel, "unscanned", "whole file", str(err)))
-        return
+        return ""
     except Exception as err:  # noqa: BLE001 - a damaged file is a finding, not a crash
         sc.findings.append(Finding(rel, "unreadable", "whole file",
                                    f"not a readable Excel workbook: {type(err).__name__}"))
-        return
+        return ""
     for sheet, rows in sheets.items():
         buf = io.StringIO()
         csv.writer(buf).writerows([["" if v is None else v for v in r] for r in rows])
         _scan_csv(sc, buf.getvalue(), f"{rel} [{sheet}]", ",")
-    scanned.append(rel)
+    return None
 
 
 def _join_text(v) -> str:
