@@ -47,7 +47,7 @@ _NOT_COUNT_WORDS = frozenset((
     "programs", "sites", "arms", "windows", "chunks"))
 _TEXT_SUFFIXES = {".html", ".htm", ".ipynb", ".json", ".md", ".txt", ".csv", ".tsv", ".svg"}
 _DATA_SUFFIXES = {".parquet", ".duckdb", ".db", ".sqlite", ".sqlite3", ".feather", ".arrow",
-                  ".pkl", ".pickle", ".xlsx", ".xls", ".sas7bdat", ".dta", ".rds", ".rdata",
+                  ".pkl", ".pickle", ".xls", ".sas7bdat", ".dta", ".rds", ".rdata",
                   ".h5", ".hdf5", ".npy", ".npz", ".orc", ".avro"}
 _SKIP_DIRS = ("work", ".ipynb_checkpoints", "__pycache__", ".git")
 
