@@ -47,12 +47,20 @@ import pandas as pd
 from .. import __version__
 from ..data.source import describe_source
 from ..errors import EvalkitError
-from ..privacy import DisclosureError, scan_outputs
 from ..models.bootstrap import FAILED_SHARE_LIMIT
 from ..params import validate
+from ..privacy import DisclosureError, scan_outputs
 from . import charts, story, tables
-from .findings import (APART, AUDIENCES, RATIO_SCALES, analysis_tag, budget_rows, comparable,
-                       key_findings, primary_estimates)
+from .findings import (
+    APART,
+    AUDIENCES,
+    RATIO_SCALES,
+    analysis_tag,
+    budget_rows,
+    comparable,
+    key_findings,
+    primary_estimates,
+)
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 HTML_NAME, PDF_NAME = "brief.html", "brief.pdf"
@@ -200,16 +208,17 @@ def _savings_chart(results: dict, e: pd.DataFrame, audience: str, st: story.Stud
     return {"title": title, "svg": charts.to_svg(ax, title), "caption": cap}
 
 
-def _guidance(findings, audience: str) -> list[str]:
-    if audience != "clearinghouse":
+def _guidance(findings, audience: str, st: story.Study) -> list[str]:
+    if audience != "clearinghouse" or st.shape in ("planning", "survey", "k_groups"):
         return []
-    use = [f for f in findings if f.topic in ("use", "time")]
-    fewer = [f for f in use if f.clear and (" fewer " in f.text or " less " in f.text)]
+    use = [f for f in findings if f.topic in ("use", "time") and f.role == "main"]
+    fewer = [f for f in use if f.clear and any(w in f.text for w in (" fewer ", " less ",
+                                                                      " lower "))]
     out = ["Offer referral to a self-help or mutual-aid group alongside professional care, "
            "not instead of it."]
     if fewer:
-        out.append("In these data, referred members needed less professional care on at least "
-                   "one measure, and the whole range of plausible values points that way.")
+        out.append(f"In these data, use of care was lower {st.versus} on at least one "
+                   "measure, and the whole range of plausible values points that way.")
     else:
         out.append("These data do not show a clear change in professional care; referral can "
                    "still be offered for the support it gives, but should not be justified by "
@@ -345,7 +354,7 @@ def build_context(results: dict, params, audience: str | None = None) -> dict:
         "charts": chart_list, "tables": tabs, "methods": story.methods(st, p, est_all, audience),
         "limitations": story.limitations(st, p, est_all, audience),
         "assumptions": story.assumptions(p, results, est_all),
-        "guidance": _guidance(findings, audience), "provenance": provenance,
+        "guidance": _guidance(findings, audience, st), "provenance": provenance,
         "notes": notes, "public": public, "min_cell": min_cell, "mode": p.mode,
         "cells_suppressed": cells, "estimates_withheld": withheld,
         "interval_words": ("range of plausible values" if audience == "clearinghouse"
@@ -456,7 +465,7 @@ def write_brief(run_dir: str | Path, *, audience: str | None = None, results: di
         html = render_html(context)
     except EvalkitError:
         raise
-    except Exception as err:  # noqa: BLE001 - a template error is reported as a brief error
+    except Exception as err:
         raise BriefError(f"rendering brief.html failed: {type(err).__name__}: {err}") from err
     partial = run_dir / ".brief-partial"
     shutil.rmtree(partial, ignore_errors=True)
@@ -468,7 +477,7 @@ def write_brief(run_dir: str | Path, *, audience: str | None = None, results: di
             render_pdf(html, partial / pdf_name)
         except EvalkitError:
             raise
-        except Exception as err:  # noqa: BLE001 - WeasyPrint raises many kinds
+        except Exception as err:
             raise BriefError(f"printing brief.pdf failed: {type(err).__name__}: {err}") from err
         if context["public"]:
             targets = ({"member_ids": member_ids} if member_ids is not None

@@ -72,7 +72,7 @@ def num(x, digits: int | None = None) -> str:
         if a >= 100 or a == 0:
             digits = 0
         else:
-            digits = max(0, 2 - int(math.floor(math.log10(a))))
+            digits = max(0, 2 - math.floor(math.log10(a)))
     s = f"{x:,.{digits}f}"
     return "0" if s.strip("-0.,") == "" else s
 
@@ -354,7 +354,8 @@ class Finding:
 def _flag(*recs) -> str:
     """' Interval unreliable: ...' when a record's resampling lost more than 5%."""
     for r in recs:
-        if r is not None and r.get("replicates_flag") and _finite(r.get("n_replicates")):
+        if r is not None and isinstance(r.get("replicates_flag"), str) and \
+                _finite(r.get("n_replicates")):
             n, f = int(r["n_replicates"]), int(r.get("n_failed") or 0)
             return (f" Interval unreliable: {f:,} of {n:,} resampling replicates "
                     f"({f / n:.0%}) failed.")
@@ -369,7 +370,7 @@ def _use(outcome, s, st: Study, audience) -> tuple[str, bool] | None:
     label = st.label(outcome, audience)
     clear = (_excludes(rd["ci_low"], rd["ci_high"], 0) if rd is not None
              else _excludes(rr["ci_low"], rr["ci_high"], 1))
-    per_year = lambda v: num(v, 0 if v >= 10 else 1)  # noqa: E731
+    per_year = lambda v: num(v, 0 if v >= 10 else 1)
     if audience == "clearinghouse":
         if rd is not None:
             d = rd["estimate"]
@@ -440,7 +441,7 @@ def _time(outcome, s, st: Study, audience) -> tuple[str, bool] | None:
     if rm is not None and str(rm.get("estimand", "")).startswith("difference in restricted"):
         unit = st.outcomes.get(outcome, ("", "", ""))[2] or ""
         tau = rm.get("tau")
-        longer = lambda v: f"{num(v)} {unit}".strip()  # noqa: E731
+        longer = lambda v: f"{num(v)} {unit}".strip()
         text += (f" Over the first {longer(tau)}, the average time before {label} was "
                  f"{_signed(rm['estimate'], longer, 'shorter', 'longer')} ({_iv(audience)}"
                  f"{_range(rm['ci_low'], rm['ci_high'], longer, 'shorter', 'longer')}).")
@@ -454,7 +455,7 @@ def _cost(outcome, s, st: Study, audience, followup_days) -> tuple[str, bool] | 
     main = cd or pm
     clear = _excludes(main["ci_low"], main["ci_high"], 0)
     span = f"the {followup_days}-day follow-up"
-    cents = lambda v: money(v, True)  # noqa: E731
+    cents = lambda v: money(v, True)
     who = st.one
     if audience == "clearinghouse":
         if cd is not None:
@@ -534,7 +535,7 @@ def _other(outcome, s, st: Study, audience) -> list[tuple[str, bool]]:
                      if has_ci else "") + f"{p}{src}{assumed}).")
         elif scale == "risk_difference":
             first, _, second = str(r.get("contrast") or "").partition(" vs ")
-            pts = lambda v: num(100 * v)  # noqa: E731
+            pts = lambda v: num(100 * v)
             body = (f"{points(r['estimate'])} {'higher' if r['estimate'] >= 0 else 'lower'} "
                     f"for {first or 'the first group'} than for {second or 'the second'}"
                     + (f" ({_iv(audience)}{pts(r['ci_low'])} to {pts(r['ci_high'])} "
@@ -556,7 +557,7 @@ def _other(outcome, s, st: Study, audience) -> list[tuple[str, bool]]:
             if " " in estimand and estimand not in ("as published", "difference in means"):
                 where = f" ({estimand})"
             if scale == "difference":
-                with_unit = lambda v: f"{fmt(v)}{noun}"  # noqa: E731
+                with_unit = lambda v, f=fmt, u=noun: f"{f(v)}{u}"
                 body = (f"{_signed(r['estimate'], with_unit, less, more)}{per} {st.versus}"
                         f"{where}" +
                         (f" ({_iv(audience)}"
@@ -650,7 +651,7 @@ def _budget(rows: pd.DataFrame, audience: str) -> Finding | None:
         return None
     pm = rows[rows["scale"] == "pmpm_difference"]
     first = net.iloc[0]
-    word = lambda v: "adds" if v >= 0 else "saves"  # noqa: E731
+    word = lambda v: "adds" if v >= 0 else "saves"
     text = (f"in {first['period']} the program {word(first['estimate'])} "
             f"{total(abs(first['estimate']))} net to the plan's budget")
     if not pm.empty:
@@ -687,7 +688,7 @@ def _planning(e: pd.DataFrame, tables: dict, st: Study, audience: str) -> list[F
             f"{pct(drop)} drop in {label}"
             + (f" (target {pct(target)})" if _finite(target) else "") + ": "
             + ("large enough." if _finite(target) and r["estimate"] >= target else
-               "not large enough.") + f" Power is the chance that a study of this size "
+               "not large enough.") + " Power is the chance that a study of this size "
             "finds the drop if it is real.", False, "summary", "Power"))
     if ss.get("n_control") is not None:
         out.append(Finding(
