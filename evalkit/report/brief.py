@@ -85,7 +85,8 @@ class Brief:
     cells_suppressed : table cells hidden by small-cell suppression.
     estimates_withheld : estimates left out of sentences and charts because a group
         had fewer than ``min_cell`` members (public briefs only).
-    findings : the key-finding sentences, in order.
+    findings : the key-finding sentences, in order, each after its label (the outcome,
+        or the analysis for another analysis of the outcome above it).
     """
 
     html: Path
@@ -494,7 +495,9 @@ def write_brief(run_dir: str | Path, *, audience: str | None = None, results: di
         shutil.rmtree(partial, ignore_errors=True)
     brief = Brief(run_dir / html_name, run_dir / pdf_name, context["audience"],
                   context["public"], context["cells_suppressed"],
-                  context["estimates_withheld"], tuple(f.text for f in context["findings"]))
+                  context["estimates_withheld"],
+                  tuple(f"{f.label}: {f.text}" if f.label else f.text
+                        for f in context["findings"]))
     if from_disk and stem == "brief" and isinstance(results.get("run"), dict):
         # the run's own brief re-rendered: say so in results.json
         from ..results import write_json_atomic

@@ -423,7 +423,9 @@ def _time(outcome, s, st: Study, audience) -> tuple[str, bool] | None:
     change = _ratio_change(hr["estimate"], "lower", "higher")
     rng = _ratio_range(hr["ci_low"], hr["ci_high"], "lower", "higher")
     if event:
-        what = f"the rate at which they would {event[1 if audience == 'clearinghouse' else 0]}"
+        who = "members" if st.mode == "summary" else st.unit
+        what = (f"the rate at which {who} would "
+                f"{event[1 if audience == 'clearinghouse' else 0]}")
     else:
         what = f"the rate of {label}"
     if audience == "clearinghouse":
@@ -525,7 +527,14 @@ def _other(outcome, s, st: Study, audience) -> list[tuple[str, bool]]:
              _finite(r.get("p_value")) else "")
         src = f"; {r['study']}" if r.get("study") else ""
         assumed = "; interval assumed" if "interval" in str(r.get("assumed") or "") else ""
-        if is_ratio:
+        if is_ratio and audience == "clearinghouse":
+            less, more = ("lower", "higher") if dollars or scale != "rate_ratio" else (
+                "fewer", "more")
+            body = (f"about {_ratio_change(r['estimate'], less, more)} {st.versus}"
+                    + (f" (range of plausible values: "
+                       f"{_ratio_range(r['ci_low'], r['ci_high'], less, more)}{src})"
+                       if has_ci else "") + ".")
+        elif is_ratio:
             less, more = ("lower", "higher") if dollars or scale != "rate_ratio" else (
                 "fewer", "more")
             body = (f"{_ratio_change(r['estimate'], less, more)} {st.versus}"
