@@ -155,9 +155,20 @@ def test_synthesis_brief_names_assumptions_and_totals(synthesis):
     # the chance that costs fall is before program costs, which the params never set
     assert "before paying for the program" in text
     assert "program saves money" not in text
-    assert "Assumed program costs: the params give none" in text
+    assert "Assumed program costs: the params do not give them" in text
+    assert "$120 coordination per referred member" in text
+    assert {a["input"] for a in res["spec"]["assumed"]} == {
+        "econ.coordination", "econ.facilitation", "econ.materials", "econ.fixed_startup"}
     assert "SDs are not published" in text
     assert "not randomized" not in text
+
+
+def test_spec_lists_program_costs_left_to_defaults():
+    """Only the program costs the params leave out are assumptions."""
+    from evalkit import spec
+    s = spec.resolve(validate({"econ": {"coordination": 150, "materials": 20}}))
+    assert [a["input"] for a in s.assumed] == ["econ.facilitation", "econ.fixed_startup"]
+    assert spec.AnalysisSpec.from_dict(s.to_dict()).assumed == s.assumed
 
 
 # ---------------------------------------------------------------------- units

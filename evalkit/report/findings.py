@@ -281,7 +281,7 @@ def outcome_results(estimates: pd.DataFrame, primary: dict | None = None) -> lis
             main_an = min(prim, key=lambda r: order.get(r.get("analysis"), len(order)))[
                 "analysis"]
         else:
-            main_an = min(recs, key=method_rank)["analysis"]
+            main_an = min(recs, key=method_rank).get("analysis")
         main_recs = [r for r in recs if r.get("analysis") == main_an]
         keys = [_adjusted_key(r) for r in main_recs if r.get("primary") is True] or \
             [_adjusted_key(main_recs[0])]
@@ -797,7 +797,7 @@ def key_findings(estimates: pd.DataFrame, audience: str, *, study: Study | None 
         return _groups(estimates, tables, st, audience)
     out: list[Finding] = []
     for o in outcome_results(estimates, st.primary):
-        label = _cap(st.label(o.outcome, audience))
+        label = _cap(re.sub(r"^(a|an) ", "", st.label(o.outcome, audience)))
         bodies = _bodies(o.outcome, o.main, st, audience, followup_days)
         if not bodies:
             continue

@@ -248,6 +248,9 @@ def question(study: Study, audience: str, outcomes: list[str], p) -> str:
         return f"How do {labels} differ between {study.unit} by {by}?"
     if study.default_arms:
         return _CLAIMS_QUESTIONS[audience]
+    if study.shape == "time_to_event":
+        return (f"How did the rate of {labels} compare between {study.treated} and "
+                f"{study.control}?")
     return f"How did {labels} differ between {study.treated} and {study.control}?"
 
 
@@ -475,14 +478,22 @@ def assumptions(p, results: dict, e: pd.DataFrame) -> list[str]:
             out += [str(r["assumption"]) for r in rows
                     if isinstance(r, dict) and r.get("assumption")]
     drives = not e.empty and (_analyses(e) & {"valuation", "budget"})
-    if drives:
-        defaults = {k: EconParams.model_fields[k].default for k in COST_FIELDS}
-        ec = p.econ
-        if all(getattr(ec, k) == v for k, v in defaults.items()):
-            out.append(f"Assumed program costs: the params give none, so evalkit's defaults "
-                       f"are used (${ec.coordination:,.0f} coordination, "
-                       f"${ec.facilitation:,.0f} facilitation and ${ec.materials:,.0f} "
-                       f"materials per referred member, ${ec.fixed_startup:,.0f} start-up); "
-                       "net savings and budget figures rest on them. Set econ costs to the "
-                       "program's own.")
+    if not drives:
+        return out
+    spec = results.get("spec") or {}
+    if "assumed" in spec:           # the spec says which inputs were left to defaults
+        costs = {a["input"].split(".", 1)[1]: a["value"] for a in spec["assumed"]
+                 if str(a.get("input", "")).startswith("econ.")}
+    else:                           # an older run: values equal to the defaults
+        costs = {k: getattr(p.econ, k) for k in COST_FIELDS
+                 if getattr(p.econ, k) == EconParams.model_fields[k].default}
+    if costs:
+        words = {"coordination": "coordination per referred member",
+                 "facilitation": "facilitation per referred member",
+                 "materials": "materials per referred member",
+                 "fixed_startup": "start-up"}
+        listed = _listed([f"${float(v):,.0f} {words.get(k, k)}" for k, v in costs.items()])
+        out.append(f"Assumed program costs: the params do not give them, so evalkit's defaults "
+                   f"are used ({listed}); the net savings and budget figures rest on them. "
+                   "Set the econ costs to the program's own.")
     return out
