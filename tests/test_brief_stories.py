@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from test_brief import pdf_text
 
 import evalkit
 from evalkit.models.bootstrap import FAILED_SHARE_LIMIT
 from evalkit.params import validate
 from evalkit.report import build_context, findings, story
-from test_brief import pdf_text
 
 PARAMS = Path(__file__).resolve().parent.parent / "params"
 
