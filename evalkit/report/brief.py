@@ -8,9 +8,12 @@ the charts (inline SVG drawn by matplotlib) are inside the HTML, and the fonts a
 system's.
 
 The content follows whatever the run recorded: the key findings, charts and tables are
-built from the estimates by workbook, outcome and scale, and a section whose estimates
-are absent is left out, so a run of two workbooks, or a summary-mode run made from
-published figures, gets a brief too.
+built from the estimates by outcome and scale, and a section whose estimates are absent
+is left out, so a run of two workbooks, or a summary-mode run made from published
+figures, gets a brief too. The study's shape, its arms, unit and outcome labels, and
+whether it was randomized come from the run's spec (:mod:`evalkit.report.story`): they
+decide the question, the methods and the limitations; each outcome leads with one main
+result and its other analyses follow under their labels (:mod:`evalkit.report.findings`).
 
 Audiences (``report.audience`` in the params, or ``evalkit brief RUN --audience``):
 
