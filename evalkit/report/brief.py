@@ -215,18 +215,27 @@ def _savings_chart(results: dict, e: pd.DataFrame, audience: str, st: story.Stud
 def _guidance(findings, audience: str, st: story.Study) -> list[str]:
     if audience != "clearinghouse" or st.shape in ("planning", "survey", "k_groups"):
         return []
-    use = [f for f in findings if f.topic in ("use", "time") and f.role == "main"]
-    fewer = [f for f in use if f.clear and any(w in f.text for w in (" fewer ", " less ",
-                                                                      " lower "))]
     out = ["Offer referral to a self-help or mutual-aid group alongside professional care, "
            "not instead of it."]
-    if fewer:
-        out.append(f"In these data, use of care was lower {st.versus} on at least one "
-                   "measure, and the whole range of plausible values points that way.")
+    if st.shape == "time_to_event":
+        for f in findings:
+            if f.role == "main" and f.topic == "time":
+                out.append(f"In these data the rate of {f.label.lower()} clearly differed "
+                           f"between {st.treated} and {st.control}; the whole range of "
+                           "plausible values points the same way." if f.clear else
+                           f"These data do not show a clear difference in "
+                           f"{f.label.lower()}.")
     else:
-        out.append("These data do not show a clear change in professional care; referral can "
-                   "still be offered for the support it gives, but should not be justified by "
-                   "savings alone.")
+        use = [f for f in findings if f.topic == "use" and f.role == "main"]
+        fewer = [f for f in use if f.clear and any(w in f.text for w in (" fewer ", " less ",
+                                                                          " lower "))]
+        if fewer:
+            out.append(f"In these data, use of care was lower {st.versus} on at least one "
+                       "measure, and the whole range of plausible values points that way.")
+        else:
+            out.append("These data do not show a clear change in professional care; referral "
+                       "can still be offered for the support it gives, but should not be "
+                       "justified by savings alone.")
     out.append("Ask the person what kind of group suits them, give a named contact and a "
                "meeting time, and follow up after the first meeting.")
     return out

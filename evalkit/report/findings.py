@@ -730,14 +730,20 @@ def _groups(e: pd.DataFrame, tables: dict, st: Study, audience: str) -> list[Fin
                      f"{num(r['ci_low'])} to {num(r['ci_high'])}; {num(r['n_treated'], 0)} "
                      f"{st.unit})" for r in means.to_dict("records")]
             t = tests.get(outcome) or {}
-            test = (f"; the {len(parts)} groups differ (one-way ANOVA "
-                    f"{pvalue(t['anova_p'])})" if _finite(t.get("anova_p")) and
-                    t["anova_p"] < 0.05 else
-                    f"; no clear difference between the {len(parts)} groups (one-way ANOVA "
-                    f"{pvalue(t['anova_p'])})" if _finite(t.get("anova_p")) else "")
-            out.append(Finding("other", outcome, f"mean per {st.one}: "
-                               + "; ".join(parts) + test + ".", bool(test and "differ (" in test),
-                               "main", _cap(label)))
+            p_all = t.get("anova_p")
+            differ = _finite(p_all) and p_all < 0.05
+            k = len(parts)
+            if not _finite(p_all):
+                test = ""
+            elif audience == "clearinghouse":
+                test = (f"; the {k} groups differ by more than chance would explain" if differ
+                        else f"; the {k} groups may differ only by chance")
+            else:
+                test = (f"; the {k} groups differ (one-way ANOVA {pvalue(p_all)})" if differ
+                        else f"; no clear difference between the {k} groups (one-way ANOVA "
+                        f"{pvalue(p_all)})")
+            out.append(Finding("other", outcome, f"mean per {st.one}: " + "; ".join(parts)
+                               + test + ".", differ, "main", _cap(label)))
         life = tables.get("group_comparison.lifetime") or []
         hrs = g[g["scale"] == "hazard_ratio"]
         if not hrs.empty and life:
@@ -794,7 +800,8 @@ def key_findings(estimates: pd.DataFrame, audience: str, *, study: Study | None 
     if st.shape == "planning":
         return _planning(estimates, tables, st, audience)
     if st.shape == "k_groups":
-        return _groups(estimates, tables, st, audience)
+        found = _groups(estimates, tables, st, audience)
+        return [f for f in found if f.role == "main" or audience != "clearinghouse"]
     out: list[Finding] = []
     for o in outcome_results(estimates, st.primary):
         label = _cap(re.sub(r"^(a|an) ", "", st.label(o.outcome, audience)))
