@@ -66,6 +66,9 @@ PRIMARY_ORDER = ("adjusted", "design", "survival", "its", "prepost", "valuation"
                  "projection", "survey", "budget", "power", "crude", "descriptive")
 #: Transforms a covariate term may carry.
 TRANSFORMS = ("log1p", "C")
+#: Program costs (``econ``) that, when the params leave them out, are evalkit's defaults:
+#: assumptions, not the program's own costs (listed in the spec's ``assumed``).
+ECON_COST_FIELDS = ("coordination", "facilitation", "materials", "fixed_startup")
 
 
 @dataclass(frozen=True)
@@ -306,6 +309,9 @@ class AnalysisSpec:
     windows : baseline_days, followup_days (claims).
     alpha : 1 - the confidence level of every interval.
     design : method and estimand of the cohort design.
+    assumed : inputs taken from evalkit's defaults because the params do not give them
+        (``{"input": "econ.coordination", "value": 120.0, "why": ...}``): the program
+        costs behind any savings or budget figure.
     """
 
     mode: str
@@ -319,6 +325,7 @@ class AnalysisSpec:
     windows: dict
     alpha: float
     design: dict
+    assumed: tuple = ()
 
     # -------------------------------------------------------------- reading
     def outcome(self, name: str) -> OutcomeSpec | None:
@@ -344,6 +351,7 @@ class AnalysisSpec:
         d["covariates"] = [{"term": t.expression, **asdict(t)} for t in self.covariates]
         d["not_adjusted"] = list(self.not_adjusted)
         d["described"] = list(self.described)
+        d["assumed"] = list(self.assumed)
         return d
 
     @classmethod
@@ -356,7 +364,8 @@ class AnalysisSpec:
                    described=tuple(d.get("described", ())),
                    propensity=d["propensity"],
                    propensity_source=d["propensity_source"], windows=d["windows"],
-                   alpha=d["alpha"], design=d["design"])
+                   alpha=d["alpha"], design=d["design"],
+                   assumed=tuple(d.get("assumed", ())))
 
 
 def load(run_dir: str | Path) -> AnalysisSpec | None:
@@ -474,6 +483,14 @@ def _covariates(params, data: pd.DataFrame | None, extra_columns: list[str]
     return terms, not_adjusted, described
 
 
+def _assumed(params) -> list[dict]:
+    """Program costs the params leave to evalkit's defaults (see :data:`ECON_COST_FIELDS`)."""
+    given = params.econ.model_fields_set
+    return [{"input": f"econ.{k}", "value": getattr(params.econ, k),
+             "why": "evalkit's default; the params do not give the program's cost"}
+            for k in ECON_COST_FIELDS if k not in given]
+
+
 def resolve(params, data: pd.DataFrame | None = None, extra_columns: list[str] = (),
             has_exposure: bool = False, exposure: str | None = None) -> AnalysisSpec:
     """Resolve the analysis spec from validated params and the loaded analysis frame.
@@ -509,5 +526,6 @@ def resolve(params, data: pd.DataFrame | None = None, extra_columns: list[str] =
         covariates=tuple(terms), not_adjusted=tuple(not_adjusted),
         described=tuple(described), propensity=propensity,
         propensity_source=psrc, windows=windows, alpha=params.study.alpha,
-        design={"method": ds.method, "estimand": ds.resolved_estimand})
+        design={"method": ds.method, "estimand": ds.resolved_estimand},
+        assumed=tuple(_assumed(params)))
 

@@ -24,6 +24,7 @@ from evalkit import cli, runner
 from evalkit.params import validate
 from evalkit.privacy import DisclosureError, scan_outputs
 from evalkit.report import BriefError, write_brief
+from evalkit.report.findings import total
 from shared_runs import CLAIMS_RUN_PARAMS as PARAMS
 
 
@@ -259,8 +260,10 @@ def test_summary_mode_brief_from_published_figures(tmp_path):
     assert brief.audience == "clearinghouse" and brief.public
     assert_pages_drawn(brief.pdf, tmp_path)
     text = pdf_text(brief.pdf)
-    assert "about 42% fewer with self-help referral" in text     # 1 - 13.1/22.5 = 0.418
-    assert "range of plausible values: 47% fewer to 36% fewer" in text
+    # 1 - 13.1/22.5 = 0.418; published arms are told as arms, not as referral
+    assert "about 42% lower in the intervention arm than in the comparison arm" in text
+    assert "range of plausible values: 36% to 47% lower" in text
+    assert "referral" not in text.split("Key findings")[1].split("Each figure")[0]
     assert "published" in text and "Use of care by group" not in text
 
 
@@ -299,13 +302,13 @@ def test_hmo_brief_shows_budget_impact_when_recorded():
     budget = next(t for t in ctx["tables"] if t.key == "budget")
     first = bi.table.iloc[0]
     assert list(budget.frame["year"]) == ["year 1", "year 2"]
-    assert budget.frame["net budget impact"].iloc[0] == (
-        f"${first['net_budget_impact']:,.0f}" if first["net_budget_impact"] >= 0
-        else f"-${-first['net_budget_impact']:,.0f}")
+    # savings are positive in the brief: net savings = minus the net budget impact
+    assert budget.frame["net savings"].iloc[0] == total(-first["net_budget_impact"])
     assert not any(f.topic == "cost" for f in ctx["findings"])
     sentence = next(f.text for f in ctx["findings"] if f.topic == "budget")
-    assert sentence.startswith(f"Budget impact: in year 1 the program "
+    assert sentence.startswith(f"In year 1 the program "
                                f"{'adds' if first['net_budget_impact'] >= 0 else 'saves'} "
-                               f"${abs(first['net_budget_impact']):,.0f}")
+                               f"{total(abs(first['net_budget_impact']))}")
     html = render_html(ctx)
-    assert "Budget impact (program cost minus savings)" in html and "Budget plan" in html
+    assert "Budget impact: net savings to the plan" in html and "Budget plan" in html
+    assert "Savings are shown as positive" in html

@@ -8,9 +8,12 @@ the charts (inline SVG drawn by matplotlib) are inside the HTML, and the fonts a
 system's.
 
 The content follows whatever the run recorded: the key findings, charts and tables are
-built from the estimates by workbook, outcome and scale, and a section whose estimates
-are absent is left out, so a run of two workbooks, or a summary-mode run made from
-published figures, gets a brief too.
+built from the estimates by outcome and scale, and a section whose estimates are absent
+is left out, so a run of two workbooks, or a summary-mode run made from published
+figures, gets a brief too. The study's shape, its arms, unit and outcome labels, and
+whether it was randomized come from the run's spec (:mod:`evalkit.report.story`): they
+decide the question, the methods and the limitations; each outcome leads with one main
+result and its other analyses follow under their labels (:mod:`evalkit.report.findings`).
 
 Audiences (``report.audience`` in the params, or ``evalkit brief RUN --audience``):
 
@@ -47,11 +50,20 @@ import pandas as pd
 from .. import __version__
 from ..data.source import describe_source
 from ..errors import EvalkitError
+from ..models.bootstrap import FAILED_SHARE_LIMIT
+from ..params import validate
 from ..privacy import DisclosureError, scan_outputs
-from ..spec import term_columns as spec_columns
-from . import charts, tables
-from .findings import (AUDIENCES, RATIO_SCALES, budget_rows, comparable, key_findings,
-                       analysis_tag, outcome_label, primary_estimates)
+from . import charts, story, tables
+from .findings import (
+    APART,
+    AUDIENCES,
+    RATIO_SCALES,
+    analysis_tag,
+    budget_rows,
+    comparable,
+    key_findings,
+    primary_estimates,
+)
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 HTML_NAME, PDF_NAME = "brief.html", "brief.pdf"
@@ -76,7 +88,8 @@ class Brief:
     cells_suppressed : table cells hidden by small-cell suppression.
     estimates_withheld : estimates left out of sentences and charts because a group
         had fewer than ``min_cell`` members (public briefs only).
-    findings : the key-finding sentences, in order.
+    findings : the key-finding sentences, in order, each after its label (the outcome,
+        or the analysis for another analysis of the outcome above it).
     """
 
     html: Path
@@ -97,21 +110,11 @@ class Brief:
 
 
 # ====================================================================== content
-QUESTIONS = {
-    "hmo": "Does referring members to self-help and mutual-aid groups change how much "
-           "professional care they use, and does it save the plan money?",
-    "research": "Is referral to self-help and mutual-aid groups associated with a change in "
-                "members' use of professional care and its cost, and how robust is the "
-                "estimate to the method?",
-    "clearinghouse": "When people are referred to a self-help or mutual-aid group, do they "
-                     "end up needing less professional care, and is the referral worth it?",
-}
 KINDS = {"hmo": "Brief for plan leadership", "research": "Research summary",
          "clearinghouse": "Plain-language brief"}
 
 
 def _params_obj(raw: dict):
-    from ..params import validate
     return validate(raw)
 
 
@@ -144,20 +147,20 @@ def _refuse_member_level(results: dict) -> None:
             "aggregated tables in the workbooks (no member id column), then re-run.")
 
 
-def _ratio_chart(e: pd.DataFrame, audience: str):
-    if e.empty:
+def _ratio_chart(e: pd.DataFrame, audience: str, st: story.Study):
+    if e.empty or st.shape in ("planning", "k_groups", "survey"):
         return None
     rows = []
     if audience == "research":
         for r in comparable(e).to_dict("records"):
-            if r["scale"] in RATIO_SCALES and r.get("ci_low") is not None:
-                tag = analysis_tag(r)
-                rows.append({"label": f"{outcome_label(r['outcome'])[:34]} ({tag})", **r})
+            if r["scale"] in RATIO_SCALES and r.get("ci_low") is not None and \
+                    r.get("analysis") not in APART:
+                rows.append({"label": f"{st.label(r['outcome'])[:34]} ({analysis_tag(r)})", **r})
     else:
-        for (_, outcome), s in primary_estimates(e).items():
+        for outcome, s in primary_estimates(e, st.primary).items():
             for scale in RATIO_SCALES:
                 if scale in s:
-                    label = outcome_label(outcome, audience).replace(
+                    label = st.label(outcome, audience).replace(
                         "visits to outpatient mental-health services",
                         "outpatient mental-health visits")
                     rows.append({"label": label[:40], **s[scale]})
@@ -166,23 +169,24 @@ def _ratio_chart(e: pd.DataFrame, audience: str):
     if not rows:
         return None
     df = pd.DataFrame(rows)
-    xlabel = {"clearinghouse": "compared with similar members not referred (1 = no "
-                               "difference; below 1 = less)",
-              "hmo": "ratio, self-help referral vs comparison, with 95% CI (below 1 = less)",
-              "research": "ratio (rate, hazard or cost), self-help vs comparison, 95% CI, "
+    arm = "the intervention arm" if st.mode == "summary" else st.treated
+    xlabel = {"clearinghouse": f"{arm} compared with {st.control} (1 = no difference; "
+                               "below 1 = less)",
+              "hmo": "ratio, intervention vs comparison, with 95% CI (below 1 = less)",
+              "research": "ratio (rate, hazard or cost), intervention vs comparison, 95% CI, "
                           "log scale"}[audience]
     ax = charts.ratio_plot(df, xlabel)
-    title = {"clearinghouse": "How referred members' use of care compared",
-             "hmo": "Effects on use of care and cost", "research": "Ratio estimates by method"}
+    title = {"clearinghouse": "How the groups compared",
+             "hmo": "Main results as ratios", "research": "Ratio estimates by method"}
     caption = ("Each dot is the best estimate; the line is "
                + ("the range of plausible values. " if audience == "clearinghouse" else
                   "its 95% confidence interval. ")
-               + "Left of the dashed line means less use with self-help referral.")
+               + f"Left of the dashed line means less {st.versus}.")
     return {"title": title[audience], "svg": charts.to_svg(ax, title[audience]),
             "caption": caption}
 
 
-def _savings_chart(results: dict, e: pd.DataFrame, audience: str):
+def _savings_chart(results: dict, e: pd.DataFrame, audience: str, st: story.Study):
     rows = []
     head = (results.get("tables") or {}).get("cost_benefit.headline") or []
     for r in head:
@@ -200,144 +204,57 @@ def _savings_chart(results: dict, e: pd.DataFrame, audience: str):
                          "ci_low": r.get("ci_low"), "ci_high": r.get("ci_high")})
     if not rows:
         return None
-    title = "Savings against program cost, per referred member"
-    ax = charts.savings_plot(pd.DataFrame(rows))
+    title = f"Savings against program cost, per {st.per_treated}"
+    ax = charts.savings_plot(pd.DataFrame(rows), f"$ per {st.per_treated}")
     cap = ("Bars: best estimate; whiskers: "
            + ("range of plausible values." if audience == "clearinghouse" else
               "95% interval (from the probabilistic sensitivity analysis for net savings)."))
     return {"title": title, "svg": charts.to_svg(ax, title), "caption": cap}
 
 
-def _adjusted_terms(e: pd.DataFrame) -> list[str]:
-    """The terms the adjusted estimates adjusted for, as recorded, in order."""
-    rows = e[e["analysis"] == "adjusted"] if "analysis" in e else e.iloc[0:0]
-    return list(dict.fromkeys(t for terms in rows.get("adjusted_for", []) for t in terms or []))
-
-
-def _methods(p, e: pd.DataFrame, audience: str) -> list[str]:
-    methods = list(dict.fromkeys(str(m) for m in e.get("method", pd.Series(dtype=str)).dropna()
-                                 if str(m)))
-    analyses = set(e.get("analysis", pd.Series(dtype=str)).dropna())
-    has_did = "prepost" in analyses
-    has_adj = "adjusted" in analyses
-    has_cox = "model" in e and bool(((e["analysis"] == "survival") & (e["model"] == "Cox")).any())
-    has_cb = "net_savings_per_member" in set(e.get("scale", []))
-    w, ec = p.windows, p.econ
-    per_ref = ec.coordination + ec.facilitation + ec.materials
-    out = []
-    if p.mode == "summary":
-        out.append("Source: figures published for each group (sizes, means, events or rates); "
-                   "no member-level data were used." if audience != "clearinghouse" else
-                   "These results are worked out from figures that studies have published; no "
-                   "information about individual people was used.")
-    elif audience == "clearinghouse":
-        out.append(f"We compared the health-plan records of members who were referred to "
-                   f"self-help groups with similar members who were not, for the "
-                   f"{w.followup_days} days after referral and the {w.baseline_days} days before.")
-    else:
-        out.append(f"Design: observational comparison of members referred to self-help groups "
-                   f"with members who were not; outcomes counted over the {w.followup_days} "
-                   f"days from the index (referral) date, with the {w.baseline_days} days before "
-                   f"as the baseline; use is per member-month of coverage.")
-    if has_adj:
-        terms = _adjusted_terms(e)
-        plain = ", ".join(dict.fromkeys(spec_columns(terms))).replace("_", " ")
-        out.append(f"Adjustment: differences between the groups before referral ({plain}) "
-                   "are taken into account."
-                   if audience == "clearinghouse" else
-                   "Adjusted comparison: count models (Poisson or negative binomial family chosen "
-                   "by AIC) and a two-part cost model, with effects averaged over members "
-                   f"(recycled predictions), adjusting for {', '.join(terms)}.")
-    if has_did:
-        out.append("Before-and-after check: each group's change from the year before referral "
-                   "to the year after is compared." if audience == "clearinghouse" else
-                   "Pre/post comparison: difference-in-differences, each member's follow-up "
-                   "against their own baseline, with member and period fixed effects and "
-                   "standard errors clustered by member.")
-    if has_cox:
-        out.append("Timing: how soon members made a first emergency-room visit." if
-                   audience == "clearinghouse" else
-                   "Time to the first ER visit: Kaplan-Meier curves by group and an adjusted "
-                   "Cox model, censored at the end of coverage or follow-up.")
-    if has_cb:
-        out.append(f"Value: savings against program costs of ${per_ref:,.0f} per referred "
-                   f"member plus ${ec.fixed_startup:,.0f} start-up, over {ec.horizon_years} "
-                   f"year(s), from the {ec.perspective}'s point of view" +
-                   ("." if audience == "clearinghouse" else
-                    f", discounted at {ec.discount_rate:.0%} a year; uncertainty from "
-                    f"{ec.psa_draws:,} probabilistic draws."))
-    if audience == "research":
-        out.append(f"Bootstrap replicates for cost intervals: {p.models.bootstrap_replicates:,}; "
-                   f"seed {p.seed}. Methods as recorded:")
-        out += [f"– {m}" for m in methods]
-    return out
-
-
-def _limitations(p, e: pd.DataFrame, audience: str) -> list[str]:
-    plain = audience == "clearinghouse"
-    out = []
-    if p.mode == "summary":
-        out.append("The results come from published studies, not from your own members; "
-                   "people, programs and health plans differ, so the figures may not carry "
-                   "over." if plain else
-                   "Published summary figures only: the comparison inherits the original "
-                   "studies' designs and populations and cannot be adjusted further; "
-                   "transferring it to another plan is an assumption.")
-    out.append("People were not assigned to referral at random. Those who accept a referral "
-               "may differ (for example in motivation or family support) in ways the records "
-               "do not show, so the results show what went together, not proof that referral "
-               "caused the difference." if plain else
-               "Observational design: referral was not randomized. Adjustment removes "
-               "differences in measured characteristics only; unmeasured confounding (e.g. "
-               "motivation, social support, severity not captured in claims) can bias the "
-               "estimates, which show association, not proof of cause.")
-    if "prepost" in set(e.get("analysis", pd.Series(dtype=str)).dropna()):
-        out.append("The before-and-after check assumes both groups would have changed in the "
-                   "same way without referral. If referral often follows a crisis, use may "
-                   "drop afterwards anyway." if plain else
-                   "Pre/post designs assume parallel trends: without referral both groups "
-                   "would have changed alike. Referral that follows a crisis invites "
-                   "regression to the mean, and events at the time of referral can move both "
-                   "use and referral.")
-    if "net_savings_per_member" in set(e.get("scale", [])):
-        out.append(f"Savings count the {p.econ.perspective}'s costs over "
-                   f"{p.econ.horizon_years} year(s) with the program costs given; other "
-                   "benefits (well-being, family, work) are not counted.")
-    if audience == "research":
-        out.append("Several outcomes are compared without adjustment for multiplicity; "
-                   "intervals are per comparison.")
-    if p.mode == "claims" and p.data.source == "synthetic":
-        out.insert(0, "These results come from a synthetic (generated) health plan and only "
-                      "illustrate the method; they say nothing about a real program.")
-    return out
-
-
-def _assumptions(results: dict) -> list[str]:
-    """What the workbooks recorded as assumed (tables named ``*.assumptions``)."""
-    out = []
-    for name, rows in (results.get("tables") or {}).items():
-        if name.endswith(".assumptions"):
-            out += [str(r["assumption"]) for r in rows
-                    if isinstance(r, dict) and r.get("assumption")]
-    return out
-
-
-def _guidance(findings, audience: str) -> list[str]:
-    if audience != "clearinghouse":
+def _guidance(findings, audience: str, st: story.Study) -> list[str]:
+    if audience != "clearinghouse" or st.shape in ("planning", "survey", "k_groups"):
         return []
-    use = [f for f in findings if f.topic in ("use", "time")]
-    fewer = [f for f in use if f.clear and (" fewer " in f.text or " less " in f.text)]
     out = ["Offer referral to a self-help or mutual-aid group alongside professional care, "
            "not instead of it."]
-    if fewer:
-        out.append("In these data, referred members needed less professional care on at least "
-                   "one measure, and the whole range of plausible values points that way.")
+    if st.shape == "time_to_event":
+        for f in findings:
+            if f.role == "main" and f.topic == "time":
+                out.append(f"In these data the rate of {f.label.lower()} clearly differed "
+                           f"between {st.treated} and {st.control}; the whole range of "
+                           "plausible values points the same way." if f.clear else
+                           f"These data do not show a clear difference in "
+                           f"{f.label.lower()}.")
     else:
-        out.append("These data do not show a clear change in professional care; referral can "
-                   "still be offered for the support it gives, but should not be justified by "
-                   "savings alone.")
+        use = [f for f in findings if f.topic == "use" and f.role == "main"]
+        fewer = [f for f in use if f.clear and any(w in f.text for w in (" fewer ", " less ",
+                                                                          " lower "))]
+        if fewer:
+            out.append(f"In these data, use of care was lower {st.versus} on at least one "
+                       "measure, and the whole range of plausible values points that way.")
+        else:
+            out.append("These data do not show a clear change in professional care; referral "
+                       "can still be offered for the support it gives, but should not be "
+                       "justified by savings alone.")
     out.append("Ask the person what kind of group suits them, give a named contact and a "
                "meeting time, and follow up after the first meeting.")
+    return out
+
+
+def _sections(findings) -> list[dict]:
+    """Findings grouped for the page: each outcome's main result with its other analyses
+    under it, then the findings not tied to one outcome (value, budget, planning)."""
+    out: list[dict] = []
+    by_outcome: dict = {}
+    for f in findings:
+        if f.role == "main":
+            sec = {"label": f.label, "main": f, "others": []}
+            by_outcome[f.outcome] = sec
+            out.append(sec)
+        elif f.role == "other" and f.outcome in by_outcome:
+            by_outcome[f.outcome]["others"].append(f)
+        else:
+            out.append({"label": f.label, "main": f, "others": []})
     return out
 
 
@@ -371,18 +288,26 @@ def build_context(results: dict, params, audience: str | None = None) -> dict:
             if c in est_all:
                 est_all[c] = pd.to_numeric(est_all[c], errors="coerce")
     est, withheld = _withhold_small(est_all, public, min_cell)
-    findings = key_findings(est, audience, followup_days=p.windows.followup_days,
-                            horizon_years=p.econ.horizon_years) if not est.empty else []
+    st = story.study_of(results, p)
+    findings = key_findings(est, audience, study=st, tables=results.get("tables") or {},
+                            followup_days=p.windows.followup_days,
+                            horizon_years=p.econ.horizon_years,
+                            discount_rate=p.econ.discount_rate,
+                            uptake=p.econ.uptake) if not est.empty else []
     kw = {"public": public, "min_cell": min_cell}
     # summary mode: the group sizes belong to different published studies; none is "the"
     # cohort. Counts shown in several tables are suppressed together (an arm's size, its n)
-    linked = {} if p.mode == "summary" else tables.linked_cells(results, est_all,
-                                                                audience=audience, **kw)
-    cohort = None if p.mode == "summary" else tables.cohort_table(
-        results, est_all, hide=linked.get("cohort", ()), **kw)
+    arms = (("Self-help referral", "Comparison") if st.default_arms else
+            (f"{st.intervention[:1].upper()}{st.intervention[1:]}",
+             f"{st.comparison[:1].upper()}{st.comparison[1:]}"))
+    no_cohort = p.mode == "summary" or st.shape == "k_groups"
+    linked = {} if no_cohort else tables.linked_cells(results, est_all, audience=audience, **kw)
+    cohort = None if no_cohort else tables.cohort_table(
+        results, est_all, hide=linked.get("cohort", ()), arms=arms, unit=st.unit, **kw)
     tabs = [cohort]
     if audience in ("hmo", "research"):
-        tabs.append(tables.rates_table(results, audience, **kw))
+        tabs.append(tables.rates_table(results, audience, labels=tuple(a.lower() for a in arms),
+                                       **kw))
         tabs.append(tables.headline_table(results, audience))
     if audience == "hmo":
         tabs.append(tables.budget_table(budget_rows(est)))
@@ -399,7 +324,8 @@ def build_context(results: dict, params, audience: str | None = None) -> dict:
     if audience == "clearinghouse":
         tabs.append(tables.headline_table(results, audience))
     tabs = [t for t in tabs if t is not None and not t.frame.empty]
-    chart_list = [c for c in (_ratio_chart(est, audience), _savings_chart(results, est, audience))
+    chart_list = [c for c in (_ratio_chart(est, audience, st),
+                              _savings_chart(results, est, audience, st))
                   if c is not None]
     run = results.get("run") or {}
 
@@ -427,20 +353,24 @@ def build_context(results: dict, params, audience: str | None = None) -> dict:
         f"public: counts of fewer than {min_cell} people suppressed (* in tables)"
         if public else "not public: for internal use; set report.public to publish")))
     cells = sum(t.suppressed for t in tabs)
-    notes = []
+    notes = story.replicate_notes(st, est_all, FAILED_SHARE_LIMIT)
     if withheld:
         notes.append(f"{withheld} estimate(s) resting on fewer than {min_cell} members in a "
                      "group are not shown in the findings or charts.")
     members = None
     if cohort is not None:
-        m = dict(zip(cohort.frame["group"], cohort.frame["members"]))
-        members = (m.get("Self-help referral"), m.get("Comparison"))
+        m = dict(zip(cohort.frame["group"], cohort.frame[st.unit]))
+        members = (m.get(arms[0]), m.get(arms[1]))
+    outcomes = list(dict.fromkeys(f.outcome for f in findings if f.role == "main"))
     return {
         "title": p.title, "kind": KINDS[audience], "audience": audience,
-        "question": QUESTIONS[audience], "members": members, "findings": findings,
-        "charts": chart_list, "tables": tabs, "methods": _methods(p, est_all, audience),
-        "limitations": _limitations(p, est_all, audience) + _assumptions(results),
-        "guidance": _guidance(findings, audience), "provenance": provenance,
+        "question": story.question(st, audience, outcomes, p),
+        "members": members, "who": story.who(st, members), "findings": findings,
+        "sections": _sections(findings), "shape": st.shape,
+        "charts": chart_list, "tables": tabs, "methods": story.methods(st, p, est_all, audience),
+        "limitations": story.limitations(st, p, est_all, audience),
+        "assumptions": story.assumptions(p, results, est_all),
+        "guidance": _guidance(findings, audience, st), "provenance": provenance,
         "notes": notes, "public": public, "min_cell": min_cell, "mode": p.mode,
         "cells_suppressed": cells, "estimates_withheld": withheld,
         "interval_words": ("range of plausible values" if audience == "clearinghouse"
@@ -554,7 +484,7 @@ def write_brief(run_dir: str | Path, *, audience: str | None = None, results: di
         html = render_html(context)
     except EvalkitError:
         raise
-    except Exception as err:  # noqa: BLE001 - a template error is reported as a brief error
+    except Exception as err:
         raise BriefError(f"rendering brief.html failed: {type(err).__name__}: {err}") from err
     partial = run_dir / ".brief-partial"
     shutil.rmtree(partial, ignore_errors=True)
@@ -566,7 +496,7 @@ def write_brief(run_dir: str | Path, *, audience: str | None = None, results: di
             render_pdf(html, partial / pdf_name)
         except EvalkitError:
             raise
-        except Exception as err:  # noqa: BLE001 - WeasyPrint raises many kinds
+        except Exception as err:
             raise BriefError(f"printing brief.pdf failed: {type(err).__name__}: {err}") from err
         if context["public"]:
             targets = ({"member_ids": member_ids} if member_ids is not None
@@ -584,7 +514,9 @@ def write_brief(run_dir: str | Path, *, audience: str | None = None, results: di
         shutil.rmtree(partial, ignore_errors=True)
     brief = Brief(run_dir / html_name, run_dir / pdf_name, context["audience"],
                   context["public"], context["cells_suppressed"],
-                  context["estimates_withheld"], tuple(f.text for f in context["findings"]))
+                  context["estimates_withheld"],
+                  tuple(f"{f.label}: {f.text}" if f.label else f.text
+                        for f in context["findings"]))
     if from_disk and stem == "brief" and isinstance(results.get("run"), dict):
         # the run's own brief re-rendered: say so in results.json
         from ..results import write_json_atomic

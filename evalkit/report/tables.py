@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ..privacy import DEFAULT_ID_HEADERS, PrivacyError, suppress, suppress_together
-from .findings import comparable, money, num, outcome_label, pct, pvalue, ratio
+from .findings import comparable, money, num, outcome_label, pct, pvalue, ratio, total
 
 ARMS = (("self_help", "self-help referral"), ("control", "comparison"))
 #: the cohort table's row of each arm
@@ -95,24 +95,31 @@ def _cohort_frame(results: dict, estimates: pd.DataFrame) -> pd.DataFrame | None
 
 
 def cohort_table(results: dict, estimates: pd.DataFrame, *, public: bool, min_cell: int,
-                 hide=()):
+                 hide=(), arms: tuple = ("Self-help referral", "Comparison"),
+                 unit: str = "members"):
     """Members analysed per arm (and the total): from the attrition table's last step,
     else from the estimates' ``n_treated`` / ``n_control``. ``hide``: cells hidden because
-    the same count is hidden in another table (:func:`linked_cells`)."""
+    the same count is hidden in another table (:func:`linked_cells`). ``arms`` names the
+    two rows (the study's intervention and comparison), ``unit`` the count's column."""
     df = _cohort_frame(results, estimates)
     if df is None:
         return None
     # rows are the arms and their total: a column relation
     frame, mask, res = _safe(df, ["members"], public=public, min_cell=min_cell,
                              col_total="Total", hide=hide)
-    out = pd.DataFrame({"group": list(df.index),
-                        "members": _fmt(frame, mask, "members", lambda v: f"{v:,.0f}")})
+    shown = {ARM_ROWS["self_help"]: arms[0], ARM_ROWS["control"]: arms[1], "Total": "Total"}
+    out = pd.DataFrame({"group": [shown[i] for i in df.index],
+                        unit: _fmt(frame, mask, "members", lambda v: f"{v:,.0f}")})
     note, n = _note(res)
-    return BriefTable("cohort", "Members compared", out, note, n, numeric=("members",))
+    return BriefTable("cohort", f"{unit[:1].upper()}{unit[1:]} compared", out, note, n,
+                      numeric=(unit,))
 
 
-def rates_table(results: dict, audience: str, *, public: bool, min_cell: int):
-    """Use of care per 1,000 member-months by arm (follow-up; research: both periods)."""
+def rates_table(results: dict, audience: str, *, public: bool, min_cell: int,
+                labels: tuple = tuple(label for _, label in ARMS)):
+    """Use of care per 1,000 member-months by arm (follow-up; research: both periods);
+    ``labels`` name the two arms' columns (the study's intervention and comparison)."""
+    arms = tuple(zip((a for a, _ in ARMS), labels))
     rows = results.get("tables", {}).get("utilization.rates") or []
     if not rows:
         return None
@@ -139,7 +146,7 @@ def rates_table(results: dict, audience: str, *, public: bool, min_cell: int):
     out = pd.DataFrame({"outcome": [outcome_label(o, audience) for o in df["outcome"]]})
     if audience == "research":
         out["period"] = [str(p).replace("followup", "follow-up") for p in df["period"]]
-    for a, label in ARMS:
+    for a, label in arms:
         if f"rate_{a}" not in df:
             continue
         vals = []
@@ -155,7 +162,7 @@ def rates_table(results: dict, audience: str, *, public: bool, min_cell: int):
            + ("the range of plausible values" if audience == "clearinghouse" else "95% CI")
            + "; a member-month is one month of one member's coverage.")
     return BriefTable("rates", "Use of care by group", out, note, n, caption=cap,
-                      numeric=tuple(label for _, label in ARMS))
+                      numeric=tuple(label for _, label in arms))
 
 
 _SCALE_TITLES = {"rate_ratio": "rate ratio", "rate_difference_per_1000_mm":
@@ -407,7 +414,8 @@ def headline_table(results: dict, audience: str):
 
 
 def budget_table(budget: pd.DataFrame):
-    """Budget impact per year (net cost to the plan, and per plan member per month)."""
+    """Budget impact per year as net savings to the plan (savings positive, the sign used
+    throughout the brief), and per plan member per month."""
     if budget.empty:
         return None
     rows = []
@@ -415,19 +423,26 @@ def budget_table(budget: pd.DataFrame):
         d = {r["scale"]: r for r in g.to_dict("records")}
         net, pm = d.get("cost_difference"), d.get("pmpm_difference")
 
+        def saved(v, cents=False):
+            return ("" if _missing(v) else money(-v, True) if cents else total(-v))
+
         def rng(r, cents=False):
             lo, hi = r.get("scenario_low"), r.get("scenario_high")
-            return "" if r is None or _missing(lo) or _missing(hi) else \
-                f"{money(lo, cents)} to {money(hi, cents)}"
+            if r is None or _missing(lo) or _missing(hi):
+                return ""
+            a, b = sorted((-lo, -hi))
+            return f"{saved(-a, cents)} to {saved(-b, cents)}"
         rows.append({"year": str(period),
-                     "net budget impact": money(net["estimate"]) if net else "",
+                     "net savings": saved(net["estimate"]) if net else "",
                      "scenario range": rng(net) if net else "",
-                     "per plan member per month": money(pm["estimate"], True) if pm else "",
+                     "per plan member per month": saved(pm["estimate"], True) if pm else "",
                      "PMPM scenario range": rng(pm, True) if pm else ""})
-    return BriefTable("budget", "Budget impact (program cost minus savings)", pd.DataFrame(rows),
-                      caption="Positive: the plan spends more; negative: it saves. Ranges are "
-                              "across the budget scenarios, not confidence intervals.",
-                      numeric=("net budget impact", "per plan member per month"))
+    return BriefTable("budget", "Budget impact: net savings to the plan (savings minus program "
+                      "cost)", pd.DataFrame(rows),
+                      caption="Savings are shown as positive; a negative figure means the plan "
+                              "spends more. Ranges are across the budget scenarios, not "
+                              "confidence intervals.",
+                      numeric=("net savings", "per plan member per month"))
 
 
 def model_choice_table(results: dict):

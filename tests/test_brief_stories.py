@@ -1,0 +1,232 @@
+"""Each kind of study gets a brief in its own words: read back from the PDF.
+
+The runs are the project's own params files (params/*.yaml), run end to end once per
+module: planning (er_power), survey proportions (parent_survey), a randomized trial with
+a time-to-event outcome (support_group_survival), a comparison of three kinds of groups
+(group_types) and a synthesis projected onto a plan (clearinghouse_brief). The numbers
+the tests look for are taken from each run's results.json, never typed in; the words
+they forbid are those that would be untrue of the study (ER visits, referral, a
+confounding limitation where assignment was randomized).
+
+``pdftotext`` (poppler-utils) must be installed (see tests/test_brief.py).
+"""
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from test_brief import pdf_text
+
+import evalkit
+from evalkit.models.bootstrap import FAILED_SHARE_LIMIT
+from evalkit.params import validate
+from evalkit.report import build_context, findings, story
+
+PARAMS = Path(__file__).resolve().parent.parent / "params"
+
+
+def _run(tmp_path_factory, name: str):
+    out = tmp_path_factory.mktemp(name) / "out"
+    run = evalkit.run(PARAMS / f"{name}.yaml", out=out, quiet=True)
+    res = json.loads(run.results_path.read_text())
+    assert res["run"]["status"] == "ok"
+    return res, pdf_text(out / "brief.pdf")
+
+
+def _findings_text(text: str) -> str:
+    """The key findings of the PDF text (up to the note on intervals or the first table)."""
+    start = text.index("Key findings")
+    ends = [i for i in (text.find(w, start) for w in ("Intervals are", "Each figure is",
+                                                     "Methods", "How we worked"))
+            if i > 0]
+    return text[start:min(ends)]
+
+
+def _main_results(text: str) -> list[str]:
+    """The labels that carry '(main result)' in the findings, in order."""
+    return re.findall(r"• ([^•◦]+?) \(main result\):", _findings_text(text))
+
+
+def _pick(res, **want):
+    rows = [e for e in res["estimates"] if all(e.get(k) == v for k, v in want.items())]
+    assert len(rows) == 1, (want, len(rows))
+    return rows[0]
+
+
+# ---------------------------------------------------------------------- planning
+@pytest.fixture(scope="module")
+def planning(tmp_path_factory):
+    return _run(tmp_path_factory, "er_power")
+
+
+def test_planning_brief_reads_as_power_and_sample_size(planning):
+    res, text = planning
+    power = _pick(res, analysis="power", scale="proportion")
+    size = res["tables"]["planning.sample_size"][0]
+    mdr = _pick(res, analysis="power", scale="rate_ratio")
+    assert f"{100 * power['estimate']:.0f}% power to detect an 18% drop in ER visits" in text
+    assert (f"{size['n_control']:,} members per arm ({size['n_total']:,} in all) give 80% "
+            "power") in text
+    assert f"smallest drop the planned study detects with 80% power is " \
+           f"{100 * (1 - mdr['estimate']):.1f}%" in text
+    # not an effect estimate: no interval, no "fewer with referral", no observational caveat
+    for untrue in ("n/a", "95% CI", "referral", "referred", "not randomized", "(main result)",
+                   "proportion 8"):
+        assert untrue not in _findings_text(text), untrue
+    assert "not randomized" not in text and "Observational" not in text
+
+
+# ---------------------------------------------------------------------- survey
+@pytest.fixture(scope="module")
+def survey(tmp_path_factory):
+    return _run(tmp_path_factory, "parent_survey")
+
+
+def test_survey_brief_gives_points_and_no_referral(survey):
+    res, text = survey
+    rd = _pick(res, scale="risk_difference")
+    f = _findings_text(text)
+    assert f"{100 * rd['estimate']:.1f} percentage points higher" in f
+    assert f"{100 * rd['estimate']:.1f}%" not in f            # a difference is not a share
+    labels = [e["outcome"] for e in res["estimates"]]
+    assert sorted(_main_results(text)) == sorted(labels)      # one main result each
+    for untrue in ("ER ", "referred", "referral", "not randomized", "bootstrap",
+                   "use of professional care"):
+        assert untrue not in text, untrue
+
+
+# ---------------------------------------------------------------------- time to event
+@pytest.fixture(scope="module")
+def trial(tmp_path_factory):
+    return _run(tmp_path_factory, "support_group_survival")
+
+
+def test_randomized_survival_brief_tells_the_trial(trial):
+    res, text = trial
+    study = res["spec"]["study"]
+    assert study["randomized"] is True
+    hr = _pick(res, analysis="survival", scale="hazard_ratio", primary=True)
+    assert _main_results(text) == ["Death"]                   # one main result
+    assert (f"the rate of death was {100 * (1 - hr['estimate']):.0f}% lower among women "
+            "randomized to weekly support groups than among women randomized to the control "
+            "arm") in text
+    assert f"hazard ratio {hr['estimate']:.2f}" in text
+    assert "Also, time-to-event model, adjusted for age, visceral mets" in text
+    for untrue in ("ER visit", "referred", "referral", "not randomized", "Observational",
+                   "count models", "two-part"):
+        assert untrue not in text, untrue
+    assert "Assignment was randomized" in text
+
+
+# ---------------------------------------------------------------------- k groups
+@pytest.fixture(scope="module")
+def groups(tmp_path_factory):
+    return _run(tmp_path_factory, "group_types")
+
+
+def test_group_comparison_brief_names_every_group(groups):
+    res, text = groups
+    f = _findings_text(text)
+    assert _main_results(text) == ["Group size (members)", "Kinds of activity", "Lifetime"]
+    kinds = {e["contrast"] for e in res["estimates"] if e["scale"] == "mean"}
+    assert kinds == {"professional", "independent", "shared"}
+    for outcome in ("members", "activity_kinds"):
+        for k in kinds:
+            m = _pick(res, outcome=outcome, contrast=k, scale="mean")
+            assert f"{k} {findings.num(m['estimate'])} (95% CI" in f
+    assert "17 groups" in f and "members referred" not in text
+    for untrue in ("no difference likely", "referred", "similar members", "ER "):
+        assert untrue not in text, untrue
+
+
+# ---------------------------------------------------------------------- synthesis
+@pytest.fixture(scope="module")
+def synthesis(tmp_path_factory):
+    return _run(tmp_path_factory, "clearinghouse_brief")
+
+
+def test_synthesis_brief_names_assumptions_and_totals(synthesis):
+    res, text = synthesis
+    cost = _pick(res, analysis="projection", outcome="total_cost", scale="difference")
+    assert f"${abs(cost['estimate']) / 1e6:.2f} million lower a year" in text
+    assert f"${abs(cost['ci_low']) / 1e6:.2f} million lower" in text
+    assert "$1,561,429" not in text                          # totals are not to the dollar
+    # the chance that costs fall is before program costs, which the params never set
+    assert "before paying for the program" in text
+    assert "program saves money" not in text
+    assert "Assumed program costs: the params do not give them" in text
+    assert "$120 coordination per referred member" in text
+    assert {a["input"] for a in res["spec"]["assumed"]} == {
+        "econ.coordination", "econ.facilitation", "econ.materials", "econ.fixed_startup"}
+    assert "SDs are not published" in text
+    assert "not randomized" not in text
+
+
+def test_spec_lists_program_costs_left_to_defaults():
+    """Only the program costs the params leave out are assumptions."""
+    from evalkit import spec
+    s = spec.resolve(validate({"econ": {"coordination": 150, "materials": 20}}))
+    assert [a["input"] for a in s.assumed] == ["econ.facilitation", "econ.fixed_startup"]
+    assert spec.AnalysisSpec.from_dict(s.to_dict()).assumed == s.assumed
+
+
+# ---------------------------------------------------------------------- units
+def test_numbers_for_readers():
+    """Formatting rules, worked by hand."""
+    assert findings.num(3.44126) == "3.44" and findings.num(0.0861883) == "0.0862"
+    assert findings.num(1234.4) == "1,234" and findings.num(17.44) == "17.4"
+    assert findings.money(1561429.48) == "$1.56 million"
+    assert findings.money(1696.02) == "$1,696" and findings.money(8.723, True) == "$8.72"
+    assert findings.total(496374) == "$496 thousand" and findings.total(-2e6) == "-$2.00 million"
+    assert findings.points(0.4502) == "45.0 percentage points"
+    assert story.article("18%") == "an" and story.article("20%") == "a"
+    assert story.article("8%") == "an" and story.article("180%") == "a"
+
+
+def _claims_params():
+    return validate({"title": "t", "data": {"members": 1500}})
+
+
+def test_lost_replicates_reach_the_brief():
+    """Records whose resampling lost replicates: the brief says how many, and above 5%
+    marks the interval unreliable (in the finding and in a note)."""
+    base = {"workbook": "costs", "contrast": "self_help vs control", "estimand": "ATE",
+            "method": "two-part model", "std_error": 1.0, "p_value": 0.1, "n_treated": 400,
+            "n_control": 600, "analysis": "adjusted", "model": "two-part", "family": "gamma",
+            "adjusted_for": ["age_at_index"], "primary": True, "outcome": "total_cost",
+            "interval": "bootstrap"}
+    est = [{**base, "scale": "cost_difference", "estimate": -120.0, "ci_low": -300.0,
+            "ci_high": 60.0, "n_replicates": 1000, "n_failed": 80,
+            "replicates_flag": "WARNING: ..."},
+           {**base, "outcome": "er_visits", "scale": "rate_ratio", "estimate": 0.9,
+            "ci_low": 0.8, "ci_high": 1.01, "n_replicates": 200, "n_failed": 2,
+            "interval": None}]
+    ctx = build_context({"estimates": est, "tables": {}, "run": {}}, _claims_params())
+    notes = " ".join(ctx["notes"])
+    assert "80 of 1,000 resampling replicates (8.0%)" in notes
+    assert f"more than {FAILED_SHARE_LIMIT:.0%}: these intervals are unreliable" in notes
+    assert "2 of 200 resampling replicates (1.0%)" in notes and "changes them little" in notes
+    cost = next(f for f in ctx["findings"] if f.outcome == "total_cost")
+    assert "Interval unreliable: 80 of 1,000 resampling replicates (8%) failed." in cost.text
+    er = next(f for f in ctx["findings"] if f.outcome == "er_visits")
+    assert "unreliable" not in er.text
+
+
+def test_one_main_result_per_outcome_and_others_labelled():
+    """The record marked primary leads; the other analyses follow under their labels."""
+    base = {"workbook": "utilization", "contrast": "self_help vs control", "method": "m",
+            "std_error": 0.1, "p_value": 0.01, "n_treated": 400, "n_control": 600,
+            "outcome": "er_visits", "scale": "rate_ratio", "adjusted_for": []}
+    est = pd.DataFrame([
+        {**base, "analysis": "crude", "estimand": "crude", "estimate": 0.8, "ci_low": 0.7,
+         "ci_high": 0.9, "primary": False},
+        {**base, "analysis": "adjusted", "estimand": "ATE", "estimate": 0.85, "ci_low": 0.75,
+         "ci_high": 0.95, "primary": True, "adjusted_for": ["age_at_index"]},
+        {**base, "analysis": "prepost", "estimand": "ATT", "estimate": 0.9, "ci_low": 0.8,
+         "ci_high": 1.0, "primary": False}])
+    fs = findings.key_findings(est, "hmo")
+    main = [f for f in fs if f.role == "main"]
+    assert len(main) == 1 and "rate ratio of 0.85" in main[0].text
+    assert [f.label for f in fs if f.role == "other"] == [
+        "pre/post comparison (difference-in-differences)", "unadjusted comparison"]
