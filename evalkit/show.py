@@ -150,7 +150,7 @@ def quarantine(report):
     q = report.quarantine
     if q.empty:
         return Markdown("**No rows were quarantined**: every source row passed the row-level checks.")
-    return q.rename(columns={"example_rows": "example source rows"})
+    return table(q.rename(columns={"example_rows": "example source rows"}))
 
 
 def set_aside(notes: pd.DataFrame):
@@ -163,8 +163,9 @@ def set_aside(notes: pd.DataFrame):
     from .data.notes import NOTE_TEXT
     t = notes.assign(what=notes["note"].map(NOTE_TEXT), code=notes["code"].fillna(""),
                      nights=notes["nights"].astype("object").where(notes["nights"].notna(), ""))
-    return t[["what", "code", "persons", "visits", "lines", "nights", "amount"]].rename(
-        columns={"code": "code (category)", "amount": "allowed $"})
+    return table(t[["what", "code", "persons", "visits", "lines", "nights", "amount"]].rename(
+        columns={"code": "code (category)"}), money_columns=("amount",), keep=("code (category)",),
+        labels={"amount": "allowed amount ($)"})
 
 
 def mental_health_concepts(concepts: pd.DataFrame | None):
@@ -177,7 +178,7 @@ def mental_health_concepts(concepts: pd.DataFrame | None):
         return Markdown("**No mental-health concept was found in this CDM**: no outpatient "
                         "visit is counted as a mental-health visit. Check the vocabulary "
                         "(`concept`) or set data.omop.mh_condition_concepts.")
-    return concepts
+    return table(concepts)
 
 
 def family_choice(adjusted) -> pd.DataFrame:
@@ -299,7 +300,7 @@ def _row_kind(row: pd.Series) -> str:
 
 
 def readable(df: pd.DataFrame, *, spec=None, hide=(), money_columns=(), labels=None,
-             index: bool | None = None) -> pd.DataFrame:
+             keep=(), index: bool | None = None) -> pd.DataFrame:
     """A table as readers see it: every cell a string in readers' words and units.
 
     Parameters
@@ -310,6 +311,7 @@ def readable(df: pd.DataFrame, *, spec=None, hide=(), money_columns=(), labels=N
     hide : columns left out (machine keys such as ``quantity``).
     money_columns : further columns holding dollars.
     labels : further ``{column: header}`` labels.
+    keep : columns whose text is shown exactly as it is (e.g. the source's own codes).
     index : keep the index as the first column(s); by default a named or non-numeric
         index is kept and a plain row number is dropped.
 
@@ -322,13 +324,15 @@ def readable(df: pd.DataFrame, *, spec=None, hide=(), money_columns=(), labels=N
         index = not isinstance(t.index, pd.RangeIndex) and (
             any(n is not None for n in t.index.names) or t.index.dtype == object)
     if index:
-        t = t.reset_index()
+        t = t.rename_axis(index=[n if n is not None else "" for n in t.index.names]).reset_index()
     t = t.drop(columns=[c for c in hide if c in t.columns])
     kinds = t.apply(_row_kind, axis=1) if len(t) else pd.Series(dtype=object)
     out = pd.DataFrame(index=t.index)
     for col in t.columns:
         name = str(col)
-        if name == "outcome":
+        if name in keep:
+            out[col] = ["" if v is None else str(v) for v in t[col]]
+        elif name == "outcome":
             out[col] = [_outcome_label(o, spec) for o in t[col]]
         elif name == "arm":
             out[col] = [ARM_LABELS.get(a, words(a)) for a in t[col]]
@@ -354,24 +358,47 @@ def _outcome_label(name, spec) -> str:
     return OUTCOME_LABELS.get(name, words(name))
 
 
-def table(df: pd.DataFrame, *, why: str | None = None, caption: str | None = None, **kw):
-    """:func:`readable` as a styled HTML table with no row numbers.
+#: The look of a readers' table: no cut-off labels (text wraps), numbers to the right.
+_STYLES = [{"selector": "th", "props": "text-align: left; white-space: normal;"},
+           {"selector": "td", "props": "text-align: right; white-space: normal;"},
+           {"selector": "caption", "props": "caption-side: top; text-align: left;"}]
+
+
+def table(df: pd.DataFrame | None, *, why: str | None = None, caption: str | None = None,
+          **kw):
+    """:func:`readable` as a styled HTML table with no row numbers (a :class:`Table`;
+    None for None, so an absent table shows nothing).
 
     ``why`` says, under the table, why a figure reads "not estimable" (shown only when
     one does); ``caption`` goes above it. Other keywords go to :func:`readable`.
     """
+    if df is None:
+        return None
     t = readable(df, **kw)
-    styler = t.style.hide(axis="index").set_table_styles([
-        {"selector": "th", "props": "text-align: left; white-space: normal;"},
-        {"selector": "td", "props": "text-align: right; white-space: normal;"},
-        {"selector": "caption", "props": "caption-side: top; text-align: left;"},
-    ])
+    styler = t.style.hide(axis="index").set_table_styles(_STYLES)
     parts = [caption] if caption else []
     if why and (t == NOT_ESTIMABLE).any().any():
         parts.append(f"Not estimable: {why}")
     if parts:
         styler = styler.set_caption(" ".join(parts))
-    return styler
+    return Table(t, styler)
+
+
+@dataclass(frozen=True)
+class Table:
+    """A readers' table: ``frame`` holds the cells as shown (strings), ``styler`` the
+    HTML. Jupyter shows the HTML; its plain-text form is the same cells, without row
+    numbers."""
+
+    frame: pd.DataFrame
+    styler: object
+
+    def _repr_html_(self) -> str:
+        return self.styler.to_html()
+
+    def __repr__(self) -> str:
+        caption = self.styler.caption
+        return (f"{caption}\n" if caption else "") + self.frame.to_string(index=False)
 
 
 def table1(t1: pd.DataFrame, spec=None, min_cell: int | None = None):
@@ -382,7 +409,7 @@ def table1(t1: pd.DataFrame, spec=None, min_cell: int | None = None):
     sd_treated, mean_control, sd_control, smd, n_missing). A share the run suppressed
     (NaN in a public run: it stands for fewer than ``min_cell`` people) reads
     "suppressed" and so does its standardized difference; counts are never derived from
-    a suppressed share.
+    a suppressed share. Returns a :class:`Table`.
     """
     size = t1[t1["kind"] == "count"]
     n = {arm: float(size[f"mean_{arm}"].iloc[0]) for arm in ("treated", "control")}
@@ -409,9 +436,7 @@ def table1(t1: pd.DataFrame, spec=None, min_cell: int | None = None):
                                       "SMD", "missing"])
     out = out.rename(columns={a: f"{arms[a][:1].upper()}{arms[a][1:]} (n={n[a]:,.0f})"
                               for a in arms})
-    return out.style.hide(axis="index").set_table_styles([
-        {"selector": "th", "props": "text-align: left;"},
-        {"selector": "td", "props": "text-align: right;"}])
+    return Table(out, out.style.hide(axis="index").set_table_styles(_STYLES))
 
 
 # ------------------------------------------------------------------ notes on a run
