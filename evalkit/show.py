@@ -73,6 +73,10 @@ COLUMN_LABELS = {
     "evalue_ci": "E-value (95% CI limit)", "q025": "2.5th percentile",
     "q975": "97.5th percentile", "sd": "SD", "se_mu": "standard error of the mean",
     "mu": "mean (log scale)", "sigma": "SD (log scale)", "n": "n",
+    "n_risk": "at risk", "n_event": "events", "o_minus_e": "observed minus expected",
+    "oe2_over_e": "(O-E)²/E", "oe2_over_v": "(O-E)²/V", "hr": "hazard ratio",
+    "hr_ci_low": "hazard ratio, 95% CI low", "hr_ci_high": "hazard ratio, 95% CI high",
+    "ease": "EASE",
 }
 #: evalkit's own columns that hold dollars.
 MONEY_COLUMNS = frozenset({
@@ -94,6 +98,10 @@ NOT_ESTIMABLE = "not estimable"
 _WORDS = {"er": "ER", "mh": "mental-health", "pmpm": "PMPM", "roi": "ROI", "smd": "SMD",
           "sd": "SD", "ci": "CI", "aic": "AIC", "mm": "member-months", "icer": "ICER",
           "nmb": "NMB", "evpi": "EVPI", "rmst": "RMST", "km": "Kaplan-Meier"}
+#: Single-word codes as a reader writes them.
+_SINGLE = {"followup": "follow-up", "roi": "ROI", "icer": "ICER", "nmb": "NMB",
+           "self_help": "self-help", "negbin": "negative binomial", "zinb":
+           "zero-inflated negative binomial", "poisson": "Poisson"}
 _CODE = re.compile(r"^[A-Za-z][A-Za-z0-9]*(_[A-Za-z0-9]+)+$")
 
 
@@ -120,7 +128,7 @@ def contrasts_table(contrasts: pd.DataFrame) -> pd.DataFrame:
     c = contrasts.copy()
     c["outcome"] = c["outcome"].map(_label)
     c["95% CI"] = [f"{lo:,.3g} to {hi:,.3g}" for lo, hi in zip(c["ci_low"], c["ci_high"])]
-    c["p"] = [("<0.001" if p < 0.001 else f"{p:.3f}") for p in c["p_value"]]
+    c["p"] = [_cell(p, "p") for p in c["p_value"]]
     keep = [k for k in ("outcome", "period", "scale", "estimate", "95% CI", "p") if k in c]
     return c[keep].round({"estimate": 3})
 
@@ -193,8 +201,13 @@ def effects_table(records: pd.DataFrame) -> pd.DataFrame:
     r = records.copy()
     r["outcome"] = r["outcome"].map(_label)
     r["95% CI"] = [f"{lo:,.3g} to {hi:,.3g}" for lo, hi in zip(r["ci_low"], r["ci_high"])]
-    r["p"] = [("<0.001" if p < 0.001 else f"{p:.3f}") for p in r["p_value"]]
-    return r[["outcome", "scale", "estimate", "95% CI", "p"]].round({"estimate": 3})
+    r["p"] = [_cell(p, "p") for p in r["p_value"]]
+    keep = ["outcome", "scale", "estimate", "95% CI", "p"]
+    if "n_replicates" in r and r["n_replicates"].notna().any():
+        r["interval"] = [f"bootstrap, {n:,.0f} replicates" if pd.notna(n) else "model"
+                         for n in r["n_replicates"]]
+        keep.insert(4, "interval")
+    return r[keep].round({"estimate": 3})
 
 
 def methods_table(comparison: pd.DataFrame) -> pd.DataFrame:
@@ -216,11 +229,11 @@ def methods_table(comparison: pd.DataFrame) -> pd.DataFrame:
 def adjustment(spec):
     """What the adjusted models of a run adjust for, from its analysis spec (Markdown):
     each term as it enters the models, and any term left out with the reason."""
-    terms = ", ".join(f"`{t}`" for t in spec.terms) or "nothing (no covariates)"
+    terms = ", ".join(words(t) for t in spec.terms) or "nothing (no covariates)"
     text = f"**Adjusted for** (the run's analysis spec, `spec.json`): {terms}."
     if spec.not_adjusted:
         text += " **Not adjusted for:** " + "; ".join(
-            f"`{r['term']}` ({r['reason']})" for r in spec.not_adjusted) + "."
+            f"{words(r['term'])} ({r['reason']})" for r in spec.not_adjusted) + "."
     return Markdown(text)
 
 
@@ -235,21 +248,27 @@ def words(code) -> str:
     m = re.fullmatch(r"(log1p)[_(](\w+)\)?", text)
     if m:
         return f"log(1 + {words(m[2]) if '_' in m[2] else m[2]})"
+    if text in _SINGLE:
+        return _SINGLE[text]
     if not _CODE.match(text):
         return text
     return " ".join(_WORDS.get(w.lower(), w) for w in text.split("_"))
 
 
-def _number(v: float) -> str:
+def _decimals(a: float) -> int:
+    """Decimals that keep about three significant digits of a number of size ``a``."""
+    return 0 if a >= 1000 else 1 if a >= 10 else 2 if a >= 1 else 3
+
+
+def _number(v: float, decimals: int | None = None) -> str:
+    """A number for readers: whole numbers with thousands separators, others with about
+    three significant digits (never in scientific notation)."""
     a = abs(v)
-    if float(v).is_integer() and a < 1e15:
+    if decimals is None and float(v).is_integer():
         return f"{v:,.0f}"
-    if a >= 1000:
-        return f"{v:,.0f}"
-    if a >= 100:
-        return f"{v:,.1f}"
-    text = f"{v:.3g}"
-    return f"{v:.4f}" if "e" in text else text
+    if decimals is None and 0 < a < 0.001:
+        return np.format_float_positional(v, precision=2, fractional=False, trim="-")
+    return f"{v:,.{_decimals(a) if decimals is None else decimals}f}"
 
 
 def money(v: float) -> str:
@@ -267,10 +286,12 @@ def p_value(v: float) -> str:
 def _cell(v, kind: str = "number") -> str:
     """One cell for readers: NaN and infinities read :data:`NOT_ESTIMABLE`."""
     if v is None or isinstance(v, str):
+        if v is not None and v.strip().lower() in ("nan", "inf", "-inf"):
+            return NOT_ESTIMABLE          # a figure already formatted as text
         return "" if v is None else words(v)
     if isinstance(v, (bool, np.bool_)):
         return "yes" if v else "no"
-    if isinstance(v, (list, tuple)):
+    if isinstance(v, (list, tuple, np.ndarray)):
         return ", ".join(str(x) for x in v)
     try:
         x = float(v)
@@ -322,7 +343,8 @@ def readable(df: pd.DataFrame, *, spec=None, hide=(), money_columns=(), labels=N
     t = df.copy()
     if index is None:
         index = not isinstance(t.index, pd.RangeIndex) and (
-            any(n is not None for n in t.index.names) or t.index.dtype == object)
+            any(n is not None for n in t.index.names)
+            or not pd.api.types.is_integer_dtype(t.index.dtype))
     if index:
         t = t.rename_axis(index=[n if n is not None else "" for n in t.index.names]).reset_index()
     t = t.drop(columns=[c for c in hide if c in t.columns])
@@ -419,6 +441,8 @@ def table1(t1: pd.DataFrame, spec=None, min_cell: int | None = None):
     rows = []
     for r in t1[t1["kind"] != "count"].itertuples(index=False):
         row = {"characteristic": words(r.covariate)}
+        # one number of decimals per row, from its larger mean
+        d = _decimals(np.nanmax(np.abs([r.mean_treated, r.mean_control, 0.0])))
         for arm in ("treated", "control"):
             mean, sd = getattr(r, f"mean_{arm}"), getattr(r, f"sd_{arm}")
             if r.kind == "binary":
@@ -427,7 +451,8 @@ def table1(t1: pd.DataFrame, spec=None, min_cell: int | None = None):
                 row["statistic"] = "n (%)"
             else:
                 row[arm] = (suppressed if pd.isna(mean) else
-                            f"{_number(mean)} ({_number(sd)})" if pd.notna(sd) else _number(mean))
+                            f"{_number(mean, d)} ({_number(sd, d)})" if pd.notna(sd)
+                            else _number(mean, d))
                 row["statistic"] = "mean (SD)"
         row["SMD"] = suppressed if pd.isna(r.smd) else f"{r.smd:.2f}"
         row["missing"] = f"{int(r.n_missing):,}"
