@@ -103,7 +103,9 @@ def rate_plot(rates: pd.DataFrame, outcomes: list[str] | None = None, by: str = 
         ax.set_title(OUTCOME_LABELS.get(outcome, outcome), fontsize=10)
         ax.set_ylabel("per 1,000 member-months")
         ax.spines[["top", "right"]].set_visible(False)
-    _legend_above(axes[0])
+    # one legend for all panels, above them (clear of the panel titles and the bars)
+    axes[0].figure.legend(*axes[0].get_legend_handles_labels(), loc="lower center",
+                          bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False)
     return axes
 
 
@@ -184,26 +186,37 @@ def cost_distribution_plot(frame: pd.DataFrame, outcome: str = "total_cost", ax=
 
 
 def visits_distribution_plot(frame: pd.DataFrame, outcomes: list[str], axes=None,
-                             labels: dict | None = None):
+                             labels: dict | None = None, min_cell: int | None = None):
     """Distribution of follow-up visits (or days) per member by arm, one panel per count
-    outcome: the share of each arm's members with 0, 1, 2, ... (the long tail pooled at
-    the 99th percentile). ``labels`` maps outcome names to titles. Returns the axes."""
+    outcome: the share of each arm's members with 0, 1, 2, ... (the long tail pooled in
+    the last bar, at the 99th percentile or 10, whichever is smaller). ``labels`` maps outcome names to titles. A bar
+    standing for fewer than ``min_cell`` members is not drawn (the axis says so), so the
+    chart shows no small cell. Returns the axes."""
     if axes is None:
         _, axes = plt.subplots(1, len(outcomes), figsize=(4.2 * len(outcomes), 3.4),
                                squeeze=False)
         axes = axes[0]
+    names = {ARM_LABELS[a]: c for a, c in ARM_COLORS.items()}
     for ax, outcome in zip(axes, outcomes):
-        top = max(float(frame[outcome].quantile(0.99)), 1.0)
-        d = frame.assign(arm=frame["group"].map(ARM_LABELS),
-                         value=frame[outcome].clip(upper=top))
-        sns.histplot(d, x="value", hue="arm", discrete=True, stat="percent", common_norm=False,
-                     multiple="dodge", shrink=0.8, palette={ARM_LABELS[a]: c for a, c in
-                                                            ARM_COLORS.items()},
-                     hue_order=list(ARM_LABELS.values()), ax=ax, legend=ax is axes[0])
-        ax.set_title((labels or OUTCOME_LABELS).get(outcome, outcome.replace("_", " ")))
-        ax.set_xlabel(f"per member in follow-up ({top:g} = {top:g} or more)")
+        top = min(max(int(np.ceil(frame[outcome].quantile(0.99))), 1), 10)
+        value = frame[outcome].clip(upper=top).round().astype(int)
+        counts = pd.crosstab(value, frame["group"]).reindex(columns=list(ARM_LABELS), fill_value=0)
+        share = 100 * counts / counts.sum()
+        if min_cell:
+            share = share.where(counts >= min_cell)
+        long = (share.rename(columns=ARM_LABELS).rename_axis(index="value", columns="arm")
+                .reset_index().melt(id_vars="value", var_name="arm", value_name="percent"))
+        sns.barplot(long, x="value", y="percent", hue="arm", hue_order=list(names),
+                    palette=names, ax=ax, legend=ax is axes[0])
+        ticks = [t.get_text() for t in ax.get_xticklabels()]
+        ax.set_xticks(range(len(ticks)), [f"{t}+" if t == str(top) else t for t in ticks])
+        title = (labels or OUTCOME_LABELS).get(outcome, outcome.replace("_", " "))
+        ax.set_title(title[:1].upper() + title[1:])
+        ax.set_xlabel("per member in follow-up")
         ax.set_ylabel("% of the arm's members")
-        ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+    hidden = f"; a bar standing for fewer than {min_cell} members is not drawn" if min_cell else ""
+    axes[0].figure.text(0.5, -0.07, f"The last bar of each panel (marked +) pools that many or "
+                        f"more{hidden}.", ha="center", va="top", fontsize=9)
     sns.move_legend(axes[0], "lower left", bbox_to_anchor=(0, 1.1), ncol=2, title=None,
                     frameon=False)
     return axes
