@@ -30,6 +30,8 @@ WARNING = re.compile(r"\b[A-Z][A-Za-z]*Warning:")
 #: absolute paths a reader should never see: an install folder, the work or temp folder
 PATHS = re.compile(r"site-packages|dist-packages|/work/|/tmp/|\.venv")
 #: cells that show a figure that could not be computed as it came out of pandas
+#: a code cell's input in nbconvert's HTML (markdown cells have an input area too)
+CODE = ".jp-CodeCell .jp-InputArea"
 NOT_A_NUMBER = {"nan", "NaN", "inf", "-inf", "Infinity", "-Infinity", "None", "<NA>"}
 
 
@@ -54,10 +56,9 @@ def _problems(run) -> list[str]:
     names = _code_names(run)
     found = []
     for name, soup in _pages(run).items():
-        html_text = str(soup)
-        if "application/vnd.jupyter.stderr" in html_text:
+        if soup.select('[data-mime-type="application/vnd.jupyter.stderr"], .jp-OutputArea-error'):
             found.append(f"{name}: stderr output")
-        if soup.select(".jp-InputArea, .jp-InputPrompt, .jp-OutputPrompt"):
+        if soup.select(f"{CODE}, .jp-InputPrompt, .jp-OutputPrompt"):
             found.append(f"{name}: code shown")
         text = soup.get_text(" ")
         for what, pattern in (("python warning", WARNING), ("install path", PATHS)):
@@ -112,7 +113,7 @@ def test_person_run_reads_as_published_and_can_show_its_code(tmp_path):
     problems = [p for p in _problems(run) if not p.endswith("code shown")]
     assert problems == []
     for name, soup in _pages(run).items():
-        assert soup.select(".jp-InputArea"), name
+        assert soup.select(CODE), name
         assert "evalkit.Study(" in soup.get_text(" "), name
 
 
@@ -129,9 +130,9 @@ def test_html_export_hides_code_unless_asked(claims_run, tmp_path):
     shutil.copy(claims_run.output_dir / "01_data_quality.ipynb", nb_file)
     n_code = sum(c.cell_type == "code" for c in nbformat.read(nb_file, as_version=4).cells)
     hidden = BeautifulSoup(_html(nb_file, show_code=False).read_text(), "html.parser")
-    assert not hidden.select(".jp-InputArea")
+    assert not hidden.select(CODE)
     shown = BeautifulSoup(_html(nb_file, show_code=True).read_text(), "html.parser")
-    assert len(shown.select(".jp-CodeCell .jp-InputArea")) == n_code
+    assert len(shown.select(CODE)) == n_code
 
 
 def test_run_notes_list_each_warning_once_in_words():
