@@ -356,8 +356,6 @@ def readable(df: pd.DataFrame, *, spec=None, hide=(), money_columns=(), labels=N
             out[col] = ["" if v is None else str(v) for v in t[col]]
         elif name == "outcome":
             out[col] = [_outcome_label(o, spec) for o in t[col]]
-        elif name == "arm":
-            out[col] = [ARM_LABELS.get(a, words(a)) for a in t[col]]
         elif name in P_COLUMNS:
             out[col] = [_cell(v, "p") for v in t[col]]
         elif name in MONEY_COLUMNS or name in money_columns:
@@ -520,9 +518,13 @@ class RunNotes:
         """One sentence per distinct warning: what kind, what it said, how often, where."""
         out = []
         for (cat, msg), k in self.seen.items():
-            times = "once" if k == 1 else f"{k} times"
-            where = f", in {self.where[(cat, msg)]}" if self.where.get((cat, msg)) else ""
-            out.append(f"{_CATEGORY_WORDS.get(cat, words(cat))} ({times}{where}): {msg}")
+            # Python shows a warning once per place in the code (its default filter), so a
+            # count says how often it was shown, from how many places, not how often raised
+            about = [f"from {k} places" if k > 1 else "",
+                     f"in {self.where[(cat, msg)]}" if self.where.get((cat, msg)) else ""]
+            about = "; ".join(a for a in about if a)
+            out.append(f"{_CATEGORY_WORDS.get(cat, words(cat))}"
+                       + (f" ({about})" if about else "") + f": {msg}")
         return out
 
     def show(self) -> Markdown:

@@ -140,15 +140,15 @@ def test_run_notes_list_each_warning_once_in_words():
     import warnings
 
     import numpy as np
+    dropped = "12 rows without a follow-up window were left out"
     with show.RunNotes() as notes:
-        for _ in range(3):
-            warnings.warn("12 rows without a follow-up window were left out",
-                          evalkit.errors.DataDroppedWarning, stacklevel=1)
+        warnings.warn(dropped, evalkit.errors.DataDroppedWarning, stacklevel=1)
+        warnings.warn(dropped, evalkit.errors.DataDroppedWarning, stacklevel=1)
         with np.errstate(divide="warn"):
             np.log(np.zeros(1))
     lines = notes.sentences()
-    assert lines == ["Rows left out (3 times): 12 rows without a follow-up window were left out",
-                     "Numerical (once): divide by zero encountered in log"]
+    assert lines == [f"Rows left out (from 2 places): {dropped}",
+                     "Numerical: divide by zero encountered in log"]
     assert warnings.showwarning is not notes._record          # recording stopped
 
 
