@@ -65,8 +65,9 @@ def ratio_axis(ax, axis: str = "x", max_ticks: int = 8):
 
 
 def ratio_axes(fig) -> None:
-    """:func:`ratio_axis` on both axes of every panel of ``fig`` (log axes only)."""
-    for ax in fig.axes:
+    """:func:`ratio_axis` on both axes of every panel of ``fig`` (log axes only; nothing
+    for None)."""
+    for ax in getattr(fig, "axes", []):
         ratio_axis(ax, "x")
         ratio_axis(ax, "y")
 

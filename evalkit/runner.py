@@ -68,11 +68,15 @@ def _html(notebook: Path, show_code: bool = True) -> Path:
     """Export a notebook to HTML next to it; the run id of its metadata goes into a
     ``<meta name="evalkit-run-id">`` tag. Without ``show_code`` (``report.show_code``)
     the code cells and their prompts are left out: readers see the prose, tables and
-    figures. A failed workbook is exported with its code, to show where it failed."""
+    figures. A failed workbook is exported with its code, to show where it failed. The
+    parameters papermill injected (the path of the run's params on this machine) are
+    never exported; the executed notebook keeps them."""
     import html
     import nbformat
     from nbconvert import HTMLExporter
     nb = nbformat.read(notebook, as_version=4)
+    nb.cells = [c for c in nb.cells
+                if "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
     body, _ = HTMLExporter(exclude_input=not show_code,
                            exclude_input_prompt=not show_code,
                            exclude_output_prompt=not show_code).from_notebook_node(nb)

@@ -176,9 +176,13 @@ def set_aside(notes: pd.DataFrame):
         labels={"amount": "allowed amount ($)"})
 
 
-def mental_health_concepts(concepts: pd.DataFrame | None):
+def mental_health_concepts(concepts: pd.DataFrame | None, mode: str = "claims"):
     """The OMOP mental-health concept list (:meth:`evalkit.study.Study.mental_health_concepts`),
-    or a sentence for other sources."""
+    or a sentence for other sources (``mode`` is the run's: person-level data count no
+    visits)."""
+    if concepts is None and mode != "claims":
+        return Markdown("Person-level data: the outcomes arrive already computed, one row "
+                        "per person, so no visit is classed as a mental-health visit here.")
     if concepts is None:
         return Markdown("Not an OMOP source: mental-health visits come from the category "
                         "codes (or, for Synthea, the SNOMED codes in data.synthea.mh_codes).")
@@ -356,7 +360,7 @@ def readable(df: pd.DataFrame, *, spec=None, hide=(), money_columns=(), labels=N
             out[col] = ["" if v is None else str(v) for v in t[col]]
         elif name == "outcome":
             out[col] = [_outcome_label(o, spec) for o in t[col]]
-        elif name in P_COLUMNS:
+        elif name in P_COLUMNS or name.startswith("p_") or name.endswith("_p"):
             out[col] = [_cell(v, "p") for v in t[col]]
         elif name in MONEY_COLUMNS or name in money_columns:
             out[col] = [_cell(v, "money") for v in t[col]]
