@@ -83,7 +83,7 @@ def test_claims_workbooks_read_as_published(claims_run):
     for name, soup in pages.items():
         text = soup.get_text(" ")
         assert "Notes on this run" in text, name                # the notes close each workbook
-        assert "evalkit.Study(" not in text, name               # code hidden by default
+        assert "evalkit.Study(" not in soup.get_text(""), name  # code hidden by default
     # the cost-benefit workbook's payback months at a CI end cannot be computed: it says so
     cb = pages["05_cost_benefit.html"].get_text(" ")
     assert show.NOT_ESTIMABLE in cb and "Not estimable:" in cb
@@ -114,7 +114,7 @@ def test_person_run_reads_as_published_and_can_show_its_code(tmp_path):
     assert problems == []
     for name, soup in _pages(run).items():
         assert soup.select(CODE), name
-        assert "evalkit.Study(" in soup.get_text(" "), name
+        assert "evalkit.Study(" in soup.get_text(""), name      # (highlighted: no separator)
 
 
 @pytest.mark.slow
@@ -128,11 +128,15 @@ def test_html_export_hides_code_unless_asked(claims_run, tmp_path):
     """runner._html: no input cells by default; all of them with show_code."""
     nb_file = tmp_path / "01_data_quality.ipynb"
     shutil.copy(claims_run.output_dir / "01_data_quality.ipynb", nb_file)
-    n_code = sum(c.cell_type == "code" for c in nbformat.read(nb_file, as_version=4).cells)
+    cells = nbformat.read(nb_file, as_version=4).cells
+    injected = [c for c in cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert len(injected) == 1                     # papermill's, with this machine's path
+    n_code = sum(c.cell_type == "code" for c in cells) - 1
     hidden = BeautifulSoup(_html(nb_file, show_code=False).read_text(), "html.parser")
     assert not hidden.select(CODE)
     shown = BeautifulSoup(_html(nb_file, show_code=True).read_text(), "html.parser")
-    assert len(shown.select(CODE)) == n_code
+    assert len(shown.select(CODE)) == n_code      # every code cell but the injected one
+    assert injected[0].source.strip() not in shown.get_text("")
 
 
 def test_run_notes_list_each_warning_once_in_words():
