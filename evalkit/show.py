@@ -1,7 +1,10 @@
 """Plain-language display of results for the workbooks: sentences and tidy tables.
 
 Computing lives elsewhere; these functions only turn result tables into what a reader
-sees (strings and DataFrames with readable column names).
+sees (strings and DataFrames with readable column names). :func:`table` is how a
+workbook shows any table (readers' labels and units, no row numbers, "not estimable"
+for a figure that cannot be computed), :func:`table1` the publication-style Table 1,
+and :class:`RunNotes` records the warnings of a workbook to list them once at its end.
 """
 from __future__ import annotations
 
