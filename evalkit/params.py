@@ -836,6 +836,9 @@ class ReportParams(_Strict):
         "hmo", description="who the brief (brief.html, brief.pdf) is written for: plan "
         "leadership (PMPM, ROI, budget impact), researchers (methods, diagnostics, every "
         "estimate table) or a clearinghouse (plain language, referral guidance)")
+    show_code: bool = Field(False, description="keep the workbooks' code cells in their "
+                            "HTML exports (for researchers); by default the HTML shows "
+                            "only the prose, tables and figures a reader needs")
 
     @model_validator(mode="after")
     def _public_floor(self):

@@ -1,18 +1,81 @@
 """Figures. Every function takes ``ax=`` (a new one is made when None) and returns it;
-nothing here calls ``plt.show()``."""
+nothing here calls ``plt.show()``.
+
+One look for every figure, in the workbooks and in the brief: :func:`theme` (seaborn's
+``ticks`` style, a colour-blind-safe palette whose two arm colours both stand out on
+white, no top or right spines, legends without frames). Ratio axes are logarithmic with
+ticks people read (0.8, 0.9, 1, 1.25: :func:`ratio_axis`).
+"""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import seaborn as sns
+from matplotlib import ticker
 
 from .spec import CLAIMS_OUTCOMES
 
-ARM_COLORS = {"self_help": "#1b7837", "control": "#762a83"}
+#: Arm colours: Okabe-Ito blue and vermilion (told apart with any colour vision, each
+#: with a contrast of at least 3:1 on white).
+ARM_COLORS = {"self_help": "#0072b2", "control": "#d55e00"}
 ARM_LABELS = {"self_help": "Self-help referral", "control": "Comparison"}
-#: the spec's labels of the count outcomes, as chart titles
-OUTCOME_LABELS = {n: d.label[:1].upper() + d.label[1:] for n, d in CLAIMS_OUTCOMES.items()
-                  if d.kind == "count"}
+#: the spec's labels of the claims outcomes, as chart titles
+OUTCOME_LABELS = {n: d.label[:1].upper() + d.label[1:] for n, d in CLAIMS_OUTCOMES.items()}
+#: Ratio ticks, coarse to fine: the finest set that keeps a log axis uncrowded is used.
+RATIO_TICKS = ((0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 10.0),
+               (0.1, 0.25, 0.33, 0.5, 0.67, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0, 10.0),
+               (0.1, 0.25, 0.33, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 3.0, 4.0,
+                10.0))
+
+
+def theme() -> None:
+    """Apply evalkit's figure theme (matplotlib's rc settings, through seaborn): the
+    workbooks call it in their first cell and the brief before drawing its charts."""
+    sns.set_theme(context="notebook", style="ticks", font="DejaVu Sans",
+                  palette=[ARM_COLORS["self_help"], ARM_COLORS["control"],
+                           *sns.color_palette("colorblind")[2:]],
+                  rc={"axes.spines.top": False, "axes.spines.right": False,
+                      "axes.titlesize": 11, "axes.labelsize": 10, "xtick.labelsize": 9,
+                      "ytick.labelsize": 9, "legend.fontsize": 9, "legend.frameon": False,
+                      "figure.dpi": 100, "savefig.bbox": "tight"})
+
+
+def ratio_axis(ax, axis: str = "x", max_ticks: int = 8):
+    """Log-scale ratio ticks people read (``0.8, 0.9, 1, 1.25``; never ``8x10^-1``) on
+    ``ax``'s ``axis`` ("x" or "y"), from the finest of :data:`RATIO_TICKS` that puts at
+    most ``max_ticks`` within the axis limits. Does nothing to a linear axis. Returns ``ax``."""
+    which = ax.xaxis if axis == "x" else ax.yaxis
+    if which.get_scale() != "log":
+        return ax
+    lo, hi = sorted(ax.get_xlim() if axis == "x" else ax.get_ylim())
+    grid = []
+    for level in RATIO_TICKS:
+        inside = [v for v in level if lo <= v <= hi]
+        if len(inside) > max_ticks:
+            break
+        grid = inside
+    if len(grid) < 2:                 # a narrow axis: its ends, rounded
+        grid = sorted({float(f"{lo:.2g}"), float(f"{hi:.2g}")})
+    which.set_major_locator(ticker.FixedLocator(grid))
+    which.set_major_formatter(ticker.FuncFormatter(lambda v, _pos: f"{v:g}"))
+    which.set_minor_locator(ticker.LogLocator(subs="all"))
+    which.set_minor_formatter(ticker.NullFormatter())
+    return ax
+
+
+def ratio_axes(fig) -> None:
+    """:func:`ratio_axis` on both axes of every panel of ``fig`` (log axes only; nothing
+    for None)."""
+    for ax in getattr(fig, "axes", []):
+        ratio_axis(ax, "x")
+        ratio_axis(ax, "y")
+
+
+def _legend_above(ax, ncol: int = 2) -> None:
+    """The legend above the plotting area, where it covers no data."""
+    ax.legend(loc="lower left", bbox_to_anchor=(0, 1.02), ncol=ncol, frameon=False,
+              borderaxespad=0)
 
 
 def rate_plot(rates: pd.DataFrame, outcomes: list[str] | None = None, by: str = "period",
@@ -41,7 +104,9 @@ def rate_plot(rates: pd.DataFrame, outcomes: list[str] | None = None, by: str = 
         ax.set_title(OUTCOME_LABELS.get(outcome, outcome), fontsize=10)
         ax.set_ylabel("per 1,000 member-months")
         ax.spines[["top", "right"]].set_visible(False)
-    axes[0].legend(frameon=False, fontsize=8)
+    # one legend for all panels, above them (clear of the panel titles and the bars)
+    axes[0].figure.legend(*axes[0].get_legend_handles_labels(), loc="lower center",
+                          bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False)
     return axes
 
 
@@ -57,7 +122,8 @@ def attrition_plot(attrition: pd.DataFrame, ax=None):
         left = left + counts.to_numpy()
     ax.set_yticks(y, attrition["step"])
     ax.set_xlabel("members")
-    ax.legend(frameon=False, fontsize=8, loc="lower right")
+    ax.xaxis.set_major_formatter(ticker.StrMethodFormatter("{x:,.0f}"))
+    _legend_above(ax)
     ax.spines[["top", "right"]].set_visible(False)
     return ax
 
@@ -69,7 +135,7 @@ def methods_plot(comparison: pd.DataFrame, ax=None):
     methods = list(dict.fromkeys(comparison["method"]))
     if ax is None:
         _, ax = plt.subplots(figsize=(7.5, 0.9 + 0.45 * len(outcomes) * len(methods)))
-    colors = plt.get_cmap("tab10").colors
+    colors = sns.color_palette("colorblind")
     y = 0
     ticks, labels = [], []
     for o in outcomes:
@@ -80,7 +146,7 @@ def methods_plot(comparison: pd.DataFrame, ax=None):
                 continue
             r = r.iloc[0]
             ax.errorbar(r["ratio"], y, xerr=[[r["ratio"] - r["ci_low"]], [r["ci_high"] - r["ratio"]]],
-                        fmt="o", color=colors[k % 10], capsize=3,
+                        fmt="o", color=colors[k % len(colors)], capsize=3,
                         label=m if o == outcomes[0] else None)
             y -= 1
         if "true_ratio" in sub and pd.notna(sub["true_ratio"].iloc[0]):
@@ -91,15 +157,10 @@ def methods_plot(comparison: pd.DataFrame, ax=None):
         y -= 0.8
     ax.axvline(1.0, color="grey", lw=0.8)
     ax.set_xscale("log")
-    lo = min(comparison["ci_low"].min(), comparison.get("true_ratio", comparison["ci_low"]).min())
-    hi = max(comparison["ci_high"].max(), 1.0)
-    grid = [v for v in (0.25, 0.33, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0)
-            if lo * 0.9 <= v <= hi * 1.1]
-    ax.set_xticks(grid, [f"{v:g}" for v in grid])
-    ax.xaxis.set_minor_formatter(plt.NullFormatter())
+    ratio_axis(ax)
     ax.set_yticks(ticks, labels)
     ax.set_xlabel("ratio, self-help vs comparison (log scale; < 1 means less care)")
-    ax.legend(frameon=False, fontsize=8, loc="best")
+    ax.legend(frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     ax.spines[["top", "right"]].set_visible(False)
     return ax
 
@@ -108,21 +169,58 @@ def cost_distribution_plot(frame: pd.DataFrame, outcome: str = "total_cost", ax=
     """Distribution of follow-up cost per member by arm (log dollar axis; zeros noted)."""
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 3.6))
-    positive = frame[frame[outcome] > 0]
-    bins = np.logspace(np.log10(max(positive[outcome].min(), 1.0)),
-                       np.log10(positive[outcome].max()), 40)
-    for arm in ("self_help", "control"):
-        g = frame[frame["group"] == arm]
-        x = g.loc[g[outcome] > 0, outcome]
-        share_zero = (g[outcome] == 0).mean()
-        ax.hist(x, bins=bins, weights=np.full(len(x), 100.0 / len(g)), histtype="step", lw=1.8,
-                color=ARM_COLORS[arm], label=f"{ARM_LABELS[arm]} ({share_zero:.0%} with no cost)")
-    ax.set_xscale("log")
-    ax.set_xlabel("follow-up cost per member, dollars (members with any cost; log scale)")
-    ax.set_ylabel("% of the group's members")
-    ax.legend(frameon=False, fontsize=8)
+    names = {arm: f"{ARM_LABELS[arm]} ({(frame.loc[frame['group'] == arm, outcome] == 0).mean():.0%}"
+             " with no cost)" for arm in ARM_LABELS}
+    positive = frame.loc[frame[outcome] > 0, ["group", outcome]].assign(
+        arm=lambda d: d["group"].map(names))
+    sns.histplot(positive, x=outcome, hue="arm", log_scale=True, bins=40, element="step",
+                 fill=False, stat="percent", common_norm=False, linewidth=1.8,
+                 palette={names[a]: ARM_COLORS[a] for a in names},
+                 hue_order=[names[a] for a in ARM_LABELS], ax=ax)
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(_dollars))
+    ax.set_xlabel("follow-up cost per member (members with any cost; log scale)")
+    ax.set_ylabel("% of the arm's members with any cost")
+    sns.move_legend(ax, "lower left", bbox_to_anchor=(0, 1.02), ncol=2, title=None,
+                    frameon=False)
     ax.spines[["top", "right"]].set_visible(False)
     return ax
+
+
+def visits_distribution_plot(frame: pd.DataFrame, outcomes: list[str], axes=None,
+                             labels: dict | None = None, min_cell: int | None = None):
+    """Distribution of follow-up visits (or days) per member by arm, one panel per count
+    outcome: the share of each arm's members with 0, 1, 2, ... (the long tail pooled in
+    the last bar, at the 99th percentile or 10, whichever is smaller). ``labels`` maps outcome names to titles. A bar
+    standing for fewer than ``min_cell`` members is not drawn (the axis says so), so the
+    chart shows no small cell. Returns the axes."""
+    if axes is None:
+        _, axes = plt.subplots(1, len(outcomes), figsize=(4.2 * len(outcomes), 3.4),
+                               squeeze=False)
+        axes = axes[0]
+    names = {ARM_LABELS[a]: c for a, c in ARM_COLORS.items()}
+    for ax, outcome in zip(axes, outcomes):
+        top = min(max(int(np.ceil(frame[outcome].quantile(0.99))), 1), 10)
+        value = frame[outcome].clip(upper=top).round().astype(int)
+        counts = pd.crosstab(value, frame["group"]).reindex(columns=list(ARM_LABELS), fill_value=0)
+        share = 100 * counts / counts.sum()
+        if min_cell:
+            share = share.where(counts >= min_cell)
+        long = (share.rename(columns=ARM_LABELS).rename_axis(index="value", columns="arm")
+                .reset_index().melt(id_vars="value", var_name="arm", value_name="percent"))
+        sns.barplot(long, x="value", y="percent", hue="arm", hue_order=list(names),
+                    palette=names, ax=ax, legend=ax is axes[0])
+        ticks = [t.get_text() for t in ax.get_xticklabels()]
+        ax.set_xticks(range(len(ticks)), [f"{t}+" if t == str(top) else t for t in ticks])
+        title = (labels or OUTCOME_LABELS).get(outcome, outcome.replace("_", " "))
+        ax.set_title(title[:1].upper() + title[1:])
+        ax.set_xlabel("per member in follow-up")
+        ax.set_ylabel("% of the arm's members")
+    hidden = f"; a bar standing for fewer than {min_cell} members is not drawn" if min_cell else ""
+    axes[0].figure.text(0.5, -0.07, f"The last bar of each panel (marked +) pools that many or "
+                        f"more{hidden}.", ha="center", va="top", fontsize=9)
+    sns.move_legend(axes[0], "lower left", bbox_to_anchor=(0, 1.1), ncol=2, title=None,
+                    frameon=False)
+    return axes
 
 
 def net_savings_plot(draws, ax=None):
@@ -161,10 +259,7 @@ def effects_plot(effects: pd.DataFrame, ax=None, log: bool | None = None):
     ax.axvline(1.0 if log else 0.0, color="grey", ls="--", lw=0.8)
     if log:
         ax.set_xscale("log")
-        grid = [v for v in (0.25, 0.33, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0)
-                if min(lo.min(), 1) * 0.9 <= v <= max(hi.max(), 1) * 1.1]
-        ax.set_xticks(grid, [f"{v:g}" for v in grid])
-        ax.xaxis.set_minor_formatter(plt.NullFormatter())
+        ratio_axis(ax)
     names = [OUTCOME_LABELS.get(o, o.replace("_", " ")) for o in effects["outcome"]]
     labels = [f"{o[:1].upper()}{o[1:]}\n{s}" for o, s in zip(names, effects["study"])]
     ax.set_yticks(y, labels, fontsize=8)
@@ -238,13 +333,13 @@ def sd_sensitivity_plot(table: pd.DataFrame, ax=None):
     outcomes = list(dict.fromkeys(table["outcome"]))
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 3.4))
-    colors = plt.get_cmap("tab10").colors
+    colors = sns.color_palette("colorblind")
     for i, o in enumerate(outcomes):
         s = table[table["outcome"] == o]
         x = s["sd_factor"].to_numpy(float) * (1 + 0.03 * (i - (len(outcomes) - 1) / 2))
         e = s["estimate"].to_numpy(float)
         ax.errorbar(x, e, yerr=[e - s["ci_low"].to_numpy(float), s["ci_high"].to_numpy(float) - e],
-                    fmt="o-", capsize=3, color=colors[i % 10],
+                    fmt="o-", capsize=3, color=colors[i % len(colors)],
                     label=OUTCOME_LABELS.get(o, o.replace("_", " ").capitalize()))
     ratio = "measure" not in table or table["measure"].isin(["RR", "OR", "IRR", "ROM"]).all()
     ax.axhline(1.0 if ratio else 0.0, color="grey", ls="--", lw=0.8)
@@ -342,4 +437,32 @@ def group_summary_plot(describe: pd.DataFrame, outcome: str, ax=None, label: str
     ax.set_xlabel(label or outcome.replace("_", " "))
     ax.legend(frameon=False, fontsize=8)
     ax.spines[["top", "right"]].set_visible(False)
+    return ax
+
+
+def love_plot(balance: pd.DataFrame, threshold: float = 0.1, ax=None, labels=None):
+    """Balance ("love") plot: each covariate's standardized mean difference before and
+    after adjustment, with the ``threshold`` lines (|SMD| < 0.1 is the usual rule).
+
+    ``balance`` has ``covariate``, ``SMD before`` and, when the design adjusts,
+    ``SMD after`` (:func:`evalkit.design.balance_table`). ``labels`` turns a covariate
+    term into the words shown (default: the term itself).
+    """
+    cols = [c for c in ("SMD before", "SMD after") if c in balance]
+    long = balance.melt(id_vars="covariate", value_vars=cols, var_name="when", value_name="smd")
+    long["when"] = long["when"].str.removeprefix("SMD ")
+    long["covariate"] = long["covariate"].map(labels or (lambda v: v))
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.5, 0.35 * len(balance) + 1.6))
+    sns.scatterplot(long, x="smd", y="covariate", hue="when", style="when",
+                    markers={"before": "o", "after": "D"}, s=55,
+                    palette={"before": ARM_COLORS["control"], "after": ARM_COLORS["self_help"]},
+                    hue_order=[c.removeprefix("SMD ") for c in cols], ax=ax, zorder=3)
+    for x in (-threshold, threshold):
+        ax.axvline(x, color="grey", ls="--", lw=0.8)
+    ax.axvline(0, color="black", lw=0.6)
+    ax.set_xlabel("standardized mean difference (referred minus comparison)")
+    ax.set_ylabel("")
+    sns.move_legend(ax, "lower left", bbox_to_anchor=(0, 1.02), ncol=2, title=None,
+                    frameon=False)
     return ax

@@ -78,14 +78,22 @@ def _say(msg: str, quiet: bool) -> None:
         print(msg, file=sys.stderr, flush=True)
 
 
-def _html(notebook: Path) -> Path:
+def _html(notebook: Path, show_code: bool = True) -> Path:
     """Export a notebook to HTML next to it; the run id of its metadata goes into a
-    ``<meta name="evalkit-run-id">`` tag."""
+    ``<meta name="evalkit-run-id">`` tag. Without ``show_code`` (``report.show_code``)
+    the code cells and their prompts are left out: readers see the prose, tables and
+    figures. A failed workbook is exported with its code, to show where it failed. The
+    parameters papermill injected (the path of the run's params on this machine) are
+    never exported; the executed notebook keeps them."""
     import html
     import nbformat
     from nbconvert import HTMLExporter
     nb = nbformat.read(notebook, as_version=4)
-    body, _ = HTMLExporter().from_notebook_node(nb)
+    nb.cells = [c for c in nb.cells
+                if "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
+    body, _ = HTMLExporter(exclude_input=not show_code,
+                           exclude_input_prompt=not show_code,
+                           exclude_output_prompt=not show_code).from_notebook_node(nb)
     run_id = (nb.metadata.get("evalkit") or {}).get("run_id")
     if run_id:
         body = body.replace("<head>", f'<head>\n<meta name="{RUN_ID_META}" '
@@ -475,7 +483,7 @@ def _run_steps(params, out_dir, params_file, results_path, run_info, secrets, qu
                 "failure.") from None
         _seal_notebook(tmp, dest, run_id, "ok", secrets)
         notebooks.append(dest)
-        _html(dest)
+        _html(dest, params.report.show_code)
         status.update(status="ok", seconds=round(time.perf_counter() - t1, 2))
         _say(f"      done in {status['seconds']:.1f}s", quiet)
     _step(run_info, results_path, "brief")

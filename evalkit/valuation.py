@@ -194,7 +194,7 @@ class Valuation:
         t = self.icer.table.iloc[0]
         net = -t["delta_cost"]
         v = t["delta_effect"]
-        per = f"per referred member over {self.cost_benefit.program_costs.horizon_years} year(s)"
+        per = f"per referred member over {_years(self.cost_benefit.program_costs.horizon_years)}"
         share = self.psa.quadrants.set_index("quadrant")["share"]
         if t["status"] == "dominant":
             return (f"The programme dominates: it saves money (net ${net:,.0f} {per}) and averts "
@@ -217,6 +217,11 @@ class Valuation:
 
 #: Fewest usable joint bootstrap replicates for the PSA to draw saving and effect jointly.
 MIN_JOINT_REPLICATES = 20
+
+
+def _years(n) -> str:
+    """``1 year``, ``3 years``, ``2.5 years``: a horizon in words."""
+    return f"{n:g} year" + ("" if n == 1 else "s")
 
 
 def er_effect(count_records: pd.DataFrame, outcome: str) -> dict:
@@ -554,7 +559,7 @@ def value_program(cost_records: pd.DataFrame, econ, referred_members: int, follo
         {"figure": "program cost per referred member (incl. start-up share)",
          "estimate": per_ref * annuity + startup, "ci_low": np.nan, "ci_high": np.nan,
          "quantity": "program_cost", "unit": "dollars"},
-        {"figure": f"net savings per referred member over {econ.horizon_years} year(s)",
+        {"figure": f"net savings per referred member over {_years(econ.horizon_years)}",
          "estimate": cb.net_savings_per_member, "ci_low": lo, "ci_high": hi,
          "quantity": "net_savings", "unit": "dollars"},
         {"figure": "return on investment", "estimate": cb.roi, "ci_low": np.nan, "ci_high": np.nan,
@@ -573,7 +578,7 @@ def value_program(cost_records: pd.DataFrame, econ, referred_members: int, follo
             {"figure": "ER visits averted per referred member per year",
              "estimate": effect["estimate"], "ci_low": effect["ci_low"], "ci_high": effect["ci_high"],
              "source": effect.get("method", "")},
-            {"figure": f"ER visits averted per referred member over {econ.horizon_years} year(s)"
+            {"figure": f"ER visits averted per referred member over {_years(econ.horizon_years)}"
                        + (" (discounted)" if econ.discount_rate > 0 else ""),
              "estimate": v, "ci_low": float(np.quantile(ev, 0.025)),
              "ci_high": float(np.quantile(ev, 0.975)),

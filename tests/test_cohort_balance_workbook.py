@@ -1,6 +1,7 @@
 """The cohort-balance workbook run end to end by the runner, with the costs workbook
 reading the design it stores (a real papermill run in a Jupyter kernel)."""
 import json
+import re
 
 import nbformat
 import pytest
@@ -60,8 +61,9 @@ def test_costs_workbook_adds_the_design_adjusted_estimate(small_run):
     nb = nbformat.read(out / "04_costs.ipynb", as_version=4)
     cell = next(c for c in nb.cells if "study.design_effects" in c.source)
     shown = "".join(o.get("data", {}).get("text/plain", "") for o in cell.outputs)
-    assert "cost_difference" in shown and "No cohort-balance design" not in shown
-    assert "False" in shown                              # the design's verdict travels along
+    assert "cost difference per member" in shown and "No cohort-balance design" not in shown
+    # the design's verdict travels along (shown in words: diagnostics passed "no")
+    assert "diagnostics passed" in shown and re.search(r"\bno$", shown, re.M)
     cmp_cell = next(c for c in nb.cells if "design-adjusted (cohort balance)" in c.source
                     and "methods_table" in c.source)
     assert "design-adjusted (cohort balance)" in "".join(

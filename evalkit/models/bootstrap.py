@@ -94,7 +94,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse, special, stats
 from threadpoolctl import threadpool_limits
-from tqdm.auto import tqdm
+from tqdm import tqdm  # the plain bar: tqdm.auto warns in Jupyter without ipywidgets
 
 from evalkit.errors import DataValidationError, EvalkitError, ParamsError, StatisticalWarning
 from evalkit.models.base import TermTable

@@ -14,6 +14,8 @@ import re
 import numpy as np
 import pandas as pd
 
+from ..plots import theme
+
 #: Colours of the brief (also used in the CSS).
 INK, ACCENT, MUTED = "#1f2933", "#1b6ca8", "#9aa5b1"
 
@@ -24,6 +26,7 @@ def _axes(ax, size):
     import matplotlib
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
+    theme()
     _, ax = plt.subplots(figsize=size)
     return ax
 
