@@ -6,8 +6,13 @@ import argparse
 import sys
 import textwrap
 
-from . import __version__
+from ._version import __version__
+from .data.synthetic import SCENARIOS, generate
 from .errors import EvalkitError
+from .params import load, schema_json
+from .prepare import check_data
+from .report import write_brief
+from .runner import read_status, run
 
 
 def _failed_step(run: dict) -> str | None:
@@ -47,11 +52,6 @@ def main(argv: list[str] | None = None) -> int:
     p_st.add_argument("run_dir", help="the run's output folder")
 
     argv = sys.argv[1:] if argv is None else argv
-    # the scenarios' descriptions (listed by `synth --help`) cost a second of imports:
-    # only read for the synth command
-    SCENARIOS = {}
-    if "synth" in argv:
-        from .data.synthetic import SCENARIOS
     p_syn = sub.add_parser(
         "synth", help="write a synthetic health plan as Parquet",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -82,23 +82,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
-            from .runner import run
             result = run(args.params, out=args.out, overrides=args.overrides, quiet=args.quiet)
             print(f"outputs in {result.output_dir.resolve()}")
             print(f"results:  {result.results_path.resolve()}")
         elif args.command == "brief":
-            from .report import write_brief
             brief = write_brief(args.run_dir, audience=args.audience,
                                 stem=f"brief-{args.audience}" if args.audience else "brief")
             print(f"brief ({brief.audience}): {brief.html.resolve()}")
             print(f"                {brief.pdf.resolve()}")
         elif args.command == "validate":
-            from .params import load
             p = load(args.params, args.overrides)
             print(f"params ok ({p.mode} mode, workbooks: {', '.join(p.workbooks)}); "
                   f"hash {p.digest()[:12]}")
             if args.data:
-                from .study import check_data
                 tables = check_data(p)
                 print("data: nothing to open (" + ("published figures" if p.mode == "summary"
                       else "synthetic, generated when the run starts") + ")" if tables is None
@@ -107,10 +103,8 @@ def main(argv: list[str] | None = None) -> int:
                           + (f" ({r.accepted:,} accepted, {r.quarantined:,} quarantined)"
                              if "accepted" in tables else "") for r in tables.itertuples()))
         elif args.command == "params-schema":
-            from .params import schema_json
             sys.stdout.write(schema_json())
         elif args.command == "status":
-            from .runner import read_status
             st = read_status(args.run_dir)
             print(f"{args.run_dir}: {st['status']}"
                   + (f" in step '{step}'" if (step := _failed_step(st)) else "")
@@ -122,7 +116,6 @@ def main(argv: list[str] | None = None) -> int:
                       + (f"  {w.get('cell', '')}: {w['error']}" if w.get("error") else ""))
             return 0 if st["status"] == "ok" else 1
         elif args.command == "synth":
-            from .data.synthetic import generate
             plan = generate(args.out, scenario=args.scenario, members=args.members,
                             seed=args.seed, progress=True)
             print(f"wrote {args.out}: " + ", ".join(f"{k} {v:,} rows" for k, v in plan.rows.items()))

@@ -23,7 +23,8 @@ from .catalog import BY_NAME, WORKBOOKS, default_workbooks
 from .data.contract import ARMS, CATEGORIES, CLAIMS_TABLES
 from .data.synthetic_person import PERSON_SCENARIOS
 from .errors import ParamsError
-from .spec import parse_term, term_columns
+from .privacy import redact_params
+from .terms import formula_names, parse_term, term_columns
 
 
 TableName = Literal["members", "enrollment", "encounters", "exposure"]
@@ -755,7 +756,6 @@ class DesignParams(_Strict):
         if self.covariates is not None and not self.covariates:
             raise ValueError("design.covariates is empty; leave it out for the default set")
         if self.formula is not None:
-            from .design import formula_names
             formula_names(self.formula)   # raises ValueError on a formula that cannot parse
         return self
 
@@ -937,7 +937,6 @@ class Params(_Strict):
         d = self.data.person
         if self.mode != "person" or d is None:
             return self
-        from .design import formula_names
         loaded = {*d.covariates, *d.outcomes, *([d.exposure] if d.exposure else [])}
         stray = [c for c in d.signed_outcomes if c not in d.outcomes]
         if stray:
@@ -963,7 +962,6 @@ class Params(_Strict):
     def digest(self) -> str:
         """SHA-256 of the canonical JSON form of the validated params, secrets redacted
         (so the hash a run records matches its params.json)."""
-        from .privacy import redact_params
         text = json.dumps(redact_params(self.to_dict())[0], sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
 

@@ -33,7 +33,17 @@ import numpy as np
 import pandas as pd
 
 from .errors import EvalkitError
-from .spec import ANALYSES, PRIMARY_ORDER, SPEC_FILE
+
+#: The analysis spec's file in a run folder (:mod:`evalkit.analysis.spec`).
+SPEC_FILE = "spec.json"
+#: What an estimate record's ``analysis`` says it is (docs/results.md).
+ANALYSES = ("adjusted", "design", "crude", "prepost", "its", "survival", "descriptive",
+            "valuation", "budget", "power", "synthesis", "projection", "survey")
+#: The order in which a record is chosen as an outcome's primary estimate on a scale
+#: when the spec's primary analysis has none on that scale.
+PRIMARY_ORDER = ("adjusted", "design", "survival", "its", "prepost", "valuation", "synthesis",
+                 "projection", "survey", "budget", "power", "crude", "descriptive")
+
 
 SCALES = (
     "difference", "ratio", "rate_ratio", "rate_difference_per_1000_mm", "hazard_ratio",

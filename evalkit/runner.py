@@ -28,6 +28,7 @@ failed in the right step.
 from __future__ import annotations
 
 import datetime as _dt
+import html
 import json
 import shutil
 import sys
@@ -35,14 +36,22 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import __version__
+import nbformat
+import papermill as pm
+from nbconvert import HTMLExporter
+from papermill.iorw import papermill_io
+
+from ._version import __version__
 from . import params as _params
 from .data.source import describe_source
 from .errors import EvalkitError, WorkbookError
+from .limits import check_disk
+from .report import BriefError, write_brief
 from .results import assemble, write_json_atomic, write_text_atomic
-from .privacy import scrub
+from .privacy import (Finding, ScanReport, _Scanner, redact_notebook, redact_params, scan_outputs,
+                      scrub)
 from .runlock import LOCK_NAME, RunIdentity, RunLock, new_run_id
-from .study import prepare
+from .prepare import prepare, scan_targets
 
 from .catalog import BY_NAME, CATALOG, WORKBOOK_DIR, in_run_order
 
@@ -67,9 +76,6 @@ def _say(msg: str, quiet: bool) -> None:
 def _html(notebook: Path) -> Path:
     """Export a notebook to HTML next to it; the run id of its metadata goes into a
     ``<meta name="evalkit-run-id">`` tag."""
-    import html
-    import nbformat
-    from nbconvert import HTMLExporter
     nb = nbformat.read(notebook, as_version=4)
     body, _ = HTMLExporter().from_notebook_node(nb)
     run_id = (nb.metadata.get("evalkit") or {}).get("run_id")
@@ -106,7 +112,6 @@ class _AtomicHandler:
 
 
 def _register_atomic() -> None:
-    from papermill.iorw import papermill_io
     if not any(scheme == _ATOMIC for scheme, _ in papermill_io._handlers):
         papermill_io.register(_ATOMIC, _AtomicHandler())
 
@@ -125,8 +130,6 @@ def _seal_notebook(tmp: Path, dest: Path, run_id: str, status: str, secrets) -> 
     """Move an executed notebook from ``tmp`` to ``dest``: secrets removed, the run id and
     status in ``metadata.evalkit``, written atomically. A notebook that was never saved
     (the kernel did not start) becomes an empty notebook saying so."""
-    import nbformat
-    from .privacy import redact_notebook
     try:
         if secrets:
             redact_notebook(tmp, secrets)
@@ -150,7 +153,6 @@ def notebook_run_id(path: Path) -> str | None:
 
 def _failed_cell(notebook: Path) -> str:
     """Describe the failing cell of an executed notebook: its number and first line."""
-    import nbformat
     try:
         nb = nbformat.read(notebook, as_version=4)
     except Exception:  # noqa: BLE001 - the notebook may itself be damaged
@@ -187,7 +189,6 @@ def run(params_path: str | Path | None = None, out: str | Path | None = None,
     stem = Path(params_path).stem if params_path else "default"
     out_dir = Path(out) if out else Path("runs") / stem
     _check_output_dir(out_dir)
-    from .limits import check_disk
     check_disk(params, out_dir)                   # an absurd size is refused before any work
     run_id = new_run_id()
     lock = RunLock(out_dir, run_id).acquire()     # a second run into the folder stops here
@@ -212,7 +213,6 @@ def _run_locked(params, out_dir: Path, run_id: str, identity: RunIdentity, start
         stale.unlink(missing_ok=True)
     # Secrets (an encryption key, a password in a URL) are needed only to read the
     # source, which happens in this process: no output, not even params.json, holds them.
-    from .privacy import redact_params
     safe_params, secrets = redact_params(params.to_dict())
     params_file = out_dir / "params.json"
     write_json_atomic(params_file, {_params.RUN_ID_KEY: run_id, **safe_params})
@@ -299,7 +299,6 @@ def _run_steps(params, out_dir, params_file, results_path, run_info, secrets, qu
     for sentence in prepared.report.note_sentences(params.report.public, params.report.min_cell):
         _say(f"  {sentence}", quiet)
 
-    import papermill as pm
     _register_atomic()
     notebooks = []
     order = in_run_order(params.workbooks)
@@ -367,7 +366,6 @@ def _kernel_died(err: Exception) -> bool:
 def _write_brief(params, out_dir: Path, run_info: dict, results_path: Path, quiet: bool,
                  secrets=()) -> None:
     """Render brief.html and brief.pdf (:mod:`evalkit.report`); a failure fails the run."""
-    from .report import write_brief
     _say(f"writing the brief ({params.report.audience} audience): brief.html, brief.pdf", quiet)
     t0 = time.perf_counter()
     try:
@@ -378,42 +376,14 @@ def _write_brief(params, out_dir: Path, run_info: dict, results_path: Path, quie
                 error=scrub(f"{type(err).__name__}: {err}", secrets))
         if isinstance(err, EvalkitError):
             raise
-        from .report import BriefError
         raise BriefError(scrub(f"the brief could not be rendered: {type(err).__name__}: "
                                 f"{err}. results.json records the failure.", secrets)) from err
     run_info["brief"] = brief.to_dict(out_dir)
     _say(f"      done in {time.perf_counter() - t0:.1f}s", quiet)
 
 
-#: Member ids shorter than this cannot be told apart from ordinary numbers in a scan: they
-#: are looked for where they would identify someone (after a word naming an id, in the
-#: free text of the params such as the title), not as every number of the outputs.
-MIN_SCANNABLE_ID = 6
 #: Params whose text the user writes and every output repeats (checked for any member id).
 FREE_TEXT_KEYS = ("title", "plan_name", "name", "label", "citation", "assumed")
-
-
-def _private_values(out_dir: Path) -> tuple[list[str], list]:
-    """Every member id and every date of service of the run (none in summary mode: it
-    holds no cohort or persons)."""
-    import duckdb
-    from .study import DB_NAME
-    con = duckdb.connect(str(out_dir / "work" / DB_NAME), read_only=True)
-    try:
-        if con.execute("SELECT mode FROM run_info").fetchall()[0][0] == "summary":
-            return [], []
-        tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables")
-                  .fetchall()}
-        table = "cohort" if "cohort" in tables else "persons"
-        ids = [str(r[0]) for r in con.execute(f"SELECT DISTINCT member_id FROM {table}").fetchall()]
-        dates = []
-        if "encounters" in tables:
-            dates = [r[0] for r in con.execute(
-                "SELECT DISTINCT d FROM (SELECT service_date AS d FROM encounters UNION ALL "
-                "SELECT end_date FROM encounters) WHERE d IS NOT NULL").fetchall()]
-    finally:
-        con.close()
-    return ids, dates
 
 
 def _free_text(node, path: str = "") -> dict[str, str]:
@@ -432,16 +402,6 @@ def _free_text(node, path: str = "") -> dict[str, str]:
     return out
 
 
-def scan_targets(out_dir: Path) -> dict:
-    """What a run's outputs are scanned for, as keyword arguments of
-    :func:`evalkit.privacy.scan_outputs`: ``member_ids`` (ids of ``MIN_SCANNABLE_ID``
-    characters or more), ``context_ids`` (shorter ones) and ``dates_of_service``."""
-    ids, dates = _private_values(Path(out_dir))
-    return {"member_ids": [i for i in ids if len(i) >= MIN_SCANNABLE_ID],
-            "context_ids": [i for i in ids if len(i) < MIN_SCANNABLE_ID],
-            "dates_of_service": dates}
-
-
 def _privacy_scan(params, out_dir: Path):
     """Scan every public output (not ``work/``) for member ids, dates of service, secrets
     and small cells.
@@ -453,7 +413,6 @@ def _privacy_scan(params, out_dir: Path):
     looked for: ``True`` (all everywhere), ``"context"`` (some ids are short) or None in
     summary mode, which has no member ids.
     """
-    from .privacy import Finding, ScanReport, _Scanner, redact_params, scan_outputs
     targets = scan_targets(out_dir)
     short_ids = targets["context_ids"]
     checked = None if params.mode == "summary" else ("context" if short_ids else True)

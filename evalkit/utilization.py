@@ -28,6 +28,7 @@ from __future__ import annotations
 import duckdb
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from .cohort import DAYS_PER_MONTH
 from .data.contract import CATEGORIES
@@ -168,7 +169,6 @@ def build_member_windows(con: duckdb.DuckDBPyConnection, table: str = "member_wi
     con.execute("SET preserve_insertion_order = false")
     bar = None
     if progress and len(batches) > 1:
-        from tqdm.auto import tqdm
         bar = tqdm(total=len(batches), unit="batch", desc="member x window")
     try:
         for i, members in enumerate(batches):

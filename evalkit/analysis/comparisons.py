@@ -26,9 +26,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from scipy import stats
+from statsmodels.stats.multitest import multipletests
 
-from . import survival
-from .errors import DataValidationError, StatisticalWarning
+from .. import survival
+from ..data.synthetic_person import true_restricted_mean
+from ..errors import DataValidationError, StatisticalWarning
+from ..privacy import suppress
 from .spec import model_frame
 
 __all__ = ["ArmSurvival", "survival_by_arm", "GroupComparison", "compare_groups",
@@ -99,7 +102,6 @@ class ArmSurvival:
         ``min_cell`` people are still at risk the number at risk *and* the survival
         estimate with its interval are hidden: the share still alive times the arm's
         size would give the small count back."""
-        from .privacy import suppress
         summary = suppress(self.summary.set_index("arm"), ["deaths", "censored"],
                            min_cell=min_cell, row_total="n").table.reset_index()
         derived = {c: "n_risk" for c in ("survival", "std_error", "ci_low", "ci_high")}
@@ -115,7 +117,6 @@ class ArmSurvival:
         ``tau`` and the median, with this sample's estimates and intervals."""
         if not truth or truth.get("scenario") != "support_group_survival":
             return None
-        from .data.synthetic_person import true_restricted_mean
         rows = []
         for arm_key, label in zip(("support_group", "control"), self.summary["arm"]):
             t = truth["arms"][arm_key]
@@ -296,7 +297,6 @@ class GroupComparison:
                 at = at.rename(columns={"n_risk": "groups_at_risk", "n_event": "groups_ended"})
                 logrank = logrank.rename(columns={"n": "groups", "observed": "groups_ended"})
             else:                           # the units are people: the small-cell rule applies
-                from .privacy import suppress
                 at = suppress(at.drop(columns="n_event"), ["n_risk"], protect_rows=False,
                               min_cell=self.min_cell,
                               derived={c: "n_risk" for c in ("survival", "std_error", "ci_low",
@@ -352,9 +352,7 @@ def compare_groups(frame: pd.DataFrame, group: str, outcomes: list[str],
     StatisticalWarning
         A group with fewer than 3 units (its interval and the tests rest on very little).
     """
-    from statsmodels.stats.multitest import multipletests
 
-    from .privacy import suppress
 
     needed = [group, *outcomes, *([duration, event] if duration else []),
               *([people] if people and people not in outcomes else [])]

@@ -14,10 +14,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .errors import ConvergenceError, DataValidationError, EvalkitError, StatisticalWarning
-from .models.count import count_model
-from .models.panel import did
-from .models.twopart import park_test, two_part
+from .. import survival
+from ..errors import ConvergenceError, DataValidationError, EvalkitError, StatisticalWarning
+from ..models.bootstrap import bootstrap_two_part, replicates_sentence
+from ..models.count import count_model
+from ..models.panel import did
+from ..models.twopart import park_test, two_part
 from .spec import CLAIMS_OUTCOMES, model_frame
 
 #: Families compared for count outcomes, from the simplest.
@@ -172,7 +174,6 @@ class CostEffect:
         5% could not be computed (:func:`evalkit.models.bootstrap.replicates_sentence`)."""
         if self.bootstrap is None:
             return "no bootstrap (models.bootstrap_replicates is 0): delta-method intervals only."
-        from .models.bootstrap import replicates_sentence
         return replicates_sentence(self.bootstrap.n_boot, self.bootstrap.n_failed,
                                    "cost bootstrap")
 
@@ -220,7 +221,6 @@ def cost_effect(frame: pd.DataFrame, covariates: list[str], outcome: str = "tota
     rec = pd.concat([rec, pmpm.to_frame().T], ignore_index=True)
     boot = None
     if n_boot:
-        from .models.bootstrap import bootstrap_two_part
         boot = bootstrap_two_part(frame, formula, "treated", n_boot=n_boot, seed=seed,
                                   second=second, alpha=alpha)
         extra = []
@@ -334,7 +334,6 @@ def time_to_event_effects(frame: pd.DataFrame, covariates: list[str], outcome: s
     the comparison members at any moment of follow-up (below 1: later or fewer first
     visits); Efron ties, as R's ``coxph``.
     """
-    from . import survival
     mf = model_frame(frame, covariates)
     frame, covs = mf.frame, mf.names
     km = survival.kaplan_meier(frame, "days", "event", group="group", times=list(times), alpha=alpha)

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from .errors import EvalkitError
+from ..errors import EvalkitError
+from .outcomes import time_to_event_effects
 
 __all__ = ["Readmission", "readmission_effects", "OUTCOME"]
 
@@ -119,7 +120,6 @@ def readmission_effects(frame: pd.DataFrame, covariates: list[str], times=(30, 9
     after discharge are common, 1 - KM overstates the readmission risk (a competing
     risk).
     """
-    from .outcomes import time_to_event_effects
 
     need = {"days", "event", "group", "treated"}
     missing = sorted(need - set(frame.columns))

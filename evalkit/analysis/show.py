@@ -6,7 +6,9 @@ sees (strings and DataFrames with readable column names).
 from __future__ import annotations
 
 import pandas as pd
+from IPython.display import Markdown
 
+from ..data.notes import NOTE_TEXT
 from .plots import ARM_LABELS, OUTCOME_LABELS
 
 
@@ -62,7 +64,6 @@ def quarantine(report):
     """The quarantine counts by table and reason, or a sentence when nothing was set aside."""
     q = report.quarantine
     if q.empty:
-        from IPython.display import Markdown
         return Markdown("**No rows were quarantined**: every source row passed the row-level checks.")
     return q.rename(columns={"example_rows": "example source rows"})
 
@@ -70,12 +71,10 @@ def quarantine(report):
 def set_aside(notes: pd.DataFrame):
     """The set-aside notes (:meth:`evalkit.study.Study.set_aside`) as a readable table,
     or a sentence when there is nothing to note."""
-    from IPython.display import Markdown
     if notes.empty:
         return Markdown("**Nothing to note**: no person with claim lines lacks coverage, no "
                         "category code is unmapped, and no inpatient stay lacks a usable "
                         "discharge date (person-level data have no claim lines to check).")
-    from .data.notes import NOTE_TEXT
     t = notes.assign(what=notes["note"].map(NOTE_TEXT), code=notes["code"].fillna(""),
                      nights=notes["nights"].astype("object").where(notes["nights"].notna(), ""))
     return t[["what", "code", "persons", "visits", "lines", "nights", "amount"]].rename(
@@ -85,7 +84,6 @@ def set_aside(notes: pd.DataFrame):
 def mental_health_concepts(concepts: pd.DataFrame | None):
     """The OMOP mental-health concept list (:meth:`evalkit.study.Study.mental_health_concepts`),
     or a sentence for other sources."""
-    from IPython.display import Markdown
     if concepts is None:
         return Markdown("Not an OMOP source: mental-health visits come from the category "
                         "codes (or, for Synthea, the SNOMED codes in data.synthea.mh_codes).")
@@ -131,7 +129,6 @@ def methods_table(comparison: pd.DataFrame) -> pd.DataFrame:
 def adjustment(spec):
     """What the adjusted models of a run adjust for, from its analysis spec (Markdown):
     each term as it enters the models, and any term left out with the reason."""
-    from IPython.display import Markdown
     terms = ", ".join(f"`{t}`" for t in spec.terms) or "nothing (no covariates)"
     text = f"**Adjusted for** (the run's analysis spec, `spec.json`): {terms}."
     if spec.not_adjusted:

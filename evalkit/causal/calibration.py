@@ -50,6 +50,7 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from scipy import optimize, stats
@@ -1112,7 +1113,6 @@ def calibration_plot(null: Null, controls, ax=None, estimates=None, alpha: float
     -------
     matplotlib Axes
     """
-    import matplotlib.pyplot as plt
 
     alpha = _check_alpha(alpha)
     if not isinstance(null, Null):

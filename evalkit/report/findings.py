@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from ..spec import CLAIMS_OUTCOMES, CLAIMS_TIME_OUTCOMES
+from ..analysis.spec import CLAIMS_OUTCOMES, CLAIMS_TIME_OUTCOMES
 
 AUDIENCES = ("hmo", "research", "clearinghouse")
 
