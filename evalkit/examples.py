@@ -10,7 +10,7 @@ accepts instead:
   :data:`EXAMPLE_MEMBERS` members;
 - a params YAML file (``papermill ... -p params_path params/demo.yaml``).
 
-Either is validated and prepared (:func:`evalkit.study.prepare`) into a folder of the
+Either is validated and prepared (:func:`evalkit.prepare.prepare`) into a folder of the
 cache (:func:`cache_dir`) that then holds ``params.json`` and ``work/``, as a run's
 output folder does. Params whose data are generated from the params alone (synthetic
 plans, published figures) give the same data for the same params, seed and evalkit

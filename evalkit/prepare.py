@@ -187,7 +187,7 @@ def prepare(params: Params, out_dir: str | Path, progress: bool = False) -> Prep
 
 
 def resolve_spec(params: Params, con) -> AnalysisSpec:
-    """The run's analysis spec (:func:`evalkit.spec.resolve`) from the params and the
+    """The run's analysis spec (:func:`evalkit.analysis.spec.resolve`) from the params and the
     prepared database."""
     if params.mode == "summary":
         return _spec.resolve(params)

@@ -3,7 +3,7 @@
 ``evalkit run PARAMS.yaml [--out DIR] [--set KEY=VALUE ...]`` and :func:`run` do the same:
 
 1. validate the params (overrides included) before any work;
-2. prepare the analysis database (:func:`evalkit.study.prepare`);
+2. prepare the analysis database (:func:`evalkit.prepare.prepare`);
 3. execute each workbook in order with papermill in a real Jupyter kernel, injecting
    the path of the validated params; save each executed notebook and its HTML;
 4. write the brief, ``brief.html`` and ``brief.pdf`` (:mod:`evalkit.report`);

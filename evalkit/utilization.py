@@ -160,7 +160,7 @@ def build_member_windows(con: duckdb.DuckDBPyConnection, table: str = "member_wi
     that member's claims, so batching cannot change the result.
 
     The table's rows are in no particular order (read it with ``ORDER BY member_id,
-    period``, as :meth:`evalkit.study.Study.member_windows` does): neither insertion
+    period``, as :meth:`evalkit.analysis.study.Study.member_windows` does): neither insertion
     order nor a sort is kept while aggregating, which makes the step about 1.5x faster on
     two cores. The values do not depend on it.
     """

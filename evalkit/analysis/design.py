@@ -151,7 +151,7 @@ def design_frame(frame: pd.DataFrame, params, default_covariates: list[str]
         Covariate terms used when the params give neither ``covariates`` nor ``formula``:
         the spec's adjustment set (``Study.covariates()``), so the propensity and the
         outcome models adjust for the same terms. Each term enters as written
-        (:func:`evalkit.spec.model_frame`); a text column as ``C(column)``; a term that
+        (:func:`evalkit.analysis.spec.model_frame`); a text column as ``C(column)``; a term that
         is constant or the treatment in disguise is left out.
 
     Returns
@@ -468,7 +468,7 @@ def effects(design: CohortDesign, outcomes: list[str], kinds: dict[str, str],
     design : CohortDesign
     outcomes : list of str
     kinds : dict
-        From :meth:`evalkit.study.Study.design_outcomes`.
+        From :meth:`evalkit.analysis.study.Study.design_outcomes`.
     exposure : str, optional
         Member-months column for counts (None: counts per member).
     data : DataFrame, optional

@@ -144,7 +144,7 @@ def adjusted_count_effects(frame: pd.DataFrame, outcomes: list[str], covariates:
     predictions), giving the difference in events per 1,000 member-months and the rate
     ratio with delta-method CIs at level ``1 - alpha``. ``frame`` needs a 0/1 ``treated``
     column (:func:`with_treatment`); ``covariates`` are terms as written
-    (:func:`evalkit.spec.model_frame`): each enters exactly so.
+    (:func:`evalkit.analysis.spec.model_frame`): each enters exactly so.
     """
     mf = model_frame(frame, covariates)
     frame, covs = mf.frame, mf.names
@@ -194,7 +194,7 @@ def cost_effect(frame: pd.DataFrame, covariates: list[str], outcome: str = "tota
     intervals (resampling members within arms, BCa; all replicates refitted at once, see
     :func:`evalkit.models.bootstrap.bootstrap_two_part`), added as extra records with
     ``interval: bootstrap``. ``covariates`` are terms as written
-    (:func:`evalkit.spec.model_frame`): a column ``log1p_baseline_cost`` enters as it is,
+    (:func:`evalkit.analysis.spec.model_frame`): a column ``log1p_baseline_cost`` enters as it is,
     ``log1p(baseline_cost)`` is transformed.
     """
     mf = model_frame(frame, covariates)

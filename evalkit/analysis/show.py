@@ -69,7 +69,7 @@ def quarantine(report):
 
 
 def set_aside(notes: pd.DataFrame):
-    """The set-aside notes (:meth:`evalkit.study.Study.set_aside`) as a readable table,
+    """The set-aside notes (:meth:`evalkit.analysis.study.Study.set_aside`) as a readable table,
     or a sentence when there is nothing to note."""
     if notes.empty:
         return Markdown("**Nothing to note**: no person with claim lines lacks coverage, no "
@@ -82,7 +82,7 @@ def set_aside(notes: pd.DataFrame):
 
 
 def mental_health_concepts(concepts: pd.DataFrame | None):
-    """The OMOP mental-health concept list (:meth:`evalkit.study.Study.mental_health_concepts`),
+    """The OMOP mental-health concept list (:meth:`evalkit.analysis.study.Study.mental_health_concepts`),
     or a sentence for other sources."""
     if concepts is None:
         return Markdown("Not an OMOP source: mental-health visits come from the category "

@@ -2,7 +2,7 @@
 
 Every module downstream of the params reads what a study is from here, never from a
 column name or from free text. The spec is resolved once per run, before any workbook
-starts (:func:`evalkit.study.prepare`), saved as ``spec.json`` in the run folder and
+starts (:func:`evalkit.prepare.prepare`), saved as ``spec.json`` in the run folder and
 recorded in ``results.json``. It names
 
 * the **study**: question, intervention and comparison labels, the unit (members,

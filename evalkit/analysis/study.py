@@ -127,7 +127,7 @@ class Study:
             raise DataValidationError(
                 f"Study.{what} needs member-level data, but this run is in summary mode "
                 "(published figures only: there are no members). Summary-mode workbooks "
-                "read the params' summary section through evalkit.summary (synthesize, "
+                "read the params' summary section through evalkit.analysis.summary (synthesize, "
                 "project, survey_proportions); use mode claims or person for member data.")
 
     @property
@@ -218,7 +218,7 @@ class Study:
 
     def adjusted_counts(self, **kwargs):
         """Covariate-adjusted count models per outcome (see
-        :func:`evalkit.outcomes.adjusted_count_effects`)."""
+        :func:`evalkit.analysis.outcomes.adjusted_count_effects`)."""
         exposure = "member_months" if self.has_exposure() else None
         kwargs.setdefault("alpha", self.spec.alpha)
         return adjusted_count_effects(self.treated_frame(), self.count_outcomes(),
@@ -238,7 +238,7 @@ class Study:
                                kinds={o: self.spec.kind(o) for o in outs}, alpha=self.spec.alpha)
 
     def cost_effect(self, **kwargs):
-        """Two-part model of follow-up cost (see :func:`evalkit.outcomes.cost_effect`)."""
+        """Two-part model of follow-up cost (see :func:`evalkit.analysis.outcomes.cost_effect`)."""
         months = self.params.windows.followup_days * 12 / 365
         kwargs.setdefault("n_boot", self.params.models.bootstrap_replicates)
         kwargs.setdefault("seed", self.params.seed)
@@ -257,7 +257,7 @@ class Study:
 
     def value_program(self, cost=None, effect: bool = True, progress: bool = False):
         """Program economics from the adjusted cost difference and the params' ``econ``
-        section (see :func:`evalkit.valuation.value_program`).
+        section (see :func:`evalkit.analysis.valuation.value_program`).
 
         With ``effect`` (default) and ER visits among the outcomes, the effectiveness
         measure is ER visits averted per referred member per year from the adjusted count
@@ -287,7 +287,7 @@ class Study:
 
     def plan_study(self):
         """Study planning from the params' ``planning`` section (see
-        :func:`evalkit.planning.plan_study`); in claims mode a missing baseline rate or
+        :func:`evalkit.analysis.planning.plan_study`); in claims mode a missing baseline rate or
         dispersion is estimated from the comparison arm's baseline window."""
         pl = self.params.planning
         frame = None
@@ -410,7 +410,7 @@ class Study:
         """Time from discharge of the first follow-up stay to readmission, by arm:
         Kaplan-Meier, 30- and 90-day readmission probabilities, log-rank and an adjusted
         Cox model (see :meth:`readmission_times` and
-        :func:`evalkit.readmission.readmission_effects`). When too few members have an
+        :func:`evalkit.analysis.readmission.readmission_effects`). When too few members have an
         index stay or a readmission, the result says so and holds no estimates."""
         kwargs.setdefault("min_cell", self.params.report.min_cell)
         kwargs.setdefault("alpha", self.spec.alpha)
@@ -419,7 +419,7 @@ class Study:
 
     def time_to_event(self, category: str = "er", **kwargs):
         """Time to the first ``category`` visit after the index date, by arm (see
-        :func:`evalkit.outcomes.time_to_event_effects`)."""
+        :func:`evalkit.analysis.outcomes.time_to_event_effects`)."""
         frame = self.time_to_first(category)
         kwargs.setdefault("alpha", self.spec.alpha)
         return time_to_event_effects(frame, self.covariates(), f"time_to_first_{category}", **kwargs)
@@ -427,7 +427,7 @@ class Study:
     def monthly_rates(self, category: str = "er") -> pd.DataFrame:
         """Visits of ``category`` per 1,000 member-months by arm and month from the index
         date, over the baseline and follow-up windows (claims mode; see
-        :func:`evalkit.time_series.monthly_rates`).
+        :func:`evalkit.analysis.time_series.monthly_rates`).
 
         Months are counted from each member's index date rather than by calendar month,
         because the interruption is the index date: with staggered index dates a calendar
@@ -443,10 +443,10 @@ class Study:
     def interrupted_time_series(self, category: str = "er", horizon: int | None = None,
                                 family: str = "poisson", seasonal: bool | None = None, **kwargs):
         """Interrupted time series of the monthly ``category`` rate, with the comparison arm
-        as control and without (see :func:`evalkit.time_series.fit_its`).
+        as control and without (see :func:`evalkit.analysis.time_series.fit_its`).
 
         ``seasonal=None`` fits month-of-year terms only when every member shares one
-        index date (:func:`evalkit.time_series.seasonal_default`); months with fewer than
+        index date (:func:`evalkit.analysis.time_series.seasonal_default`); months with fewer than
         ``report.min_cell`` members are left out.
         """
         monthly = self.monthly_rates(category)
@@ -462,7 +462,7 @@ class Study:
     def survival_by_arm(self, tau: float | None = None, alpha: float | None = None):
         """Survival by arm from person-level ``duration`` and ``event`` (person mode):
         Kaplan-Meier, median and restricted mean survival, log-rank, Cox (see
-        :func:`evalkit.comparisons.survival_by_arm`)."""
+        :func:`evalkit.analysis.comparisons.survival_by_arm`)."""
         p = self._person_roles("duration", "treatment")
         labels = {"self_help": str(p.treated_value).replace("_", " ")}
         return survival_by_arm(self.treated_frame(), p.duration, p.event, self.covariates(),
@@ -471,7 +471,7 @@ class Study:
 
     def group_comparison(self, alpha: float | None = None):
         """The k groups of ``data.person.groups`` compared on the outcomes and, with
-        ``duration``/``event``, on a lifetime (see :func:`evalkit.comparisons.compare_groups`);
+        ``duration``/``event``, on a lifetime (see :func:`evalkit.analysis.comparisons.compare_groups`);
         small-cell suppression counts the people of ``data.person.people``."""
         p = self._person_roles("groups")
         return compare_groups(self.analysis_frame(), p.groups, list(p.outcomes), p.duration,
@@ -530,7 +530,7 @@ class Study:
 
     def cohort_design(self):
         """Fit the design of the params' ``design`` section on the analysis frame (see
-        :func:`evalkit.design.fit_design`)."""
+        :func:`evalkit.analysis.design.fit_design`)."""
         frame, spec = _design.design_frame(self.treated_frame(), self.params.design,
                                            self.covariates())
         return _design.fit_design(frame, spec)
@@ -569,7 +569,7 @@ class Study:
 
     def negative_controls(self, design):
         """Run the negative controls on a fitted design (see
-        :func:`evalkit.design.run_negative_controls`); None when none are configured."""
+        :func:`evalkit.analysis.design.run_negative_controls`); None when none are configured."""
         nc = self.negative_control_outcomes()
         cols = [c for c in nc.columns if c != "member_id"]
         if not cols:
@@ -596,7 +596,7 @@ class Study:
 
     def design_effects(self, outcomes: list[str] | None = None) -> pd.DataFrame | None:
         """Design-adjusted estimates from the stored design (records), or None when
-        there is none (see :func:`evalkit.design.effects_from_table`)."""
+        there is none (see :func:`evalkit.analysis.design.effects_from_table`)."""
         got = load_design(self.work_dir)
         if got is None:
             return None

@@ -951,7 +951,7 @@ def project_plan(params: Params, synthesis: Synthesis) -> Projection | None:
 
 def projected_budget(projection: Projection | None, econ):
     """Budget impact, year by year, of a program that brings the projected effect on cost
-    to the target plan (:func:`evalkit.valuation.budget_for_plan`), or None when no cost
+    to the target plan (:func:`evalkit.analysis.valuation.budget_for_plan`), or None when no cost
     outcome is projected.
 
     The plan is the projection's (members, and the share expected to take part as the

@@ -133,7 +133,7 @@ def monthly_rates(con: duckdb.DuckDBPyConnection, category: str = "er") -> pd.Da
     Parameters
     ----------
     con : a connection holding the prepared ``cohort``, ``enrollment`` and ``encounters``
-        tables (see :func:`evalkit.study.prepare`).
+        tables (see :func:`evalkit.prepare.prepare`).
     category : contract category (``er`` by default; ``inpatient`` counts admissions).
 
     Returns
