@@ -179,7 +179,7 @@ def test_models_exports_and_one_alpha_check():
     for name in ("count_model", "two_part", "did", "its", "bootstrap", "bootstrap_two_part",
                  "bootstrap_count_effect"):
         assert callable(getattr(m, name))
-    assert survival._check_alpha is synthesis._check_alpha is calibration._check_alpha \
+    assert survival._check_alpha is synthesis._check_alpha is calibration.checks._check_alpha \
         is m.check_alpha
     for bad in (0, 1, "0.05", True, float("nan"), None):
         with pytest.raises(PE, match="alpha"):
