@@ -28,7 +28,8 @@ import pandas as pd
 from evalkit import params as P
 from evalkit.errors import EvalkitError
 from evalkit.results import write_json_atomic
-from evalkit.study import Study, prepare
+from evalkit.analysis.study import Study
+from evalkit.prepare import prepare
 
 
 def _attempt(estimates: dict, failed: list, method: str, compute) -> None:

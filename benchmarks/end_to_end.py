@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from evalkit import runner
+
 HERE = Path(__file__).resolve().parent
 PARAMS = HERE.parent / "params" / "demo.yaml"
 
@@ -86,10 +88,9 @@ class PeakSampler:
 def child(members: int, bootstrap: int, out: str) -> None:
     """One run; prints results.json's timings and the peak resident memory of the runner,
     of the largest kernel and of the two together, as JSON."""
-    import evalkit
     t = time.perf_counter()
     with PeakSampler() as peak:
-        res = evalkit.run(PARAMS, out=out, quiet=True,
+        res = runner.run(PARAMS, out=out, quiet=True,
                           overrides={"data.members": members,
                                      "models.bootstrap_replicates": bootstrap})
     total = time.perf_counter() - t

@@ -39,8 +39,8 @@ from evalkit import params as _params
 from evalkit.models.bootstrap import bootstrap_count_effect, bootstrap_indices
 from evalkit.models.count import count_model
 from evalkit.models.twopart import two_part
-from evalkit.outcomes import _transform_covariates
-from evalkit.study import prepare_study
+from evalkit.analysis.outcomes import _transform_covariates
+from evalkit.analysis.study import prepare_study
 from evalkit.survival import cox
 
 HERE = Path(__file__).resolve().parent

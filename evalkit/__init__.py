@@ -1,20 +1,12 @@
 """evalkit: does orienting health-plan members to self-help groups change their use of
 professional care, and what is it worth?
 
-Entry points: :func:`evalkit.run` (same as ``evalkit run`` on the command line) and
-:class:`evalkit.Study` (what the workbooks use to read a prepared run).
+Entry points: :func:`evalkit.runner.run` (same as ``evalkit run`` on the command line)
+and :class:`evalkit.Study` (what the workbooks use to read a prepared run). The runner
+is not imported here, so that a workbook's kernel does not load the notebook tooling
+(papermill, nbconvert, WeasyPrint) it never uses.
 """
-__version__ = "0.1.0"
+from ._version import __version__
+from .analysis.study import Study
 
-
-def run(*args, **kwargs):
-    """Run an analysis end to end; see :func:`evalkit.runner.run`."""
-    from .runner import run as _run
-    return _run(*args, **kwargs)
-
-
-def __getattr__(name):
-    if name == "Study":
-        from .study import Study
-        return Study
-    raise AttributeError(name)
+__all__ = ["Study", "__version__"]

@@ -7,8 +7,15 @@ import argparse
 import sys
 import textwrap
 
-from . import __version__
+from ._version import __version__
+from .data.synthetic import SCENARIOS, generate, scenario
+from .diff import diff_runs
 from .errors import EvalkitError
+from .limits import check_synth_disk
+from .params import load, schema_json
+from .prepare import check_data
+from .report import write_brief
+from .runner import read_status, run
 
 
 def _failed_step(run: dict) -> str | None:
@@ -53,11 +60,6 @@ def main(argv: list[str] | None = None) -> int:
     p_st.add_argument("run_dir", help="the run's output folder")
 
     argv = sys.argv[1:] if argv is None else argv
-    # the scenarios' descriptions (listed by `synth --help`) cost a second of imports:
-    # only read for the synth command
-    SCENARIOS = {}
-    if "synth" in argv:
-        from .data.synthetic import SCENARIOS
     p_syn = sub.add_parser(
         "synth", help="write a synthetic health plan as Parquet",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -97,24 +99,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
-            from .runner import run
             result = run(args.params, out=args.out, overrides=args.overrides, quiet=args.quiet,
                          only=args.only)
             print(f"outputs in {result.output_dir.resolve()}")
             print(f"results:  {result.results_path.resolve()}")
         elif args.command == "brief":
-            from .report import write_brief
             brief = write_brief(args.run_dir, audience=args.audience,
                                 stem=f"brief-{args.audience}" if args.audience else "brief")
             print(f"brief ({brief.audience}): {brief.html.resolve()}")
             print(f"                {brief.pdf.resolve()}")
         elif args.command == "validate":
-            from .params import load
             p = load(args.params, args.overrides)
             print(f"params ok ({p.mode} mode, workbooks: {', '.join(p.workbooks)}); "
                   f"hash {p.digest()[:12]}")
             if args.data:
-                from .study import check_data
                 tables = check_data(p)
                 print("data: nothing to open (" + ("published figures" if p.mode == "summary"
                       else "synthetic, generated when the run starts") + ")" if tables is None
@@ -123,7 +121,6 @@ def main(argv: list[str] | None = None) -> int:
                           + (f" ({r.accepted:,} accepted, {r.quarantined:,} quarantined)"
                              if "accepted" in tables else "") for r in tables.itertuples()))
         elif args.command == "diff":
-            from .diff import diff_runs
             d = diff_runs(args.run_a, args.run_b)
             print(d.summary())
             table = d.table(changed_only=args.changed)
@@ -133,10 +130,8 @@ def main(argv: list[str] | None = None) -> int:
                 d.estimates.to_csv(args.csv, index=False)
                 print(f"all {len(d.estimates)} estimates: {args.csv}")
         elif args.command == "params-schema":
-            from .params import schema_json
             sys.stdout.write(schema_json())
         elif args.command == "status":
-            from .runner import read_status
             st = read_status(args.run_dir)
             print(f"{args.run_dir}: {st['status']}"
                   + (f" in step '{step}'" if (step := _failed_step(st)) else "")
@@ -148,8 +143,6 @@ def main(argv: list[str] | None = None) -> int:
                       + (f"  {w.get('cell', '')}: {w['error']}" if w.get("error") else ""))
             return 0 if st["status"] == "ok" else 1
         elif args.command == "synth":
-            from .data.synthetic import generate, scenario
-            from .limits import check_synth_disk
             sc = scenario(args.scenario)
             check_synth_disk(sc.members if args.members is None else args.members,
                              sc.lines_scale, args.out)

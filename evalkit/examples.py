@@ -10,7 +10,7 @@ accepts instead:
   :data:`EXAMPLE_MEMBERS` members;
 - a params YAML file (``papermill ... -p params_path params/demo.yaml``).
 
-Either is validated and prepared (:func:`evalkit.study.prepare`) into a folder of the
+Either is validated and prepared (:func:`evalkit.prepare.prepare`) into a folder of the
 cache (:func:`cache_dir`) that then holds ``params.json`` and ``work/``, as a run's
 output folder does. Params whose data are generated from the params alone (synthetic
 plans, published figures) give the same data for the same params, seed and evalkit
@@ -24,8 +24,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from . import __version__
+from ._version import __version__
 from .catalog import BY_NAME
+from .errors import ParamsError
+from .params import load
+from .prepare import prepare_run_folder
 
 #: Members of a built-in claims example (the synthetic scenarios default to 20,000).
 EXAMPLE_MEMBERS = 2_000
@@ -49,8 +52,6 @@ def example_params(workbook: str = "data_quality"):
     >>> example_params("survival").mode        # doctest: +SKIP
     'person'
     """
-    from .errors import ParamsError
-    from .params import load
     if workbook not in BY_NAME:
         raise ParamsError(f"unknown workbook {workbook!r}; choose one of {', '.join(BY_NAME)}")
     path = EXAMPLE_DIR / BY_NAME[workbook].example
@@ -79,7 +80,6 @@ def run_params(params_path: str | Path | None = None, workbook: str = "data_qual
     ParamsError, DataValidationError
         As for ``evalkit run``: the params or the data are not usable.
     """
-    from .params import load
     if params_path is not None and Path(params_path).suffix == ".json":
         return Path(params_path)
     if params_path is None:
@@ -94,7 +94,6 @@ def run_params(params_path: str | Path | None = None, workbook: str = "data_qual
     folder.parent.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(prefix=f".{stem}-", dir=folder.parent))
     try:
-        from .study import prepare_run_folder
         prepare_run_folder(params, partial)
         if folder.exists():          # an earlier preparation (or one done meanwhile)
             shutil.rmtree(folder, ignore_errors=True)

@@ -22,8 +22,9 @@ import tempfile
 from pathlib import Path
 
 import pandas as pd
+from openpyxl import Workbook, load_workbook
+from openpyxl.cell import WriteOnlyCell
 
-from .errors import EvalkitError
 from .results import _umask, write_text_atomic
 
 #: Folder (in the run folder) of the CSV files, and the workbook's name.
@@ -93,20 +94,7 @@ def write_xlsx(path: Path, tables: dict[str, list[dict]], csvs: dict[str, str] |
                ) -> dict[str, str]:
     """Write every table as a sheet of one Excel workbook at ``path`` (atomically), after
     a ``contents`` sheet; returns table name -> sheet name.
-
-    Raises
-    ------
-    EvalkitError
-        when openpyxl, the library that writes the workbook, is not installed.
     """
-    try:
-        from openpyxl import Workbook
-        from openpyxl.cell import WriteOnlyCell
-    except ImportError:
-        raise EvalkitError(
-            f"{XLSX_NAME} cannot be written: the openpyxl package is not installed (it is a "
-            "dependency of evalkit: reinstall evalkit, or `pip install openpyxl`); the "
-            f"tables are in {TABLES_DIR}/ as CSV files") from None
     sheets = sheet_names(list(tables))
     wb = Workbook(write_only=True)
 
@@ -148,28 +136,19 @@ def export_tables(out_dir: Path, tables: dict[str, list[dict]]) -> dict:
     """Write the CSV files and the workbook of a run's tables (see the module docstring).
 
     Returns what the ``run`` block of ``results.json`` records under ``tables``:
-    ``count``, ``csv`` (the folder), ``xlsx`` (the workbook's name, or None with
-    ``xlsx_error`` saying why it could not be written).
+    ``count``, ``csv`` (the folder) and ``xlsx`` (the workbook's name).
     """
     out_dir = Path(out_dir)
     (out_dir / XLSX_NAME).unlink(missing_ok=True)
     csvs = write_csvs(out_dir, tables)
     info = {"count": len(tables), "csv": f"{TABLES_DIR}/", "xlsx": XLSX_NAME}
-    try:
-        write_xlsx(out_dir / XLSX_NAME, tables, csvs)
-    except EvalkitError as err:
-        info.update(xlsx=None, xlsx_error=str(err))
+    write_xlsx(out_dir / XLSX_NAME, tables, csvs)
     return info
 
 
 def read_xlsx(path: Path) -> dict[str, list[list]]:
     """Every sheet of a workbook as rows of cell values (the header first), by sheet name;
     what the privacy scan and the tests read."""
-    try:
-        from openpyxl import load_workbook
-    except ImportError:
-        raise EvalkitError(f"{path} cannot be read: the openpyxl package is not "
-                           "installed") from None
     wb = load_workbook(path, read_only=True, data_only=False)
     try:
         sheets = {ws.title: [list(r) for r in ws.iter_rows(values_only=True)]

@@ -13,6 +13,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import psutil
+
 from .errors import ParamsError
 
 __all__ = ["BYTES_PER_MEMBER", "DISK_MARGIN", "PARQUET_BYTES_PER_MEMBER", "check_disk",
@@ -91,5 +93,4 @@ def _size(n: float) -> str:
 
 def default_memory_limit() -> str:
     """Half of this machine's memory, as a DuckDB size (``'12GiB'``-style, in MiB)."""
-    import psutil
     return f"{psutil.virtual_memory().total // 2 // 2**20}MiB"

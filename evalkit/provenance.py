@@ -19,7 +19,7 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
-from . import __version__
+from ._version import __version__
 
 #: Distributions whose versions a run records (with Python's and evalkit's own).
 PACKAGES = ("numpy", "pandas", "statsmodels", "scipy", "duckdb", "papermill")

@@ -5,7 +5,7 @@ merges the parts, in workbook order, into ``results.json`` (see docs/results.md)
 
     run:       evalkit version, params, params hash, seed, data fingerprint,
                start/end times, status, per-workbook status
-    spec:      the run's analysis spec (spec.json; :mod:`evalkit.spec`)
+    spec:      the run's analysis spec (spec.json; :mod:`evalkit.analysis.spec`)
     estimates: workbook, outcome, contrast, estimand, method, scale, estimate,
                std_error, ci_low, ci_high, p_value, n_treated, n_control, the
                structured fields analysis, model, family, adjusted_for, primary;
@@ -33,7 +33,17 @@ import numpy as np
 import pandas as pd
 
 from .errors import EvalkitError
-from .spec import ANALYSES, PRIMARY_ORDER, SPEC_FILE
+
+#: The analysis spec's file in a run folder (:mod:`evalkit.analysis.spec`).
+SPEC_FILE = "spec.json"
+#: What an estimate record's ``analysis`` says it is (docs/results.md).
+ANALYSES = ("adjusted", "design", "crude", "prepost", "its", "survival", "descriptive",
+            "valuation", "budget", "power", "synthesis", "projection", "survey")
+#: The order in which a record is chosen as an outcome's primary estimate on a scale
+#: when the spec's primary analysis has none on that scale.
+PRIMARY_ORDER = ("adjusted", "design", "survival", "its", "prepost", "valuation", "synthesis",
+                 "projection", "survey", "budget", "power", "crude", "descriptive")
+
 
 SCALES = (
     "difference", "ratio", "rate_ratio", "rate_difference_per_1000_mm", "hazard_ratio",
@@ -135,7 +145,7 @@ class Recorder:
                      family: str | None = None, adjusted_for=None, **extra) -> None:
         """Add one estimate record.
 
-        ``analysis`` (one of :data:`evalkit.spec.ANALYSES`) is required: it says what kind
+        ``analysis`` (one of :data:`ANALYSES`) is required: it says what kind
         of estimate this is, so the report and the primary choice never read ``method``.
         ``adjusted_for`` lists the terms adjusted for (empty for an unadjusted estimate;
         required for an adjusted or design estimate).
@@ -203,7 +213,7 @@ def mark_primary(estimates: list[dict], spec: dict | None = None) -> list[dict]:
     Within each (outcome, scale) the record chosen is the one of the outcome's primary
     analysis in the spec (``study.outcomes.<name>.primary``; default ``adjusted``, or
     ``survival`` for time to event), else the first analysis present in
-    :data:`evalkit.spec.PRIMARY_ORDER`; among records of that analysis a bootstrap
+    :data:`PRIMARY_ORDER`; among records of that analysis a bootstrap
     interval (``interval: bootstrap``) before a delta-method one, then the first recorded
     (workbook order). Where a scale holds per-arm figures only, the first arm's is marked.
     """

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import errno
+import fcntl
 import json
 import os
 import socket
@@ -27,6 +28,8 @@ import secrets
 import string
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+import psutil
 
 from .errors import EvalkitError
 
@@ -55,7 +58,6 @@ def new_run_id() -> str:
 def process_start_time(pid: int) -> float | None:
     """When process ``pid`` of this machine started (seconds since the epoch), or None
     when there is no such process."""
-    import psutil
     try:
         return psutil.Process(int(pid)).create_time()
     except (psutil.NoSuchProcess, psutil.ZombieProcess, ValueError):
@@ -137,7 +139,6 @@ class RunLock:
 
     def acquire(self) -> "RunLock":
         """Take the lock, or raise :class:`RunFolderBusy` naming the run holding it."""
-        import fcntl
         for _ in range(5):
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
             try:
@@ -198,7 +199,6 @@ class RunLock:
 
 def holder(folder: str | Path) -> RunIdentity | None:
     """The identity recorded in a folder's lock file, if the lock is held now."""
-    import fcntl
     path = Path(folder) / LOCK_NAME
     try:
         fd = os.open(path, os.O_RDONLY)

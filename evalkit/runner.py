@@ -3,7 +3,7 @@
 ``evalkit run PARAMS.yaml [--out DIR] [--set KEY=VALUE ...]`` and :func:`run` do the same:
 
 1. validate the params (overrides included) before any work;
-2. prepare the analysis database (:func:`evalkit.study.prepare`);
+2. prepare the analysis database (:func:`evalkit.prepare.prepare`);
 3. execute each workbook in order with papermill in a real Jupyter kernel, injecting
    the path of the validated params; save each executed notebook and its HTML;
 4. write the brief, ``brief.html`` and ``brief.pdf`` (:mod:`evalkit.report`);
@@ -36,7 +36,7 @@ failed in the right step.
 from __future__ import annotations
 
 import datetime as _dt
-import functools
+import html
 import json
 import shutil
 import sys
@@ -45,18 +45,24 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import duckdb
+import nbformat
+import papermill as pm
+from nbconvert import HTMLExporter
+from papermill.iorw import papermill_io
 
-from . import __version__
 from . import params as _params
+from ._version import __version__
 from .data.source import describe_source
 from .errors import EvalkitError, EvalkitWarning, WorkbookError
 from .export import TABLES_DIR, XLSX_NAME, export_tables
+from .limits import check_disk
 from .provenance import provenance
+from .report import BriefError, write_brief
 from .results import assemble, write_json_atomic, write_text_atomic
-from .privacy import scrub
+from .privacy import (Finding, ScanReport, redact_notebook, redact_params, scan_outputs,
+                      scan_text, scrub)
 from .runlock import LOCK_NAME, RunIdentity, RunLock, new_run_id
-from .study import DB_NAME, prepare
+from .prepare import DB_NAME, prepare, scan_targets
 
 from .catalog import BY_NAME, CATALOG, WORKBOOK_DIR, in_run_order
 
@@ -85,9 +91,6 @@ def _html(notebook: Path, show_code: bool = True) -> Path:
     figures. A failed workbook is exported with its code, to show where it failed. The
     parameters papermill injected (the path of the run's params on this machine) are
     never exported; the executed notebook keeps them."""
-    import html
-    import nbformat
-    from nbconvert import HTMLExporter
     nb = nbformat.read(notebook, as_version=4)
     nb.cells = [c for c in nb.cells
                 if "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
@@ -128,7 +131,6 @@ class _AtomicHandler:
 
 
 def _register_atomic() -> None:
-    from papermill.iorw import papermill_io
     if not any(scheme == _ATOMIC for scheme, _ in papermill_io._handlers):
         papermill_io.register(_ATOMIC, _AtomicHandler())
 
@@ -147,8 +149,6 @@ def _seal_notebook(tmp: Path, dest: Path, run_id: str, status: str, secrets) -> 
     """Move an executed notebook from ``tmp`` to ``dest``: secrets removed, the run id and
     status in ``metadata.evalkit``, written atomically. A notebook that was never saved
     (the kernel did not start) becomes an empty notebook saying so."""
-    import nbformat
-    from .privacy import redact_notebook
     try:
         if secrets:
             redact_notebook(tmp, secrets)
@@ -172,7 +172,6 @@ def notebook_run_id(path: Path) -> str | None:
 
 def _failed_cell(notebook: Path) -> str:
     """Describe the failing cell of an executed notebook: its number and first line."""
-    import nbformat
     try:
         nb = nbformat.read(notebook, as_version=4)
     except Exception:  # noqa: BLE001 - the notebook may itself be damaged
@@ -215,7 +214,6 @@ def run(params_path: str | Path | None = None, out: str | Path | None = None,
     if only:
         return _rerun(params, out_dir, workbook_names(only), quiet, kernel_name)
     _check_output_dir(out_dir)
-    from .limits import check_disk
     check_disk(params, out_dir)                   # an absurd size is refused before any work
     run_id = new_run_id()
     lock = RunLock(out_dir, run_id).acquire()     # a second run into the folder stops here
@@ -267,8 +265,6 @@ def rerun_checks(params: _params.Params, out_dir: Path, names: list[str]) -> tup
     the run's prepared database (``work/``) must be there with the run's data fingerprint:
     the workbooks read it, not the data source, so they see the data the others saw.
     """
-    import duckdb
-    from .study import DB_NAME
     path = out_dir / "results.json"
     try:
         prior = json.loads(path.read_text())
@@ -321,7 +317,6 @@ def _rerun(params, out_dir: Path, names: list[str], quiet: bool, kernel_name: st
     lock = RunLock(out_dir, run_id).acquire()
     try:
         prior, params = rerun_checks(params, out_dir, names)
-        from .privacy import redact_params
         secrets = redact_params(params.to_dict())[1]
         run_info = {**prior["run"], "status": "running", "step": names[0], "finished": None,
                     **{k: v for k, v in lock.identity.to_dict().items() if k != "run_id"}}
@@ -363,7 +358,6 @@ def _run_locked(params, out_dir: Path, run_id: str, identity: RunIdentity, start
         stale.unlink(missing_ok=True)
     # Secrets (an encryption key, a password in a URL) are needed only to read the
     # source, which happens in this process: no output, not even params.json, holds them.
-    from .privacy import redact_params
     safe_params, secrets = redact_params(params.to_dict())
     params_file = out_dir / "params.json"
     write_json_atomic(params_file, {_params.RUN_ID_KEY: run_id, **safe_params})
@@ -444,7 +438,6 @@ def _run_steps(params, out_dir, params_file, results_path, run_info, secrets, qu
     if not only:
         _prepare(params, out_dir, run_info, secrets, quiet, finish)
 
-    import papermill as pm
     _register_atomic()
     notebooks = []
     order = in_run_order(only or params.workbooks)
@@ -493,10 +486,8 @@ def _run_steps(params, out_dir, params_file, results_path, run_info, secrets, qu
     _step(run_info, results_path, "tables")
     run_info["tables"] = export_tables(out_dir, assemble(out_dir, run_info, params.workbooks)
                                        ["tables"])
-    if run_info["tables"].get("xlsx_error"):
-        warnings.warn(run_info["tables"]["xlsx_error"], EvalkitWarning, stacklevel=2)
-    _say(f"tables: {TABLES_DIR}/ ({run_info['tables']['count']} CSV files)"
-         + (f" and {XLSX_NAME}" if run_info["tables"]["xlsx"] else ""), quiet)
+    _say(f"tables: {TABLES_DIR}/ ({run_info['tables']['count']} CSV files) and {XLSX_NAME}",
+         quiet)
     if params.report.public:
         _step(run_info, results_path, "privacy scan")
         _say("checking the outputs are safe to publish", quiet)
@@ -513,7 +504,7 @@ def _run_steps(params, out_dir, params_file, results_path, run_info, secrets, qu
 
 
 def _prepare(params, out_dir: Path, run_info: dict, secrets, quiet: bool, finish) -> None:
-    """Build the run's database (:func:`evalkit.study.prepare`), recording its fingerprint."""
+    """Build the run's database (:func:`evalkit.prepare.prepare`), recording its fingerprint."""
     _say(f"evalkit {__version__}: preparing data ({params.mode} mode, source "
          f"{describe_source(params).kind})", quiet)
     t0 = time.perf_counter()
@@ -553,7 +544,6 @@ def _kernel_died(err: Exception) -> bool:
 def _write_brief(params, out_dir: Path, run_info: dict, results_path: Path, quiet: bool,
                  secrets=()) -> None:
     """Render brief.html and brief.pdf (:mod:`evalkit.report`); a failure fails the run."""
-    from .report import write_brief
     _say(f"writing the brief ({params.report.audience} audience): brief.html, brief.pdf", quiet)
     t0 = time.perf_counter()
     try:
@@ -564,43 +554,14 @@ def _write_brief(params, out_dir: Path, run_info: dict, results_path: Path, quie
                 error=scrub(f"{type(err).__name__}: {err}", secrets))
         if isinstance(err, EvalkitError):
             raise
-        from .report import BriefError
         raise BriefError(scrub(f"the brief could not be rendered: {type(err).__name__}: "
                                 f"{err}. results.json records the failure.", secrets)) from err
     run_info["brief"] = brief.to_dict(out_dir)
     _say(f"      done in {time.perf_counter() - t0:.1f}s", quiet)
 
 
-#: Member ids shorter than this cannot be told apart from ordinary numbers in a scan: they
-#: are looked for where they would identify someone (after a word naming an id, in the
-#: free text of the params such as the title), not as every number of the outputs.
-MIN_SCANNABLE_ID = 6
 #: Params whose text the user writes and every output repeats (checked for any member id).
 FREE_TEXT_KEYS = ("title", "plan_name", "name", "label", "citation", "assumed")
-
-
-@functools.lru_cache(maxsize=2)
-def _private_values_of(db: str, mtime_ns: int, size: int) -> tuple[tuple[str, ...], tuple]:
-    """Every member id and every date of service of the run whose working database is
-    ``db`` (none in summary mode: it holds no cohort or persons). ``mtime_ns`` and
-    ``size`` key the cache: a database written again is read again."""
-    con = duckdb.connect(db, read_only=True)
-    try:
-        if con.execute("SELECT mode FROM run_info").fetchall()[0][0] == "summary":
-            return (), ()
-        tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables")
-                  .fetchall()}
-        table = "cohort" if "cohort" in tables else "persons"
-        ids = tuple(str(r[0]) for r in con.execute(f"SELECT DISTINCT member_id FROM {table}")
-                    .fetchall())
-        dates = ()
-        if "encounters" in tables:
-            dates = tuple(r[0] for r in con.execute(
-                "SELECT DISTINCT d FROM (SELECT service_date AS d FROM encounters UNION ALL "
-                "SELECT end_date FROM encounters) WHERE d IS NOT NULL").fetchall())
-    finally:
-        con.close()
-    return ids, dates
 
 
 def _free_text(node, path: str = "") -> dict[str, str]:
@@ -619,21 +580,6 @@ def _free_text(node, path: str = "") -> dict[str, str]:
     return out
 
 
-def scan_targets(out_dir: Path) -> dict:
-    """What a run's outputs are scanned for, as keyword arguments of
-    :func:`evalkit.privacy.scan_outputs`: ``member_ids`` (ids of ``MIN_SCANNABLE_ID``
-    characters or more), ``context_ids`` (shorter ones) and ``dates_of_service``.
-
-    The working database is read once for the brief's scan and the run's: the values
-    are kept while the database file is unchanged."""
-    db = Path(out_dir) / "work" / DB_NAME
-    st = db.stat()
-    ids, dates = _private_values_of(str(db.resolve()), st.st_mtime_ns, st.st_size)
-    return {"member_ids": [i for i in ids if len(i) >= MIN_SCANNABLE_ID],
-            "context_ids": [i for i in ids if len(i) < MIN_SCANNABLE_ID],
-            "dates_of_service": list(dates)}
-
-
 def _privacy_scan(params, out_dir: Path):
     """Scan every public output (not ``work/``) for member ids, dates of service, secrets
     and small cells.
@@ -645,7 +591,6 @@ def _privacy_scan(params, out_dir: Path):
     looked for: ``True`` (all everywhere), ``"context"`` (some ids are short) or None in
     summary mode, which has no member ids.
     """
-    from .privacy import Finding, ScanReport, redact_params, scan_outputs, scan_text
     targets = scan_targets(out_dir)
     short_ids = targets["context_ids"]
     checked = None if params.mode == "summary" else ("context" if short_ids else True)

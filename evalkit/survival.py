@@ -38,6 +38,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import patsy
@@ -253,7 +254,6 @@ class KaplanMeierResult:
 
         Censoring times are marked with ``+`` (as R's ``plot.survfit(mark.time = TRUE)``).
         """
-        import matplotlib.pyplot as plt
 
         if ax is None:
             _, ax = plt.subplots()

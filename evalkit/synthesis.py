@@ -28,6 +28,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from scipy import special, stats
@@ -351,7 +352,6 @@ def forest_plot(result: MetaAnalysisResult, ax=None, transform=None, xlabel: str
     -------
     matplotlib Axes
     """
-    import matplotlib.pyplot as plt
 
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 0.35 * result.k + 1.5))

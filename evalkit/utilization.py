@@ -28,6 +28,7 @@ from __future__ import annotations
 import duckdb
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from .cohort import DAYS_PER_MONTH
 from .data.contract import CATEGORIES
@@ -159,7 +160,7 @@ def build_member_windows(con: duckdb.DuckDBPyConnection, table: str = "member_wi
     that member's claims, so batching cannot change the result.
 
     The table's rows are in no particular order (read it with ``ORDER BY member_id,
-    period``, as :meth:`evalkit.study.Study.member_windows` does): neither insertion
+    period``, as :meth:`evalkit.analysis.study.Study.member_windows` does): neither insertion
     order nor a sort is kept while aggregating, which makes the step about 1.5x faster on
     two cores. The values do not depend on it.
     """
@@ -168,7 +169,6 @@ def build_member_windows(con: duckdb.DuckDBPyConnection, table: str = "member_wi
     con.execute("SET preserve_insertion_order = false")
     bar = None
     if progress and len(batches) > 1:
-        from tqdm.auto import tqdm
         bar = tqdm(total=len(batches), unit="batch", desc="member x window")
     try:
         for i, members in enumerate(batches):

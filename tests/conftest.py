@@ -4,6 +4,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from evalkit import runner
 from shared_runs import confounded_plan, write_params
 
 REFERENCE = Path(__file__).parent / "reference"
@@ -33,9 +34,8 @@ def claims_run(tmp_path_factory):
     """One run of the default claims workbooks on the small plan of
     :data:`shared_runs.CLAIMS_RUN_PARAMS`, shared by every test module that only reads
     its outputs (copy the folder with :func:`shared_runs.copy_run_folder` to change it)."""
-    import evalkit
     tmp = tmp_path_factory.mktemp("claims_run")
-    return evalkit.run(write_params(tmp), out=tmp / "out", quiet=True)
+    return runner.run(write_params(tmp), out=tmp / "out", quiet=True)
 
 
 @pytest.fixture(scope="session")
@@ -60,7 +60,7 @@ def assert_structured_records(results: dict) -> None:
     primary estimate per outcome and scale, and the run's spec is recorded."""
     from collections import Counter
 
-    from evalkit.spec import ANALYSES
+    from evalkit.results import ANALYSES
     est = results["estimates"]
     assert est, "no estimates"
     assert results.get("spec") is not None and "study" in results["spec"]

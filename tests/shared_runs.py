@@ -41,9 +41,9 @@ def confounded_plan(out: Path) -> tuple:
     prepared in ``out``, with its cohort design (default: matching), negative controls
     and effects: ``(study, design, negative_controls, calibrated_effects, crude_effects,
     true_effects)``."""
-    from evalkit import design as D
+    from evalkit.analysis import design as D
     from evalkit import params as P
-    from evalkit.study import prepare_study
+    from evalkit.analysis.study import prepare_study
     st = prepare_study(P.validate({"seed": 1, "data": {"members": 4000}}), out)
     kinds = st.design_outcomes()
     with warnings.catch_warnings():

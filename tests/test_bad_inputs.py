@@ -13,11 +13,10 @@ import pandas as pd
 import pytest
 import yaml
 
-import evalkit
 from evalkit import runner
 from evalkit.data import synthetic
 from evalkit.errors import ConvergenceError, DataValidationError, EvalkitError, WorkbookError
-from evalkit.outcomes import choose_count_family
+from evalkit.analysis.outcomes import choose_count_family
 
 TABLES = ("members", "enrollment", "encounters", "exposure")
 
@@ -48,7 +47,7 @@ def test_empty_cohort_stops_before_the_workbooks(tmp_path, base_plan):
     f = _variant(tmp_path, base_plan,
                  exposure="SELECT * REPLACE (DATE '1990-01-01' AS index_date) FROM {t}")
     with pytest.raises(DataValidationError, match="the analysis cohort is empty") as err:
-        evalkit.run(f, out=tmp_path / "out", quiet=True)
+        runner.run(f, out=tmp_path / "out", quiet=True)
     assert "enrolled on the index date: 0 self_help / 0 control" in str(err.value)
     status = runner.read_status(tmp_path / "out")
     assert status["status"] == "failed" and status["failed_step"] == "prepare"
@@ -59,7 +58,7 @@ def test_arm_without_members_stops_before_the_workbooks(tmp_path, base_plan):
     f = _variant(tmp_path, base_plan,
                  exposure="SELECT * REPLACE ('self_help' AS \"group\") FROM {t}")
     with pytest.raises(DataValidationError, match="has no control members .* needs both arms"):
-        evalkit.run(f, out=tmp_path / "out", quiet=True)
+        runner.run(f, out=tmp_path / "out", quiet=True)
 
 
 def _frame(er_treated, er_control):
@@ -95,7 +94,7 @@ def test_arm_without_events_through_a_run(tmp_path, base_plan):
         f"read_parquet('{base_plan['exposure']}') WHERE \"group\" = 'self_help'))"))
     with pytest.raises(WorkbookError, match="utilization.*er_visits: no count model could be "
                                             "fitted.*separation"):
-        evalkit.run(f, out=tmp_path / "out", quiet=True)
+        runner.run(f, out=tmp_path / "out", quiet=True)
     status = runner.read_status(tmp_path / "out")
     assert [w["status"] for w in status["workbooks"]] == ["ok", "failed"]
 
@@ -104,7 +103,7 @@ def test_output_folder_that_cannot_be_written(tmp_path, base_plan):
     (tmp_path / "afile").write_text("x")
     f = _variant(tmp_path, base_plan)
     with pytest.raises(EvalkitError, match="cannot write to output folder"):
-        evalkit.run(f, out=tmp_path / "afile" / "run", quiet=True)
+        runner.run(f, out=tmp_path / "afile" / "run", quiet=True)
 
 
 # ------------------------------------------------------------------ bad rows and bad files
@@ -129,7 +128,7 @@ def test_impossible_dates_are_quarantined_and_the_run_goes_on(tmp_path, base_pla
     f.write_text(yaml.safe_dump({"title": "impossible dates", "workbooks": ["data_quality"],
                                  "data": {"source": "files",
                                           "tables": {t: str(plan / f"{t}.csv") for t in TABLES}}}))
-    result = evalkit.run(f, out=tmp_path / "out", quiet=True)
+    result = runner.run(f, out=tmp_path / "out", quiet=True)
     assert runner.read_status(tmp_path / "out")["status"] == "ok"
     db = duckdb.connect(str(result.output_dir / "work" / "analysis.duckdb"), read_only=True)
     got = db.execute("SELECT source_row, reason FROM quarantine ORDER BY source_row").fetchall()
@@ -187,7 +186,7 @@ def test_person_mode_counts_agree_with_nan_and_inf_planted(tmp_path):
         "data": {"person": {"path": str(tmp_path / "people.csv"), "id": "id", "treatment": "arm",
                             "treated_value": 1, "outcomes": ["er_visits"], "exposure": "months",
                             "covariates": ["age"]}}}))
-    result = evalkit.run(f, out=tmp_path / "out", quiet=True)
+    result = runner.run(f, out=tmp_path / "out", quiet=True)
     db = duckdb.connect(str(result.output_dir / "work" / "analysis.duckdb"), read_only=True)
     reasons = dict(db.execute("SELECT source_row, reason FROM quarantine").fetchall())
     assert reasons == {6: "missing_value", 7: "non_finite", 8: "non_finite", 9: "non_finite",

@@ -120,7 +120,7 @@ def test_joint_bootstrap_pairs_the_batched_er_effect_with_the_saving():
     import functools
 
     from evalkit.models.bootstrap import bootstrap
-    from evalkit.valuation import _er_statistic, joint_bootstrap
+    from evalkit.analysis.valuation import _er_statistic, joint_bootstrap
     df = _members(n=800, seed=9)
     rng = np.random.default_rng(1)
     df["total_cost"] = np.where(rng.uniform(size=len(df)) < 0.2, 0.0,

@@ -275,7 +275,7 @@ def test_a_brief_that_cannot_be_rendered_fails_the_run(run, tmp_path, monkeypatc
 
     def broken(*args, **kwargs):
         raise RuntimeError("no fonts")
-    monkeypatch.setattr("evalkit.report.write_brief", broken)
+    monkeypatch.setattr(runner, "write_brief", broken)
     with pytest.raises(BriefError, match="no fonts"):
         runner._write_brief(params, folder, info, folder / "results.json", True)
     res = json.loads((folder / "results.json").read_text())

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 from test_brief import pdf_text
 
-import evalkit
+from evalkit.runner import run
 from evalkit.models.bootstrap import FAILED_SHARE_LIMIT
 from evalkit.params import validate
 from evalkit.report import build_context, findings, story
@@ -28,7 +28,7 @@ PARAMS = Path(__file__).resolve().parent.parent / "params"
 
 def _run(tmp_path_factory, name: str):
     out = tmp_path_factory.mktemp(name) / "out"
-    run = evalkit.run(PARAMS / f"{name}.yaml", out=out, quiet=True)
+    run = run(PARAMS / f"{name}.yaml", out=out, quiet=True)
     res = json.loads(run.results_path.read_text())
     assert res["run"]["status"] == "ok"
     return res, pdf_text(out / "brief.pdf")
@@ -165,7 +165,7 @@ def test_synthesis_brief_names_assumptions_and_totals(synthesis):
 
 def test_spec_lists_program_costs_left_to_defaults():
     """Only the program costs the params leave out are assumptions."""
-    from evalkit import spec
+    from evalkit.analysis import spec
     s = spec.resolve(validate({"econ": {"coordination": 150, "materials": 20}}))
     assert [a["input"] for a in s.assumed] == ["econ.facilitation", "econ.fixed_startup"]
     assert spec.AnalysisSpec.from_dict(s.to_dict()).assumed == s.assumed

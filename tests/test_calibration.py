@@ -331,7 +331,7 @@ def test_systematic_error_model_with_negative_controls_only_is_the_null():
 
 def test_root_finder_fallback_agrees(monkeypatch):
     # scipy < 1.15 has no scipy.optimize.elementwise; the brentq fallback gives the same CI.
-    import evalkit.causal.calibration as cal
+    import evalkit.causal.calibration.inference as cal
 
     model = SystematicErrorModel(0.1, 0.9, math.log(0.15), 0.3)
     b, s = np.linspace(-1, 2, 7), np.full(7, 0.2)

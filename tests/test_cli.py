@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 import evalkit
-from evalkit import params as P
+from evalkit import params as P, runner
 from evalkit.cli import main
 from evalkit.errors import ParamsError
 
@@ -121,7 +121,7 @@ def test_params_schema_printed_and_committed(capsys):
 @pytest.mark.slow
 def test_brief_for_another_audience_leaves_the_runs_own(tmp_path, capsys):
     out = tmp_path / "run"
-    evalkit.run(ROOT / "params" / "er_power.yaml", out=out, quiet=True)
+    runner.run(ROOT / "params" / "er_power.yaml", out=out, quiet=True)
     own_html, own_pdf = (out / "brief.html").read_bytes(), (out / "brief.pdf").read_bytes()
     record = json.loads((out / "results.json").read_text())["run"]["brief"]
     assert main(["brief", str(out), "--audience", "research"]) == 0

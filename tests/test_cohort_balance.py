@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from evalkit import design as D
+from evalkit.analysis import design as D
 from evalkit import params as P
 from evalkit.causal import estimate
 from evalkit.causal.estimate import _fit_weighted_poisson

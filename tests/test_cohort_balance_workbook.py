@@ -7,8 +7,8 @@ import nbformat
 import pytest
 import yaml
 
-import evalkit
-from evalkit.study import Study
+from evalkit import runner
+from evalkit.analysis.study import Study
 
 
 # ------------------------------------------------------------------ the workbook
@@ -22,7 +22,7 @@ def small_run(tmp_path_factory):
                                  "models": {"bootstrap_replicates": 0},
                                  "design": {"max_smd": 0.01},
                                  "workbooks": ["costs", "cohort_balance"]}))
-    result = evalkit.run(f, out=tmp / "out", quiet=True)
+    result = runner.run(f, out=tmp / "out", quiet=True)
     return result.output_dir, json.loads(result.results_path.read_text())
 
 

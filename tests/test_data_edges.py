@@ -175,7 +175,7 @@ def test_edges_are_quarantined_or_kept_as_documented(form, tmp_path):
 
 def test_the_workbook_reads_the_notes_and_hides_few_persons_in_public_runs(tmp_path):
     from evalkit.params import validate
-    from evalkit.study import prepare_study
+    from evalkit.analysis.study import prepare_study
     _csv(tmp_path / "csv")
     tables = {t: str(tmp_path / "csv" / f"{t}.csv")
               for t in ("members", "enrollment", "encounters", "exposure")}

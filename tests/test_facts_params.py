@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import evalkit
+from evalkit import runner
 from conftest import assert_structured_records
 
 N_ARM = 887                                   # patients per cohort (Humphreys & Moos 2001)
@@ -29,7 +29,7 @@ ER_RATIO = 0.82                               # Healthwise: ER use 18% lower
 @pytest.fixture(scope="module")
 def brief(tmp_path_factory):
     out = tmp_path_factory.mktemp("clearinghouse") / "out"
-    run = evalkit.run("params/clearinghouse_brief.yaml", out=out, quiet=True)
+    run = runner.run("params/clearinghouse_brief.yaml", out=out, quiet=True)
     return run, json.loads(run.results_path.read_text())
 
 
@@ -113,10 +113,10 @@ def test_abstinence_proportions(brief):
 
 
 def test_projection_in_results_is_the_seeded_projection(brief):
-    """The workbook's projection equals evalkit.summary.project with the params' seed,
+    """The workbook's projection equals evalkit.analysis.summary.project with the params' seed,
     number for number (same params and seed, same draws)."""
     from evalkit import params as P
-    from evalkit import summary as S
+    from evalkit.analysis import summary as S
     _, res = brief
     p = P.load("params/clearinghouse_brief.yaml")
     proj = S.project_plan(p, S.synthesize(p.summary))

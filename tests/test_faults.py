@@ -15,7 +15,6 @@ import nbformat
 import pytest
 import yaml
 
-import evalkit
 from evalkit import runner
 from evalkit.cli import main
 from evalkit.errors import WorkbookError
@@ -43,7 +42,7 @@ def test_killed_kernel_fails_the_run_clearly(tmp_path, monkeypatch, capsys):
     _with_planted_cell(tmp_path, monkeypatch,
                        "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)")
     with pytest.raises(WorkbookError, match="kernel died") as err:
-        evalkit.run(_params(tmp_path), out=tmp_path / "out", quiet=True)
+        runner.run(_params(tmp_path), out=tmp_path / "out", quiet=True)
     assert "utilization" in str(err.value)
     status = runner.read_status(tmp_path / "out")
     assert status["status"] == "failed"
@@ -64,7 +63,7 @@ def test_interrupt_in_the_process_is_recorded(tmp_path, monkeypatch):
     import papermill
     monkeypatch.setattr(papermill, "execute_notebook", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        evalkit.run(_params(tmp_path), out=tmp_path / "out", quiet=True)
+        runner.run(_params(tmp_path), out=tmp_path / "out", quiet=True)
     status = runner.read_status(tmp_path / "out")
     assert status["status"] == "failed" and "KeyboardInterrupt" in status["error"]
     assert [w["status"] for w in status["workbooks"]] == ["failed"]
@@ -97,7 +96,7 @@ def test_run_killed_midway_says_it_failed_and_can_be_rerun(tmp_path):
     assert all(w["status"] in ("ok", "failed") for w in status["workbooks"])
     assert status["workbooks"][-1]["status"] == "failed"
     # the same folder takes a new run, which replaces the failed record
-    res = evalkit.run(_params(tmp_path), out=out, quiet=True)
+    res = runner.run(_params(tmp_path), out=out, quiet=True)
     assert runner.read_status(out)["status"] == "ok" and res.status == "ok"
 
 

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from evalkit.errors import ConvergenceError, EvalkitError
 from evalkit.models.count import FAMILIES, count_model
 from evalkit.models.twopart import two_part
-from evalkit.outcomes import choose_count_family
+from evalkit.analysis.outcomes import choose_count_family
 
 RHS = "treated + age + female + comorbidity"
 

@@ -17,9 +17,8 @@ import pytest
 from scipy import stats
 from statsmodels.duration.survfunc import survdiff
 
-import evalkit
-from evalkit import params as P
-from evalkit.comparisons import compare_groups
+from evalkit import params as P, runner
+from evalkit.analysis.comparisons import compare_groups
 from evalkit.data import synthetic_person as sp
 from evalkit.data.load import scan_sql
 from evalkit.data.person import load_person
@@ -225,7 +224,7 @@ def test_load_person_keeps_a_k_level_group_column(tmp_path):
 def run(tmp_path_factory):
     """The shipped params file, run as a public release: every output is scanned for
     small counts of people (counts of groups are labelled as such and pass)."""
-    return evalkit.run(PARAMS_FILE, out=tmp_path_factory.mktemp("gt") / "out", quiet=True,
+    return runner.run(PARAMS_FILE, out=tmp_path_factory.mktemp("gt") / "out", quiet=True,
                        overrides={"report.public": True})
 
 

@@ -9,11 +9,11 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from evalkit import design as D
+from evalkit.analysis import design as D
 from evalkit.causal import Null
 from evalkit.data.synthetic import generate, scenario
 from evalkit.errors import DataValidationError, ParamsError
-from evalkit.study import Study
+from evalkit.analysis.study import Study
 
 
 # --------------------------------------------------------------------- the generator

@@ -26,7 +26,7 @@ import statsmodels.api as sm
 import statsmodels.formula.api as smf
 from scipy import stats
 
-import evalkit
+from evalkit import runner
 from conftest import assert_structured_records
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,7 +40,7 @@ FORMULA = ("C(sex) + C(race) + age + I(age**2) + C(education) + smokeintensity"
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("nhefs") / "out"
-    result = evalkit.run(PARAMS, out=out, quiet=True)
+    result = runner.run(PARAMS, out=out, quiet=True)
     res = json.loads(result.results_path.read_text())
     assert_structured_records(res)
     return res

@@ -265,7 +265,7 @@ def test_missing_cdm_tables_are_named(tmp_path):
 
 
 def test_prepare_reads_omop(cdm, tmp_path):
-    from evalkit.study import prepare
+    from evalkit.prepare import prepare
     p = P.validate({"data": {"source": "omop", "database": str(cdm),
                              "omop": {"exposure_cohorts": {"self_help": 11, "control": 12},
                                       "mh_specialty_concepts": [PSYCHIATRY]}},

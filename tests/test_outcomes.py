@@ -4,11 +4,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from evalkit import outcomes as O
+from evalkit.analysis import outcomes as O
 from evalkit import params as P
 from evalkit.errors import DataValidationError
 from evalkit.results import write_json_atomic
-from evalkit.study import Study, prepare
+from evalkit.analysis.study import Study
+from evalkit.prepare import prepare
 
 
 def test_family_choice_prefers_negbin_for_overdispersed_counts():
@@ -30,7 +31,7 @@ def test_with_treatment_needs_both_arms():
 
 
 def test_unusable_covariates_are_left_out_with_the_reason():
-    from evalkit.spec import model_frame
+    from evalkit.analysis.spec import model_frame
     df = pd.DataFrame({"treated": [0, 1, 0, 1], "copy": [0, 1, 0, 1], "const": [1, 1, 1, 1],
                        "site": list("abab"), "age": [30, 40, 50, 60]})
     mf = model_frame(df, ["copy", "const", "age"])

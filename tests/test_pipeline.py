@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 
 from evalkit import params as P
-from evalkit.study import Study, prepare
+from evalkit.analysis.study import Study
+from evalkit.prepare import prepare
 from evalkit.results import write_json_atomic
 
 

@@ -16,12 +16,11 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-import evalkit
-from evalkit import catalog
+from evalkit import catalog, runner
 from evalkit import params as P
 from evalkit.errors import DataValidationError, ParamsError
 from evalkit.params import PlanningParams
-from evalkit.planning import estimate_baseline, plan_study
+from evalkit.analysis.planning import estimate_baseline, plan_study
 from conftest import assert_structured_records
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -151,7 +150,7 @@ def test_planning_is_catalogued_but_not_run_by_default():
 def test_er_power_params_end_to_end(tmp_path):
     """params/er_power.yaml through the runner: summary mode, no member data."""
     shutil.copy(ROOT / "params" / "er_power.yaml", tmp_path / "er_power.yaml")
-    run = evalkit.run(tmp_path / "er_power.yaml", out=tmp_path / "out", quiet=True)
+    run = runner.run(tmp_path / "er_power.yaml", out=tmp_path / "out", quiet=True)
     res = json.loads(run.results_path.read_text())
     assert res["run"]["status"] == "ok"
     assert res["run"]["params"]["mode"] == "summary"
@@ -178,7 +177,7 @@ def test_claims_mode_estimates_the_missing_inputs_from_the_baseline_year(tmp_pat
     """Study.plan_study on a prepared synthetic plan: rate and dispersion are estimated from
     the comparison arm's baseline window, and match a direct NB2 fit of those members."""
     from evalkit.models.count import count_model
-    from evalkit.study import prepare_study
+    from evalkit.analysis.study import prepare_study
     study = prepare_study(P.validate({"data": {"members": 800}, "workbooks": ["planning"],
                                       "planning": {"members_per_arm": 1500}}), tmp_path)
     try:

@@ -1,5 +1,5 @@
 """Time from discharge of the first follow-up stay to readmission (Study.readmission_times,
-evalkit.readmission) and its section of the time-to-event workbook."""
+evalkit.analysis.readmission) and its section of the time-to-event workbook."""
 import json
 import textwrap
 import warnings
@@ -8,12 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import evalkit
-from evalkit import params as P
+from evalkit import params as P, runner
 from evalkit.errors import DataDroppedWarning
-from evalkit.readmission import readmission_effects
+from evalkit.analysis.readmission import readmission_effects
 from evalkit.results import write_json_atomic
-from evalkit.study import Study, prepare
+from evalkit.analysis.study import Study
+from evalkit.prepare import prepare
 
 # Every member: index date 2023-01-01, 365-day windows, so the follow-up window is
 # [2023-01-01, 2024-01-01). Expected durations are worked out by hand below.
@@ -185,7 +185,7 @@ def test_workbook_section_end_to_end(tmp_path):
         "scenario_options": {"base_rates": {"inpatient": 1.2}}}}))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        run = evalkit.run(f, out=tmp_path / "many", quiet=True)
+        run = runner.run(f, out=tmp_path / "many", quiet=True)
     res = json.loads(run.results_path.read_text())
     assert res["run"]["status"] == "ok"
     rd = [e for e in res["estimates"] if e["outcome"].startswith("inpatient_readmission")]
@@ -198,7 +198,7 @@ def test_workbook_section_end_to_end(tmp_path):
     f.write_text(yaml.safe_dump({**base, "data": {"scenario": "demo", "members": 300}}))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        run = evalkit.run(f, out=tmp_path / "few", quiet=True)
+        run = runner.run(f, out=tmp_path / "few", quiet=True)
     res = json.loads(run.results_path.read_text())
     assert res["run"]["status"] == "ok"
     assert not [e for e in res["estimates"] if e["outcome"].startswith("inpatient_readmission")]

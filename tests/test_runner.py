@@ -9,7 +9,6 @@ from pathlib import Path
 import nbformat
 import pytest
 
-import evalkit
 from evalkit import catalog, runner
 from evalkit.errors import EvalkitError, ParamsError, WorkbookError
 from conftest import assert_structured_records
@@ -78,7 +77,7 @@ def test_run_writes_contract_outputs(tiny_run):
 
 
 def test_same_params_same_results(tiny_run, tmp_path):
-    again = evalkit.run(_write_params(tmp_path), out=tmp_path / "again", quiet=True)
+    again = runner.run(_write_params(tmp_path), out=tmp_path / "again", quiet=True)
     a = _strip_times(json.loads(tiny_run.results_path.read_text()))
     b = _strip_times(json.loads(again.results_path.read_text()))
     assert a == b
@@ -87,7 +86,7 @@ def test_same_params_same_results(tiny_run, tmp_path):
 def test_rerun_into_same_folder_is_safe(tiny_run, tmp_path):
     folder = copy_run_folder(tiny_run, tmp_path / "out")      # the shared run stays as made
     assert (folder / "03_utilization.ipynb").exists()
-    res = evalkit.run(_write_params(tmp_path), out=folder, quiet=True,
+    res = runner.run(_write_params(tmp_path), out=folder, quiet=True,
                       overrides=["workbooks=[data_quality]"])
     data = json.loads(res.results_path.read_text())
     assert data["run"]["status"] == "ok" and [w["workbook"] for w in data["run"]["workbooks"]] == ["data_quality"]
@@ -103,7 +102,7 @@ def test_failing_workbook_is_reported_and_kept(tmp_path, monkeypatch):
     nbformat.write(nb, wb_dir / "03_utilization.ipynb")
     monkeypatch.setattr(runner, "WORKBOOK_DIR", wb_dir)
     with pytest.raises(WorkbookError) as e:
-        evalkit.run(_write_params(tmp_path), out=tmp_path / "out", quiet=True)
+        runner.run(_write_params(tmp_path), out=tmp_path / "out", quiet=True)
     msg = str(e.value)
     assert "utilization" in msg and "planted failure" in msg and "code cell" in msg
     res = json.loads((tmp_path / "out" / "results.json").read_text())
@@ -125,19 +124,19 @@ def test_failing_workbook_is_reported_and_kept(tmp_path, monkeypatch):
 
 def test_bad_params_fail_before_any_work(tmp_path):
     with pytest.raises(ParamsError, match="data.scenaro"):
-        evalkit.run(_write_params(tmp_path), out=tmp_path / "out", overrides=["data.scenaro=demo"])
+        runner.run(_write_params(tmp_path), out=tmp_path / "out", overrides=["data.scenaro=demo"])
     assert not (tmp_path / "out").exists()
 
 
 def test_output_folder_checks(tmp_path):
     (tmp_path / "f").write_text("x")
     with pytest.raises(EvalkitError, match="is a file"):
-        evalkit.run(_write_params(tmp_path), out=tmp_path / "f", quiet=True)
+        runner.run(_write_params(tmp_path), out=tmp_path / "f", quiet=True)
     other = tmp_path / "other"
     other.mkdir()
     (other / "thesis.docx").write_text("x")
     with pytest.raises(EvalkitError, match="not an evalkit run"):
-        evalkit.run(_write_params(tmp_path), out=other, quiet=True)
+        runner.run(_write_params(tmp_path), out=other, quiet=True)
 
 
 def test_cli_reports_errors_and_exit_code(tmp_path, capsys):
@@ -155,7 +154,7 @@ def test_public_run_refuses_small_cells(tmp_path):
     tiny = Path(__file__).parent / "fixtures" / "tiny"
     tables = {t: str(tiny / f"{t}.csv") for t in ("members", "enrollment", "encounters", "exposure")}
     with pytest.raises(DisclosureError):
-        evalkit.run(_write_params(tmp_path), out=tmp_path / "out", quiet=True, overrides={
+        runner.run(_write_params(tmp_path), out=tmp_path / "out", quiet=True, overrides={
             "report.public": True, "workbooks": ["data_quality"], "data.source": "files",
             "data.tables": tables, "data.category_map": {"ED": "er", "IP": "inpatient"},
             "data.group_map": {"T": "self_help", "C": "control"}, "data.members": None,
@@ -164,6 +163,6 @@ def test_public_run_refuses_small_cells(tmp_path):
     assert res["run"]["status"] == "failed" and res["run"]["failed_step"] == "privacy scan"
     assert res["run"]["privacy"]["findings"]
     assert res["run"]["privacy"]["member_ids_checked"] == "context"   # ids 1, 2 are short
-    ok = evalkit.run(_write_params(tmp_path), out=tmp_path / "private", quiet=True,
+    ok = runner.run(_write_params(tmp_path), out=tmp_path / "private", quiet=True,
                      overrides={"workbooks": ["data_quality"], "data.members": 300})
     assert "privacy" not in json.loads(ok.results_path.read_text())["run"]

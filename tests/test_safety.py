@@ -16,7 +16,6 @@ import pandas as pd
 import pytest
 import yaml
 
-import evalkit
 from evalkit import limits, params, runner, runlock
 from evalkit.cli import main
 from evalkit.errors import ParamsError
@@ -90,7 +89,7 @@ def test_memory_limit_accepts_duckdb_sizes_and_defaults_to_half_the_memory(tmp_p
     import psutil
     assert params.validate({"engine": {"memory_limit": "3gib"}}).engine.memory_limit == "3GiB"
     assert params.validate({"engine": {"memory_limit": " 512 MB"}}).engine.memory_limit == "512MB"
-    from evalkit.study import _connect
+    from evalkit.prepare import _connect
     con = _connect(tmp_path / "x.duckdb", params.validate({}))
     got = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
     half = psutil.virtual_memory().total / 2 / 2**30
@@ -306,7 +305,7 @@ def test_public_run_with_short_ids_and_a_date_of_service_in_the_title_is_refused
                                    "category_map": {"ED": "er", "IP": "inpatient"},
                                    "group_map": {"T": "self_help", "C": "control"}}})
     with pytest.raises(DisclosureError) as err:
-        evalkit.run(p, out=tmp_path / "out", quiet=True)
+        runner.run(p, out=tmp_path / "out", quiet=True)
     # the public brief checks itself before it is written: it is never written
     kinds = {(f.file, f.kind) for f in err.value.findings}
     assert {("brief.html", "member_id"), ("brief.html", "date_of_service")} <= kinds
@@ -329,7 +328,7 @@ def test_public_synthetic_run_refuses_a_member_id_in_the_title_not_a_small_numbe
     ids = runner.scan_targets(public_run["out"])
     assert ids["context_ids"] == [] and len(ids["member_ids"]) > 500
     assert all(re.fullmatch(r"M\d{9}", i) for i in ids["member_ids"])
-    ok = evalkit.run(_write(tmp_path, {**SMALL, "title": "Plan review after 2 years, 3 arms",
+    ok = runner.run(_write(tmp_path, {**SMALL, "title": "Plan review after 2 years, 3 arms",
                                        "report": {"public": True}}),
                      out=tmp_path / "ok", quiet=True)
     assert json.loads(ok.results_path.read_text())["run"]["privacy"]["ok"]
@@ -337,7 +336,7 @@ def test_public_synthetic_run_refuses_a_member_id_in_the_title_not_a_small_numbe
     p = _write(tmp_path, {**SMALL, "title": f"Plan review: the claims of {who}",
                           "report": {"public": True}}, "id.yaml")
     with pytest.raises(DisclosureError) as err:
-        evalkit.run(p, out=tmp_path / "refused", quiet=True)
+        runner.run(p, out=tmp_path / "refused", quiet=True)
     assert ("brief.html", "member_id") in {(f.file, f.kind) for f in err.value.findings}
     assert not (tmp_path / "refused" / "brief.html").exists()
     report, checked = runner._privacy_scan(params.load(p), tmp_path / "refused")
@@ -386,7 +385,7 @@ def test_suppress_shares_hides_shares_standing_for_few_people():
 def test_public_table1_hides_shares_of_small_arms(tmp_path):
     """Table 1 of the tiny plan (one member per arm): every share stands for one person,
     so a public run hides them (and the SMDs); an internal run shows them."""
-    from evalkit.study import prepare_study
+    from evalkit.analysis.study import prepare_study
     tables = {t: str(TINY / f"{t}.csv") for t in ("members", "enrollment", "encounters",
                                                    "exposure")}
     raw = {"data": {"source": "files", "tables": tables,

@@ -16,7 +16,7 @@ import duckdb
 import pandas as pd
 import pytest
 
-import evalkit
+from evalkit import runner
 from evalkit.data import synthetic
 from evalkit.params import validate
 from plan_forms import OMOP_EXTRA, SYNTHEA_EXTRA, to_omop, to_synthea
@@ -92,7 +92,7 @@ def runs(plan, tmp_path_factory):
     for kind in KINDS:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            out[kind] = evalkit.run(params=validate(_params(kind, plan)),
+            out[kind] = runner.run(params=validate(_params(kind, plan)),
                                     out=root / kind.replace(" ", "_"), quiet=True)
     return out
 

@@ -165,7 +165,7 @@ def test_synthetic_plan_with_gaps_and_edge_cases(spark, tmp_path):
 
 def test_prepare_with_spark_engine_matches_duckdb(spark, tmp_path):
     from evalkit import params as P
-    from evalkit.study import prepare
+    from evalkit.prepare import prepare
     tables = {}
     for engine in ("duckdb", "spark"):
         p = P.validate({"data": {"members": 600}, "engine": {"name": engine,

@@ -39,7 +39,7 @@ from evalkit import utilization  # noqa: E402
 from evalkit.cohort import build_cohort  # noqa: E402
 from evalkit.engines import spark as sp  # noqa: E402
 from evalkit.errors import EvalkitWarning  # noqa: E402
-from evalkit.study import prepare  # noqa: E402
+from evalkit.prepare import prepare  # noqa: E402
 from test_load import load_tiny  # noqa: E402
 
 SPARK_HOME = Path(pyspark.__file__).parent

@@ -1,4 +1,4 @@
-"""Summary mode: params validation, evalkit.summary against hand calculations and metafor,
+"""Summary mode: params validation, evalkit.analysis.summary against hand calculations and metafor,
 the projection's determinism, small-cell suppression, summary-mode guards, and the parent
 survey params file end to end.
 
@@ -23,9 +23,8 @@ import pytest
 from conftest import reference_data, reference_json
 from scipy import stats
 
-import evalkit
-from evalkit import params as P
-from evalkit import summary as S
+from evalkit import params as P, runner
+from evalkit.analysis import summary as S
 from evalkit.errors import DataValidationError, ParamsError
 from evalkit.synthesis import compare_proportions, effect_size, proportion_ci
 from conftest import assert_structured_records
@@ -299,8 +298,8 @@ def test_public_effects_table_hides_small_arms():
 
 # ----------------------------------------------------------------------------- guards
 def test_study_in_summary_mode_refuses_member_level_methods(tmp_path):
-    from evalkit import runner
-    from evalkit.study import prepare_study
+    from evalkit import prepare
+    from evalkit.analysis.study import prepare_study
     study = prepare_study(P.validate(_summary(studies=[HM])), tmp_path)
     try:
         for method in ("analysis_frame", "member_windows", "attrition", "covariates",
@@ -311,15 +310,15 @@ def test_study_in_summary_mode_refuses_member_level_methods(tmp_path):
         assert study.describe_run().set_index("item").loc["scenario", "value"] == "-"
     finally:
         study.close()
-    assert runner.scan_targets(tmp_path) == {"member_ids": [], "context_ids": [],
-                                            "dates_of_service": []}
+    assert prepare.scan_targets(tmp_path) == {"member_ids": [], "context_ids": [],
+                                              "dates_of_service": []}
 
 
 # ----------------------------------------------------------------------------- parent survey
 @pytest.fixture(scope="module")
 def parent_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("parents") / "out"
-    return evalkit.run("params/parent_survey.yaml", out=out, quiet=True)
+    return runner.run("params/parent_survey.yaml", out=out, quiet=True)
 
 
 def test_parent_survey_end_to_end(parent_run):

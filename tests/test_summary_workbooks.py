@@ -12,7 +12,7 @@ import pytest
 import yaml
 from conftest import reference_data, reference_json
 
-import evalkit
+from evalkit import runner
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def bcg_run(tmp_path_factory):
     f = tmp / "bcg.yaml"
     f.write_text(yaml.safe_dump({"title": "BCG trials", "mode": "summary",
                                  "summary": {"studies": studies}}))
-    run = evalkit.run(f, out=tmp / "out", quiet=True)
+    run = runner.run(f, out=tmp / "out", quiet=True)
     return run, json.loads(run.results_path.read_text())
 
 

@@ -14,8 +14,7 @@ import pandas as pd
 import pytest
 from scipy import integrate
 
-import evalkit
-from evalkit import params as P
+from evalkit import params as P, runner
 from evalkit.data import synthetic_person as sp
 from evalkit.data.load import load_report, scan_sql
 from evalkit.data.person import load_person
@@ -198,7 +197,7 @@ def run(tmp_path_factory):
     the file, is covered by the runner tests; leaving it out keeps this file fast), run
     as a public release: every output is scanned for small counts of people."""
     out = tmp_path_factory.mktemp("sgs") / "out"
-    return evalkit.run(PARAMS_FILE, out=out, quiet=True,
+    return runner.run(PARAMS_FILE, out=out, quiet=True,
                        overrides={"workbooks": ["survival"], "report.public": True})
 
 

@@ -183,7 +183,7 @@ def test_missing_files_and_columns_are_named(tmp_path):
 
 
 def test_prepare_reads_synthea(tmp_path):
-    from evalkit.study import prepare
+    from evalkit.prepare import prepare
     folder = make_export(tmp_path / "csv")
     p = P.validate({"data": {"source": "synthea", "synthea": {
         "folder": str(folder), "exposure_file": str(folder / "exposure.csv")}},

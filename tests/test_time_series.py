@@ -1,5 +1,5 @@
 """Monthly series per arm and the interrupted time series fitted to them
-(evalkit.time_series, Study.monthly_rates / interrupted_time_series, workbook 07)."""
+(evalkit.analysis.time_series, Study.monthly_rates / interrupted_time_series, workbook 07)."""
 import json
 import warnings
 
@@ -9,14 +9,14 @@ import pytest
 import statsmodels.api as sm
 from scipy import stats
 
-import evalkit
-from evalkit import params as P
-from evalkit import time_series as ts
+from evalkit import params as P, runner
+from evalkit.analysis import time_series as ts
 from evalkit.cohort import DAYS_PER_MONTH
 from evalkit.errors import DataDroppedWarning, DataValidationError, ParamsError
 from evalkit.models.its import its
 from evalkit.results import write_json_atomic
-from evalkit.study import Study, prepare
+from evalkit.analysis.study import Study
+from evalkit.prepare import prepare
 from conftest import assert_structured_records
 
 
@@ -206,7 +206,7 @@ def test_dummy_seasons_cannot_fit_one_year_each_side_but_harmonics_can(healthwis
 def test_workbook_runs_end_to_end(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        run = evalkit.run("params/healthwise_er.yaml", out=tmp_path / "out", quiet=True,
+        run = runner.run("params/healthwise_er.yaml", out=tmp_path / "out", quiet=True,
                           overrides={"data.members": 3000, "workbooks": ["time_series"]})
     res = json.loads(run.results_path.read_text())
     assert res["run"]["status"] == "ok"

@@ -3,7 +3,7 @@ draws, one-way sensitivity, budget impact for a named plan, their params, and an
 end-to-end run on the humphreys_moos scenario.
 
 Every reference value is worked out by hand in the comments (the formulas are in
-evalkit.valuation.value_program's Notes and evalkit.econ.budget_impact's Notes).
+evalkit.analysis.valuation.value_program's Notes and evalkit.econ.budget_impact's Notes).
 """
 import json
 import warnings
@@ -12,11 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import evalkit
-from evalkit import params as P
+from evalkit import params as P, runner
 from evalkit.errors import ParamsError, StatisticalWarning
 from evalkit.params import BudgetParams, EconParams
-from evalkit.valuation import (JointReplicates, budget_for_plan, er_effect, sensitivity,
+from evalkit.analysis.valuation import (JointReplicates, budget_for_plan, er_effect, sensitivity,
                                value_program)
 
 
@@ -260,7 +259,7 @@ def hm_run(tmp_path_factory):
     from pathlib import Path
     tmp = tmp_path_factory.mktemp("hm")
     params = Path(__file__).resolve().parent.parent / "params" / "humphreys_moos.yaml"
-    return evalkit.run(params, out=tmp / "out", quiet=True,
+    return runner.run(params, out=tmp / "out", quiet=True,
                        overrides={"workbooks": ["cost_benefit"], "econ.joint_replicates": 60,
                                   "econ.psa_draws": 1000})
 

@@ -19,8 +19,8 @@ import pytest
 import yaml
 from bs4 import BeautifulSoup
 
-import evalkit
-from evalkit import show
+from evalkit.runner import run
+from evalkit.analysis import show
 from evalkit.results import SCALES
 from evalkit.runner import _html
 
@@ -102,7 +102,7 @@ def _run(tmp_path: Path, params_file: str, **report) -> evalkit.runner.RunResult
     p.setdefault("report", {}).update(report)
     f = tmp_path / params_file
     f.write_text(yaml.safe_dump(p))
-    return evalkit.run(f, out=tmp_path / "out", quiet=True)
+    return run(f, out=tmp_path / "out", quiet=True)
 
 
 @pytest.mark.slow

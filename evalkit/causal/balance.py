@@ -11,6 +11,7 @@ import re
 import warnings
 from dataclasses import dataclass
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import patsy
@@ -422,7 +423,6 @@ def love_plot(bal: Balance, ax=None, threshold: float | None = None, absolute: b
     A dashed line marks the threshold (default the Balance's, usually 0.1). Returns the
     matplotlib Axes; nothing is shown.
     """
-    import matplotlib.pyplot as plt
 
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 0.35 * len(bal.before) + 1.5))
@@ -457,7 +457,6 @@ def overlap_plot(scores, treatment, ax=None, bins: int = 30):
     ``data["treat"]``); missing scores are ignored. Regions where one arm has no
     counterpart show lack of overlap (positivity problems). Returns the Axes.
     """
-    import matplotlib.pyplot as plt
 
     s = np.asarray(scores, dtype=float)
     t = np.asarray(treatment, dtype=float)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from evalkit.causal.balance import balance as _balance
 from evalkit.causal.propensity import (
     PropensityScore,
     check_treatment,
@@ -90,7 +91,6 @@ class MatchResult:
         ``covariates`` defaults to the propensity-score formula; the ``distance`` row is
         the score matched on.
         """
-        from evalkit.causal.balance import balance as _balance
 
         covs = self.formula if covariates is None else covariates
         src = self.propensity.used

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from evalkit.causal.balance import balance as _balance
 from evalkit.causal.propensity import PropensityScore, propensity
 from evalkit.errors import ParamsError, StatisticalWarning
 
@@ -48,7 +49,6 @@ class WeightResult:
 
     def balance(self, covariates=None, **kwargs):
         """Balance before and after weighting (see :func:`evalkit.causal.balance`)."""
-        from evalkit.causal.balance import balance as _balance
 
         used = self.propensity.used
         covs = self.formula if covariates is None else covariates

@@ -36,6 +36,8 @@ from __future__ import annotations
 import duckdb
 import pandas as pd
 
+from ..privacy import suppress
+
 #: Note -> what it counts (the order is the order of display).
 NOTE_TEXT = {
     "no_coverage": "persons with claim lines but no accepted coverage spell (none given, "
@@ -150,7 +152,6 @@ def public_notes(notes: pd.DataFrame, min_cell: int = 11) -> pd.DataFrame:
     its figures (lines, visits, nights, dollars) replaced by ``"*"``
     (:func:`evalkit.privacy.suppress`).
     """
-    from ..privacy import suppress
     if notes.empty:
         return notes
     small = (notes["note"] == "unmapped_category") & (notes["persons"] < min_cell)

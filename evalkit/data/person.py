@@ -17,7 +17,7 @@ import difflib
 import duckdb
 
 from ..errors import DataValidationError
-from .load import _columns, _lit, _q
+from .load import _columns, _format_failures, _lit, _q
 
 
 NUMERIC_TYPES = ("BIGINT", "INTEGER", "DOUBLE", "FLOAT", "SMALLINT", "TINYINT", "HUGEINT",
@@ -164,7 +164,6 @@ def load_person(con: duckdb.DuckDBPyConnection, source: str, treatment: str | No
         if arms:
             failures.append(arms)
     if failures:
-        from .load import _format_failures
         raise DataValidationError(_format_failures(failures), failures)
 
     covs = [c for c in covariates if c not in outcomes and c not in timing and c != groups]

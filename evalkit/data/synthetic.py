@@ -119,6 +119,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from scipy import special, stats
+from tqdm.auto import tqdm
 
 from ..errors import ParamsError
 from .contract import CATEGORIES
@@ -1334,7 +1335,6 @@ def generate(out_dir: str | os.PathLike, scenario: str | Scenario = "demo",
         sinks = {t: _Sink(partial[t], schemas[t], sorting[t]) for t in _TABLES}
         bar = None
         if progress:
-            from tqdm.auto import tqdm
             bar = tqdm(total=len(chunks), unit="chunk", desc=f"synthetic {sc.name}")
         claim_offset = 0
         for blocks in chunks:

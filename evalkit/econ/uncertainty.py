@@ -47,6 +47,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from scipy import stats
@@ -54,6 +55,7 @@ from scipy import stats
 from evalkit.econ.costbenefit import ICERResult, _real, icer
 from evalkit.errors import DataDroppedWarning, DataValidationError, ParamsError
 from evalkit.models.base import RecordsEffect
+from evalkit.models.bootstrap import replicate_fields
 
 __all__ = [
     "Gamma", "Beta", "LogNormal", "Normal", "Fixed", "Empirical",
@@ -414,7 +416,6 @@ class JointBootstrapSummary(RecordsEffect):
         (expected NMB with its percentile interval; ``wtp`` kept as an extra column).
         Every record carries ``n_replicates`` (pairs given) and ``n_failed`` (pairs left
         out as not finite), and ``replicates_flag`` when more than 5% were left out."""
-        from evalkit.models.bootstrap import replicate_fields
         n_failed = int(sum(self.dropped.values()))
         fields = replicate_fields(self.n_draws + n_failed, n_failed, "joint bootstrap")
         c = self.table.set_index("quantity").loc["delta_cost"]
@@ -861,7 +862,6 @@ def ce_plane_plot(result, ax=None, wtp: float | None = None, max_points: int = 5
     -------
     matplotlib Axes
     """
-    import matplotlib.pyplot as plt
 
     if ax is None:
         _, ax = plt.subplots(figsize=(5.5, 4.5))
@@ -900,7 +900,6 @@ def ceac_plot(result, ax=None, evpi: bool = False,
     -------
     matplotlib Axes
     """
-    import matplotlib.pyplot as plt
 
     if ax is None:
         _, ax = plt.subplots(figsize=(5.5, 3.8))
@@ -929,7 +928,6 @@ def tornado_plot(result: OneWayResult, ax=None, max_bars: int | None = None,
     -------
     matplotlib Axes
     """
-    import matplotlib.pyplot as plt
 
     t = result.table if max_bars is None else result.table.head(max_bars)
     if ax is None:

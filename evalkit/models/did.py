@@ -17,6 +17,8 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 
+import matplotlib.pyplot as plt
+from matplotlib.ticker import FuncFormatter
 import numpy as np
 import pandas as pd
 from scipy import linalg, stats
@@ -631,7 +633,6 @@ def event_study_plot(result: DiDResult, ax=None):
     ``poisson``); the reference period is drawn hollow at the null; a dashed line marks
     the intervention. Returns the matplotlib ``ax``.
     """
-    import matplotlib.pyplot as plt
 
     es = getattr(result, "event_study", None)
     if es is None:
@@ -670,8 +671,6 @@ def event_study_plot(result: DiDResult, ax=None):
         xline = (float(x[first_post - 1]) + float(x[first_post])) / 2
     ax.axvline(xline, color="0.3", ls="--", lw=0.8)
     if ratio:
-        from matplotlib.ticker import FuncFormatter
-
         ax.set_yscale("log")
         plain = FuncFormatter(lambda v, _: f"{v:g}")
         ax.yaxis.set_major_formatter(plain)

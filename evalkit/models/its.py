@@ -18,6 +18,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import statsmodels.api as sm
@@ -703,7 +704,6 @@ def its_plot(result: ITSResult, ax=None):
 
     Returns the matplotlib ``ax``; a dotted vertical line marks the intervention.
     """
-    import matplotlib.pyplot as plt
 
     fd = getattr(result, "fitted", None)
     if fd is None:

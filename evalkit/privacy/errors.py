@@ -2,12 +2,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
 from ..errors import EvalkitError
-
-if TYPE_CHECKING:
-    from .scan import Finding
 
 __all__ = ["DisclosureError", "PrivacyError"]
 
@@ -22,6 +18,6 @@ class DisclosureError(PrivacyError):
     secrets, small counts). ``findings`` holds the :class:`Finding` records; the message
     lists them with the offending text shortened so that it is not repeated in full."""
 
-    def __init__(self, message: str, findings: Iterable[Finding] = ()):
+    def __init__(self, message: str, findings: Iterable = ()):
         super().__init__(message)
         self.findings = tuple(findings)

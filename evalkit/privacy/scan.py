@@ -19,7 +19,6 @@ import numpy as np
 import pandas as pd
 from bs4 import BeautifulSoup
 
-from ..errors import EvalkitError
 from ..export import read_xlsx
 from .errors import DisclosureError, PrivacyError
 from .redact import _as_secret_list, _is_binary_mime, _secret_forms
@@ -898,9 +897,6 @@ def _scan_xlsx(sc: _Scanner, path: Path, rel: str) -> str | None:
     """Each sheet of an Excel workbook (such as the run's ``tables.xlsx``) as a CSV table."""
     try:
         sheets = read_xlsx(path)
-    except EvalkitError as err:
-        sc.findings.append(Finding(rel, "unscanned", "whole file", str(err)))
-        return ""
     except Exception as err:  # noqa: BLE001 - a damaged file is a finding, not a crash
         sc.findings.append(Finding(rel, "unreadable", "whole file",
                                    f"not a readable Excel workbook: {type(err).__name__}"))

@@ -46,13 +46,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+import weasyprint
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup
 
-from .. import __version__
+from .._version import __version__
 from ..data.source import describe_source
 from ..errors import EvalkitError
 from ..models.bootstrap import FAILED_SHARE_LIMIT
 from ..params import validate
+from ..prepare import scan_targets
 from ..privacy import DisclosureError, scan_outputs
+from ..results import write_json_atomic
 from . import charts, story, tables
 from .findings import (
     APART,
@@ -380,7 +385,6 @@ def build_context(results: dict, params, audience: str | None = None) -> dict:
 
 # ====================================================================== rendering
 def _environment():
-    from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
     return Environment(loader=FileSystemLoader(str(TEMPLATES)), undefined=StrictUndefined,
                        autoescape=select_autoescape(["html", "j2"], default_for_string=True),
                        trim_blocks=True, lstrip_blocks=True)
@@ -388,7 +392,6 @@ def _environment():
 
 def render_html(context: dict) -> str:
     """The brief as one self-contained HTML page (CSS and charts inline)."""
-    from markupsafe import Markup
     ctx = dict(context)
     ctx["charts"] = [{**c, "svg": Markup(c["svg"])} for c in context["charts"]]
     ctx["css"] = Markup((TEMPLATES / "brief.css").read_text())
@@ -397,7 +400,6 @@ def render_html(context: dict) -> str:
 
 def render_pdf(html: str, path: str | Path) -> Path:
     """Print the HTML to PDF with WeasyPrint (offline: nothing in the page is fetched)."""
-    import weasyprint
 
     def no_fetch(url, *args, **kwargs):
         raise BriefError(f"the brief tried to load {url!r}; it must be self-contained")
@@ -425,9 +427,8 @@ def _read_json(path: Path, what: str) -> dict:
 
 
 def _run_scan_targets(run_dir: Path) -> dict:
-    """What the pre-publication scan looks for (:func:`evalkit.runner.scan_targets`), or
+    """What the pre-publication scan looks for (:func:`evalkit.prepare.scan_targets`), or
     nothing when the working database cannot be read (summary mode, a copied folder)."""
-    from ..runner import scan_targets
     try:
         return scan_targets(run_dir)
     except Exception:  # noqa: BLE001 - no database (summary mode, a copied run folder)
@@ -519,7 +520,6 @@ def write_brief(run_dir: str | Path, *, audience: str | None = None, results: di
                         for f in context["findings"]))
     if from_disk and stem == "brief" and isinstance(results.get("run"), dict):
         # the run's own brief re-rendered: say so in results.json
-        from ..results import write_json_atomic
         write_json_atomic(run_dir / "results.json",
                           {**results, "run": {**results["run"], "brief": brief.to_dict(run_dir)}})
     return brief

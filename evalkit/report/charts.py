@@ -8,13 +8,17 @@ nothing is fetched when the brief is rendered.
 """
 from __future__ import annotations
 
+import html
 import io
 import re
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import FuncFormatter
 
-from ..plots import theme
+from ..analysis.plots import theme
 
 #: Colours of the brief (also used in the CSS).
 INK, ACCENT, MUTED = "#1f2933", "#1b6ca8", "#9aa5b1"
@@ -23,9 +27,7 @@ INK, ACCENT, MUTED = "#1f2933", "#1b6ca8", "#9aa5b1"
 def _axes(ax, size):
     if ax is not None:
         return ax
-    import matplotlib
     matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
     theme()
     _, ax = plt.subplots(figsize=size)
     return ax
@@ -106,7 +108,6 @@ def savings_plot(rows: pd.DataFrame, xlabel: str = "$ per referred member", ax=N
     ax.set_yticks(y, list(rows["label"]))
     ax.set_xlabel(xlabel, fontsize=8.5)
     ax.tick_params(labelsize=8.5)
-    from matplotlib.ticker import FuncFormatter
     ax.xaxis.set_major_formatter(FuncFormatter(
         lambda v, _: f"${v:,.0f}" if v >= 0 else f"-${-v:,.0f}"))
     ax.spines[["top", "right", "left"]].set_visible(False)
@@ -122,9 +123,7 @@ def to_svg(ax_or_fig, title: str) -> str:
     ax_or_fig : an Axes or a Figure.
     title : accessible title put in the element's ``aria-label``.
     """
-    import html
 
-    import matplotlib.pyplot as plt
     fig = getattr(ax_or_fig, "figure", ax_or_fig)
     with plt.rc_context({"svg.fonttype": "none", "font.family": "DejaVu Sans",
                          "svg.hashsalt": "evalkit-brief"}):

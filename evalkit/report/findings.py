@@ -30,7 +30,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from ..spec import CLAIMS_OUTCOMES, CLAIMS_TIME_OUTCOMES, PRIMARY_ORDER
+from ..analysis.spec import CLAIMS_OUTCOMES, CLAIMS_TIME_OUTCOMES
+from ..results import PRIMARY_ORDER
 from .story import ANALYSIS_LABELS, Study, article
 
 AUDIENCES = ("hmo", "research", "clearinghouse")
@@ -259,7 +260,7 @@ def outcome_results(estimates: pd.DataFrame, primary: dict | None = None) -> lis
 
     The main analysis is the spec's primary analysis for the outcome (``primary``: outcome
     -> analysis) when a record of it is marked primary, else the analysis of the outcome's
-    primary records that comes first in :data:`evalkit.spec.PRIMARY_ORDER`; records
+    primary records that comes first in :data:`evalkit.results.PRIMARY_ORDER`; records
     without ``primary`` fall back to :func:`method_rank`.
     """
     e = comparable(estimates)

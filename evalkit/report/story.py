@@ -2,7 +2,7 @@
 
 The brief's question, the sentence saying who was compared, the methods and the
 limitations depend on the *shape* of the study, read from the run's analysis spec
-(``spec`` in results.json; :mod:`evalkit.spec`), its params and the records'
+(``spec`` in results.json; :mod:`evalkit.analysis.spec`), its params and the records'
 ``analysis`` fields, never from a column name:
 
 ``two_arm``
@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from ..params import EconParams
-from ..spec import CLAIMS_OUTCOMES, CLAIMS_TIME_OUTCOMES, parse_term
+from ..analysis.spec import CLAIMS_OUTCOMES, CLAIMS_TIME_OUTCOMES
+from ..terms import parse_term
 
 SHAPES = ("two_arm", "time_to_event", "k_groups", "survey", "planning", "synthesis")
 #: The words evalkit uses for a claims study whose params do not name the arms.

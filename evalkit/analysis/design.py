@@ -38,7 +38,6 @@ Austin PC (2011). Optimal caliper widths for propensity-score matching. Pharm St
 """
 from __future__ import annotations
 
-import ast
 import json
 import math
 import os
@@ -47,12 +46,20 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import FuncFormatter
 from scipy import stats
 
-from .errors import DataValidationError, ParamsError, StatisticalWarning
-from .spec import Term, model_frame, parse_term, term_columns
+from .. import causal
+from ..causal import evalue
+from ..causal.estimate import _fit_weighted_ols, _fit_weighted_poisson
+from ..data.load import _lit, _q
+from ..errors import DataValidationError, ParamsError, StatisticalWarning
+from ..terms import Term, formula_names, parse_term, term_columns
+from .show import _label
+from .spec import model_frame
 
 #: Files of the stored design in a run's ``work`` folder.
 DESIGN_FILE = "design.parquet"
@@ -61,52 +68,11 @@ DESIGN_META = "design.json"
 NC_PREFIX = "nc_"
 TREATMENT = "treated"
 
-_BUILTINS = {"C", "I", "Q", "np", "numpy", "center", "standardize", "scale", "bs", "cr", "cc",
-             "te", "log", "log1p", "exp", "sqrt", "abs", "Treatment", "Sum", "Diff", "Poly",
-             "Helmert", "True", "False", "None"}
 
 
 # --------------------------------------------------------------------------------------
 # params helpers
 # --------------------------------------------------------------------------------------
-def formula_names(formula: str) -> list[str]:
-    """Column names a propensity formula right-hand side uses, in order.
-
-    ``"C(sex) + age + I(age**2)"`` -> ``["sex", "age"]``. Raises ``ValueError`` (so that
-    params validation reports it under ``design.formula``) when the formula cannot be
-    parsed or has a left-hand side.
-
-    Examples
-    --------
-    >>> formula_names("C(education) + smokeyrs + I(smokeyrs**2)")
-    ['education', 'smokeyrs']
-    """
-    import patsy
-    if not isinstance(formula, str) or not formula.strip():
-        raise ValueError("design.formula must be a non-empty right-hand side such as "
-                         "'age + C(sex) + I(age**2)'")
-    if "~" in formula:
-        raise ValueError(f"design.formula '{formula}' has a '~': give only the right-hand side "
-                         "(the treatment is known)")
-    try:
-        desc = patsy.ModelDesc.from_formula(formula)
-    except patsy.PatsyError as exc:
-        raise ValueError(f"design.formula '{formula}' cannot be parsed: {exc}") from None
-    names: list[str] = []
-    for term in desc.rhs_termlist:
-        for factor in term.factors:
-            try:
-                tree = ast.parse(factor.code, mode="eval")
-            except SyntaxError:
-                raise ValueError(f"design.formula: cannot parse term '{factor.code}'") from None
-            for node in ast.walk(tree):
-                if isinstance(node, ast.Name) and node.id not in _BUILTINS and node.id not in names:
-                    names.append(node.id)
-    if not names:
-        raise ValueError(f"design.formula '{formula}' uses no column")
-    return names
-
-
 @dataclass(frozen=True)
 class DesignSpec:
     """The resolved design: what the params ask for, with defaults filled in.
@@ -185,7 +151,7 @@ def design_frame(frame: pd.DataFrame, params, default_covariates: list[str]
         Covariate terms used when the params give neither ``covariates`` nor ``formula``:
         the spec's adjustment set (``Study.covariates()``), so the propensity and the
         outcome models adjust for the same terms. Each term enters as written
-        (:func:`evalkit.spec.model_frame`); a text column as ``C(column)``; a term that
+        (:func:`evalkit.analysis.spec.model_frame`); a text column as ``C(column)``; a term that
         is constant or the treatment in disguise is left out.
 
     Returns
@@ -312,7 +278,6 @@ def fit_design(frame: pd.DataFrame, spec: DesignSpec) -> CohortDesign:
     weighting :func:`evalkit.causal.weights`; regression fits the propensity model only
     for the overlap and equipoise diagnostics.
     """
-    from . import causal
     t = frame[TREATMENT].astype(int).to_numpy()
     if spec.method == "match":
         adj = causal.match(frame, TREATMENT, spec.formula, estimand="ATT", **spec.options)
@@ -472,7 +437,6 @@ def _structured(spec: "DesignSpec", kind: str) -> dict:
 
 def _estimate(design: CohortDesign, data: pd.DataFrame, outcome: str, kind: str,
               exposure: str | None):
-    from . import causal
     s = design.spec
     outcome_type = {"cost": "continuous"}.get(kind, kind)
     kw = {"exposure": exposure} if kind == "count" else {}
@@ -504,7 +468,7 @@ def effects(design: CohortDesign, outcomes: list[str], kinds: dict[str, str],
     design : CohortDesign
     outcomes : list of str
     kinds : dict
-        From :meth:`evalkit.study.Study.design_outcomes`.
+        From :meth:`evalkit.analysis.study.Study.design_outcomes`.
     exposure : str, optional
         Member-months column for counts (None: counts per member).
     data : DataFrame, optional
@@ -572,7 +536,6 @@ def _fit_scaled(d: pd.DataFrame, outcome: str, k: str, adjust, w, vcov, groups, 
     """One weighted outcome model, read on its results scale: rate ratios and ratios of
     means (``k`` count/ratio: weighted Poisson, exponentiated; ``std_error`` of the log)
     or differences (weighted least squares)."""
-    from .causal.estimate import _fit_weighted_ols, _fit_weighted_poisson
     if k in ("count", "ratio"):
         _, t, j, _ = _fit_weighted_poisson(d, outcome, TREATMENT, adjust, w, vcov, groups,
                                            alpha, exposure if k == "count" else None)
@@ -602,7 +565,6 @@ def balance_table(design: CohortDesign) -> pd.DataFrame:
 def effects_display(records: pd.DataFrame, truth: dict | None = None) -> pd.DataFrame:
     """Estimates with their intervals, calibrated intervals and the diagnostics verdict,
     readable (one row per outcome x scale)."""
-    from .show import _label
     r = records.copy()
     fmt = _num
     out = pd.DataFrame({
@@ -634,7 +596,6 @@ def crude_vs_adjusted(crude: pd.DataFrame, adjusted: pd.DataFrame,
                       truth: dict | None = None) -> pd.DataFrame:
     """The crude and the design-adjusted estimate of each outcome and scale side by side,
     as 'estimate (low to high)', with the true ratio when the data are synthetic."""
-    from .show import _label
     def fmt(r) -> str:
         return f"{_num(r['estimate'])} ({_num(r['ci_low'])} to {_num(r['ci_high'])})"
 
@@ -658,7 +619,6 @@ def evalues(records: pd.DataFrame, data: pd.DataFrame) -> pd.DataFrame:
     Rate ratios and ratios of means are read as risk ratios; differences are converted
     with the outcome's standard deviation (``MD`` scale of :func:`evalkit.causal.evalue`).
     """
-    from .causal import evalue
     rows = []
     for r in records.itertuples():
         try:
@@ -695,7 +655,6 @@ def condition_counts(con, codes: list[str], column: str = "condition") -> pd.Dat
     DataValidationError
         The encounters table has no column ``column``, or a code never occurs.
     """
-    from .data.load import _lit, _q
     cols = [r[0] for r in con.execute("DESCRIBE encounters").fetchall()]
     if column not in cols:
         raise DataValidationError(
@@ -780,7 +739,6 @@ def run_negative_controls(design: CohortDesign, data: pd.DataFrame, outcomes: li
     ratios, as ``EmpiricalCalibration::fitNull``. ``data`` holds the rows of
     ``design.frame`` (same index) with the control columns added.
     """
-    from . import causal
     kind = "count" if count else "continuous"
     expo = exposure if (count and exposure in data.columns) else None
 
@@ -818,7 +776,6 @@ def calibrated_records(records: pd.DataFrame, nc: NegativeControlResult | None,
     controls, with :func:`evalkit.causal.calibrate` (``EmpiricalCalibration::calibrateP``
     and ``calibrateConfidenceInterval`` with the systematic error model of the null).
     """
-    from . import causal
     out = records.copy()
     for c in ("calibrated_p_value", "calibrated_ci_low", "calibrated_ci_high"):
         out[c] = np.nan
@@ -861,7 +818,6 @@ def forest_plot(controls: pd.DataFrame, ax=None, truth: float = 1.0, exponentiat
     with about 5% of intervals missing it; a shared shift shows residual confounding.
     Takes an ``ax`` and returns it.
     """
-    import matplotlib.pyplot as plt
     c = controls.dropna(subset=["log_estimate", "std_error"]).sort_values("log_estimate")
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 0.3 * len(c) + 1.2))
@@ -874,7 +830,6 @@ def forest_plot(controls: pd.DataFrame, ax=None, truth: float = 1.0, exponentiat
     ax.axvline(truth, color="black", ls="--", lw=0.8)
     ax.set_yticks(y, [o.removeprefix(NC_PREFIX).replace("_", " ") for o in c["outcome"]])
     if exponentiate:
-        from matplotlib.ticker import FuncFormatter
         ax.set_xscale("log")
         plain = FuncFormatter(lambda v, _: f"{v:g}")
         ax.xaxis.set_major_formatter(plain)
@@ -978,6 +933,6 @@ def effects_from_table(frame: pd.DataFrame, table: pd.DataFrame, meta: dict,
 __all__ = [
     "CohortDesign", "DesignSpec", "NegativeControlResult", "calibrated_records", "verdict",
     "balance_table", "condition_counts", "crude_effects", "crude_vs_adjusted", "design_frame", "effects_display", "diagnostics", "ease", "effects", "effects_from_table",
-    "evalues", "fit_design", "forest_plot", "formula_names", "load_design", "nc_column",
+    "evalues", "fit_design", "forest_plot", "load_design", "nc_column",
     "passes", "run_negative_controls", "save_design",
 ]

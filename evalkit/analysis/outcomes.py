@@ -14,11 +14,13 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .errors import ConvergenceError, DataValidationError, EvalkitError, StatisticalWarning
-from .models.base import TABLE_COLUMNS, EffectResult
-from .models.count import count_model
-from .models.did import did
-from .models.twopart import park_test, two_part
+from .. import survival
+from ..errors import ConvergenceError, DataValidationError, EvalkitError, StatisticalWarning
+from ..models.bootstrap import bootstrap_two_part, replicates_sentence
+from ..models.base import TABLE_COLUMNS, EffectResult
+from ..models.count import count_model
+from ..models.did import did
+from ..models.twopart import park_test, two_part
 from .spec import CLAIMS_OUTCOMES, model_frame
 
 #: Families compared for count outcomes, from the simplest.
@@ -143,7 +145,7 @@ def adjusted_count_effects(frame: pd.DataFrame, outcomes: list[str], covariates:
     predictions), giving the difference in events per 1,000 member-months and the rate
     ratio with delta-method CIs at level ``1 - alpha``. ``frame`` needs a 0/1 ``treated``
     column (:func:`with_treatment`); ``covariates`` are terms as written
-    (:func:`evalkit.spec.model_frame`): each enters exactly so.
+    (:func:`evalkit.analysis.spec.model_frame`): each enters exactly so.
     """
     mf = model_frame(frame, covariates)
     frame, covs = mf.frame, mf.names
@@ -173,7 +175,6 @@ class CostEffect:
         5% could not be computed (:func:`evalkit.models.bootstrap.replicates_sentence`)."""
         if self.bootstrap is None:
             return "no bootstrap (models.bootstrap_replicates is 0): delta-method intervals only."
-        from .models.bootstrap import replicates_sentence
         return replicates_sentence(self.bootstrap.n_boot, self.bootstrap.n_failed,
                                    "cost bootstrap")
 
@@ -194,7 +195,7 @@ def cost_effect(frame: pd.DataFrame, covariates: list[str], outcome: str = "tota
     intervals (resampling members within arms, BCa; all replicates refitted at once, see
     :func:`evalkit.models.bootstrap.bootstrap_two_part`), added as extra records with
     ``interval: bootstrap``. ``covariates`` are terms as written
-    (:func:`evalkit.spec.model_frame`): a column ``log1p_baseline_cost`` enters as it is,
+    (:func:`evalkit.analysis.spec.model_frame`): a column ``log1p_baseline_cost`` enters as it is,
     ``log1p(baseline_cost)`` is transformed.
     """
     mf = model_frame(frame, covariates)
@@ -221,7 +222,6 @@ def cost_effect(frame: pd.DataFrame, covariates: list[str], outcome: str = "tota
     rec = pd.concat([rec, pmpm.to_frame().T], ignore_index=True)
     boot = None
     if n_boot:
-        from .models.bootstrap import bootstrap_two_part
         boot = bootstrap_two_part(frame, formula, "treated", n_boot=n_boot, seed=seed,
                                   second=second, alpha=alpha)
         extra = []
@@ -335,7 +335,6 @@ def time_to_event_effects(frame: pd.DataFrame, covariates: list[str], outcome: s
     the comparison members at any moment of follow-up (below 1: later or fewer first
     visits); Efron ties, as R's ``coxph``.
     """
-    from . import survival
     mf = model_frame(frame, covariates)
     frame, covs = mf.frame, mf.names
     km = survival.kaplan_meier(frame, "days", "event", group="group", times=list(times), alpha=alpha)

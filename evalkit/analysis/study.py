@@ -1,346 +1,59 @@
-"""Prepare a run's analysis database, and read it back from the workbooks.
+"""Read a prepared run (:func:`evalkit.prepare.prepare`) from the workbooks.
 
-:func:`prepare` does the heavy, private part of a run once, before any workbook starts:
-it makes or reads the source data, checks it against the contract (quarantining bad
-rows), builds the cohort and the member x window table, all inside DuckDB, and stores
-them in ``analysis.duckdb`` in the ``work`` folder of the run. That file holds
-member-level data: it is the analyst's working copy and is never published.
-
-:class:`Study` opens that file read-only; each workbook calls its methods and shows the
-result.
+:class:`Study` opens the run's ``analysis.duckdb`` read-only; each workbook calls its
+methods and shows the result.
 """
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
-import os
-import shutil
-from dataclasses import dataclass
+import warnings
 from pathlib import Path
 
-import duckdb
 import pandas as pd
 
-from . import cohort as _cohort
-from . import describe, utilization
+from .. import describe
+from .._version import __version__
+from ..data.contract import CATEGORIES
+from ..data.load import LoadReport, load_report
+from ..data.notes import public_notes
+from ..data.source import describe_source
+from ..errors import DataDroppedWarning, DataValidationError
+from ..examples import run_params
+from ..params import Params, validate
+from ..prepare import (
+    DB_NAME,
+    _analysis_frame,
+    _connect,
+    prepare_run_folder,
+    resolve_spec,
+)
+from ..privacy import suppress_shares
+from ..results import Recorder
+from ..utilization import VISIT_COLUMNS
+from . import design as _design
 from . import spec as _spec
-from .data.load import LoadReport, load_claims, load_report, scan_sql
-from .data.person import load_person
-from .data.source import describe_source
-from .errors import DataValidationError
-from .outcomes import with_treatment
-from .params import OmopParams, Params
-from .results import write_json_atomic
-from .spec import SPEC_FILE, AnalysisSpec
-
-DB_NAME = "analysis.duckdb"
-
-
-def _connect(path: Path, params: Params, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect(str(path), read_only=read_only)
-    if params.engine.threads:
-        con.execute(f"SET threads = {int(params.engine.threads)}")
-    from .limits import default_memory_limit
-    con.execute(f"SET memory_limit = '{params.engine.memory_limit or default_memory_limit()}'")
-    return con
-
-
-def fingerprint(paths: list[Path]) -> str:
-    """SHA-256 over the bytes of the input files (in the given order)."""
-    h = hashlib.sha256()
-    for p in paths:
-        files = sorted(p.rglob("*")) if p.is_dir() else [p]
-        for f in files:
-            if f.is_file():
-                h.update(f.name.encode())
-                with open(f, "rb") as fh:
-                    for block in iter(lambda: fh.read(1 << 20), b""):
-                        h.update(block)
-    return h.hexdigest()
-
-
-def _attach_source(con, path: str, encryption_key: str | None) -> None:
-    """Attach the user's DuckDB database read-only as ``src`` (decrypting it if a key is
-    given); the key is never echoed in an error."""
-    from .data.load import _lit
-    options = "READ_ONLY" + (f", ENCRYPTION_KEY {_lit(encryption_key)}" if encryption_key else "")
-    try:
-        con.execute(f"ATTACH {_lit(path)} AS src ({options})")
-    except duckdb.Error as err:
-        msg = str(err).replace(encryption_key, "***") if encryption_key else str(err)
-        hint = (" (is the encryption key right?)" if encryption_key else
-                " (if the file is encrypted, give data.encryption_key)")
-        raise DataValidationError(f"cannot open the database {path}: {msg.strip()}{hint}") from None
-
-
-def _check_arms(counts, what: str, steps: pd.DataFrame | None = None) -> None:
-    """Stop before any workbook runs when there is nothing to compare: no members, or
-    members in one arm only."""
-    n_t, n_c = int(counts["self_help_members"]), int(counts["control_members"])
-    if n_t and n_c:
-        return
-    trail = ""
-    if steps is not None:
-        trail = " Members at each step: " + "; ".join(
-            f"{r.step}: {r.self_help_members:,} self_help / {r.control_members:,} control"
-            for r in steps.itertuples()) + "."
-    if not n_t and not n_c:
-        raise DataValidationError(f"{what} is empty: no member passed the selection.{trail} "
-                                  "Check the index dates against the enrollment spells and "
-                                  "the windows params.")
-    empty = "self_help" if not n_t else "control"
-    raise DataValidationError(
-        f"{what} has no {empty} members ({n_t:,} self_help, {n_c:,} control): a comparison "
-        f"needs both arms.{trail} Check the exposure table's group values and data.group_map.")
-
-
-@dataclass(frozen=True)
-class Prepared:
-    database: Path
-    fingerprint: str
-    report: LoadReport
-    truth: dict | None
-
-
-def prepare(params: Params, out_dir: str | Path, progress: bool = False) -> Prepared:
-    """Build the run's ``analysis.duckdb`` (in its ``work`` folder) from the data source.
-
-    Written to a temporary file and renamed when complete, so a failed preparation
-    never leaves a database that looks finished.
-    """
-    work = Path(out_dir) / "work"
-    work.mkdir(parents=True, exist_ok=True)
-    from .design import DESIGN_FILE, DESIGN_META   # a design of an earlier run is stale
-    for stale in (DESIGN_FILE, DESIGN_META):
-        (work / stale).unlink(missing_ok=True)
-    final = work / DB_NAME
-    tmp = work / (DB_NAME + ".partial")
-    tmp.unlink(missing_ok=True)
-    d = params.data
-    truth = None
-    con = _connect(tmp, params)
-    ok = False
-    try:
-        con.execute(f"SET temp_directory = '{work / 'spill'}'")
-        if params.mode == "summary":         # published figures only: nothing to load
-            con.execute('CREATE TABLE load_counts ("table" VARCHAR, rows_in BIGINT)')
-            con.execute('CREATE TABLE quarantine ("table" VARCHAR, source_row BIGINT, '
-                        'reason VARCHAR, record VARCHAR)')
-            inputs = []
-        elif params.mode == "person":
-            p = d.person
-            src, inputs, truth = _person_source(con, params, work)
-            # negative-control columns (design section) are loaded and checked as outcomes
-            nc_cols = [c for c in params.design.negative_controls.outcomes if c not in p.outcomes]
-            load_person(con, src, p.treatment, p.treated_value, [*p.outcomes, *nc_cols], p.exposure,
-                        p.covariates, p.id, duration=p.duration, event=p.event, groups=p.groups,
-                        signed=p.signed_outcomes)
-        else:
-            sources, inputs, truth = _claims_sources(con, params, work, progress)
-            load_claims(con, sources, d.columns, d.category_map, d.group_map, d.date_format,
-                        d.max_line_amount, max_invalid_dates=d.max_invalid_dates)
-            w = params.windows
-            attrition = _cohort.build_cohort(con, w.baseline_days, w.followup_days,
-                                             w.require_enrolled_at_index, w.min_followup_months)
-            _check_arms(attrition.iloc[-1], "the analysis cohort", attrition)
-            con.register("_attrition", attrition)
-            con.execute("CREATE TABLE attrition AS SELECT * FROM _attrition")
-            con.unregister("_attrition")
-            if params.engine.name == "spark":   # same SQL, translated and run by Spark
-                from .engines import spark as _spark
-                session = _spark.spark_session(params.engine.spark_master,
-                                               params.engine.spark_conf)
-                _spark.build_member_windows_spark(con, session, work)
-            else:
-                utilization.build_member_windows(con)
-        report = load_report(con)
-        fp = fingerprint(inputs) if inputs else hashlib.sha256(
-            json.dumps(params.to_dict(), sort_keys=True).encode()).hexdigest()
-        con.execute("CREATE TABLE run_info AS SELECT ? AS fingerprint, ? AS truth, ? AS mode",
-                    [fp, json.dumps(truth), params.mode])
-        con.execute("CHECKPOINT")
-        ok = True
-    finally:
-        con.close()
-        if not ok:
-            tmp.unlink(missing_ok=True)
-            Path(str(tmp) + ".wal").unlink(missing_ok=True)
-    os.replace(tmp, final)
-    con = _connect(final, params, read_only=True)
-    try:
-        # the spec repeats free text of the params (the title as the study's question):
-        # secrets in it are removed as they are from params.json
-        from .privacy import redact_params, scrub
-        spec = scrub(resolve_spec(params, con).to_dict(), redact_params(params.to_dict())[1])
-        write_json_atomic(Path(out_dir) / SPEC_FILE, spec)
-    finally:
-        con.close()
-    return Prepared(final, fp, report, truth)
-
-
-def resolve_spec(params: Params, con) -> AnalysisSpec:
-    """The run's analysis spec (:func:`evalkit.spec.resolve`) from the params and the
-    prepared database."""
-    if params.mode == "summary":
-        return _spec.resolve(params)
-    frame = _analysis_frame(con, params.mode)
-    p = params.data.person
-    if params.mode == "person":
-        exposure, extra = (p.exposure and "member_months"), []
-        if p.treatment is not None:
-            frame = with_treatment(frame)
-    else:
-        exposure = "member_months"
-        cols = con.execute("SELECT * FROM cohort LIMIT 0").df().columns
-        extra = [c for c in cols if c not in _spec.CLAIMS_COHORT_COLUMNS]
-        frame = with_treatment(frame)
-    return _spec.resolve(params, frame, extra, has_exposure=bool(exposure), exposure=exposure)
-
-
-def _analysis_frame(con, mode: str) -> pd.DataFrame:
-    """One row per member: follow-up outcomes plus baseline covariates (see
-    :meth:`Study.analysis_frame`)."""
-    if mode == "person":
-        return con.execute("SELECT * FROM persons ORDER BY member_id").df()
-    out = list(_spec.CLAIMS_OUTCOMES) + ["member_months"]
-    bl = ", ".join(f"b.{c} AS baseline_{c}" for c in out)
-    fu = ", ".join(f"f.{c}" for c in out)
-    return con.execute(f"""
-        SELECT c.* EXCLUDE (bl_start, fu_start, fu_end, bl_member_months, fu_member_months),
-               CAST(c.sex = 'F' AS INTEGER) AS female, {bl}, {fu}
-        FROM cohort c
-        JOIN member_windows b ON b.member_id = c.member_id AND b.period = 'baseline'
-        JOIN member_windows f ON f.member_id = c.member_id AND f.period = 'followup'
-        ORDER BY c.member_id""").df()
-
-
-def check_data(params: Params) -> pd.DataFrame | None:
-    """Open the data sources the params name and check their structure, without
-    preparing a run (``evalkit validate --data``).
-
-    Claims mode: each of the four tables is there and not empty, has every required
-    column under its mapped name, and its dates and numbers can be read as such
-    (:func:`evalkit.data.load.check_claims_tables`). Person mode: the table has every
-    column the params name and numeric outcomes, and its rows are checked as a run would
-    (:func:`evalkit.data.person.load_person`, in memory). No cohort is built and no
-    analysis runs.
-
-    Returns
-    -------
-    DataFrame or None
-        One row per table checked (``table``, ``rows``, ``columns``, and for person mode
-        ``accepted`` and ``quarantined``); None when there is nothing to open (summary
-        mode, or synthetic data, which are generated when the run starts).
-
-    Raises
-    ------
-    DataValidationError
-        A source that cannot be opened, or every structural problem found.
-    """
-    d = params.data
-    if params.mode == "summary" or (d.source == "synthetic" and not (
-            params.mode == "person" and d.person.path)):
-        return None
-    from .data.load import _columns, check_claims_tables
-    con = duckdb.connect()
-    try:
-        if params.mode == "person":
-            p = d.person
-            src, _, _ = _person_source(con, params, Path("."))
-            nc_cols = [c for c in params.design.negative_controls.outcomes if c not in p.outcomes]
-            load_person(con, src, p.treatment, p.treated_value, [*p.outcomes, *nc_cols],
-                        p.exposure, p.covariates, p.id, duration=p.duration, event=p.event,
-                        groups=p.groups, signed=p.signed_outcomes)
-            counts = load_report(con).counts
-            return pd.DataFrame({"table": ["person"], "rows": counts.rows_in.astype(int),
-                                 "columns": [len(_columns(con, src))],
-                                 "accepted": counts.accepted.astype(int),
-                                 "quarantined": counts.quarantined.astype(int)})
-        sources, _, _ = _claims_sources(con, params, Path("."))
-        check_claims_tables(con, sources, d.columns, d.date_format, d.max_invalid_dates,
-                            d.category_map)
-        return pd.DataFrame([
-            {"table": t, "rows": con.execute(f"SELECT count(*) FROM {rel}").fetchall()[0][0],
-             "columns": len(_columns(con, rel))} for t, rel in sources.items()])
-    finally:
-        con.close()
-
-
-def _person_source(con, params: Params, work: Path) -> tuple[str, list[Path], dict | None]:
-    """The person-level table as a DuckDB relation, the input files, and the synthetic
-    scenario's truth (a synthetic scenario is written into ``work`` first)."""
-    d, truth = params.data, None
-    p = d.person
-    path = p.path
-    if path is None:                 # a synthetic person-level scenario
-        from .data import synthetic_person
-        written = synthetic_person.write(work / "synthetic_person", d.scenario,
-                                         params.seed, **d.scenario_options)
-        path, truth = str(written.path), written.truth
-    src = f"src.{p.table}" if p.table else scan_sql(path, "person", params.data.encoding)
-    if p.table:
-        _attach_source(con, path, d.encryption_key)
-    return src, [Path(path)], truth
-
-
-def _claims_sources(con, params: Params, work: Path, progress: bool = False
-                    ) -> tuple[dict[str, str], list[Path], dict | None]:
-    """The four claims tables as DuckDB relations (table -> expression), the input files
-    and the synthetic plan's truth (a synthetic plan is generated into ``work`` first)."""
-    d, truth = params.data, None
-    if d.source == "synthetic":
-        from .data import synthetic
-        syn_dir = work / "synthetic"
-        if syn_dir.exists():
-            shutil.rmtree(syn_dir)
-        plan = synthetic.generate(syn_dir, scenario=d.scenario, members=d.members,
-                                  seed=params.seed, progress=progress,
-                                  **d.scenario_options)
-        truth = plan.truth
-        if d.plant_problems:
-            from .data.problems import plant_problems
-            truth = {**truth, "planted_problems": plant_problems(syn_dir, params.seed)}
-        paths = {t: str(syn_dir / f"{t}.parquet") for t in
-                 ("members", "enrollment", "encounters", "exposure")}
-        sources = {t: scan_sql(pth, t) for t, pth in paths.items()}
-        inputs = [Path(paths[t]) for t in sorted(paths)]
-    elif d.source == "files":
-        sources = {t: scan_sql(pth, t, d.encoding) for t, pth in d.tables.items()}
-        inputs = [Path(d.tables[t]) for t in sorted(d.tables)]
-    elif d.source == "omop":            # OMOP CDM tables, recoded by views
-        from .data.omop import omop_sources
-        if not Path(d.database).is_file():
-            raise DataValidationError(f"data.database: file not found: {d.database}")
-        _attach_source(con, d.database, d.encryption_key)
-        o = d.omop or OmopParams()
-        sources = omop_sources(
-            con, f"src.{o.cdm_schema}" if o.cdm_schema else "src",
-            enrollment=o.enrollment, visit_concepts=o.visit_concepts,
-            er_inpatient=o.er_inpatient, mh_condition_concepts=o.mh_condition_concepts,
-            mh_condition_snomed=o.mh_condition_snomed,
-            mh_specialty_concepts=o.mh_specialty_concepts, exposure_file=o.exposure_file,
-            exposure_cohort_table=o.exposure_cohort_table,
-            exposure_cohorts=o.exposure_cohorts, encoding=d.encoding)
-        inputs = [Path(d.database)] + ([Path(o.exposure_file)] if o.exposure_file else [])
-    elif d.source == "synthea":         # Synthea CSV export, recoded by views
-        from .data.synthea import MH_CODES, synthea_sources
-        s = d.synthea
-        sources = synthea_sources(
-            con, s.folder, s.exposure_file, enrollment=s.enrollment, payers=s.payers,
-            class_map=s.class_map, mh_codes=MH_CODES if s.mh_codes is None else s.mh_codes,
-            amount=s.amount, encoding=d.encoding)
-        inputs = [Path(s.folder) / f"{t}.csv" for t in
-                  ("encounters", "patients", "payer_transitions", "payers")
-                  if (Path(s.folder) / f"{t}.csv").is_file()] + [Path(s.exposure_file)]
-    else:
-        if not Path(d.database).is_file():
-            raise DataValidationError(f"data.database: file not found: {d.database}")
-        _attach_source(con, d.database, d.encryption_key)
-        sources = {t: f"src.{d.tables.get(t, t)}" for t in
-                   ("members", "enrollment", "encounters", "exposure")}
-        inputs = [Path(d.database)]
-    return sources, inputs, truth
+from . import time_series
+from .comparisons import compare_groups, survival_by_arm
+from .design import (
+    condition_counts,
+    effects_from_table,
+    load_design,
+    nc_column,
+    save_design,
+)
+from .outcomes import (
+    adjusted_count_effects,
+    cost_effect,
+    prepost_effects,
+    time_to_event_effects,
+    true_ratios,
+    with_treatment,
+)
+from .planning import plan_study
+from .readmission import readmission_effects
+from .spec import AnalysisSpec
+from .valuation import er_effect, joint_bootstrap, value_program
 
 
 def _spell_end_sql(relation: str, anchor: str) -> str:
@@ -352,22 +65,12 @@ def _spell_end_sql(relation: str, anchor: str) -> str:
               GROUP BY 1"""
 
 
-def prepare_study(params: Params, out_dir: str | Path, progress: bool = False) -> "Study":
+def prepare_study(params: Params, out_dir: str | Path, progress: bool = False) -> Study:
     """Prepare the analysis database in ``out_dir`` and open it, without running any
     workbook: :func:`prepare`, then ``params.json`` written as the runner writes it
     (secrets redacted), then :class:`Study` on it. For exploring a plan in a notebook,
     tests and benchmarks."""
     return Study(prepare_run_folder(params, out_dir, progress=progress))
-
-
-def prepare_run_folder(params: Params, out_dir: str | Path, progress: bool = False) -> Path:
-    """:func:`prepare`, then ``params.json`` written as the runner writes it (secrets
-    redacted); returns the path of ``params.json``."""
-    from .privacy import redact_params
-    prepare(params, out_dir, progress=progress)
-    params_file = Path(out_dir) / "params.json"
-    write_json_atomic(params_file, redact_params(params.to_dict())[0])
-    return params_file
 
 
 class Study:
@@ -383,8 +86,6 @@ class Study:
     """
 
     def __init__(self, params_path: str | Path | None = None, workbook: str = "data_quality"):
-        from .examples import run_params
-        from .params import validate
         self.params_path = run_params(params_path, workbook)
         self.output_dir = self.params_path.parent
         self.params = validate(json.loads(self.params_path.read_text()))
@@ -396,14 +97,12 @@ class Study:
 
     def recorder(self, workbook: str):
         """A :class:`~evalkit.results.Recorder` for this run's ``workbook``."""
-        from .results import Recorder
         return Recorder(self.output_dir, workbook)
 
     def describe_run(self) -> pd.DataFrame:
         """The run's provenance, as a small two-column table."""
         p = self.params
         fp = self.con.execute("SELECT fingerprint FROM run_info").fetchall()[0][0]
-        from . import __version__
         rows = [("title", p.title), ("mode", p.mode),
                 ("data source", describe_source(p).text),
                 ("scenario", p.data.scenario if p.data.source == "synthetic" and not
@@ -428,7 +127,7 @@ class Study:
             raise DataValidationError(
                 f"Study.{what} needs member-level data, but this run is in summary mode "
                 "(published figures only: there are no members). Summary-mode workbooks "
-                "read the params' summary section through evalkit.summary (synthesize, "
+                "read the params' summary section through evalkit.analysis.summary (synthesize, "
                 "project, survey_proportions); use mode claims or person for member data.")
 
     @property
@@ -450,7 +149,6 @@ class Study:
         notes = self.load_report().notes
         if not self.params.report.public or notes.empty:
             return notes
-        from .data.notes import public_notes
         return public_notes(notes, self.params.report.min_cell)
 
     def mental_health_concepts(self) -> pd.DataFrame | None:
@@ -520,8 +218,7 @@ class Study:
 
     def adjusted_counts(self, **kwargs):
         """Covariate-adjusted count models per outcome (see
-        :func:`evalkit.outcomes.adjusted_count_effects`)."""
-        from .outcomes import adjusted_count_effects
+        :func:`evalkit.analysis.outcomes.adjusted_count_effects`)."""
         exposure = "member_months" if self.has_exposure() else None
         kwargs.setdefault("alpha", self.spec.alpha)
         return adjusted_count_effects(self.treated_frame(), self.count_outcomes(),
@@ -536,14 +233,12 @@ class Study:
         person-level data have no baseline window, and this returns None)."""
         if self.mode != "claims":
             return None
-        from .outcomes import prepost_effects
         outs = outcomes or self.outcomes()
         return prepost_effects(self.member_windows(), outs,
                                kinds={o: self.spec.kind(o) for o in outs}, alpha=self.spec.alpha)
 
     def cost_effect(self, **kwargs):
-        """Two-part model of follow-up cost (see :func:`evalkit.outcomes.cost_effect`)."""
-        from .outcomes import cost_effect
+        """Two-part model of follow-up cost (see :func:`evalkit.analysis.outcomes.cost_effect`)."""
         months = self.params.windows.followup_days * 12 / 365
         kwargs.setdefault("n_boot", self.params.models.bootstrap_replicates)
         kwargs.setdefault("seed", self.params.seed)
@@ -562,7 +257,7 @@ class Study:
 
     def value_program(self, cost=None, effect: bool = True, progress: bool = False):
         """Program economics from the adjusted cost difference and the params' ``econ``
-        section (see :func:`evalkit.valuation.value_program`).
+        section (see :func:`evalkit.analysis.valuation.value_program`).
 
         With ``effect`` (default) and ER visits among the outcomes, the effectiveness
         measure is ER visits averted per referred member per year from the adjusted count
@@ -570,8 +265,6 @@ class Study:
         from); with ``econ.joint_replicates`` > 0 both models are refitted on the same
         bootstrap resamples so the PSA draws saving and effect jointly.
         """
-        from .outcomes import adjusted_count_effects
-        from .valuation import er_effect, joint_bootstrap, value_program
         cost = cost or self.cost_effect(n_boot=0)
         frame = self.treated_frame()
         referred = int((frame["treated"] == 1).sum())
@@ -594,9 +287,8 @@ class Study:
 
     def plan_study(self):
         """Study planning from the params' ``planning`` section (see
-        :func:`evalkit.planning.plan_study`); in claims mode a missing baseline rate or
+        :func:`evalkit.analysis.planning.plan_study`); in claims mode a missing baseline rate or
         dispersion is estimated from the comparison arm's baseline window."""
-        from .planning import plan_study
         pl = self.params.planning
         frame = None
         if self.mode == "claims" and (pl.baseline_rate is None or pl.dispersion is None):
@@ -612,7 +304,6 @@ class Study:
         follow-up window, whichever is first (``days``). Covariates as in
         :meth:`analysis_frame`, with the 0/1 ``treated`` column.
         """
-        from .data.contract import CATEGORIES
         if self.mode != "claims":
             raise DataValidationError("time to first visit needs claims (encounter dates)")
         if category not in CATEGORIES:
@@ -669,9 +360,7 @@ class Study:
         ``frame.attrs["no_time_at_risk"]``. Columns as :meth:`time_to_first`
         (``days``, ``event``, covariates, ``treated``).
         """
-        import warnings
 
-        from .errors import DataDroppedWarning
         if self.mode != "claims":
             raise DataValidationError("time to readmission needs claims (admission and "
                                       "discharge dates)")
@@ -721,9 +410,8 @@ class Study:
         """Time from discharge of the first follow-up stay to readmission, by arm:
         Kaplan-Meier, 30- and 90-day readmission probabilities, log-rank and an adjusted
         Cox model (see :meth:`readmission_times` and
-        :func:`evalkit.readmission.readmission_effects`). When too few members have an
+        :func:`evalkit.analysis.readmission.readmission_effects`). When too few members have an
         index stay or a readmission, the result says so and holds no estimates."""
-        from .readmission import readmission_effects
         kwargs.setdefault("min_cell", self.params.report.min_cell)
         kwargs.setdefault("alpha", self.spec.alpha)
         return readmission_effects(self.readmission_times(), self.covariates(), times=times,
@@ -731,8 +419,7 @@ class Study:
 
     def time_to_event(self, category: str = "er", **kwargs):
         """Time to the first ``category`` visit after the index date, by arm (see
-        :func:`evalkit.outcomes.time_to_event_effects`)."""
-        from .outcomes import time_to_event_effects
+        :func:`evalkit.analysis.outcomes.time_to_event_effects`)."""
         frame = self.time_to_first(category)
         kwargs.setdefault("alpha", self.spec.alpha)
         return time_to_event_effects(frame, self.covariates(), f"time_to_first_{category}", **kwargs)
@@ -740,7 +427,7 @@ class Study:
     def monthly_rates(self, category: str = "er") -> pd.DataFrame:
         """Visits of ``category`` per 1,000 member-months by arm and month from the index
         date, over the baseline and follow-up windows (claims mode; see
-        :func:`evalkit.time_series.monthly_rates`).
+        :func:`evalkit.analysis.time_series.monthly_rates`).
 
         Months are counted from each member's index date rather than by calendar month,
         because the interruption is the index date: with staggered index dates a calendar
@@ -748,7 +435,6 @@ class Study:
         member's index date is the handbook's distribution date (1 January), so these
         months are also calendar months and the winter ER peak can be modelled.
         """
-        from . import time_series
         if self.mode != "claims":
             raise DataValidationError("a monthly series needs claims (encounter dates); "
                                       f"this run's mode is {self.mode!r}")
@@ -757,14 +443,12 @@ class Study:
     def interrupted_time_series(self, category: str = "er", horizon: int | None = None,
                                 family: str = "poisson", seasonal: bool | None = None, **kwargs):
         """Interrupted time series of the monthly ``category`` rate, with the comparison arm
-        as control and without (see :func:`evalkit.time_series.fit_its`).
+        as control and without (see :func:`evalkit.analysis.time_series.fit_its`).
 
         ``seasonal=None`` fits month-of-year terms only when every member shares one
-        index date (:func:`evalkit.time_series.seasonal_default`); months with fewer than
+        index date (:func:`evalkit.analysis.time_series.seasonal_default`); months with fewer than
         ``report.min_cell`` members are left out.
         """
-        from . import time_series
-        from .utilization import VISIT_COLUMNS
         monthly = self.monthly_rates(category)
         index_dates = self.sql("SELECT DISTINCT index_date FROM cohort")["index_date"]
         if seasonal is None:
@@ -778,8 +462,7 @@ class Study:
     def survival_by_arm(self, tau: float | None = None, alpha: float | None = None):
         """Survival by arm from person-level ``duration`` and ``event`` (person mode):
         Kaplan-Meier, median and restricted mean survival, log-rank, Cox (see
-        :func:`evalkit.comparisons.survival_by_arm`)."""
-        from .comparisons import survival_by_arm
+        :func:`evalkit.analysis.comparisons.survival_by_arm`)."""
         p = self._person_roles("duration", "treatment")
         labels = {"self_help": str(p.treated_value).replace("_", " ")}
         return survival_by_arm(self.treated_frame(), p.duration, p.event, self.covariates(),
@@ -788,9 +471,8 @@ class Study:
 
     def group_comparison(self, alpha: float | None = None):
         """The k groups of ``data.person.groups`` compared on the outcomes and, with
-        ``duration``/``event``, on a lifetime (see :func:`evalkit.comparisons.compare_groups`);
+        ``duration``/``event``, on a lifetime (see :func:`evalkit.analysis.comparisons.compare_groups`);
         small-cell suppression counts the people of ``data.person.people``."""
-        from .comparisons import compare_groups
         p = self._person_roles("groups")
         return compare_groups(self.analysis_frame(), p.groups, list(p.outcomes), p.duration,
                               p.event, people=p.people, min_cell=self.params.report.min_cell,
@@ -808,7 +490,6 @@ class Study:
 
     def true_effects(self, outcomes: list[str] | None = None) -> dict:
         """The true ratios of a synthetic plan (empty for real data)."""
-        from .outcomes import true_ratios
         return true_ratios(self.truth, outcomes or self.outcomes())
 
     def table1(self) -> pd.DataFrame:
@@ -818,7 +499,6 @@ class Study:
         t = describe.table1(self.analysis_frame(), "group", list(self.spec.described))
         if not self.params.report.public:
             return t
-        from .privacy import suppress_shares
         size = t[t["kind"] == "count"]
         return suppress_shares(t, {c: size[c].iloc[0] for c in ("mean_treated", "mean_control")},
                                self.params.report.min_cell, share_rows=t["kind"] == "binary",
@@ -850,8 +530,7 @@ class Study:
 
     def cohort_design(self):
         """Fit the design of the params' ``design`` section on the analysis frame (see
-        :func:`evalkit.design.fit_design`)."""
-        from . import design as _design
+        :func:`evalkit.analysis.design.fit_design`)."""
         frame, spec = _design.design_frame(self.treated_frame(), self.params.design,
                                            self.covariates())
         return _design.fit_design(frame, spec)
@@ -865,7 +544,6 @@ class Study:
         ``...outcomes`` columns of the person file. Only member_id when none are
         configured.
         """
-        from .design import condition_counts
         self._member_level("negative_control_outcomes")
         nc = self.params.design.negative_controls
         if self.mode == "person":
@@ -891,8 +569,7 @@ class Study:
 
     def negative_controls(self, design):
         """Run the negative controls on a fitted design (see
-        :func:`evalkit.design.run_negative_controls`); None when none are configured."""
-        from . import design as _design
+        :func:`evalkit.analysis.design.run_negative_controls`); None when none are configured."""
         nc = self.negative_control_outcomes()
         cols = [c for c in nc.columns if c != "member_id"]
         if not cols:
@@ -904,26 +581,22 @@ class Study:
 
     def negative_control_truth(self) -> dict:
         """True effects of the negative controls by outcome column (synthetic plans: 1)."""
-        from .design import nc_column
         nc = (self.truth or {}).get("negative_controls", {})
         return {nc_column(code): spec["effect"] for code, spec in nc.items()}
 
     def save_design(self, design, passed: bool | None = None) -> Path:
         """Store the design in the work folder for the later workbooks."""
-        from .design import save_design
         return save_design(design, self.work_dir, passed)
 
     def design(self) -> pd.DataFrame | None:
         """The stored cohort design (member_id, treated, propensity_score, weight,
         subclass), or None when the cohort_balance workbook has not run."""
-        from .design import load_design
         got = load_design(self.work_dir)
         return None if got is None else got[0]
 
     def design_effects(self, outcomes: list[str] | None = None) -> pd.DataFrame | None:
         """Design-adjusted estimates from the stored design (records), or None when
-        there is none (see :func:`evalkit.design.effects_from_table`)."""
-        from .design import effects_from_table, load_design
+        there is none (see :func:`evalkit.analysis.design.effects_from_table`)."""
         got = load_design(self.work_dir)
         if got is None:
             return None

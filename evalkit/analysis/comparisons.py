@@ -26,9 +26,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from scipy import stats
+from statsmodels.stats.multitest import multipletests
 
-from . import survival
-from .errors import DataValidationError, StatisticalWarning
+from .. import survival
+from ..data.synthetic_person import true_restricted_mean
+from ..errors import DataValidationError, StatisticalWarning
+from ..privacy import suppress
 from .spec import model_frame
 
 __all__ = ["ArmSurvival", "survival_by_arm", "GroupComparison", "compare_groups",
@@ -99,7 +102,6 @@ class ArmSurvival:
         ``min_cell`` people are still at risk the number at risk *and* the survival
         estimate with its interval are hidden: the share still alive times the arm's
         size would give the small count back."""
-        from .privacy import suppress
         summary = suppress(self.summary.set_index("arm"), ["deaths", "censored"],
                            min_cell=min_cell, row_total="n").table.reset_index()
         derived = {c: "n_risk" for c in ("survival", "std_error", "ci_low", "ci_high")}
@@ -115,7 +117,6 @@ class ArmSurvival:
         ``tau`` and the median, with this sample's estimates and intervals."""
         if not truth or truth.get("scenario") != "support_group_survival":
             return None
-        from .data.synthetic_person import true_restricted_mean
         rows = []
         for arm_key, label in zip(("support_group", "control"), self.summary["arm"]):
             t = truth["arms"][arm_key]
@@ -296,7 +297,6 @@ class GroupComparison:
                 at = at.rename(columns={"n_risk": "groups_at_risk", "n_event": "groups_ended"})
                 logrank = logrank.rename(columns={"n": "groups", "observed": "groups_ended"})
             else:                           # the units are people: the small-cell rule applies
-                from .privacy import suppress
                 at = suppress(at.drop(columns="n_event"), ["n_risk"], protect_rows=False,
                               min_cell=self.min_cell,
                               derived={c: "n_risk" for c in ("survival", "std_error", "ci_low",
@@ -313,6 +313,109 @@ def _median_ci(x: np.ndarray, alpha: float) -> tuple[float, float]:
         return float("nan"), float("nan")
     ci = stats.quantile_test(x, q=float(np.median(x)), p=0.5).confidence_interval(1 - alpha)
     return float(ci.low), float(ci.high)
+
+
+def _compare_outcome(outcome: str, levels: list, by: dict, z_t: dict, alpha: float,
+                     people: str | None, hidden: set):
+    """One outcome across the k groups (:func:`compare_groups`): its descriptive rows,
+    its ANOVA and Kruskal-Wallis row, its pairwise differences and their records."""
+    desc_rows, pair_rows, recs = [], [], []
+    values = {lv: by[lv][outcome].to_numpy(float) for lv in levels}
+    for lv, x in values.items():
+        mean = float(x.mean())
+        sd = float(x.std(ddof=1)) if x.size > 1 else float("nan")
+        half = z_t[lv] * sd / np.sqrt(x.size) if x.size > 1 else float("nan")
+        lo, hi = _median_ci(x, alpha)
+        row = {"outcome": outcome, "group": lv, "units": int(x.size), "mean": mean,
+               "mean_ci_low": mean - half, "mean_ci_high": mean + half, "sd": sd,
+               "median": float(np.median(x)), "median_ci_low": lo, "median_ci_high": hi}
+        if outcome == people and lv in hidden:
+            row.update({k: float("nan") for k in row if k not in ("outcome", "group", "units")})
+        desc_rows.append(row)
+        if not (outcome == people and lv in hidden):
+            recs.append({"outcome": outcome, "scale": "mean", "contrast": f"{lv}",
+                         "estimate": mean, "std_error": sd / np.sqrt(x.size),
+                         "ci_low": mean - half, "ci_high": mean + half, "p_value": None,
+                         "method": "mean with t interval", "estimand": f"mean per unit, {lv}",
+                         "n_treated": int(x.size), "n_control": None,
+                         "analysis": "descriptive", "model": "mean", "family": None,
+                         "adjusted_for": []})
+    groups_x = list(values.values())
+    f = stats.f_oneway(*groups_x)
+    h = stats.kruskal(*groups_x)
+    n = sum(x.size for x in groups_x)
+    test_row = {"outcome": outcome, "anova_f": float(f.statistic),
+                "anova_df1": len(levels) - 1, "anova_df2": n - len(levels),
+                "anova_p": float(f.pvalue), "kruskal_h": float(h.statistic),
+                "kruskal_df": len(levels) - 1, "kruskal_p": float(h.pvalue)}
+    pairs = []
+    for a, b in itertools.combinations(levels, 2):
+        res = stats.ttest_ind(values[b], values[a], equal_var=False)
+        ci = res.confidence_interval(1 - alpha)
+        est = float(values[b].mean() - values[a].mean())
+        pairs.append({"outcome": outcome, "contrast": f"{b} vs {a}", "estimate": est,
+                      "std_error": float(est / res.statistic) if res.statistic else float("nan"),
+                      "ci_low": float(ci.low), "ci_high": float(ci.high),
+                      "p_value": float(res.pvalue), "n_treated": int(values[b].size),
+                      "n_control": int(values[a].size), "_pair": (a, b)})
+    holm = multipletests([p["p_value"] for p in pairs], method="holm")[1]
+    for p, ph in zip(pairs, holm):
+        p["p_holm"] = float(ph)
+        a, b = p.pop("_pair")
+        if outcome == people and (a in hidden or b in hidden):
+            continue                         # a difference would give a hidden count back
+        pair_rows.append(p)
+        recs.append({**{k: v for k, v in p.items() if k != "p_holm"}, "scale": "difference",
+                     "method": "difference in means, Welch t interval (Holm-adjusted p "
+                               "in p_value_holm)", "estimand": "difference in means",
+                     "p_value_holm": float(ph), "analysis": "crude",
+                     "model": "Welch t", "family": None, "adjusted_for": []})
+    return desc_rows, test_row, pair_rows, recs
+
+
+def _compare_lifetimes(frame: pd.DataFrame, group: str, levels: list, by: dict,
+                       duration: str, event: str, unit: str, alpha: float):
+    """The censored lifetime across the k groups (:func:`compare_groups`): Kaplan-Meier,
+    log-rank, Cox with pairwise hazard ratios, and the ratios' records."""
+    recs = []
+    km = survival.kaplan_meier(frame, duration, event, group=group, alpha=alpha)
+    lr = survival.logrank(frame, duration, event, group)
+    med = km.median.set_index("group")
+    lifetime = pd.DataFrame([{
+        "group": lv, "units": int(med.loc[lv, "n"]), "ended": int(med.loc[lv, "events"]),
+        "still_running": int(med.loc[lv, "n"] - med.loc[lv, "events"]),
+        "median": med.loc[lv, "median"], "median_ci_low": med.loc[lv, "ci_low"],
+        "median_ci_high": med.loc[lv, "ci_high"]} for lv in levels])
+    at = km.survival_at(report_times(float(frame[duration].max()), unit))
+    ref = levels[0]
+    data = frame.assign(_level=pd.Categorical(frame[group], categories=levels))
+    cox = survival.cox(data, f"C(_level, Treatment(reference={ref!r}))", duration, event,
+                       alpha=alpha)
+    beta = dict(zip(levels, [0.0, *cox.table["estimate"].to_numpy()]))
+    cov = np.zeros((len(levels), len(levels)))
+    cov[1:, 1:] = np.asarray(cox.model.cov_params(), float)
+    z = stats.norm.ppf(1 - alpha / 2)
+    hr_rows = []
+    for (i, a), (j, b) in itertools.combinations(enumerate(levels), 2):
+        est = beta[b] - beta[a]
+        se = float(np.sqrt(cov[i, i] + cov[j, j] - 2 * cov[i, j]))
+        hr_rows.append({"contrast": f"{b} vs {a}", "hazard_ratio": float(np.exp(est)),
+                        "ci_low": float(np.exp(est - z * se)),
+                        "ci_high": float(np.exp(est + z * se)), "log_hr": est,
+                        "std_error": se, "p_value": float(2 * stats.norm.sf(abs(est / se))),
+                        "n_treated": len(by[b]), "n_control": len(by[a])})
+        recs.append({"outcome": duration, "scale": "hazard_ratio", "contrast": f"{b} vs {a}",
+                     "estimate": float(np.exp(est)), "std_error": se,
+                     "ci_low": float(np.exp(est - z * se)),
+                     "ci_high": float(np.exp(est + z * se)),
+                     "p_value": float(2 * stats.norm.sf(abs(est / se))),
+                     "method": "Cox model (Efron ties), group as a factor",
+                     "analysis": "survival", "model": "Cox", "family": None,
+                     "adjusted_for": [],
+                     "estimand": "HR of ending", "n_treated": len(by[b]),
+                     "n_control": len(by[a])})
+    hrs = pd.DataFrame(hr_rows)
+    return km, lr, cox, lifetime, hrs, at, recs
 
 
 def compare_groups(frame: pd.DataFrame, group: str, outcomes: list[str],
@@ -352,10 +455,6 @@ def compare_groups(frame: pd.DataFrame, group: str, outcomes: list[str],
     StatisticalWarning
         A group with fewer than 3 units (its interval and the tests rest on very little).
     """
-    from statsmodels.stats.multitest import multipletests
-
-    from .privacy import suppress
-
     needed = [group, *outcomes, *([duration, event] if duration else []),
               *([people] if people and people not in outcomes else [])]
     missing = [c for c in needed if c not in frame.columns]
@@ -387,96 +486,17 @@ def compare_groups(frame: pd.DataFrame, group: str, outcomes: list[str],
 
     desc_rows, test_rows, pair_rows, recs = [], [], [], []
     for outcome in outcomes:
-        values = {lv: by[lv][outcome].to_numpy(float) for lv in levels}
-        for lv, x in values.items():
-            mean = float(x.mean())
-            sd = float(x.std(ddof=1)) if x.size > 1 else float("nan")
-            half = z_t[lv] * sd / np.sqrt(x.size) if x.size > 1 else float("nan")
-            lo, hi = _median_ci(x, alpha)
-            row = {"outcome": outcome, "group": lv, "units": int(x.size), "mean": mean,
-                   "mean_ci_low": mean - half, "mean_ci_high": mean + half, "sd": sd,
-                   "median": float(np.median(x)), "median_ci_low": lo, "median_ci_high": hi}
-            if outcome == people and lv in hidden:
-                row.update({k: float("nan") for k in row if k not in ("outcome", "group", "units")})
-            desc_rows.append(row)
-            if not (outcome == people and lv in hidden):
-                recs.append({"outcome": outcome, "scale": "mean", "contrast": f"{lv}",
-                             "estimate": mean, "std_error": sd / np.sqrt(x.size),
-                             "ci_low": mean - half, "ci_high": mean + half, "p_value": None,
-                             "method": "mean with t interval", "estimand": f"mean per unit, {lv}",
-                             "n_treated": int(x.size), "n_control": None,
-                             "analysis": "descriptive", "model": "mean", "family": None,
-                             "adjusted_for": []})
-        groups_x = list(values.values())
-        f = stats.f_oneway(*groups_x)
-        h = stats.kruskal(*groups_x)
-        n = sum(x.size for x in groups_x)
-        test_rows.append({"outcome": outcome, "anova_f": float(f.statistic),
-                          "anova_df1": len(levels) - 1, "anova_df2": n - len(levels),
-                          "anova_p": float(f.pvalue), "kruskal_h": float(h.statistic),
-                          "kruskal_df": len(levels) - 1, "kruskal_p": float(h.pvalue)})
-        pairs = []
-        for a, b in itertools.combinations(levels, 2):
-            res = stats.ttest_ind(values[b], values[a], equal_var=False)
-            ci = res.confidence_interval(1 - alpha)
-            est = float(values[b].mean() - values[a].mean())
-            pairs.append({"outcome": outcome, "contrast": f"{b} vs {a}", "estimate": est,
-                          "std_error": float(est / res.statistic) if res.statistic else float("nan"),
-                          "ci_low": float(ci.low), "ci_high": float(ci.high),
-                          "p_value": float(res.pvalue), "n_treated": int(values[b].size),
-                          "n_control": int(values[a].size), "_pair": (a, b)})
-        holm = multipletests([p["p_value"] for p in pairs], method="holm")[1]
-        for p, ph in zip(pairs, holm):
-            p["p_holm"] = float(ph)
-            a, b = p.pop("_pair")
-            if outcome == people and (a in hidden or b in hidden):
-                continue                         # a difference would give a hidden count back
-            pair_rows.append(p)
-            recs.append({**{k: v for k, v in p.items() if k != "p_holm"}, "scale": "difference",
-                         "method": "difference in means, Welch t interval (Holm-adjusted p "
-                                   "in p_value_holm)", "estimand": "difference in means",
-                         "p_value_holm": float(ph), "analysis": "crude",
-                         "model": "Welch t", "family": None, "adjusted_for": []})
-
+        desc, test, pairs, outcome_recs = _compare_outcome(outcome, levels, by, z_t, alpha,
+                                                           people, hidden)
+        desc_rows += desc
+        test_rows.append(test)
+        pair_rows += pairs
+        recs += outcome_recs
     km = lr = cox = lifetime = hrs = at = None
     if duration:
-        km = survival.kaplan_meier(frame, duration, event, group=group, alpha=alpha)
-        lr = survival.logrank(frame, duration, event, group)
-        med = km.median.set_index("group")
-        lifetime = pd.DataFrame([{
-            "group": lv, "units": int(med.loc[lv, "n"]), "ended": int(med.loc[lv, "events"]),
-            "still_running": int(med.loc[lv, "n"] - med.loc[lv, "events"]),
-            "median": med.loc[lv, "median"], "median_ci_low": med.loc[lv, "ci_low"],
-            "median_ci_high": med.loc[lv, "ci_high"]} for lv in levels])
-        at = km.survival_at(report_times(float(frame[duration].max()), unit))
-        ref = levels[0]
-        data = frame.assign(_level=pd.Categorical(frame[group], categories=levels))
-        cox = survival.cox(data, f"C(_level, Treatment(reference={ref!r}))", duration, event,
-                           alpha=alpha)
-        beta = dict(zip(levels, [0.0, *cox.table["estimate"].to_numpy()]))
-        cov = np.zeros((len(levels), len(levels)))
-        cov[1:, 1:] = np.asarray(cox.model.cov_params(), float)
-        z = stats.norm.ppf(1 - alpha / 2)
-        hr_rows = []
-        for (i, a), (j, b) in itertools.combinations(enumerate(levels), 2):
-            est = beta[b] - beta[a]
-            se = float(np.sqrt(cov[i, i] + cov[j, j] - 2 * cov[i, j]))
-            hr_rows.append({"contrast": f"{b} vs {a}", "hazard_ratio": float(np.exp(est)),
-                            "ci_low": float(np.exp(est - z * se)),
-                            "ci_high": float(np.exp(est + z * se)), "log_hr": est,
-                            "std_error": se, "p_value": float(2 * stats.norm.sf(abs(est / se))),
-                            "n_treated": len(by[b]), "n_control": len(by[a])})
-            recs.append({"outcome": duration, "scale": "hazard_ratio", "contrast": f"{b} vs {a}",
-                         "estimate": float(np.exp(est)), "std_error": se,
-                         "ci_low": float(np.exp(est - z * se)),
-                         "ci_high": float(np.exp(est + z * se)),
-                         "p_value": float(2 * stats.norm.sf(abs(est / se))),
-                         "method": "Cox model (Efron ties), group as a factor",
-                         "analysis": "survival", "model": "Cox", "family": None,
-                         "adjusted_for": [],
-                         "estimand": "HR of ending", "n_treated": len(by[b]),
-                         "n_control": len(by[a])})
-        hrs = pd.DataFrame(hr_rows)
+        km, lr, cox, lifetime, hrs, at, hr_recs = _compare_lifetimes(
+            frame, group, levels, by, duration, event, unit, alpha)
+        recs += hr_recs
     return GroupComparison(pd.DataFrame(desc_rows), pd.DataFrame(test_rows),
                            pd.DataFrame(pair_rows), people_tab, suppression, km, lr, cox,
                            lifetime, hrs, at, pd.DataFrame(recs), levels, min_cell)

@@ -5,7 +5,7 @@ the clock starts on its discharge day and stops at the next admission (a readmis
 or is censored when their coverage or the follow-up window ends (the durations are built
 by :meth:`evalkit.Study.readmission_times`). The analysis is the same as for the time to
 a first ER visit -- Kaplan-Meier by arm, log-rank, a Cox model adjusted for the baseline
-covariates (:func:`evalkit.outcomes.time_to_event_effects`) -- read as the probability of
+covariates (:func:`evalkit.analysis.outcomes.time_to_event_effects`) -- read as the probability of
 *being readmitted* by day 30 and day 90 (one minus the Kaplan-Meier survival).
 
 Readmissions are rarer than ER visits: only members with a stay can be readmitted, so a
@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from .errors import EvalkitError
+from ..errors import EvalkitError
+from .outcomes import time_to_event_effects
 
 __all__ = ["Readmission", "readmission_effects", "OUTCOME"]
 
@@ -119,7 +120,6 @@ def readmission_effects(frame: pd.DataFrame, covariates: list[str], times=(30, 9
     after discharge are common, 1 - KM overstates the readmission risk (a competing
     risk).
     """
-    from .outcomes import time_to_event_effects
 
     need = {"days", "event", "group", "treated"}
     missing = sorted(need - set(frame.columns))

@@ -32,8 +32,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .econ import nb_mde, nb_power, nb_sample_size
-from .errors import DataValidationError, ParamsError, StatisticalWarning
+from ..econ import nb_mde, nb_power, nb_sample_size
+from ..errors import DataValidationError, ParamsError, StatisticalWarning
+from ..models.count import count_model
 from .spec import CLAIMS_OUTCOMES
 
 __all__ = ["BaselineEstimate", "estimate_baseline", "PlanningResult", "plan_study"]
@@ -78,7 +79,6 @@ def estimate_baseline(frame: pd.DataFrame, outcome: str = "er_visits",
     DataValidationError
         When the columns are missing, the comparison arm is empty or has no events.
     """
-    from .models.count import count_model
 
     y, mm = f"baseline_{outcome}", "baseline_member_months"
     missing = [c for c in (y, mm, group) if c not in frame]

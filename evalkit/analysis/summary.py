@@ -33,15 +33,19 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import FuncFormatter
 from scipy import stats
 
-from .econ import Beta, Fixed, Normal, psa
-from .errors import DataValidationError
-from .params import RATIO_MEASURES, Params, ProjectionParams, SummaryParams
-from .synthesis import (MetaAnalysisResult, compare_proportions, effect_size, meta_analysis,
-                        proportion_ci)
+from ..econ import Beta, Fixed, Normal, psa
+from ..errors import DataValidationError
+from ..params import RATIO_MEASURES, Params, ProjectionParams, SummaryParams
+from ..privacy import suppress
+from ..synthesis import (MetaAnalysisResult, compare_proportions, effect_size, forest_plot,
+                         meta_analysis, proportion_ci)
+from .valuation import budget_for_plan
 
 __all__ = [
     "MEASURE_NAMES", "MEASURE_SCALES", "study_effects", "OutcomeSynthesis", "Synthesis",
@@ -212,7 +216,6 @@ class OutcomeSynthesis:
     def forest(self, ax=None):
         """Forest plot of the studies and the chosen pooled estimate (ratio measures on a
         log axis). Needs k >= 2."""
-        from .synthesis import forest_plot
         if not self.pooled:
             raise DataValidationError(f"outcome '{self.outcome}' has one study: nothing to pool "
                                       "or draw a forest plot of")
@@ -220,7 +223,6 @@ class OutcomeSynthesis:
         ax = forest_plot(fit, ax=ax, transform=np.exp if self.ratio else None,
                          xlabel=f"{MEASURE_NAMES[self.measure]}, {outcome_label(self.outcome)}")
         if self.ratio:                 # plain numbers (0.5, 1, 2) rather than powers of ten
-            from matplotlib.ticker import FuncFormatter
             ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         return ax
 
@@ -670,7 +672,6 @@ _PUBLIC = {
 def _hide_group(x: np.ndarray, n: np.ndarray, min_cell: int):
     """Masks (x, n, any) for one group per row: with x given, x + (n - x) = n is the
     relation suppress protects; with only n, n alone (primary rule)."""
-    from .privacy import suppress
     mx = np.zeros(len(n), bool)
     mn = np.zeros(len(n), bool)
     anyh = np.zeros(len(n), bool)
@@ -928,7 +929,6 @@ def pooling_note(synthesis: Synthesis) -> str:
 
 def forest_figure(synthesis: Synthesis):
     """Forest plots of every pooled outcome in one figure, or None when nothing is pooled."""
-    import matplotlib.pyplot as plt
     pooled = [o for o in synthesis.outcomes.values() if o.pooled]
     if not pooled:
         return None
@@ -951,7 +951,7 @@ def project_plan(params: Params, synthesis: Synthesis) -> Projection | None:
 
 def projected_budget(projection: Projection | None, econ):
     """Budget impact, year by year, of a program that brings the projected effect on cost
-    to the target plan (:func:`evalkit.valuation.budget_for_plan`), or None when no cost
+    to the target plan (:func:`evalkit.analysis.valuation.budget_for_plan`), or None when no cost
     outcome is projected.
 
     The plan is the projection's (members, and the share expected to take part as the
@@ -961,7 +961,6 @@ def projected_budget(projection: Projection | None, econ):
     facilitation, materials per referred member, start-up in year 1) come from ``econ``.
     Years and discounting follow ``econ.budget`` (undiscounted by default).
     """
-    from .valuation import budget_for_plan
     if projection is None or not projection.has_cost:
         return None
     row = projection.table[projection.table["unit"] == "dollars"].iloc[0]

@@ -2,7 +2,7 @@
 
 Every module downstream of the params reads what a study is from here, never from a
 column name or from free text. The spec is resolved once per run, before any workbook
-starts (:func:`evalkit.study.prepare`), saved as ``spec.json`` in the run folder and
+starts (:func:`evalkit.prepare.prepare`), saved as ``spec.json`` in the run folder and
 recorded in ``results.json``. It names
 
 * the **study**: question, intervention and comparison labels, the unit (members,
@@ -44,28 +44,18 @@ listed under ``not_adjusted`` with the reason, never dropped silently.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .errors import DataValidationError, ParamsError
-
-SPEC_FILE = "spec.json"
+from ..errors import DataValidationError, ParamsError
+from ..results import SPEC_FILE
+from ..terms import Term, parse_term, term_columns
 
 #: Kinds of outcome.
 KINDS = ("count", "cost", "continuous", "binary", "time_to_event")
-#: What an estimate record's ``analysis`` says it is (docs/results.md).
-ANALYSES = ("adjusted", "design", "crude", "prepost", "its", "survival", "descriptive",
-            "valuation", "budget", "power", "synthesis", "projection", "survey")
-#: The order in which a record is chosen as an outcome's primary estimate on a scale
-#: when the spec's primary analysis has none on that scale.
-PRIMARY_ORDER = ("adjusted", "design", "survival", "its", "prepost", "valuation", "synthesis",
-                 "projection", "survey", "budget", "power", "crude", "descriptive")
-#: Transforms a covariate term may carry.
-TRANSFORMS = ("log1p", "C")
 #: Program costs (``econ``) that, when the params leave them out, are evalkit's defaults:
 #: assumptions, not the program's own costs (listed in the spec's ``assumed``).
 ECON_COST_FIELDS = ("coordination", "facilitation", "materials", "fixed_startup")
@@ -116,76 +106,6 @@ CLAIMS_TIME_OUTCOMES = {
                                             "a readmission to hospital", "days",
                                             event=("be readmitted", "be readmitted to hospital")),
 }
-
-
-# ------------------------------------------------------------------------------ terms
-@dataclass(frozen=True)
-class Term:
-    """One covariate as it enters the models.
-
-    Attributes
-    ----------
-    column : the data column the term reads.
-    transform : None (the column as written), ``"log1p"`` (log(1 + x)) or ``"C"``
-        (categories).
-    source : where it came from: ``"params"`` or ``"default"``.
-    """
-
-    column: str
-    transform: str | None = None
-    source: str = "params"
-
-    @property
-    def expression(self) -> str:
-        """The term as written in a formula or the params: ``age``, ``log1p(x)``, ``C(r)``."""
-        return f"{self.transform}({self.column})" if self.transform else self.column
-
-    @property
-    def name(self) -> str:
-        """The model-frame column (or formula piece) the term becomes."""
-        if self.transform == "log1p":
-            return f"log1p_{self.column}"
-        return self.expression
-
-
-def parse_term(text: str, source: str = "params") -> Term:
-    """A covariate term from its written form.
-
-    ``"age"`` -> the column as written; ``"log1p(baseline_cost)"`` -> log(1 + x);
-    ``"C(region)"`` -> categories. Anything else raises ``ValueError`` (params
-    validation reports it under the key).
-
-    Examples
-    --------
-    >>> parse_term("log1p(baseline_total_cost)").name
-    'log1p_baseline_total_cost'
-    >>> parse_term("log1p_baseline_cost").transform is None
-    True
-    """
-    if not isinstance(text, str) or not text.strip():
-        raise ValueError("a covariate term must be a column name, log1p(column) or C(column)")
-    s = text.strip()
-    m = re.fullmatch(r"(\w+)\(\s*([A-Za-z_]\w*)\s*\)", s)
-    if m:
-        if m.group(1) not in TRANSFORMS:
-            raise ValueError(f"covariate term {s!r}: transform {m.group(1)!r} is not one of "
-                             f"{', '.join(TRANSFORMS)} (write the transformed column into the "
-                             "data, or use one of these)")
-        return Term(m.group(2), m.group(1), source)
-    if not re.fullmatch(r"[A-Za-z_]\w*", s):
-        raise ValueError(f"covariate term {s!r}: give a column name, log1p(column) or "
-                         "C(column)")
-    return Term(s, None, source)
-
-
-def term_columns(terms) -> list[str]:
-    """The data columns a list of terms (or their written forms) reads, in order."""
-    out = []
-    for t in terms:
-        c = (t if isinstance(t, Term) else parse_term(t)).column
-        if c not in out:
-            out.append(c)
-    return out
 
 
 @dataclass(frozen=True)

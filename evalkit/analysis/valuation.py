@@ -19,9 +19,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .econ import (Beta, Empirical, Fixed, Gamma, Normal, ProgramCosts, budget_impact,
+from ..econ import (Beta, Empirical, Fixed, Gamma, Normal, ProgramCosts, budget_impact,
                    cost_benefit, icer, nmb, one_way, psa)
-from .errors import DataValidationError, StatisticalWarning
+from ..errors import ConvergenceError, DataValidationError, StatisticalWarning
+from ..models.bootstrap import (BATCHED_COUNT_FAMILIES, bootstrap, bootstrap_count_effect,
+                                bootstrap_two_part, replicate_fields, replicates_sentence)
+from ..models.count import count_model
 from .spec import model_frame
 
 
@@ -87,7 +90,6 @@ class Valuation:
         replicates (a warning when more than 5% could not be fitted)."""
         if not self.joint:
             return "saving and effect drawn independently (their correlation is ignored)"
-        from .models.bootstrap import replicates_sentence
         return ("saving and effect drawn jointly from the bootstrap; " +
                 replicates_sentence(self.replicates.n_boot, self.replicates.n_failed,
                                     "joint bootstrap"))
@@ -97,7 +99,6 @@ class Valuation:
         ``rows`` (default all), when the PSA drew from it."""
         if not self.joint or self.replicates is None:
             return rec
-        from .models.bootstrap import replicate_fields
         rec = rec.copy()
         rows = slice(None) if rows is None else rows
         for key, value in replicate_fields(self.replicates.n_boot, self.replicates.n_failed,
@@ -259,8 +260,6 @@ def _er_statistic(df: pd.DataFrame, er_formula: str, family: str) -> float:
     shows no overdispersion), the NB estimate is its Poisson limit, so the Poisson fit is
     used for that replicate.
     """
-    from .errors import ConvergenceError
-    from .models.count import count_model
     try:
         fit = count_model(df, er_formula, family=family, exposure="member_months")
     except ConvergenceError as err:
@@ -322,9 +321,6 @@ def joint_bootstrap(frame: pd.DataFrame, covariates: list[str], er_family: str,
         ``er_visits_averted`` (per member-year, ``-rate difference per 1,000
         member-months * 12 / 1000``).
     """
-    from .models.bootstrap import (
-        BATCHED_COUNT_FAMILIES, bootstrap, bootstrap_count_effect, bootstrap_two_part,
-    )
     mf = model_frame(frame, covariates)
     rhs = " + ".join(["treated", *mf.names])
     data = mf.frame[["treated", count_outcome, cost_outcome, "member_months",

@@ -20,6 +20,8 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown
 
+from ..data.notes import NOTE_TEXT
+
 from .plots import ARM_LABELS, OUTCOME_LABELS
 
 #: Readers' words (with units) for the results vocabulary's scales.
@@ -165,13 +167,12 @@ def quarantine(report):
 
 
 def set_aside(notes: pd.DataFrame):
-    """The set-aside notes (:meth:`evalkit.study.Study.set_aside`) as a readable table,
+    """The set-aside notes (:meth:`evalkit.analysis.study.Study.set_aside`) as a readable table,
     or a sentence when there is nothing to note."""
     if notes.empty:
         return Markdown("**Nothing to note**: no person with claim lines lacks coverage, no "
                         "category code is unmapped, and no inpatient stay lacks a usable "
                         "discharge date (person-level data have no claim lines to check).")
-    from .data.notes import NOTE_TEXT
     t = notes.assign(what=notes["note"].map(NOTE_TEXT), code=notes["code"].fillna(""),
                      nights=notes["nights"].astype("object").where(notes["nights"].notna(), ""))
     return table(t[["what", "code", "persons", "visits", "lines", "nights", "amount"]].rename(
@@ -180,7 +181,7 @@ def set_aside(notes: pd.DataFrame):
 
 
 def mental_health_concepts(concepts: pd.DataFrame | None, mode: str = "claims"):
-    """The OMOP mental-health concept list (:meth:`evalkit.study.Study.mental_health_concepts`),
+    """The OMOP mental-health concept list (:meth:`evalkit.analysis.study.Study.mental_health_concepts`),
     or a sentence for other sources (``mode`` is the run's: person-level data count no
     visits)."""
     if concepts is None and mode != "claims":
@@ -432,7 +433,7 @@ def table1(t1: pd.DataFrame, spec=None, min_cell: int | None = None):
     """Table 1 as published: one row per characteristic, each arm's ``n (%)`` (yes/no
     characteristics) or ``mean (SD)`` (continuous ones), and the standardized difference.
 
-    ``t1`` is :meth:`evalkit.study.Study.table1` (columns covariate, kind, mean_treated,
+    ``t1`` is :meth:`evalkit.analysis.study.Study.table1` (columns covariate, kind, mean_treated,
     sd_treated, mean_control, sd_control, smd, n_missing). A share the run suppressed
     (NaN in a public run: it stands for fewer than ``min_cell`` people) reads
     "suppressed" and so does its standardized difference; counts are never derived from

@@ -243,7 +243,7 @@ def effects_plot(effects: pd.DataFrame, ax=None, log: bool | None = None):
     """Each study's effect with its 95% CI, one row per study and outcome.
 
     ``effects`` has ``study, outcome, estimate, ci_low, ci_high`` (e.g.
-    :func:`evalkit.summary.study_effects`, or its ratio rows). Ratios are drawn on a log
+    :func:`evalkit.analysis.summary.study_effects`, or its ratio rows). Ratios are drawn on a log
     axis with a line at 1 (no difference); differences on a linear axis with a line at 0.
     """
     n = len(effects)
@@ -271,7 +271,7 @@ def effects_plot(effects: pd.DataFrame, ax=None, log: bool | None = None):
 
 def projection_plot(table: pd.DataFrame, axes=None):
     """Expected yearly change in a target plan with 95% intervals, one panel per outcome
-    (units differ: visits, days, dollars). ``table`` is :attr:`evalkit.summary.Projection.table`.
+    (units differ: visits, days, dollars). ``table`` is :attr:`evalkit.analysis.summary.Projection.table`.
     Returns the array of axes."""
     k = len(table)
     made = axes is None
@@ -308,7 +308,7 @@ def proportions_plot(table: pd.DataFrame, ax=None):
     """Survey proportions (percent) with their intervals, one row per item.
 
     ``table`` has ``label, proportion, ci_low, ci_high`` and optionally ``group``
-    (:func:`evalkit.summary.survey_proportions`); rows whose figures were suppressed
+    (:func:`evalkit.analysis.summary.survey_proportions`); rows whose figures were suppressed
     (text instead of numbers) are left out of the chart."""
     t = table[pd.to_numeric(table["proportion"], errors="coerce").notna()]
     if ax is None:
@@ -329,7 +329,7 @@ def proportions_plot(table: pd.DataFrame, ax=None):
 
 def sd_sensitivity_plot(table: pd.DataFrame, ax=None):
     """Each outcome's result (with its 95% interval) as the assumed SDs are scaled.
-    ``table`` is :func:`evalkit.summary.sd_sensitivity`."""
+    ``table`` is :func:`evalkit.analysis.summary.sd_sensitivity`."""
     outcomes = list(dict.fromkeys(table["outcome"]))
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 3.4))
@@ -354,7 +354,7 @@ def nmb_plot(curve: pd.DataFrame, ax=None):
     """Net monetary benefit per referred member against willingness to pay per ER visit
     averted: the line at the estimates and the 95% band of the PSA draws.
 
-    ``curve`` is :meth:`evalkit.valuation.Valuation.nmb_curve`. Above zero the programme
+    ``curve`` is :meth:`evalkit.analysis.valuation.Valuation.nmb_curve`. Above zero the programme
     is worth its cost at that price of an ER visit averted.
     """
     if ax is None:
@@ -394,7 +394,7 @@ def power_curve_plot(result, ax=None):
     """Power to detect the planned drop against members per arm, with the target power,
     the members available and the members needed marked.
 
-    ``result`` is an :class:`evalkit.planning.PlanningResult`.
+    ``result`` is an :class:`evalkit.analysis.planning.PlanningResult`.
     """
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 3.8))
@@ -417,7 +417,7 @@ def power_curve_plot(result, ax=None):
 def group_summary_plot(describe: pd.DataFrame, outcome: str, ax=None, label: str | None = None):
     """Mean (dot) and median (diamond) of one outcome per group, each with its 95% CI.
 
-    ``describe`` is :attr:`evalkit.comparisons.GroupComparison.describe`. Only summaries
+    ``describe`` is :attr:`evalkit.analysis.comparisons.GroupComparison.describe`. Only summaries
     are drawn, never single units: for group-level data a single group's size is a count
     of people, which may be below the small-cell limit. Groups whose summaries were
     blanked by suppression are left empty.

@@ -44,10 +44,11 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from .cohort import DAYS_PER_MONTH
-from .data.contract import CATEGORIES
-from .errors import DataDroppedWarning, DataValidationError, ParamsError
-from .utilization import VISIT_COLUMNS
+from ..cohort import DAYS_PER_MONTH
+from ..data.contract import CATEGORIES
+from ..errors import DataDroppedWarning, DataValidationError, ParamsError
+from ..models.its import its, its_plot
+from ..utilization import VISIT_COLUMNS
 
 __all__ = ["monthly_rates_sql", "monthly_rates", "small_months", "seasonal_default",
            "fit_its", "ITSAnalysis", "effects_table", "headline", "findings",
@@ -131,7 +132,7 @@ def monthly_rates(con: duckdb.DuckDBPyConnection, category: str = "er") -> pd.Da
     Parameters
     ----------
     con : a connection holding the prepared ``cohort``, ``enrollment`` and ``encounters``
-        tables (see :func:`evalkit.study.prepare`).
+        tables (see :func:`evalkit.prepare.prepare`).
     category : contract category (``er`` by default; ``inpatient`` counts admissions).
 
     Returns
@@ -216,10 +217,8 @@ class ITSAnalysis:
 
     def plot(self, which: str = "controlled", ax=None):
         """:func:`evalkit.models.its.its_plot` of one fit (``controlled`` or ``single``)."""
-        from .models.its import its_plot
         res = self.controlled if which == "controlled" and self.controlled is not None \
             else self.single
-        from .plots import OUTCOME_LABELS
         ax = its_plot(res, ax=ax)
         ax.set_xlabel("months from the index date (0 = first month after)")
         outcome = res.formula.split(" ~ ")[0]
@@ -318,7 +317,6 @@ def fit_its(monthly: pd.DataFrame, outcome: str = "er_visits", horizon: int | No
     Prais-Winsten", *Stat. Med.* 42:1277-1288). Read the intervals as a lower bound on
     the uncertainty.
     """
-    from .models.its import its
 
     need = {"group", "month", "members", "member_months", outcome}
     missing = sorted(need - set(monthly.columns))
