@@ -10,8 +10,6 @@ import urllib.parse
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-import nbformat
-
 from ..results import write_text_atomic
 from .errors import PrivacyError
 
@@ -248,8 +246,12 @@ def redact_notebook(path, secrets, replacement: str = REDACTED) -> int:
     if not forms:
         return 0
     try:
-        nb = nbformat.reads(path.read_text(encoding="utf-8"), as_version=nbformat.NO_CONVERT)
-    except Exception as err:  # noqa: BLE001 - report any unreadable notebook the same way
+        # the notebook as JSON, not through nbformat: nbformat loads jsonschema, which
+        # every workbook kernel would pay for when it imports evalkit
+        nb = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(nb, dict) or "cells" not in nb:
+            raise ValueError("no cells")
+    except (OSError, ValueError) as err:
         raise PrivacyError(f"redact_notebook: cannot read {path} as a notebook ({err})") from None
     count = 0
 
@@ -279,5 +281,7 @@ def redact_notebook(path, secrets, replacement: str = REDACTED) -> int:
     walk(nb)
     if count == 0:
         return 0
-    write_text_atomic(path, nbformat.writes(nb), mode=path.stat().st_mode & 0o777)
+    # the layout nbformat writes: one-space indent, sorted keys, text as it is
+    write_text_atomic(path, json.dumps(nb, indent=1, sort_keys=True, ensure_ascii=False) + "\n",
+                      mode=path.stat().st_mode & 0o777)
     return count
