@@ -8,7 +8,7 @@ when positive), then, in this one process and interleaved over ``--repeats`` rou
   refit :func:`evalkit.models.twopart.two_part` with statsmodels, then ``.effect()``;
   the time per replicate is extrapolated to ``--n-boot`` replicates (1,000) -- refitting
   all of them would take several minutes;
-* **batched**: :func:`evalkit.models.bootstrap.bootstrap_two_part` with all ``--n-boot``
+* **batched**: :func:`evalkit.models.twopart_bootstrap.bootstrap_two_part` with all ``--n-boot``
   replicates, once with percentile intervals only (the replicates alone, like the naive
   loop) and once with the default percentile + BCa (adds the jackknife for the
   acceleration).
@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit
 
-from evalkit.models.bootstrap import bootstrap_indices, bootstrap_two_part
+from evalkit.models import bootstrap_indices, bootstrap_two_part
 from evalkit.models.twopart import two_part
 
 FORMULA = "total_cost ~ treated + age + female + comorbidity + baseline_cost"

@@ -12,7 +12,7 @@ workbooks use, and times, interleaved in this one process:
 * Cox model of days to the first ER visit: ``evalkit.survival.cox`` (Efron ties) vs
   ``statsmodels.duration.PHReg(ties="efron")``;
 * one bootstrap replicate of the NB effect (the cost-benefit joint bootstrap's ER part):
-  ``evalkit.models.bootstrap.bootstrap_count_effect`` fits 20 replicates at once (seconds
+  ``evalkit.models.count_bootstrap.bootstrap_count_effect`` fits 20 replicates at once (seconds
   per replicate) vs refitting ``count_model`` on one resample, as the generic bootstrap
   does.
 
@@ -36,7 +36,7 @@ import statsmodels.api as sm
 
 import evalkit
 from evalkit import params as _params
-from evalkit.models.bootstrap import bootstrap_count_effect, bootstrap_indices
+from evalkit.models import bootstrap_count_effect, bootstrap_indices
 from evalkit.models.count import count_model
 from evalkit.models.twopart import two_part
 from evalkit.analysis.outcomes import _transform_covariates

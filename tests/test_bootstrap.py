@@ -23,9 +23,8 @@ from conftest import reference_data
 from scipy import stats
 
 from evalkit.errors import DataValidationError, ParamsError, StatisticalWarning
-from evalkit.models.bootstrap import (
-    BootstrapResult, bootstrap, bootstrap_indices, bootstrap_two_part,
-)
+from evalkit.models import bootstrap_two_part
+from evalkit.models.bootstrap import BootstrapResult, bootstrap, bootstrap_indices
 from evalkit.models.twopart import two_part
 
 F = "total_cost ~ treated + age + female + comorbidity + baseline_cost"

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from evalkit.errors import ConvergenceError, DataValidationError, ParamsError
-from evalkit.models.bootstrap import bootstrap_count_effect, bootstrap_indices
+from evalkit.models import bootstrap_count_effect, bootstrap_indices
 from evalkit.models.count import count_model
 
 FORMULA = "er_visits ~ treated + age + female + log1p_baseline"

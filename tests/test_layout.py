@@ -45,13 +45,10 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
 #: are not installed with evalkit (``pip install evalkit[spark]``).
 OPTIONAL_ENGINES = {"pyspark"}
 
-#: Imports still made inside functions, by module: these three modules are being split
-#: along their seams, and their imports move with the code. privacy's are heavy
-#: (nbformat loads jsonschema's format checkers) and are only needed by the scan, which
-#: the workbooks' kernels never run.
-DEFERRED_IMPORTS = {
-    "evalkit.models.bootstrap": {"evalkit.models.count"},
-}
+#: Imports still made inside functions, by module, beside the optional engines: none
+#: today; an entry here needs a reason (an import so heavy that the workbooks' kernels
+#: must not pay for it).
+DEFERRED_IMPORTS: dict[str, set[str]] = {}
 
 MAX_FUNCTION_LINES = 150
 #: Functions longer than MAX_FUNCTION_LINES, with their length today (a ceiling).

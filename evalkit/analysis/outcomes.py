@@ -16,11 +16,12 @@ from scipy import stats
 
 from .. import survival
 from ..errors import ConvergenceError, DataValidationError, EvalkitError, StatisticalWarning
-from ..models.bootstrap import bootstrap_two_part, replicates_sentence
+from ..models.bootstrap import replicates_sentence
 from ..models.base import TABLE_COLUMNS, EffectResult
 from ..models.count import count_model
 from ..models.did import did
 from ..models.twopart import park_test, two_part
+from ..models.twopart_bootstrap import bootstrap_two_part
 from .spec import CLAIMS_OUTCOMES, model_frame
 
 #: Families compared for count outcomes, from the simplest.
@@ -193,7 +194,7 @@ def cost_effect(frame: pd.DataFrame, covariates: list[str], outcome: str = "tota
 
     With ``n_boot`` > 0 the difference and the ratio also get nonparametric bootstrap
     intervals (resampling members within arms, BCa; all replicates refitted at once, see
-    :func:`evalkit.models.bootstrap.bootstrap_two_part`), added as extra records with
+    :func:`evalkit.models.twopart_bootstrap.bootstrap_two_part`), added as extra records with
     ``interval: bootstrap``. ``covariates`` are terms as written
     (:func:`evalkit.analysis.spec.model_frame`): a column ``log1p_baseline_cost`` enters as it is,
     ``log1p(baseline_cost)`` is transformed.

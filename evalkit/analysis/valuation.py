@@ -22,8 +22,9 @@ import pandas as pd
 from ..econ import (Beta, Empirical, Fixed, Gamma, Normal, ProgramCosts, budget_impact,
                    cost_benefit, icer, nmb, one_way, psa)
 from ..errors import ConvergenceError, DataValidationError, StatisticalWarning
-from ..models.bootstrap import (BATCHED_COUNT_FAMILIES, bootstrap, bootstrap_count_effect,
-                                bootstrap_two_part, replicate_fields, replicates_sentence)
+from ..models.bootstrap import bootstrap, replicate_fields, replicates_sentence
+from ..models.count_bootstrap import BATCHED_COUNT_FAMILIES, bootstrap_count_effect
+from ..models.twopart_bootstrap import bootstrap_two_part
 from ..models.count import count_model
 from .spec import model_frame
 
@@ -302,9 +303,9 @@ def joint_bootstrap(frame: pd.DataFrame, covariates: list[str], er_family: str,
 
     Each replicate resamples members within arms (keeping the arm sizes) and refits both
     the two-part cost model (``cost_second`` family for the positive part; all replicates
-    at once by :func:`evalkit.models.bootstrap.bootstrap_two_part`) and the ER count
+    at once by :func:`evalkit.models.twopart_bootstrap.bootstrap_two_part`) and the ER count
     model (``er_family``, member-months as exposure; Poisson, NB, ZIP and ZINB all at
-    once by :func:`evalkit.models.bootstrap.bootstrap_count_effect`, hurdle models one
+    once by :func:`evalkit.models.count_bootstrap.bootstrap_count_effect`, hurdle models one
     refit per replicate by :func:`evalkit.models.bootstrap.bootstrap`).
     Both functions draw exactly the same resamples from the same seed and strata
     (:func:`evalkit.models.bootstrap.bootstrap_indices`), so replicate ``b`` of the saving

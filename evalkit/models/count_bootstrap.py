@@ -1,0 +1,380 @@
+"""Bootstrap of the recycled-prediction effect of a Poisson, NB2, ZIP or ZINB count model,
+all replicates fitted at once (:func:`bootstrap_count_effect`)."""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import sparse, special
+
+from evalkit.errors import EvalkitError, ParamsError
+from evalkit.models.batched import (
+    _DEFAULT, CONVERGED, FAILED, POISSON, RANK, RUNNING, _batched_fit, _batched_negbin,
+    _block_size, _check_batched, _complete_rows, _row_count_matrix, _run_blocks,
+)
+from evalkit.models.bootstrap import BootstrapResult
+from evalkit.models.count import _maximize, _Mixture, count_model, gamma_differences
+from evalkit.models.effects import (
+    binary_columns, build_matrix, counterfactual_frames, one_blas_thread,
+)
+from evalkit.models.resample import _design, _design_extra, _design_text, _summaries
+
+__all__ = ["bootstrap_count_effect", "BATCHED_COUNT_FAMILIES", "COUNT_STATISTICS"]
+
+COUNT_STATISTICS = {True: ("rate_difference_per_1000_mm", "rate_ratio", "rate_treated",
+                           "rate_control"),
+                    False: ("difference", "ratio", "mean_treated", "mean_control")}
+BATCHED_COUNT_FAMILIES = ("poisson", "negbin", "zip", "zinb")
+
+
+def _count_block(state, payload):
+    """Fit one block of count-model replicates; returns (values (b, 4), reasons, iterations)."""
+    return _fit_count_counts(state, *_row_count_matrix(state, payload))
+
+
+def _fit_count_counts(state, C, cache):
+    """Count-model effects for each column of the row-count matrix ``C``."""
+    X, X1, X0, XX, iu = state["X"], state["X1"], state["X0"], state["XX"], state["iu"]
+    y, off, family = state["y"], state["off"], state["family"]
+    tol, maxiter = state["tol"], state["maxiter"]
+    n, b = C.shape
+    reasons: list = [None] * b
+    N = C.sum(axis=0)
+    events = y @ C
+    tally = state["Mb"].T @ C                       # per 0/1 term: rows with 1, their events
+    nb = len(state["binary"])
+    n1, e1 = tally[:nb], tally[nb:]
+    for j in np.flatnonzero(events == 0):
+        reasons[j] = f"no {state['outcome']} events in the resample"
+    for r, jcol in enumerate(state["binary"]):
+        for lev, nn, ee in ((1, n1[r], e1[r]), (0, N - n1[r], events - e1[r])):
+            for j in np.flatnonzero((nn == 0) | (ee == 0)):
+                if reasons[j] is None:
+                    reasons[j] = (f"{state['names'][jcol]} is constant ({1 - lev}) in the resample"
+                                  if nn[j] == 0 else
+                                  f"no {state['outcome']} events among rows with "
+                                  f"{state['names'][jcol]} = {lev}")
+    good = np.flatnonzero([r is None for r in reasons])
+    values = np.full((b, 4), np.nan)
+    if not len(good):
+        return values, reasons, (0, 0)
+    Cg = np.ascontiguousarray(C[:, good])
+    if family in ("zip", "zinb"):
+        vals, st, its = _zero_inflated_effects(state, Cg, N[good])
+        for r, j in enumerate(good):
+            if st[r] is not None:
+                reasons[j] = st[r]
+            elif not np.all(np.isfinite(vals[r])):
+                reasons[j] = "the effect is not finite"
+            else:
+                values[j] = vals[r]
+        return values, reasons, its
+    B = np.full((X.shape[1], len(good)), np.nan)
+    st = np.full(len(good), FAILED, dtype=np.int8)
+    it_nb = 0
+    pois = np.ones(len(good), dtype=bool)
+    if family == "negbin":
+        ctx = {"C": Cg, "Cy": Cg * y[:, None], "off": off, "y": y, "uy": state["uy"],
+               "Ny": np.asarray(state["Y"].T @ Cg), "Ntot": N[good]}
+        B_nb, _, st_nb, it_nb = _batched_negbin(X, XX, ctx, state["beta_nb"], state["tau_nb"],
+                                                tol, maxiter, iu)
+        pois = st_nb == POISSON
+        B[:, ~pois], st[~pois] = B_nb[:, ~pois], st_nb[~pois]
+    it_p = 0
+    if pois.any():
+        Cp = np.ascontiguousarray(Cg[:, pois])
+        work = cache["work"]
+        ctx = {"C": Cp, "g0": X.T @ (Cp * y[:, None]), "off": off}
+        B_p, st_p, it_p = _batched_fit("poisson", X, XX, ctx, state["beta_p"], tol, maxiter,
+                                       work, iu)
+        B[:, pois], st[pois] = B_p, st_p
+    # recycled predictions: A_t = scale * sum_i c_i exp(x_i(t)'beta) / sum_i c_i
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        a1 = state["scale"] * np.sum(Cg * np.exp(X1 @ B), axis=0) / N[good]
+        a0 = state["scale"] * np.sum(Cg * np.exp(X0 @ B), axis=0) / N[good]
+        vals = np.column_stack([a1 - a0, a1 / a0, a1, a0])
+    labels = {RUNNING: "did not converge", RANK: "has a constant or collinear term",
+              FAILED: "diverged"}
+    for r, j in enumerate(good):
+        if st[r] != CONVERGED:
+            fam = "poisson" if pois[r] else family
+            reasons[j] = f"the {fam} model {labels[int(st[r])]} in the resample"
+        elif not np.all(np.isfinite(vals[r])):
+            reasons[j] = "the effect is not finite"
+        else:
+            values[j] = vals[r]
+    return values, reasons, (it_nb, it_p)
+
+
+class _ColumnCounts:
+    """A count outcome as a column, for the NB terms of many replicates at once:
+    ``gamma_terms`` takes one theta per replicate and returns (n, replicates) arrays."""
+
+    def __init__(self, cnt):
+        self.y, self.lfact = cnt.y[:, None], cnt.lfact[:, None]
+        self.values, self.index = cnt.values, cnt.index
+
+    def gamma_terms(self, th, order):
+        return [g[self.index] for g in gamma_differences(self.values, th, order)]
+
+
+def _zero_inflated_effects(state, C, N):
+    """Zero-inflated Poisson / NB2 replicates (columns of the row counts ``C``), fitted at
+    once by Newton's method from the full-sample estimates.
+
+    The per-row derivatives are those of the full-sample fit
+    (:class:`evalkit.models.count._Mixture`), evaluated for every replicate's parameters
+    at once; the score and Hessian of replicate j weight them by its row counts. Stops
+    when the Newton decrement is below 1e-12, the rule of ``count_model``; theta beyond
+    1e8 is refused as there ("theta grows without bound").
+
+    Returns values (b, 4), a failure reason or None per replicate, and the iterations.
+    """
+    lik, kx, kz = state["lik"], state["kx"], state["kz"]
+    nb = lik.has_theta
+    P = kx + kz + int(nb)
+    b = C.shape[1]
+    Pm = np.repeat(state["p0"][:, None], b, axis=1)
+    reasons: list = [None] * b
+    done = np.zeros(b, dtype=bool)
+    segs = [dict(seg, off=seg["off"][:, None],
+                 cnt=_ColumnCounts(seg["cnt"]) if "cnt" in seg else None, C=C[seg["rows"]])
+            for seg in lik.segments]
+    active = np.arange(b)
+    it = 0
+    for it in range(1, state["maxiter"] + 1):
+        a = len(active)
+        Bk, G = Pm[:kx][:, active], Pm[kx:kx + kz][:, active]
+        tau = Pm[-1, active] if nb else None
+        g = np.zeros((P, a))
+        H = np.zeros((a, P, P))
+        sl = {"e": slice(0, kx), "z": slice(kx, kx + kz), "t": slice(P - 1, P)}
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            for seg in segs:
+                _, d, dd = lik._segment_terms(seg, Bk, G, tau, 2)
+                Cs = seg["C"][:, active]
+                D = {"e": seg["X"], "z": seg["Z"], "t": None}
+                for key, v in d.items():
+                    w = Cs * v
+                    g[sl[key]] += w.sum(axis=0)[None, :] if D[key] is None else D[key].T @ w
+                for (ki, kj), v in dd.items():
+                    w = Cs * v
+                    Di, Dj = D[ki], D[kj]
+                    for r in range(a):
+                        if Di is None and Dj is None:
+                            blk = w[:, r].sum()
+                        elif Dj is None:
+                            blk = (Di.T @ w[:, r])[:, None]
+                        elif Di is None:
+                            blk = (w[:, r] @ Dj)[None, :]
+                        else:
+                            blk = Di.T @ (Dj * w[:, r:r + 1])
+                        H[r, sl[ki], sl[kj]] += blk
+                        if ki != kj:
+                            H[r, sl[kj], sl[ki]] += np.transpose(blk) if np.ndim(blk) else blk
+        step = np.full((P, a), np.nan)
+        for r in range(a):
+            try:
+                chol = np.linalg.cholesky(-H[r])
+                step[:, r] = np.linalg.solve(chol.T, np.linalg.solve(chol, g[:, r]))
+            except np.linalg.LinAlgError:
+                pass
+        finite = np.all(np.isfinite(step), axis=0)
+        decrement = np.where(finite, np.einsum("pa,pa->a", g, np.where(finite, step, 0.0)), np.inf)
+        Pm[:, active[finite]] += step[:, finite]
+        for r in np.flatnonzero(~finite):
+            reasons[active[r]] = f"the {state['family']} model did not converge in the resample"
+            done[active[r]] = True
+        conv = finite & (decrement < 1e-12)
+        done[active[conv]] = True
+        active = active[~done[active]]
+        if not len(active):
+            break
+    for j in active:
+        reasons[j] = f"the {state['family']} model did not converge in the resample"
+    _refit_one_by_one(state, C, Pm, reasons)
+    if nb:
+        for j in np.flatnonzero(Pm[-1] > math.log(1e8)):
+            if reasons[j] is None:
+                reasons[j] = "theta grows without bound in the resample (no overdispersion)"
+    # recycled predictions: A_t = scale * sum_i c_i (1 - pi_i(t)) exp(x_i(t)'beta) / sum c
+    A = []
+    with np.errstate(over="ignore", invalid="ignore"):
+        for Xt, Zt in ((state["X1"], state["Z1"]), (state["X0"], state["Z0"])):
+            m = np.exp(Xt @ Pm[:kx]) * special.expit(-(Zt @ Pm[kx:kx + kz]))
+            A.append(state["scale"] * np.sum(C * m, axis=0) / N)
+        a1, a0 = A
+        vals = np.column_stack([a1 - a0, a1 / a0, a1, a0])
+    return vals, reasons, (it, 0)
+
+
+def _refit_one_by_one(state, C, Pm, reasons):
+    """Refit, one at a time, the replicates the batched full Newton steps did not carry to
+    convergence (their Hessian at the full-sample estimates is not negative definite, so
+    a full step is no ascent direction), by ``count_model``'s safeguarded maximiser
+    (:func:`evalkit.models.count._maximize`: line search, trust region, bounded theta) on
+    the resampled rows. Fills ``Pm`` and clears the reason where that converges."""
+    lik = state["lik"]
+    y, X, Z = state["y"], state["X"], state["Z"]
+    off = np.ravel(state["off"])
+    for j, reason in enumerate(reasons):
+        if reason is None or "did not converge" not in reason:
+            continue
+        rows = np.repeat(np.arange(C.shape[0]), C[:, j].astype(np.int64))
+        sub = _Mixture("zi", lik.dist, y[rows], X[rows], off[rows], Z[rows])
+        try:
+            with np.errstate(all="ignore"):
+                Pm[:, j], _ = _maximize(sub, state["p0"], f"{state['family']} (resample)")
+        except EvalkitError as err:
+            reasons[j] = (f"the {state['family']} model did not converge in the resample: "
+                          f"{str(err).split(': ', 1)[-1].split('. ')[0]}")
+        else:
+            reasons[j] = None
+
+
+@one_blas_thread
+def bootstrap_count_effect(data: pd.DataFrame, formula: str, treatment: str,
+                           family: str = "negbin", exposure: str | None = None,
+                           n_boot: int = 1000, seed: int | None = None, strata=_DEFAULT,
+                           ci: str | Sequence[str] = ("percentile", "bca"), alpha: float = 0.05,
+                           n_jobs: int = 2, progress: bool = False, *, max_jackknife: int = 1000,
+                           block_size: int | None = None, tol: float = 1e-10,
+                           maxiter: int = 100) -> BootstrapResult:
+    r"""Bootstrap the recycled-prediction effect of a Poisson or NB2 count model, fast.
+
+    The statistic is :meth:`evalkit.models.count.CountResult.effect` of
+    :func:`evalkit.models.count.count_model` on each resample: with
+    ``E_i(t) = exp(x_i(t)'beta)`` the predicted rate (per unit of ``exposure``, which
+    enters as an offset) with the treatment set to ``t``,
+    ``A_t = mean_i E_i(t)`` (times 1,000 with an exposure: per 1,000 member-months), the
+    difference ``A_1 - A_0`` and the ratio ``A_1 / A_0``.
+
+    As :func:`bootstrap_two_part` does for costs, every replicate is the full-sample model
+    refitted with frequency weights (the row counts of its resample), and all replicates of
+    a block are fitted together from the full-sample estimates: batched Newton steps for
+    Poisson, and for the negative binomial batched Newton steps on the coefficients and
+    ``log theta`` jointly (the maximum MASS::glm.nb reaches by alternating; see
+    :func:`_batched_negbin`). A resample that shows no overdispersion (theta growing
+    without bound) gets the Poisson fit, as :func:`count_model` advises. Zero-inflated
+    models (``zip``, ``zinb``; the zero part with the same terms) take Newton steps with
+    the exact derivatives of :class:`evalkit.models.count._Mixture`, weighted by each
+    replicate's row counts (:func:`_zero_inflated_effects`), with ``(1 - pi) mu`` as the
+    predicted mean. The replicates equal refitting :func:`count_model` on the resampled
+    rows (about 1e-8 relative) at a small part of the cost: a refit at 1M members takes
+    15-20 s.
+
+    Parameters
+    ----------
+    data, formula, treatment
+        As for :func:`bootstrap_two_part`; ``formula`` like ``"er_visits ~ treated + age"``.
+    family : {"negbin", "poisson", "zinb", "zip"}
+        Hurdle models have no batched path: bootstrap them with :func:`bootstrap` and a
+        statistic that refits them.
+    exposure : str, optional
+        Person-time column (member-months), entered as ``log(exposure)`` offset; the
+        statistics are then rates per 1,000 units of it.
+    n_boot, seed, strata, ci, alpha, n_jobs, progress, max_jackknife, block_size, tol, maxiter
+        As for :func:`bootstrap_two_part` (strata default: the treatment, fixing arm sizes).
+
+    Returns
+    -------
+    BootstrapResult
+        Statistics ``rate_difference_per_1000_mm``, ``rate_ratio``, ``rate_treated``,
+        ``rate_control`` with an exposure (``difference``, ``ratio``, ``mean_treated``,
+        ``mean_control`` without); ``extra["fit"]`` is the full-sample fit.
+    """
+    what = "bootstrap_count_effect"
+    n_boot, seed, methods, alpha, n_jobs, max_jackknife, maxiter = _check_batched(
+        what, n_boot, seed, ci, alpha, n_jobs, max_jackknife, maxiter, tol)
+    if family not in BATCHED_COUNT_FAMILIES:
+        raise ParamsError(f"{what}: family must be one of {', '.join(BATCHED_COUNT_FAMILIES)}, got "
+                          f"{family!r}; bootstrap other count models with `bootstrap` and a "
+                          "statistic that refits them.")
+    if not isinstance(formula, str) or "~" not in formula or "|" in formula:
+        raise ParamsError(f"{what}: formula must be a string like 'er_visits ~ treated + age' "
+                          f"(no zero part: zip / zinb use the same terms in it), got {formula!r}.")
+    strata_given = strata is not _DEFAULT
+    frame, dropped = _complete_rows(data, formula, treatment, strata if strata_given else None,
+                                    exposure, "exposure", what)
+    if not strata_given:
+        strata = treatment
+
+    fit = count_model(frame, formula, family=family, exposure=exposure)
+    eff = fit.effect(treatment, alpha=alpha)
+    names_out = COUNT_STATISTICS[exposure is not None]
+    estimate = pd.Series(dict(zip(names_out, [eff.at(names_out[0]), eff.at(names_out[1]),
+                                              *_count_means(fit, treatment)])), dtype=float)
+    design = _design(frame, strata, None, what)
+    model = fit.model
+    y, X, names, _ = build_matrix(formula, frame, what)
+    f1, f0 = counterfactual_frames(frame, treatment, what)
+    _, X1, _, _ = build_matrix(model.count_info, f1)
+    _, X0, _, _ = build_matrix(model.count_info, f0)
+    k = X.shape[1]
+    iu = np.triu_indices(k)
+    XX = np.ascontiguousarray((X[:, :, None] * X[:, None, :])[:, iu[0], iu[1]])
+    y = np.asarray(y, dtype=float)
+    off = (np.log(frame[exposure].to_numpy(dtype=float)) if exposure is not None
+           else np.zeros(len(frame)))[:, None]
+    binary = binary_columns(X, names)
+    Xb = X[:, binary]
+    uy, ycode = np.unique(y, return_inverse=True)
+    state = dict(X=X, X1=X1, X0=X0, XX=XX, y=y, off=off, iu=iu, names=names, binary=binary,
+                 Mb=np.column_stack([Xb, Xb * y[:, None]]), family=family,
+                 outcome=formula.split("~", 1)[0].strip(), tol=float(tol), maxiter=maxiter,
+                 scale=1000.0 if exposure is not None else 1.0, uy=uy,
+                 Y=_indicator(ycode, len(uy)))
+    if family in ("zip", "zinb"):
+        _, Z, _, _ = build_matrix(model.zero_info, frame)
+        _, Z1, _, _ = build_matrix(model.zero_info, f1)
+        _, Z0, _, _ = build_matrix(model.zero_info, f0)
+        state.update(lik=_Mixture("zi", "negbin" if family == "zinb" else "poisson", y, X,
+                                  off[:, 0], Z),
+                     kx=k, kz=Z.shape[1], Z=Z, Z1=Z1, Z0=Z0,
+                     p0=np.asarray(model.params, dtype=float))
+    elif family == "negbin":
+        state.update(beta_nb=np.asarray(model.params[:k], dtype=float),
+                     tau_nb=math.log(fit.theta),
+                     beta_p=np.asarray(count_model(frame, formula, family="poisson",
+                                                   exposure=exposure).model.params[:k], dtype=float))
+    else:
+        state["beta_p"] = np.asarray(model.params[:k], dtype=float)
+
+    block_size = _block_size(block_size, len(frame), n_boot, what)
+    reps, jack, labels, failures, max_iter, jack_text = _run_blocks(
+        _count_block, state, design, n_boot, seed, block_size, methods, max_jackknife, n_jobs,
+        progress, f"{family} bootstrap", len(names_out), what)
+    se, bias, z0, acc, intervals = _summaries(estimate, reps, methods, alpha, jack, labels,
+                                              stacklevel=4)
+    extra = _design_extra(design, jack_text, n_jobs=n_jobs, block_size=block_size,
+                          max_iterations={family: max_iter[0], "poisson": max_iter[1]})
+    extra.update(formula=formula, treatment=treatment, family=family, exposure=exposure,
+                 dropped=dropped, fit=fit)
+    method = (f"bootstrap of the recycled-prediction effect of {treatment!r} ({family} "
+              f"regression{', log(' + exposure + ') offset' if exposure else ''}; "
+              f"{_design_text(design)}; all replicates fitted together from the full-sample "
+              "fit by batched Newton steps)")
+    return BootstrapResult(
+        estimate=estimate, replicates=pd.DataFrame(reps, columns=list(names_out)), std_error=se,
+        intervals=intervals, n_boot=n_boot, seed=seed, alpha=alpha, bias=bias, z0=z0,
+        acceleration=acc, n_failed=int(sum(failures.values())), failures=dict(failures),
+        strata=design.strata, cluster=None, n_units=design.n_units, method=method, extra=extra)
+
+
+def _count_means(fit, treatment) -> tuple[float, float]:
+    """The two averaged predictions (treated, control) of a count model's effect."""
+    m = fit.model
+    s = 1000.0 / m.frame[m.exposure].to_numpy(dtype=float) if m.exposure is not None \
+        else np.ones(len(m.frame))
+    f1, f0 = counterfactual_frames(m.frame, treatment, "effect")
+    return m.mean_and_gradient(f1, s)[0], m.mean_and_gradient(f0, s)[0]
+
+
+def _indicator(codes: np.ndarray, levels: int):
+    """Sparse (n, levels) 0/1 matrix of integer codes (the distinct counts of each row)."""
+    return sparse.csr_matrix((np.ones(len(codes)), (np.arange(len(codes)), codes)),
+                             shape=(len(codes), levels))
+
+
