@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import sysconfig
 import tomllib
 import zipfile
 from importlib.metadata import packages_distributions
@@ -168,16 +169,30 @@ def wheel(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def installed(wheel, tmp_path_factory) -> Path:
-    """A fresh virtual environment with the runtime lock and the wheel, shared by the
-    tests of this session. The lock is complete (``pip check`` below says so), so pip
-    installs it without resolving; modules are compiled when first imported."""
+    """A fresh virtual environment holding the wheel, shared by the tests of this session.
+
+    Its dependencies are those of the environment running the tests, which was
+    installed from the locks with their hashes (``make test``): a ``.pth`` line puts that
+    environment's site-packages after the venv's own, so the wheel's evalkit (installed
+    in the venv) is the one imported, and nothing of the checkout is on the path; its
+    ``share/jupyter`` (templates, kernel specs) is linked into the venv.
+    Installing the ~80 locked packages again would take minutes and test pip, not
+    evalkit; ``pip check`` still proves the locked versions satisfy the wheel's
+    requirements."""
     venv = tmp_path_factory.mktemp("venv")
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--no-compile"]
-    subprocess.run([*pip, "--require-hashes", "--no-deps", "-r", str(ROOT / "requirements.lock")],
-                   check=True, env=_clean_env())
-    subprocess.run([*pip, "--no-deps", str(wheel)], check=True, env=_clean_env())
-    done = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "check"],
+    python = str(venv / "bin" / "python")
+    subprocess.run([python, "-m", "pip", "install", "--quiet", "--no-compile", "--no-deps",
+                    str(wheel)], check=True, env=_clean_env())
+    # only now the dependencies: pip never sees (nor touches) the environment they are in
+    purelib = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    Path(purelib, "zz-test-dependencies.pth").write_text(sysconfig.get_path("purelib") + "\n")
+    shared = Path(sys.prefix, "share", "jupyter")   # their data files (nbconvert's templates)
+    if shared.is_dir():
+        (venv / "share").mkdir(exist_ok=True)
+        (venv / "share" / "jupyter").symlink_to(shared, target_is_directory=True)
+    done = subprocess.run([python, "-m", "pip", "check"],
                           capture_output=True, text=True, env=_clean_env())
     assert done.returncode == 0, done.stdout      # the lock satisfies the wheel's requirements
     return venv
