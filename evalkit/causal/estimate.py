@@ -243,6 +243,71 @@ def _fit_weighted_poisson(df: pd.DataFrame, outcome: str, treatment: str, adjust
     return fit, table, j, float(se[j])
 
 
+def _check_arguments(data: pd.DataFrame, outcome: str, treatment: str, method: str,
+                     outcome_type: str, vcov: str | None, exposure: str | None, design,
+                     options: dict) -> None:
+    """The checks :func:`estimate` makes on its arguments before using any row."""
+    check_treatment(data, treatment)
+    if outcome not in data.columns:
+        raise DataValidationError(f"estimate: outcome column '{outcome}' is not in the data.")
+    if outcome == treatment:
+        raise ParamsError("estimate: outcome and treatment must be different columns.")
+    if outcome_type not in ("continuous", "binary", "count"):
+        raise ParamsError(f"estimate: outcome_type must be 'continuous', 'binary' or 'count', "
+                          f"not '{outcome_type}'. For other models use evalkit.models.")
+    if exposure is not None and outcome_type != "count":
+        raise ParamsError("estimate: exposure is only used with outcome_type='count'.")
+    if exposure is not None and exposure not in data.columns:
+        raise DataValidationError(f"estimate: exposure column '{exposure}' is not in the data.")
+    if design is not None:
+        if options:
+            raise ParamsError(f"estimate: options {sorted(options)} cannot be combined with a "
+                              "fitted design; they were fixed when the design was made.")
+        want = {"match": MatchResult, "ipw": WeightResult}.get(method)
+        if want is None or not isinstance(design, want):
+            raise ParamsError(f"estimate: design must be a MatchResult for method='match' or a "
+                              f"WeightResult for method='ipw'; got {type(design).__name__} with "
+                              f"method='{method}'.")
+        if design.treatment != treatment:
+            raise ParamsError(f"estimate: the design was fitted for treatment "
+                              f"'{design.treatment}', not '{treatment}'.")
+    if vcov is not None and vcov not in _VCOVS:
+        raise ParamsError(f"estimate: vcov must be one of {_VCOVS}, not '{vcov}'.")
+
+
+def _check_outcome_values(sub: pd.DataFrame, outcome: str, treatment: str,
+                          outcome_type: str, exposure: str | None) -> None:
+    """The checks :func:`estimate` makes on the outcome (and exposure) of the rows used;
+    warns (for its caller) when an arm of a binary outcome has no or only events."""
+    if outcome_type == "binary":
+        vals = set(pd.unique(sub[outcome]))
+        if not vals <= {0, 1, True, False}:
+            raise DataValidationError(f"estimate: outcome_type='binary' but '{outcome}' holds "
+                                      f"values other than 0/1: {sorted(map(str, vals))[:5]}.")
+        t = sub[treatment].astype(float)
+        if sub[outcome].nunique() < 2:
+            raise DataValidationError(
+                f"estimate: '{outcome}' has {'no' if not sub[outcome].astype(float).any() else 'only'} "
+                "events in both arms; there is no contrast to estimate.")
+        for arm, g in (("treated", 1), ("control", 0)):
+            yv = sub.loc[t == g, outcome].astype(float)
+            if yv.sum() == 0 or yv.sum() == len(yv):
+                warnings.warn(
+                    f"estimate: the {arm} arm has {'no' if yv.sum() == 0 else 'only'} events in "
+                    f"'{outcome}'; the risk difference and its SE are unreliable.",
+                    StatisticalWarning, stacklevel=3)
+    elif sub[outcome].nunique() < 2:
+        raise DataValidationError(f"estimate: outcome '{outcome}' is constant in the rows used.")
+    if outcome_type == "count":
+        yv = sub[outcome].astype(float)
+        if (yv < 0).any():
+            raise DataValidationError(f"estimate: outcome_type='count' but '{outcome}' has "
+                                      f"{int((yv < 0).sum())} negative values.")
+        if exposure is not None and not (sub[exposure].astype(float) > 0).all():
+            raise DataValidationError(f"estimate: exposure '{exposure}' must be > 0 in every row "
+                                      "used (it enters as log(exposure)).")
+
+
 def estimate(data: pd.DataFrame, outcome: str, treatment: str, formula: str,
              method: str = "match", estimand: str = "ATT", outcome_type: str = "continuous",
              adjust: str | None = None, vcov: str | None = None, alpha: float = 0.05,
@@ -326,32 +391,8 @@ def estimate(data: pd.DataFrame, outcome: str, treatment: str, formula: str,
     Walker AM et al. (2013). A tool for assessing the feasibility of comparative
     effectiveness research. Comp Eff Res 3:11-20.
     """
-    check_treatment(data, treatment)
-    if outcome not in data.columns:
-        raise DataValidationError(f"estimate: outcome column '{outcome}' is not in the data.")
-    if outcome == treatment:
-        raise ParamsError("estimate: outcome and treatment must be different columns.")
-    if outcome_type not in ("continuous", "binary", "count"):
-        raise ParamsError(f"estimate: outcome_type must be 'continuous', 'binary' or 'count', "
-                          f"not '{outcome_type}'. For other models use evalkit.models.")
-    if exposure is not None and outcome_type != "count":
-        raise ParamsError("estimate: exposure is only used with outcome_type='count'.")
-    if exposure is not None and exposure not in data.columns:
-        raise DataValidationError(f"estimate: exposure column '{exposure}' is not in the data.")
-    if design is not None:
-        if options:
-            raise ParamsError(f"estimate: options {sorted(options)} cannot be combined with a "
-                              "fitted design; they were fixed when the design was made.")
-        want = {"match": MatchResult, "ipw": WeightResult}.get(method)
-        if want is None or not isinstance(design, want):
-            raise ParamsError(f"estimate: design must be a MatchResult for method='match' or a "
-                              f"WeightResult for method='ipw'; got {type(design).__name__} with "
-                              f"method='{method}'.")
-        if design.treatment != treatment:
-            raise ParamsError(f"estimate: the design was fitted for treatment "
-                              f"'{design.treatment}', not '{treatment}'.")
-    if vcov is not None and vcov not in _VCOVS:
-        raise ParamsError(f"estimate: vcov must be one of {_VCOVS}, not '{vcov}'.")
+    _check_arguments(data, outcome, treatment, method, outcome_type, vcov, exposure, design,
+                     options)
     rhs = split_formula(formula, treatment)
     if adjust is not None:
         adjust = split_formula(adjust)
@@ -364,33 +405,7 @@ def estimate(data: pd.DataFrame, outcome: str, treatment: str, formula: str,
         base_cols += formula_columns(adjust, data)
     used, dropped = complete_rows(data, base_cols, "estimate")
     sub = data.loc[used]
-    if outcome_type == "binary":
-        vals = set(pd.unique(sub[outcome]))
-        if not vals <= {0, 1, True, False}:
-            raise DataValidationError(f"estimate: outcome_type='binary' but '{outcome}' holds "
-                                      f"values other than 0/1: {sorted(map(str, vals))[:5]}.")
-        t = sub[treatment].astype(float)
-        if sub[outcome].nunique() < 2:
-            raise DataValidationError(
-                f"estimate: '{outcome}' has {'no' if not sub[outcome].astype(float).any() else 'only'} "
-                "events in both arms; there is no contrast to estimate.")
-        for arm, g in (("treated", 1), ("control", 0)):
-            yv = sub.loc[t == g, outcome].astype(float)
-            if yv.sum() == 0 or yv.sum() == len(yv):
-                warnings.warn(
-                    f"estimate: the {arm} arm has {'no' if yv.sum() == 0 else 'only'} events in "
-                    f"'{outcome}'; the risk difference and its SE are unreliable.",
-                    StatisticalWarning, stacklevel=2)
-    elif sub[outcome].nunique() < 2:
-        raise DataValidationError(f"estimate: outcome '{outcome}' is constant in the rows used.")
-    if outcome_type == "count":
-        yv = sub[outcome].astype(float)
-        if (yv < 0).any():
-            raise DataValidationError(f"estimate: outcome_type='count' but '{outcome}' has "
-                                      f"{int((yv < 0).sum())} negative values.")
-        if exposure is not None and not (sub[exposure].astype(float) > 0).all():
-            raise DataValidationError(f"estimate: exposure '{exposure}' must be > 0 in every row "
-                                      "used (it enters as log(exposure)).")
+    _check_outcome_values(sub, outcome, treatment, outcome_type, exposure)
     scale = {"binary": "risk_difference", "count": "rate_ratio"}.get(outcome_type, "difference")
     fit_outcome = (
         (lambda df, adj, w, vc, groups: _fit_weighted_poisson(
