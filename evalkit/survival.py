@@ -937,6 +937,51 @@ def _check_covariates(X: np.ndarray, terms: list[str], stratum: np.ndarray | Non
                                   "remove the redundant term(s).")
 
 
+def _fit_phreg(time: np.ndarray, X: np.ndarray, status: np.ndarray, ties: str,
+               stratum: np.ndarray | None, terms: list[str]):
+    """Fit the partial likelihood for :func:`cox`: the model, its fit, the coefficients,
+    their model-based variance and the terms whose coefficient looks infinite (warned
+    about for the caller of :func:`cox`); a fit that did not converge otherwise is an
+    error."""
+    # statsmodels' PHReg sums the partial likelihood over strata (agrees with coxph to
+    # ~1e-13); cox computes the robust variance itself (see _score_residuals)
+    model = PHReg(time, X, status=status, ties=ties, strata=stratum)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            fitted = model.fit(tol=1e-10, maxiter=100)
+        except np.linalg.LinAlgError as exc:
+            raise ConvergenceError(
+                "cox: Newton-Raphson failed (singular information matrix). A covariate may "
+                "separate events from non-events; check event counts per level.") from exc
+    not_converged = any(issubclass(w.category, ConvergenceWarning) for w in caught)
+    beta = np.asarray(fitted.params, float)
+    naive_cov = np.asarray(fitted.cov_params(), float)
+    if not np.all(np.isfinite(beta)):
+        raise ConvergenceError("cox: the fit produced non-finite coefficients; a covariate "
+                               "may separate events from non-events.")
+    # R's check for infinite coefficients (coxph.fit): the next Newton step is still large
+    # relative to the coefficient.
+    score = np.asarray(model.score(beta), float)
+    with np.errstate(all="ignore"):
+        try:
+            next_step = np.abs(np.linalg.solve(-np.asarray(model.hessian(beta)), score))
+        except np.linalg.LinAlgError:
+            next_step = np.full(beta.shape, np.inf)
+    infinite = [t for t, s, b in zip(terms, next_step, beta)
+                if s > 1e-9 and s > np.sqrt(1e-9) * abs(b)]
+    if infinite:
+        warnings.warn(
+            f"cox: coefficient(s) for {infinite} appear to be infinite (monotone partial "
+            "likelihood: e.g. one level has no events). Their estimates and SEs are not "
+            "usable; merge sparse levels, drop the term, or report a log-rank test and "
+            "event counts instead.", StatisticalWarning, stacklevel=3)
+    elif not_converged:
+        raise ConvergenceError("cox: Newton-Raphson did not converge in 100 iterations. "
+                               "Rescale covariates (e.g. age in decades) or simplify the model.")
+    return model, fitted, beta, naive_cov, infinite
+
+
 def cox(data: pd.DataFrame, formula: str, duration: str, event: str, ties: str = "efron",
         robust: bool = False, alpha: float = 0.05, cluster: str | None = None,
         strata: str | list[str] | None = None) -> CoxResult:
@@ -1081,42 +1126,8 @@ def cox(data: pd.DataFrame, formula: str, duration: str, event: str, ties: str =
                 "(remove cluster= or name the column that identifies the clusters).")
     _check_covariates(X, terms, stratum, strata_cols)
 
-    # statsmodels' PHReg sums the partial likelihood over strata (agrees with coxph to
-    # ~1e-13); the robust variance below is computed here (see _score_residuals)
-    model = PHReg(time, X, status=status, ties=ties, strata=stratum)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            fitted = model.fit(tol=1e-10, maxiter=100)
-        except np.linalg.LinAlgError as exc:
-            raise ConvergenceError(
-                "cox: Newton-Raphson failed (singular information matrix). A covariate may "
-                "separate events from non-events; check event counts per level.") from exc
-    not_converged = any(issubclass(w.category, ConvergenceWarning) for w in caught)
-    beta = np.asarray(fitted.params, float)
-    naive_cov = np.asarray(fitted.cov_params(), float)
-    if not np.all(np.isfinite(beta)):
-        raise ConvergenceError("cox: the fit produced non-finite coefficients; a covariate "
-                               "may separate events from non-events.")
-    # R's check for infinite coefficients (coxph.fit): the next Newton step is still large
-    # relative to the coefficient.
-    score = np.asarray(model.score(beta), float)
-    with np.errstate(all="ignore"):
-        try:
-            next_step = np.abs(np.linalg.solve(-np.asarray(model.hessian(beta)), score))
-        except np.linalg.LinAlgError:
-            next_step = np.full(beta.shape, np.inf)
-    infinite = [t for t, s, b in zip(terms, next_step, beta)
-                if s > 1e-9 and s > np.sqrt(1e-9) * abs(b)]
-    if infinite:
-        warnings.warn(
-            f"cox: coefficient(s) for {infinite} appear to be infinite (monotone partial "
-            "likelihood: e.g. one level has no events). Their estimates and SEs are not "
-            "usable; merge sparse levels, drop the term, or report a log-rank test and "
-            "event counts instead.", StatisticalWarning, stacklevel=2)
-    elif not_converged:
-        raise ConvergenceError("cox: Newton-Raphson did not converge in 100 iterations. "
-                               "Rescale covariates (e.g. age in decades) or simplify the model.")
+    model, fitted, beta, naive_cov, infinite = _fit_phreg(time, X, status, ties, stratum,
+                                                          terms)
 
     naive_se = np.sqrt(np.diag(naive_cov))
     robust = bool(robust) or groups is not None
