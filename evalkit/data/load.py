@@ -319,6 +319,91 @@ def check_claims_tables(con: duckdb.DuckDBPyConnection, sources: dict[str, str],
     return typed
 
 
+def _check_encounters(con: duckdb.DuckDBPyConnection, max_line_amount: float) -> None:
+    """Judge every claim line of ``raw_encounters`` (table ``chk_encounters``: the
+    line, its mapped category, its quarantine reason or NULL, and whether its end date
+    goes unused); needs ``ok_members``, ``ok_spells`` and ``_category_map``."""
+    amounts = ("allowed_amount", "paid_amount")
+    nan = " OR ".join(f"coalesce(isnan({c}), false)" for c in amounts)
+    inf = " OR ".join(f"coalesce(isinf({c}), false)" for c in amounts)
+    limit = f"{float(max_line_amount)!r}"
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE chk_encounters AS
+        WITH e AS (
+          SELECT r.*, cm.category AS _mapped,
+                 (m.member_id IS NOT NULL) AS _known,
+                 EXISTS (SELECT 1 FROM ok_spells s WHERE s.member_id = r.member_id
+                         AND r.service_date BETWEEN s.start_date AND s.end_date) AS _enrolled
+          FROM raw_encounters r
+          LEFT JOIN _category_map cm ON cm.code = CAST(r.category AS VARCHAR)
+          LEFT JOIN ok_members m USING (member_id)
+        ), f AS (
+          SELECT *, CASE
+            WHEN _invalid_date IS NOT NULL THEN 'invalid_date'
+            WHEN member_id IS NULL OR service_date IS NULL OR category IS NULL
+                 OR allowed_amount IS NULL OR {nan} THEN 'missing_value'
+            WHEN {inf} THEN 'non_finite'
+            WHEN _mapped IS NULL THEN 'unknown_category'
+            WHEN allowed_amount < 0 OR coalesce(paid_amount, 0) < 0 THEN 'negative_amount'
+            WHEN allowed_amount > {limit} OR coalesce(paid_amount, 0) > {limit}
+                 THEN 'absurd_amount'
+            WHEN service_date < DATE '1900-01-01' OR service_date > {_LAST_DATE}
+                 OR (_mapped = 'inpatient' AND end_date > {_LAST_DATE}) THEN 'implausible_date'
+            WHEN _mapped = 'inpatient' AND end_date < service_date THEN 'end_before_start'
+            WHEN NOT _known THEN 'unknown_member'
+          END AS _first
+          FROM e
+        )
+        SELECT * EXCLUDE (_known, _enrolled, _first, _unread_end_date), CASE
+            WHEN _first IS NOT NULL THEN _first
+            -- duplicates among the lines not already set aside
+            WHEN row_number() OVER (PARTITION BY _first IS NULL, {_dup_key(con)}
+                                    ORDER BY _row) > 1 THEN 'duplicate_line'
+            WHEN NOT _enrolled THEN 'service_outside_enrollment'
+          END AS _reason,
+          -- only inpatient stays read the end date: an impossible or unreadable one on
+          -- another line is noted (load_notes) and cleared, and the visit is kept
+          coalesce(_mapped <> 'inpatient' AND (end_date < service_date OR end_date > {_LAST_DATE}
+                                               OR _unread_end_date), false) AS _end_unused
+        FROM f""")
+    # a stay's discharge date is read from its accepted lines only: an undated line is
+    # set aside when no accepted line of the same stay has a discharge date
+    con.execute("""
+        UPDATE chk_encounters c SET _reason = 'missing_end_date'
+        WHERE _reason IS NULL AND _mapped = 'inpatient' AND end_date IS NULL
+          AND NOT EXISTS (SELECT 1 FROM chk_encounters d
+                          WHERE d._reason IS NULL AND d._mapped = 'inpatient'
+                            AND d.member_id = c.member_id AND d.service_date = c.service_date
+                            AND d.end_date IS NOT NULL)""")
+
+
+def _split_accepted(con: duckdb.DuckDBPyConnection) -> None:
+    """Write the accepted rows of every ``chk_`` table to the contract table of its name
+    (mapped categories and groups in place of the user's codes) and the rest, with
+    their reason and the whole record, to ``quarantine``."""
+    mapped = {"encounters": "category", "exposure": "group"}
+    parts = []
+    for name in CLAIMS_TABLES:
+        keep = "* EXCLUDE (_row, _reason, _invalid_date)"
+        if name == "encounters":
+            keep = ('* EXCLUDE (_row, _reason, _mapped, _end_unused, _invalid_date) '
+                    'REPLACE (_mapped AS "category", '
+                    'CASE WHEN _end_unused THEN NULL ELSE end_date END AS end_date)')
+        elif name in mapped:
+            keep = (f'* EXCLUDE (_row, _reason, _mapped, _invalid_date) '
+                    f'REPLACE (_mapped AS "{mapped[name]}")')
+        con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT {keep} "
+                    f"FROM chk_{name} WHERE _reason IS NULL ORDER BY _row")
+        hidden = ", _mapped" if name in mapped else ""
+        hidden += ", _end_unused" if name == "encounters" else ""
+        parts.append(f"SELECT {_lit(name)} AS \"table\", _row AS source_row, _reason AS reason, "
+                     f"CAST(to_json(t) AS VARCHAR) AS record "
+                     f"FROM (SELECT * EXCLUDE (_reason{hidden}) FROM chk_{name}) t "
+                     f"JOIN (SELECT _row, _reason FROM chk_{name} WHERE _reason IS NOT NULL) USING (_row)")
+    con.execute("CREATE OR REPLACE TABLE quarantine AS " + " UNION ALL ".join(parts)
+                + " ORDER BY \"table\", source_row")
+
+
 def load_claims(con: duckdb.DuckDBPyConnection, sources: dict[str, str],
                 columns: dict[str, dict[str, str]] | None = None,
                 category_map: dict[str, str] | None = None,
@@ -412,58 +497,7 @@ def load_claims(con: duckdb.DuckDBPyConnection, sources: dict[str, str],
         CREATE OR REPLACE TEMP TABLE ok_spells AS
         SELECT member_id, start_date, end_date FROM chk_enrollment WHERE _reason IS NULL""")
 
-    amounts = ("allowed_amount", "paid_amount")
-    nan = " OR ".join(f"coalesce(isnan({c}), false)" for c in amounts)
-    inf = " OR ".join(f"coalesce(isinf({c}), false)" for c in amounts)
-    limit = f"{float(max_line_amount)!r}"
-    con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE chk_encounters AS
-        WITH e AS (
-          SELECT r.*, cm.category AS _mapped,
-                 (m.member_id IS NOT NULL) AS _known,
-                 EXISTS (SELECT 1 FROM ok_spells s WHERE s.member_id = r.member_id
-                         AND r.service_date BETWEEN s.start_date AND s.end_date) AS _enrolled
-          FROM raw_encounters r
-          LEFT JOIN _category_map cm ON cm.code = CAST(r.category AS VARCHAR)
-          LEFT JOIN ok_members m USING (member_id)
-        ), f AS (
-          SELECT *, CASE
-            WHEN _invalid_date IS NOT NULL THEN 'invalid_date'
-            WHEN member_id IS NULL OR service_date IS NULL OR category IS NULL
-                 OR allowed_amount IS NULL OR {nan} THEN 'missing_value'
-            WHEN {inf} THEN 'non_finite'
-            WHEN _mapped IS NULL THEN 'unknown_category'
-            WHEN allowed_amount < 0 OR coalesce(paid_amount, 0) < 0 THEN 'negative_amount'
-            WHEN allowed_amount > {limit} OR coalesce(paid_amount, 0) > {limit}
-                 THEN 'absurd_amount'
-            WHEN service_date < DATE '1900-01-01' OR service_date > {_LAST_DATE}
-                 OR (_mapped = 'inpatient' AND end_date > {_LAST_DATE}) THEN 'implausible_date'
-            WHEN _mapped = 'inpatient' AND end_date < service_date THEN 'end_before_start'
-            WHEN NOT _known THEN 'unknown_member'
-          END AS _first
-          FROM e
-        )
-        SELECT * EXCLUDE (_known, _enrolled, _first, _unread_end_date), CASE
-            WHEN _first IS NOT NULL THEN _first
-            -- duplicates among the lines not already set aside
-            WHEN row_number() OVER (PARTITION BY _first IS NULL, {_dup_key(con)}
-                                    ORDER BY _row) > 1 THEN 'duplicate_line'
-            WHEN NOT _enrolled THEN 'service_outside_enrollment'
-          END AS _reason,
-          -- only inpatient stays read the end date: an impossible or unreadable one on
-          -- another line is noted (load_notes) and cleared, and the visit is kept
-          coalesce(_mapped <> 'inpatient' AND (end_date < service_date OR end_date > {_LAST_DATE}
-                                               OR _unread_end_date), false) AS _end_unused
-        FROM f""")
-    # a stay's discharge date is read from its accepted lines only: an undated line is
-    # set aside when no accepted line of the same stay has a discharge date
-    con.execute("""
-        UPDATE chk_encounters c SET _reason = 'missing_end_date'
-        WHERE _reason IS NULL AND _mapped = 'inpatient' AND end_date IS NULL
-          AND NOT EXISTS (SELECT 1 FROM chk_encounters d
-                          WHERE d._reason IS NULL AND d._mapped = 'inpatient'
-                            AND d.member_id = c.member_id AND d.service_date = c.service_date
-                            AND d.end_date IS NOT NULL)""")
+    _check_encounters(con, max_line_amount)
 
     con.execute("""
         CREATE OR REPLACE TEMP TABLE chk_exposure AS
@@ -488,27 +522,7 @@ def load_claims(con: duckdb.DuckDBPyConnection, sources: dict[str, str],
           END AS _reason
         FROM f""")
 
-    mapped = {"encounters": "category", "exposure": "group"}
-    parts = []
-    for name in CLAIMS_TABLES:
-        keep = "* EXCLUDE (_row, _reason, _invalid_date)"
-        if name == "encounters":
-            keep = ('* EXCLUDE (_row, _reason, _mapped, _end_unused, _invalid_date) '
-                    'REPLACE (_mapped AS "category", '
-                    'CASE WHEN _end_unused THEN NULL ELSE end_date END AS end_date)')
-        elif name in mapped:
-            keep = (f'* EXCLUDE (_row, _reason, _mapped, _invalid_date) '
-                    f'REPLACE (_mapped AS "{mapped[name]}")')
-        con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT {keep} "
-                    f"FROM chk_{name} WHERE _reason IS NULL ORDER BY _row")
-        hidden = ", _mapped" if name in mapped else ""
-        hidden += ", _end_unused" if name == "encounters" else ""
-        parts.append(f"SELECT {_lit(name)} AS \"table\", _row AS source_row, _reason AS reason, "
-                     f"CAST(to_json(t) AS VARCHAR) AS record "
-                     f"FROM (SELECT * EXCLUDE (_reason{hidden}) FROM chk_{name}) t "
-                     f"JOIN (SELECT _row, _reason FROM chk_{name} WHERE _reason IS NOT NULL) USING (_row)")
-    con.execute("CREATE OR REPLACE TABLE quarantine AS " + " UNION ALL ".join(parts)
-                + " ORDER BY \"table\", source_row")
+    _split_accepted(con)
     record_notes(con)
     for name in CLAIMS_TABLES:
         con.execute(f"DROP TABLE IF EXISTS chk_{name}")
