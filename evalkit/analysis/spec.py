@@ -70,6 +70,9 @@ class OutcomeDefault:
     good: str = "lower"
     truth: str | None = None   # key of a synthetic plan's true effect
     event: tuple | None = None  # time to event: what happens, (in brief, in plain words)
+    #: its name when the figures come from published studies (summary mode) and ``label``
+    #: would say more than they measured (None: ``label``)
+    published: str | None = None
 
 
 #: Claims mode: the built-in outcomes of the member x window table. The one table of
@@ -79,11 +82,12 @@ CLAIMS_OUTCOMES = {
                                 truth="er"),
     "outpatient_mh_visits": OutcomeDefault(
         "count", "outpatient mental-health visits",
-        "visits to outpatient mental-health services", "visits", truth="outpatient_mh"),
+        "visits to outpatient mental-health services", "visits", truth="outpatient_mh",
+        published="professional outpatient visits"),
     "inpatient_days": OutcomeDefault("count", "inpatient days", "days in hospital", "days",
                                      truth="inpatient_days"),
     "total_cost": OutcomeDefault("cost", "total cost of care", "health-care costs", "dollars",
-                                 truth="cost"),
+                                 truth="cost", published="health-care cost"),
 }
 #: Claims mode: the outcome whose visits averted measure effectiveness in the economics.
 CLAIMS_EFFECT_OUTCOME = "er_visits"
@@ -106,6 +110,15 @@ CLAIMS_TIME_OUTCOMES = {
                                             "a readmission to hospital", "days",
                                             event=("be readmitted", "be readmitted to hospital")),
 }
+
+
+def published_label(outcome: str) -> str:
+    """A readable name for an outcome of published studies (summary mode): the name the
+    outcomes table gives it for published figures, else its label, else the name spaced."""
+    d = CLAIMS_OUTCOMES.get(outcome)
+    if d is None:
+        return outcome.replace("_", " ")
+    return d.published or d.label
 
 
 @dataclass(frozen=True)

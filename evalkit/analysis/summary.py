@@ -45,6 +45,7 @@ from ..params import RATIO_MEASURES, Params, ProjectionParams, SummaryParams
 from ..privacy import suppress
 from ..synthesis import (MetaAnalysisResult, compare_proportions, effect_size, forest_plot,
                          meta_analysis, proportion_ci)
+from .spec import published_label
 from .valuation import budget_for_plan
 
 __all__ = [
@@ -62,13 +63,6 @@ MEASURE_SCALES = {"RR": "ratio", "OR": "odds_ratio", "RD": "risk_difference", "M
                   "SMD": "difference", "IRR": "rate_ratio", "ROM": "ratio"}
 #: The pooling methods shown for an outcome with two or more studies, the chosen one first.
 POOLING_METHODS = ("REML", "DL", "FE")
-_LABELS = {"er_visits": "ER visits", "outpatient_mh_visits": "professional outpatient visits",
-           "inpatient_days": "inpatient days", "total_cost": "health-care cost"}
-
-
-def outcome_label(outcome: str) -> str:
-    """A readable name for an outcome."""
-    return _LABELS.get(outcome, outcome.replace("_", " "))
 
 
 def _first_upper(text: str) -> str:
@@ -221,7 +215,7 @@ class OutcomeSynthesis:
                                       "or draw a forest plot of")
         fit = self.fits[self.method]
         ax = forest_plot(fit, ax=ax, transform=np.exp if self.ratio else None,
-                         xlabel=f"{MEASURE_NAMES[self.measure]}, {outcome_label(self.outcome)}")
+                         xlabel=f"{MEASURE_NAMES[self.measure]}, {published_label(self.outcome)}")
         if self.ratio:                 # plain numbers (0.5, 1, 2) rather than powers of ten
             ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         return ax
@@ -318,7 +312,7 @@ class Synthesis:
         out = []
         for o in self.outcomes.values():
             h = o.headline
-            name = outcome_label(o.outcome)
+            name = published_label(o.outcome)
             what = MEASURE_NAMES[o.measure]
             if o.ratio:
                 change = (h["estimate"] - 1) * 100
@@ -548,7 +542,7 @@ def project(synthesis: Synthesis, projection: ProjectionParams, seed: int) -> Pr
         draws = sim.draws[f"change_{i}"].to_numpy()
         lo, hi = np.quantile(draws, [0.025, 0.975])
         change = participants * o.baseline_per_member_year * (h["estimate"] - 1)
-        label = o.label or _first_upper(outcome_label(o.outcome))
+        label = o.label or _first_upper(published_label(o.outcome))
         rows.append({"outcome": o.outcome, "label": label,
                      "unit": o.unit, "baseline_per_member_year": o.baseline_per_member_year,
                      "ratio": h["estimate"], "ratio_ci_low": h["ci_low"],
@@ -787,7 +781,7 @@ def readable_effects(effects: pd.DataFrame) -> pd.DataFrame:
             return f"mean {_fmt(value)} (n = {_fmt(n, 6)})"
         hidden = isinstance(r.estimate, str)
         rows.append({
-            "study": r.study, "outcome": outcome_label(r.outcome),
+            "study": r.study, "outcome": published_label(r.outcome),
             "measure": MEASURE_NAMES[r.measure],
             "self-help arm": arm(r.treated_value, r.n_treated, r.events_treated),
             "comparison arm": arm(r.control_value, r.n_control, r.events_control),
@@ -800,7 +794,7 @@ def readable_effects(effects: pd.DataFrame) -> pd.DataFrame:
 def readable_pooled(table: pd.DataFrame) -> pd.DataFrame:
     """:meth:`Synthesis.pooled_table` with readable numbers."""
     t = table.copy()
-    t["outcome"] = t["outcome"].map(outcome_label)
+    t["outcome"] = t["outcome"].map(published_label)
     t["measure"] = t["measure"].map(MEASURE_NAMES)
     t["effect (95% CI)"] = [f"{_fmt(e)} ({_fmt(lo)} to {_fmt(hi)})"
                             for e, lo, hi in zip(t["estimate"], t["ci_low"], t["ci_high"])]
@@ -889,14 +883,14 @@ def assumptions(summary: SummaryParams) -> list[str]:
     out = []
     for s in summary.studies:
         if s.sd_assumed:
-            out.append(f"{s.name}, {outcome_label(s.outcome)}: SDs are not published; the "
+            out.append(f"{s.name}, {published_label(s.outcome)}: SDs are not published; the "
                        f"values used ({s.treated.sd:g} and {s.control.sd:g}) are assumptions. "
                        "The sensitivity table shows how much this matters.")
         if s.reported is not None and s.reported.assumed:
-            out.append(f"{s.name}, {outcome_label(s.outcome)}: {s.reported.assumed}.")
+            out.append(f"{s.name}, {published_label(s.outcome)}: {s.reported.assumed}.")
         arms = [a for a in (s.treated, s.control) if a is not None]
         if any(a.events is None and a.percent is not None for a in arms):
-            out.append(f"{s.name}, {outcome_label(s.outcome)}: counts worked out from the "
+            out.append(f"{s.name}, {published_label(s.outcome)}: counts worked out from the "
                        "published percentages and group sizes (rounded).")
     for p in summary.proportions:
         if p.x is None:
@@ -914,8 +908,8 @@ def as_markdown(lines: list[str], empty: str = "") -> str:
 
 def pooling_note(synthesis: Synthesis) -> str:
     """Which outcomes were pooled and which rest on one study, in words (Markdown)."""
-    pooled = [outcome_label(o.outcome) for o in synthesis.outcomes.values() if o.pooled]
-    single = [outcome_label(o.outcome) for o in synthesis.outcomes.values() if not o.pooled]
+    pooled = [published_label(o.outcome) for o in synthesis.outcomes.values() if o.pooled]
+    single = [published_label(o.outcome) for o in synthesis.outcomes.values() if not o.pooled]
     parts = []
     if pooled:
         parts.append(f"**Pooled** ({synthesis.method} random effects as the headline, "
