@@ -14,6 +14,7 @@ Reference values:
   87% of college graduates vs 42% of parents with high school or less; 90% of 63
   professionals had heard self-help groups could be "dangerous".
 """
+import dataclasses
 import json
 import math
 
@@ -24,7 +25,7 @@ from conftest import reference_data, reference_json
 from scipy import stats
 
 from evalkit import params as P, runner
-from evalkit.analysis import summary as S
+from evalkit.analysis import spec as SPEC, summary as S
 from evalkit.errors import DataValidationError, ParamsError
 from evalkit.synthesis import compare_proportions, effect_size, proportion_ci
 from conftest import assert_structured_records
@@ -294,6 +295,24 @@ def test_public_effects_table_hides_small_arms():
     pub = S.public_table(eff, True, 11).set_index("study")
     assert pub.loc["tiny", "events_treated"] == "*" and pub.loc["tiny", "estimate"] == "*"
     assert pub.loc["HM", "estimate"] == pytest.approx(13.1 / 22.5)
+
+
+def test_outcome_names_come_from_the_spec_table(monkeypatch):
+    """Summary mode names outcomes from the spec's one outcome table: the name for
+    published figures where one is given (Humphreys & Moos counted outpatient
+    continuing-care visits, docs/published-figures.md, not claims' mental-health visits),
+    else the claims label, else the name spaced; editing the table changes the tables."""
+    studies = [HM, {**HM, "name": "ER", "outcome": "er_visits"},
+               {**HM, "name": "abst", "outcome": "abstinence"}]
+    eff = S.study_effects(P.validate(_summary(studies=studies)).summary)
+    names = dict(zip(eff["study"], S.readable_effects(eff)["outcome"]))
+    assert names == {"HM": "professional outpatient visits", "ER": "ER visits",
+                     "abst": "abstinence"}
+    assert SPEC.CLAIMS_OUTCOMES["er_visits"].published is None
+    monkeypatch.setitem(SPEC.CLAIMS_OUTCOMES, "er_visits",
+                        dataclasses.replace(SPEC.CLAIMS_OUTCOMES["er_visits"], published="ED use"))
+    assert list(S.readable_effects(eff)["outcome"]) == [
+        "professional outpatient visits", "ED use", "abstinence"]
 
 
 # ----------------------------------------------------------------------------- guards
