@@ -45,6 +45,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import duckdb
 import nbformat
 import papermill as pm
 from nbconvert import HTMLExporter

@@ -28,7 +28,7 @@ from __future__ import annotations
 import duckdb
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from tqdm import tqdm  # the plain bar: tqdm.auto warns in Jupyter without ipywidgets
 
 from .cohort import DAYS_PER_MONTH
 from .data.contract import CATEGORIES

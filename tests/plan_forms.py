@@ -28,6 +28,8 @@ from pathlib import Path
 
 import duckdb
 
+from evalkit.data.synthetic import MEMBER_ID_PREFIX, member_id
+
 from test_omop import DDL, DEPRESSION, MENTAL, _ins
 from test_synthea import ENCOUNTERS, PATIENTS, PAYERS, TRANSITIONS_DATES
 
@@ -47,28 +49,38 @@ def _case(mapping: dict, column: str = "category") -> str:
     return f"CASE {column} {whens} END"
 
 
+#: A synthetic member id as an OMOP person id (its number)
+PERSON = f"CAST(substr(member_id, {len(MEMBER_ID_PREFIX) + 1}) AS BIGINT)"
+
+
+def omop_member_id(person_id) -> str:
+    """The synthetic member id of an OMOP person id written by :func:`to_omop`."""
+    return member_id(person_id)
+
+
 def to_omop(plan: Path, path: Path) -> Path:
     """Write the plan as an OMOP CDM database (DuckDB file); exposure as cohorts 11
-    (self_help) and 12 (control)."""
+    (self_help) and 12 (control). OMOP's person ids are integers: a synthetic member id
+    ``M000000123`` becomes person 123 (:func:`omop_member_id` turns it back)."""
     pq = lambda t: f"read_parquet('{plan / (t + '.parquet')}')"  # noqa: E731
     con = duckdb.connect(str(path))
     con.execute(DDL)
     con.execute(f"""INSERT INTO person (person_id, gender_concept_id, year_of_birth,
                     gender_source_value)
-        SELECT member_id, CASE sex WHEN 'F' THEN 8532 WHEN 'M' THEN 8507 ELSE 0 END,
+        SELECT {PERSON}, CASE sex WHEN 'F' THEN 8532 WHEN 'M' THEN 8507 ELSE 0 END,
                birth_year, sex FROM {pq('members')}""")
     con.execute(f"""INSERT INTO observation_period (observation_period_id, person_id,
                     observation_period_start_date, observation_period_end_date,
                     period_type_concept_id)
-        SELECT row_number() OVER (), member_id, start_date, end_date, 32817
+        SELECT row_number() OVER (), {PERSON}, start_date, end_date, 32817
         FROM {pq('enrollment')}""")
     con.execute(f"""INSERT INTO visit_occurrence (visit_occurrence_id, person_id,
                     visit_concept_id, visit_start_date, visit_end_date, visit_type_concept_id)
-        SELECT claim_id, member_id, {_case(OMOP_VISITS)}, service_date, end_date, 32810
+        SELECT claim_id, {PERSON}, {_case(OMOP_VISITS)}, service_date, end_date, 32810
         FROM {pq('encounters')}""")
     con.execute(f"""INSERT INTO condition_occurrence (condition_occurrence_id, person_id,
                     condition_concept_id, condition_start_date, visit_occurrence_id)
-        SELECT row_number() OVER (), member_id, {DEPRESSION}, service_date, claim_id
+        SELECT row_number() OVER (), {PERSON}, {DEPRESSION}, service_date, claim_id
         FROM {pq('encounters')} WHERE category = 'outpatient_mh'""")
     con.execute(f"""INSERT INTO cost (cost_id, cost_event_id, cost_domain_id, amount_allowed,
                     total_paid)
@@ -85,7 +97,7 @@ def to_omop(plan: Path, path: Path) -> Path:
                                     "min_levels_of_separation": 1,
                                     "max_levels_of_separation": 1}])
     con.execute(f"""INSERT INTO cohort (cohort_definition_id, subject_id, cohort_start_date)
-        SELECT CASE "group" WHEN 'self_help' THEN 11 ELSE 12 END, member_id, index_date
+        SELECT CASE "group" WHEN 'self_help' THEN 11 ELSE 12 END, {PERSON}, index_date
         FROM {pq('exposure')}""")
     con.close()
     return path

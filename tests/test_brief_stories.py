@@ -28,8 +28,8 @@ PARAMS = Path(__file__).resolve().parent.parent / "params"
 
 def _run(tmp_path_factory, name: str):
     out = tmp_path_factory.mktemp(name) / "out"
-    run = run(PARAMS / f"{name}.yaml", out=out, quiet=True)
-    res = json.loads(run.results_path.read_text())
+    result = run(PARAMS / f"{name}.yaml", out=out, quiet=True)
+    res = json.loads(result.results_path.read_text())
     assert res["run"]["status"] == "ok"
     return res, pdf_text(out / "brief.pdf")
 

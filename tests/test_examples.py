@@ -34,7 +34,8 @@ def test_every_workbook_defaults_to_its_example():
         code = [c for c in nb.cells if c.cell_type == "code"]
         assert "parameters" in code[0].metadata.get("tags", [])
         assert code[0].source.startswith("params_path = None"), w.file
-        assert f'evalkit.Study(params_path, workbook="{w.name}")' in code[1].source, w.file
+        # after the cell that starts the run notes and the theme, the study is opened
+        assert f'evalkit.Study(params_path, workbook="{w.name}")' in code[2].source, w.file
         p = examples.example_params(w.name)
         assert p.mode in w.modes, w.name           # an example the workbook can read
         if p.mode == "claims":

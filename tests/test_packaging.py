@@ -24,7 +24,6 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 #: Declared in pyproject but imported by no module: why each is needed all the same.
 DECLARED_NOT_IMPORTED = {
     "ipykernel": "the Jupyter kernel papermill runs the workbooks in",
-    "seaborn": "declared for the charts of the brief, which are to use it",
 }
 
 

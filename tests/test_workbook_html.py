@@ -19,6 +19,7 @@ import pytest
 import yaml
 from bs4 import BeautifulSoup
 
+import evalkit
 from evalkit.runner import run
 from evalkit.analysis import show
 from evalkit.results import SCALES

@@ -49,6 +49,7 @@ from ..data.contract import CATEGORIES
 from ..errors import DataDroppedWarning, DataValidationError, ParamsError
 from ..models.its import its, its_plot
 from ..utilization import VISIT_COLUMNS
+from .plots import OUTCOME_LABELS
 
 __all__ = ["monthly_rates_sql", "monthly_rates", "small_months", "seasonal_default",
            "fit_its", "ITSAnalysis", "effects_table", "headline", "findings",
