@@ -361,10 +361,11 @@ MIN_SCANNABLE_ID = 6
 
 
 @functools.lru_cache(maxsize=2)
-def _private_values_of(db: str, mtime_ns: int, size: int) -> tuple[tuple[str, ...], tuple]:
+def _private_values_of(db: str, state: tuple) -> tuple[tuple[str, ...], tuple]:
     """Every member id and every date of service of the run whose working database is
-    ``db`` (none in summary mode: it holds no cohort or persons). ``mtime_ns`` and
-    ``size`` key the cache: a database written again is read again."""
+    ``db`` (none in summary mode: it holds no cohort or persons). ``state`` (the file's
+    inode, size and change and modification times) keys the cache: a database written
+    again is read again."""
     con = duckdb.connect(db, read_only=True)
     try:
         if con.execute("SELECT mode FROM run_info").fetchall()[0][0] == "summary":
@@ -393,7 +394,8 @@ def scan_targets(out_dir: Path) -> dict:
     are kept while the database file is unchanged."""
     db = Path(out_dir) / "work" / DB_NAME
     st = db.stat()
-    ids, dates = _private_values_of(str(db.resolve()), st.st_mtime_ns, st.st_size)
+    ids, dates = _private_values_of(str(db.resolve()),
+                                    (st.st_ino, st.st_size, st.st_ctime_ns, st.st_mtime_ns))
     return {"member_ids": [i for i in ids if len(i) >= MIN_SCANNABLE_ID],
             "context_ids": [i for i in ids if len(i) < MIN_SCANNABLE_ID],
             "dates_of_service": list(dates)}

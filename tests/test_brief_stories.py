@@ -230,3 +230,22 @@ def test_one_main_result_per_outcome_and_others_labelled():
     assert len(main) == 1 and "rate ratio of 0.85" in main[0].text
     assert [f.label for f in fs if f.role == "other"] == [
         "pre/post comparison (difference-in-differences)", "unadjusted comparison"]
+
+
+def test_referral_advice_only_for_a_study_of_self_help_referral():
+    """The clearinghouse brief's advice on referral to self-help groups is written only
+    when the study is one (here: claims data with the default arms); a handbook study
+    with the same records gets none, and no sentence is built on a hidden arm size."""
+    rec = {"workbook": "utilization", "contrast": "self_help vs control", "estimand": "ATE",
+           "method": "negative binomial", "std_error": 0.05, "p_value": 0.01, "n_treated": 400,
+           "n_control": 600, "analysis": "adjusted", "model": "count", "family": "negbin",
+           "adjusted_for": ["age_at_index"], "primary": True, "outcome": "er_visits",
+           "scale": "rate_ratio", "estimate": 0.82, "ci_low": 0.74, "ci_high": 0.91}
+    results = {"estimates": [rec], "tables": {}, "run": {}}
+    referral = build_context(results, _claims_params(), audience="clearinghouse")
+    assert any("self-help or mutual-aid group" in g for g in referral["guidance"])
+    handbook = {**results, "spec": {"study": {"intervention": "members sent a self-care "
+                                              "handbook", "comparison": "members not sent one"}}}
+    other = build_context(handbook, _claims_params(), audience="clearinghouse")
+    assert other["guidance"] == []
+    assert "referral" not in " ".join(f.text for f in other["findings"])

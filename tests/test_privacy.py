@@ -563,6 +563,25 @@ def test_redact_notebook_then_scan_is_clean(tmp_path):
         redact_notebook(tmp_path / "missing.ipynb", secrets)
 
 
+def test_a_secret_spanning_lines_is_redacted_from_a_notebook(tmp_path):
+    """A notebook stores multi-line text as a list of lines: a secret with a newline in it
+    (a key file's body) is split across the list and must be found all the same."""
+    secret = "AAAkeyline\nBBBkeyline"
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("load()")
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout",
+                                           text=f"error: bad key {secret} rest\nnext line\n")]
+    nb.cells.append(cell)
+    path = tmp_path / "01.ipynb"
+    nbformat.write(nb, path)
+    assert '"error: bad key AAAkeyline\\n",' in path.read_text()     # split on disk
+    assert redact_notebook(path, [secret]) == 1
+    assert "keyline" not in path.read_text()
+    back = nbformat.read(path, as_version=4)
+    nbformat.validate(back)
+    assert back.cells[0].outputs[0].text == "error: bad key *** rest\nnext line\n"
+
+
 def test_dates_in_common_formats(tmp_path):
     out = tmp_path / "o"
     out.mkdir()

@@ -271,6 +271,10 @@ def redact_notebook(path, secrets, replacement: str = REDACTED) -> int:
                 v[k] = walk(v[k])
             return v
         if isinstance(v, list):
+            if (len(v) > 1 and all(isinstance(x, str) for x in v)
+                    and all(x.endswith("\n") for x in v[:-1])):
+                # a multi-line text stored as a list of lines: a secret may span lines
+                return fix("".join(v)).splitlines(keepends=True)
             for i, x in enumerate(v):
                 v[i] = walk(x)
             return v

@@ -218,7 +218,11 @@ def _savings_chart(results: dict, e: pd.DataFrame, audience: str, st: story.Stud
 
 
 def _guidance(findings, audience: str, st: story.Study) -> list[str]:
-    if audience != "clearinghouse" or st.shape in ("planning", "survey", "k_groups"):
+    """Advice on referral for a clearinghouse brief: only for a study of referral to
+    self-help groups (the claims default arms, or published self-help figures in summary
+    mode); a study of another intervention gets none, since it would not be true of it."""
+    if (audience != "clearinghouse" or st.shape in ("planning", "survey", "k_groups")
+            or not (st.default_arms or st.mode == "summary")):
         return []
     out = ["Offer referral to a self-help or mutual-aid group alongside professional care, "
            "not instead of it."]
@@ -363,7 +367,7 @@ def build_context(results: dict, params, audience: str | None = None) -> dict:
         notes.append(f"{withheld} estimate(s) resting on fewer than {min_cell} members in a "
                      "group are not shown in the findings or charts.")
     members = None
-    if cohort is not None:
+    if cohort is not None and not cohort.suppressed:    # no sentence built on a hidden count
         m = dict(zip(cohort.frame["group"], cohort.frame[st.unit]))
         members = (m.get(arms[0]), m.get(arms[1]))
     outcomes = list(dict.fromkeys(f.outcome for f in findings if f.role == "main"))
