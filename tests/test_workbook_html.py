@@ -10,8 +10,11 @@ itself recorded in results.json, so a new quantity is checked without editing th
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import sys
+import tempfile
 from pathlib import Path
 
 import nbformat
@@ -28,8 +31,11 @@ from evalkit.runner import _html
 ROOT = Path(__file__).resolve().parents[1]
 #: a Python warning as Python prints it (``RuntimeWarning: divide by zero``)
 WARNING = re.compile(r"\b[A-Z][A-Za-z]*Warning:")
-#: absolute paths a reader should never see: an install folder, the work or temp folder
-PATHS = re.compile(r"site-packages|dist-packages|/work/|/tmp/|\.venv")
+#: absolute paths a reader should never see: an install folder, and this machine's
+#: checkout, Python environment and temporary folder (wherever they are)
+PATHS = re.compile("|".join(["site-packages", "dist-packages",
+                             *(re.escape(f"{p}{os.sep}") for p in
+                               (ROOT, Path(sys.prefix), Path(tempfile.gettempdir())))]))
 #: cells that show a figure that could not be computed as it came out of pandas
 #: a code cell's input in nbconvert's HTML (markdown cells have an input area too)
 CODE = ".jp-CodeCell .jp-InputArea"
