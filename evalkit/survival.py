@@ -215,6 +215,11 @@ class _Curve:
 class KaplanMeierResult:
     """Kaplan-Meier survival curves, one per group, as a value.
 
+    A curve is not a term-keyed estimate: it has a value at every time, so this result
+    has no ``.at(term)`` and no ``effect()``. Read it at chosen times with
+    :meth:`survival_at` (one row per group and time); compare the curves with
+    :func:`logrank` (whose ``.table`` is keyed by ``term``) or :func:`restricted_mean`.
+
     Attributes
     ----------
     table : DataFrame
@@ -485,26 +490,37 @@ def kaplan_meier(data: pd.DataFrame, duration: str, event: str, group: str | Non
 # log-rank test
 # --------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class LogRankResult:
+class LogRankResult(TermTable):
     """Log-rank (Mantel-Haenszel) test of equal survival curves, as R's ``survdiff``.
 
     Attributes
     ----------
     chisq, df, p_value : float, int, float
-    table : DataFrame
+    groups : DataFrame
         ``group, n, observed, expected, o_minus_e, oe2_over_e, oe2_over_v`` per group
         (the last two are R's ``(O-E)^2/E`` and ``(O-E)^2/V`` columns).
     variance : ndarray
         The hypergeometric variance-covariance matrix of O - E.
+    table : DataFrame
+        The test as the one result contract: one row, term ``chisq``, whose
+        ``estimate`` is the chi-square statistic and ``p_value`` its p-value, with its
+        degrees of freedom in ``df`` (``std_error`` and the interval are NaN: a test
+        statistic has none). ``lr.at("chisq", "p_value")`` reads the p-value.
     """
 
     chisq: float
     df: int
     p_value: float
-    table: pd.DataFrame
+    groups: pd.DataFrame
     variance: np.ndarray = field(repr=False, compare=False)
     group: str = ""
     strata: list[str] | None = None
+
+    @property
+    def table(self) -> pd.DataFrame:
+        """The test keyed by ``term`` (``chisq``), with ``df``."""
+        return effect_table([("chisq", self.chisq, np.nan, np.nan, np.nan, self.p_value,
+                              self.df)], extra_columns=("df",))
 
 
 def _logrank_sums(t: np.ndarray, s: np.ndarray, g: np.ndarray, k: int):
@@ -609,12 +625,12 @@ def logrank(data: pd.DataFrame, duration: str, event: str, group: str,
                       "and do not fit a Cox model with this group as a covariate.",
                       StatisticalWarning, stacklevel=2)
     with np.errstate(divide="ignore", invalid="ignore"):
-        table = pd.DataFrame({
+        groups = pd.DataFrame({
             "group": labels, "n": np.bincount(g, minlength=k).astype(int),
             "observed": observed, "expected": expected, "o_minus_e": diff,
             "oe2_over_e": diff ** 2 / expected, "oe2_over_v": diff ** 2 / np.diag(variance),
         })
-    return LogRankResult(chisq=chisq, df=df, p_value=p_value, table=table, variance=variance,
+    return LogRankResult(chisq=chisq, df=df, p_value=p_value, groups=groups, variance=variance,
                          group=group, strata=strata_cols or None)
 
 

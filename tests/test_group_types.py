@@ -121,8 +121,8 @@ def test_k_group_logrank_on_rossi_with_three_prior_arrest_bands():
     hand, df = _logrank_by_hand(d["week"].to_numpy(float), d["arrest"].to_numpy(float),
                                 d["prio_band"].to_numpy())
     assert lr.chisq == pytest.approx(hand, rel=1e-10) and df == lr.df
-    assert lr.table["observed"].sum() == d["arrest"].sum()
-    assert lr.table["expected"].sum() == pytest.approx(d["arrest"].sum())
+    assert lr.groups["observed"].sum() == d["arrest"].sum()
+    assert lr.groups["expected"].sum() == pytest.approx(d["arrest"].sum())
 
 
 def test_k_group_logrank_tiny_example_by_hand():
@@ -131,7 +131,7 @@ def test_k_group_logrank_tiny_example_by_hand():
     t=5: n=(0,0,1), d=(0,0,1). O = (2,1,2); E_A = 1/3 + 1/5 + 2*(1/4) = 31/30."""
     df = pd.DataFrame({"t": [1, 3, 2, 4, 3, 5], "e": [1, 1, 1, 0, 1, 1], "g": list("AABBCC")})
     lr = logrank(df, "t", "e", "g")
-    tab = lr.table.set_index("group")
+    tab = lr.groups.set_index("group")
     assert list(tab["observed"]) == [2, 1, 2]
     assert tab.loc["A", "expected"] == pytest.approx(31 / 30, rel=1e-12)
     hand, _ = _logrank_by_hand(df["t"].to_numpy(float), df["e"].to_numpy(float), df["g"].to_numpy())

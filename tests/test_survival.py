@@ -229,10 +229,10 @@ def test_logrank_matches_survdiff(rossi, ref):
     np.testing.assert_allclose(lr.chisq, r["chisq"], rtol=1e-10)
     np.testing.assert_allclose(lr.p_value, r["p_value"], rtol=1e-9)
     assert lr.df == r["df"]
-    assert lr.table["group"].tolist() == [0, 1]
-    np.testing.assert_allclose(lr.table["n"], [r["n"]["fin=0"], r["n"]["fin=1"]])
-    np.testing.assert_allclose(lr.table["observed"], [r["observed"]["fin=0"], r["observed"]["fin=1"]])
-    np.testing.assert_allclose(lr.table["expected"], [r["expected"]["fin=0"], r["expected"]["fin=1"]],
+    assert lr.groups["group"].tolist() == [0, 1]
+    np.testing.assert_allclose(lr.groups["n"], [r["n"]["fin=0"], r["n"]["fin=1"]])
+    np.testing.assert_allclose(lr.groups["observed"], [r["observed"]["fin=0"], r["observed"]["fin=1"]])
+    np.testing.assert_allclose(lr.groups["expected"], [r["expected"]["fin=0"], r["expected"]["fin=1"]],
                                rtol=1e-10)
     # statsmodels' survdiff agrees on the statistic (independent implementation)
     np.testing.assert_allclose(lr.chisq, survdiff(rossi["week"], rossi["arrest"], rossi["fin"])[0],
@@ -247,14 +247,14 @@ def test_logrank_three_groups_against_statsmodels(rossi):
     assert lr.df == 2
     np.testing.assert_allclose(lr.chisq, survdiff(data["week"], data["arrest"], data["agegrp"])[0],
                                rtol=1e-10)
-    np.testing.assert_allclose(lr.table["observed"].sum(), lr.table["expected"].sum())
+    np.testing.assert_allclose(lr.groups["observed"].sum(), lr.groups["expected"].sum())
 
 
 def test_logrank_group_without_events_warns(rossi):
     data = rossi.assign(arrest=np.where(rossi["fin"] == 1, 0, rossi["arrest"]))
     with pytest.warns(StatisticalWarning, match="no events"):
         lr = logrank(data, "week", "arrest", "fin")
-    assert lr.table["observed"].tolist() == [66, 0]
+    assert lr.groups["observed"].tolist() == [66, 0]
 
 
 def test_logrank_needs_two_groups(rossi):

@@ -312,9 +312,9 @@ def test_stratified_logrank_matches_survdiff(data, ref, block):
     np.testing.assert_allclose(lr.chisq, r["chisq"], rtol=RTOL_CLOSED_FORM)
     np.testing.assert_allclose(lr.p_value, r["p_value"], rtol=RTOL_CLOSED_FORM)
     assert lr.df == r["df"]
-    np.testing.assert_array_equal(lr.table["n"], _values(r["n"], labels))
-    np.testing.assert_array_equal(lr.table["observed"], _values(r["observed"], labels))
-    np.testing.assert_allclose(lr.table["expected"], _values(r["expected"], labels),
+    np.testing.assert_array_equal(lr.groups["n"], _values(r["n"], labels))
+    np.testing.assert_array_equal(lr.groups["observed"], _values(r["observed"], labels))
+    np.testing.assert_allclose(lr.groups["expected"], _values(r["expected"], labels),
                                rtol=RTOL_CLOSED_FORM)
     np.testing.assert_allclose(lr.variance, r["variance"], rtol=RTOL_CLOSED_FORM)
 

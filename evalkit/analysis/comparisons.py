@@ -107,7 +107,7 @@ class ArmSurvival:
         derived = {c: "n_risk" for c in ("survival", "std_error", "ci_low", "ci_high")}
         at = suppress(self.at.drop(columns="n_event"), ["n_risk"], min_cell=min_cell,
                       protect_rows=False, derived=derived).table
-        logrank = suppress(self.logrank.table, ["n", "observed"], min_cell=min_cell,
+        logrank = suppress(self.logrank.groups, ["n", "observed"], min_cell=min_cell,
                            protect_rows=False).table
         return {"summary": summary, "survival_at": at, "logrank": logrank}
 
@@ -292,7 +292,7 @@ class GroupComparison:
         if self.people is not None:
             out["people"] = self.people
         if self.lifetime is not None:
-            at, logrank = self.at, self.logrank.table
+            at, logrank = self.at, self.logrank.groups
             if self.people is not None:     # the units are groups: say so in the headers
                 at = at.rename(columns={"n_risk": "groups_at_risk", "n_event": "groups_ended"})
                 logrank = logrank.rename(columns={"n": "groups", "observed": "groups_ended"})
