@@ -19,7 +19,7 @@ BASE = dict(plan_members=100_000, prevalence=0.02, referral_rate_by_year=[0.1, 0
 
 
 def test_year_by_year_by_hand():
-    t = budget_impact(**BASE).table
+    t = budget_impact(**BASE).by_year
     assert t["year"].tolist() == [1, 2, 3]
     assert t["eligible"].tolist() == pytest.approx([2000, 2000, 2000])
     assert t["referred"].tolist() == pytest.approx([200, 400, 600])
@@ -38,7 +38,7 @@ def test_year_by_year_by_hand():
 
 
 def test_discounting_end_of_year_when_asked():
-    t = budget_impact(**{**BASE, "discount_rate": 0.03}).table
+    t = budget_impact(**{**BASE, "discount_rate": 0.03}).by_year
     f = np.array([1 / 1.03, 1 / 1.03 ** 2, 1 / 1.03 ** 3])
     np.testing.assert_allclose(t["discount_factor"], f, rtol=1e-15)
     np.testing.assert_allclose(t["net_budget_impact"], np.array([-97_680, -309_200, -463_800]) * f,
@@ -48,7 +48,7 @@ def test_discounting_end_of_year_when_asked():
 def test_growing_plan_and_program_costs_input():
     pc = ProgramCosts(coordination=100, materials=50, uptake=0.5)
     r = budget_impact([100_000, 110_000], 0.02, 0.1, 0.5, 1846, pc.cost_per_referred, years=2)
-    t = r.table
+    t = r.by_year
     # year 2: eligible 2,200, referred 220, participating 110
     assert t["referred"].tolist() == pytest.approx([200, 220])
     assert t["net_budget_impact"].iloc[1] == pytest.approx(220 * 150 - 110 * 1846)
@@ -74,7 +74,7 @@ def test_scenarios_and_ranges():
     assert s.loc["base", "total_net_budget_impact"] == pytest.approx(-870_680)
     assert s.loc["base", "total_program_cost"] == pytest.approx(200_000)
     # base-case table is the base scenario
-    np.testing.assert_allclose(r.table["net_budget_impact"],
+    np.testing.assert_allclose(r.by_year["net_budget_impact"],
                                r.scenarios.loc[r.scenarios["scenario"] == "base",
                                                "net_budget_impact"])
 

@@ -23,7 +23,7 @@ def simple_costs(**kw):
 
 
 def fig(res, name, col="estimate"):
-    return float(res.table.loc[res.table["figure"] == name, col].iloc[0])
+    return float(res.table.loc[res.table["term"] == name, col].iloc[0])
 
 
 # --------------------------------------------------------------------------------------
@@ -272,7 +272,7 @@ def test_icer_axes_and_vector_input():
     t = icer([-100, 100, 0, 0, 0], [0, 0, 0.1, -0.1, 0]).table
     assert t["status"].tolist() == ["dominant", "dominated", "dominant", "dominated", "equivalent"]
     assert t["quadrant"].tolist() == ["axis", "axis", "axis", "axis", "origin"]
-    assert t["icer"].isna().all()
+    assert t["estimate"].isna().all()
     with pytest.raises(AttributeError, match="several pairs"):
         icer([1, 2], [1, 2]).icer
 
@@ -295,7 +295,7 @@ def test_icer_bad_inputs():
 def test_nmb_by_hand():
     r = nmb(500.0, 0.25, [0, 1000, 2000, 4000])
     # NMB = wtp * 0.25 - 500
-    assert r.table["nmb"].tolist() == [-500.0, -250.0, 0.0, 500.0]
+    assert r.table["estimate"].tolist() == [-500.0, -250.0, 0.0, 500.0]
     assert r.table["cost_effective"].tolist() == [False, False, False, True]
     assert r.threshold_wtp == pytest.approx(2000.0)  # equals the ICER
     assert set(r.estimates()["scale"]) == {"nmb"}
@@ -303,10 +303,10 @@ def test_nmb_by_hand():
 
 def test_nmb_dominant_and_cost_only():
     dom = nmb(-300.0, 0.1, [0, 5000])
-    assert dom.table["nmb"].tolist() == [300.0, 800.0]
+    assert dom.table["estimate"].tolist() == [300.0, 800.0]
     assert math.isnan(dom.threshold_wtp)
     # no health effect: NMB is the net saving at every WTP
-    assert nmb(-588.4, 0.0, [0, 100]).table["nmb"].tolist() == pytest.approx([588.4, 588.4])
+    assert nmb(-588.4, 0.0, [0, 100]).table["estimate"].tolist() == pytest.approx([588.4, 588.4])
 
 
 def test_nmb_bad_wtp():

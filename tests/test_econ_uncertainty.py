@@ -64,7 +64,7 @@ def test_joint_bootstrap_on_written_out_sample():
     # (-100, .10) SE; (50, .05) NE; (-20, -.02) SW; (10, .08) NE; (200, .30) NE
     assert shares.to_dict() == pytest.approx({"NE": 0.6, "SE": 0.2, "SW": 0.2, "NW": 0.0,
                                               "axis": 0.0})
-    t = s.table.set_index("quantity")
+    t = s.table.set_index("term")
     # means 140/5 = 28 and 0.51/5 = 0.102; ICER at the means 28 / 0.102 (NE quadrant)
     assert t.loc["delta_cost", "estimate"] == pytest.approx(28.0)
     assert t.loc["delta_effect", "estimate"] == pytest.approx(0.102)
@@ -199,9 +199,9 @@ def test_psa_agrees_with_independent_computation_on_its_draws():
         assert r["evpi_per_member"] == pytest.approx(evpi, rel=1e-9, abs=1e-9)
         assert r["evpi_population"] == pytest.approx(5000 * evpi, rel=1e-9, abs=1e-6)
     assert res.probability_cost_saving == pytest.approx(sum(v < 0 for v in dc) / len(dc))
-    summ = res.table.set_index("quantity")
+    summ = res.table.set_index("term")
     assert summ.loc["cost", "kind"] == "input" and summ.loc["delta_cost", "kind"] == "output"
-    assert summ.loc["cost", "mean"] == pytest.approx(d["cost"].mean())
+    assert summ.loc["cost", "estimate"] == pytest.approx(d["cost"].mean())
     assert set(res.estimates()["scale"]) <= set(SCALES)
 
 
@@ -262,14 +262,14 @@ BASE = {"uptake": 0.4, "saving": 1846.0, "cost": 150.0}
 def test_one_way_by_hand():
     r = one_way(net, BASE, {"cost": (100, 200), "uptake": (0.2, 0.6)})
     assert r.base_output == pytest.approx(0.4 * 1846 - 150)          # 588.4
-    t = r.table.set_index("parameter")
+    t = r.table.set_index("term")
     # uptake 0.2: 369.2 - 150 = 219.2; 0.6: 1107.6 - 150 = 957.6; swing 738.4
     assert t.loc["uptake", ["output_at_low", "output_at_high", "swing"]].tolist() == \
         pytest.approx([219.2, 957.6, 738.4])
     # cost 100: 638.4; 200: 538.4; swing 100
     assert t.loc["cost", ["output_at_low", "output_at_high", "swing"]].tolist() == \
         pytest.approx([638.4, 538.4, 100.0])
-    assert r.table["parameter"].tolist() == ["uptake", "cost"]        # widest first
+    assert r.table["term"].tolist() == ["uptake", "cost"]        # widest first
 
 
 def test_one_way_with_distribution_ranges_and_named_output():

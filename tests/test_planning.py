@@ -159,7 +159,7 @@ def test_er_power_params_end_to_end(tmp_path):
     assert est["proportion"]["estimate"] == pytest.approx(_power_by_hand(2000), rel=1e-10)
     assert est["proportion"]["n_control"] == est["proportion"]["n_treated"] == 2000
     assert 0.82 < est["rate_ratio"]["estimate"] < 0.83
-    size = res["tables"]["planning.sample_size"][0]
+    size = {r["term"]: r["estimate"] for r in res["tables"]["planning.sample_size"]}
     assert size["n_control"] == size["n_treated"] == 1854
     assert size["n_control_exact"] == pytest.approx(N_EXACT, rel=1e-10)
     curve = res["tables"]["planning.power_curve"]

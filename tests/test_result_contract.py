@@ -76,6 +76,7 @@ def _results(members, panel, series):
                  estimand="ATE", outcome_type="count", exposure="member_months")
     cox = survival.cox(members, "treated + age", "time", "died")
     rmst = survival.restricted_mean(members, "time", "died", group="treated", tau=25)
+    logrank = survival.logrank(members, "time", "died", "treated")
     meta = synthesis.meta_analysis([-0.2, -0.1, -0.3], [0.01, 0.02, 0.015])
     props = synthesis.compare_proportions(30, 60, 20, 60)
     return [
@@ -86,6 +87,7 @@ def _results(members, panel, series):
         ("causal.estimate", eff, lambda r: r.effect()),
         ("survival.cox", cox, lambda r: r.effect("treated")),
         ("survival.restricted_mean", rmst, lambda r: r.effect()),
+        ("survival.logrank", logrank, None),
         ("synthesis.meta_analysis", meta, lambda r: r.effect("rate_ratio", exponentiate=True)),
         ("synthesis.compare_proportions", props, lambda r: r.effect()),
     ]
@@ -110,6 +112,19 @@ def _econ_results():
             ("econ.budget_impact", budget)]
 
 
+def _econ_tables():
+    """(name, result) for every economics result with a ``.table``, records or not."""
+    one_way = econ.one_way(lambda p: p["uptake"] * p["saving"] - p["cost"],
+                           {"uptake": 0.4, "saving": 1846.0, "cost": 150.0},
+                           {"uptake": (0.2, 0.6), "cost": (100.0, 200.0)})
+    return _econ_results() + [
+        ("econ.one_way", one_way),
+        ("econ.nb_sample_size", econ.nb_sample_size(0.35, 0.82, 1.5)),
+        ("econ.nb_power", econ.nb_power([500, 1000, 2000], 0.35, 0.82, 1.5)),
+        ("econ.nb_mde", econ.nb_mde(2000, 0.35, 1.5)),
+    ]
+
+
 def _check_keyed_by_term(table: pd.DataFrame, where: str) -> None:
     assert isinstance(table, pd.DataFrame), where
     assert table.columns[0] == "term", f"{where}: first column {table.columns[0]!r}"
@@ -121,7 +136,7 @@ def _check_keyed_by_term(table: pd.DataFrame, where: str) -> None:
 def _check_at(result, where: str) -> None:
     table = result.table
     # one row per term, or per term and the table's other key column(s)
-    keys = [c for c in ("part", "wtp", "period") if c in table.columns]
+    keys = [c for c in ("part", "wtp", "period", "year", "n_control") if c in table.columns]
     assert not table.duplicated(["term", *keys]).any(), f"{where}: repeated keys"
     row = table.iloc[-1]
     where_keys = {k: row[k] for k in keys if table["term"].eq(row["term"]).sum() > 1}
@@ -146,6 +161,8 @@ def test_estimator_results_share_the_contract(members, panel, series):
     for where, result, effect in _results(members, panel, series):
         _check_keyed_by_term(result.table, where)
         _check_at(result, where)
+        if effect is None:      # a test, not an effect: keyed by term, nothing to contrast
+            continue
         _check_effect_is_a_method(result, where)
         eff = effect(result)
         assert type(eff) is EffectResult, where
@@ -164,10 +181,51 @@ def test_economic_figures_are_effects_keyed_by_term():
         assert eff.table["term"].tolist() == records["scale"].tolist(), where
 
 
+def test_economic_tables_are_keyed_by_term():
+    """Every economics table is keyed by ``term`` (qualified by ``wtp``, ``year`` or
+    ``n_control`` where a term repeats) and ``.at`` reads each of its values."""
+    for where, result in _econ_tables():
+        table = result.table
+        assert isinstance(table, pd.DataFrame) and len(table) > 0, where
+        assert table.columns[0] == "term", f"{where}: first column {table.columns[0]!r}"
+        # a one-way analysis has outputs at each end of a range, not one estimate per input
+        assert "estimate" in table.columns or where == "econ.one_way", where
+        keys = [c for c in ("wtp", "year", "n_control") if c in table.columns]
+        assert not table.duplicated(["term", *keys]).any(), f"{where}: repeated keys"
+        for row in table.to_dict("records"):
+            where_keys = {k: row[k] for k in keys if table["term"].eq(row["term"]).sum() > 1}
+            for column, want in row.items():
+                got = result.at(row["term"], column, **where_keys)
+                assert got == want or (pd.isna(got) and pd.isna(want)), \
+                    f"{where}: at({row['term']!r}, {column!r})"
+        with pytest.raises(KeyError, match="no term"):
+            result.at("no such term")
+
+
+def test_economic_tables_by_hand():
+    """A few values read by term, worked out by hand."""
+    tables = dict(_econ_tables())
+    # 1000 members, uptake 0.5, saving 300, coordination 50, one year at 3%:
+    # net = (0.5 * 300 - 50) / 1.03; ROI = net / (50 / 1.03) = 2
+    cb = tables["econ.cost_benefit"]
+    assert cb.at("net_savings_per_member") == pytest.approx(100 / 1.03, rel=1e-12)
+    assert cb.at("roi") == pytest.approx(2.0, rel=1e-12)
+    assert cb.at("roi", "unit") == "(savings - cost) / cost"
+    assert tables["econ.icer"].at("icer") == pytest.approx(1000.0)       # 100 / 0.1
+    assert tables["econ.nmb"].at("nmb", wtp=1000.0) == pytest.approx(200.0)  # 1000 * .1 + 100
+    budget = tables["econ.budget_impact"]
+    # 50,000 x 10% eligible x 20% referred = 1,000; 500 take part: 1,000 * 50 - 500 * 300
+    assert budget.at("referred", year=2) == pytest.approx(1000.0)
+    assert budget.at("net_budget_impact", year=3) == pytest.approx(50_000 - 150_000)
+    assert tables["econ.one_way"].at("uptake", "swing") == pytest.approx(0.4 * 1846)
+    assert tables["econ.nb_sample_size"].at("n_control") == 1854      # Zhu & Lakkis, method 3
+    assert tables["econ.nb_power"].at("power", n_control=2000) == pytest.approx(0.829, abs=5e-4)
+
+
 def test_effect_terms_are_the_results_scales(members, panel, series):
     """The terms of the model effects are the results vocabulary's scales."""
     got = {where: effect(result).table["term"].tolist()
-           for where, result, effect in _results(members, panel, series)}
+           for where, result, effect in _results(members, panel, series) if effect is not None}
     assert got["models.count_model"] == ["rate_difference_per_1000_mm", "rate_ratio"]
     assert got["models.two_part"] == ["cost_difference", "ratio"]
     assert got["models.did"] == ["difference"]
@@ -177,6 +235,19 @@ def test_effect_terms_are_the_results_scales(members, panel, series):
     assert got["survival.cox"] == ["hazard_ratio"]
     assert got["synthesis.meta_analysis"] == ["rate_ratio"]
     assert got["synthesis.compare_proportions"] == ["risk_difference"]
+
+
+def test_logrank_test_is_keyed_by_term_and_curves_stay_curves(members):
+    lr = survival.logrank(members, "time", "died", "treated")
+    assert lr.table["term"].tolist() == ["chisq"]
+    assert lr.at("chisq") == lr.chisq and lr.at("chisq", "p_value") == lr.p_value
+    assert lr.at("chisq", "df") == lr.df == 1
+    # the per-group observed and expected events sum to the same total
+    assert lr.groups["observed"].sum() == pytest.approx(lr.groups["expected"].sum())
+    km = survival.kaplan_meier(members, "time", "died", group="treated")
+    assert not hasattr(km, "at")
+    at = km.survival_at([5.0, 10.0])
+    assert at["time"].tolist() == [5.0, 10.0, 5.0, 10.0]
 
 
 def test_bootstrap_result_is_keyed_by_term(members):

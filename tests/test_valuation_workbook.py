@@ -167,7 +167,7 @@ def test_one_way_sensitivity_by_hand():
     econ = _econ(fixed_startup=20000.0, materials=0.0)
     savings = {"estimate": 1000.0, "ci_low": 800.0, "ci_high": 1200.0}
     ow = sensitivity(econ, savings, 1000)
-    t = ow.table.set_index("input")
+    t = ow.table.set_index("term")
     assert ow.base_output == pytest.approx(830.0)
     assert t.loc["saving", ["output_at_low", "output_at_high"]].tolist() == pytest.approx([630.0, 1030.0])
     # uptake 0.5 to 1 (no uptake SD): 0.5 * 1000 - 150 - 20 = 330
@@ -192,7 +192,7 @@ def test_budget_impact_year_table_by_hand():
                           high={"savings": "ci_high"})
     econ = _econ(coordination=100.0, materials=20.0, fixed_startup=5000.0)
     res = budget_for_plan(budget, econ, {"estimate": 1000.0, "ci_low": 800.0, "ci_high": 1200.0})
-    t = res.table
+    t = res.by_year
     # year 1: eligible 500, referred 50, participating 25; cost 50 * 120 + 5,000 = 11,000;
     # savings 25 * 1,000 = 25,000; net -14,000; PMPM -14,000 / 120,000
     # year 2: referred 100, participating 50; cost 12,000; savings 50,000; net -38,000
@@ -220,7 +220,7 @@ def test_budget_uptake_defaults_to_econ_uptake_and_one_value_serves_every_year()
     res = budget_for_plan(budget, _econ(uptake=0.4), {"estimate": 100.0, "ci_low": 50.0,
                                                       "ci_high": 150.0})
     # referred 50 a year, participating 0.4 * 50 = 20
-    assert res.table["participating"].tolist() == pytest.approx([20.0] * 3)
+    assert res.by_year["participating"].tolist() == pytest.approx([20.0] * 3)
 
 
 @pytest.mark.parametrize("bad, key", [
@@ -291,7 +291,7 @@ def test_cost_benefit_workbook_end_to_end(hm_run):
         by["probability_cost_saving"][0]["estimate"])
     assert all(r["evpi_population"] is not None for r in ceac)
     tornado = t["cost_benefit.tornado"]
-    assert {r["input"] for r in tornado} >= {"uptake", "coordination", "materials",
+    assert {r["term"] for r in tornado} >= {"uptake", "coordination", "materials",
                                               "fixed_startup", "saving", "discount_rate",
                                               "horizon_years"}
     budget = [r for r in t["cost_benefit.budget_impact"] if r["scenario"] == "base"]

@@ -53,8 +53,8 @@ def _code_names(run) -> set[str]:
     """Scales with an underscore, and the quantities of the run's cost-benefit tables."""
     names = {s for s in SCALES if "_" in s}
     tables = json.loads((run.output_dir / "results.json").read_text())["tables"]
-    for key, col in (("cost_benefit.cost_benefit", "figure"), ("cost_benefit.headline", "quantity"),
-                     ("cost_benefit.psa_summary", "quantity")):
+    for key, col in (("cost_benefit.cost_benefit", "term"), ("cost_benefit.headline", "quantity"),
+                     ("cost_benefit.psa_summary", "term")):
         names |= {r[col] for r in tables.get(key, []) if "_" in str(r.get(col, ""))}
     return names
 

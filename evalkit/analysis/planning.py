@@ -218,7 +218,8 @@ def plan_study(planning, frame: pd.DataFrame | None = None) -> PlanningResult:
         mde = None
     top = max(pl.members_per_arm, ss.n_per_arm) * 2
     n = np.unique(np.linspace(max(2, top / 40), top, 80).round().astype(int))
-    curve = nb_power(n, rate, rr, **common).table
+    curve = (nb_power(n, rate, rr, **common).table.drop(columns="term")
+             .rename(columns={"estimate": "power"}))
     label = _LABELS.get(pl.outcome, pl.outcome)
     drop = f"{pl.relative_reduction:.0%}"
     n_t = math.ceil(pl.allocation * pl.members_per_arm)

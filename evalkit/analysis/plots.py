@@ -378,7 +378,7 @@ def budget_impact_plot(budget, ax=None):
     """
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 3.6))
-    t, r = budget.table, budget.ranges
+    t, r = budget.by_year, budget.ranges
     y = t["net_budget_impact"].to_numpy() / 1000.0
     err = np.vstack([y - r["net_low"].to_numpy() / 1000.0, r["net_high"].to_numpy() / 1000.0 - y])
     ax.bar(t["year"], y, yerr=err, capsize=4, color=np.where(y < 0, "#1b7837", "#b2182b"),

@@ -145,7 +145,7 @@ class Valuation:
         effect_outcome = self.effect.get("outcome", "effect")
         rows = [{"outcome": effect_outcome, "contrast": contrast, "estimand": what,
                  "method": "ICER = incremental cost / ER visits averted per referred member",
-                 "scale": "icer", "estimate": t["icer"], "ci_low": lo, "ci_high": hi,
+                 "scale": "icer", "estimate": t["estimate"], "ci_low": lo, "ci_high": hi,
                  "quadrant": t["quadrant"], "status": t["status"]}]
         for w in self.wtp_values:
             r = self.nmb_at(w)
@@ -187,7 +187,8 @@ class Valuation:
         PSA (``expected_nmb``, ``nmb_ci_low``, ``nmb_ci_high``)."""
         c = self.psa.ceac[["wtp", "expected_nmb", "nmb_ci_low", "nmb_ci_high",
                            "probability_cost_effective"]]
-        return self.nmb.table[["wtp", "nmb"]].merge(c, on="wtp", how="left")
+        curve = self.nmb.table[["wtp", "estimate"]].rename(columns={"estimate": "nmb"})
+        return curve.merge(c, on="wtp", how="left")
 
     def icer_sentence(self) -> str:
         """The ICER in words a finance committee follows."""
@@ -209,11 +210,11 @@ class Valuation:
                     f"avert ER visits ({v:.3f} {per}).")
         if t["quadrant"] == "NE":
             return (f"The programme costs ${-net:,.0f} more {per} and averts {v:.3f} ER visits "
-                    f"{per}: ${t['icer']:,.0f} per ER visit averted. It is worth it if the plan "
+                    f"{per}: ${t['estimate']:,.0f} per ER visit averted. It is worth it if the plan "
                     "values an ER visit averted at more than that.")
         if t["quadrant"] == "SW":
             return (f"The programme saves ${net:,.0f} {per} but leads to {-v:.3f} more ER visits: "
-                    f"${t['icer']:,.0f} saved per extra ER visit.")
+                    f"${t['estimate']:,.0f} saved per extra ER visit.")
         return f"The programme and no programme are equivalent ({t['interpretation']})."
 
 
@@ -406,8 +407,8 @@ def sensitivity(econ, savings: dict, referred_members: int):
     ranges["discount_rate"] = (0.0, 0.05)
     ranges["horizon_years"] = (1.0, float(max(3, econ.horizon_years + 2)))
     res = one_way(model, base, ranges, output="net savings per referred member ($)")
-    table = res.table.assign(input=res.table["parameter"],
-                             parameter=res.table["parameter"].map(_SENSITIVITY_LABELS))
+    table = res.table.copy()
+    table.insert(1, "parameter", table["term"].map(_SENSITIVITY_LABELS))
     return type(res)(table=table, base_output=res.base_output, output=res.output)
 
 
@@ -544,7 +545,7 @@ def value_program(cost_records: pd.DataFrame, econ, referred_members: int, follo
     population = None
     if getattr(econ, "budget", None) is not None:
         budget = budget_for_plan(econ.budget, econ, savings)
-        population = float(budget.table["referred"].sum())
+        population = float(budget.by_year["referred"].sum())
     wtp = np.linspace(0.0, float(getattr(econ, "wtp_max", 5000.0)), 101) if effect is not None else None
     sim = psa(inputs, model, n=econ.psa_draws, seed=seed, wtp=wtp, population=population)
     net = sim.draws["net_savings"].to_numpy()

@@ -98,7 +98,11 @@ class BudgetImpactResult(RecordsEffect):
     Attributes
     ----------
     table : DataFrame
-        Base case, one row per year: ``year, plan_members, eligible, referred,
+        Base case, keyed by ``term`` (a column of ``by_year``) with ``year`` as the
+        qualifier: ``term, year, estimate``, e.g. ``res.at("net_budget_impact",
+        year=2)``.
+    by_year : DataFrame
+        The same base case, one row per year: ``year, plan_members, eligible, referred,
         participating, discount_factor, program_cost, savings, net_budget_impact,
         pmpm_impact, cumulative_net_budget_impact``. ``net_budget_impact`` = programme
         cost - savings (positive: the plan spends more; negative: it saves);
@@ -116,6 +120,7 @@ class BudgetImpactResult(RecordsEffect):
     """
 
     table: pd.DataFrame
+    by_year: pd.DataFrame
     scenarios: pd.DataFrame
     summary: pd.DataFrame
     ranges: pd.DataFrame
@@ -131,7 +136,7 @@ class BudgetImpactResult(RecordsEffect):
         ``scenario_high`` and the year in ``period`` (not confidence intervals)."""
         rows = []
         rng = self.ranges.set_index("year")
-        for _, r in self.table.iterrows():
+        for _, r in self.by_year.iterrows():
             y = int(r["year"])
             for col, scale, lo, hi, what in (
                     ("net_budget_impact", "cost_difference", "net_low", "net_high",
@@ -197,7 +202,7 @@ def budget_impact(plan_members, prevalence: float, referral_rate_by_year, uptake
     Examples
     --------
     >>> r = budget_impact(100_000, 0.02, [0.1, 0.2], 0.5, 1846, 150, years=2)
-    >>> r.table["net_budget_impact"].round(2).tolist()
+    >>> r.by_year["net_budget_impact"].round(2).tolist()
     [-154600.0, -309200.0]
     """
     if isinstance(years, (bool, np.bool_)) or not isinstance(years, (int, np.integer)) or years < 1:
@@ -239,6 +244,9 @@ def budget_impact(plan_members, prevalence: float, referral_rate_by_year, uptake
                            "net_high": g["net_budget_impact"].max().to_numpy(),
                            "pmpm_low": g["pmpm_impact"].min().to_numpy(),
                            "pmpm_high": g["pmpm_impact"].max().to_numpy()})
-    return BudgetImpactResult(table=frames["base"], scenarios=all_, summary=summary,
+    base_case = frames["base"]
+    table = base_case.melt(id_vars="year", var_name="term", value_name="estimate")
+    return BudgetImpactResult(table=table[["term", "year", "estimate"]], by_year=base_case,
+                              scenarios=all_, summary=summary,
                               ranges=ranges, inputs={"base": base, "scenarios": scenarios,
                                                      "years": years, "discount_rate": d})

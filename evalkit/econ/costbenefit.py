@@ -309,7 +309,9 @@ class CostBenefitResult(RecordsEffect):
     Attributes
     ----------
     table : DataFrame
-        One row per figure: ``figure, unit, estimate, at_ci_low, at_ci_high``.
+        One row per figure, keyed by ``term`` (the figure's name, e.g. ``roi``):
+        ``term, unit, estimate, at_ci_low, at_ci_high``; ``res.at("roi", "at_ci_low")``
+        reads one value.
         ``estimate`` is the figure at the point estimate of the saving; ``at_ci_low`` /
         ``at_ci_high`` the figure with the saving at the lower / upper limit of its CI
         (for ER rows: with the effect at its limits). These are *not* re-ordered: ROI is
@@ -336,7 +338,7 @@ class CostBenefitResult(RecordsEffect):
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     def _get(self, figure: str) -> float:
-        row = self.table.loc[self.table["figure"] == figure, "estimate"]
+        row = self.table.loc[self.table["term"] == figure, "estimate"]
         return float(row.iloc[0]) if len(row) else math.nan
 
     @property
@@ -387,7 +389,7 @@ class CostBenefitResult(RecordsEffect):
         for figure, scale in (("net_savings_per_member", "net_savings_per_member"),
                               ("net_savings_pmpm", "pmpm_difference"),
                               ("roi", "roi"), ("benefit_cost_ratio", "benefit_cost_ratio")):
-            r = self.table.loc[self.table["figure"] == figure].iloc[0]
+            r = self.table.loc[self.table["term"] == figure].iloc[0]
             a, b = float(r["at_ci_low"]), float(r["at_ci_high"])
             lo, hi = (min(a, b), max(a, b)) if math.isfinite(a) and math.isfinite(b) \
                 else (math.nan, math.nan)
@@ -498,11 +500,11 @@ def cost_benefit(savings_per_member: float, program_costs: ProgramCosts, *, memb
         for k in er_keys:
             lo[k], hi[k] = e_lo[k], e_hi[k]
     table = pd.DataFrame({
-        "figure": list(at_est), "unit": [_UNITS[k] for k in at_est],
+        "term": list(at_est), "unit": [_UNITS[k] for k in at_est],
         "estimate": [at_est[k] for k in at_est], "at_ci_low": [lo[k] for k in at_est],
         "at_ci_high": [hi[k] for k in at_est]})
     if program_costs.recurring:
-        table.loc[table["figure"] == "break_even_cost_per_referred", "unit"] = \
+        table.loc[table["term"] == "break_even_cost_per_referred", "unit"] = \
             "$ per referred member per year"
 
     pc = program_costs
@@ -561,9 +563,12 @@ class ICERResult(RecordsEffect):
     Attributes
     ----------
     table : DataFrame
-        ``delta_cost, delta_effect, ratio, icer, quadrant, status, interpretation``:
-        ``ratio`` is delta_cost / delta_effect whatever the quadrant; ``icer`` is the
-        same ratio where it is meaningful (NE and SW quadrants) and NaN under dominance.
+        One row per (delta_cost, delta_effect) pair, keyed by ``term`` (always ``icer``;
+        several pairs are told apart by ``delta_cost`` / ``delta_effect``):
+        ``term, delta_cost, delta_effect, ratio, estimate, quadrant, status,
+        interpretation``. ``ratio`` is delta_cost / delta_effect whatever the quadrant;
+        ``estimate`` is the ICER: the same ratio where it is meaningful (NE and SW
+        quadrants) and NaN under dominance.
         ``quadrant``: NE, SE, SW, NW (x = effect gain, y = extra cost), or ``axis`` /
         ``origin``; ``status``: ``icer``, ``dominant``, ``dominated`` or ``equivalent``.
     """
@@ -577,7 +582,7 @@ class ICERResult(RecordsEffect):
 
     @property
     def icer(self) -> float:
-        return float(self._one("icer"))
+        return float(self._one("estimate"))
 
     @property
     def quadrant(self) -> str:
@@ -601,7 +606,7 @@ class ICERResult(RecordsEffect):
         return pd.DataFrame({"outcome": outcome, "contrast": contrast,
                              "estimand": "incremental cost per unit of effect (" +
                              t["quadrant"] + " quadrant)",
-                             "method": "ICER", "scale": "icer", "estimate": t["icer"]})
+                             "method": "ICER", "scale": "icer", "estimate": t["estimate"]})
 
 
 def icer(delta_cost, delta_effect) -> ICERResult:
@@ -651,8 +656,8 @@ def icer(delta_cost, delta_effect) -> ICERResult:
     rows = [_classify(float(c), float(e)) for c, e in zip(dc, de)]
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(de != 0, dc / np.where(de != 0, de, 1.0), np.nan)
-    table = pd.DataFrame({"delta_cost": dc, "delta_effect": de, "ratio": ratio,
-                          "icer": [r[2] for r in rows], "quadrant": [r[0] for r in rows],
+    table = pd.DataFrame({"term": "icer", "delta_cost": dc, "delta_effect": de, "ratio": ratio,
+                          "estimate": [r[2] for r in rows], "quadrant": [r[0] for r in rows],
                           "status": [r[1] for r in rows],
                           "interpretation": [r[3] for r in rows]})
     return ICERResult(table=table)
@@ -665,7 +670,9 @@ class NMBResult(RecordsEffect):
     Attributes
     ----------
     table : DataFrame
-        ``wtp, nmb, cost_effective`` (NMB > 0).
+        One row per willingness to pay, keyed by ``term`` (always ``nmb``) with ``wtp``
+        as the qualifier: ``term, wtp, estimate, cost_effective`` (``estimate`` is the
+        NMB, ``cost_effective`` is NMB > 0); ``res.at("nmb", wtp=2000)`` reads one.
     delta_cost, delta_effect : float
     threshold_wtp : float
         The WTP at which NMB = 0 (the ICER), NaN when there is none (dominance, or a
@@ -686,7 +693,7 @@ class NMBResult(RecordsEffect):
         return pd.DataFrame({"outcome": outcome, "contrast": contrast,
                              "estimand": "incremental net monetary benefit at WTP",
                              "method": "NMB = WTP x delta_effect - delta_cost", "scale": "nmb",
-                             "estimate": self.table["nmb"], "wtp": self.table["wtp"]})
+                             "estimate": self.table["estimate"], "wtp": self.table["wtp"]})
 
 
 def nmb(delta_cost: float, delta_effect: float, wtp) -> NMBResult:
@@ -713,7 +720,7 @@ def nmb(delta_cost: float, delta_effect: float, wtp) -> NMBResult:
 
     Examples
     --------
-    >>> nmb(500.0, 0.25, [0, 2000, 4000]).table["nmb"].tolist()
+    >>> nmb(500.0, 0.25, [0, 2000, 4000]).table["estimate"].tolist()
     [-500.0, 0.0, 500.0]
     """
     dc = _real("delta_cost", delta_cost)
@@ -724,5 +731,6 @@ def nmb(delta_cost: float, delta_effect: float, wtp) -> NMBResult:
                           f"got {wtp!r}.")
     values = lam * de - dc
     threshold = dc / de if de != 0 and dc / de >= 0 else math.nan
-    table = pd.DataFrame({"wtp": lam, "nmb": values, "cost_effective": values > 0})
+    table = pd.DataFrame({"term": "nmb", "wtp": lam, "estimate": values,
+                          "cost_effective": values > 0})
     return NMBResult(table=table, delta_cost=dc, delta_effect=de, threshold_wtp=threshold)

@@ -57,6 +57,7 @@ from statsmodels.stats.power import normal_power_het
 
 from evalkit.econ.costbenefit import _real
 from evalkit.errors import ParamsError
+from evalkit.models.base import TermTable
 
 __all__ = ["NBSampleSize", "NBPower", "NBMDE", "nb_sample_size", "nb_power", "nb_mde",
            "nb_variances"]
@@ -113,6 +114,15 @@ def nb_variances(baseline_rate: float, rate_ratio: float, dispersion: float,
     return v0, v1
 
 
+def _figures_table(inputs: dict, results: dict) -> pd.DataFrame:
+    """A one-answer result as a table keyed by ``term``: the inputs, then the results,
+    told apart by ``kind``."""
+    rows = [{"term": k, "kind": kind, "estimate": float(v)}
+            for kind, figures in (("input", inputs), ("result", results))
+            for k, v in figures.items()]
+    return pd.DataFrame(rows)
+
+
 def _power(n0, lam0, rr, k, t, a, r, method, alternative) -> np.ndarray:
     v0, v1 = nb_variances(lam0, rr, k, t, r, method)
     # normal_power_het: 'larger' is one-sided in the direction of the effect once |θ| is used.
@@ -123,7 +133,7 @@ def _power(n0, lam0, rr, k, t, a, r, method, alternative) -> np.ndarray:
 
 
 @dataclass(frozen=True, eq=False)
-class NBSampleSize:
+class NBSampleSize(TermTable):
     """Members needed per arm to detect a rate ratio in an NB count.
 
     Attributes
@@ -138,7 +148,9 @@ class NBSampleSize:
     v0, v1 : float
         Variances of the log rate ratio per control member under H0 and H1.
     table : DataFrame
-        The inputs and results in one row.
+        The inputs and results, keyed by ``term``: ``term, kind (input/result),
+        estimate``; e.g. ``res.at("n_total")``. The test's sides and the variance
+        method are in ``alternative`` and ``method``.
     """
 
     n_control: int
@@ -219,11 +231,11 @@ def nb_sample_size(baseline_rate: float, rate_ratio: float, dispersion: float,
     n_control = math.ceil(n0 - 1e-9)
     n_treated = math.ceil(r * n0 - 1e-9)
     achieved = float(_power(n_control, lam0, rr, k, t, a, r, method, alternative))
-    table = pd.DataFrame([{
-        "baseline_rate": lam0, "rate_ratio": rr, "dispersion": k, "followup_years": t,
-        "alpha": a, "target_power": target, "allocation": r, "method": method,
-        "alternative": alternative, "n_control": n_control, "n_treated": n_treated,
-        "n_total": n_control + n_treated, "n_control_exact": n0, "power": achieved}])
+    table = _figures_table(
+        {"baseline_rate": lam0, "rate_ratio": rr, "dispersion": k, "followup_years": t,
+         "alpha": a, "target_power": target, "allocation": r},
+        {"n_control": n_control, "n_treated": n_treated, "n_total": n_control + n_treated,
+         "n_control_exact": n0, "power": achieved})
     return NBSampleSize(n_control=n_control, n_treated=n_treated, n_control_exact=float(n0),
                         power=achieved, target_power=target, baseline_rate=lam0, rate_ratio=rr,
                         dispersion=k, followup_years=t, alpha=a, allocation=r,
@@ -232,7 +244,7 @@ def nb_sample_size(baseline_rate: float, rate_ratio: float, dispersion: float,
 
 
 @dataclass(frozen=True, eq=False)
-class NBPower:
+class NBPower(TermTable):
     """Power of the NB rate comparison.
 
     Attributes
@@ -240,7 +252,9 @@ class NBPower:
     power : float or ndarray
         A float for one ``n_per_arm``; an array (one per value) for several.
     table : DataFrame
-        ``n_control, n_treated, rate_ratio, power``.
+        Keyed by ``term`` (always ``power``) with the arm sizes as qualifiers, one row
+        per ``n_per_arm``: ``term, n_control, n_treated, rate_ratio, estimate`` (the
+        power); e.g. ``res.at("power", n_control=2000)``.
     method : str
     """
 
@@ -275,13 +289,14 @@ def nb_power(n_per_arm, baseline_rate: float, rate_ratio: float, dispersion: flo
     if n.ndim != 1 or not np.isfinite(n).all() or (n <= 0).any():
         raise ParamsError(f"n_per_arm must be one or more positive numbers of members, got {n_per_arm!r}.")
     p = _power(n, lam0, rr, k, t, a, r, method, alternative)
-    table = pd.DataFrame({"n_control": n, "n_treated": r * n, "rate_ratio": rr, "power": p})
+    table = pd.DataFrame({"term": "power", "n_control": n, "n_treated": r * n,
+                          "rate_ratio": rr, "estimate": p})
     out = float(p[0]) if np.ndim(n_per_arm) == 0 else p
     return NBPower(power=out, table=table, method=_METHODS[method])
 
 
 @dataclass(frozen=True, eq=False)
-class NBMDE:
+class NBMDE(TermTable):
     """Minimum detectable rate ratio.
 
     Attributes
@@ -291,6 +306,8 @@ class NBMDE:
     percent_change : float
         100 (rate_ratio - 1): e.g. -18 for an 18% drop.
     table : DataFrame
+        The inputs and results, keyed by ``term``: ``term, kind (input/result),
+        estimate``; e.g. ``res.at("rate_ratio")``.
     """
 
     rate_ratio: float
@@ -366,8 +383,9 @@ def nb_mde(n_per_arm: float, baseline_rate: float, dispersion: float,
                 f"reaches {target:.0%} power; more members are needed (see nb_sample_size).")
         log_rr = optimize.brentq(f, 1e-12, hi, xtol=1e-12)
     rr = math.exp(log_rr)
-    table = pd.DataFrame([{"n_control": n0, "n_treated": r * n0, "baseline_rate": lam0,
-                           "dispersion": k, "followup_years": t, "alpha": a, "power": target,
-                           "method": method, "rate_ratio": rr, "percent_change": 100 * (rr - 1)}])
+    table = _figures_table(
+        {"n_control": n0, "n_treated": r * n0, "baseline_rate": lam0, "dispersion": k,
+         "followup_years": t, "alpha": a, "power": target},
+        {"rate_ratio": rr, "percent_change": 100 * (rr - 1)})
     return NBMDE(rate_ratio=rr, percent_change=100 * (rr - 1), power=target, n_control=n0,
                  n_treated=r * n0, method=_METHODS[method], table=table)

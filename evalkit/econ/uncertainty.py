@@ -54,7 +54,7 @@ from scipy import stats
 
 from evalkit.econ.costbenefit import ICERResult, _real, icer
 from evalkit.errors import DataDroppedWarning, DataValidationError, ParamsError
-from evalkit.models.base import RecordsEffect
+from evalkit.models.base import RecordsEffect, TermTable
 from evalkit.models.bootstrap import replicate_fields
 
 __all__ = [
@@ -374,9 +374,9 @@ class JointBootstrapSummary(RecordsEffect):
     Attributes
     ----------
     table : DataFrame
-        Rows ``delta_cost`` and ``delta_effect``: ``estimate`` (the point estimate given,
-        else the replicate mean), ``mean``, ``std_error`` (replicate SD), ``ci_low``,
-        ``ci_high`` (percentile interval).
+        Keyed by ``term``, rows ``delta_cost`` and ``delta_effect``: ``estimate`` (the
+        point estimate given, else the replicate mean), ``mean``, ``std_error``
+        (replicate SD), ``ci_low``, ``ci_high`` (percentile interval).
     ce_plane : DataFrame
         ``delta_cost, delta_effect, quadrant`` per replicate.
     ceac : DataFrame
@@ -418,7 +418,7 @@ class JointBootstrapSummary(RecordsEffect):
         out as not finite), and ``replicates_flag`` when more than 5% were left out."""
         n_failed = int(sum(self.dropped.values()))
         fields = replicate_fields(self.n_draws + n_failed, n_failed, "joint bootstrap")
-        c = self.table.set_index("quantity").loc["delta_cost"]
+        c = self.table.set_index("term").loc["delta_cost"]
         method = f"joint bootstrap, {self.n_draws} paired replicates, percentile intervals"
         rows = [{"outcome": outcome, "contrast": contrast,
                  "estimand": "incremental cost per member", "method": method,
@@ -435,7 +435,7 @@ class JointBootstrapSummary(RecordsEffect):
         if wtp is not None:
             dc = self.ce_plane["delta_cost"].to_numpy()
             de = self.ce_plane["delta_effect"].to_numpy()
-            e = self.table.set_index("quantity").loc["delta_effect", "estimate"]
+            e = self.at("delta_effect")
             for lam in _wtp_grid(wtp):
                 inb = lam * de - dc
                 rows.append({"outcome": effect_outcome, "contrast": contrast,
@@ -529,7 +529,7 @@ def joint_bootstrap_summary(cost_draws, effect_draws, wtp=None, *, estimate=None
             raise ParamsError("estimate must be a pair (delta_cost, delta_effect).") from exc
         point = (_real("estimate[0]", c0), _real("estimate[1]", e0))
     table = pd.DataFrame({
-        "quantity": ["delta_cost", "delta_effect"],
+        "term": ["delta_cost", "delta_effect"],
         "estimate": list(point),
         "mean": [dc.mean(), de.mean()],
         "std_error": [dc.std(ddof=1), de.std(ddof=1)],
@@ -554,8 +554,9 @@ class PSAResult(RecordsEffect):
     Attributes
     ----------
     table : DataFrame
-        Every input and output: ``quantity, kind (input/output), distribution, mean,
-        sd, q025, q975``.
+        Every input and output, keyed by ``term`` (its name): ``term, kind
+        (input/output), distribution, estimate, std_error, ci_low, ci_high`` -- the
+        mean, the SD and the 2.5th and 97.5th percentiles of the draws.
     draws : DataFrame
         One row per draw: the inputs, ``delta_cost``, ``delta_effect`` and any other
         outputs the model returned.
@@ -595,12 +596,12 @@ class PSAResult(RecordsEffect):
                   contrast: str = "self_help referral vs none") -> pd.DataFrame:
         """Records: ``cost_difference`` (mean and 95% interval of the draws) and
         ``probability_cost_saving``."""
-        c = self.table.set_index("quantity").loc["delta_cost"]
+        c = self.table.set_index("term").loc["delta_cost"]
         method = f"PSA, {self.n} Monte Carlo draws (seed {self.seed})"
         return pd.DataFrame([
             {"outcome": outcome, "contrast": contrast, "estimand": "incremental cost per member",
-             "method": method, "scale": "cost_difference", "estimate": c["mean"],
-             "std_error": c["sd"], "ci_low": c["q025"], "ci_high": c["q975"]},
+             "method": method, "scale": "cost_difference", "estimate": c["estimate"],
+             "std_error": c["std_error"], "ci_low": c["ci_low"], "ci_high": c["ci_high"]},
             {"outcome": outcome, "contrast": contrast,
              "estimand": "probability the programme saves money", "method": method,
              "scale": "probability_cost_saving", "estimate": self.probability_cost_saving}])
@@ -721,10 +722,11 @@ def psa(inputs: Mapping[str, object], model: Callable, n: int = 1000, seed: int 
     rows = []
     for k, v in {**params, **out}.items():
         kind = "input" if k in params else "output"
-        rows.append({"quantity": k, "kind": kind,
+        rows.append({"term": k, "kind": kind,
                      "distribution": dists[k].describe() if kind == "input" else "",
-                     "mean": float(v.mean()), "sd": float(v.std(ddof=1)),
-                     "q025": float(np.quantile(v, 0.025)), "q975": float(np.quantile(v, 0.975))})
+                     "estimate": float(v.mean()), "std_error": float(v.std(ddof=1)),
+                     "ci_low": float(np.quantile(v, 0.025)),
+                     "ci_high": float(np.quantile(v, 0.975))})
     return PSAResult(table=pd.DataFrame(rows), draws=draws, ce_plane=_ce_plane(dc, de),
                      ceac=_ceac(dc, de, lam, pop, alpha), quadrants=_quadrant_shares(dc, de),
                      probability_cost_saving=float((dc < 0).mean()), n=n, seed=int(seed),
@@ -735,14 +737,16 @@ def psa(inputs: Mapping[str, object], model: Callable, n: int = 1000, seed: int 
 # one-way sensitivity
 # --------------------------------------------------------------------------------------
 @dataclass(frozen=True, eq=False)
-class OneWayResult:
+class OneWayResult(TermTable):
     """One-way sensitivity analysis.
 
     Attributes
     ----------
     table : DataFrame
-        One row per input, widest swing first: ``parameter, base_value, low, high,
-        output_at_low, output_at_high, swing`` (|output_at_high - output_at_low|).
+        One row per input, keyed by ``term`` (the input's name), widest swing first:
+        ``term, base_value, low, high, output_at_low, output_at_high, swing``
+        (|output_at_high - output_at_low|). A ``parameter`` column, when present,
+        holds the label :func:`tornado_plot` shows instead of the name.
     base_output : float
         The output with every input at its base value.
     output : str
@@ -798,7 +802,7 @@ def one_way(model: Callable, base: Mapping[str, float], ranges: Mapping[str, obj
     >>> f = lambda p: p["uptake"] * p["saving"] - p["cost"]
     >>> r = one_way(f, {"uptake": 0.4, "saving": 1846, "cost": 150},
     ...             {"uptake": (0.2, 0.6), "cost": (100, 200)})
-    >>> r.table["parameter"].tolist()
+    >>> r.table["term"].tolist()
     ['uptake', 'cost']
     """
     if not callable(model):
@@ -832,7 +836,7 @@ def one_way(model: Callable, base: Mapping[str, float], ranges: Mapping[str, obj
             p = dict(base)
             p[k] = v
             at.append(_pick(model(p), output))
-        rows.append({"parameter": k, "base_value": base[k], "low": lo, "high": hi,
+        rows.append({"term": k, "base_value": base[k], "low": lo, "high": hi,
                      "output_at_low": at[0], "output_at_high": at[1],
                      "swing": abs(at[1] - at[0])})
     table = pd.DataFrame(rows).sort_values("swing", ascending=False, kind="stable")
@@ -922,7 +926,8 @@ def tornado_plot(result: OneWayResult, ax=None, max_bars: int | None = None,
     """Tornado diagram of a one-way sensitivity analysis, widest swing on top.
 
     Bars run from the base-case output to the output at each end of the input's range
-    (dark: low end, light: high end), labelled ``name (low - high)``.
+    (dark: low end, light: high end), labelled ``name (low - high)``, the name being
+    the table's ``parameter`` label when it has one, else its ``term``.
 
     Returns
     -------
@@ -938,7 +943,7 @@ def tornado_plot(result: OneWayResult, ax=None, max_bars: int | None = None,
     ax.barh(y, t["output_at_high"] - b, left=b, color="#92c5de", label="input at high end")
     ax.axvline(b, color="black", lw=0.8)
     ax.set_yticks(y, [f"{p} ({lo:,.4g} - {hi:,.4g})" for p, lo, hi in
-                      zip(t["parameter"], t["low"], t["high"])])
+                      zip(t.get("parameter", t["term"]), t["low"], t["high"])])
     ax.set_xlabel(xlabel or result.output)
     ax.legend(frameon=False, fontsize=8, loc="best")
     ax.spines[["top", "right"]].set_visible(False)

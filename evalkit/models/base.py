@@ -145,7 +145,7 @@ _RECORD_FIELDS = ("outcome", "contrast", "estimand", "method", "analysis", "mode
                   "adjusted_for", "primary")
 
 
-class RecordsEffect:
+class RecordsEffect(TermTable):
     """``effect()`` for results whose estimates are economic figures: the records of
     their ``estimates()`` method (results vocabulary) as an :class:`EffectResult` whose
     terms are the records' scales (``net_savings_per_member``, ``roi``, ``nmb``, ...);

@@ -682,7 +682,7 @@ def _planning(e: pd.DataFrame, tables: dict, st: Study, audience: str) -> list[B
     out = []
     power = rows[rows["scale"] == "proportion"]
     mdr = rows[rows["scale"] == "rate_ratio"]
-    ss = (tables.get("planning.sample_size") or [{}])[0]
+    ss = {r.get("term"): r.get("estimate") for r in tables.get("planning.sample_size") or []}
     inputs = {r.get("quantity"): r.get("value") for r in tables.get("planning.inputs") or []}
     outcome = str(rows["outcome"].iloc[0])
     label = st.label(outcome, audience)

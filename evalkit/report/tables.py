@@ -468,7 +468,7 @@ def sensitivity_table(results: dict):
     if not rows:
         return None
     c = pd.DataFrame(rows)
-    if not {"figure", "unit", "estimate", "at_ci_low", "at_ci_high"} <= set(c):
+    if not {"term", "unit", "estimate", "at_ci_low", "at_ci_high"} <= set(c):
         return None
 
     def fmt(unit, v):
@@ -481,7 +481,7 @@ def sensitivity_table(results: dict):
             return pct(v)
         return num(v)
     out = pd.DataFrame({
-        "figure": [str(f).replace("_", " ") for f in c["figure"]], "unit": [str(u) for u in c["unit"]],
+        "figure": [str(f).replace("_", " ") for f in c["term"]], "unit": [str(u) for u in c["unit"]],
         "estimate": [fmt(u, v) for u, v in zip(c["unit"], c["estimate"])],
         "at low end of cost effect": [fmt(u, v) for u, v in zip(c["unit"], c["at_ci_low"])],
         "at high end": [fmt(u, v) for u, v in zip(c["unit"], c["at_ci_high"])]})
