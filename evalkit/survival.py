@@ -54,9 +54,9 @@ from evalkit.errors import (
     ParamsError,
     StatisticalWarning,
 )
-from evalkit.models.effects import check_alpha
 from evalkit.models.base import EffectResult, ModelResult, TermTable, effect_table, wald_table
-from evalkit.models.effects import r_term_name, sandwich
+from evalkit.models.effects import check_alpha, sandwich
+from evalkit.terms import r_term_name
 
 __all__ = [
     "KaplanMeierResult",

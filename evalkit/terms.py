@@ -1,9 +1,11 @@
-"""How the params write model terms: covariate terms and propensity formulas.
+"""How model terms are written and named: covariate terms, formulas, coefficient names.
 
 A covariate term is a column as written (``age``), ``log1p(column)`` or ``C(column)``
 (:func:`parse_term`); a propensity formula is a patsy right-hand side whose columns
 :func:`formula_names` lists. Params validation, the analysis spec and the design read
-terms through these functions only.
+terms through these functions only. :data:`FORMULA_FUNCTIONS` are the names a formula
+may use that are not columns, and :func:`r_term_name` is the one namer of fitted
+coefficients (models, propensity scores, balance tables), as R names them.
 """
 from __future__ import annotations
 
@@ -16,9 +18,43 @@ import patsy
 #: Transforms a covariate term may carry.
 TRANSFORMS = ("log1p", "C")
 
-_BUILTINS = {"C", "I", "Q", "np", "numpy", "center", "standardize", "scale", "bs", "cr", "cc",
-             "te", "log", "log1p", "exp", "sqrt", "abs", "Treatment", "Sum", "Diff", "Poly",
-             "Helmert", "True", "False", "None"}
+#: Names a formula may use that are functions (or constants), not columns of the data.
+FORMULA_FUNCTIONS = frozenset({
+    "C", "I", "Q", "np", "numpy", "center", "standardize", "scale", "bs", "cr", "cc", "te",
+    "log", "log1p", "exp", "sqrt", "abs", "Treatment", "Sum", "Diff", "Poly", "Helmert",
+    "True", "False", "None"})
+
+
+def r_term_name(name: str) -> str:
+    """Translate a patsy column name into the name R gives the same column.
+
+    ``Intercept`` -> ``(Intercept)``; ``g[T.b]`` -> ``gb``; ``C(g)[T.b]`` -> ``C(g)b``
+    (the term as written, then the level, as R's ``factor(g)b``); ``flag[T.True]`` ->
+    ``flagTRUE``; ``I(x ** 2)`` -> ``I(x^2)``; ``np.log(x)`` -> ``log(x)``;
+    interactions keep R's ``a:b``. The one namer of coefficients: count, cost and
+    survival models, propensity models and balance tables all use it.
+
+    Examples
+    --------
+    >>> r_term_name("I(age ** 2)")
+    'I(age^2)'
+    >>> r_term_name("sex[T.M]:age")
+    'sexM:age'
+    >>> r_term_name("C(race)[T.hispan]")
+    'C(race)hispan'
+    """
+    if name == "Intercept":
+        return "(Intercept)"
+
+    def level(match: re.Match) -> str:
+        value = match.group(1)
+        return {"True": "TRUE", "False": "FALSE"}.get(value, value)
+
+    out = re.sub(r"\[T\.([^\]]*)\]", level, name)
+    out = re.sub(r"\[([^\]]*)\]", level, out)
+    out = out.replace(" ** ", "^").replace("**", "^")
+    out = re.sub(r"\bnp\.|\bnumpy\.", "", out)
+    return out
 
 
 @dataclass(frozen=True)
@@ -120,7 +156,8 @@ def formula_names(formula: str) -> list[str]:
             except SyntaxError:
                 raise ValueError(f"design.formula: cannot parse term '{factor.code}'") from None
             for node in ast.walk(tree):
-                if isinstance(node, ast.Name) and node.id not in _BUILTINS and node.id not in names:
+                if (isinstance(node, ast.Name) and node.id not in FORMULA_FUNCTIONS
+                        and node.id not in names):
                     names.append(node.id)
     if not names:
         raise ValueError(f"design.formula '{formula}' uses no column")

@@ -20,10 +20,10 @@ from evalkit.causal.propensity import (
     check_treatment,
     complete_rows,
     formula_columns,
-    r_term_name,
     split_formula,
 )
 from evalkit.errors import DataValidationError, ParamsError
+from evalkit.terms import r_term_name
 
 _TOL = np.sqrt(np.finfo(float).eps)
 STAT_COLUMNS = ["means_treated", "means_control", "smd", "var_ratio", "ecdf_mean", "ecdf_max"]

@@ -18,13 +18,13 @@ from evalkit.causal.propensity import (
     design_matrix,
     formula_columns,
     propensity,
-    r_term_name,
     split_formula,
 )
 from evalkit.causal.weighting import WeightResult, ess, weights
 from evalkit.errors import DataValidationError, ParamsError, StatisticalWarning
 from evalkit.models.base import EffectResult, TermTable, effect_table, wald_table
 from evalkit.models.effects import sandwich
+from evalkit.terms import r_term_name
 
 _VCOVS = ("cluster", "cluster_HC0", "HC0", "HC1", "HC2", "HC3", "model")
 

@@ -9,7 +9,6 @@ formula parsing, checking and dropping incomplete rows, and R-style term names.
 """
 from __future__ import annotations
 
-import re
 import warnings
 from dataclasses import dataclass, field
 
@@ -29,8 +28,7 @@ from evalkit.errors import (
 )
 from evalkit.models.base import ModelResult, wald_table
 from evalkit.models.effects import formula_variables
-
-# Names that may appear in a patsy formula without being data columns.
+from evalkit.terms import r_term_name
 
 # scores closer than this to 0 or 1 trigger a quasi-separation / positivity warning
 _EXTREME = 1e-6
@@ -111,32 +109,6 @@ def complete_rows(data: pd.DataFrame, columns: list[str], what: str) -> tuple[pd
 
 def treatment_vector(data: pd.DataFrame, treatment: str) -> np.ndarray:
     return data[treatment].astype(float).to_numpy().astype(int)
-
-
-def r_term_name(name: str) -> str:
-    """Patsy column name -> the name R's model.matrix would give it.
-
-    ``Intercept`` -> ``(Intercept)``; ``race[T.hispan]`` and ``C(race)[T.hispan]`` ->
-    ``racehispan`` (as for an R factor column); ``married[T.True]`` -> ``marriedTRUE``;
-    ``I(age ** 2)`` -> ``I(age^2)``.
-    """
-    if name == "Intercept":
-        return "(Intercept)"
-    parts = name.split(":")
-    out = []
-    for part in parts:
-        m = re.fullmatch(r"(.+?)\[(?:T\.)?(.*)\]", part)
-        if m:
-            var, level = m.group(1), m.group(2)
-            c = re.fullmatch(r"C\(\s*([A-Za-z_][A-Za-z0-9_.]*)\s*(?:,.*)?\)", var)
-            if c:
-                var = c.group(1)
-            if level in ("True", "False"):
-                level = level.upper()
-            part = f"{var}{level}"
-        part = part.replace(" ** ", "^").replace("**", "^")
-        out.append(part)
-    return ":".join(out)
 
 
 def design_matrix(rhs: str, data: pd.DataFrame, what: str) -> pd.DataFrame:

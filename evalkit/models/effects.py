@@ -19,7 +19,6 @@ from __future__ import annotations
 import ast
 import functools
 import numbers
-import re
 import warnings
 from dataclasses import dataclass
 from typing import Callable
@@ -35,6 +34,7 @@ from evalkit.errors import (
     ConvergenceError, DataDroppedWarning, DataValidationError, ParamsError, StatisticalWarning,
 )
 from evalkit.models.base import EffectResult, effect_table
+from evalkit.terms import FORMULA_FUNCTIONS, r_term_name
 
 __all__ = [
     "EffectResult",
@@ -52,13 +52,6 @@ __all__ = [
     "recycled_effect",
 ]
 
-
-# Names a formula may use that are functions, not columns of the data.
-_FORMULA_FUNCTIONS = {
-    "np", "numpy", "C", "I", "Q", "center", "standardize", "scale", "bs", "cr", "cc", "te",
-    "Treatment", "Sum", "Helmert", "Poly", "Diff", "log", "log1p", "exp", "sqrt", "abs",
-    "True", "False", "None",
-}
 
 # The namespace formulas are evaluated in (patsy adds its own builtins C, I, Q, ...).
 _EVAL_ENV = patsy.EvalEnvironment([{
@@ -79,35 +72,6 @@ def one_blas_thread(func):
         with threadpool_limits(limits=1, user_api="blas"):
             return func(*args, **kwargs)
     return wrapper
-
-
-# --------------------------------------------------------------------------- names
-def r_term_name(name: str) -> str:
-    """Translate a patsy column name into the name R gives the same column.
-
-    ``Intercept`` -> ``(Intercept)``; ``g[T.b]`` -> ``gb``; ``flag[T.True]`` ->
-    ``flagTRUE``; ``I(x ** 2)`` -> ``I(x^2)``; ``np.log(x)`` -> ``log(x)``; interactions
-    keep R's ``a:b``.
-
-    Examples
-    --------
-    >>> r_term_name("I(age ** 2)")
-    'I(age^2)'
-    >>> r_term_name("sex[T.M]:age")
-    'sexM:age'
-    """
-    if name == "Intercept":
-        return "(Intercept)"
-
-    def level(match: re.Match) -> str:
-        value = match.group(1)
-        return {"True": "TRUE", "False": "FALSE"}.get(value, value)
-
-    out = re.sub(r"\[T\.([^\]]*)\]", level, name)
-    out = re.sub(r"\[([^\]]*)\]", level, out)
-    out = out.replace(" ** ", "^").replace("**", "^")
-    out = re.sub(r"\bnp\.|\bnumpy\.", "", out)
-    return out
 
 
 # --------------------------------------------------------------------------- frames
@@ -149,7 +113,7 @@ def formula_variables(formula: str, columns) -> list[str]:
                     if nm in columns:
                         if nm not in used:
                             used.append(nm)
-                    elif nm not in _FORMULA_FUNCTIONS and nm not in unknown:
+                    elif nm not in FORMULA_FUNCTIONS and nm not in unknown:
                         unknown.append(nm)
     if unknown:
         raise DataValidationError(
