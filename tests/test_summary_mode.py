@@ -315,6 +315,41 @@ def test_outcome_names_come_from_the_spec_table(monkeypatch):
         "professional outpatient visits", "ED use", "abstinence"]
 
 
+def test_summary_spec_lists_the_studies_outcomes_and_params_labels_rename_them():
+    """spec.json in summary mode lists the studies' outcomes (first mention first), named
+    as published figures are by default; ``study.outcomes.<name>.label`` renames one in
+    the spec and so in every table and sentence that names it."""
+    abst = {"name": "abst", "outcome": "abstinence", "measure": "RR",
+            "treated": {"n": 74, "events": 44}, "control": {"n": 80, "events": 30}}
+    studies = [HM, {**HM, "name": "HM2"}, abst]
+    spec = SPEC.resolve(P.validate(_summary(studies=studies)))
+    assert list(spec.outcomes) == ["outpatient_mh_visits", "abstinence"]
+    hm, abst = spec.outcomes["outpatient_mh_visits"], spec.outcomes["abstinence"]
+    assert (hm.label, hm.kind, hm.unit) == ("professional outpatient visits", "count", "visits")
+    assert (abst.label, abst.kind, abst.primary) == ("abstinence", "binary", "synthesis")
+    assert SPEC.AnalysisSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+
+    raw = {**_summary(studies=studies),
+           "study": {"outcomes": {"outpatient_mh_visits": {"label": "continuing-care visits"}}}}
+    params = P.validate(raw)
+    spec = SPEC.resolve(params)
+    assert spec.label("outpatient_mh_visits") == "continuing-care visits"
+    assert spec.outcomes["outpatient_mh_visits"].plain == "continuing-care visits"
+    syn = S.synthesize(params.summary, spec)
+    assert syn.outcomes["outpatient_mh_visits"].name == "continuing-care visits"
+    assert syn.findings()[0].startswith("Continuing-care visits: ")
+    assert "continuing-care visits" in S.pooling_note(syn)
+    assert set(S.readable_effects(syn.effects, spec)["outcome"]) == {"continuing-care visits",
+                                                                      "abstinence"}
+    assert "continuing-care visits" in set(S.readable_pooled(syn.pooled_table(), spec)["outcome"])
+    assert S.assumptions(params.summary, spec)[0].startswith("HM, continuing-care visits: SDs")
+    # without the spec the published wording stays
+    assert S.synthesize(params.summary).outcomes["outpatient_mh_visits"].name == \
+        "professional outpatient visits"
+    with pytest.raises(ParamsError, match="not outcomes of this study"):
+        SPEC.resolve(P.validate({**raw, "study": {"outcomes": {"er_visits": {"label": "x"}}}}))
+
+
 # ----------------------------------------------------------------------------- guards
 def test_study_in_summary_mode_refuses_member_level_methods(tmp_path):
     from evalkit import prepare

@@ -23,6 +23,7 @@ from IPython.display import Markdown
 from ..data.notes import NOTE_TEXT
 
 from .plots import ARM_LABELS, OUTCOME_LABELS
+from .spec import CLAIMS_OUTCOMES, outcome_label
 
 #: Readers' words (with units) for the results vocabulary's scales.
 SCALE_LABELS = {
@@ -380,10 +381,10 @@ def readable(df: pd.DataFrame, *, spec=None, hide=(), money_columns=(), labels=N
 
 
 def _outcome_label(name, spec) -> str:
-    if spec is not None and name in getattr(spec, "outcomes", {}):
-        label = spec.outcomes[name].label
+    if (spec is not None and name in spec.outcomes) or name in CLAIMS_OUTCOMES:
+        label = outcome_label(name, spec)
         return label[:1].upper() + label[1:]
-    return OUTCOME_LABELS.get(name, words(name))
+    return words(name)
 
 
 #: The look of a readers' table: no cut-off labels (text wraps), numbers to the right.

@@ -112,13 +112,36 @@ CLAIMS_TIME_OUTCOMES = {
 }
 
 
-def published_label(outcome: str) -> str:
-    """A readable name for an outcome of published studies (summary mode): the name the
-    outcomes table gives it for published figures, else its label, else the name spaced."""
+#: Summary mode: the kind of an outcome that is not a built-in one, from the measure its
+#: studies use (risks and odds: binary; means: continuous; rates: count).
+MEASURE_KINDS = {"RR": "binary", "OR": "binary", "RD": "binary", "MD": "continuous",
+                 "SMD": "continuous", "ROM": "continuous", "IRR": "count"}
+
+
+def published_label(outcome: str, spec: AnalysisSpec | None = None) -> str:
+    """A readable name for an outcome of published studies (summary mode): the spec's
+    label (``study.outcomes.<name>.label`` in the params, resolved into the spec), else the
+    name the outcomes table gives it for published figures, else its label, else the name
+    spaced."""
+    o = spec.outcomes.get(outcome) if spec is not None else None
+    if o is not None:
+        return o.label
     d = CLAIMS_OUTCOMES.get(outcome)
     if d is None:
         return outcome.replace("_", " ")
     return d.published or d.label
+
+
+def outcome_label(outcome: str, spec: AnalysisSpec | None = None) -> str:
+    """The reader's name of an outcome: the spec's label (params, or the default the spec
+    resolved), else the built-in outcomes table's, else the name spaced. The one reading
+    of the outcome labels: tables, figures and sentences go through it (or
+    :func:`published_label` for published figures)."""
+    o = spec.outcomes.get(outcome) if spec is not None else None
+    if o is not None:
+        return o.label
+    d = CLAIMS_OUTCOMES.get(outcome) or CLAIMS_TIME_OUTCOMES.get(outcome)
+    return d.label if d is not None else str(outcome).replace("_", " ")
 
 
 @dataclass(frozen=True)
@@ -268,6 +291,10 @@ class AnalysisSpec:
         o = self.outcomes.get(name)
         return o.kind if o else None
 
+    def label(self, name: str) -> str:
+        """The reader's name of outcome ``name`` (:func:`outcome_label`)."""
+        return outcome_label(name, self)
+
     def outcomes_of(self, *kinds: str) -> list[str]:
         """Outcome names of the given kinds, in order."""
         return [n for n, o in self.outcomes.items() if o.kind in kinds]
@@ -326,8 +353,25 @@ def _study(params) -> StudySpec:
                      randomized=bool(s.randomized))
 
 
-def _default_primary(kind: str) -> str:
+def _default_primary(kind: str, mode: str = "claims") -> str:
+    if mode == "summary":
+        return "synthesis"
     return "survival" if kind == "time_to_event" else "adjusted"
+
+
+def _summary_defaults(summary) -> dict:
+    """Summary mode: the outcomes of the published studies, in order of first mention,
+    named in the words that suit published figures (:func:`published_label`)."""
+    out = {}
+    for s in summary.studies if summary is not None else ():
+        if s.outcome in out:
+            continue
+        d = CLAIMS_OUTCOMES.get(s.outcome)
+        spaced = s.outcome.replace("_", " ")
+        out[s.outcome] = OutcomeDefault(
+            d.kind if d else MEASURE_KINDS[s.measure], published_label(s.outcome),
+            d.plain if d else spaced, d.unit if d else "", d.good if d else "lower")
+    return out
 
 
 def _outcomes(params, data: pd.DataFrame | None, has_exposure: bool,
@@ -349,7 +393,8 @@ def _outcomes(params, data: pd.DataFrame | None, has_exposure: bool,
             defaults[p.duration] = OutcomeDefault("time_to_event", p.duration.replace("_", " "),
                                                   p.duration.replace("_", " "), p.duration_unit)
     else:
-        return {}
+        defaults = _summary_defaults(params.summary)
+        names = list(defaults)
     unknown = [o for o in [*given, *overrides] if o not in names]
     if unknown:
         raise ParamsError(f"study.outcomes / design.outcome_types name {sorted(set(unknown))}, "
@@ -365,7 +410,8 @@ def _outcomes(params, data: pd.DataFrame | None, has_exposure: bool,
             unit=(g.unit if g and g.unit is not None else d.unit),
             exposure=exposure if kind == "count" else None,
             good=(g.good if g and g.good else d.good),
-            primary=(g.primary if g and g.primary else _default_primary(kind)), source=src)
+            primary=(g.primary if g and g.primary else _default_primary(kind, params.mode)),
+            source=src)
     return out
 
 

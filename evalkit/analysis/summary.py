@@ -45,7 +45,7 @@ from ..params import RATIO_MEASURES, Params, ProjectionParams, SummaryParams
 from ..privacy import suppress
 from ..synthesis import (MetaAnalysisResult, compare_proportions, effect_size, forest_plot,
                          meta_analysis, proportion_ci)
-from .spec import published_label
+from .spec import AnalysisSpec, published_label
 from .valuation import budget_for_plan
 
 __all__ = [
@@ -175,6 +175,8 @@ class OutcomeSynthesis:
     method : str
         The pooling method the params chose (the headline).
     alpha : float
+    name : str
+        The outcome's name for readers (the spec's label: :func:`published_label`).
     """
 
     outcome: str
@@ -184,6 +186,7 @@ class OutcomeSynthesis:
     fits: dict
     method: str
     alpha: float = 0.05
+    name: str = ""
 
     @property
     def pooled(self) -> bool:
@@ -215,7 +218,7 @@ class OutcomeSynthesis:
                                       "or draw a forest plot of")
         fit = self.fits[self.method]
         ax = forest_plot(fit, ax=ax, transform=np.exp if self.ratio else None,
-                         xlabel=f"{MEASURE_NAMES[self.measure]}, {published_label(self.outcome)}")
+                         xlabel=f"{MEASURE_NAMES[self.measure]}, {self.name}")
         if self.ratio:                 # plain numbers (0.5, 1, 2) rather than powers of ten
             ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         return ax
@@ -312,7 +315,7 @@ class Synthesis:
         out = []
         for o in self.outcomes.values():
             h = o.headline
-            name = published_label(o.outcome)
+            name = o.name
             what = MEASURE_NAMES[o.measure]
             if o.ratio:
                 change = (h["estimate"] - 1) * 100
@@ -333,10 +336,11 @@ class Synthesis:
         return out
 
 
-def synthesize(summary: SummaryParams) -> Synthesis:
+def synthesize(summary: SummaryParams, spec: AnalysisSpec | None = None) -> Synthesis:
     """Effect sizes for every study and, for every outcome with two or more studies, the
     pooled effect by REML, DerSimonian-Laird and fixed effect (``summary.method`` is the
-    headline).
+    headline). Outcomes are named by the run's ``spec`` (``study.outcomes.<name>.label``
+    in the params), else in the words that suit published figures.
 
     Returns
     -------
@@ -347,10 +351,11 @@ def synthesize(summary: SummaryParams) -> Synthesis:
     >>> syn = synthesize(params.summary)                    # doctest: +SKIP
     >>> syn.pooled_table()                                  # doctest: +SKIP
     """
-    return _synthesize(summary, study_effects(summary))
+    return _synthesize(summary, study_effects(summary), spec)
 
 
-def _synthesize(summary: SummaryParams, effects: pd.DataFrame) -> Synthesis:
+def _synthesize(summary: SummaryParams, effects: pd.DataFrame,
+                spec: AnalysisSpec | None = None) -> Synthesis:
     outcomes = {}
     for outcome in dict.fromkeys(effects["outcome"]):
         sub = effects[effects["outcome"] == outcome].reset_index(drop=True)
@@ -359,7 +364,8 @@ def _synthesize(summary: SummaryParams, effects: pd.DataFrame) -> Synthesis:
             fits = {m: meta_analysis(sub["yi"], sub["vi"], method=m, alpha=summary.alpha,
                                      labels=sub["study"]) for m in POOLING_METHODS}
         outcomes[outcome] = OutcomeSynthesis(outcome, sub["measure"].iloc[0], len(sub), sub,
-                                             fits, summary.method, summary.alpha)
+                                             fits, summary.method, summary.alpha,
+                                             published_label(outcome, spec))
     return Synthesis(effects, outcomes, summary.method, summary.alpha)
 
 
@@ -542,7 +548,7 @@ def project(synthesis: Synthesis, projection: ProjectionParams, seed: int) -> Pr
         draws = sim.draws[f"change_{i}"].to_numpy()
         lo, hi = np.quantile(draws, [0.025, 0.975])
         change = participants * o.baseline_per_member_year * (h["estimate"] - 1)
-        label = o.label or _first_upper(published_label(o.outcome))
+        label = o.label or _first_upper(os_.name)
         rows.append({"outcome": o.outcome, "label": label,
                      "unit": o.unit, "baseline_per_member_year": o.baseline_per_member_year,
                      "ratio": h["estimate"], "ratio_ci_low": h["ci_low"],
@@ -764,9 +770,10 @@ def _p(v) -> str:
     return "<0.001" if v < 0.001 else f"{v:.3f}"
 
 
-def readable_effects(effects: pd.DataFrame) -> pd.DataFrame:
+def readable_effects(effects: pd.DataFrame, spec: AnalysisSpec | None = None) -> pd.DataFrame:
     """Study effects as a reader sees them: each arm's figure, the effect with its
-    interval, what was assumed. Pass the table as published (:func:`public_table`)."""
+    interval, what was assumed. Pass the table as published (:func:`public_table`);
+    outcomes are named by ``spec`` (:func:`published_label`)."""
     rows = []
     for r in effects.itertuples(index=False):
         def arm(value, n, events):
@@ -781,7 +788,7 @@ def readable_effects(effects: pd.DataFrame) -> pd.DataFrame:
             return f"mean {_fmt(value)} (n = {_fmt(n, 6)})"
         hidden = isinstance(r.estimate, str)
         rows.append({
-            "study": r.study, "outcome": published_label(r.outcome),
+            "study": r.study, "outcome": published_label(r.outcome, spec),
             "measure": MEASURE_NAMES[r.measure],
             "self-help arm": arm(r.treated_value, r.n_treated, r.events_treated),
             "comparison arm": arm(r.control_value, r.n_control, r.events_control),
@@ -791,10 +798,10 @@ def readable_effects(effects: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def readable_pooled(table: pd.DataFrame) -> pd.DataFrame:
-    """:meth:`Synthesis.pooled_table` with readable numbers."""
+def readable_pooled(table: pd.DataFrame, spec: AnalysisSpec | None = None) -> pd.DataFrame:
+    """:meth:`Synthesis.pooled_table` with readable numbers (outcomes named by ``spec``)."""
     t = table.copy()
-    t["outcome"] = t["outcome"].map(published_label)
+    t["outcome"] = [published_label(o, spec) for o in t["outcome"]]
     t["measure"] = t["measure"].map(MEASURE_NAMES)
     t["effect (95% CI)"] = [f"{_fmt(e)} ({_fmt(lo)} to {_fmt(hi)})"
                             for e, lo, hi in zip(t["estimate"], t["ci_low"], t["ci_high"])]
@@ -878,19 +885,21 @@ def survey_findings(proportions: pd.DataFrame, comparisons: pd.DataFrame) -> lis
     return out
 
 
-def assumptions(summary: SummaryParams) -> list[str]:
-    """Everything the params had to assume because a source does not publish it."""
+def assumptions(summary: SummaryParams, spec: AnalysisSpec | None = None) -> list[str]:
+    """Everything the params had to assume because a source does not publish it
+    (outcomes named by ``spec``)."""
     out = []
     for s in summary.studies:
+        name = published_label(s.outcome, spec)
         if s.sd_assumed:
-            out.append(f"{s.name}, {published_label(s.outcome)}: SDs are not published; the "
+            out.append(f"{s.name}, {name}: SDs are not published; the "
                        f"values used ({s.treated.sd:g} and {s.control.sd:g}) are assumptions. "
                        "The sensitivity table shows how much this matters.")
         if s.reported is not None and s.reported.assumed:
-            out.append(f"{s.name}, {published_label(s.outcome)}: {s.reported.assumed}.")
+            out.append(f"{s.name}, {name}: {s.reported.assumed}.")
         arms = [a for a in (s.treated, s.control) if a is not None]
         if any(a.events is None and a.percent is not None for a in arms):
-            out.append(f"{s.name}, {published_label(s.outcome)}: counts worked out from the "
+            out.append(f"{s.name}, {name}: counts worked out from the "
                        "published percentages and group sizes (rounded).")
     for p in summary.proportions:
         if p.x is None:
@@ -908,8 +917,8 @@ def as_markdown(lines: list[str], empty: str = "") -> str:
 
 def pooling_note(synthesis: Synthesis) -> str:
     """Which outcomes were pooled and which rest on one study, in words (Markdown)."""
-    pooled = [published_label(o.outcome) for o in synthesis.outcomes.values() if o.pooled]
-    single = [published_label(o.outcome) for o in synthesis.outcomes.values() if not o.pooled]
+    pooled = [o.name for o in synthesis.outcomes.values() if o.pooled]
+    single = [o.name for o in synthesis.outcomes.values() if not o.pooled]
     parts = []
     if pooled:
         parts.append(f"**Pooled** ({synthesis.method} random effects as the headline, "
@@ -973,6 +982,6 @@ def projected_budget(projection: Projection | None, econ):
     return budget_for_plan(budget, econ, savings)
 
 
-def assumptions_table(summary: SummaryParams) -> pd.DataFrame:
+def assumptions_table(summary: SummaryParams, spec: AnalysisSpec | None = None) -> pd.DataFrame:
     """:func:`assumptions` as a one-column table (for results.json)."""
-    return pd.DataFrame({"assumption": assumptions(summary)}, dtype=object)
+    return pd.DataFrame({"assumption": assumptions(summary, spec)}, dtype=object)
