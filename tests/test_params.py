@@ -37,6 +37,38 @@ def test_override_applies_and_is_validated():
         P.load(None, ["seed.x=1"])
 
 
+@pytest.mark.parametrize("raw, key, message", [
+    ({"data": {"category_map": {"ED": "emergency"}}}, "data.category_map",
+     "category_map maps onto unknown categories {'ED': 'emergency'}"),
+    ({"data": {"source": "omop", "omop": {"visit_concepts": {9204: "urgent"}}}},
+     "data.omop.visit_concepts", "visit_concepts maps onto unknown categories"),
+    ({"data": {"source": "synthea", "synthea": {"folder": "x", "exposure_file": "y",
+                                                "class_map": {"wellness": "gym"}}}},
+     "data.synthea.class_map", "class_map maps onto unknown categories"),
+    ({"econ": {"budget": {"referral_rate_by_year": [0.1, 1.2]}}},
+     "econ.budget.referral_rate_by_year", "every value must be a share between 0 and 1, got"),
+    ({"econ": {"budget": {"low": {"uptake_by_year": [-0.1]}}}},
+     "econ.budget.low.uptake_by_year", "every value must be a share between 0 and 1"),
+    ({"econ": {"wtp_values": [0, -5]}}, "econ.wtp_values",
+     "willingness to pay cannot be negative, got [0.0, -5.0]"),
+    ({"mode": "summary", "summary": {"studies": [], "sd_sensitivity": [1.0, 0.0]}},
+     "summary.sd_sensitivity", "SD factors must be > 0, got [1.0, 0.0]"),
+    # uptake drawn from a beta: sd^2 must stay below 0.3 x 0.7 = 0.21
+    ({"econ": {"uptake": 0.3, "uptake_sd": 0.5}}, "econ",
+     "uptake_sd 0.5 is too large for uptake 0.3"),
+    ({"mode": "summary", "summary": {"studies": [], "projection": {
+        "plan": "P", "members": 1000, "uptake": 0.3, "uptake_sd": 0.5,
+        "outcomes": [{"outcome": "er_visits", "baseline_per_member_year": 0.3}]}}},
+     "summary.projection", "uptake_sd 0.5 is too large for uptake 0.3"),
+])
+def test_list_and_mapping_checks_name_the_key(raw, key, message):
+    """The checks several sections share (values onto the contract's categories, shares,
+    non-negative or positive values) name the key and what was wrong."""
+    with pytest.raises(ParamsError) as e:
+        P.validate(raw)
+    assert key in str(e.value) and message in str(e.value)
+
+
 def test_contradictory_settings():
     with pytest.raises(ParamsError, match="data.tables"):
         P.validate({"data": {"source": "files"}})

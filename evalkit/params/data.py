@@ -2,12 +2,12 @@
 map onto the contract, the study windows, and the database engine."""
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from ..data.contract import ARMS, CLAIMS_TABLES
-from .base import MEMORY_UNITS, TableName, _MEMORY_SIZE, _Strict, _contract_categories
+from .base import MEMORY_UNITS, ONTO_CATEGORIES, TableName, _MEMORY_SIZE, _Strict
 
 
 class PersonParams(_Strict):
@@ -67,7 +67,7 @@ class OmopParams(_Strict):
                                    "CDM tables (default: main)")
     enrollment: Literal["observation_period", "payer_plan_period"] = Field(
         "observation_period", description="table whose periods are the coverage spells")
-    visit_concepts: dict[int, str] = Field(
+    visit_concepts: Annotated[dict[int, str], ONTO_CATEGORIES] = Field(
         default_factory=dict, description="visit_concept_id -> contract category, added to "
         "9201 inpatient, 9202 outpatient, 9203 er, 262 er+inpatient; other visits are "
         "quarantined as unknown_category")
@@ -87,11 +87,6 @@ class OmopParams(_Strict):
         default_factory=dict, description="arm -> cohort_definition_id; the cohort start "
         "date is the index date")
 
-    @field_validator("visit_concepts")
-    @classmethod
-    def _visit_categories(cls, v):
-        return _contract_categories(v, "visit_concepts")
-
 
 class SyntheaParams(_Strict):
     """data.source synthea: a Synthea CSV export read as claims."""
@@ -105,17 +100,13 @@ class SyntheaParams(_Strict):
         "patient's first to last encounter")
     payers: list[str] = Field(default_factory=list, description="payer Ids whose coverage "
                               "counts (default: every payer but NO_INSURANCE)")
-    class_map: dict[str, str] = Field(default_factory=dict, description="ENCOUNTERCLASS -> "
+    class_map: Annotated[dict[str, str], ONTO_CATEGORIES] = Field(
+        default_factory=dict, description="ENCOUNTERCLASS -> "
                                       "contract category, over the built-in map")
     mh_codes: list[str] | None = Field(None, description="SNOMED codes (CODE or REASONCODE) "
                                        "of mental-health encounters (default: a built-in list)")
     amount: Literal["TOTAL_CLAIM_COST", "BASE_ENCOUNTER_COST"] = Field(
         "TOTAL_CLAIM_COST", description="encounters.csv column used as the allowed amount")
-
-    @field_validator("class_map")
-    @classmethod
-    def _class_categories(cls, v):
-        return _contract_categories(v, "class_map")
 
 
 class DataParams(_Strict):
@@ -138,7 +129,7 @@ class DataParams(_Strict):
         "${env:NAME} to keep it out of the params file; it never appears in any output")
     columns: dict[TableName, dict[str, str]] = Field(
         default_factory=dict, description="contract role -> your column name, per table")
-    category_map: dict[str, str] = Field(
+    category_map: Annotated[dict[str, str], ONTO_CATEGORIES] = Field(
         default_factory=dict, description="your category code -> contract category")
     group_map: dict[str, str] = Field(
         default_factory=dict, description="your group label -> self_help or control")
@@ -157,11 +148,6 @@ class DataParams(_Strict):
     person: PersonParams | None = None
     omop: OmopParams | None = None
     synthea: SyntheaParams | None = None
-
-    @field_validator("category_map")
-    @classmethod
-    def _categories(cls, v):
-        return _contract_categories(v, "category_map")
 
     @field_validator("group_map")
     @classmethod

@@ -3,12 +3,12 @@ budget), ``planning``, ``design``, ``study`` (the outcomes and covariates) and
 ``report``."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from ..terms import formula_names, parse_term
-from .base import PUBLIC_MIN_CELL, _Strict, _check_beta
+from .base import PUBLIC_MIN_CELL, SHARES, _Strict, _WithUptake, each
 
 
 class ModelParams(_Strict):
@@ -26,19 +26,12 @@ class BudgetScenarioParams(_Strict):
         "of its 95% interval (default: ci_low in the low scenario, ci_high in the high one)")
     prevalence: float | None = Field(None, ge=0, le=1, description="share of plan members "
                                      "eligible (default: as in the base case)")
-    referral_rate_by_year: list[float] | None = Field(
+    referral_rate_by_year: Annotated[list[float] | None, SHARES] = Field(
         None, min_length=1, max_length=5, description="share of eligible members referred, "
         "one value per year or one for all (default: as in the base case)")
-    uptake_by_year: list[float] | None = Field(
+    uptake_by_year: Annotated[list[float] | None, SHARES] = Field(
         None, min_length=1, max_length=5, description="share of referred members who take "
         "part, per year or one for all (default: as in the base case)")
-
-    @field_validator("referral_rate_by_year", "uptake_by_year")
-    @classmethod
-    def _shares(cls, v):
-        if v is not None and any(not 0 <= x <= 1 for x in v):
-            raise ValueError(f"every value must be a share between 0 and 1, got {v}")
-        return v
 
 
 class BudgetParams(_Strict):
@@ -50,10 +43,10 @@ class BudgetParams(_Strict):
     plan_members: int = Field(100_000, gt=0, description="members enrolled in the plan")
     prevalence: float = Field(0.02, ge=0, le=1, description="share of plan members with the "
                               "condition, i.e. eligible for referral")
-    referral_rate_by_year: list[float] = Field(
+    referral_rate_by_year: Annotated[list[float], SHARES] = Field(
         [0.1, 0.2, 0.3], min_length=1, max_length=5, description="share of eligible members "
         "referred each year (1 to 5 values, or one value for every year)")
-    uptake_by_year: list[float] | None = Field(
+    uptake_by_year: Annotated[list[float] | None, SHARES] = Field(
         None, min_length=1, max_length=5, description="share of referred members who take "
         "part each year (default: econ.uptake every year)")
     years: int | None = Field(None, ge=1, le=5, description="horizon in years (default: the "
@@ -62,13 +55,6 @@ class BudgetParams(_Strict):
                                  "reports advise for budget impact")
     low: BudgetScenarioParams = Field(BudgetScenarioParams(), description="pessimistic scenario")
     high: BudgetScenarioParams = Field(BudgetScenarioParams(), description="optimistic scenario")
-
-    @field_validator("referral_rate_by_year", "uptake_by_year")
-    @classmethod
-    def _shares(cls, v):
-        if v is not None and any(not 0 <= x <= 1 for x in v):
-            raise ValueError(f"every value must be a share between 0 and 1, got {v}")
-        return v
 
     @model_validator(mode="after")
     def _lengths(self):
@@ -87,7 +73,7 @@ class BudgetParams(_Strict):
         return self.years or len(self.referral_rate_by_year)
 
 
-class EconParams(_Strict):
+class EconParams(_WithUptake):
     """Program costs and how the economics are judged (cost-benefit workbook)."""
 
     uptake: float = Field(1.0, gt=0, le=1, description="share of referred members who take "
@@ -110,22 +96,12 @@ class EconParams(_Strict):
                                   "draws from each estimate's standard error)")
     wtp_max: float = Field(5000.0, gt=0, description="largest willingness to pay per ER visit "
                            "averted shown ($)")
-    wtp_values: list[float] = Field([0.0, 1000.0, 2000.0], min_length=1, description="willingness-"
+    wtp_values: Annotated[list[float], each(lambda x: x >= 0, "willingness to pay cannot be "
+                                            "negative")] = Field(
+        [0.0, 1000.0, 2000.0], min_length=1, description="willingness-"
                                     "to-pay values ($ per ER visit averted) at which net monetary "
                                     "benefit is recorded")
     budget: BudgetParams = Field(BudgetParams(), description="budget impact for a named plan")
-
-    @model_validator(mode="after")
-    def _uptake(self):
-        _check_beta(self.uptake, self.uptake_sd)
-        return self
-
-    @field_validator("wtp_values")
-    @classmethod
-    def _wtp(cls, v):
-        if any(x < 0 for x in v):
-            raise ValueError(f"willingness to pay cannot be negative, got {v}")
-        return v
 
 
 class PlanningParams(_Strict):

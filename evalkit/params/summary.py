@@ -2,11 +2,11 @@
 reported effects, proportions, comparisons and the projection onto a plan."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
-from .base import _Strict, _check_beta
+from .base import _Strict, _WithUptake, each
 
 
 
@@ -183,7 +183,7 @@ class ProjectionOutcome(_Strict):
     unit: Literal["visits", "days", "dollars"] = Field("visits", description="unit of the baseline")
 
 
-class ProjectionParams(_Strict):
+class ProjectionParams(_WithUptake):
     """What the published effects would mean for a target plan."""
 
     plan: str = Field("target plan", description="name of the plan, shown in titles")
@@ -194,11 +194,6 @@ class ProjectionParams(_Strict):
     outcomes: list[ProjectionOutcome] = Field(min_length=1, description="outcomes to project "
                                               "with the plan's baseline rates")
     draws: int = Field(10_000, ge=100, le=1_000_000, description="Monte Carlo draws")
-
-    @model_validator(mode="after")
-    def _uptake(self):
-        _check_beta(self.uptake, self.uptake_sd)
-        return self
 
 
 class SummaryParams(_Strict):
@@ -218,15 +213,9 @@ class SummaryParams(_Strict):
     ci_method: Literal["wilson", "wilson_cc", "clopper_pearson", "jeffreys", "agresti_coull",
                        "wald"] = Field("wilson", description="interval for survey proportions")
     yates: bool = Field(False, description="Yates continuity correction in the chi-square test")
-    sd_sensitivity: list[float] = Field([0.5, 1.0, 1.5, 2.0], min_length=1, description=(
+    sd_sensitivity: Annotated[list[float], each(lambda f: f > 0, "SD factors must be > 0")] \
+        = Field([0.5, 1.0, 1.5, 2.0], min_length=1, description=(
         "factors applied to assumed SDs to show how the result depends on them"))
-
-    @field_validator("sd_sensitivity")
-    @classmethod
-    def _factors(cls, v):
-        if any(f <= 0 for f in v):
-            raise ValueError(f"SD factors must be > 0, got {v}")
-        return v
 
     @model_validator(mode="after")
     def _links(self):
