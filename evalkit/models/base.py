@@ -9,6 +9,11 @@ Every result of :mod:`evalkit.models`, :mod:`evalkit.causal`, :mod:`evalkit.surv
 * ``.effect(...)`` -- a method returning an :class:`EffectResult`, whose table is keyed
   by ``term`` too, the terms being the results vocabulary's scales (``rate_ratio``,
   ``cost_difference``, ``hazard_ratio``, ...).
+
+Where a term repeats, a further key column tells the rows apart (``part`` of a two-part
+model, ``wtp`` of net monetary benefit, ``year`` of a budget impact, ``n_control`` of a
+power curve) and ``.at`` takes it as a keyword. A Kaplan-Meier curve is not a term-keyed
+estimate: it is read at chosen times with ``survival_at``.
 """
 from __future__ import annotations
 
