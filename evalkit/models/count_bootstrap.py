@@ -365,10 +365,14 @@ def bootstrap_count_effect(data: pd.DataFrame, formula: str, treatment: str,
     ``log theta`` jointly (the maximum MASS::glm.nb reaches by alternating; see
     :func:`_batched_negbin`). A resample that shows no overdispersion (theta growing
     without bound) gets the Poisson fit, as :func:`count_model` advises. Zero-inflated
-    models (``zip``, ``zinb``; the zero part with the same terms) take Newton steps with
-    the exact derivatives of :class:`evalkit.models.count._Mixture`, weighted by each
-    replicate's row counts (:func:`_zero_inflated_effects`), with ``(1 - pi) mu`` as the
-    predicted mean. The replicates equal refitting :func:`count_model` on the resampled
+    models (``zip``, ``zinb``; the zero part with the same terms) take trust-region Newton
+    steps (:func:`_zi_newton`) with the exact derivatives of
+    :class:`evalkit.models.count._Mixture`, weighted by each replicate's row counts, with
+    ``(1 - pi) mu`` as the predicted mean; a replicate they do not carry to convergence is
+    refitted alone by ``count_model``'s maximiser. Where a resample leaves the zero part
+    unidentified (its coefficients run off towards -infinity and the likelihood is flat
+    along them), the replicate's effect depends on where a maximiser stops, and the two
+    routes can differ there. The replicates equal refitting :func:`count_model` on the resampled
     rows (about 1e-8 relative) at a small part of the cost: a refit at 1M members takes
     15-20 s.
 
