@@ -152,6 +152,12 @@ def test_default_balance_is_computed_once_and_handed_out_as_copies(lalonde):
     assert len(m._default_balance) == 1
     # other covariates or options are computed, not taken from the remembered table
     assert list(m.balance("age").after.index) != list(again.after.index)
+    # the same for weights
+    w = weights(lalonde, "treat", FORMULA, estimand="ATT")
+    w.balance().after.loc[:, "smd"] = 99.0
+    pd.testing.assert_frame_equal(
+        w.balance().after, weights(lalonde, "treat", FORMULA, estimand="ATT").balance().after)
+    assert len(w._default_balance) == 1
 
 
 # --------------------------------------------------------------- the algorithm by hand

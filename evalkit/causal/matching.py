@@ -95,20 +95,14 @@ class MatchResult:
         the score matched on.
         """
 
-        default = covariates is None and not kwargs
-        if default and self._default_balance:
-            return _copied(self._default_balance[0])
         covs = self.formula if covariates is None else covariates
         src = self.propensity.used
         if self._source is None:  # pragma: no cover - _source is always set by match()
             raise ParamsError("this MatchResult has no source data; call balance() directly.")
-        bal = _balance(self._source, self.treatment, covs, weights=self.weights.loc[src],
-                       estimand=self.estimand, distance=self._distance_series,
-                       subclass=None if self.replace else self.subclass.loc[src], **kwargs)
-        if default:
-            self._default_balance.append(bal)
-            return _copied(bal)
-        return bal
+        return balance_once(self._default_balance, covariates is None and not kwargs, lambda: _balance(
+            self._source, self.treatment, covs, weights=self.weights.loc[src],
+            estimand=self.estimand, distance=self._distance_series,
+            subclass=None if self.replace else self.subclass.loc[src], **kwargs))
 
     def to_frame(self) -> pd.DataFrame:
         return self.data.copy()
@@ -129,8 +123,14 @@ class MatchResult:
         return f"<pre>{self.summary()}</pre>"
 
 
-def _copied(bal):
-    """A copy of a balance result whose tables the caller may change."""
+def balance_once(memo: list, default: bool, compute):
+    """A design's balance on its own formula (``default``), computed once into ``memo`` and
+    handed out as copies whose tables the caller may change; any other balance computed."""
+    if not default:
+        return compute()
+    if not memo:
+        memo.append(compute())
+    bal = memo[0]
     return replace(bal, before=bal.before.copy(),
                    after=None if bal.after is None else bal.after.copy(),
                    sd_denominator=bal.sd_denominator.copy(), n=bal.n.copy())
