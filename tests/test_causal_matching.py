@@ -154,7 +154,8 @@ def test_default_balance_is_computed_once_and_handed_out_as_copies(lalonde):
     assert list(m.balance("age").after.index) != list(again.after.index)
     # the same for weights
     w = weights(lalonde, "treat", FORMULA, estimand="ATT")
-    w.balance().after.loc[:, "smd"] = 99.0
+    changed = w.balance()
+    changed.after.loc[:, "smd"] = 99.0
     pd.testing.assert_frame_equal(
         w.balance().after, weights(lalonde, "treat", FORMULA, estimand="ATT").balance().after)
     assert len(w._default_balance) == 1
