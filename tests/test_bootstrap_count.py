@@ -134,3 +134,32 @@ def test_joint_bootstrap_pairs_the_batched_er_effect_with_the_saving():
     np.testing.assert_allclose(joint.replicates["er_visits_averted"].to_numpy(),
                                slow.replicates.iloc[:, 0].to_numpy(), rtol=1e-7)
     assert joint.n_failed == 0 and np.isfinite(joint.correlation)
+
+
+def test_trust_region_steps_solve_the_subproblem():
+    """The zero-inflated replicates' steps: the Newton step where the model is concave and
+    the step fits; otherwise the maximiser of the quadratic model on the ball's boundary
+    (checked against the model's value at many points of the ball)."""
+    from evalkit.models.count_bootstrap import _trust_steps
+    rng = np.random.default_rng(3)
+    P = 6
+    Q = np.linalg.qr(rng.normal(size=(P, P)))[0]
+    concave = Q @ np.diag([5.0, 3.0, 2.0, 1.0, 0.5, 0.2]) @ Q.T
+    saddle = Q @ np.diag([5.0, 3.0, 2.0, 1.0, -0.5, -2.0]) @ Q.T
+    g = rng.normal(size=P)
+    A = np.stack([concave, concave, saddle])
+    gs = np.stack([0.01 * g, g, g])
+    radius = np.array([1.0, 0.5, 0.5])
+    d, newton = _trust_steps(A, gs, radius)
+    assert newton.tolist() == [True, False, False]
+    np.testing.assert_allclose(d[0], np.linalg.solve(concave, 0.01 * g), rtol=1e-12)
+
+    def model(a, x):
+        return x @ gs[a] - 0.5 * np.einsum("...p,pq,...q->...", x, A[a], x)
+
+    for a in (1, 2):
+        assert np.linalg.norm(d[a]) == pytest.approx(radius[a], rel=1e-9)
+        pts = rng.normal(size=(20000, P))
+        pts *= (radius[a] * rng.uniform(size=(20000, 1)) ** (1 / P)
+                / np.linalg.norm(pts, axis=1, keepdims=True))
+        assert model(a, d[a]) >= model(a, pts).max() - 1e-12

@@ -144,6 +144,29 @@ def test_matched_data_columns_weights_subclass(lalonde):
     assert "matching" in m.summary()
 
 
+def test_default_balance_is_computed_once_and_handed_out_as_copies(lalonde):
+    """Estimates that reuse a design ask for its balance each time: the same table,
+    computed once, and a caller changing its copy changes no later answer."""
+    m = match(lalonde, "treat", FORMULA)
+    first = m.balance()
+    first.after.loc[:, "smd"] = 99.0
+    again = m.balance()
+    fresh = match(lalonde, "treat", FORMULA).balance()
+    pd.testing.assert_frame_equal(again.after, fresh.after)
+    pd.testing.assert_frame_equal(again.before, fresh.before)
+    assert (again.after["smd"] != 99.0).all()
+    assert len(m._default_balance) == 1
+    # other covariates or options are computed, not taken from the remembered table
+    assert list(m.balance("age").after.index) != list(again.after.index)
+    # the same for weights
+    w = weights(lalonde, "treat", FORMULA, estimand="ATT")
+    changed = w.balance()
+    changed.after.loc[:, "smd"] = 99.0
+    pd.testing.assert_frame_equal(
+        w.balance().after, weights(lalonde, "treat", FORMULA, estimand="ATT").balance().after)
+    assert len(w._default_balance) == 1
+
+
 # --------------------------------------------------------------- the algorithm by hand
 # Six units with binary-exact scores (treated T, control C), sorted:
 #   unit:  5(T .125)  1(C .25)  0(T .5)  2(C .75)  4(C .8125)  3(T .875)

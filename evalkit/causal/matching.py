@@ -7,7 +7,7 @@ for the estimates to agree.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -76,6 +76,9 @@ class MatchResult:
     # the rows used and the score matched on, kept so balance() needs no arguments
     _source: pd.DataFrame | None = field(default=None, repr=False)
     _distance_series: pd.Series | None = field(default=None, repr=False)
+    # balance() on the propensity formula, computed once: an estimate that reuses the
+    # design (each outcome, each negative control) reports the same table
+    _default_balance: list = field(default_factory=list, repr=False)
 
     @property
     def n_matched_treated(self) -> int:
@@ -96,9 +99,10 @@ class MatchResult:
         src = self.propensity.used
         if self._source is None:  # pragma: no cover - _source is always set by match()
             raise ParamsError("this MatchResult has no source data; call balance() directly.")
-        return _balance(self._source, self.treatment, covs, weights=self.weights.loc[src],
-                        estimand=self.estimand, distance=self._distance_series,
-                        subclass=None if self.replace else self.subclass.loc[src], **kwargs)
+        return balance_once(self._default_balance, covariates is None and not kwargs, lambda: _balance(
+            self._source, self.treatment, covs, weights=self.weights.loc[src],
+            estimand=self.estimand, distance=self._distance_series,
+            subclass=None if self.replace else self.subclass.loc[src], **kwargs))
 
     def to_frame(self) -> pd.DataFrame:
         return self.data.copy()
@@ -117,6 +121,19 @@ class MatchResult:
 
     def _repr_html_(self) -> str:
         return f"<pre>{self.summary()}</pre>"
+
+
+def balance_once(memo: list, default: bool, compute):
+    """A design's balance on its own formula (``default``), computed once into ``memo`` and
+    handed out as copies whose tables the caller may change; any other balance computed."""
+    if not default:
+        return compute()
+    if not memo:
+        memo.append(compute())
+    bal = memo[0]
+    return replace(bal, before=bal.before.copy(),
+                   after=None if bal.after is None else bal.after.copy(),
+                   sd_denominator=bal.sd_denominator.copy(), n=bal.n.copy())
 
 
 # --------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from evalkit.causal.balance import balance as _balance
+from evalkit.causal.matching import balance_once
 from evalkit.causal.propensity import PropensityScore, propensity
 from evalkit.errors import ParamsError, StatisticalWarning
 
@@ -46,15 +47,17 @@ class WeightResult:
     max_weight: dict
     dropped: dict = field(default_factory=dict)
     _source: pd.DataFrame | None = field(default=None, repr=False)
+    # balance() on the propensity formula, computed once (see MatchResult)
+    _default_balance: list = field(default_factory=list, repr=False)
 
     def balance(self, covariates=None, **kwargs):
         """Balance before and after weighting (see :func:`evalkit.causal.balance`)."""
 
         used = self.propensity.used
         covs = self.formula if covariates is None else covariates
-        return _balance(self._source, self.treatment, covs, weights=self.weights.loc[used],
-                        estimand=self.estimand, distance=self.propensity.scores.loc[used],
-                        **kwargs)
+        return balance_once(self._default_balance, covariates is None and not kwargs, lambda: _balance(
+            self._source, self.treatment, covs, weights=self.weights.loc[used],
+            estimand=self.estimand, distance=self.propensity.scores.loc[used], **kwargs))
 
     def summary(self) -> str:
         return (f"{self.estimand} weights{' (stabilized)' if self.stabilized else ''} for "

@@ -15,7 +15,9 @@ from evalkit.models.batched import (
     _block_size, _check_batched, _complete_rows, _row_count_matrix, _run_blocks,
 )
 from evalkit.models.bootstrap import BootstrapResult
-from evalkit.models.count import _maximize, _Mixture, count_model, gamma_differences
+from evalkit.models.count import (
+    _TAU_MARGIN, _TAU_MAX, _TAU_MIN, _maximize, _Mixture, count_model, gamma_differences,
+)
 from evalkit.models.effects import (
     binary_columns, build_matrix, counterfactual_frames, one_blas_thread,
 )
@@ -120,82 +122,187 @@ class _ColumnCounts:
         return [g[self.index] for g in gamma_differences(self.values, th, order)]
 
 
+#: Largest (rows x distinct Hessian entries) for which a block's row-wise design products
+#: are kept (100 MB of floats): each Hessian is then one matrix product per block.
+_PAIR_LIMIT = 12_500_000
+#: The Hessian blocks of a zero-inflated model (count, zero part, log theta), each on or
+#: above the diagonal.
+_BLOCKS = (("e", "e"), ("z", "z"), ("e", "z"), ("t", "t"), ("e", "t"), ("z", "t"))
+
+
+def _zi_segments(lik, C):
+    """The likelihood's segments (zero and positive counts) with what the batched
+    derivatives reuse: log exposure as a column, ``theta``'s design (a column of ones),
+    the segment's row counts and, where small enough, the row-wise products of the designs
+    of each Hessian block (``pairs``: block -> (products (n, q), rows, columns))."""
+    kx, kz = lik.kx, lik.kz
+    P = kx + kz + int(lik.has_theta)
+    cols = {"e": np.arange(kx), "z": kx + np.arange(kz), "t": np.array([P - 1])}
+    segs = []
+    for seg in lik.segments:
+        n = len(seg["rows"])
+        D = {"e": seg["X"], "z": seg["Z"], "t": np.ones((n, 1))}
+        seg = dict(seg, off=seg["off"][:, None], D=D, C=C[seg["rows"]],
+                   cnt=_ColumnCounts(seg["cnt"]) if "cnt" in seg else None, pairs=None)
+        if n * P * (P + 1) // 2 <= _PAIR_LIMIT:
+            seg["pairs"] = {}
+            for ki, kj in _BLOCKS:
+                if kj == "t" and not lik.has_theta:
+                    continue
+                i, j = np.triu_indices(D[ki].shape[1]) if ki == kj else np.indices(
+                    (D[ki].shape[1], D[kj].shape[1])).reshape(2, -1)
+                seg["pairs"][(ki, kj)] = (D[ki][:, i] * D[kj][:, j], cols[ki][i], cols[kj][j])
+        segs.append(seg)
+    return segs
+
+
+def _zi_derivatives(lik, segs, Pm, active, order):
+    """Log-likelihood (a,), and up to ``order`` the score (P, a) and Hessian (a, P, P), of
+    the zero-inflated replicates ``active`` at their parameters ``Pm[:, active]``.
+
+    The per-row derivatives are those of :class:`evalkit.models.count._Mixture`
+    (``_segment_terms``) for every replicate's parameters at once, weighted by each
+    replicate's row counts: score ``sum D_k' C d_k``, Hessian blocks
+    ``D_k' diag(C d_kl) D_l``, as one matrix product of the row-wise design products with
+    the weights of all replicates where :func:`_zi_segments` kept them."""
+    kx, kz = lik.kx, lik.kz
+    P = Pm.shape[0]
+    a = len(active)
+    B, G = Pm[:kx][:, active], Pm[kx:kx + kz][:, active]
+    tau = Pm[-1, active] if lik.has_theta else None
+    ll = np.zeros(a)
+    g = np.zeros((P, a)) if order >= 1 else None
+    H = np.zeros((a, P, P)) if order >= 2 else None
+    sl = {"e": slice(0, kx), "z": slice(kx, kx + kz), "t": slice(P - 1, P)}
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        for seg in segs:
+            L, d, dd = lik._segment_terms(seg, B, G, tau, order)
+            Cs = seg["C"][:, active]
+            ll += np.sum(Cs * L, axis=0)
+            D = seg["D"]
+            for key, v in d.items():
+                g[sl[key]] += D[key].T @ (Cs * v)
+            for (ki, kj), v in dd.items():
+                w = Cs * v
+                if seg["pairs"] is not None:
+                    M, i, j = seg["pairs"][(ki, kj)]
+                    H[:, i, j] += (M.T @ w).T
+                    continue
+                for r in range(a):
+                    H[r, sl[ki], sl[kj]] += D[ki].T @ (D[kj] * w[:, r:r + 1])
+        if order >= 2:
+            # blocks were filled on and above the diagonal: mirror them
+            upper = np.triu(H)
+            H = upper + np.transpose(np.triu(H, 1), (0, 2, 1))
+    return ll, g, H
+
+
+def _trust_steps(A, gs, radius):
+    """Maximisers of the quadratic models ``gs'd - d'A d / 2`` within ``||d|| <= radius``
+    (one per replicate; ``A`` (a, P, P) symmetric, ``gs`` (a, P)).
+
+    Where ``A`` is positive definite and its Newton step ``A^-1 gs`` is inside the radius
+    that step is the answer; otherwise the step ``(A + lam I)^-1 gs`` on the boundary,
+    ``lam`` found by bisection in the eigenbasis of ``A`` (Nocedal & Wright 2006, ch. 4).
+    Returns the steps (a, P) and whether each is the Newton step."""
+    ev, V = np.linalg.eigh(A)
+    c = np.einsum("api,ap->ai", V, gs)                            # gradient in the eigenbasis
+    with np.errstate(divide="ignore", invalid="ignore"):
+        newton = (ev[:, 0] > 0) & (np.sqrt(np.sum((c / ev) ** 2, axis=1)) <= radius)
+    lo = np.maximum(0.0, -ev[:, 0])
+    hi = lo + np.sqrt(np.sum(c * c, axis=1)) / radius + 1e-300
+    for _ in range(60):                                           # ||d(lam)|| falls in lam
+        mid = 0.5 * (lo + hi)
+        too_long = np.sum((c / (ev + mid[:, None])) ** 2, axis=1) > radius ** 2
+        lo, hi = np.where(too_long, mid, lo), np.where(too_long, hi, mid)
+    lam = np.where(newton, 0.0, hi)
+    d = np.einsum("api,ai->ap", V, c / (ev + lam[:, None]))
+    return d, newton
+
+
+def _zi_newton(state, C):
+    """Fit the zero-inflated replicates (columns of the row counts ``C``) at once by a
+    trust-region Newton method from the full-sample estimates.
+
+    The likelihood of a zero-inflated NB2 is often not concave at the full-sample
+    estimates once the rows are resampled (the zero part and theta trade off along a
+    flat ridge), so a plain Newton step there is no ascent direction. Each replicate
+    instead takes the best step of the quadratic model within a trust region measured in
+    the full fit's standard errors (:func:`_trust_steps`; first radius 4), kept only
+    where the log-likelihood does not fall (a trial point with log theta outside
+    ``count_model``'s bounds counts as -inf); the radius shrinks after poor steps and
+    grows after good ones on its boundary (the rule on actual over predicted gain). A
+    replicate is done, as in :func:`evalkit.models.count._maximize`, after a full Newton
+    step taken from a Newton decrement below 1e-12; one that is not within ``maxiter``
+    steps is left to :func:`_refit_one_by_one`.
+
+    Returns ``Pm`` (P, b), whether each replicate converged, and the iterations.
+    """
+    lik = state["lik"]
+    b = C.shape[1]
+    s = state["p_scale"]
+    Pm = np.repeat(state["p0"][:, None], b, axis=1)
+    segs = _zi_segments(lik, C)
+    converged = np.zeros(b, dtype=bool)
+    radius = np.full(b, 4.0)                   # standard errors
+    L, g, H = _zi_derivatives(lik, segs, Pm, np.arange(b), 2)
+    alive = np.isfinite(L) & np.all(np.isfinite(g), axis=0) & np.all(np.isfinite(H), axis=(1, 2))
+    it = 0
+    for it in range(1, state["maxiter"] + 1):
+        act = np.flatnonzero(alive & ~converged)
+        if not len(act):
+            break
+        # in the full fit's standard errors: q = p / se, so A = -H se se', gradient g se
+        A = -H[act] / (s[:, None] * s[None, :])
+        A = 0.5 * (A + np.transpose(A, (0, 2, 1)))
+        gs = (g[:, act] / s[:, None]).T                               # (a, P)
+        d, newton = _trust_steps(A, gs, radius[act])
+        decrement = np.einsum("ap,ap->a", gs, d)
+        pred = decrement - 0.5 * np.einsum("ap,apq,aq->a", d, A, d)
+        trial = Pm[:, act] + (d / s[None, :]).T
+        Pt = Pm.copy()
+        Pt[:, act] = trial
+        Lt, gt, Ht = _zi_derivatives(lik, segs, Pt, act, 2)
+        if lik.has_theta:
+            Lt = np.where((trial[-1] > _TAU_MIN) & (trial[-1] < _TAU_MAX), Lt, -np.inf)
+        La = L[act]
+        accept = (np.isfinite(Lt) & np.all(np.isfinite(gt), axis=0)
+                  & np.all(np.isfinite(Ht), axis=(1, 2)) & (Lt >= La - 1e-12 * np.abs(La)))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rho = np.where(pred > 1e-9, (Lt - La) / pred, 1.0)
+        length = np.sqrt(np.sum(d * d, axis=1))
+        for r, j in enumerate(act):
+            if not accept[r]:
+                radius[j] = 0.25 * length[r]
+                alive[j] = radius[j] > 1e-10
+                continue
+            Pm[:, j], L[j], g[:, j], H[j] = trial[:, r], Lt[r], gt[:, r], Ht[r]
+            converged[j] = newton[r] and decrement[r] < 1e-12
+            if rho[r] < 0.25:
+                radius[j] = 0.25 * length[r]
+            elif rho[r] > 0.75 and length[r] > 0.99 * radius[j]:
+                radius[j] *= 2.0
+    return Pm, converged, it
+
+
 def _zero_inflated_effects(state, C, N):
     """Zero-inflated Poisson / NB2 replicates (columns of the row counts ``C``), fitted at
-    once by Newton's method from the full-sample estimates.
-
-    The per-row derivatives are those of the full-sample fit
-    (:class:`evalkit.models.count._Mixture`), evaluated for every replicate's parameters
-    at once; the score and Hessian of replicate j weight them by its row counts. Stops
-    when the Newton decrement is below 1e-12, the rule of ``count_model``; theta beyond
-    1e8 is refused as there ("theta grows without bound").
+    once by :func:`_zi_newton` from the full-sample estimates; a replicate that does not
+    converge there is refitted alone by ``count_model``'s maximiser
+    (:func:`_refit_one_by_one`). Theta beyond 1e8 is refused as there ("theta grows
+    without bound").
 
     Returns values (b, 4), a failure reason or None per replicate, and the iterations.
     """
-    lik, kx, kz = state["lik"], state["kx"], state["kz"]
-    nb = lik.has_theta
-    P = kx + kz + int(nb)
-    b = C.shape[1]
-    Pm = np.repeat(state["p0"][:, None], b, axis=1)
-    reasons: list = [None] * b
-    done = np.zeros(b, dtype=bool)
-    segs = [dict(seg, off=seg["off"][:, None],
-                 cnt=_ColumnCounts(seg["cnt"]) if "cnt" in seg else None, C=C[seg["rows"]])
-            for seg in lik.segments]
-    active = np.arange(b)
-    it = 0
-    for it in range(1, state["maxiter"] + 1):
-        a = len(active)
-        Bk, G = Pm[:kx][:, active], Pm[kx:kx + kz][:, active]
-        tau = Pm[-1, active] if nb else None
-        g = np.zeros((P, a))
-        H = np.zeros((a, P, P))
-        sl = {"e": slice(0, kx), "z": slice(kx, kx + kz), "t": slice(P - 1, P)}
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            for seg in segs:
-                _, d, dd = lik._segment_terms(seg, Bk, G, tau, 2)
-                Cs = seg["C"][:, active]
-                D = {"e": seg["X"], "z": seg["Z"], "t": None}
-                for key, v in d.items():
-                    w = Cs * v
-                    g[sl[key]] += w.sum(axis=0)[None, :] if D[key] is None else D[key].T @ w
-                for (ki, kj), v in dd.items():
-                    w = Cs * v
-                    Di, Dj = D[ki], D[kj]
-                    for r in range(a):
-                        if Di is None and Dj is None:
-                            blk = w[:, r].sum()
-                        elif Dj is None:
-                            blk = (Di.T @ w[:, r])[:, None]
-                        elif Di is None:
-                            blk = (w[:, r] @ Dj)[None, :]
-                        else:
-                            blk = Di.T @ (Dj * w[:, r:r + 1])
-                        H[r, sl[ki], sl[kj]] += blk
-                        if ki != kj:
-                            H[r, sl[kj], sl[ki]] += np.transpose(blk) if np.ndim(blk) else blk
-        step = np.full((P, a), np.nan)
-        for r in range(a):
-            try:
-                chol = np.linalg.cholesky(-H[r])
-                step[:, r] = np.linalg.solve(chol.T, np.linalg.solve(chol, g[:, r]))
-            except np.linalg.LinAlgError:
-                pass
-        finite = np.all(np.isfinite(step), axis=0)
-        decrement = np.where(finite, np.einsum("pa,pa->a", g, np.where(finite, step, 0.0)), np.inf)
-        Pm[:, active[finite]] += step[:, finite]
-        for r in np.flatnonzero(~finite):
-            reasons[active[r]] = f"the {state['family']} model did not converge in the resample"
-            done[active[r]] = True
-        conv = finite & (decrement < 1e-12)
-        done[active[conv]] = True
-        active = active[~done[active]]
-        if not len(active):
-            break
-    for j in active:
-        reasons[j] = f"the {state['family']} model did not converge in the resample"
+    kx, kz = state["kx"], state["kz"]
+    Pm, converged, it = _zi_newton(state, C)
+    reasons: list = [None if c else f"the {state['family']} model did not converge in the resample"
+                     for c in converged]
+    if state["lik"].has_theta:
+        for j in np.flatnonzero(converged & (Pm[-1] <= _TAU_MIN + _TAU_MARGIN)):
+            reasons[j] = f"the {state['family']} model did not converge in the resample"
     _refit_one_by_one(state, C, Pm, reasons)
-    if nb:
+    if state["lik"].has_theta:
         for j in np.flatnonzero(Pm[-1] > math.log(1e8)):
             if reasons[j] is None:
                 reasons[j] = "theta grows without bound in the resample (no overdispersion)"
@@ -258,10 +365,14 @@ def bootstrap_count_effect(data: pd.DataFrame, formula: str, treatment: str,
     ``log theta`` jointly (the maximum MASS::glm.nb reaches by alternating; see
     :func:`_batched_negbin`). A resample that shows no overdispersion (theta growing
     without bound) gets the Poisson fit, as :func:`count_model` advises. Zero-inflated
-    models (``zip``, ``zinb``; the zero part with the same terms) take Newton steps with
-    the exact derivatives of :class:`evalkit.models.count._Mixture`, weighted by each
-    replicate's row counts (:func:`_zero_inflated_effects`), with ``(1 - pi) mu`` as the
-    predicted mean. The replicates equal refitting :func:`count_model` on the resampled
+    models (``zip``, ``zinb``; the zero part with the same terms) take trust-region Newton
+    steps (:func:`_zi_newton`) with the exact derivatives of
+    :class:`evalkit.models.count._Mixture`, weighted by each replicate's row counts, with
+    ``(1 - pi) mu`` as the predicted mean; a replicate they do not carry to convergence is
+    refitted alone by ``count_model``'s maximiser. Where a resample leaves the zero part
+    unidentified (its coefficients run off towards -infinity and the likelihood is flat
+    along them), the replicate's effect depends on where a maximiser stops, and the two
+    routes can differ there. The replicates equal refitting :func:`count_model` on the resampled
     rows (about 1e-8 relative) at a small part of the cost: a refit at 1M members takes
     15-20 s.
 
@@ -334,6 +445,8 @@ def bootstrap_count_effect(data: pd.DataFrame, formula: str, treatment: str,
                                   off[:, 0], Z),
                      kx=k, kz=Z.shape[1], Z=Z, Z1=Z1, Z0=Z0,
                      p0=np.asarray(model.params, dtype=float))
+        # the replicates' steps are measured in the full fit's (model-based) standard errors
+        state["p_scale"] = 1.0 / np.sqrt(np.diag(model.vcov))
     elif family == "negbin":
         state.update(beta_nb=np.asarray(model.params[:k], dtype=float),
                      tau_nb=math.log(fit.theta),
