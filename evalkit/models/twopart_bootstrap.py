@@ -11,8 +11,8 @@ from scipy import special
 
 from evalkit.errors import ParamsError
 from evalkit.models.batched import (
-    _DEFAULT, _P_EDGE, _P_EPS, CONVERGED, FAILED, RANK, RUNNING, _block_size, _check_batched,
-    _complete_rows, _grad, _info, _inv, _rank_ok, _run_blocks, _unpack, _Work,
+    _DEFAULT, _P_EDGE, _P_EPS, CONVERGED, FAILED, RANK, RUNNING, _advance, _block_size,
+    _check_batched, _complete_rows, _grad, _info, _newton_step, _run_blocks, _unpack, _Work,
 )
 from evalkit.models.bootstrap import BootstrapResult
 from evalkit.models.effects import (
@@ -153,40 +153,21 @@ def _chunked_fit(kind, X, XX, C, y, z, g0, beta0, tol, maxiter, iu, chunks):
             ll = _logit_loglik(X, C, z, B[:, ecols], ecols, chunks)
             ll_old = _logit_loglik(X, C, z, B_old[:, e], ecols, chunks)
             flat[e] = np.abs(ll - ll_old) <= 1e-10 * (np.abs(ll) + 0.1)
-        if Hinv is not None:
-            step = np.einsum("aij,ja->ia", Hinv, g)
-            small = np.all(np.abs(step) <= tol * np.sqrt(np.einsum("aii->ia", Hinv)), axis=0)
-        else:
-            step = np.zeros_like(g)
-            small = np.zeros(len(active), dtype=bool)
-        if not small.all():
+
+        def information(h=h, act=active, cols=cols):
             if h is None:
-                h = _pass(kind, X, XX, C, y, z, B[:, active], cols, chunks, False)[1]
-            H = _unpack(h, k, iu)
-            if Hinv is None:                          # first iteration: rank of the design
-                ok = _rank_ok(_unpack(design, k, iu) if kind != "gamma" else H)
-                status[active[~ok]] = RANK
-                Hinv = np.zeros_like(H)
-                if ok.any():
-                    Hinv[ok] = _inv(H[ok])
-            else:
-                ok = np.ones(len(active), dtype=bool)
-                Hinv[~small] = _inv(H[~small])
-            redo = ~small & ok
-            step[:, redo] = np.einsum("aij,ja->ia", Hinv[redo], g[:, redo])
-            small = np.all(np.abs(step) <= tol * np.sqrt(np.einsum("aii->ia", Hinv)), axis=0)
-        small |= flat
-        finite = np.all(np.isfinite(step), axis=0)
+                h = _pass(kind, X, XX, C, y, z, B[:, act], cols, chunks, False)[1]
+            return _unpack(h, k, iu)
+
+        step, small, Hinv = _newton_step(
+            g, Hinv, tol, status, active, information,
+            lambda H, d=design: _unpack(d, k, iu) if kind != "gamma" else H)
         with np.errstate(invalid="ignore", divide="ignore"):
             # Newton converges quadratically: after steps of 1e-5 standard errors, the
             # next is about 1e-10
             close = bool(np.all(np.abs(step) <= _CLOSE * np.sqrt(np.einsum("aii->ia", Hinv))))
         B_old = B[:, active].copy()
-        B[:, active] += np.where(finite, step, 0.0)
-        live = status[active] == RUNNING
-        status[active[live & ~finite]] = FAILED
-        status[active[live & finite & small]] = CONVERGED
-        keep = status[active] == RUNNING
+        keep = _advance(B, status, active, step, small | flat)
         if not keep.any():
             break
         if not keep.all():
