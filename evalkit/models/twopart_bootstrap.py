@@ -74,7 +74,7 @@ class _Chunks:
         return out
 
 
-def _pass(kind, X, XX, C, y, z, B, cols, chunks, first, info=True):
+def _pass(kind, X, iu, C, y, z, B, cols, chunks, first, info=True):
     """One walk over the rows: gradient sums (without the constant part), packed
     information (k(k+1)/2, a; None unless ``info``), for the logit which replicates have
     a fitted probability within ``_P_EDGE`` of 0 or 1 on a resampled row, and on the
@@ -96,10 +96,13 @@ def _pass(kind, X, XX, C, y, z, B, cols, chunks, first, info=True):
         g += _grad(kind, X[sl], B, ctx, u, v)
         if kind == "logit" and (u.min() <= _P_EDGE or u.max() >= 1.0 - _P_EDGE):
             edge |= np.any(((u <= _P_EDGE) | (u >= 1.0 - _P_EDGE)) & (Cc > 0), axis=0)
+        if first or info:                    # the chunk's x_i x_i' (upper triangles)
+            Xs = X[sl]
+            XX = Xs[:, iu[0]] * Xs[:, iu[1]]
         if first:
-            design += XX[sl].T @ Cc
+            design += XX.T @ Cc
         if info:
-            h += _info(kind, XX[sl], ctx, u, v)
+            h += _info(kind, XX, ctx, u, v)
     return g, h, edge, design
 
 
@@ -114,7 +117,7 @@ def _logit_loglik(X, C, z, B, cols, chunks):
     return ll
 
 
-def _chunked_fit(kind, X, XX, C, y, z, g0, beta0, tol, maxiter, iu, chunks):
+def _chunked_fit(kind, X, C, y, z, g0, beta0, tol, maxiter, iu, chunks):
     """Fit one GLM per replicate (column of the count matrix ``C``), all at once.
 
     The rules of :func:`evalkit.models.batched._batched_fit` -- Newton / Fisher scoring
@@ -142,7 +145,7 @@ def _chunked_fit(kind, X, XX, C, y, z, g0, beta0, tol, maxiter, iu, chunks):
         # The information is summed in the same walk, unless the last steps were so
         # small that this one, with the previous information, will pass the test (it is
         # then computed in a second walk only if some replicate still needs it).
-        g, h, edge, design = _pass(kind, X, XX, C, y, z, B[:, active], cols, chunks,
+        g, h, edge, design = _pass(kind, X, iu, C, y, z, B[:, active], cols, chunks,
                                    Hinv is None, info=not close)
         if sign:
             g += sign * g0[:, active]
@@ -156,7 +159,7 @@ def _chunked_fit(kind, X, XX, C, y, z, g0, beta0, tol, maxiter, iu, chunks):
 
         def information(h=h, act=active, cols=cols):
             if h is None:
-                h = _pass(kind, X, XX, C, y, z, B[:, act], cols, chunks, False)[1]
+                h = _pass(kind, X, iu, C, y, z, B[:, act], cols, chunks, False)[1]
             return _unpack(h, k, iu)
 
         step, small, Hinv = _newton_step(
@@ -179,7 +182,7 @@ def _chunked_fit(kind, X, XX, C, y, z, g0, beta0, tol, maxiter, iu, chunks):
 
 def _fit_two_part_counts(state, C):
     """Two-part effects for each column of the (n, b) row-count matrix ``C``."""
-    X, X1, X0, XX = state["X"], state["X1"], state["X0"], state["XX"]
+    X, X1, X0 = state["X"], state["X1"], state["X0"]
     pos, iu, first, second = state["pos"], state["iu"], state["first"], state["second"]
     names, outcome = state["names"], state["outcome"]
     n, b = C.shape
@@ -231,10 +234,10 @@ def _fit_two_part_counts(state, C):
     bg = C.shape[1]
     tol, maxiter = state["tol"], state["maxiter"]
 
-    B1, st1, it1 = _chunked_fit(first, X, XX, C, None, state["z"][:, None], g01,
+    B1, st1, it1 = _chunked_fit(first, X, C, None, state["z"][:, None], g01,
                                 state["beta1"], tol, maxiter, iu, chunks)
     C2 = np.take(C, pos, axis=0)
-    B2, st2, it2 = _chunked_fit(second, state["X2"], state["XX2"], C2, state["y2"], None, g02,
+    B2, st2, it2 = _chunked_fit(second, state["X2"], C2, state["y2"], None, g02,
                                 state["beta2"], tol, maxiter, iu, chunks)
     del C2
     # Fitted probabilities numerically 0 or 1 (quasi-separation, or an extreme covariate
@@ -410,15 +413,14 @@ def bootstrap_two_part(data: pd.DataFrame, formula: str, treatment: str, n_boot:
     _, X0, _, _ = build_matrix(model.info, f0)
     k = X.shape[1]
     iu = np.triu_indices(k)
-    XX = np.ascontiguousarray((X[:, :, None] * X[:, None, :])[:, iu[0], iu[1]])
     pos = y > 0
     z = pos.astype(float)
     binary = binary_columns(X, names)
     Xb = X[:, binary]
     state = dict(
-        X=X, X1=X1, X0=X0, XX=XX, z=z, pos=np.flatnonzero(pos), Xz=X * z[:, None],
+        X=X, X1=X1, X0=X0, z=z, pos=np.flatnonzero(pos), Xz=X * z[:, None],
         M=np.column_stack([np.ones(len(z)), z, Xb, Xb * z[:, None]]),
-        X2=np.ascontiguousarray(X[pos]), XX2=np.ascontiguousarray(XX[pos]), y2=y[pos][:, None],
+        X2=np.ascontiguousarray(X[pos]), y2=y[pos][:, None],
         yz=np.where(pos, y, 0.0)[:, None],
         beta1=np.asarray(model.params1, dtype=float), beta2=np.asarray(model.params2, dtype=float),
         first=first, second=second, binary=binary, names=names,
