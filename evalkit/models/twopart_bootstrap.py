@@ -307,17 +307,20 @@ def bootstrap_two_part(data: pd.DataFrame, formula: str, treatment: str, n_boot:
     --------------
     A resample is the data with row counts ``c_i`` (how often row ``i`` was drawn), and
     a GLM fitted on the resample is the GLM fitted on the data with frequency weights
-    ``c_i``. The counts of a block of replicates form an ``(n, b)`` matrix, so one
-    matrix product gives every replicate's linear predictor, and the information
-    matrices ``sum_i c_i w_i x_i x_i'`` of all replicates come from one product of the
-    ``(n, k(k+1)/2)`` matrix of ``x_i x_i'`` with the weights. Each replicate starts from
+    ``c_i``. The counts of a block of replicates form an ``(n, b)`` matrix of small
+    integers. Each Newton step walks the rows in chunks of about ``2**17 / b`` rows: for
+    a chunk, one matrix product gives every replicate's linear predictor, and the
+    chunk's share of the gradients and of the information matrices
+    ``sum_i c_i w_i x_i x_i'`` (one product of the chunk's ``x_i x_i'``, upper triangles,
+    with the weights) is added while the chunk is in the processor's cache, rather than
+    one pass over ``(n, b)`` arrays in memory per operation. Each replicate starts from
     the full-sample estimates, a few steps from its own: Newton's method for the logit
     and for the gamma (log link) part, whose log-likelihood is convex in the
     coefficients, so Newton converges quadratically where Fisher scoring (information
     ``X'CX``) would converge only linearly; Fisher scoring for the probit and the inverse
     Gaussian; Newton (= Fisher scoring) for quasi-Poisson. Four or five iterations
-    suffice. Blocks of ``b`` replicates bound memory (a few ``(n, b)`` float arrays) and
-    go to ``n_jobs`` processes with one BLAS thread each. No library fits many weighted
+    suffice. Blocks of ``b`` replicates bound memory (``2**26`` row counts, 128 MB, by
+    default) and go to ``n_jobs`` processes with one BLAS thread each. No library fits many weighted
     GLMs at once, so this loop is written here; the estimates equal refitting
     :func:`two_part` with statsmodels on the resampled rows (to about 1e-10 relative;
     both stop when every step is below ``tol`` standard errors). On 100,000 members,
@@ -347,7 +350,7 @@ def bootstrap_two_part(data: pd.DataFrame, formula: str, treatment: str, n_boot:
     second : {"gamma", "poisson", "inverse_gaussian"}
         As for :func:`two_part`.
     block_size : int, optional
-        Replicates fitted together (default: about ``10**7 / n``, at most ``n_boot / 8``).
+        Replicates fitted together (default: about ``2**26 / n``, at most ``n_boot / 8``).
         It changes memory and speed only (the last bits of the replicates may move).
     tol, maxiter : float, int
         A replicate has converged when every step is below ``tol`` standard errors.
