@@ -34,8 +34,8 @@ TWO_PART_STATISTICS = ("cost_difference", "ratio", "mean_treated", "mean_control
 _CHUNK = 2 ** 17
 #: Steps below this many standard errors: the next one is expected below ``tol``.
 _CLOSE = 1e-5
-#: Row counts in one block of replicates (rows x replicates; 128 MB as 2-byte counts).
-_BLOCK_COUNTS = 2 ** 26
+#: Row counts in one block of replicates (rows x replicates; 64 MB as 2-byte counts).
+_BLOCK_COUNTS = 2 ** 25
 
 
 def _two_part_block(state, payload):
@@ -319,7 +319,7 @@ def bootstrap_two_part(data: pd.DataFrame, formula: str, treatment: str, n_boot:
     coefficients, so Newton converges quadratically where Fisher scoring (information
     ``X'CX``) would converge only linearly; Fisher scoring for the probit and the inverse
     Gaussian; Newton (= Fisher scoring) for quasi-Poisson. Four or five iterations
-    suffice. Blocks of ``b`` replicates bound memory (``2**26`` row counts, 128 MB, by
+    suffice. Blocks of ``b`` replicates bound memory (``2**25`` row counts, 64 MB, by
     default) and go to ``n_jobs`` processes with one BLAS thread each. No library fits many weighted
     GLMs at once, so this loop is written here; the estimates equal refitting
     :func:`two_part` with statsmodels on the resampled rows (to about 1e-10 relative;
@@ -350,7 +350,7 @@ def bootstrap_two_part(data: pd.DataFrame, formula: str, treatment: str, n_boot:
     second : {"gamma", "poisson", "inverse_gaussian"}
         As for :func:`two_part`.
     block_size : int, optional
-        Replicates fitted together (default: about ``2**26 / n``, at most ``n_boot / 8``).
+        Replicates fitted together (default: about ``2**25 / n``, at most ``n_boot / 8``).
         It changes memory and speed only (the last bits of the replicates may move).
     tol, maxiter : float, int
         A replicate has converged when every step is below ``tol`` standard errors.
