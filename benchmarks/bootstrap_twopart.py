@@ -159,6 +159,10 @@ def main(argv=None):
           + ")")
     print(f"batched replicates identical with and without BCa: {same}; failed replicates: "
           f"{res.n_failed}")
+    me = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(f"peak RSS: this process {me:,.0f} MB (data, design, naive refits), largest "
+          f"worker {kids:,.0f} MB")
     print("\n" + res_bca.to_frame().to_string(index=False, float_format=lambda v: f"{v:.6g}"))
 
 

@@ -160,6 +160,49 @@ RUNNING, CONVERGED, RANK, FAILED = 0, 1, 2, 3
 POISSON = 4          # a negbin replicate at its Poisson limit (theta -> infinity)
 
 
+def _newton_step(g, Hinv, tol, status, active, information, design):
+    """Newton / Fisher-scoring steps ``H^-1 g`` (k, a) of the ``active`` replicates.
+
+    With the previous inverse information ``Hinv`` (a, k, k) a step is tried first; the
+    information (``information()``: (a, k, k)) is computed only if some step is not
+    below ``tol`` standard errors. On the first iteration (``Hinv`` None) the replicates
+    whose ``design(H)`` is not of full rank are marked ``RANK`` in ``status``. Returns
+    the steps, which are below ``tol`` standard errors, and the inverse information.
+    """
+    if Hinv is not None:
+        step = np.einsum("aij,ja->ia", Hinv, g)
+        small = np.all(np.abs(step) <= tol * np.sqrt(np.einsum("aii->ia", Hinv)), axis=0)
+    else:
+        step = np.zeros_like(g)
+        small = np.zeros(len(active), dtype=bool)
+    if not small.all():
+        H = information()
+        if Hinv is None:                          # first iteration: rank of the design
+            ok = _rank_ok(design(H))
+            status[active[~ok]] = RANK
+            Hinv = np.zeros_like(H)
+            if ok.any():
+                Hinv[ok] = _inv(H[ok])
+        else:
+            ok = np.ones(len(active), dtype=bool)
+            Hinv[~small] = _inv(H[~small])
+        redo = ~small & ok
+        step[:, redo] = np.einsum("aij,ja->ia", Hinv[redo], g[:, redo])
+        small = np.all(np.abs(step) <= tol * np.sqrt(np.einsum("aii->ia", Hinv)), axis=0)
+    return step, small, Hinv
+
+
+def _advance(B, status, active, step, small):
+    """Take the finite steps, mark replicates FAILED (a step not finite) or CONVERGED
+    (``small``); returns which of the ``active`` replicates still run."""
+    finite = np.all(np.isfinite(step), axis=0)
+    B[:, active] += np.where(finite, step, 0.0)
+    live = status[active] == RUNNING
+    status[active[live & ~finite]] = FAILED
+    status[active[live & finite & small]] = CONVERGED
+    return status[active] == RUNNING
+
+
 def _batched_fit(kind, X, XX, ctx, beta0, tol, maxiter, work, iu):
     """Fit one GLM per replicate (column of ``ctx["C"]``), all at once.
 
@@ -199,36 +242,14 @@ def _batched_fit(kind, X, XX, ctx, beta0, tol, maxiter, work, iu):
             edge = np.any(((u <= _P_EDGE) | (u >= 1.0 - _P_EDGE)) & (Ca > 0), axis=0)
             flat = edge & (np.abs(ll - ll_old) <= 1e-10 * (np.abs(ll) + 0.1))
             ll_old = ll
-        if Hinv is not None:
-            step = np.einsum("aij,ja->ia", Hinv, g)
-            small = np.all(np.abs(step) <= tol * np.sqrt(np.einsum("aii->ia", Hinv)), axis=0)
-        else:
-            step = np.zeros_like(g)
-            small = np.zeros(len(active), dtype=bool)
-        if not small.all():
-            H = _unpack(_info(kind, XX, ctx, u, v), k, iu)
-            if Hinv is None:                          # first iteration: rank of the design
-                # judged on the resampled design X'CX where the row counts are known: the
-                # information of a logit with fitted probabilities near 0 or 1 is badly
-                # conditioned without any term being constant or collinear
-                ok = _rank_ok(_unpack(XX.T @ ctx["C"], k, iu) if "C" in ctx else H)
-                status[active[~ok]] = RANK
-                Hinv = np.zeros_like(H)
-                if ok.any():
-                    Hinv[ok] = _inv(H[ok])
-            else:
-                ok = np.ones(len(active), dtype=bool)
-                Hinv[~small] = _inv(H[~small])
-            redo = ~small & ok
-            step[:, redo] = np.einsum("aij,ja->ia", Hinv[redo], g[:, redo])
-            small = np.all(np.abs(step) <= tol * np.sqrt(np.einsum("aii->ia", Hinv)), axis=0)
-        small |= flat
-        finite = np.all(np.isfinite(step), axis=0)
-        B[:, active] += np.where(finite, step, 0.0)
-        live = status[active] == RUNNING
-        status[active[live & ~finite]] = FAILED
-        status[active[live & finite & small]] = CONVERGED
-        keep = status[active] == RUNNING
+        # the rank of the design is judged on the resampled design X'CX where the row
+        # counts are known: the information of a logit with fitted probabilities near 0
+        # or 1 is badly conditioned without any term being constant or collinear
+        step, small, Hinv = _newton_step(
+            g, Hinv, tol, status, active,
+            lambda u=u, v=v: _unpack(_info(kind, XX, ctx, u, v), k, iu),
+            lambda H: _unpack(XX.T @ ctx["C"], k, iu) if "C" in ctx else H)
+        keep = _advance(B, status, active, step, small | flat)
         if not keep.any():
             break
         if not keep.all():

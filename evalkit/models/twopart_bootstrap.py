@@ -2,6 +2,7 @@
 (:func:`bootstrap_two_part`; the batched solvers are in :mod:`evalkit.models.batched`)."""
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -10,8 +11,8 @@ from scipy import special
 
 from evalkit.errors import ParamsError
 from evalkit.models.batched import (
-    _DEFAULT, CONVERGED, FAILED, RANK, RUNNING, _batched_fit, _block_size, _check_batched,
-    _complete_rows, _row_count_matrix, _run_blocks,
+    _DEFAULT, _P_EDGE, _P_EPS, CONVERGED, FAILED, RANK, RUNNING, _advance, _block_size,
+    _check_batched, _complete_rows, _grad, _info, _newton_step, _run_blocks, _unpack, _Work,
 )
 from evalkit.models.bootstrap import BootstrapResult
 from evalkit.models.effects import (
@@ -25,21 +26,183 @@ __all__ = ["bootstrap_two_part", "TWO_PART_STATISTICS"]
 TWO_PART_STATISTICS = ("cost_difference", "ratio", "mean_treated", "mean_control")
 
 
+#: Rows x replicates in one chunk of work (2**17 doubles, 1 MB a buffer): each Newton
+#: step walks the rows chunk by chunk, and everything it does to a chunk -- the linear
+#: predictors, the elementwise terms, the chunk's share of the gradient and information
+#: -- happens while the chunk is in the processor's cache, instead of one pass over
+#: (rows, replicates) arrays in memory per operation.
+_CHUNK = 2 ** 17
+#: Steps below this many standard errors: the next one is expected below ``tol``.
+_CLOSE = 1e-5
+#: Row counts in one block of replicates (rows x replicates; 64 MB as 2-byte counts).
+_BLOCK_COUNTS = 2 ** 25
+
+
 def _two_part_block(state, payload):
     """Fit one block of replicates; returns (values (b, 4), reasons, iterations)."""
-    return _fit_two_part_counts(state, *_row_count_matrix(state, payload))
+    kind, data = payload
+    n = state["X"].shape[0]
+    if kind == "boot":
+        C = np.ascontiguousarray(data.T)                  # (n, b) row counts
+    else:                                                 # jackknife: rows left out
+        C = np.ones((n, len(data)), dtype=np.uint8)
+        for j, rows in enumerate(data):
+            C[rows, j] = 0
+    return _fit_two_part_counts(state, C)
 
 
-def _fit_two_part_counts(state, C, cache):
-    """Two-part effects for each column of the row-count matrix ``C`` (buffers in ``cache``)."""
-    X, X1, X0, XX = state["X"], state["X1"], state["X0"], state["XX"]
+class _Chunks:
+    """Row spans of about ``_CHUNK / b`` rows for ``b`` replicates, and the reusable
+    chunk buffers; :meth:`counts` gives a chunk's counts as doubles."""
+
+    def __init__(self, b: int):
+        self.rows = rows = max(64, _CHUNK // max(b, 1))
+        self.size = rows * b
+        self.c = np.empty(self.size)
+        self.cy = np.empty(self.size)
+        self.work = _Work(self.size)
+
+    def spans(self, m: int) -> list:
+        """The chunks' row slices over ``m`` rows."""
+        return [slice(s, min(s + self.rows, m)) for s in range(0, m, self.rows)]
+
+    def counts(self, C, sl, cols):
+        """Counts of rows ``sl`` and replicates ``cols`` (None: all) as a float array."""
+        part = C[sl] if cols is None else C[sl, cols]
+        out = self.c[:part.size].reshape(part.shape)
+        np.copyto(out, part)
+        return out
+
+
+def _pass(kind, X, iu, C, y, z, B, cols, chunks, first, info=True):
+    """One walk over the rows: gradient sums (without the constant part), packed
+    information (k(k+1)/2, a; None unless ``info``), for the logit which replicates have
+    a fitted probability within ``_P_EDGE`` of 0 or 1 on a resampled row, and on the
+    first pass the packed resampled design X'CX (rank check)."""
+    k, a = B.shape
+    p = k * (k + 1) // 2
+    g, h = np.zeros((k, a)), (np.zeros((p, a)) if info else None)
+    edge = np.zeros(a, dtype=bool)
+    design = np.zeros((p, a)) if first else None
+    for sl in chunks.spans(X.shape[0]):
+        Cc = chunks.counts(C, sl, cols)
+        r = Cc.shape[0]
+        ctx = {"C": Cc, "g0": 0.0}
+        if y is not None:
+            ctx["Cy"] = np.multiply(Cc, y[sl], out=chunks.cy[:r * a].reshape(r, a))
+        if z is not None:
+            ctx["z"] = z[sl]
+        u, v = chunks.work.views(r, a)
+        g += _grad(kind, X[sl], B, ctx, u, v)
+        if kind == "logit" and (u.min() <= _P_EDGE or u.max() >= 1.0 - _P_EDGE):
+            edge |= np.any(((u <= _P_EDGE) | (u >= 1.0 - _P_EDGE)) & (Cc > 0), axis=0)
+        if first or info:                    # the chunk's x_i x_i' (upper triangles)
+            Xs = X[sl]
+            XX = Xs[:, iu[0]] * Xs[:, iu[1]]
+        if first:
+            design += XX.T @ Cc
+        if info:
+            h += _info(kind, XX, ctx, u, v)
+    return g, h, edge, design
+
+
+def _logit_loglik(X, C, z, B, cols, chunks):
+    """Log-likelihood of logit fits ``B`` (k, a) under the counts of replicates ``cols``."""
+    ll = np.zeros(B.shape[1])
+    with np.errstate(over="ignore", divide="ignore"):
+        for sl in chunks.spans(X.shape[0]):
+            Cc = chunks.counts(C, sl, cols)
+            mu = np.clip(special.expit(X[sl] @ B), _P_EPS, 1.0 - _P_EPS)
+            ll += np.sum(Cc * np.where(z[sl] > 0, np.log(mu), np.log1p(-mu)), axis=0)
+    return ll
+
+
+def _chunked_fit(kind, X, C, y, z, g0, beta0, tol, maxiter, iu, chunks):
+    """Fit one GLM per replicate (column of the count matrix ``C``), all at once.
+
+    The rules of :func:`evalkit.models.batched._batched_fit` -- Newton / Fisher scoring
+    steps from the full-sample estimate ``beta0``, stop when every step is below ``tol``
+    standard errors, a step with the previous information tried first, quasi-separated
+    logit replicates stopped when their deviance no longer changes -- with the rows
+    walked in cache-sized chunks (``chunks``). ``g0`` is the gradient's part that does
+    not change (X'Cz for the logit, X'C for the gamma, X'Cy for the Poisson); ``y`` the
+    outcome for the positive part, ``z`` the 0/1 outcome (n, 1) for the first part.
+
+    Returns (B (k, b), status (b,), iterations).
+    """
+    k = X.shape[1]
+    b = C.shape[1]
+    sign = {"logit": 1.0, "poisson": 1.0, "gamma": -1.0}.get(kind, 0.0)
+    B = np.repeat(np.asarray(beta0, dtype=float)[:, None], b, axis=1)
+    B_old = None
+    status = np.full(b, RUNNING, dtype=np.int8)
+    active = np.arange(b)
+    Hinv = None
+    close = False
+    it = 0
+    for it in range(1, maxiter + 1):
+        cols = None if len(active) == b else active
+        # The information is summed in the same walk, unless the last steps were so
+        # small that this one, with the previous information, will pass the test (it is
+        # then computed in a second walk only if some replicate still needs it).
+        g, h, edge, design = _pass(kind, X, iu, C, y, z, B[:, active], cols, chunks,
+                                   Hinv is None, info=not close)
+        if sign:
+            g += sign * g0[:, active]
+        flat = np.zeros(len(active), dtype=bool)
+        if edge.any() and B_old is not None:     # deviance of quasi-separated replicates
+            e = np.flatnonzero(edge)
+            ecols = active[e]
+            ll = _logit_loglik(X, C, z, B[:, ecols], ecols, chunks)
+            ll_old = _logit_loglik(X, C, z, B_old[:, e], ecols, chunks)
+            flat[e] = np.abs(ll - ll_old) <= 1e-10 * (np.abs(ll) + 0.1)
+
+        def information(h=h, act=active, cols=cols):
+            if h is None:
+                h = _pass(kind, X, iu, C, y, z, B[:, act], cols, chunks, False)[1]
+            return _unpack(h, k, iu)
+
+        step, small, Hinv = _newton_step(
+            g, Hinv, tol, status, active, information,
+            lambda H, d=design: _unpack(d, k, iu) if kind != "gamma" else H)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            # Newton converges quadratically: after steps of 1e-5 standard errors, the
+            # next is about 1e-10
+            close = bool(np.all(np.abs(step) <= _CLOSE * np.sqrt(np.einsum("aii->ia", Hinv))))
+        B_old = B[:, active].copy()
+        keep = _advance(B, status, active, step, small | flat)
+        if not keep.any():
+            break
+        if not keep.all():
+            active = active[keep]
+            Hinv = Hinv[keep]
+            B_old = B_old[:, keep]
+    return B, status, it
+
+
+def _fit_two_part_counts(state, C):
+    """Two-part effects for each column of the (n, b) row-count matrix ``C``."""
+    X, X1, X0 = state["X"], state["X1"], state["X0"]
     pos, iu, first, second = state["pos"], state["iu"], state["first"], state["second"]
     names, outcome = state["names"], state["outcome"]
     n, b = C.shape
+    k = X.shape[1]
     reasons: list = [None] * b
-    # Cheap checks that two_part makes too, for all replicates in one product:
-    # zeros and positives present; each level of a 0/1 term has both.
-    tally = state["M"].T @ C                        # rows: N, N_pos, n1 (per 0/1 term), e1
+    # One walk over the rows for what does not change during the fits: cheap checks
+    # that two_part makes too (zeros and positives present; each level of a 0/1 term has
+    # both), and the constant parts of the gradients.
+    chunks = _Chunks(b)
+    M, Xz, yz = state["M"], state["Xz"], state["yz"]
+    tally = np.zeros((M.shape[1], b))               # rows: N, N_pos, n1 (per 0/1 term), e1
+    g01, g02 = np.zeros((k, b)), np.zeros((k, b))   # X'Cz; X2'C2 (or X2'C2y2 for poisson)
+    for sl in chunks.spans(n):
+        Cc = chunks.counts(C, sl, None)
+        tally += M[sl].T @ Cc
+        g01 += Xz[sl].T @ Cc
+        if second == "poisson":
+            g02 += X[sl].T @ (Cc * yz[sl])
+    if second != "poisson":
+        g02 = g01
     N, Npos = tally[0], tally[1]
     bins = state["binary"]
     nb = len(bins)
@@ -63,47 +226,42 @@ def _fit_two_part_counts(state, C, cache):
     values = np.full((b, 4), np.nan)
     if not good.any():
         return values, reasons, (0, 0)
-    Cg = C if good.all() else np.ascontiguousarray(C[:, good])
-    del C
+    if not good.all():
+        C = np.ascontiguousarray(C[:, good])
+        chunks = _Chunks(C.shape[1])
+        g01, g02 = g01[:, good], g02[:, good]
     g_cols = np.flatnonzero(good)
-    work = cache["work"]
-    bg = Cg.shape[1]
+    bg = C.shape[1]
     tol, maxiter = state["tol"], state["maxiter"]
 
-    ctx1 = {"C": Cg, "g0": state["Xz"].T @ Cg, "z": state["z"][:, None]}
-    B1, st1, it1 = _batched_fit(first, X, XX, ctx1, state["beta1"], tol, maxiter, work, iu)
-    C2 = np.take(Cg, pos, axis=0, out=cache["C2"][:len(pos) * bg].reshape(len(pos), bg))
-    ctx2 = {"C": C2, "g0": state["Xz"].T @ Cg}      # X2'C2
-    if second == "gamma":
-        C2 *= state["y2"]
-        ctx2 = {"Cy": C2, "g0": ctx2["g0"]}
-    elif second == "poisson":
-        ctx2["g0"] = state["X2"].T @ (C2 * state["y2"])
-    else:
-        ctx2["Cy"] = C2 * state["y2"]
-    B2, st2, it2 = _batched_fit(second, state["X2"], state["XX2"], ctx2, state["beta2"], tol,
-                                maxiter, work, iu)
-    del C2, ctx2, ctx1
-    u, v = work.views(n, Cg.shape[1])
+    B1, st1, it1 = _chunked_fit(first, X, C, None, state["z"][:, None], g01,
+                                state["beta1"], tol, maxiter, iu, chunks)
+    C2 = np.take(C, pos, axis=0)
+    B2, st2, it2 = _chunked_fit(second, state["X2"], C2, state["y2"], None, g02,
+                                state["beta2"], tol, maxiter, iu, chunks)
+    del C2
     # Fitted probabilities numerically 0 or 1 (quasi-separation, or an extreme covariate
     # value in the resample) are not a failure: the logit converged and its predictions,
     # hence the recycled effect, are well defined; R's glm warns and keeps such a fit.
     # recycled predictions: A_t = sum_i c_i p_i(t) m_i(t) / sum_i c_i
-    A = []
+    A = np.zeros((2, bg))
     with np.errstate(over="ignore", divide="ignore"):
-        for Xt in (X1, X0):
-            if first == "logit":
-                np.matmul(Xt, -B1, out=u)
-                np.exp(u, out=u)
-                u += 1.0                            # 1 / p
-            else:
-                np.reciprocal(special.ndtr(Xt @ B1), out=u)
-            np.matmul(Xt, -B2, out=v)
-            np.exp(v, out=v)                        # 1 / m
-            u *= v
-            np.divide(Cg, u, out=u)                 # c p m
-            A.append(u.sum(axis=0) / N[good])
-    a1, a0 = A
+        for sl in chunks.spans(n):
+            Cc = chunks.counts(C, sl, None)
+            u, v = chunks.work.views(Cc.shape[0], bg)
+            for t, Xt in enumerate((X1[sl], X0[sl])):
+                if first == "logit":
+                    np.matmul(Xt, -B1, out=u)
+                    np.exp(u, out=u)
+                    u += 1.0                        # 1 / p
+                else:
+                    np.reciprocal(special.ndtr(Xt @ B1), out=u)
+                np.matmul(Xt, -B2, out=v)
+                np.exp(v, out=v)                    # 1 / m
+                u *= v
+                np.divide(Cc, u, out=u)             # c p m
+                A[t] += u.sum(axis=0)
+    a1, a0 = A / N[good]
     with np.errstate(divide="ignore", invalid="ignore"):
         vals = np.column_stack([a1 - a0, a1 / a0, a1, a0])
     labels = {RUNNING: "did not converge", RANK: "has a constant or collinear term",
@@ -149,17 +307,20 @@ def bootstrap_two_part(data: pd.DataFrame, formula: str, treatment: str, n_boot:
     --------------
     A resample is the data with row counts ``c_i`` (how often row ``i`` was drawn), and
     a GLM fitted on the resample is the GLM fitted on the data with frequency weights
-    ``c_i``. The counts of a block of replicates form an ``(n, b)`` matrix, so one
-    matrix product gives every replicate's linear predictor, and the information
-    matrices ``sum_i c_i w_i x_i x_i'`` of all replicates come from one product of the
-    ``(n, k(k+1)/2)`` matrix of ``x_i x_i'`` with the weights. Each replicate starts from
+    ``c_i``. The counts of a block of replicates form an ``(n, b)`` matrix of small
+    integers. Each Newton step walks the rows in chunks of about ``2**17 / b`` rows: for
+    a chunk, one matrix product gives every replicate's linear predictor, and the
+    chunk's share of the gradients and of the information matrices
+    ``sum_i c_i w_i x_i x_i'`` (one product of the chunk's ``x_i x_i'``, upper triangles,
+    with the weights) is added while the chunk is in the processor's cache, rather than
+    one pass over ``(n, b)`` arrays in memory per operation. Each replicate starts from
     the full-sample estimates, a few steps from its own: Newton's method for the logit
     and for the gamma (log link) part, whose log-likelihood is convex in the
     coefficients, so Newton converges quadratically where Fisher scoring (information
     ``X'CX``) would converge only linearly; Fisher scoring for the probit and the inverse
     Gaussian; Newton (= Fisher scoring) for quasi-Poisson. Four or five iterations
-    suffice. Blocks of ``b`` replicates bound memory (a few ``(n, b)`` float arrays) and
-    go to ``n_jobs`` processes with one BLAS thread each. No library fits many weighted
+    suffice. Blocks of ``b`` replicates bound memory (``2**25`` row counts, 64 MB, by
+    default) and go to ``n_jobs`` processes with one BLAS thread each. No library fits many weighted
     GLMs at once, so this loop is written here; the estimates equal refitting
     :func:`two_part` with statsmodels on the resampled rows (to about 1e-10 relative;
     both stop when every step is below ``tol`` standard errors). On 100,000 members,
@@ -189,7 +350,7 @@ def bootstrap_two_part(data: pd.DataFrame, formula: str, treatment: str, n_boot:
     second : {"gamma", "poisson", "inverse_gaussian"}
         As for :func:`two_part`.
     block_size : int, optional
-        Replicates fitted together (default: about ``10**7 / n``, at most ``n_boot / 8``).
+        Replicates fitted together (default: about ``2**25 / n``, at most ``n_boot / 8``).
         It changes memory and speed only (the last bits of the replicates may move).
     tol, maxiter : float, int
         A replicate has converged when every step is below ``tol`` standard errors.
@@ -255,19 +416,22 @@ def bootstrap_two_part(data: pd.DataFrame, formula: str, treatment: str, n_boot:
     _, X0, _, _ = build_matrix(model.info, f0)
     k = X.shape[1]
     iu = np.triu_indices(k)
-    XX = np.ascontiguousarray((X[:, :, None] * X[:, None, :])[:, iu[0], iu[1]])
     pos = y > 0
     z = pos.astype(float)
     binary = binary_columns(X, names)
     Xb = X[:, binary]
     state = dict(
-        X=X, X1=X1, X0=X0, XX=XX, z=z, pos=np.flatnonzero(pos), Xz=X * z[:, None],
+        X=X, X1=X1, X0=X0, z=z, pos=np.flatnonzero(pos), Xz=X * z[:, None],
         M=np.column_stack([np.ones(len(z)), z, Xb, Xb * z[:, None]]),
-        X2=np.ascontiguousarray(X[pos]), XX2=np.ascontiguousarray(XX[pos]), y2=y[pos][:, None],
+        X2=np.ascontiguousarray(X[pos]), y2=y[pos][:, None],
+        yz=np.where(pos, y, 0.0)[:, None],
         beta1=np.asarray(model.params1, dtype=float), beta2=np.asarray(model.params2, dtype=float),
         first=first, second=second, binary=binary, names=names,
         outcome=outcome, iu=iu, tol=float(tol), maxiter=maxiter)
 
+    if block_size is None:      # counts of a block: n x b small integers (2 bytes each)
+        block_size = max(1, min(_BLOCK_COUNTS // max(len(frame), 1), math.ceil(n_boot / 8),
+                                2000))
     block_size = _block_size(block_size, len(frame), n_boot, what)
     reps, jack, labels, failures, max_iter, jack_text = _run_blocks(
         _two_part_block, state, design, n_boot, seed, block_size, methods, max_jackknife, n_jobs,
