@@ -222,6 +222,34 @@ def test_sd_sensitivity_scales_the_interval_not_the_estimate():
     np.testing.assert_allclose(half_width / half_width[1], t["sd_factor"], rtol=1e-12)
 
 
+
+@pytest.mark.parametrize("study,uses", [
+    ({"name": "A", "outcome": "abstinence", "measure": "RR", "sd_assumed": True,
+      "treated": {"n": 50, "events": 20}, "control": {"n": 50, "events": 10}},
+     "RR (n, events) uses no SD"),
+    ({"name": "B", "outcome": "er_visits", "measure": "IRR", "sd_assumed": True,
+      "treated": {"events": 40, "person_time": 100}, "control": {"events": 50, "person_time": 90}},
+     "IRR (events, person_time) uses no SD"),
+    ({"name": "C", "outcome": "er_visits", "measure": "MD", "sd_assumed": True,
+      "reported": {"estimate": -0.4, "ci_low": -0.8, "ci_high": 0.0}},
+     "a reported effect uses no SD"),
+])
+def test_an_sd_assumption_is_refused_where_no_sd_enters_the_effect(study, uses):
+    """An assumed SD only enters MD, SMD and ROM computed from per-arm figures; flagging
+    another study would put a false "SDs are assumed" sentence (and a flat sensitivity
+    row) in the synthesis workbook, and with no SD to quote it used to crash
+    ``assumptions``. The params refuse it, naming the study and what to do."""
+    message = _err(_summary(studies=[study]))
+    assert f"study '{study['name']}'" in message and uses in message
+    assert "sd_assumed applies only to MD, SMD, ROM" in message
+    ok = P.validate(_summary(studies=[{**study, "sd_assumed": False}])).summary
+    assert not any("SDs" in line for line in S.assumptions(ok))
+    assert S.sd_sensitivity(ok).empty
+    hm = P.validate(_summary(studies=[HM])).summary
+    assert S.assumptions(hm) == [
+        ("HM, professional outpatient visits: SDs are not published; the values used "
+         "(13.1 and 22.5) are assumptions. The sensitivity table shows how much this matters.")]
+
 # ----------------------------------------------------------------------------- projection
 PROJ = {"plan": "Plan X", "members": 50000, "uptake": 0.02, "uptake_sd": 0.005, "draws": 4000,
         "outcomes": [{"outcome": "outpatient_mh_visits", "baseline_per_member_year": 12.0},

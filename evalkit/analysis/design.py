@@ -58,7 +58,6 @@ from ..causal.estimate import _fit_weighted_ols, _fit_weighted_poisson
 from ..data.load import _lit, _q
 from ..errors import DataValidationError, ParamsError, StatisticalWarning
 from ..terms import Term, formula_names, parse_term, term_columns
-from .show import _label
 from .spec import model_frame
 
 #: Files of the stored design in a run's ``work`` folder.
@@ -564,11 +563,12 @@ def balance_table(design: CohortDesign) -> pd.DataFrame:
 
 def effects_display(records: pd.DataFrame, truth: dict | None = None) -> pd.DataFrame:
     """Estimates with their intervals, calibrated intervals and the diagnostics verdict,
-    readable (one row per outcome x scale)."""
+    readable (one row per outcome x scale). Outcomes keep their names
+    (``show.table(..., spec=...)`` shows the spec's labels)."""
     r = records.copy()
     fmt = _num
     out = pd.DataFrame({
-        "outcome": r["outcome"].map(_label), "scale": r["scale"],
+        "outcome": r["outcome"], "scale": r["scale"],
         "estimate": r["estimate"].round(3),
         "95% CI": [f"{fmt(lo)} to {fmt(hi)}" for lo, hi in zip(r["ci_low"], r["ci_high"])],
         "p": [("<0.001" if p < 0.001 else f"{p:.3f}") for p in r["p_value"]]})
@@ -595,14 +595,15 @@ def _num(v: float) -> str:
 def crude_vs_adjusted(crude: pd.DataFrame, adjusted: pd.DataFrame,
                       truth: dict | None = None) -> pd.DataFrame:
     """The crude and the design-adjusted estimate of each outcome and scale side by side,
-    as 'estimate (low to high)', with the true ratio when the data are synthetic."""
+    as 'estimate (low to high)', with the true ratio when the data are synthetic.
+    Outcomes keep their names (``show.table(..., spec=...)`` shows the spec's labels)."""
     def fmt(r) -> str:
         return f"{_num(r['estimate'])} ({_num(r['ci_low'])} to {_num(r['ci_high'])})"
 
     a = adjusted.set_index(["outcome", "scale"])
     rows = []
     for _, r in crude.iterrows():
-        row = {"outcome": _label(r["outcome"]), "scale": r["scale"], "crude": fmt(r)}
+        row = {"outcome": r["outcome"], "scale": r["scale"], "crude": fmt(r)}
         if (r["outcome"], r["scale"]) in a.index:
             row["design-adjusted"] = fmt(a.loc[(r["outcome"], r["scale"])])
         if truth:

@@ -14,14 +14,12 @@ import pandas as pd
 import seaborn as sns
 from matplotlib import ticker
 
-from .spec import CLAIMS_OUTCOMES
+from .spec import outcome_title
 
 #: Arm colours: Okabe-Ito blue and vermilion (told apart with any colour vision, each
 #: with a contrast of at least 3:1 on white).
 ARM_COLORS = {"self_help": "#0072b2", "control": "#d55e00"}
 ARM_LABELS = {"self_help": "Self-help referral", "control": "Comparison"}
-#: the spec's labels of the claims outcomes, as chart titles
-OUTCOME_LABELS = {n: d.label[:1].upper() + d.label[1:] for n, d in CLAIMS_OUTCOMES.items()}
 #: Ratio ticks, coarse to fine: the finest set that keeps a log axis uncrowded is used.
 RATIO_TICKS = ((0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 10.0),
                (0.1, 0.25, 0.33, 0.5, 0.67, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0, 10.0),
@@ -79,10 +77,11 @@ def _legend_above(ax, ncol: int = 2) -> None:
 
 
 def rate_plot(rates: pd.DataFrame, outcomes: list[str] | None = None, by: str = "period",
-              axes=None):
+              axes=None, spec=None):
     """Rates per 1,000 member-months with 95% CIs, by arm and period, one panel per outcome.
 
-    ``rates`` is the first table returned by :func:`evalkit.describe.rates`.
+    ``rates`` is the first table returned by :func:`evalkit.describe.rates`; panels are
+    titled with the labels of ``spec`` (the run's analysis spec; else the built-in ones).
     Returns the array of axes.
     """
     outcomes = outcomes or list(dict.fromkeys(rates["outcome"]))
@@ -101,7 +100,7 @@ def rate_plot(rates: pd.DataFrame, outcomes: list[str] | None = None, by: str = 
             ax.bar(x + (k - 0.5) * width, y, width, yerr=err, capsize=3,
                    color=ARM_COLORS[arm], label=ARM_LABELS[arm], alpha=0.85)
         ax.set_xticks(x, [str(lv).replace("followup", "follow-up") for lv in levels])
-        ax.set_title(OUTCOME_LABELS.get(outcome, outcome), fontsize=10)
+        ax.set_title(outcome_title(outcome, spec), fontsize=10)
         ax.set_ylabel("per 1,000 member-months")
         ax.spines[["top", "right"]].set_visible(False)
     # one legend for all panels, above them (clear of the panel titles and the bars)
@@ -128,9 +127,9 @@ def attrition_plot(attrition: pd.DataFrame, ax=None):
     return ax
 
 
-def methods_plot(comparison: pd.DataFrame, ax=None):
+def methods_plot(comparison: pd.DataFrame, ax=None, spec=None):
     """Ratio estimates with 95% CIs by outcome and method (log scale), with the true
-    ratio marked when the data are synthetic."""
+    ratio marked when the data are synthetic; outcomes named by ``spec``'s labels."""
     outcomes = list(dict.fromkeys(comparison["outcome"]))
     methods = list(dict.fromkeys(comparison["method"]))
     if ax is None:
@@ -153,7 +152,7 @@ def methods_plot(comparison: pd.DataFrame, ax=None):
             ax.plot([sub["true_ratio"].iloc[0]] * 2, [y + 0.6, y + len(methods) + 0.4], color="k",
                     ls=":", lw=1.5, label="true effect" if o == outcomes[0] else None)
         ticks.append(y + (len(methods) + 1) / 2)
-        labels.append(OUTCOME_LABELS.get(o, o.replace("_", " ")))
+        labels.append(outcome_title(o, spec))
         y -= 0.8
     ax.axvline(1.0, color="grey", lw=0.8)
     ax.set_xscale("log")
@@ -187,10 +186,11 @@ def cost_distribution_plot(frame: pd.DataFrame, outcome: str = "total_cost", ax=
 
 
 def visits_distribution_plot(frame: pd.DataFrame, outcomes: list[str], axes=None,
-                             labels: dict | None = None, min_cell: int | None = None):
+                             spec=None, min_cell: int | None = None):
     """Distribution of follow-up visits (or days) per member by arm, one panel per count
     outcome: the share of each arm's members with 0, 1, 2, ... (the long tail pooled in
-    the last bar, at the 99th percentile or 10, whichever is smaller). ``labels`` maps outcome names to titles. A bar
+    the last bar, at the 99th percentile or 10, whichever is smaller), titled with ``spec``'s
+    labels. A bar
     standing for fewer than ``min_cell`` members is not drawn (the axis says so), so the
     chart shows no small cell. Returns the axes."""
     if axes is None:
@@ -211,8 +211,7 @@ def visits_distribution_plot(frame: pd.DataFrame, outcomes: list[str], axes=None
                     palette=names, ax=ax, legend=ax is axes[0])
         ticks = [t.get_text() for t in ax.get_xticklabels()]
         ax.set_xticks(range(len(ticks)), [f"{t}+" if t == str(top) else t for t in ticks])
-        title = (labels or OUTCOME_LABELS).get(outcome, outcome.replace("_", " "))
-        ax.set_title(title[:1].upper() + title[1:])
+        ax.set_title(outcome_title(outcome, spec))
         ax.set_xlabel("per member in follow-up")
         ax.set_ylabel("% of the arm's members")
     hidden = f"; a bar standing for fewer than {min_cell} members is not drawn" if min_cell else ""
@@ -239,12 +238,13 @@ def net_savings_plot(draws, ax=None):
     return ax
 
 
-def effects_plot(effects: pd.DataFrame, ax=None, log: bool | None = None):
+def effects_plot(effects: pd.DataFrame, ax=None, log: bool | None = None, spec=None):
     """Each study's effect with its 95% CI, one row per study and outcome.
 
     ``effects`` has ``study, outcome, estimate, ci_low, ci_high`` (e.g.
     :func:`evalkit.analysis.summary.study_effects`, or its ratio rows). Ratios are drawn on a log
     axis with a line at 1 (no difference); differences on a linear axis with a line at 0.
+    Outcomes are named by ``spec``'s labels.
     """
     n = len(effects)
     if ax is None:
@@ -260,8 +260,8 @@ def effects_plot(effects: pd.DataFrame, ax=None, log: bool | None = None):
     if log:
         ax.set_xscale("log")
         ratio_axis(ax)
-    names = [OUTCOME_LABELS.get(o, o.replace("_", " ")) for o in effects["outcome"]]
-    labels = [f"{o[:1].upper()}{o[1:]}\n{s}" for o, s in zip(names, effects["study"])]
+    labels = [f"{outcome_title(o, spec)}\n{s}"
+              for o, s in zip(effects["outcome"], effects["study"])]
     ax.set_yticks(y, labels, fontsize=8)
     ax.set_xlabel("ratio, self-help vs comparison (log scale; < 1 means less)" if log
                   else "difference, self-help minus comparison")
@@ -327,9 +327,10 @@ def proportions_plot(table: pd.DataFrame, ax=None):
     return ax
 
 
-def sd_sensitivity_plot(table: pd.DataFrame, ax=None):
+def sd_sensitivity_plot(table: pd.DataFrame, ax=None, spec=None):
     """Each outcome's result (with its 95% interval) as the assumed SDs are scaled.
-    ``table`` is :func:`evalkit.analysis.summary.sd_sensitivity`."""
+    ``table`` is :func:`evalkit.analysis.summary.sd_sensitivity`; the legend names the
+    outcomes with ``spec``'s labels."""
     outcomes = list(dict.fromkeys(table["outcome"]))
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 3.4))
@@ -340,7 +341,7 @@ def sd_sensitivity_plot(table: pd.DataFrame, ax=None):
         e = s["estimate"].to_numpy(float)
         ax.errorbar(x, e, yerr=[e - s["ci_low"].to_numpy(float), s["ci_high"].to_numpy(float) - e],
                     fmt="o-", capsize=3, color=colors[i % len(colors)],
-                    label=OUTCOME_LABELS.get(o, o.replace("_", " ").capitalize()))
+                    label=outcome_title(o, spec))
     ratio = "measure" not in table or table["measure"].isin(["RR", "OR", "IRR", "ROM"]).all()
     ax.axhline(1.0 if ratio else 0.0, color="grey", ls="--", lw=0.8)
     ax.set_xlabel("assumed SD x factor (1 = as in the params)")

@@ -22,8 +22,8 @@ from IPython.display import Markdown
 
 from ..data.notes import NOTE_TEXT
 
-from .plots import ARM_LABELS, OUTCOME_LABELS
-from .spec import CLAIMS_OUTCOMES, outcome_label
+from .plots import ARM_LABELS
+from .spec import CLAIMS_OUTCOMES, outcome_title
 
 #: Readers' words (with units) for the results vocabulary's scales.
 SCALE_LABELS = {
@@ -111,12 +111,9 @@ _SINGLE = {"followup": "follow-up", "roi": "ROI", "icer": "ICER", "nmb": "NMB",
 _CODE = re.compile(r"^[A-Za-z][A-Za-z0-9]*(_[A-Za-z0-9]+)+$")
 
 
-def _label(outcome: str) -> str:
-    return OUTCOME_LABELS.get(outcome, outcome.replace("_", " "))
-
-
-def rates_table(rates: pd.DataFrame) -> pd.DataFrame:
-    """Rates per 1,000 member-months as 'rate (low-high)' in one row per outcome x period."""
+def rates_table(rates: pd.DataFrame, spec=None) -> pd.DataFrame:
+    """Rates per 1,000 member-months as 'rate (low-high)' in one row per outcome x period
+    (outcomes named by ``spec``, the run's analysis spec, as in :func:`readable`)."""
     r = rates.copy()
     r["value"] = [f"{v:,.1f} ({lo:,.1f}-{hi:,.1f})" for v, lo, hi in
                   zip(r["rate"], r["ci_low"], r["ci_high"])]
@@ -126,21 +123,25 @@ def rates_table(rates: pd.DataFrame) -> pd.DataFrame:
     members = r.pivot_table(index=index, columns="arm", values="members", aggfunc="first")
     wide = wide.join(members.add_suffix(": members"))
     wide.columns.name = None
-    return wide.reset_index().assign(outcome=lambda d: d["outcome"].map(_label))
+    return wide.reset_index().assign(
+        outcome=lambda d: [_outcome_label(o, spec) for o in d["outcome"]])
 
 
-def contrasts_table(contrasts: pd.DataFrame) -> pd.DataFrame:
-    """Rate ratios and differences with 95% CIs and p-values, readable."""
+def contrasts_table(contrasts: pd.DataFrame, spec=None) -> pd.DataFrame:
+    """Rate ratios and differences with 95% CIs and p-values, readable (outcomes named
+    by ``spec``)."""
     c = contrasts.copy()
-    c["outcome"] = c["outcome"].map(_label)
+    c["outcome"] = [_outcome_label(o, spec) for o in c["outcome"]]
     c["95% CI"] = [f"{lo:,.3g} to {hi:,.3g}" for lo, hi in zip(c["ci_low"], c["ci_high"])]
     c["p"] = [_cell(p, "p") for p in c["p_value"]]
     keep = [k for k in ("outcome", "period", "scale", "estimate", "95% CI", "p") if k in c]
     return c[keep].round({"estimate": 3})
 
 
-def findings(contrasts: pd.DataFrame, rates: pd.DataFrame, period: str = "followup") -> list[str]:
-    """One sentence per outcome comparing the arms in ``period`` (for the finance committee)."""
+def findings(contrasts: pd.DataFrame, rates: pd.DataFrame, period: str = "followup",
+             spec=None) -> list[str]:
+    """One sentence per outcome comparing the arms in ``period`` (for the finance
+    committee; outcomes named by ``spec``)."""
     out = []
     sub = contrasts[contrasts.get("period", period) == period] if "period" in contrasts else contrasts
     rs = rates[rates["period"] == period] if "period" in rates else rates
@@ -152,9 +153,9 @@ def findings(contrasts: pd.DataFrame, rates: pd.DataFrame, period: str = "follow
         change = (rr["estimate"] - 1) * 100
         direction = "fewer" if change < 0 else "more"
         out.append(
-            f"{_label(outcome)}: {t['rate']:,.1f} per 1,000 member-months with self-help referral "
-            f"vs {c['rate']:,.1f} without, {abs(diff['estimate']):,.1f} {direction} per 1,000 "
-            f"member-months (95% CI {diff['ci_low']:,.1f} to {diff['ci_high']:,.1f}); "
+            f"{_outcome_label(outcome, spec)}: {t['rate']:,.1f} per 1,000 member-months with "
+            f"self-help referral vs {c['rate']:,.1f} without, {abs(diff['estimate']):,.1f} "
+            f"{direction} per 1,000 member-months (95% CI {diff['ci_low']:,.1f} to {diff['ci_high']:,.1f}); "
             f"rate ratio {rr['estimate']:.2f} (95% CI {rr['ci_low']:.2f} to {rr['ci_high']:.2f}).")
     return out
 
@@ -198,17 +199,20 @@ def mental_health_concepts(concepts: pd.DataFrame | None, mode: str = "claims"):
     return table(concepts)
 
 
-def family_choice(adjusted) -> pd.DataFrame:
-    """The model comparison behind each outcome's choice of count family."""
-    parts = [c.comparison.assign(outcome=_label(o)) for o, c in adjusted.choices.items()]
+def family_choice(adjusted, spec=None) -> pd.DataFrame:
+    """The model comparison behind each outcome's choice of count family (outcomes named
+    by ``spec``)."""
+    parts = [c.comparison.assign(outcome=_outcome_label(o, spec))
+             for o, c in adjusted.choices.items()]
     t = pd.concat(parts, ignore_index=True)
     return t[["outcome", "family", "loglik", "n_params", "aic", "delta_aic", "note"]].round(1)
 
 
-def effects_table(records: pd.DataFrame) -> pd.DataFrame:
-    """Effect records (results vocabulary) with readable labels and intervals."""
+def effects_table(records: pd.DataFrame, spec=None) -> pd.DataFrame:
+    """Effect records (results vocabulary) with readable labels (outcomes named by
+    ``spec``) and intervals."""
     r = records.copy()
-    r["outcome"] = r["outcome"].map(_label)
+    r["outcome"] = [_outcome_label(o, spec) for o in r["outcome"]]
     r["95% CI"] = [f"{lo:,.3g} to {hi:,.3g}" for lo, hi in zip(r["ci_low"], r["ci_high"])]
     r["p"] = [_cell(p, "p") for p in r["p_value"]]
     keep = ["outcome", "scale", "estimate", "95% CI", "p"]
@@ -219,8 +223,9 @@ def effects_table(records: pd.DataFrame) -> pd.DataFrame:
     return r[keep].round({"estimate": 3})
 
 
-def methods_table(comparison: pd.DataFrame) -> pd.DataFrame:
-    """Ratios by outcome and method side by side, as 'ratio (low-high)'."""
+def methods_table(comparison: pd.DataFrame, spec=None) -> pd.DataFrame:
+    """Ratios by outcome and method side by side, as 'ratio (low-high)' (outcomes named
+    by ``spec``)."""
     c = comparison.copy()
     c["value"] = [f"{v:.2f} ({lo:.2f}-{hi:.2f})" for v, lo, hi in
                   zip(c["ratio"], c["ci_low"], c["ci_high"])]
@@ -230,7 +235,7 @@ def methods_table(comparison: pd.DataFrame) -> pd.DataFrame:
     wide = wide[order]
     if "true_ratio" in c:
         wide["true effect (synthetic data)"] = c.groupby("outcome", sort=False)["true_ratio"].first()
-    wide.index = [_label(o) for o in wide.index]
+    wide.index = [_outcome_label(o, spec) for o in wide.index]
     wide.columns.name = None
     return wide
 
@@ -380,10 +385,11 @@ def readable(df: pd.DataFrame, *, spec=None, hide=(), money_columns=(), labels=N
     return out.reset_index(drop=True)
 
 
-def _outcome_label(name, spec) -> str:
+def _outcome_label(name, spec=None) -> str:
+    """An outcome as a table shows it: the spec's label (else the built-in one) with a
+    capital, or the name in words when neither knows it."""
     if (spec is not None and name in spec.outcomes) or name in CLAIMS_OUTCOMES:
-        label = outcome_label(name, spec)
-        return label[:1].upper() + label[1:]
+        return outcome_title(name, spec)
     return words(name)
 
 

@@ -144,6 +144,13 @@ def outcome_label(outcome: str, spec: AnalysisSpec | None = None) -> str:
     return d.label if d is not None else str(outcome).replace("_", " ")
 
 
+def outcome_title(outcome: str, spec: AnalysisSpec | None = None) -> str:
+    """:func:`outcome_label` with a capital first letter: an outcome as a chart's title,
+    axis or legend entry, or as a table's row name."""
+    label = outcome_label(outcome, spec)
+    return label[:1].upper() + label[1:]
+
+
 @dataclass(frozen=True)
 class ModelFrame:
     """Rows ready for a model: the frame with any ``log1p_*`` columns added, the formula

@@ -49,7 +49,7 @@ from ..data.contract import CATEGORIES
 from ..errors import DataDroppedWarning, DataValidationError, ParamsError
 from ..models.its import its, its_plot
 from ..utilization import VISIT_COLUMNS
-from .plots import OUTCOME_LABELS
+from .spec import outcome_title
 
 __all__ = ["monthly_rates_sql", "monthly_rates", "small_months", "seasonal_default",
            "fit_its", "ITSAnalysis", "effects_table", "headline", "findings",
@@ -216,15 +216,15 @@ class ITSAnalysis:
     effects: pd.DataFrame
     left_out: pd.DataFrame
 
-    def plot(self, which: str = "controlled", ax=None):
-        """:func:`evalkit.models.its.its_plot` of one fit (``controlled`` or ``single``)."""
+    def plot(self, which: str = "controlled", ax=None, spec=None):
+        """:func:`evalkit.models.its.its_plot` of one fit (``controlled`` or ``single``),
+        its axis naming the outcome with ``spec``'s label (the run's analysis spec)."""
         res = self.controlled if which == "controlled" and self.controlled is not None \
             else self.single
         ax = its_plot(res, ax=ax)
         ax.set_xlabel("months from the index date (0 = first month after)")
         outcome = res.formula.split(" ~ ")[0]
-        label = OUTCOME_LABELS.get(outcome, outcome.replace("_", " "))
-        ax.set_ylabel(f"{label} per 1,000 member-months")
+        ax.set_ylabel(f"{outcome_title(outcome, spec)} per 1,000 member-months")
         return ax
 
 

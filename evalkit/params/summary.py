@@ -18,6 +18,8 @@ RATIO_MEASURES = ("RR", "OR", "IRR", "ROM")
 MEASURE_NEEDS = {"RR": ("n", "events"), "OR": ("n", "events"), "RD": ("n", "events"),
                  "MD": ("n", "mean", "sd"), "SMD": ("n", "mean", "sd"),
                  "ROM": ("n", "mean", "sd"), "IRR": ("events", "person_time")}
+#: Measures computed from each arm's mean and SD (the only ones an assumed SD can enter).
+SD_MEASURES = tuple(m for m, needs in MEASURE_NEEDS.items() if "sd" in needs)
 
 
 def _round_half_up(x: float) -> int:
@@ -105,7 +107,8 @@ class StudyFigures(_Strict):
     reported: ReportedEffect | None = Field(None, description="the effect as published, when "
                                             "per-arm figures are not available")
     sd_assumed: bool = Field(False, description="the SDs are not published and the values "
-                             "given are assumptions; the synthesis workbook shows how the "
+                             "given are assumptions (MD, SMD, ROM from per-arm figures only: "
+                             "no other effect uses an SD); the synthesis workbook shows how the "
                              "result moves when they are scaled (summary.sd_sensitivity)")
 
     @model_validator(mode="after")
@@ -118,7 +121,7 @@ class StudyFigures(_Strict):
             r = self.reported
             if self.measure in RATIO_MEASURES and (r.estimate <= 0 or (r.ci_low or 1) <= 0):
                 raise ValueError(f"{who}: a {self.measure} and its interval must be > 0")
-            return self
+            return self._no_sd_assumed_unless_used(who, "a reported effect")
         missing = [a for a in ("treated", "control") if getattr(self, a) is None]
         if missing:
             raise ValueError(f"{who}: the {' and '.join(missing)} arm is missing; give both "
@@ -137,6 +140,16 @@ class StudyFigures(_Strict):
             if self.measure == "ROM" and fig.mean <= 0:
                 raise ValueError(f"{who}: a ratio of means needs positive means "
                                  f"({arm}.mean = {fig.mean:g})")
+        return self._no_sd_assumed_unless_used(who, f"{self.measure} ({', '.join(needs)})")
+
+    def _no_sd_assumed_unless_used(self, who: str, uses: str):
+        """An assumed SD only enters MD, SMD and ROM from per-arm figures: elsewhere
+        ``sd_assumed`` would claim an assumption the result does not rest on."""
+        if self.sd_assumed and (self.measure not in SD_MEASURES or self.reported is not None):
+            raise ValueError(f"{who}: sd_assumed applies only to {', '.join(SD_MEASURES)} "
+                             f"computed from each arm's mean and SD, and {uses} uses no SD; "
+                             "remove sd_assumed (for a reported effect, say what was assumed "
+                             "in reported.assumed)")
         return self
 
 
