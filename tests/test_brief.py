@@ -191,13 +191,13 @@ def test_public_brief_suppresses_small_cells(run, tmp_path):
                 for tr in tab.select("tbody tr")]
     util = rows("estimates-utilization")
     er = [r for r in util if r["outcome"] == "ER visits"]
-    assert er and all(r["n self-help"] == "*" and r["estimate"] == "*" for r in er)
+    assert er and all(r["n self-help referral"] == "*" and r["estimate"] == "*" for r in er)
     assert all(r["n comparison"] == "*" for r in er)             # complementary
     rate = next(r for r in rows("rates") if r["outcome"] == "inpatient days"
                 and r["period"] == "follow-up")
-    assert rate["self-help referral"] == "*"
+    assert rate["Self-help referral"] == "*"
     rare = next(r for r in rows("table1") if r["characteristic"] == "rare condition")
-    assert rare["self-help referral"] == "*" and rare["SMD"] == "*"
+    assert rare["Self-help referral"] == "*" and rare["SMD"] == "*"
     surv = rows("survival")[0]
     assert surv["n events"] == "*" and surv["n at risk"] == "*"
     text = pdf_text(folder / "brief.pdf")

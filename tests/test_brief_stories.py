@@ -249,3 +249,39 @@ def test_referral_advice_only_for_a_study_of_self_help_referral():
     other = build_context(handbook, _claims_params(), audience="clearinghouse")
     assert other["guidance"] == []
     assert "referral" not in " ".join(f.text for f in other["findings"])
+
+
+def _research_tables(res) -> dict:
+    """The research brief's tables of a run, by key (built again from its results)."""
+    ctx = build_context(res, res["run"]["params"], "research")
+    return {t.key: t for t in ctx["tables"]}
+
+
+def test_research_tables_name_the_trials_arms_unit_and_outcome(trial):
+    res, _ = trial
+    tabs = _research_tables(res)
+    study, spec = res["spec"]["study"], res["spec"]["outcomes"]["survival_months"]
+    arms = tuple(a[:1].upper() + a[1:] for a in (study["intervention"], study["comparison"]))
+    assert tabs["cohort"].title == "Women compared"
+    assert list(tabs["cohort"].frame["group"]) == [*arms, "Total"]
+    assert tabs["table1"].title == "Before randomization: how the groups differed"
+    assert list(tabs["table1"].frame.columns) == ["characteristic", *arms, "SMD"]
+    est = tabs["estimates.survival"].frame
+    assert set(est["outcome"]) == {spec["label"]}
+    assert f"difference ({spec['unit']})" in set(est["scale"])
+    assert {"n randomized to weekly support groups", "n randomized to the control arm"} \
+        <= set(est.columns)
+    shown = " ".join(" ".join(map(str, [t.title, *t.frame.columns, *t.frame.to_numpy().ravel()]))
+                     for t in tabs.values())
+    for untrue in ("self-help", "referral", "referred", "ER visit", "member"):
+        assert untrue not in shown, untrue
+
+
+def test_research_tables_of_groups_name_the_contrast_not_two_arms(groups):
+    res, _ = groups
+    est = _research_tables(res)["estimates.group_comparison"].frame
+    labels = {o["label"] for o in res["spec"]["outcomes"].values()}
+    assert set(est["outcome"]) <= labels
+    contrasts = [e["contrast"] for e in res["estimates"] if e["workbook"] == "group_comparison"]
+    assert list(est["compared"]) == contrasts
+    assert not any("self-help" in c or "comparison" in c.lower() for c in est.columns)

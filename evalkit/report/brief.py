@@ -306,29 +306,27 @@ def build_context(results: dict, params, audience: str | None = None) -> dict:
     kw = {"public": public, "min_cell": min_cell}
     # summary mode: the group sizes belong to different published studies; none is "the"
     # cohort. Counts shown in several tables are suppressed together (an arm's size, its n)
-    arms = (("Self-help referral", "Comparison") if st.default_arms else
-            (f"{st.intervention[:1].upper()}{st.intervention[1:]}",
-             f"{st.comparison[:1].upper()}{st.comparison[1:]}"))
+    arms = st.arms
     no_cohort = p.mode == "summary" or st.shape == "k_groups"
     linked = {} if no_cohort else tables.linked_cells(results, est_all, audience=audience, **kw)
     cohort = None if no_cohort else tables.cohort_table(
         results, est_all, hide=linked.get("cohort", ()), arms=arms, unit=st.unit, **kw)
     tabs = [cohort]
     if audience in ("hmo", "research"):
-        tabs.append(tables.rates_table(results, audience, labels=tuple(a.lower() for a in arms),
-                                       **kw))
+        tabs.append(tables.rates_table(results, audience, study=st, **kw))
         tabs.append(tables.headline_table(results, audience))
     if audience == "hmo":
         tabs.append(tables.budget_table(budget_rows(est)))
     if audience == "research":
-        tabs.append(tables.table1(results, **kw))
+        tabs.append(tables.table1(results, study=st, **kw))
         tabs.append(tables.model_choice_table(results))
-        tabs.append(tables.survival_table(results, hide=linked.get("survival", ()), **kw))
+        tabs.append(tables.survival_table(results, hide=linked.get("survival", ()), study=st,
+                                          **kw))
         tabs.append(tables.sensitivity_table(results))
         for name, rows in (results.get("tables") or {}).items():
             if any(w in name for w in tables.SENSITIVITY_WORDS):
                 tabs.append(tables.generic_table(name, rows, **kw))
-        tabs.extend(tables.estimate_tables(est_all, audience, linked=linked, **kw))
+        tabs.extend(tables.estimate_tables(est_all, audience, linked=linked, study=st, **kw))
         tabs.append(tables.budget_table(budget_rows(est)))
     if audience == "clearinghouse":
         tabs.append(tables.headline_table(results, audience))

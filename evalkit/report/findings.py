@@ -30,27 +30,18 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from ..analysis.spec import CLAIMS_OUTCOMES, CLAIMS_TIME_OUTCOMES
+from ..analysis.spec import CLAIMS_TIME_OUTCOMES
 from ..results import PRIMARY_ORDER
 from .story import ANALYSIS_LABELS, Study, article
 
 AUDIENCES = ("hmo", "research", "clearinghouse")
 
-#: outcome -> (short label, plain label, unit noun), from the spec's one table of labels
-OUTCOMES = {n: (d.label, d.plain, "" if d.kind == "time_to_event" else d.unit)
-            for n, d in {**CLAIMS_OUTCOMES, **CLAIMS_TIME_OUTCOMES}.items()}
 #: time-to-event outcome -> what happens (brief words, plain words), from the spec
 EVENTS = {n: d.event for n, d in CLAIMS_TIME_OUTCOMES.items() if d.event}
 RATIO_SCALES = ("rate_ratio", "hazard_ratio", "ratio", "odds_ratio")
 VALUE_SCALES = ("net_savings_per_member", "roi", "benefit_cost_ratio", "probability_cost_saving")
 #: Analyses told apart from an outcome's comparisons (their own findings).
 APART = ("budget", "power", "valuation", "projection", "descriptive")
-
-
-def outcome_label(outcome: str, audience: str = "hmo") -> str:
-    """A readable name for an outcome (the column name, spaced, when unknown)."""
-    short, plain, _ = OUTCOMES.get(outcome, (str(outcome).replace("_", " "),) * 2 + ("",))
-    return plain if audience == "clearinghouse" else short
 
 
 def _finite(x) -> bool:

@@ -137,6 +137,26 @@ class Study:
             return "referred member"
         return f"{self.one} {self.intervention}"
 
+    @property
+    def arms(self) -> tuple[str, str]:
+        """The two arms as a table names them: ('Self-help referral', 'Comparison') for the
+        claims default, else the spec's intervention and comparison, capitalized (in a
+        comparison of several groups: the first and second group a contrast names)."""
+        if self.default_arms:
+            return ("Self-help referral", "Comparison")
+        if self.shape == "k_groups":
+            return ("First named", "Second named")
+        if not (self.intervention and self.comparison):
+            return ("Intervention arm", "Comparison arm")
+        return (_cap(self.intervention), _cap(self.comparison))
+
+    @property
+    def before(self) -> str:
+        """When the arms' characteristics were measured, in a table's title."""
+        if self.default_arms:
+            return "Before referral"
+        return "Before randomization" if self.randomized else "At the start"
+
     def label(self, outcome: str, audience: str = "hmo") -> str:
         """The outcome's name for readers (spec label, or plain words for a lay brief)."""
         short, plain, _ = self.outcomes.get(outcome, (str(outcome).replace("_", " "),) * 2
@@ -147,6 +167,10 @@ class Study:
         return self.outcomes.get(outcome, ("", "", ""))[2]
 
 
+def _cap(s: str) -> str:
+    return s[:1].upper() + s[1:]
+
+
 def _spec_outcomes(spec: dict | None) -> dict:
     out = {n: (d.label, d.plain, d.unit)
            for n, d in {**CLAIMS_OUTCOMES, **CLAIMS_TIME_OUTCOMES}.items()}
@@ -154,6 +178,12 @@ def _spec_outcomes(spec: dict | None) -> dict:
         out[n] = (o.get("label") or n, o.get("plain") or o.get("label") or n,
                   o.get("unit") or "")
     return out
+
+
+#: The study a claims run tells when its spec names nothing else: the default arms.
+CLAIMS_STUDY = Study(shape="two_arm", mode="claims", intervention=DEFAULT_ARMS[0],
+                     comparison=DEFAULT_ARMS[1], unit="members", randomized=False,
+                     outcomes=_spec_outcomes(None))
 
 
 def shape_of(analyses: set, p, spec_outcomes: dict) -> str:
