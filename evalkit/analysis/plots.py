@@ -350,12 +350,13 @@ def sd_sensitivity_plot(table: pd.DataFrame, ax=None):
     return ax
 
 
-def nmb_plot(curve: pd.DataFrame, ax=None):
-    """Net monetary benefit per referred member against willingness to pay per ER visit
-    averted: the line at the estimates and the 95% band of the PSA draws.
+def nmb_plot(curve: pd.DataFrame, per: str = "per visit avoided", ax=None):
+    """Net monetary benefit per referred member against willingness to pay for the
+    effect: the line at the estimates and the 95% band of the PSA draws.
 
-    ``curve`` is :meth:`evalkit.analysis.valuation.Valuation.nmb_curve`. Above zero the programme
-    is worth its cost at that price of an ER visit averted.
+    ``curve`` is :meth:`evalkit.analysis.valuation.Valuation.nmb_curve`; ``per`` names
+    the effect's unit (``Valuation.words.per``: 'per visit avoided'). Above zero the
+    program is worth its cost at that price of the effect.
     """
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 3.8))
@@ -363,7 +364,7 @@ def nmb_plot(curve: pd.DataFrame, ax=None):
                     alpha=0.5, label="95% of simulations")
     ax.plot(curve["wtp"], curve["nmb"], color="#2166ac", lw=2, label="at the estimates")
     ax.axhline(0, color="grey", lw=0.8)
-    ax.set_xlabel("value the plan puts on one ER visit averted ($)")
+    ax.set_xlabel(f"value the plan puts on one unit of effect, $ {per}")
     ax.set_ylabel("net monetary benefit per referred member ($)")
     ax.legend(frameon=False, fontsize=8)
     ax.spines[["top", "right"]].set_visible(False)

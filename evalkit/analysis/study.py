@@ -53,7 +53,7 @@ from .outcomes import (
 from .planning import plan_study
 from .readmission import readmission_effects
 from .spec import AnalysisSpec
-from .valuation import er_effect, joint_bootstrap, value_program
+from .valuation import ER_WORDS, EffectWords, er_effect, joint_bootstrap, value_program
 
 
 def _spell_end_sql(relation: str, anchor: str) -> str:
@@ -260,7 +260,7 @@ class Study:
         section (see :func:`evalkit.analysis.valuation.value_program`).
 
         With ``effect`` (default) and ER visits among the outcomes, the effectiveness
-        measure is ER visits averted per referred member per year from the adjusted count
+        measure is ER visits avoided per referred member per year from the adjusted count
         model (the estimate on the same design as the two-part cost model the saving comes
         from); with ``econ.joint_replicates`` > 0 both models are refitted on the same
         bootstrap resamples so the PSA draws saving and effect jointly.
@@ -283,7 +283,8 @@ class Study:
                                         self.params.seed, progress=progress, count_outcome=er,
                                         cost_outcome=self.cost_outcome())
         return value_program(cost.effects, econ, referred, self.params.windows.followup_days,
-                             self.params.seed, effect=eff, joint=joint)
+                             self.params.seed, effect=eff, joint=joint,
+                             words=EffectWords.of(self.spec.outcomes[er]) if eff else ER_WORDS)
 
     def plan_study(self):
         """Study planning from the params' ``planning`` section (see
