@@ -251,6 +251,39 @@ def test_referral_advice_only_for_a_study_of_self_help_referral():
     assert "referral" not in " ".join(f.text for f in other["findings"])
 
 
+
+def _advice(estimate: float, good: str | None = None) -> str:
+    """The clearinghouse guidance for one clear ER rate ratio (95% CI estimate -/+ 0.08),
+    with the spec's good direction of ER visits when ``good`` is given."""
+    rec = {"workbook": "utilization", "contrast": "self_help vs control", "estimand": "ATE",
+           "method": "negative binomial", "std_error": 0.04, "p_value": 0.001,
+           "n_treated": 400, "n_control": 600, "analysis": "adjusted", "model": "count",
+           "family": "negbin", "adjusted_for": ["age_at_index"], "primary": True,
+           "outcome": "er_visits", "scale": "rate_ratio", "estimate": estimate,
+           "ci_low": estimate - 0.08, "ci_high": estimate + 0.08}
+    results = {"estimates": [rec], "tables": {}, "run": {}}
+    if good:
+        results["spec"] = {"study": {"intervention": story.DEFAULT_ARMS[0],
+                                     "comparison": story.DEFAULT_ARMS[1]},
+                           "outcomes": {"er_visits": {"label": "ER visits", "good": good}}}
+    return " ".join(build_context(results, _claims_params(), "clearinghouse")["guidance"])
+
+
+def test_referral_advice_reads_the_direction_from_the_record_and_the_spec():
+    """Fewer ER visits is better by default: a clear drop is advice for referral, a clear
+    rise is not, and where the spec says more is good the same drop counts as worse. The
+    words of the finding play no part (the records decide)."""
+    down, up = _advice(0.82), _advice(1.25)
+    assert ("emergency-room visits came out lower with self-help referral, the way the "
+            "study counts as better") in down
+    assert ("emergency-room visits came out higher with self-help referral, the way the "
+            "study counts as worse; referral should not be justified by savings") in up
+    assert "do not show a clear change" not in down + up
+    flipped = _advice(0.82, good="higher")
+    assert "came out lower with self-help referral, the way the study counts as worse" in flipped
+    assert "do not show a clear change" in _advice(0.95)      # interval 0.87 to 1.03
+
+
 def _research_tables(res) -> dict:
     """The research brief's tables of a run, by key (built again from its results)."""
     ctx = build_context(res, res["run"]["params"], "research")

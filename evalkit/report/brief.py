@@ -66,6 +66,7 @@ from .findings import (
     analysis_tag,
     budget_rows,
     comparable,
+    direction,
     key_findings,
     primary_estimates,
 )
@@ -165,9 +166,9 @@ def _ratio_chart(e: pd.DataFrame, audience: str, st: story.Study):
         for outcome, s in primary_estimates(e, st.primary).items():
             for scale in RATIO_SCALES:
                 if scale in s:
-                    label = st.label(outcome, audience).replace(
-                        "visits to outpatient mental-health services",
-                        "outpatient mental-health visits")
+                    label = st.label(outcome, audience)
+                    if len(label) > 40:         # a long plain label: the spec's short one
+                        label = st.label(outcome)
                     rows.append({"label": label[:40], **s[scale]})
                     break
     rows = [r for r in rows if r["estimate"] is not None and r["estimate"] > 0]
@@ -191,17 +192,22 @@ def _ratio_chart(e: pd.DataFrame, audience: str, st: story.Study):
             "caption": caption}
 
 
-def _savings_chart(results: dict, e: pd.DataFrame, audience: str, st: story.Study):
+#: The savings chart's bars: the headline's quantity -> its label (the axis says per whom;
+#: {h} is the horizon).
+_SAVINGS_BARS = {"gross_savings": "gross savings per year", "program_cost": "program cost over {h}",
+                 "net_savings": "net savings over {h}"}
+
+
+def _savings_chart(results: dict, e: pd.DataFrame, audience: str, st: story.Study,
+                   horizon_years: float):
     rows = []
     head = (results.get("tables") or {}).get("cost_benefit.headline") or []
     for r in head:
-        f = str(r.get("figure", ""))
-        if r.get("estimate") is not None and r.get("quantity") in (
-                "gross_savings", "program_cost", "net_savings"):
-            rows.append({"label": f.replace(" per referred member", "")
-                         .replace(" (incl. start-up share)", "")[:40],
-                         "estimate": r["estimate"], "ci_low": r.get("ci_low"),
-                         "ci_high": r.get("ci_high")})
+        if r.get("estimate") is not None and r.get("quantity") in _SAVINGS_BARS:
+            h = f"{horizon_years:g} year" + ("" if horizon_years == 1 else "s")
+            rows.append({"label": _SAVINGS_BARS[r["quantity"]].format(h=h),
+                         "estimate": r["estimate"],
+                         "ci_low": r.get("ci_low"), "ci_high": r.get("ci_high")})
     if not rows and not e.empty:
         ns = e[e["scale"] == "net_savings_per_member"]
         for r in ns.head(1).to_dict("records"):
@@ -217,10 +223,13 @@ def _savings_chart(results: dict, e: pd.DataFrame, audience: str, st: story.Stud
     return {"title": title, "svg": charts.to_svg(ax, title), "caption": cap}
 
 
-def _guidance(findings, audience: str, st: story.Study) -> list[str]:
+def _guidance(findings, audience: str, st: story.Study, e: pd.DataFrame) -> list[str]:
     """Advice on referral for a clearinghouse brief: only for a study of referral to
     self-help groups (the claims default arms, or published self-help figures in summary
-    mode); a study of another intervention gets none, since it would not be true of it."""
+    mode); a study of another intervention gets none, since it would not be true of it.
+    Whether use of care went the way the study counts as good is read from each clear
+    main result's record (:func:`direction`) and the spec's good direction of its
+    outcome, never from the finding's words."""
     if (audience != "clearinghouse" or st.shape in ("planning", "survey", "k_groups")
             or not (st.default_arms or st.mode == "summary")):
         return []
@@ -235,13 +244,24 @@ def _guidance(findings, audience: str, st: story.Study) -> list[str]:
                            f"These data do not show a clear difference in "
                            f"{f.label.lower()}.")
     else:
-        use = [f for f in findings if f.topic == "use" and f.role == "main"]
-        fewer = [f for f in use if f.clear and any(w in f.text for w in (" fewer ", " less ",
-                                                                          " lower "))]
-        if fewer:
-            out.append(f"In these data, use of care was lower {st.versus} on at least one "
-                       "measure, and the whole range of plausible values points that way.")
-        else:
+        main = primary_estimates(e, st.primary) if not e.empty else {}
+        went: dict = {"better": {}, "worse": {}}
+        for f in findings:
+            if f.topic == "use" and f.role == "main" and f.clear:
+                way, good = direction(main.get(f.outcome, {})), st.good_of(f.outcome)
+                if way and good:
+                    went["better" if way == good else "worse"][st.label(f.outcome,
+                                                                        audience)] = way
+        for kind, words in went.items():
+            if words:
+                moved = " and ".join(dict.fromkeys(words.values()))
+                out.append(f"In these data, {story.listed(list(words))} came out {moved} "
+                           f"{st.versus}, "
+                           + ("the way the study counts as better; the whole range of "
+                              "plausible values points that way." if kind == "better" else
+                              "the way the study counts as worse; referral should not be "
+                              "justified by savings."))
+        if not (went["better"] or went["worse"]):
             out.append("These data do not show a clear change in professional care; referral "
                        "can still be offered for the support it gives, but should not be "
                        "justified by savings alone.")
@@ -332,7 +352,8 @@ def build_context(results: dict, params, audience: str | None = None) -> dict:
         tabs.append(tables.headline_table(results, audience))
     tabs = [t for t in tabs if t is not None and not t.frame.empty]
     chart_list = [c for c in (_ratio_chart(est, audience, st),
-                              _savings_chart(results, est, audience, st))
+                              _savings_chart(results, est, audience, st,
+                                             p.econ.horizon_years))
                   if c is not None]
     run = results.get("run") or {}
 
@@ -377,7 +398,7 @@ def build_context(results: dict, params, audience: str | None = None) -> dict:
         "charts": chart_list, "tables": tabs, "methods": story.methods(st, p, est_all, audience),
         "limitations": story.limitations(st, p, est_all, audience),
         "assumptions": story.assumptions(p, results, est_all),
-        "guidance": _guidance(findings, audience, st), "provenance": provenance,
+        "guidance": _guidance(findings, audience, st, est), "provenance": provenance,
         "notes": notes, "public": public, "min_cell": min_cell, "mode": p.mode,
         "cells_suppressed": cells, "estimates_withheld": withheld,
         "interval_words": ("range of plausible values" if audience == "clearinghouse"

@@ -312,6 +312,24 @@ def primary_estimates(estimates: pd.DataFrame, primary: dict | None = None) -> d
     return {o.outcome: o.main for o in outcome_results(estimates, primary)}
 
 
+#: Scales on which no difference is 0 (the ratio scales' is 1).
+DIFFERENCE_SCALES = ("difference", "rate_difference_per_1000_mm", "cost_difference",
+                     "pmpm_difference", "risk_difference")
+
+
+def direction(main: dict) -> str | None:
+    """Which way an outcome's main result went: ``lower`` or ``higher`` in the
+    intervention arm, from its record (a ratio against 1, else a difference against 0),
+    or None when it has neither or sits exactly on no difference. ``main`` is one
+    outcome's ``{scale: record}`` (:func:`primary_estimates`)."""
+    for scales, null in ((RATIO_SCALES, 1.0), (DIFFERENCE_SCALES, 0.0)):
+        for scale in scales:
+            r = main.get(scale)
+            if r is not None and _finite(r.get("estimate")) and r["estimate"] != null:
+                return "lower" if r["estimate"] < null else "higher"
+    return None
+
+
 def budget_rows(estimates: pd.DataFrame) -> pd.DataFrame:
     """Budget-impact records (analysis ``budget``), one per year and scale."""
     if estimates.empty or "analysis" not in estimates:
