@@ -538,8 +538,8 @@ def assumptions(p, results: dict, e: pd.DataFrame) -> list[str]:
                  "facilitation": "facilitation per referred member",
                  "materials": "materials per referred member",
                  "fixed_startup": "start-up"}
-        listed = listed([f"${float(v):,.0f} {words.get(k, k)}" for k, v in costs.items()])
+        given = listed([f"${float(v):,.0f} {words.get(k, k)}" for k, v in costs.items()])
         out.append(f"Assumed program costs: the params do not give them, so evalkit's defaults "
-                   f"are used ({listed}); the net savings and budget figures rest on them. "
+                   f"are used ({given}); the net savings and budget figures rest on them. "
                    "Set the econ costs to the program's own.")
     return out
