@@ -65,15 +65,22 @@ def rate_plot(rates: pd.DataFrame, outcomes: list[str] | None = None, by: str = 
 
 
 def attrition_plot(attrition: pd.DataFrame, ax=None):
-    """Horizontal bars of members kept at each cohort step, by arm."""
+    """Horizontal bars of members kept at each cohort step, by arm. A count hidden in a
+    public run (NaN: a small cell, :func:`evalkit.analysis.study.public_attrition`) is
+    not drawn, and a note under the axis says so."""
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 0.6 + 0.55 * len(attrition)))
     y = np.arange(len(attrition))[::-1]
     left = np.zeros(len(attrition))
+    hidden = False
     for arm in ("self_help", "control"):
-        counts = attrition[f"{arm}_members"]
+        counts = attrition[f"{arm}_members"].astype(float)
+        hidden |= bool(counts.isna().any())
         ax.barh(y, counts, left=left, color=ARM_COLORS[arm], label=ARM_LABELS[arm])
-        left = left + counts.to_numpy()
+        left = left + counts.fillna(0).to_numpy()
+    if hidden:
+        ax.text(0, -0.5 / len(attrition) - 0.25, "A count hidden to protect a small number "
+                "of members is not drawn.", transform=ax.transAxes, fontsize=8, va="top")
     ax.set_yticks(y, attrition["step"])
     ax.set_xlabel("members")
     ax.xaxis.set_major_formatter(ticker.StrMethodFormatter("{x:,.0f}"))
