@@ -32,8 +32,9 @@ through :func:`evalkit.privacy.suppress`; estimates resting on fewer than ``min_
 members in a group are left out of the sentences and charts; a results table with a
 member-level column (``member_id`` ...) makes the brief refuse to render; and the
 rendered files are scanned (:func:`evalkit.privacy.scan_outputs`, with the run's member
-ids when its working database is there) before they replace any earlier brief. A brief
-that fails the scan is not written.
+ids and dates of service from its working database) before they replace any earlier
+brief. A brief that fails the scan is not written, nor is a public brief of member-level
+data whose working database cannot be read (a run folder copied without ``work/``).
 """
 from __future__ import annotations
 
@@ -449,13 +450,26 @@ def _read_json(path: Path, what: str) -> dict:
         raise BriefError(f"{path} is not valid JSON ({err}); re-run the analysis") from None
 
 
-def _run_scan_targets(run_dir: Path) -> dict:
-    """What the pre-publication scan looks for (:func:`evalkit.prepare.scan_targets`), or
-    nothing when the working database cannot be read (summary mode, a copied folder)."""
+def _run_scan_targets(run_dir: Path, mode: str) -> dict:
+    """What the pre-publication scan of a public brief looks for
+    (:func:`evalkit.prepare.scan_targets`: the run's member ids and dates of service,
+    from its working database).
+
+    A summary-mode run holds published figures only, so without its database there is
+    nothing of a member's to look for. Any other run whose database cannot be read (a
+    run folder copied without ``work/``) cannot be checked, and a public brief is not
+    made from it unchecked: :class:`BriefError` says why and what to do."""
     try:
         return scan_targets(run_dir)
-    except Exception:  # noqa: BLE001 - no database (summary mode, a copied run folder)
-        return {}
+    except Exception as err:  # noqa: BLE001 - any reason the database cannot be read
+        if mode == "summary":
+            return {}
+        raise BriefError(
+            f"the public brief was not written: its check for member ids and dates of "
+            f"service needs the run's working database ({run_dir / 'work'}), which cannot "
+            f"be read ({type(err).__name__}: {err}). Make the public brief in the run "
+            "folder that holds work/ (the --out of `evalkit run`), or copy work/ with it; "
+            "an internal brief (report.public: false) needs no database.") from None
 
 
 def write_brief(run_dir: str | Path, *, audience: str | None = None, results: dict | None = None,
@@ -474,7 +488,8 @@ def write_brief(run_dir: str | Path, *, audience: str | None = None, results: di
         one it is assembling).
     params : validated params; default: read ``params.json``.
     member_ids : ids the public brief is scanned for; default: read from the run's
-        working database when it is there (with its dates of service).
+        working database (with its dates of service). A public brief of a run with
+        member-level data whose database cannot be read is refused (BriefError).
     secrets : strings the public brief must not hold (the run's redacted secrets); with
         them the brief's scan is the whole pre-publication check of its two files, and
         the run's scan of the folder does not read them again.
@@ -486,7 +501,8 @@ def write_brief(run_dir: str | Path, *, audience: str | None = None, results: di
     Raises
     ------
     BriefError
-        Missing or failed run, unknown audience, or a rendering failure.
+        Missing or failed run, unknown audience, a rendering failure, or a public brief
+        of member-level data whose working database cannot be read for its scan.
     DisclosureError
         Public brief only: member-level data in results.json, or the rendered brief
         holds member ids or small counts (nothing is written then).
@@ -524,7 +540,7 @@ def write_brief(run_dir: str | Path, *, audience: str | None = None, results: di
             raise BriefError(f"printing brief.pdf failed: {type(err).__name__}: {err}") from err
         if context["public"]:
             targets = ({"member_ids": member_ids} if member_ids is not None
-                       else _run_scan_targets(run_dir))
+                       else _run_scan_targets(run_dir, context["mode"]))
             report = scan_outputs(partial, min_cell=context["min_cell"], secrets=secrets,
                                   **targets)
             if not report.ok:
