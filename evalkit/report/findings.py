@@ -192,15 +192,16 @@ def analysis_tag(row) -> str:
 
 
 def comparable(estimates: pd.DataFrame) -> pd.DataFrame:
-    """Estimates that compare the arms in follow-up: baseline-period rows and per-arm
-    descriptive rows (e.g. the share without an ER visit in one arm) are left out."""
+    """Estimates that compare the arms in follow-up: baseline-period rows and descriptive
+    rows (analysis ``descriptive``: one arm's or one group's figure, e.g. the share
+    without an ER visit in one arm) are left out, by the records' fields."""
     if estimates.empty:
         return estimates
     e = estimates.copy()
     if "period" in e:
         e = e[e["period"].fillna("").astype(str) != "baseline"]
-    contrast = e["contrast"].fillna("").astype(str)
-    e = e[~contrast.str.endswith(" arm")]
+    if "analysis" in e:
+        e = e[e["analysis"].fillna("").astype(str) != "descriptive"]
     return e[e["estimate"].notna()]
 
 
@@ -450,7 +451,7 @@ def _time(outcome, s, st: Study, audience) -> tuple[str, bool] | None:
                 f"{ratio(hr['estimate'])}, 95% CI {ratio(hr['ci_low'])} to "
                 f"{ratio(hr['ci_high'])}).")
     rm = s.get("difference")
-    if rm is not None and str(rm.get("estimand", "")).startswith("difference in restricted"):
+    if rm is not None and _finite(rm.get("tau")):     # a restricted mean has its horizon
         unit = st.outcomes.get(outcome, ("", "", ""))[2] or ""
         tau = rm.get("tau")
         longer = lambda v: f"{num(v)} {unit}".strip()
