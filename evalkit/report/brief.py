@@ -195,8 +195,8 @@ def _ratio_chart(e: pd.DataFrame, audience: str, st: story.Study):
 
 #: The savings chart's bars: the headline's quantity -> its label (the axis says per whom;
 #: {h} is the horizon).
-_SAVINGS_BARS = {"gross_savings": "gross savings per year", "program_cost": "program cost over {h}",
-                 "net_savings": "net savings over {h}"}
+_SAVINGS_BARS = {"gross_savings": "gross savings per year",
+                 "program_cost": "program cost over {h}", "net_savings": "net savings over {h}"}
 
 
 def _savings_chart(results: dict, e: pd.DataFrame, audience: str, st: story.Study,

@@ -268,9 +268,10 @@ def estimate_tables(estimates: pd.DataFrame, audience: str, *, public: bool, min
                     primary_only: bool = False, linked: dict | None = None,
                     study: Study = CLAIMS_STUDY) -> list[BriefTable]:
     """One table of estimates per workbook: outcome (the spec's label), method, scale,
-    estimate, 95% CI, p, n per arm (named by the study's arms). When public, ``n_treated`` / ``n_control`` are suppressed and the
-    estimate, interval and p-value of a row with a hidden n are hidden with it; so are
-    the cells ``linked`` names (:func:`linked_cells`)."""
+    estimate, 95% CI, p, n per arm (named by the study's arms; a comparison of several
+    groups also names each row's contrast). When public, ``n_treated`` / ``n_control``
+    are suppressed and the estimate, interval and p-value of a row with a hidden n are
+    hidden with it; so are the cells ``linked`` names (:func:`linked_cells`)."""
     out = []
     for wb, g in _estimate_groups(estimates, primary_only):
         df, counts, derived = _estimate_frame(g)
