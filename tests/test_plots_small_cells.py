@@ -26,8 +26,18 @@ def _frame():
 
 
 def _drawn(ax) -> dict:
-    """Per legend label, the finite heights of the stairs drawn (NaN: not drawn)."""
-    return {p.get_label(): p.get_data().values for p in ax.patches}
+    """Per arm's legend label, the height drawn over each bin (NaN: not drawn); an arm's
+    outline is one stairs per run of bins shown, the first carrying the label."""
+    edges = np.unique(np.concatenate([p.get_data().edges for p in ax.patches]))
+    out, label = {}, None
+    for p in ax.patches:
+        own = p.get_label()
+        label = own if own and not own.startswith("_") else label
+        heights = out.setdefault(label, np.full(len(edges) - 1, np.nan))
+        e = p.get_data().edges
+        start = int(np.searchsorted(edges, e[0]))
+        heights[start:start + len(e) - 1] = p.get_data().values
+    return out
 
 
 def test_cost_histogram_hides_small_bins_and_their_complement():
@@ -47,7 +57,7 @@ def test_cost_histogram_hides_small_bins_and_their_complement():
     notes = [t.get_text() for t in ax.texts]
     assert any("fewer than 11 members is not drawn (2 not drawn)" in t for t in notes)
     # the bin edges are powers of ten apart, not any member's cost
-    edges = ax.patches[0].get_data().edges
+    edges = np.unique(np.concatenate([p.get_data().edges for p in ax.patches]))
     assert edges[0] == pytest.approx(100.0) and edges[-1] == pytest.approx(100000.0)
     plt.close("all")
 

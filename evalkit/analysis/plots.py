@@ -167,8 +167,12 @@ def cost_distribution_plot(frame: pd.DataFrame, outcome: str = "total_cost", ax=
         small_zero = min_cell and 0 < zero < min_cell
         note = "share with no cost not shown" if small_zero else \
             f"{zero / max(len(mine), 1):.0%} with no cost"
-        ax.stairs(share, edges, color=ARM_COLORS[arm], linewidth=1.8,
-                  label=f"{name} ({note})")
+        # one outline per run of bins shown, so a hidden bin is a gap, not a zero
+        shown = np.flatnonzero(~hide)
+        runs = np.split(shown, np.flatnonzero(np.diff(shown) > 1) + 1) if shown.size else []
+        for k, run in enumerate(runs):
+            ax.stairs(share[run], edges[run[0]:run[-1] + 2], color=ARM_COLORS[arm],
+                      linewidth=1.8, label=f"{name} ({note})" if k == 0 else None)
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(ticker.FuncFormatter(_dollars))
     ax.set_xlabel("follow-up cost per member (members with any cost; log scale)")
