@@ -21,7 +21,7 @@ from test_brief import pdf_text
 from evalkit.runner import run
 from evalkit.models.bootstrap import FAILED_SHARE_LIMIT
 from evalkit.params import validate
-from evalkit.report import build_context, findings, story
+from evalkit.report import build_context, findings, story, tables
 
 PARAMS = Path(__file__).resolve().parent.parent / "params"
 
@@ -318,3 +318,20 @@ def test_research_tables_of_groups_name_the_contrast_not_two_arms(groups):
     contrasts = [e["contrast"] for e in res["estimates"] if e["workbook"] == "group_comparison"]
     assert list(est["compared"]) == contrasts
     assert not any("self-help" in c or "comparison" in c.lower() for c in est.columns)
+
+
+def test_headline_figures_are_per_the_studys_own_unit():
+    """The value table names each figure by its quantity, per whom the study treated:
+    'referred member' only for the claims default arms."""
+    head = [{"figure": "gross savings per referred member per year", "estimate": 210.0,
+             "quantity": "gross_savings", "unit": "dollars"},
+            {"figure": "net savings per referred member over 1 year", "estimate": 54.0,
+             "quantity": "net_savings", "unit": "dollars"}]
+    results = {"tables": {"cost_benefit.headline": head}}
+    person = story.Study(shape="two_arm", mode="person", intervention="who joined a group",
+                         comparison="who did not", unit="patients", randomized=False)
+    got = list(tables.headline_table(results, "hmo", person, 2).frame["figure"])
+    assert got == ["gross savings per patient who joined a group per year",
+                   "net savings per patient who joined a group over 2 years"]
+    claims = list(tables.headline_table(results, "hmo", story.CLAIMS_STUDY, 1).frame["figure"])
+    assert claims == [h["figure"] for h in head]

@@ -335,7 +335,7 @@ def build_context(results: dict, params, audience: str | None = None) -> dict:
     tabs = [cohort]
     if audience in ("hmo", "research"):
         tabs.append(tables.rates_table(results, audience, study=st, **kw))
-        tabs.append(tables.headline_table(results, audience))
+        tabs.append(tables.headline_table(results, audience, st, p.econ.horizon_years))
     if audience == "hmo":
         tabs.append(tables.budget_table(budget_rows(est)))
     if audience == "research":
@@ -350,7 +350,7 @@ def build_context(results: dict, params, audience: str | None = None) -> dict:
         tabs.extend(tables.estimate_tables(est_all, audience, linked=linked, study=st, **kw))
         tabs.append(tables.budget_table(budget_rows(est)))
     if audience == "clearinghouse":
-        tabs.append(tables.headline_table(results, audience))
+        tabs.append(tables.headline_table(results, audience, st, p.econ.horizon_years))
     tabs = [t for t in tabs if t is not None and not t.frame.empty]
     chart_list = [c for c in (_ratio_chart(est, audience, st),
                               _savings_chart(results, est, audience, st,

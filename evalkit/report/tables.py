@@ -415,8 +415,23 @@ def survival_table(results: dict, *, public: bool, min_cell: int, hide=(),
                       numeric=("n at risk", "n events", share))
 
 
-def headline_table(results: dict, audience: str):
-    """The cost-benefit headline figures (dollars, shares: no counts of people)."""
+def _headline_figures(study: Study, horizon_years: float | None) -> dict:
+    """The headline's figures by quantity, per the study's own treated unit."""
+    per = f"per {study.per_treated}"
+    over = ("over the horizon" if horizon_years is None else
+            f"over {horizon_years:g} year" + ("" if horizon_years == 1 else "s"))
+    return {"gross_savings": f"gross savings {per} per year",
+            "program_cost": f"program cost {per} (incl. start-up share)",
+            "net_savings": f"net savings {per} {over}",
+            "roi": "return on investment",
+            "probability_cost_saving": "probability the program saves money"}
+
+
+def headline_table(results: dict, audience: str, study: Study = CLAIMS_STUDY,
+                   horizon_years: float | None = None):
+    """The cost-benefit headline figures (dollars, shares: no counts of people), named
+    by their ``quantity`` in the study's words (per whom, over which horizon); a figure
+    of another quantity keeps its recorded name."""
     rows = results.get("tables", {}).get("cost_benefit.headline") or []
     if not rows:
         return None
@@ -430,8 +445,10 @@ def headline_table(results: dict, audience: str):
             return ""
         return pct(v) if unit == "share" else money(v)
     units = h["unit"] if "unit" in h else ["dollars"] * len(h)
+    names = _headline_figures(study, horizon_years)
+    quantities = h["quantity"] if "quantity" in h else [None] * len(h)
     out = pd.DataFrame({
-        "figure": [str(f) for f in h["figure"]],
+        "figure": [names.get(q, str(f)) for q, f in zip(quantities, h["figure"])],
         "estimate": [fmt(u, v) for u, v in zip(units, h["estimate"])],
         iv: [("" if _missing(lo) or _missing(hi) else f"{fmt(u, lo)} to {fmt(u, hi)}")
              for u, lo, hi in zip(units, h.get("ci_low", [None] * len(h)),
