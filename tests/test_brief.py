@@ -37,9 +37,12 @@ def _results(run) -> dict:
     return json.loads(run.results_path.read_text())
 
 
-def _copy_run(run, dest: Path, results=None, params_update=None) -> Path:
-    """A run folder with results.json and params.json only (no working database)."""
+def _copy_run(run, dest: Path, results=None, params_update=None, work: bool = False) -> Path:
+    """A run folder with results.json and params.json only (no working database), or
+    with a copy of the run's ``work`` folder too (``work``)."""
     dest.mkdir(parents=True, exist_ok=True)
+    if work:
+        shutil.copytree(run.output_dir / "work", dest / "work")
     res = results if results is not None else _results(run)
     (dest / "results.json").write_text(json.dumps(res))
     p = json.loads((run.output_dir / "params.json").read_text())
@@ -169,7 +172,8 @@ def test_public_brief_suppresses_small_cells(run, tmp_path):
     suppression, the ER effect resting on 7 members is withheld, nothing small is left."""
     res = _plant_small_cells(_results(run))
     folder = _copy_run(run, tmp_path / "run", res,
-                       {"report": {"public": True, "audience": "research", "min_cell": 11}})
+                       {"report": {"public": True, "audience": "research", "min_cell": 11}},
+                       work=True)
     brief = write_brief(folder)
     assert brief.public and brief.audience == "research"
     planted = sum(e["n_treated"] == 7 for e in res["estimates"])
@@ -191,13 +195,13 @@ def test_public_brief_suppresses_small_cells(run, tmp_path):
                 for tr in tab.select("tbody tr")]
     util = rows("estimates-utilization")
     er = [r for r in util if r["outcome"] == "ER visits"]
-    assert er and all(r["n self-help"] == "*" and r["estimate"] == "*" for r in er)
+    assert er and all(r["n self-help referral"] == "*" and r["estimate"] == "*" for r in er)
     assert all(r["n comparison"] == "*" for r in er)             # complementary
     rate = next(r for r in rows("rates") if r["outcome"] == "inpatient days"
                 and r["period"] == "follow-up")
-    assert rate["self-help referral"] == "*"
+    assert rate["Self-help referral"] == "*"
     rare = next(r for r in rows("table1") if r["characteristic"] == "rare condition")
-    assert rare["self-help referral"] == "*" and rare["SMD"] == "*"
+    assert rare["Self-help referral"] == "*" and rare["SMD"] == "*"
     surv = rows("survival")[0]
     assert surv["n events"] == "*" and surv["n at risk"] == "*"
     text = pdf_text(folder / "brief.pdf")
@@ -208,6 +212,23 @@ def test_public_brief_suppresses_small_cells(run, tmp_path):
         if e["n_treated"] == 7 and e["scale"] == "rate_ratio" and e["estimand"] == "ATE":
             shown = f"{e['estimate']:.2f} (95% CI {e['ci_low']:.2f} to {e['ci_high']:.2f}"
             assert shown not in text and shown not in " ".join(brief.findings)
+
+
+def test_public_brief_of_a_run_copied_without_its_database_is_refused(run, tmp_path, capsys):
+    """Without work/ the brief's scan cannot look for the members' ids and dates of
+    service: a public brief is refused, saying why and what to do; an internal brief of
+    the same folder is made."""
+    public = _copy_run(run, tmp_path / "public", params_update={"report": {"public": True}})
+    with pytest.raises(BriefError, match=r"needs the run's working database .*work.*cannot "
+                                         r"be read.*copy work/ with it"):
+        write_brief(public)
+    assert sorted(p.name for p in public.iterdir()) == ["params.json", "results.json"]
+    assert cli.main(["brief", str(public)]) == 2
+    assert "not written" in capsys.readouterr().err
+    internal = _copy_run(run, tmp_path / "internal",
+                         params_update={"report": {"public": False}})
+    brief = write_brief(internal)
+    assert not brief.public and brief.pdf.is_file()
 
 
 def test_public_brief_refuses_member_level_rows(run, tmp_path):

@@ -21,7 +21,7 @@ from test_brief import pdf_text
 from evalkit.runner import run
 from evalkit.models.bootstrap import FAILED_SHARE_LIMIT
 from evalkit.params import validate
-from evalkit.report import build_context, findings, story
+from evalkit.report import build_context, findings, story, tables
 
 PARAMS = Path(__file__).resolve().parent.parent / "params"
 
@@ -249,3 +249,89 @@ def test_referral_advice_only_for_a_study_of_self_help_referral():
     other = build_context(handbook, _claims_params(), audience="clearinghouse")
     assert other["guidance"] == []
     assert "referral" not in " ".join(f.text for f in other["findings"])
+
+
+
+def _advice(estimate: float, good: str | None = None) -> str:
+    """The clearinghouse guidance for one clear ER rate ratio (95% CI estimate -/+ 0.08),
+    with the spec's good direction of ER visits when ``good`` is given."""
+    rec = {"workbook": "utilization", "contrast": "self_help vs control", "estimand": "ATE",
+           "method": "negative binomial", "std_error": 0.04, "p_value": 0.001,
+           "n_treated": 400, "n_control": 600, "analysis": "adjusted", "model": "count",
+           "family": "negbin", "adjusted_for": ["age_at_index"], "primary": True,
+           "outcome": "er_visits", "scale": "rate_ratio", "estimate": estimate,
+           "ci_low": estimate - 0.08, "ci_high": estimate + 0.08}
+    results = {"estimates": [rec], "tables": {}, "run": {}}
+    if good:
+        results["spec"] = {"study": {"intervention": story.DEFAULT_ARMS[0],
+                                     "comparison": story.DEFAULT_ARMS[1]},
+                           "outcomes": {"er_visits": {"label": "ER visits", "good": good}}}
+    return " ".join(build_context(results, _claims_params(), "clearinghouse")["guidance"])
+
+
+def test_referral_advice_reads_the_direction_from_the_record_and_the_spec():
+    """Fewer ER visits is better by default: a clear drop is advice for referral, a clear
+    rise is not, and where the spec says more is good the same drop counts as worse. The
+    words of the finding play no part (the records decide)."""
+    down, up = _advice(0.82), _advice(1.25)
+    assert ("emergency-room visits came out lower with self-help referral, the way the "
+            "study counts as better") in down
+    assert ("emergency-room visits came out higher with self-help referral, the way the "
+            "study counts as worse; referral should not be justified by savings") in up
+    assert "do not show a clear change" not in down + up
+    flipped = _advice(0.82, good="higher")
+    assert "came out lower with self-help referral, the way the study counts as worse" in flipped
+    assert "do not show a clear change" in _advice(0.95)      # interval 0.87 to 1.03
+
+
+def _research_tables(res) -> dict:
+    """The research brief's tables of a run, by key (built again from its results)."""
+    ctx = build_context(res, res["run"]["params"], "research")
+    return {t.key: t for t in ctx["tables"]}
+
+
+def test_research_tables_name_the_trials_arms_unit_and_outcome(trial):
+    res, _ = trial
+    tabs = _research_tables(res)
+    study, spec = res["spec"]["study"], res["spec"]["outcomes"]["survival_months"]
+    arms = tuple(a[:1].upper() + a[1:] for a in (study["intervention"], study["comparison"]))
+    assert tabs["cohort"].title == "Women compared"
+    assert list(tabs["cohort"].frame["group"]) == [*arms, "Total"]
+    assert tabs["table1"].title == "Before randomization: how the groups differed"
+    assert list(tabs["table1"].frame.columns) == ["characteristic", *arms, "SMD"]
+    est = tabs["estimates.survival"].frame
+    assert set(est["outcome"]) == {spec["label"]}
+    assert f"difference ({spec['unit']})" in set(est["scale"])
+    assert {"n randomized to weekly support groups", "n randomized to the control arm"} \
+        <= set(est.columns)
+    shown = " ".join(" ".join(map(str, [t.title, *t.frame.columns, *t.frame.to_numpy().ravel()]))
+                     for t in tabs.values())
+    for untrue in ("self-help", "referral", "referred", "ER visit", "member"):
+        assert untrue not in shown, untrue
+
+
+def test_research_tables_of_groups_name_the_contrast_not_two_arms(groups):
+    res, _ = groups
+    est = _research_tables(res)["estimates.group_comparison"].frame
+    labels = {o["label"] for o in res["spec"]["outcomes"].values()}
+    assert set(est["outcome"]) <= labels
+    contrasts = [e["contrast"] for e in res["estimates"] if e["workbook"] == "group_comparison"]
+    assert list(est["compared"]) == contrasts
+    assert not any("self-help" in c or "comparison" in c.lower() for c in est.columns)
+
+
+def test_headline_figures_are_per_the_studys_own_unit():
+    """The value table names each figure by its quantity, per whom the study treated:
+    'referred member' only for the claims default arms."""
+    head = [{"figure": "gross savings per referred member per year", "estimate": 210.0,
+             "quantity": "gross_savings", "unit": "dollars"},
+            {"figure": "net savings per referred member over 1 year", "estimate": 54.0,
+             "quantity": "net_savings", "unit": "dollars"}]
+    results = {"tables": {"cost_benefit.headline": head}}
+    person = story.Study(shape="two_arm", mode="person", intervention="who joined a group",
+                         comparison="who did not", unit="patients", randomized=False)
+    got = list(tables.headline_table(results, "hmo", person, 2).frame["figure"])
+    assert got == ["gross savings per patient who joined a group per year",
+                   "net savings per patient who joined a group over 2 years"]
+    claims = list(tables.headline_table(results, "hmo", story.CLAIMS_STUDY, 1).frame["figure"])
+    assert claims == [h["figure"] for h in head]

@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
+from matplotlib.colors import to_hex  # noqa: E402
 from scipy import optimize, stats  # noqa: E402
 
 from evalkit.causal.calibration import (  # noqa: E402
@@ -40,6 +41,7 @@ from evalkit.errors import (  # noqa: E402
     ParamsError,
     StatisticalWarning,
 )
+from evalkit.style import FAIL_COLOR, PASS_COLOR, RATIO_TICKS  # noqa: E402
 
 Z975 = stats.norm.ppf(0.975)
 
@@ -472,6 +474,14 @@ def test_calibration_plot_and_result_value():
         ax = calibration_plot(null, controls, estimates=([0.5], [0.1]))
     assert ax.get_xscale() == "log"
     assert len(ax.collections) >= 4       # 2 shaded areas + 2 point groups (+ estimate)
+    # evalkit's look (evalkit.style): the arm blue for controls inside the calibrated
+    # boundary, vermilion outside, and ratio ticks people read on the log axis
+    colours = {to_hex(c) for coll in ax.collections for c in coll.get_facecolors()}
+    assert PASS_COLOR in colours
+    assert {"#2c7fb8", "#f16913", "#fdd49e"}.isdisjoint(colours)
+    ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+    assert ticks and set(ticks) <= {t for level in RATIO_TICKS for t in level}
+    assert FAIL_COLOR in {to_hex(line.get_color()) for line in ax.lines}
     ax2 = calibration_plot(null, (y, se), exponentiate=False)
     lo, hi = ax2.get_xlim()
     assert lo < np.min(y) and hi > np.max(y)

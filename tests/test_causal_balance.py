@@ -15,10 +15,12 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
+from matplotlib.colors import to_hex  # noqa: E402
 from conftest import reference_data, reference_json  # noqa: E402
 
 from evalkit.causal import balance, covariate_frame, love_plot, match, overlap_plot  # noqa: E402
 from evalkit.errors import DataDroppedWarning, DataValidationError, ParamsError  # noqa: E402
+from evalkit.style import MUTED_COLOR, PASS_COLOR  # noqa: E402
 
 FORMULA = "age + educ + race + married + nodegree + re74 + re75"
 COLS = {"Means Treated": "means_treated", "Means Control": "means_control",
@@ -152,6 +154,9 @@ def test_plots_return_axes(lalonde):
     m = match(lalonde, "treat", FORMULA)
     ax = love_plot(m.balance())
     assert len(ax.get_yticklabels()) == 9
+    before, after = ax.collections[:2]          # evalkit.style's colours, not matplotlib's
+    assert to_hex(before.get_edgecolors()[0]) == MUTED_COLOR
+    assert to_hex(after.get_facecolors()[0]) == PASS_COLOR
     fig, ax2 = plt.subplots()
     assert overlap_plot(m.propensity.scores, lalonde.treat, ax=ax2) is ax2
     plt.close("all")

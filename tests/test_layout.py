@@ -38,7 +38,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("contracts and cross-cutting checks",
      ("evalkit.results", "evalkit.privacy", "evalkit.terms", "evalkit.errors",
       "evalkit.limits", "evalkit.runlock", "evalkit.catalog", "evalkit._version",
-      "evalkit.export", "evalkit.provenance")),
+      "evalkit.export", "evalkit.provenance", "evalkit.style")),
 )
 
 #: Third-party packages a function may import when it is called: optional engines that

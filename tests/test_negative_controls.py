@@ -8,12 +8,14 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from matplotlib.colors import to_hex
 
 from evalkit.analysis import design as D
 from evalkit.causal import Null
 from evalkit.data.synthetic import generate, scenario
 from evalkit.errors import DataValidationError, ParamsError
 from evalkit.analysis.study import Study
+from evalkit.style import FAIL_COLOR, PASS_COLOR, RATIO_TICKS
 
 
 # --------------------------------------------------------------------- the generator
@@ -184,3 +186,19 @@ def test_ease_is_the_folded_normal_mean():
         assert D.ease(Null(mu=mu, sigma=sigma)) == pytest.approx(mc, rel=5e-3)
     assert D.ease(Null(mu=0.0, sigma=0.2)) == pytest.approx(0.2 * math.sqrt(2 / math.pi))
     assert D.ease(Null(mu=-0.12, sigma=0.0)) == pytest.approx(0.12)
+
+
+def test_forest_plot_takes_evalkits_look():
+    """Intervals that miss the truth in the theme's vermilion, the others in its blue, on a
+    log axis with the ratio ticks the other charts use (evalkit.style)."""
+    log = np.log([0.7, 0.95, 1.05, 1.6])
+    se = np.array([0.05, 0.05, 0.05, 0.05])
+    controls = pd.DataFrame({"outcome": [f"{D.NC_PREFIX}{k}" for k in "abcd"],
+                             "log_estimate": log, "std_error": se,
+                             "ci_low": log - 1.96 * se, "ci_high": log + 1.96 * se})
+    ax = D.forest_plot(controls)
+    colours = [to_hex(c) for c in ax.collections[-1].get_facecolors()]
+    assert colours == [FAIL_COLOR, PASS_COLOR, PASS_COLOR, FAIL_COLOR]
+    lo, hi = ax.get_xlim()
+    ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
+    assert 1.0 in ticks and set(ticks) <= {t for level in RATIO_TICKS for t in level}

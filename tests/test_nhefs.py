@@ -27,6 +27,7 @@ import statsmodels.formula.api as smf
 from scipy import stats
 
 from evalkit import runner
+from evalkit.report import build_context
 from conftest import assert_structured_records
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -120,3 +121,12 @@ def test_weighting_balances_the_confounders(run):
 def estimate_passed(run) -> bool:
     return all(e.get("diagnostics_passed") for e in run["estimates"]
                if e["workbook"] == "cohort_balance")
+
+
+def test_research_brief_tables_use_the_spec_words(run):
+    """The outcome is the spec's label with its unit, the arms the study's own words."""
+    tabs = {t.key: t for t in build_context(run, run["run"]["params"], "research")["tables"]}
+    est = tabs["estimates.cohort_balance"].frame.iloc[0]
+    assert est["outcome"] == "weight change 1971-1982" and est["scale"] == "difference (kg)"
+    assert est["n who quit smoking"] == "403" and est["n who did not quit"] == "1,163"
+    assert list(tabs["cohort"].frame["group"]) == ["Who quit smoking", "Who did not quit", "Total"]

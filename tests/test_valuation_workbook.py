@@ -15,8 +15,8 @@ import pytest
 from evalkit import params as P, runner
 from evalkit.errors import ParamsError, StatisticalWarning
 from evalkit.params import BudgetParams, EconParams
-from evalkit.analysis.valuation import (JointReplicates, budget_for_plan, er_effect, sensitivity,
-                               value_program)
+from evalkit.analysis.valuation import (EffectWords, JointReplicates, budget_for_plan,
+                                       er_effect, sensitivity, value_program)
 
 
 def _cost_records(saving, se=20.0):
@@ -71,7 +71,8 @@ def test_dominant_when_it_saves_money_and_averts_visits():
     assert "dominates" in v.icer_sentence() and "$850" in v.icer_sentence()
     rec = v.estimates()
     icer_rec = rec[rec["scale"] == "icer"].iloc[0]
-    assert np.isnan(icer_rec["estimate"]) and "dominant" in icer_rec["estimand"]
+    assert np.isnan(icer_rec["estimate"]) and icer_rec["status"] == "dominant"
+    assert "it dominates" in icer_rec["estimand"]
     # NMB(λ) = λ V + NS: 850 at 0, 1,100 at 1,000
     nmb = rec[rec["scale"] == "nmb"].set_index("wtp")["estimate"]
     assert nmb.loc[0.0] == pytest.approx(850.0) and nmb.loc[1000.0] == pytest.approx(1100.0)
@@ -81,7 +82,8 @@ def test_icer_when_it_costs_money_and_averts_visits():
     # NS = 100 - 150 = -50; V = 0.2; ICER = 50 / 0.2 = $250 per visit averted
     v = _value(100.0, _effect(0.2, se=0.01))
     assert v.icer.quadrant == "NE" and v.icer.icer == pytest.approx(250.0)
-    assert "$250 per ER visit averted" in v.icer_sentence()
+    assert "ER visits fell by 0.200 visits" in v.icer_sentence()
+    assert "$250 per visit avoided" in v.icer_sentence()
     rec = v.estimates()
     r = rec[rec["scale"] == "icer"].iloc[0]
     assert r["estimate"] == pytest.approx(250.0) and r["ci_low"] < 250 < r["ci_high"]
@@ -99,6 +101,40 @@ def test_dominated_when_it_costs_money_and_adds_visits():
     v = _value(-50.0, _effect(-0.1))
     assert v.icer.status == "dominated" and v.icer.quadrant == "NW"
     assert "dominated" in v.icer_sentence()
+    icer_rec = v.estimates().query("scale == 'icer'").iloc[0]
+    assert icer_rec["estimand"] == ("no ICER: the program costs more and ER visits rose: no "
+                                    "cost per visit avoided applies")
+
+
+def test_the_effect_is_named_from_the_spec_outcome_and_its_good_direction():
+    """Words from the effect outcome's label, unit and good direction, never 'ER visit
+    averted' or a quadrant's code; the numbers do not depend on the words."""
+    words = EffectWords("days at work", "days", good="higher")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", StatisticalWarning)
+        v = value_program(_cost_records(-100.0), _econ(), 1000, 365, seed=7,
+                          effect=_effect(-0.1), words=words)
+    # NS = -100 - 150 = -250, V = -0.1: costs more and the outcome went the bad way
+    assert v.icer.quadrant == "NW"
+    assert v.icer_sentence() == ("The program is dominated: it costs $250 more per referred "
+                                 "member over 1 year and days at work fell by 0.100 days per "
+                                 "referred member over 1 year: no cost per day gained applies.")
+    rec = v.estimates()
+    text = " ".join(str(x) for x in rec[["estimand", "method"]].to_numpy().ravel())
+    text += " ".join(v.effectiveness["figure"]) + " ".join(v.effectiveness["source"])
+    for untrue in ("ER visit", "averted", "quadrant", "(NW"):
+        assert untrue not in text, untrue
+    assert "net monetary benefit per referred member at $1,000 per day gained" in text
+    assert "days at work gained per referred member per year" in text
+    same = _value(-100.0, _effect(-0.1))
+    pd.testing.assert_frame_equal(rec[["estimate", "ci_low", "ci_high"]],
+                                  same.estimates()[["estimate", "ci_low", "ci_high"]])
+    # the four quadrants in words, for an outcome whose lower values are good
+    er = EffectWords("ER visits", "visits")
+    assert er.quadrant("SW") == ("the program saves money and ER visits rose: the ratio is "
+                                 "money saved per visit given up")
+    assert er.quadrant("NE").startswith("the program costs more and ER visits fell")
+    assert "dominates" in er.quadrant("SE") and er.per == "per visit avoided"
 
 
 def test_uptake_and_discounting_enter_cost_and_effect_alike():
@@ -278,7 +314,8 @@ def test_cost_benefit_workbook_end_to_end(hm_run):
     assert 0.9 <= by["probability_cost_saving"][0]["estimate"] <= 1
     # ER visits averted and money saved: the programme dominates, said in words
     icer = by["icer"][0]
-    assert icer["estimate"] is None and "dominant" in icer["estimand"]
+    assert icer["estimate"] is None and icer["status"] == "dominant"
+    assert "ER visits fell: it dominates" in icer["estimand"]
     nmb = {e["wtp"]: e for e in by["nmb"]}
     assert set(nmb) == {0.0, 1000.0, 2000.0}
     assert nmb[0.0]["estimate"] == pytest.approx(net["estimate"])      # NMB(0) = net savings
@@ -303,7 +340,7 @@ def test_cost_benefit_workbook_end_to_end(hm_run):
     assert [e["period"] for e in years] == ["year 1", "year 2", "year 3"]
     assert all(e["scenario_low"] <= e["estimate"] <= e["scenario_high"] for e in years)
     eff = {r["figure"]: r for r in t["cost_benefit.effectiveness"]}
-    per_year = eff["ER visits averted per referred member per year"]
+    per_year = eff["ER visits avoided per referred member per year"]
     assert per_year["ci_low"] < per_year["estimate"] < per_year["ci_high"]
     assert per_year["estimate"] > 0
     # the ICER table holds the point estimates the NMB records are built from

@@ -49,7 +49,6 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from matplotlib.ticker import FuncFormatter
 from scipy import stats
 
 from .. import causal
@@ -57,6 +56,7 @@ from ..causal import evalue
 from ..causal.estimate import _fit_weighted_ols, _fit_weighted_poisson
 from ..data.load import _lit, _q
 from ..errors import DataValidationError, ParamsError, StatisticalWarning
+from ..style import FAIL_COLOR, PASS_COLOR, ratio_axis
 from ..terms import Term, formula_names, parse_term, term_columns
 from .spec import model_frame
 
@@ -826,15 +826,13 @@ def forest_plot(controls: pd.DataFrame, ax=None, truth: float = 1.0, exponentiat
     y = np.arange(len(c))
     est, lo, hi = f(c["log_estimate"]), f(c["ci_low"]), f(c["ci_high"])
     miss = (lo > truth) | (hi < truth)
-    ax.hlines(y, lo, hi, color=np.where(miss, "#f16913", "#2c7fb8"), lw=1.5)
-    ax.scatter(est, y, color=np.where(miss, "#f16913", "#2c7fb8"), zorder=3, s=18)
+    ax.hlines(y, lo, hi, color=np.where(miss, FAIL_COLOR, PASS_COLOR), lw=1.5)
+    ax.scatter(est, y, color=np.where(miss, FAIL_COLOR, PASS_COLOR), zorder=3, s=18)
     ax.axvline(truth, color="black", ls="--", lw=0.8)
     ax.set_yticks(y, [o.removeprefix(NC_PREFIX).replace("_", " ") for o in c["outcome"]])
     if exponentiate:
         ax.set_xscale("log")
-        plain = FuncFormatter(lambda v, _: f"{v:g}")
-        ax.xaxis.set_major_formatter(plain)
-        ax.xaxis.set_minor_formatter(plain)
+        ratio_axis(ax, "x")
         ax.set_xlabel("rate ratio (log axis); true value 1")
     else:
         ax.set_xlabel("difference; true value 0")

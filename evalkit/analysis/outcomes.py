@@ -350,7 +350,7 @@ def time_to_event_effects(frame: pd.DataFrame, covariates: list[str], outcome: s
              "estimand": "conditional HR", "n_treated": n_t, "n_control": n_c,
              "analysis": "survival", "model": "Cox", "family": None,
              "adjusted_for": mf.adjusted_for}]
-    at = km.survival_at(list(times))
+    at = km.survival_at(list(times)).assign(outcome=outcome)
     for r in at.itertuples():
         recs.append({"outcome": f"{outcome}_free_at_{int(r.time)}_days", "scale": "proportion",
                      "estimate": r.survival, "std_error": r.std_error, "ci_low": r.ci_low,

@@ -1,10 +1,12 @@
 """Figures. Every function takes ``ax=`` (a new one is made when None) and returns it;
 nothing here calls ``plt.show()``.
 
-One look for every figure, in the workbooks and in the brief: :func:`theme` (seaborn's
-``ticks`` style, a colour-blind-safe palette whose two arm colours both stand out on
-white, no top or right spines, legends without frames). Ratio axes are logarithmic with
-ticks people read (0.8, 0.9, 1, 1.25: :func:`ratio_axis`).
+One look for every figure, in the workbooks and in the brief: :func:`evalkit.style.theme`
+(seaborn's ``ticks`` style, a colour-blind-safe palette whose two arm colours both stand
+out on white, no top or right spines, legends without frames), kept in
+:mod:`evalkit.style` so the statistics' own plots (love plot, calibration funnel) share
+it. Ratio axes are logarithmic with ticks people read (0.8, 0.9, 1, 1.25:
+:func:`evalkit.style.ratio_axis`).
 """
 from __future__ import annotations
 
@@ -14,60 +16,12 @@ import pandas as pd
 import seaborn as sns
 from matplotlib import ticker
 
+from ..style import ARM_COLORS, RATIO_TICKS, ratio_axes, ratio_axis, theme
 from .spec import outcome_title
 
-#: Arm colours: Okabe-Ito blue and vermilion (told apart with any colour vision, each
-#: with a contrast of at least 3:1 on white).
-ARM_COLORS = {"self_help": "#0072b2", "control": "#d55e00"}
+__all__ = ["ARM_COLORS", "RATIO_TICKS", "ratio_axes", "ratio_axis", "theme"]
+
 ARM_LABELS = {"self_help": "Self-help referral", "control": "Comparison"}
-#: Ratio ticks, coarse to fine: the finest set that keeps a log axis uncrowded is used.
-RATIO_TICKS = ((0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 10.0),
-               (0.1, 0.25, 0.33, 0.5, 0.67, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0, 10.0),
-               (0.1, 0.25, 0.33, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 3.0, 4.0,
-                10.0))
-
-
-def theme() -> None:
-    """Apply evalkit's figure theme (matplotlib's rc settings, through seaborn): the
-    workbooks call it in their first cell and the brief before drawing its charts."""
-    sns.set_theme(context="notebook", style="ticks", font="DejaVu Sans",
-                  palette=[ARM_COLORS["self_help"], ARM_COLORS["control"],
-                           *sns.color_palette("colorblind")[2:]],
-                  rc={"axes.spines.top": False, "axes.spines.right": False,
-                      "axes.titlesize": 11, "axes.labelsize": 10, "xtick.labelsize": 9,
-                      "ytick.labelsize": 9, "legend.fontsize": 9, "legend.frameon": False,
-                      "figure.dpi": 100, "savefig.bbox": "tight"})
-
-
-def ratio_axis(ax, axis: str = "x", max_ticks: int = 8):
-    """Log-scale ratio ticks people read (``0.8, 0.9, 1, 1.25``; never ``8x10^-1``) on
-    ``ax``'s ``axis`` ("x" or "y"), from the finest of :data:`RATIO_TICKS` that puts at
-    most ``max_ticks`` within the axis limits. Does nothing to a linear axis. Returns ``ax``."""
-    which = ax.xaxis if axis == "x" else ax.yaxis
-    if which.get_scale() != "log":
-        return ax
-    lo, hi = sorted(ax.get_xlim() if axis == "x" else ax.get_ylim())
-    grid = []
-    for level in RATIO_TICKS:
-        inside = [v for v in level if lo <= v <= hi]
-        if len(inside) > max_ticks:
-            break
-        grid = inside
-    if len(grid) < 2:                 # a narrow axis: its ends, rounded
-        grid = sorted({float(f"{lo:.2g}"), float(f"{hi:.2g}")})
-    which.set_major_locator(ticker.FixedLocator(grid))
-    which.set_major_formatter(ticker.FuncFormatter(lambda v, _pos: f"{v:g}"))
-    which.set_minor_locator(ticker.LogLocator(subs="all"))
-    which.set_minor_formatter(ticker.NullFormatter())
-    return ax
-
-
-def ratio_axes(fig) -> None:
-    """:func:`ratio_axis` on both axes of every panel of ``fig`` (log axes only; nothing
-    for None)."""
-    for ax in getattr(fig, "axes", []):
-        ratio_axis(ax, "x")
-        ratio_axis(ax, "y")
 
 
 def _legend_above(ax, ncol: int = 2) -> None:
@@ -110,15 +64,22 @@ def rate_plot(rates: pd.DataFrame, outcomes: list[str] | None = None, by: str = 
 
 
 def attrition_plot(attrition: pd.DataFrame, ax=None):
-    """Horizontal bars of members kept at each cohort step, by arm."""
+    """Horizontal bars of members kept at each cohort step, by arm. A count hidden in a
+    public run (NaN: a small cell, :func:`evalkit.analysis.study.public_attrition`) is
+    not drawn, and a note under the axis says so."""
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 0.6 + 0.55 * len(attrition)))
     y = np.arange(len(attrition))[::-1]
     left = np.zeros(len(attrition))
+    hidden = False
     for arm in ("self_help", "control"):
-        counts = attrition[f"{arm}_members"]
+        counts = attrition[f"{arm}_members"].astype(float)
+        hidden |= bool(counts.isna().any())
         ax.barh(y, counts, left=left, color=ARM_COLORS[arm], label=ARM_LABELS[arm])
-        left = left + counts.to_numpy()
+        left = left + counts.fillna(0).to_numpy()
+    if hidden:
+        ax.text(0, -0.5 / len(attrition) - 0.25, "A count hidden to protect a small number "
+                "of members is not drawn.", transform=ax.transAxes, fontsize=8, va="top")
     ax.set_yticks(y, attrition["step"])
     ax.set_xlabel("members")
     ax.xaxis.set_major_formatter(ticker.StrMethodFormatter("{x:,.0f}"))
@@ -164,23 +125,62 @@ def methods_plot(comparison: pd.DataFrame, ax=None, spec=None):
     return ax
 
 
-def cost_distribution_plot(frame: pd.DataFrame, outcome: str = "total_cost", ax=None):
-    """Distribution of follow-up cost per member by arm (log dollar axis; zeros noted)."""
+def _hide_small(counts: np.ndarray, min_cell: int | None) -> np.ndarray:
+    """Which of one arm's bin counts not to draw: those of 1 to ``min_cell`` - 1 members
+    and, when just one bin is hidden, the next smallest non-empty bin too (else the arm's
+    total, less the bins shown, would give the hidden one back)."""
+    hide = (counts > 0) & (counts < (min_cell or 0))
+    if hide.sum() == 1:
+        rest = np.where((counts > 0) & ~hide)[0]
+        if rest.size:
+            hide[rest[np.argmin(counts[rest])]] = True
+    return hide
+
+
+def cost_distribution_plot(frame: pd.DataFrame, outcome: str = "total_cost", ax=None,
+                           min_cell: int | None = None, bins: int = 40):
+    """Distribution of follow-up cost per member by arm (log dollar axis; zeros noted).
+
+    Each arm's members with any cost are counted in ``bins`` bins of equal width on the
+    log axis, between powers of ten (so the edges say nothing of any one member's cost),
+    and drawn as the share of the arm's members with any cost. A bin standing for fewer
+    than ``min_cell`` members is not drawn (with, when it is an arm's only one, the next
+    smallest, so the total does not give it back), nor a share with no cost resting on so
+    few; a note under the axis says so.
+    """
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 3.6))
-    names = {arm: f"{ARM_LABELS[arm]} ({(frame.loc[frame['group'] == arm, outcome] == 0).mean():.0%}"
-             " with no cost)" for arm in ARM_LABELS}
-    positive = frame.loc[frame[outcome] > 0, ["group", outcome]].assign(
-        arm=lambda d: d["group"].map(names))
-    sns.histplot(positive, x=outcome, hue="arm", log_scale=True, bins=40, element="step",
-                 fill=False, stat="percent", common_norm=False, linewidth=1.8,
-                 palette={names[a]: ARM_COLORS[a] for a in names},
-                 hue_order=[names[a] for a in ARM_LABELS], ax=ax)
+    cost = frame[outcome].to_numpy(dtype=float)
+    positive = cost[cost > 0]
+    lo, hi = (np.floor(np.log10(positive.min())), np.ceil(np.log10(positive.max()))) \
+        if positive.size else (0.0, 1.0)
+    edges = np.logspace(lo, max(hi, lo + 1), bins + 1)
+    hidden = 0
+    for arm, name in ARM_LABELS.items():
+        mine = cost[(frame["group"] == arm).to_numpy()]
+        zero = int((mine == 0).sum())
+        counts, _ = np.histogram(mine[mine > 0], bins=edges)
+        hide = _hide_small(counts, min_cell)
+        hidden += int(hide.sum())
+        share = np.where(hide, np.nan, 100 * counts / max(counts.sum(), 1))
+        small_zero = min_cell and 0 < zero < min_cell
+        note = "share with no cost not shown" if small_zero else \
+            f"{zero / max(len(mine), 1):.0%} with no cost"
+        # one outline per run of bins shown, so a hidden bin is a gap, not a zero
+        shown = np.flatnonzero(~hide)
+        runs = np.split(shown, np.flatnonzero(np.diff(shown) > 1) + 1) if shown.size else []
+        for k, run in enumerate(runs):
+            ax.stairs(share[run], edges[run[0]:run[-1] + 2], color=ARM_COLORS[arm],
+                      linewidth=1.8, label=f"{name} ({note})" if k == 0 else None)
+    ax.set_xscale("log")
     ax.xaxis.set_major_formatter(ticker.FuncFormatter(_dollars))
     ax.set_xlabel("follow-up cost per member (members with any cost; log scale)")
     ax.set_ylabel("% of the arm's members with any cost")
-    sns.move_legend(ax, "lower left", bbox_to_anchor=(0, 1.02), ncol=2, title=None,
-                    frameon=False)
+    if min_cell:
+        ax.text(0, -0.28, f"A bin standing for fewer than {min_cell} members is not drawn"
+                + (f" ({hidden} not drawn)." if hidden else "."), transform=ax.transAxes,
+                fontsize=8, va="top")
+    _legend_above(ax)
     ax.spines[["top", "right"]].set_visible(False)
     return ax
 
@@ -351,12 +351,13 @@ def sd_sensitivity_plot(table: pd.DataFrame, ax=None, spec=None):
     return ax
 
 
-def nmb_plot(curve: pd.DataFrame, ax=None):
-    """Net monetary benefit per referred member against willingness to pay per ER visit
-    averted: the line at the estimates and the 95% band of the PSA draws.
+def nmb_plot(curve: pd.DataFrame, per: str = "per visit avoided", ax=None):
+    """Net monetary benefit per referred member against willingness to pay for the
+    effect: the line at the estimates and the 95% band of the PSA draws.
 
-    ``curve`` is :meth:`evalkit.analysis.valuation.Valuation.nmb_curve`. Above zero the programme
-    is worth its cost at that price of an ER visit averted.
+    ``curve`` is :meth:`evalkit.analysis.valuation.Valuation.nmb_curve`; ``per`` names
+    the effect's unit (``Valuation.words.per``: 'per visit avoided'). Above zero the
+    program is worth its cost at that price of the effect.
     """
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 3.8))
@@ -364,7 +365,7 @@ def nmb_plot(curve: pd.DataFrame, ax=None):
                     alpha=0.5, label="95% of simulations")
     ax.plot(curve["wtp"], curve["nmb"], color="#2166ac", lw=2, label="at the estimates")
     ax.axhline(0, color="grey", lw=0.8)
-    ax.set_xlabel("value the plan puts on one ER visit averted ($)")
+    ax.set_xlabel(f"value the plan puts on one unit of effect, $ {per}")
     ax.set_ylabel("net monetary benefit per referred member ($)")
     ax.legend(frameon=False, fontsize=8)
     ax.spines[["top", "right"]].set_visible(False)

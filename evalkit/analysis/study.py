@@ -28,7 +28,7 @@ from ..prepare import (
     prepare_run_folder,
     resolve_spec,
 )
-from ..privacy import suppress_shares
+from ..privacy import suppress, suppress_shares
 from ..results import Recorder
 from ..utilization import VISIT_COLUMNS
 from . import design as _design
@@ -53,7 +53,7 @@ from .outcomes import (
 from .planning import plan_study
 from .readmission import readmission_effects
 from .spec import AnalysisSpec
-from .valuation import er_effect, joint_bootstrap, value_program
+from .valuation import ER_WORDS, EffectWords, er_effect, joint_bootstrap, value_program
 
 
 def _spell_end_sql(relation: str, anchor: str) -> str:
@@ -161,16 +161,24 @@ class Study:
         return self.sql("SELECT * FROM omop_mh_concepts")
 
     def attrition(self) -> pd.DataFrame:
+        """Members kept at each cohort step, by arm, and excluded at it. In a public run
+        (``report.public``) the counts that would show, or give back by subtraction,
+        fewer than ``report.min_cell`` members are hidden (NaN): see
+        :func:`public_attrition`."""
         self._member_level("attrition")
         if self.mode == "person":
             counts = self.sql('SELECT "group", count(*) AS n FROM persons GROUP BY 1')
             n = dict(zip(counts["group"], counts["n"]))
-            return pd.DataFrame([{"step": "accepted person-level rows",
-                                  "self_help_members": int(n.get("self_help", 0)),
-                                  "control_members": int(n.get("control", 0)),
-                                  "total_members": int(sum(n.values())),
-                                  "excluded_members": 0}])
-        return self.sql("SELECT * FROM attrition")
+            t = pd.DataFrame([{"step": "accepted person-level rows",
+                               "self_help_members": int(n.get("self_help", 0)),
+                               "control_members": int(n.get("control", 0)),
+                               "total_members": int(sum(n.values())),
+                               "excluded_members": 0}])
+        else:
+            t = self.sql("SELECT * FROM attrition")
+        if not self.params.report.public:
+            return t
+        return public_attrition(t, self.params.report.min_cell)
 
     @functools.cached_property
     def spec(self) -> AnalysisSpec:
@@ -260,7 +268,7 @@ class Study:
         section (see :func:`evalkit.analysis.valuation.value_program`).
 
         With ``effect`` (default) and ER visits among the outcomes, the effectiveness
-        measure is ER visits averted per referred member per year from the adjusted count
+        measure is ER visits avoided per referred member per year from the adjusted count
         model (the estimate on the same design as the two-part cost model the saving comes
         from); with ``econ.joint_replicates`` > 0 both models are refitted on the same
         bootstrap resamples so the PSA draws saving and effect jointly.
@@ -283,7 +291,8 @@ class Study:
                                         self.params.seed, progress=progress, count_outcome=er,
                                         cost_outcome=self.cost_outcome())
         return value_program(cost.effects, econ, referred, self.params.windows.followup_days,
-                             self.params.seed, effect=eff, joint=joint)
+                             self.params.seed, effect=eff, joint=joint,
+                             words=EffectWords.of(self.spec.outcomes[er]) if eff else ER_WORDS)
 
     def plan_study(self):
         """Study planning from the params' ``planning`` section (see
@@ -613,3 +622,48 @@ class Study:
 
     def close(self) -> None:
         self.con.close()
+
+
+#: The attrition table's counts: members kept per arm, in all, and excluded at a step.
+ATTRITION_COUNTS = ("self_help_members", "control_members", "total_members",
+                    "excluded_members")
+
+
+def public_attrition(attrition: pd.DataFrame, min_cell: int) -> pd.DataFrame:
+    """The attrition table safe to publish: small counts hidden (NaN), with the cells that
+    would give them back.
+
+    The counts are tied together: at each step the arms add up to the total, and the
+    total before a step is the total after it plus those excluded; each arm's count
+    before a step is its count after it plus the arm's members excluded, which the table
+    does not show but a reader gets by subtraction. So the arms' exclusions are counted
+    too, as hidden cells, and everything goes through :func:`evalkit.privacy.suppress`
+    with these relations: an exclusion of 1 to ``min_cell`` - 1 members (in all or in
+    one arm) is hidden together with a count that would give it back.
+    """
+    t = attrition.reset_index(drop=True)
+    if t.empty:
+        return t
+    work = t[list(ATTRITION_COUNTS)].astype(float)
+    for arm in ("self_help", "control"):
+        kept = work[f"{arm}_members"]
+        work[f"{arm}_excluded"] = (kept.shift(1) - kept).fillna(0.0)
+    relations = []
+    for i in work.index:
+        relations.append(([(i, "self_help_members"), (i, "control_members")],
+                          (i, "total_members")))
+        if i == 0:
+            continue
+        relations.append(([(i, "total_members"), (i, "excluded_members")],
+                          (i - 1, "total_members")))
+        relations.append(([(i, "self_help_excluded"), (i, "control_excluded")],
+                          (i, "excluded_members")))
+        for arm in ("self_help", "control"):
+            relations.append(([(i, f"{arm}_members"), (i, f"{arm}_excluded")],
+                              (i - 1, f"{arm}_members")))
+    res = suppress(work, list(work.columns), min_cell=min_cell, protect_rows=False,
+                   relations=relations)
+    out = t.copy()
+    for c in ATTRITION_COUNTS:
+        out[c] = work[c].where(~res.mask[c])
+    return out

@@ -297,7 +297,7 @@ class Synthesis:
                 "assumed": r.assumed or None})
         table = self.pooled_table()
         for r in table.itertuples(index=False):
-            if r.method.startswith("single"):
+            if r.k < 2:                 # one study: its own record above, nothing pooled
                 continue
             recs.append({
                 "outcome": r.outcome, "contrast": "self_help vs control", "estimand": "pooled",

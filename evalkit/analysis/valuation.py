@@ -26,7 +26,73 @@ from ..models.bootstrap import bootstrap, replicate_fields, replicates_sentence
 from ..models.count_bootstrap import BATCHED_COUNT_FAMILIES, bootstrap_count_effect
 from ..models.twopart_bootstrap import bootstrap_two_part
 from ..models.count import count_model
-from .spec import model_frame
+from .spec import CLAIMS_EFFECT_OUTCOME, CLAIMS_OUTCOMES, model_frame
+
+
+@dataclass(frozen=True)
+class EffectWords:
+    """How the economics name their effect: the effect outcome's label, unit and good
+    direction, from the spec (:class:`evalkit.analysis.spec.OutcomeSpec`). The effect
+    is the change in that outcome per referred member, counted positive when it goes the
+    good way: fewer visits when lower is good ("visits avoided"), more when higher is.
+    """
+
+    label: str
+    unit: str
+    good: str = "lower"
+
+    @classmethod
+    def of(cls, outcome) -> EffectWords:
+        """From a spec outcome (anything with ``label``, ``unit`` and ``good``)."""
+        return cls(outcome.label, outcome.unit, outcome.good)
+
+    @property
+    def one(self) -> str:
+        """One unit of the outcome: 'visit', or 'unit of <label>' when it has none."""
+        u = self.unit.strip()
+        if not u:
+            return f"unit of {self.label}"
+        return u[:-1] if u.endswith("s") and not u.endswith("ss") else u
+
+    @property
+    def gained(self) -> str:
+        """The good way, as a participle: 'avoided' (lower is good) or 'gained'."""
+        return "avoided" if self.good == "lower" else "gained"
+
+    @property
+    def per(self) -> str:
+        """'per visit avoided'."""
+        return f"per {self.one} {self.gained}"
+
+    @property
+    def measure(self) -> str:
+        """The effect's name: 'ER visits avoided'."""
+        return f"{self.label} {self.gained}"
+
+    def moved(self, better: bool) -> str:
+        """'fell' or 'rose' for the outcome, when it moved the good way or not."""
+        return "fell" if better == (self.good == "lower") else "rose"
+
+    def quadrant(self, quadrant: str, status: str = "") -> str:
+        """Where a (cost, effect) pair lies on the cost-effectiveness plane, in words."""
+        up, down = self.moved(True), self.moved(False)
+        return {
+            "NE": f"the program costs more and {self.label} {up}: the ratio is the cost "
+                  f"{self.per}",
+            "SE": f"the program saves money and {self.label} {up}: it dominates, and no cost "
+                  f"{self.per} has to be justified",
+            "NW": f"the program costs more and {self.label} {down}: no cost {self.per} "
+                  "applies",
+            "SW": f"the program saves money and {self.label} {down}: the ratio is money saved "
+                  f"per {self.one} given up",
+        }.get(quadrant, "no cost or no effect difference: "
+                        + ("the program (weakly) dominates" if status == "dominant" else
+                           "the program is (weakly) dominated" if status == "dominated" else
+                           "the program and no program are equivalent"))
+
+
+#: The claims default: ER visits, fewer is better.
+ER_WORDS = EffectWords.of(CLAIMS_OUTCOMES[CLAIMS_EFFECT_OUTCOME])
 
 
 @dataclass(frozen=True)
@@ -69,6 +135,8 @@ class Valuation:
         The joint bootstrap the PSA drew from (``n_boot``, ``n_failed``), when it did.
     wtp_values : tuple
         Willingness-to-pay values at which NMB is recorded.
+    words : EffectWords
+        How the effect is named (the spec's effect outcome).
     """
 
     savings: dict
@@ -85,6 +153,7 @@ class Valuation:
     joint: bool = False
     wtp_values: tuple = ()
     replicates: object = None
+    words: EffectWords = ER_WORDS
 
     def replicates_sentence(self) -> str:
         """Whether saving and effect were drawn jointly, and from how many bootstrap
@@ -136,23 +205,25 @@ class Valuation:
         t = self.icer.table.iloc[0]
         draws = f"{self.psa.n} draws" + (" (saving and effect drawn jointly)" if self.joint
                                          else " (saving and effect drawn independently)")
+        words = self.words
+        where = words.quadrant(t["quadrant"], t["status"])
         if t["status"] == "icer":
             lo, hi = self.icer_interval()
-            what = f"$ per ER visit averted ({t['quadrant']} quadrant)"
+            what = f"$ {words.per} ({where})"
         else:
             lo = hi = np.nan
-            what = f"no ICER: the programme is {t['status']} ({t['interpretation']})"
+            what = f"no ICER: {where}"
         effect_outcome = self.effect.get("outcome", "effect")
         rows = [{"outcome": effect_outcome, "contrast": contrast, "estimand": what,
-                 "method": "ICER = incremental cost / ER visits averted per referred member",
+                 "method": f"ICER = incremental cost / {words.measure} per referred member",
                  "scale": "icer", "estimate": t["estimate"], "ci_low": lo, "ci_high": hi,
                  "quadrant": t["quadrant"], "status": t["status"]}]
         for w in self.wtp_values:
             r = self.nmb_at(w)
             rows.append({"outcome": effect_outcome, "contrast": contrast,
                          "estimand": f"net monetary benefit per referred member at ${w:,.0f} "
-                                     "per ER visit averted",
-                         "method": f"NMB = WTP x visits averted + net savings; probabilistic "
+                                     f"{words.per}",
+                         "method": f"NMB = WTP x {words.measure} + net savings; probabilistic "
                                    f"sensitivity analysis, {draws}",
                          "scale": "nmb", "estimate": r["nmb_at_estimate"],
                          "ci_low": r["nmb_ci_low"], "ci_high": r["nmb_ci_high"], "wtp": w,
@@ -192,30 +263,32 @@ class Valuation:
 
     def icer_sentence(self) -> str:
         """The ICER in words a finance committee follows."""
+        w = self.words
         if self.icer is None:
-            return "No ER effect was estimated, so there is no cost per ER visit averted."
+            return f"No effect on {w.label} was estimated, so there is no cost {w.per}."
         t = self.icer.table.iloc[0]
-        net = -t["delta_cost"]
-        v = t["delta_effect"]
+        net, v = -t["delta_cost"], t["delta_effect"]
         per = f"per referred member over {_years(self.cost_benefit.program_costs.horizon_years)}"
+        amount = f"{abs(v):.3f} {w.unit or 'units'} {per}"
+        up, down = w.moved(True), w.moved(False)
         share = self.psa.quadrants.set_index("quadrant")["share"]
-        if t["status"] == "dominant":
-            return (f"The programme dominates: it saves money (net ${net:,.0f} {per}) and averts "
-                    f"ER visits ({v:.3f} {per}). No price per visit averted has to be justified: "
-                    "the plan gets fewer ER visits and keeps money. Allowing for uncertainty, "
-                    f"the programme both saves money and averts visits in {share['SE']:.0%} of "
-                    "the simulations.")
-        if t["status"] == "dominated":
-            return (f"The programme is dominated: it costs more (${-net:,.0f} {per}) and does not "
-                    f"avert ER visits ({v:.3f} {per}).")
+        if t["quadrant"] == "SE":
+            return (f"The program dominates: it saves money (net ${net:,.0f} {per}) and "
+                    f"{w.label} {up} by {amount}. No price {w.per} has to be justified. "
+                    f"Allowing for uncertainty, the program both saves money and {w.label} {up} "
+                    f"in {share['SE']:.0%} of the simulations.")
+        if t["quadrant"] == "NW":
+            return (f"The program is dominated: it costs ${-net:,.0f} more {per} and "
+                    f"{w.label} {down} by {amount}: no cost {w.per} applies.")
         if t["quadrant"] == "NE":
-            return (f"The programme costs ${-net:,.0f} more {per} and averts {v:.3f} ER visits "
-                    f"{per}: ${t['estimate']:,.0f} per ER visit averted. It is worth it if the plan "
-                    "values an ER visit averted at more than that.")
+            return (f"The program costs ${-net:,.0f} more {per} and {w.label} {up} by {amount}: "
+                    f"${t['estimate']:,.0f} {w.per}. It is worth it if the plan values one {w.one} "
+                    f"{w.gained} at more than that.")
         if t["quadrant"] == "SW":
-            return (f"The programme saves ${net:,.0f} {per} but leads to {-v:.3f} more ER visits: "
-                    f"${t['estimate']:,.0f} saved per extra ER visit.")
-        return f"The programme and no programme are equivalent ({t['interpretation']})."
+            return (f"The program saves ${net:,.0f} {per} but {w.label} {down} by {amount}: "
+                    f"${t['estimate']:,.0f} saved per {w.one} given up.")
+        q = w.quadrant(t["quadrant"], t["status"])
+        return f"{q[:1].upper()}{q[1:]}."
 
 
 #: Fewest usable joint bootstrap replicates for the PSA to draw saving and effect jointly.
@@ -456,7 +529,8 @@ def budget_for_plan(budget, econ, savings: dict):
 
 
 def value_program(cost_records: pd.DataFrame, econ, referred_members: int, followup_days: int,
-                  seed: int, effect: dict | None = None, joint=None) -> Valuation:
+                  seed: int, effect: dict | None = None, joint=None,
+                  words: EffectWords = ER_WORDS) -> Valuation:
     """Turn the adjusted cost difference (and ER effect) into program economics.
 
     ``cost_records`` are the costs workbook's effect records (a ``cost_difference`` row
@@ -476,6 +550,9 @@ def value_program(cost_records: pd.DataFrame, econ, referred_members: int, follo
         (:func:`joint_bootstrap`). The PSA then draws the pair from them (jointly);
         without it, saving and effect are drawn independently from normal
         distributions with their standard errors, which ignores their correlation.
+    words : EffectWords
+        How the effect is named in records, tables and sentences (the spec's effect
+        outcome; default ER visits, fewer is better).
 
     Notes
     -----
@@ -513,7 +590,7 @@ def value_program(cost_records: pd.DataFrame, econ, referred_members: int, follo
     if pairs is not None:
         outcome_inputs = {"joint_replicate": Empirical(
             np.arange(len(pairs), dtype=float),
-            label=f"bootstrap replicate of (saving, ER visits averted), {len(pairs)} replicates")}
+            label=f"bootstrap replicate of (saving, {words.measure}), {len(pairs)} replicates")}
     else:
         outcome_inputs = {"saving": Normal(savings["estimate"], savings["std_error"])}
         if effect is not None:
@@ -573,14 +650,15 @@ def value_program(cost_records: pd.DataFrame, econ, referred_members: int, follo
         nm = nmb(-cb.net_savings_per_member, v, wtp)
         ev = sim.draws["delta_effect"].to_numpy()
         effectiveness = pd.DataFrame([
-            {"figure": "ER visits averted per referred member per year",
+            {"figure": f"{words.measure} per referred member per year",
              "estimate": effect["estimate"], "ci_low": effect["ci_low"], "ci_high": effect["ci_high"],
              "source": effect.get("method", "")},
-            {"figure": f"ER visits averted per referred member over {_years(econ.horizon_years)}"
+            {"figure": f"{words.measure} per referred member over {_years(econ.horizon_years)}"
                        + (" (discounted)" if econ.discount_rate > 0 else ""),
              "estimate": v, "ci_low": float(np.quantile(ev, 0.025)),
              "ci_high": float(np.quantile(ev, 0.975)),
-             "source": "uptake x visits averted per year x discounted years; interval from the PSA"},
+             "source": f"uptake x {words.measure} per year x discounted years; interval from "
+                       "the PSA"},
         ])
         if pairs is None:
             warnings.warn("the saving and the ER effect are drawn independently in the PSA "
@@ -595,4 +673,4 @@ def value_program(cost_records: pd.DataFrame, econ, referred_members: int, follo
                      effectiveness=effectiveness, icer=ic, nmb=nm,
                      one_way=ow, budget=budget, joint=pairs is not None,
                      replicates=joint if pairs is not None else None,
-                     wtp_values=tuple(getattr(econ, "wtp_values", ())))
+                     wtp_values=tuple(getattr(econ, "wtp_values", ())), words=words)

@@ -24,6 +24,7 @@ from evalkit.causal.propensity import (
 )
 from evalkit.errors import DataValidationError, ParamsError
 from evalkit.terms import r_term_name
+from evalkit.style import ARM_COLORS, MUTED_COLOR, PASS_COLOR
 
 _TOL = np.sqrt(np.finfo(float).eps)
 STAT_COLUMNS = ["means_treated", "means_control", "smd", "var_ratio", "ecdf_mean", "ecdf_max"]
@@ -420,8 +421,9 @@ def love_plot(bal: Balance, ax=None, threshold: float | None = None, absolute: b
               include_distance: bool = False):
     """Love plot: |SMD| of each covariate before (open) and after (filled) adjustment.
 
-    A dashed line marks the threshold (default the Balance's, usually 0.1). Returns the
-    matplotlib Axes; nothing is shown.
+    A dashed line marks the threshold (default the Balance's, usually 0.1). Colours are
+    evalkit's (:mod:`evalkit.style`: grey before, blue after). Returns the matplotlib
+    Axes; nothing is shown.
     """
 
     if ax is None:
@@ -434,10 +436,10 @@ def love_plot(bal: Balance, ax=None, threshold: float | None = None, absolute: b
             after = after.drop(index="distance", errors="ignore")
     f = np.abs if absolute else (lambda v: v)
     y = np.arange(len(before))[::-1]
-    ax.scatter(f(before.to_numpy(dtype=float)), y, facecolors="none", edgecolors="tab:red",
-               label="before")
+    ax.scatter(f(before.to_numpy(dtype=float)), y, facecolors="none", edgecolors=MUTED_COLOR,
+               label="before", zorder=3)
     if after is not None:
-        ax.scatter(f(after.to_numpy(dtype=float)), y, color="tab:blue", label="after")
+        ax.scatter(f(after.to_numpy(dtype=float)), y, color=PASS_COLOR, label="after", zorder=3)
     thr = bal.threshold if threshold is None else threshold
     ax.axvline(thr, ls="--", color="grey", lw=1)
     if not absolute:
@@ -470,8 +472,9 @@ def overlap_plot(scores, treatment, ax=None, bins: int = 30):
     h1, _ = np.histogram(s[t == 1], bins=edges, density=True)
     h0, _ = np.histogram(s[t == 0], bins=edges, density=True)
     width = np.diff(edges)
-    ax.bar(edges[:-1], h1, width=width, align="edge", color="tab:blue", alpha=0.7, label="treated")
-    ax.bar(edges[:-1], -h0, width=width, align="edge", color="tab:orange", alpha=0.7,
+    ax.bar(edges[:-1], h1, width=width, align="edge", color=ARM_COLORS["self_help"], alpha=0.7,
+           label="treated")
+    ax.bar(edges[:-1], -h0, width=width, align="edge", color=ARM_COLORS["control"], alpha=0.7,
            label="control")
     ax.axhline(0, color="black", lw=0.5)
     ax.set_xlabel("propensity score")

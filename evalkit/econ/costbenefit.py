@@ -604,8 +604,8 @@ class ICERResult(RecordsEffect):
         """Records (scale ``icer``) for the pairs with a meaningful ICER (NE, SW)."""
         t = self.table[self.table["status"] == "icer"]
         return pd.DataFrame({"outcome": outcome, "contrast": contrast,
-                             "estimand": "incremental cost per unit of effect (" +
-                             t["quadrant"] + " quadrant)",
+                             "estimand": "incremental cost per unit of effect gained (" +
+                             t["interpretation"] + ")",
                              "method": "ICER", "scale": "icer", "estimate": t["estimate"]})
 
 

@@ -430,7 +430,7 @@ class JointBootstrapSummary(RecordsEffect):
         if self.icer.status == "icer":
             rows.append({"outcome": effect_outcome, "contrast": contrast,
                          "estimand": f"incremental cost per unit of {effect_outcome} "
-                                     f"({self.icer.quadrant} quadrant)",
+                                     f"gained ({self.icer.interpretation})",
                          "method": method, "scale": "icer", "estimate": self.icer.icer})
         if wtp is not None:
             dc = self.ce_plane["delta_cost"].to_numpy()

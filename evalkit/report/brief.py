@@ -32,8 +32,9 @@ through :func:`evalkit.privacy.suppress`; estimates resting on fewer than ``min_
 members in a group are left out of the sentences and charts; a results table with a
 member-level column (``member_id`` ...) makes the brief refuse to render; and the
 rendered files are scanned (:func:`evalkit.privacy.scan_outputs`, with the run's member
-ids when its working database is there) before they replace any earlier brief. A brief
-that fails the scan is not written.
+ids and dates of service from its working database) before they replace any earlier
+brief. A brief that fails the scan is not written, nor is a public brief of member-level
+data whose working database cannot be read (a run folder copied without ``work/``).
 """
 from __future__ import annotations
 
@@ -66,6 +67,7 @@ from .findings import (
     analysis_tag,
     budget_rows,
     comparable,
+    direction,
     key_findings,
     primary_estimates,
 )
@@ -165,9 +167,9 @@ def _ratio_chart(e: pd.DataFrame, audience: str, st: story.Study):
         for outcome, s in primary_estimates(e, st.primary).items():
             for scale in RATIO_SCALES:
                 if scale in s:
-                    label = st.label(outcome, audience).replace(
-                        "visits to outpatient mental-health services",
-                        "outpatient mental-health visits")
+                    label = st.label(outcome, audience)
+                    if len(label) > 40:         # a long plain label: the spec's short one
+                        label = st.label(outcome)
                     rows.append({"label": label[:40], **s[scale]})
                     break
     rows = [r for r in rows if r["estimate"] is not None and r["estimate"] > 0]
@@ -191,17 +193,22 @@ def _ratio_chart(e: pd.DataFrame, audience: str, st: story.Study):
             "caption": caption}
 
 
-def _savings_chart(results: dict, e: pd.DataFrame, audience: str, st: story.Study):
+#: The savings chart's bars: the headline's quantity -> its label (the axis says per whom;
+#: {h} is the horizon).
+_SAVINGS_BARS = {"gross_savings": "gross savings per year",
+                 "program_cost": "program cost over {h}", "net_savings": "net savings over {h}"}
+
+
+def _savings_chart(results: dict, e: pd.DataFrame, audience: str, st: story.Study,
+                   horizon_years: float):
     rows = []
     head = (results.get("tables") or {}).get("cost_benefit.headline") or []
     for r in head:
-        f = str(r.get("figure", ""))
-        if r.get("estimate") is not None and r.get("quantity") in (
-                "gross_savings", "program_cost", "net_savings"):
-            rows.append({"label": f.replace(" per referred member", "")
-                         .replace(" (incl. start-up share)", "")[:40],
-                         "estimate": r["estimate"], "ci_low": r.get("ci_low"),
-                         "ci_high": r.get("ci_high")})
+        if r.get("estimate") is not None and r.get("quantity") in _SAVINGS_BARS:
+            h = f"{horizon_years:g} year" + ("" if horizon_years == 1 else "s")
+            rows.append({"label": _SAVINGS_BARS[r["quantity"]].format(h=h),
+                         "estimate": r["estimate"],
+                         "ci_low": r.get("ci_low"), "ci_high": r.get("ci_high")})
     if not rows and not e.empty:
         ns = e[e["scale"] == "net_savings_per_member"]
         for r in ns.head(1).to_dict("records"):
@@ -217,10 +224,13 @@ def _savings_chart(results: dict, e: pd.DataFrame, audience: str, st: story.Stud
     return {"title": title, "svg": charts.to_svg(ax, title), "caption": cap}
 
 
-def _guidance(findings, audience: str, st: story.Study) -> list[str]:
+def _guidance(findings, audience: str, st: story.Study, e: pd.DataFrame) -> list[str]:
     """Advice on referral for a clearinghouse brief: only for a study of referral to
     self-help groups (the claims default arms, or published self-help figures in summary
-    mode); a study of another intervention gets none, since it would not be true of it."""
+    mode); a study of another intervention gets none, since it would not be true of it.
+    Whether use of care went the way the study counts as good is read from each clear
+    main result's record (:func:`direction`) and the spec's good direction of its
+    outcome, never from the finding's words."""
     if (audience != "clearinghouse" or st.shape in ("planning", "survey", "k_groups")
             or not (st.default_arms or st.mode == "summary")):
         return []
@@ -235,13 +245,24 @@ def _guidance(findings, audience: str, st: story.Study) -> list[str]:
                            f"These data do not show a clear difference in "
                            f"{f.label.lower()}.")
     else:
-        use = [f for f in findings if f.topic == "use" and f.role == "main"]
-        fewer = [f for f in use if f.clear and any(w in f.text for w in (" fewer ", " less ",
-                                                                          " lower "))]
-        if fewer:
-            out.append(f"In these data, use of care was lower {st.versus} on at least one "
-                       "measure, and the whole range of plausible values points that way.")
-        else:
+        main = primary_estimates(e, st.primary) if not e.empty else {}
+        went: dict = {"better": {}, "worse": {}}
+        for f in findings:
+            if f.topic == "use" and f.role == "main" and f.clear:
+                way, good = direction(main.get(f.outcome, {})), st.good_of(f.outcome)
+                if way and good:
+                    went["better" if way == good else "worse"][st.label(f.outcome,
+                                                                        audience)] = way
+        for kind, words in went.items():
+            if words:
+                moved = " and ".join(dict.fromkeys(words.values()))
+                out.append(f"In these data, {story.listed(list(words))} came out {moved} "
+                           f"{st.versus}, "
+                           + ("the way the study counts as better; the whole range of "
+                              "plausible values points that way." if kind == "better" else
+                              "the way the study counts as worse; referral should not be "
+                              "justified by savings."))
+        if not (went["better"] or went["worse"]):
             out.append("These data do not show a clear change in professional care; referral "
                        "can still be offered for the support it gives, but should not be "
                        "justified by savings alone.")
@@ -306,35 +327,34 @@ def build_context(results: dict, params, audience: str | None = None) -> dict:
     kw = {"public": public, "min_cell": min_cell}
     # summary mode: the group sizes belong to different published studies; none is "the"
     # cohort. Counts shown in several tables are suppressed together (an arm's size, its n)
-    arms = (("Self-help referral", "Comparison") if st.default_arms else
-            (f"{st.intervention[:1].upper()}{st.intervention[1:]}",
-             f"{st.comparison[:1].upper()}{st.comparison[1:]}"))
+    arms = st.arms
     no_cohort = p.mode == "summary" or st.shape == "k_groups"
     linked = {} if no_cohort else tables.linked_cells(results, est_all, audience=audience, **kw)
     cohort = None if no_cohort else tables.cohort_table(
         results, est_all, hide=linked.get("cohort", ()), arms=arms, unit=st.unit, **kw)
     tabs = [cohort]
     if audience in ("hmo", "research"):
-        tabs.append(tables.rates_table(results, audience, labels=tuple(a.lower() for a in arms),
-                                       **kw))
-        tabs.append(tables.headline_table(results, audience))
+        tabs.append(tables.rates_table(results, audience, study=st, **kw))
+        tabs.append(tables.headline_table(results, audience, st, p.econ.horizon_years))
     if audience == "hmo":
         tabs.append(tables.budget_table(budget_rows(est)))
     if audience == "research":
-        tabs.append(tables.table1(results, **kw))
+        tabs.append(tables.table1(results, study=st, **kw))
         tabs.append(tables.model_choice_table(results))
-        tabs.append(tables.survival_table(results, hide=linked.get("survival", ()), **kw))
+        tabs.append(tables.survival_table(results, hide=linked.get("survival", ()), study=st,
+                                          **kw))
         tabs.append(tables.sensitivity_table(results))
         for name, rows in (results.get("tables") or {}).items():
             if any(w in name for w in tables.SENSITIVITY_WORDS):
                 tabs.append(tables.generic_table(name, rows, **kw))
-        tabs.extend(tables.estimate_tables(est_all, audience, linked=linked, **kw))
+        tabs.extend(tables.estimate_tables(est_all, audience, linked=linked, study=st, **kw))
         tabs.append(tables.budget_table(budget_rows(est)))
     if audience == "clearinghouse":
-        tabs.append(tables.headline_table(results, audience))
+        tabs.append(tables.headline_table(results, audience, st, p.econ.horizon_years))
     tabs = [t for t in tabs if t is not None and not t.frame.empty]
     chart_list = [c for c in (_ratio_chart(est, audience, st),
-                              _savings_chart(results, est, audience, st))
+                              _savings_chart(results, est, audience, st,
+                                             p.econ.horizon_years))
                   if c is not None]
     run = results.get("run") or {}
 
@@ -379,7 +399,7 @@ def build_context(results: dict, params, audience: str | None = None) -> dict:
         "charts": chart_list, "tables": tabs, "methods": story.methods(st, p, est_all, audience),
         "limitations": story.limitations(st, p, est_all, audience),
         "assumptions": story.assumptions(p, results, est_all),
-        "guidance": _guidance(findings, audience, st), "provenance": provenance,
+        "guidance": _guidance(findings, audience, st, est), "provenance": provenance,
         "notes": notes, "public": public, "min_cell": min_cell, "mode": p.mode,
         "cells_suppressed": cells, "estimates_withheld": withheld,
         "interval_words": ("range of plausible values" if audience == "clearinghouse"
@@ -430,13 +450,26 @@ def _read_json(path: Path, what: str) -> dict:
         raise BriefError(f"{path} is not valid JSON ({err}); re-run the analysis") from None
 
 
-def _run_scan_targets(run_dir: Path) -> dict:
-    """What the pre-publication scan looks for (:func:`evalkit.prepare.scan_targets`), or
-    nothing when the working database cannot be read (summary mode, a copied folder)."""
+def _run_scan_targets(run_dir: Path, mode: str) -> dict:
+    """What the pre-publication scan of a public brief looks for
+    (:func:`evalkit.prepare.scan_targets`: the run's member ids and dates of service,
+    from its working database).
+
+    A summary-mode run holds published figures only, so without its database there is
+    nothing of a member's to look for. Any other run whose database cannot be read (a
+    run folder copied without ``work/``) cannot be checked, and a public brief is not
+    made from it unchecked: :class:`BriefError` says why and what to do."""
     try:
         return scan_targets(run_dir)
-    except Exception:  # noqa: BLE001 - no database (summary mode, a copied run folder)
-        return {}
+    except Exception as err:  # noqa: BLE001 - any reason the database cannot be read
+        if mode == "summary":
+            return {}
+        raise BriefError(
+            f"the public brief was not written: its check for member ids and dates of "
+            f"service needs the run's working database ({run_dir / 'work'}), which cannot "
+            f"be read ({type(err).__name__}: {err}). Make the public brief in the run "
+            "folder that holds work/ (the --out of `evalkit run`), or copy work/ with it; "
+            "an internal brief (report.public: false) needs no database.") from None
 
 
 def write_brief(run_dir: str | Path, *, audience: str | None = None, results: dict | None = None,
@@ -455,7 +488,8 @@ def write_brief(run_dir: str | Path, *, audience: str | None = None, results: di
         one it is assembling).
     params : validated params; default: read ``params.json``.
     member_ids : ids the public brief is scanned for; default: read from the run's
-        working database when it is there (with its dates of service).
+        working database (with its dates of service). A public brief of a run with
+        member-level data whose database cannot be read is refused (BriefError).
     secrets : strings the public brief must not hold (the run's redacted secrets); with
         them the brief's scan is the whole pre-publication check of its two files, and
         the run's scan of the folder does not read them again.
@@ -467,7 +501,8 @@ def write_brief(run_dir: str | Path, *, audience: str | None = None, results: di
     Raises
     ------
     BriefError
-        Missing or failed run, unknown audience, or a rendering failure.
+        Missing or failed run, unknown audience, a rendering failure, or a public brief
+        of member-level data whose working database cannot be read for its scan.
     DisclosureError
         Public brief only: member-level data in results.json, or the rendered brief
         holds member ids or small counts (nothing is written then).
@@ -505,7 +540,7 @@ def write_brief(run_dir: str | Path, *, audience: str | None = None, results: di
             raise BriefError(f"printing brief.pdf failed: {type(err).__name__}: {err}") from err
         if context["public"]:
             targets = ({"member_ids": member_ids} if member_ids is not None
-                       else _run_scan_targets(run_dir))
+                       else _run_scan_targets(run_dir, context["mode"]))
             report = scan_outputs(partial, min_cell=context["min_cell"], secrets=secrets,
                                   **targets)
             if not report.ok:

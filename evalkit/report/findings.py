@@ -30,27 +30,18 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from ..analysis.spec import CLAIMS_OUTCOMES, CLAIMS_TIME_OUTCOMES
+from ..analysis.spec import CLAIMS_TIME_OUTCOMES
 from ..results import PRIMARY_ORDER
 from .story import ANALYSIS_LABELS, Study, article
 
 AUDIENCES = ("hmo", "research", "clearinghouse")
 
-#: outcome -> (short label, plain label, unit noun), from the spec's one table of labels
-OUTCOMES = {n: (d.label, d.plain, "" if d.kind == "time_to_event" else d.unit)
-            for n, d in {**CLAIMS_OUTCOMES, **CLAIMS_TIME_OUTCOMES}.items()}
 #: time-to-event outcome -> what happens (brief words, plain words), from the spec
 EVENTS = {n: d.event for n, d in CLAIMS_TIME_OUTCOMES.items() if d.event}
 RATIO_SCALES = ("rate_ratio", "hazard_ratio", "ratio", "odds_ratio")
 VALUE_SCALES = ("net_savings_per_member", "roi", "benefit_cost_ratio", "probability_cost_saving")
 #: Analyses told apart from an outcome's comparisons (their own findings).
 APART = ("budget", "power", "valuation", "projection", "descriptive")
-
-
-def outcome_label(outcome: str, audience: str = "hmo") -> str:
-    """A readable name for an outcome (the column name, spaced, when unknown)."""
-    short, plain, _ = OUTCOMES.get(outcome, (str(outcome).replace("_", " "),) * 2 + ("",))
-    return plain if audience == "clearinghouse" else short
 
 
 def _finite(x) -> bool:
@@ -201,15 +192,16 @@ def analysis_tag(row) -> str:
 
 
 def comparable(estimates: pd.DataFrame) -> pd.DataFrame:
-    """Estimates that compare the arms in follow-up: baseline-period rows and per-arm
-    descriptive rows (e.g. the share without an ER visit in one arm) are left out."""
+    """Estimates that compare the arms in follow-up: baseline-period rows and descriptive
+    rows (analysis ``descriptive``: one arm's or one group's figure, e.g. the share
+    without an ER visit in one arm) are left out, by the records' fields."""
     if estimates.empty:
         return estimates
     e = estimates.copy()
     if "period" in e:
         e = e[e["period"].fillna("").astype(str) != "baseline"]
-    contrast = e["contrast"].fillna("").astype(str)
-    e = e[~contrast.str.endswith(" arm")]
+    if "analysis" in e:
+        e = e[e["analysis"].fillna("").astype(str) != "descriptive"]
     return e[e["estimate"].notna()]
 
 
@@ -319,6 +311,24 @@ def _other_label(analysis, adjusted_for: tuple, recs: list[dict]) -> str:
 def primary_estimates(estimates: pd.DataFrame, primary: dict | None = None) -> dict:
     """``{outcome: {scale: record}}`` of each outcome's main result."""
     return {o.outcome: o.main for o in outcome_results(estimates, primary)}
+
+
+#: Scales on which no difference is 0 (the ratio scales' is 1).
+DIFFERENCE_SCALES = ("difference", "rate_difference_per_1000_mm", "cost_difference",
+                     "pmpm_difference", "risk_difference")
+
+
+def direction(main: dict) -> str | None:
+    """Which way an outcome's main result went: ``lower`` or ``higher`` in the
+    intervention arm, from its record (a ratio against 1, else a difference against 0),
+    or None when it has neither or sits exactly on no difference. ``main`` is one
+    outcome's ``{scale: record}`` (:func:`primary_estimates`)."""
+    for scales, null in ((RATIO_SCALES, 1.0), (DIFFERENCE_SCALES, 0.0)):
+        for scale in scales:
+            r = main.get(scale)
+            if r is not None and _finite(r.get("estimate")) and r["estimate"] != null:
+                return "lower" if r["estimate"] < null else "higher"
+    return None
 
 
 def budget_rows(estimates: pd.DataFrame) -> pd.DataFrame:
@@ -441,7 +451,7 @@ def _time(outcome, s, st: Study, audience) -> tuple[str, bool] | None:
                 f"{ratio(hr['estimate'])}, 95% CI {ratio(hr['ci_low'])} to "
                 f"{ratio(hr['ci_high'])}).")
     rm = s.get("difference")
-    if rm is not None and str(rm.get("estimand", "")).startswith("difference in restricted"):
+    if rm is not None and _finite(rm.get("tau")):     # a restricted mean has its horizon
         unit = st.outcomes.get(outcome, ("", "", ""))[2] or ""
         tau = rm.get("tau")
         longer = lambda v: f"{num(v)} {unit}".strip()

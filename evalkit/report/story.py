@@ -80,6 +80,7 @@ class Study:
     outcomes : outcome name -> (label, plain label, unit), from the spec.
     primary : outcome name -> the spec's primary analysis.
     group_column : the column naming the groups of a k-group comparison.
+    good : outcome name -> the direction the spec counts as good (``lower``/``higher``).
     """
 
     shape: str
@@ -92,6 +93,7 @@ class Study:
     outcomes: dict = field(default_factory=dict)
     primary: dict = field(default_factory=dict)
     group_column: str | None = None
+    good: dict = field(default_factory=dict)
 
     @property
     def default_arms(self) -> bool:
@@ -137,6 +139,26 @@ class Study:
             return "referred member"
         return f"{self.one} {self.intervention}"
 
+    @property
+    def arms(self) -> tuple[str, str]:
+        """The two arms as a table names them: ('Self-help referral', 'Comparison') for the
+        claims default, else the spec's intervention and comparison, capitalized (in a
+        comparison of several groups: the first and second group a contrast names)."""
+        if self.default_arms:
+            return ("Self-help referral", "Comparison")
+        if self.shape == "k_groups":
+            return ("First named", "Second named")
+        if not (self.intervention and self.comparison):
+            return ("Intervention arm", "Comparison arm")
+        return (_cap(self.intervention), _cap(self.comparison))
+
+    @property
+    def before(self) -> str:
+        """When the arms' characteristics were measured, in a table's title."""
+        if self.default_arms:
+            return "Before referral"
+        return "Before randomization" if self.randomized else "At the start"
+
     def label(self, outcome: str, audience: str = "hmo") -> str:
         """The outcome's name for readers (spec label, or plain words for a lay brief)."""
         short, plain, _ = self.outcomes.get(outcome, (str(outcome).replace("_", " "),) * 2
@@ -146,6 +168,21 @@ class Study:
     def unit_of(self, outcome: str) -> str:
         return self.outcomes.get(outcome, ("", "", ""))[2]
 
+    def good_of(self, outcome: str) -> str | None:
+        """The direction the spec counts as good for the outcome, or None if unknown."""
+        return self.good.get(outcome)
+
+
+def _cap(s: str) -> str:
+    return s[:1].upper() + s[1:]
+
+
+def _spec_good(spec: dict | None) -> dict:
+    out = {n: d.good for n, d in {**CLAIMS_OUTCOMES, **CLAIMS_TIME_OUTCOMES}.items()}
+    out.update({n: o["good"] for n, o in ((spec or {}).get("outcomes") or {}).items()
+                if o.get("good")})
+    return out
+
 
 def _spec_outcomes(spec: dict | None) -> dict:
     out = {n: (d.label, d.plain, d.unit)
@@ -154,6 +191,12 @@ def _spec_outcomes(spec: dict | None) -> dict:
         out[n] = (o.get("label") or n, o.get("plain") or o.get("label") or n,
                   o.get("unit") or "")
     return out
+
+
+#: The study a claims run tells when its spec names nothing else: the default arms.
+CLAIMS_STUDY = Study(shape="two_arm", mode="claims", intervention=DEFAULT_ARMS[0],
+                     comparison=DEFAULT_ARMS[1], unit="members", randomized=False,
+                     outcomes=_spec_outcomes(None), good=_spec_good(None))
 
 
 def shape_of(analyses: set, p, spec_outcomes: dict) -> str:
@@ -193,6 +236,7 @@ def study_of(results: dict, p) -> Study:
                  randomized=bool(s.get("randomized", False)), question=question,
                  outcomes=_spec_outcomes(spec),
                  primary={n: o.get("primary") for n, o in outcomes.items()},
+                 good=_spec_good(spec),
                  group_column=getattr(person, "groups", None) if person is not None else None)
 
 
@@ -219,7 +263,8 @@ _CLAIMS_QUESTIONS = {
 }
 
 
-def _listed(words: list[str]) -> str:
+def listed(words: list[str]) -> str:
+    """'a', 'a and b', 'a, b and c' (repeats and empty words left out)."""
     words = [w for w in dict.fromkeys(words) if w]
     if len(words) <= 1:
         return "".join(words)
@@ -230,7 +275,7 @@ def question(study: Study, audience: str, outcomes: list[str], p) -> str:
     """The question the brief answers: the spec's own, else one for the study's shape."""
     if study.question:
         return study.question
-    labels = _listed([study.label(o, audience) for o in outcomes])
+    labels = listed([study.label(o, audience) for o in outcomes])
     if study.shape == "planning":
         pl = p.planning
         drop = f"{pl.relative_reduction:.0%}"
@@ -375,7 +420,7 @@ def methods(study: Study, p, e: pd.DataFrame, audience: str) -> list[str]:
     for r in replicates(e):
         if not plain:
             out.append(f"Resampling: {r['n']:,} replicates behind "
-                       f"{_listed(sorted({study.label(x['outcome']) for x in r['records']}))}"
+                       f"{listed(sorted({study.label(x['outcome']) for x in r['records']}))}"
                        f"; seed {p.seed}.")
     if audience == "research":
         ms = list(dict.fromkeys(str(m) for m in e.get("method", pd.Series(dtype=str)).dropna()
@@ -459,7 +504,7 @@ def replicate_notes(study: Study, e: pd.DataFrame, limit: float) -> list[str]:
         if not r["failed"]:
             continue
         share = r["failed"] / r["n"]
-        what = _listed(sorted({study.label(x["outcome"]) for x in r["records"]}))
+        what = listed(sorted({study.label(x["outcome"]) for x in r["records"]}))
         text = (f"{r['failed']:,} of {r['n']:,} resampling replicates ({share:.1%}) behind "
                 f"the intervals for {what} could not be computed; the intervals rest on the "
                 f"other {r['n'] - r['failed']:,}")
@@ -493,8 +538,8 @@ def assumptions(p, results: dict, e: pd.DataFrame) -> list[str]:
                  "facilitation": "facilitation per referred member",
                  "materials": "materials per referred member",
                  "fixed_startup": "start-up"}
-        listed = _listed([f"${float(v):,.0f} {words.get(k, k)}" for k, v in costs.items()])
+        given = listed([f"${float(v):,.0f} {words.get(k, k)}" for k, v in costs.items()])
         out.append(f"Assumed program costs: the params do not give them, so evalkit's defaults "
-                   f"are used ({listed}); the net savings and budget figures rest on them. "
+                   f"are used ({given}); the net savings and budget figures rest on them. "
                    "Set the econ costs to the program's own.")
     return out

@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from ..privacy import DEFAULT_ID_HEADERS, PrivacyError, suppress, suppress_together
-from .findings import comparable, money, num, outcome_label, pct, pvalue, ratio, total
+from .findings import comparable, money, num, pct, pvalue, ratio, total
+from .story import CLAIMS_STUDY, Study
 
 ARMS = (("self_help", "self-help referral"), ("control", "comparison"))
 #: the cohort table's row of each arm
@@ -116,10 +117,11 @@ def cohort_table(results: dict, estimates: pd.DataFrame, *, public: bool, min_ce
 
 
 def rates_table(results: dict, audience: str, *, public: bool, min_cell: int,
-                labels: tuple = tuple(label for _, label in ARMS)):
+                study: Study = CLAIMS_STUDY):
     """Use of care per 1,000 member-months by arm (follow-up; research: both periods);
-    ``labels`` name the two arms' columns (the study's intervention and comparison)."""
-    arms = tuple(zip((a for a, _ in ARMS), labels))
+    the arms' columns and the outcomes are named as the ``study`` (the run's spec) names
+    them."""
+    arms = tuple(zip((a for a, _ in ARMS), study.arms))
     rows = results.get("tables", {}).get("utilization.rates") or []
     if not rows:
         return None
@@ -143,7 +145,7 @@ def rates_table(results: dict, audience: str, *, public: bool, min_cell: int,
     derived = {f"{c}_{a}": f"events_{a}" for a, _ in ARMS for c in ("rate", "ci_low", "ci_high")
                if f"{c}_{a}" in df and f"events_{a}" in df}
     frame, mask, res = _safe(df, counts, public=public, min_cell=min_cell, derived=derived)
-    out = pd.DataFrame({"outcome": [outcome_label(o, audience) for o in df["outcome"]]})
+    out = pd.DataFrame({"outcome": [study.label(o, audience) for o in df["outcome"]]})
     if audience == "research":
         out["period"] = [str(p).replace("followup", "follow-up") for p in df["period"]]
     for a, label in arms:
@@ -255,23 +257,32 @@ def linked_cells(results: dict, estimates: pd.DataFrame, *, public: bool, min_ce
             for key, res in together.items()}
 
 
+def _scale_title(scale: str, unit: str) -> str:
+    """The scale's name in a table; a plain difference carries the outcome's unit."""
+    if scale == "difference" and unit and unit != "dollars":
+        return f"difference ({unit})"
+    return _SCALE_TITLES.get(scale, str(scale).replace("_", " "))
+
+
 def estimate_tables(estimates: pd.DataFrame, audience: str, *, public: bool, min_cell: int,
-                    primary_only: bool = False, linked: dict | None = None) -> list[BriefTable]:
-    """One table of estimates per workbook: outcome, method, scale, estimate, 95% CI, p,
-    n per arm. When public, ``n_treated`` / ``n_control`` are suppressed and the
-    estimate, interval and p-value of a row with a hidden n are hidden with it; so are
-    the cells ``linked`` names (:func:`linked_cells`)."""
+                    primary_only: bool = False, linked: dict | None = None,
+                    study: Study = CLAIMS_STUDY) -> list[BriefTable]:
+    """One table of estimates per workbook: outcome (the spec's label), method, scale,
+    estimate, 95% CI, p, n per arm (named by the study's arms; a comparison of several
+    groups also names each row's contrast). When public, ``n_treated`` / ``n_control``
+    are suppressed and the estimate, interval and p-value of a row with a hidden n are
+    hidden with it; so are the cells ``linked`` names (:func:`linked_cells`)."""
     out = []
     for wb, g in _estimate_groups(estimates, primary_only):
         df, counts, derived = _estimate_frame(g)
         frame, mask, res = _safe(df, counts, public=public, min_cell=min_cell, derived=derived,
                                  hide=(linked or {}).get(f"estimates.{wb}", ()))
         tab = pd.DataFrame({
-            "outcome": [outcome_label(o, audience) for o in g["outcome"]],
+            "outcome": [study.label(o, audience) for o in g["outcome"]],
             "period": [("" if _missing(p) else str(p).replace("followup", "follow-up"))
                        for p in (g["period"] if "period" in g else [None] * len(g))],
             "method": [str(m) for m in g["method"].fillna("")],
-            "scale": [_SCALE_TITLES.get(s, str(s).replace("_", " ")) for s in g["scale"]],
+            "scale": [_scale_title(s, study.unit_of(o)) for s, o in zip(g["scale"], g["outcome"])],
         })
         fmts = [_value_fmt(s) for s in g["scale"]]
         tab["estimate"] = [v if (m or isinstance(v, str)) else f(v) for v, m, f in
@@ -282,19 +293,23 @@ def estimate_tables(estimates: pd.DataFrame, audience: str, *, public: bool, min
                          for i in range(len(df))]
         tab["p"] = ["*" if mask["p_value"].iloc[i] else pvalue(df["p_value"].iloc[i])
                     .replace("p = ", "").replace("p ", "") for i in range(len(df))]
+        n_cols = tuple(f"n {a[:1].lower()}{a[1:]}" for a in study.arms)
         if counts:
-            tab["n self-help"] = _fmt(frame, mask, "n_treated", lambda v: f"{v:,.0f}")
-            tab["n comparison"] = _fmt(frame, mask, "n_control", lambda v: f"{v:,.0f}")
+            tab[n_cols[0]] = _fmt(frame, mask, "n_treated", lambda v: f"{v:,.0f}")
+            tab[n_cols[1]] = _fmt(frame, mask, "n_control", lambda v: f"{v:,.0f}")
+        if study.shape == "k_groups" and "contrast" in g:
+            tab.insert(1, "compared", ["" if _missing(c) else str(c) for c in g["contrast"]])
         if not tab["period"].astype(bool).any():
             tab = tab.drop(columns="period")
         note, n = _note(res)
         out.append(BriefTable(f"estimates.{wb}", f"Estimates: {str(wb).replace('_', ' ')}", tab,
-                              note, n, numeric=("estimate", "p", "n self-help", "n comparison")))
+                              note, n, numeric=("estimate", "p", *n_cols)))
     return out
 
 
-def table1(results: dict, *, public: bool, min_cell: int):
-    """Characteristics before referral by arm, with standardized mean differences.
+def table1(results: dict, *, public: bool, min_cell: int, study: Study = CLAIMS_STUDY):
+    """Characteristics at the start by arm (named as the ``study`` names them), with
+    standardized mean differences.
 
     A share of a yes/no characteristic times the arm's size gives a count of people,
     so when public the implied counts (with and without the characteristic) are
@@ -340,16 +355,16 @@ def table1(results: dict, *, public: bool, min_cell: int):
                 vals.append(num(t[col].iloc[i]) + ("" if _missing(sd) else f" (SD {num(sd)})"))
         return vals
     out = pd.DataFrame({"characteristic": [str(c).replace("_", " ") for c in t["covariate"]],
-                        "self-help referral": show("mean_treated", "sd_treated"),
-                        "comparison": show("mean_control", "sd_control"),
+                        study.arms[0]: show("mean_treated", "sd_treated"),
+                        study.arms[1]: show("mean_control", "sd_control"),
                         "SMD": ["*" if mask["smd"].iloc[i] else
                                 ("" if _missing(t["smd"].iloc[i]) else num(t["smd"].iloc[i], 2))
                                 for i in range(len(t))]})
     note, n = _note(res)
-    return BriefTable("table1", "Before referral: how the groups differed", out, note, n,
+    return BriefTable("table1", f"{study.before}: how the groups differed", out, note, n,
                       caption="Mean (SD) or share; SMD is the standardized mean difference "
                               "(|SMD| above 0.1 is a notable imbalance).",
-                      numeric=("self-help referral", "comparison", "SMD"))
+                      numeric=(*study.arms, "SMD"))
 
 
 _SURVIVAL_DERIVED = {"survival": "n_event", "ci_low": "n_event", "ci_high": "n_event"}
@@ -366,31 +381,57 @@ def _survival_frame(results: dict):
     return s, s[["n_risk", "n_event", "survival", "ci_low", "ci_high"]].copy()
 
 
-def survival_table(results: dict, *, public: bool, min_cell: int, hide=()):
-    """Members without an ER visit by day of follow-up, with the numbers at risk;
+def survival_table(results: dict, *, public: bool, min_cell: int, hide=(),
+                   study: Study = CLAIMS_STUDY):
+    """The share of each arm yet to have the event by time of follow-up, with the numbers
+    at risk; the event, its time unit, the arms and the unit are the ``study``'s words
+    for the table's ``outcome`` (a run recorded without it is told in general words).
     ``hide``: cells hidden because the same count is hidden in another table."""
     got = _survival_frame(results)
     if got is None:
         return None
     s, df = got
+    outcome = s["outcome"].dropna().iloc[0] if "outcome" in s and s["outcome"].notna().any() \
+        else None
+    event = study.label(outcome, "clearinghouse") if outcome else "the event"
+    tunit = study.unit_of(outcome) if outcome else ""
+    step = tunit[:-1] if tunit.endswith("s") else (tunit or "time")
+    names = dict(zip((a for a, _ in ARMS), study.arms))
+    share = f"share without {event} (95% CI)"
     frame, mask, res = _safe(df, ["n_risk", "n_event"], public=public, min_cell=min_cell,
                              derived=_SURVIVAL_DERIVED, hide=hide)
     out = pd.DataFrame({
-        "group": [dict(ARMS).get(g, str(g)) for g in s["group"]],
-        "day": [f"{t:,.0f}" for t in s["time"]],
+        "group": [names.get(g, str(g)) for g in s["group"]],
+        step: [f"{t:,.0f}" for t in s["time"]],
         "n at risk": _fmt(frame, mask, "n_risk", lambda v: f"{v:,.0f}"),
         "n events": _fmt(frame, mask, "n_event", lambda v: f"{v:,.0f}"),
-        "share without an ER visit (95% CI)": [
+        share: [
             "*" if mask["survival"].iloc[i] else
             f"{pct(s['survival'].iloc[i], 1)} ({pct(s['ci_low'].iloc[i], 1)} to "
             f"{pct(s['ci_high'].iloc[i], 1)})" for i in range(len(s))]})
     note, n = _note(res)
-    return BriefTable("survival", "Members without an ER visit, by day of follow-up", out, note,
-                      n, numeric=("n at risk", "n events", "share without an ER visit (95% CI)"))
+    return BriefTable("survival", f"{study.unit[:1].upper()}{study.unit[1:]} without {event}, "
+                      f"by {step} of follow-up", out, note, n,
+                      numeric=("n at risk", "n events", share))
 
 
-def headline_table(results: dict, audience: str):
-    """The cost-benefit headline figures (dollars, shares: no counts of people)."""
+def _headline_figures(study: Study, horizon_years: float | None) -> dict:
+    """The headline's figures by quantity, per the study's own treated unit."""
+    per = f"per {study.per_treated}"
+    over = ("over the horizon" if horizon_years is None else
+            f"over {horizon_years:g} year" + ("" if horizon_years == 1 else "s"))
+    return {"gross_savings": f"gross savings {per} per year",
+            "program_cost": f"program cost {per} (incl. start-up share)",
+            "net_savings": f"net savings {per} {over}",
+            "roi": "return on investment",
+            "probability_cost_saving": "probability the program saves money"}
+
+
+def headline_table(results: dict, audience: str, study: Study = CLAIMS_STUDY,
+                   horizon_years: float | None = None):
+    """The cost-benefit headline figures (dollars, shares: no counts of people), named
+    by their ``quantity`` in the study's words (per whom, over which horizon); a figure
+    of another quantity keeps its recorded name."""
     rows = results.get("tables", {}).get("cost_benefit.headline") or []
     if not rows:
         return None
@@ -404,8 +445,10 @@ def headline_table(results: dict, audience: str):
             return ""
         return pct(v) if unit == "share" else money(v)
     units = h["unit"] if "unit" in h else ["dollars"] * len(h)
+    names = _headline_figures(study, horizon_years)
+    quantities = h["quantity"] if "quantity" in h else [None] * len(h)
     out = pd.DataFrame({
-        "figure": [str(f) for f in h["figure"]],
+        "figure": [names.get(q, str(f)) for q, f in zip(quantities, h["figure"])],
         "estimate": [fmt(u, v) for u, v in zip(units, h["estimate"])],
         iv: [("" if _missing(lo) or _missing(hi) else f"{fmt(u, lo)} to {fmt(u, hi)}")
              for u, lo, hi in zip(units, h.get("ci_low", [None] * len(h)),

@@ -8,6 +8,7 @@ import pandas as pd
 from scipy import stats
 
 from evalkit.errors import DataValidationError, ParamsError
+from evalkit.style import FAIL_COLOR, MUTED_COLOR, PASS_COLOR, ratio_axis
 
 from .checks import _check_alpha
 from .inference import calibrate_p
@@ -87,19 +88,20 @@ def calibration_plot(null: Null, controls, ax=None, estimates=None, alpha: float
                float(np.max(width)), z * se_max) * 1.15
     xmin, xmax = null.mu - span, null.mu + span
     f = np.exp if exponentiate else (lambda v: v)
-    ax.fill_betweenx(grid, f(np.full_like(grid, xmin)), f(lo_b), color="#fdd49e", alpha=0.5,
+    ax.fill_betweenx(grid, f(np.full_like(grid, xmin)), f(lo_b), color=FAIL_COLOR, alpha=0.12,
                      lw=0, label=f"calibrated p < {alpha:g}")
-    ax.fill_betweenx(grid, f(hi_b), f(np.full_like(grid, xmax)), color="#fdd49e", alpha=0.5,
+    ax.fill_betweenx(grid, f(hi_b), f(np.full_like(grid, xmax)), color=FAIL_COLOR, alpha=0.12,
                      lw=0)
-    ax.plot(f(lo_b), grid, color="#d7301f", lw=1.2)
-    ax.plot(f(hi_b), grid, color="#d7301f", lw=1.2)
-    ax.plot(f(-z * grid), grid, color="grey", ls="--", lw=1, label=f"uncalibrated p = {alpha:g}")
-    ax.plot(f(z * grid), grid, color="grey", ls="--", lw=1)
+    ax.plot(f(lo_b), grid, color=FAIL_COLOR, lw=1.2)
+    ax.plot(f(hi_b), grid, color=FAIL_COLOR, lw=1.2)
+    ax.plot(f(-z * grid), grid, color=MUTED_COLOR, ls="--", lw=1,
+            label=f"uncalibrated p = {alpha:g}")
+    ax.plot(f(z * grid), grid, color=MUTED_COLOR, ls="--", lw=1)
     p = calibrate_p(y, se, null) if y.size else np.array([])
     out = p < alpha
-    ax.scatter(f(y[~out]), se[~out], s=18, color="#2c7fb8", alpha=0.8, zorder=3,
+    ax.scatter(f(y[~out]), se[~out], s=18, color=PASS_COLOR, alpha=0.8, zorder=3,
                label="negative controls")
-    ax.scatter(f(y[out]), se[out], s=18, color="#f16913", alpha=0.9, zorder=3)
+    ax.scatter(f(y[out]), se[out], s=18, color=FAIL_COLOR, alpha=0.9, zorder=3)
     if ey is not None:
         ax.scatter(f(ey), ese, marker="D", s=36, color="black", zorder=4, label="estimate")
     ax.axvline(f(0.0), color="black", lw=0.6)
@@ -107,11 +109,12 @@ def calibration_plot(null: Null, controls, ax=None, estimates=None, alpha: float
     if exponentiate:
         ax.set_xscale("log")
         ax.set_xlabel("effect estimate (ratio, log axis)")
-        ax.set_ylabel("standard error (log scale)")
+        ax.set_ylabel("standard error of the log ratio")
     else:
         ax.set_xlabel("effect estimate")
         ax.set_ylabel("standard error")
     ax.set_xlim(f(xmin), f(xmax))
+    ratio_axis(ax, "x")                     # readable ticks on the log axis (0.8, 1, 1.25)
     n_out = int(out.sum())
     n_trad = int(np.sum(np.abs(y) > z * se))
     ax.set_title(f"{len(y)} negative controls: {n_trad} with p < {alpha:g}, {n_out} after "
