@@ -46,7 +46,13 @@ _FRESH: dict = {}
 
 
 def remember() -> None:
-    """In the kernel, after the warm-up imports: record the state :func:`fresh` restores."""
+    """In the kernel, after the warm-up imports: record the state :func:`fresh` restores.
+
+    matplotlib's backend is loaded first: a new kernel loads it with the first figure
+    of its first workbook (the inline backend then turns matplotlib's interactive mode
+    on, which makes figures show); a reused kernel has it loaded already, so the state
+    it returns to must be the one after loading."""
+    plt.switch_backend(matplotlib.get_backend())
     _FRESH.update(filters=list(warnings.filters), showwarning=warnings.showwarning,
                   rc=matplotlib.rcParams.copy())
 
