@@ -524,13 +524,15 @@ class _KernelPool:
         """The next task to finish, and its error (None if it succeeded)."""
         return self._done.get()
 
-    def close(self) -> None:
-        """Stop the kernels once their tasks are done (a workbook still executing after
-        an interruption has its kernel stopped when the runner's process ends)."""
+    def close(self, wait: bool = True) -> None:
+        """Stop each kernel once its workbook is done, waiting for that with ``wait``;
+        without (the run was interrupted or failed) a kernel still executing stops when
+        its workbook ends or, at the latest, when the runner's process does (a kernel
+        ends when its parent process has gone)."""
         for _ in self._threads:
             self._tasks.put(None)
-        for t in self._threads:
-            t.join(timeout=30)
+        for t in self._threads if wait else ():
+            t.join()
 
 
 def _execute(wb: str, out_dir: Path, params_file: Path, how: _Execution, progress: bool,
@@ -659,9 +661,12 @@ def _run_steps(params, out_dir, params_file, results_path, run_info, secrets, qu
             pool.grow(min(how.workers or default_workers(out_dir), len(order)))
         notebooks = _execute_workbooks(order, params, out_dir, params_file, results_path,
                                        run_info, secrets, quiet, how, pool)
-    finally:
+    except BaseException:
         if pool is not None:
-            pool.close()
+            pool.close(wait=False)
+        raise
+    if pool is not None:
+        pool.close()
     _step(run_info, results_path, "brief")
     # the brief sees the params as published (secrets redacted), like the workbooks
     _write_brief(_params.validate(run_info["params"]), out_dir, run_info, results_path, quiet,
