@@ -4,8 +4,14 @@
 
 1. validate the params (overrides included) before any work;
 2. prepare the analysis database (:func:`evalkit.prepare.prepare`);
-3. execute each workbook in order with papermill in a real Jupyter kernel, injecting
-   the path of the validated params; save each executed notebook and its HTML;
+3. execute each workbook with papermill in a real Jupyter kernel, injecting the path of
+   the validated params; save each executed notebook and its HTML. The kernels start
+   (and import evalkit) while step 2 runs and are reused from workbook to workbook,
+   reset in between to a new kernel's state (:mod:`evalkit.kernels`); two workbooks
+   execute at once when the machine has the cores and the memory
+   (:func:`default_workers`), each after the workbooks whose output it reads (``after``
+   in :mod:`evalkit.catalog`). The numbers are those of one workbook at a time, each in
+   a kernel of its own (``workers=1, shared_kernels=False``);
 4. write the brief, ``brief.html`` and ``brief.pdf`` (:mod:`evalkit.report`);
 5. write the tables as ``tables/<name>.csv`` and ``tables.xlsx`` (:mod:`evalkit.export`);
 6. in a public run, scan every output (:func:`_privacy_scan`);
@@ -26,7 +32,7 @@ that holds it. Every output carries the run's id (``run_id`` in ``results.json``
 
 Notebooks are executed into a hidden temporary file, saved atomically after every cell,
 and renamed into place only when the workbook succeeded. A failing workbook stops the
-run: its partial notebook is kept as ``<name>.failed.ipynb`` (valid JSON, the failing
+run (a workbook executing beside it is let finish and recorded): its partial notebook is kept as ``<name>.failed.ipynb`` (valid JSON, the failing
 cell marked), ``results.json`` records ``status: failed`` with the step, notebook and
 cell, and a :class:`~evalkit.errors.WorkbookError` is raised (the CLI exits non-zero).
 The step being worked on (``prepare``, a workbook, ``brief``, ``privacy scan``) is

@@ -186,8 +186,8 @@ def test_reused_kernel_starts_each_workbook_fresh(tmp_path):
         "import matplotlib.pyplot as plt\nplt.plot([1, 2]);")])
     second = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in (
         "import matplotlib, warnings, warner\nwarner.go()",
-        "print('left_behind' in dir(), matplotlib.rcParams['axes.titlesize'],"
-        " warnings.filters[0][0])",
+        ("print('left_behind' in dir(), matplotlib.rcParams['axes.titlesize'],"
+         " warnings.filters[0][0])"),
         "import matplotlib.pyplot as plt\nplt.plot([1, 2]);")])
     for name, nb in (("first", first), ("second", second)):
         nbformat.write(nb, tmp_path / f"{name}.ipynb")
