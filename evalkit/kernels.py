@@ -55,6 +55,8 @@ def remember() -> None:
     plt.switch_backend(matplotlib.get_backend())
     _FRESH.update(filters=list(warnings.filters), showwarning=warnings.showwarning,
                   rc=matplotlib.rcParams.copy())
+    gc.collect()
+    gc.freeze()     # the imported modules live as long as the kernel: never scan them again
 
 
 def fresh() -> None:
