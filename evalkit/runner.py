@@ -459,11 +459,12 @@ class _Execution:
 #: Options of every kernel: its own log only for errors that stop it.
 _KERNEL_ARGS = ["--IPKernelApp.log_level=CRITICAL"]
 
-#: A kernel's peak memory per byte of the run's database, measured on the demo plan
-#: (20,000 members: 16 MB of database, kernels peaking near 0.5 GB): two workbooks
-#: execute at once only if two such kernels fit in the memory available
-#: (:func:`default_workers`), so a plan of a million members runs one workbook at a time.
-KERNEL_BYTES_PER_DB_BYTE = 32
+#: A kernel's peak memory per byte of the run's database, from the demo plan (20,000
+#: members: 16 MB of database, its largest kernel peaking at 0.55 GB, 35 bytes a byte)
+#: with a margin: two workbooks execute at once only if two such kernels fit in the
+#: memory available (:func:`default_workers`), so on a 24 GB machine a plan of a million
+#: members (about 0.8 GB of database) runs one workbook at a time.
+KERNEL_BYTES_PER_DB_BYTE = 40
 
 
 def default_workers(out_dir: Path) -> int:
