@@ -1,20 +1,30 @@
-"""The whole default run (every default workbook), end to end, at two plan sizes.
+"""The whole default run (every default workbook), end to end: the plain sequential run
+against the run with shared kernels.
 
-For each size, runs ``evalkit run params/demo.yaml`` (synthetic data generated inside
-the run) in this process and prints the seconds of data preparation (generation, loading,
-checks, cohort, member x window table) and of each workbook, from the run's results.json,
-plus the run's peak memory (the runner, its largest Jupyter kernel and the two together,
-sampled every half second in a fresh child process per size). The baseline in the same
-process is the bare start of a kernel that imports evalkit's dependencies and runs
-nothing, so the table shows how much of each workbook is analysis rather than kernel
-start.
+For each plan size, runs ``evalkit run params/demo.yaml`` (synthetic data generated inside
+the run) both ways, interleaved, each run in a fresh child process:
+
+* ``sequential``: one workbook at a time, each in a kernel of its own
+  (``runner.run(workers=1, shared_kernels=False)``, how every run was made before);
+* ``shared``: the default, kernels started while the data are prepared, reused between
+  workbooks and two workbooks at once when memory allows (``runner.run()``).
+
+It prints the seconds of data preparation and of each workbook (from results.json; with
+two at once a workbook's seconds overlap another's), the run's wall time and CPU time
+(the runner and its kernels), its peak memory (the runner, its largest kernel and the two
+together, sampled every half second), medians over the repeats, and the ratios
+shared / sequential. The bare start of a kernel that imports evalkit's dependencies and
+runs nothing is measured too, as the unit of what a workbook costs beyond its analysis.
 
 Usage: python benchmarks/end_to_end.py [--members 20000 1000000] [--bootstrap 1000]
+       [--repeats 1] [--paths sequential shared]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -85,57 +95,87 @@ class PeakSampler:
         self._sample()
 
 
-def child(members: int, bootstrap: int, out: str) -> None:
-    """One run; prints results.json's timings and the peak resident memory of the runner,
-    of the largest kernel and of the two together, as JSON."""
+#: How each path runs the workbooks (keyword arguments of ``runner.run``).
+PATHS = {"sequential": {"workers": 1, "shared_kernels": False}, "shared": {}}
+
+
+def child(members: int, bootstrap: int, out: str, path: str) -> None:
+    """One run; prints results.json's timings, the CPU seconds of the runner and its
+    kernels, and the peak resident memory of the runner, of the largest kernel and of
+    the two together, as JSON."""
     t = time.perf_counter()
     with PeakSampler() as peak:
-        res = runner.run(PARAMS, out=out, quiet=True,
+        res = runner.run(PARAMS, out=out, quiet=True, **PATHS[path],
                           overrides={"data.members": members,
                                      "models.bootstrap_replicates": bootstrap})
     total = time.perf_counter() - t
+    cpu = sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                                resource.getrusage(resource.RUSAGE_CHILDREN)))
     run = json.loads(res.results_path.read_text())["run"]
     # the runner's true peak (VmHWM) can fall between two samples
     hwm = int(next(x for x in Path("/proc/self/status").read_text().splitlines()
                    if x.startswith("VmHWM")).split()[1]) * 1024
-    print(json.dumps({"total": total, "prepare": run["prepare_seconds"],
+    print(json.dumps({"total": total, "cpu": cpu, "prepare": run["prepare_seconds"],
                       "workbooks": {w["workbook"]: w["seconds"] for w in run["workbooks"]},
                       "peak_runner_mb": max(hwm, peak.runner) / 2**20,
                       "peak_kernel_mb": peak.kernel / 2**20,
                       "peak_total_mb": peak.total / 2**20}))
 
 
+def _median_run(runs: list[dict]) -> dict:
+    """Medians over repeated runs of the same path, step by step."""
+    keys = ("total", "cpu", "prepare", "peak_runner_mb", "peak_kernel_mb", "peak_total_mb")
+    out = {k: statistics.median(r[k] for r in runs) for k in keys}
+    out["workbooks"] = {w: statistics.median(r["workbooks"][w] for r in runs)
+                        for w in runs[0]["workbooks"]}
+    return out
+
+
+def _row(name: str, values: list[float], fmt: str, unit: str) -> str:
+    """A table row: each path's value, then shared / sequential when both ran."""
+    cells = "".join(f"{format(v, fmt) + unit:>14}" for v in values)
+    ratio = f"{values[-1] / values[0]:>9.2f}x" if len(values) == 2 and values[0] else ""
+    return f"{name:<18}{cells}{ratio}"
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--members", type=int, nargs="+", default=[20_000, 1_000_000])
     ap.add_argument("--bootstrap", type=int, default=1000, help="cost bootstrap replicates")
-    ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    ap.add_argument("--repeats", type=int, default=1, help="runs of each path, interleaved")
+    ap.add_argument("--paths", nargs="+", default=list(PATHS), choices=list(PATHS))
+    ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        return child(int(args.child[0]), int(args.child[1]), args.child[2])
+        return child(int(args.child[0]), int(args.child[1]), args.child[2], args.child[3])
     base = kernel_baseline()
-    results = {}
+    print(f"a bare kernel start with imports: {base:.1f} s")
     for m in args.members:
-        with tempfile.TemporaryDirectory() as tmp:
-            proc = subprocess.run([sys.executable, __file__, "--child", str(m), str(args.bootstrap),
-                                   str(Path(tmp) / "run")], capture_output=True, text=True)
-            if proc.returncode:
-                sys.exit(f"run with {m:,} members failed:\n{proc.stderr[-3000:]}")
-            results[m] = json.loads(proc.stdout.strip().splitlines()[-1])
-    steps = ["prepare", *next(iter(results.values()))["workbooks"]]
-    print(f"\nend-to-end default run (params/demo.yaml, {args.bootstrap} bootstrap replicates); "
-          f"seconds (x the {base:.1f} s of a bare kernel start with imports)\n")
-    print(f"{'step':<16}" + "".join(f"{f'{m:,} members':>24}" for m in results))
-    for step in steps:
-        cells = []
-        for r in results.values():
-            s = r["prepare"] if step == "prepare" else r["workbooks"].get(step)
-            cells.append("-" if s is None else f"{s:9.1f} s ({s / base:5.1f}x)")
-        print(f"{step:<16}" + "".join(f"{c:>24}" for c in cells))
-    print(f"{'total':<16}" + "".join(f"{r['total']:>22.1f} s" for r in results.values()))
-    print(f"{'peak, runner':<16}" + "".join(f"{r['peak_runner_mb'] / 1024:>21.2f} GB" for r in results.values()))
-    print(f"{'peak, a kernel':<16}" + "".join(f"{r['peak_kernel_mb'] / 1024:>21.2f} GB" for r in results.values()))
-    print(f"{'peak, together':<16}" + "".join(f"{r['peak_total_mb'] / 1024:>21.2f} GB" for r in results.values()))
+        runs = {p: [] for p in args.paths}
+        for _ in range(args.repeats):
+            for path in args.paths:                  # interleaved: load drifts alike
+                with tempfile.TemporaryDirectory() as tmp:
+                    proc = subprocess.run(
+                        [sys.executable, __file__, "--child", str(m), str(args.bootstrap),
+                         str(Path(tmp) / "run"), path], capture_output=True, text=True,
+                        check=False)
+                if proc.returncode:
+                    sys.exit(f"{path} run with {m:,} members failed:\n{proc.stderr[-3000:]}")
+                runs[path].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        med = {p: _median_run(r) for p, r in runs.items()}
+        print(f"\nparams/demo.yaml at {m:,} members, {args.bootstrap} bootstrap replicates; "
+              f"medians of {args.repeats} run(s) per path")
+        print(f"{'':<18}" + "".join(f"{p:>14}" for p in med)
+              + ("     ratio" if len(med) == 2 else ""))
+        first = next(iter(med.values()))
+        for step in ["prepare", *first["workbooks"]]:
+            print(_row(step, [r["prepare"] if step == "prepare" else r["workbooks"][step]
+                              for r in med.values()], ".1f", " s"))
+        print(_row("wall, whole run", [r["total"] for r in med.values()], ".1f", " s"))
+        print(_row("CPU, whole run", [r["cpu"] for r in med.values()], ".1f", " s"))
+        for key, label in (("peak_runner_mb", "peak, runner"), ("peak_kernel_mb", "peak, a kernel"),
+                           ("peak_total_mb", "peak, together")):
+            print(_row(label, [r[key] / 1024 for r in med.values()], ".2f", " GB"))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,11 @@
 """The workbooks evalkit ships: name, notebook file, the data modes each can read.
 
-A run executes the workbooks its params name in the order of this catalogue (earlier
-workbooks may leave tables that later ones use, e.g. the cohort-balance design weights),
-whatever order the params list them in.
+A run executes the workbooks its params name in the order of this catalogue, whatever
+order the params list them in. Earlier workbooks may leave files that later ones read
+(the cohort-balance design weights, in the run's ``work`` folder): a workbook names them
+in ``after``, and when the runner executes two workbooks at once it starts a workbook
+only once those it names have finished. A workbook that reads another's output must say
+so here.
 """
 from __future__ import annotations
 
@@ -25,6 +28,8 @@ class Workbook:
     #: params file (in ``params/``, shipped as ``evalkit/example_params``) of the built-in
     #: example the workbook runs against when opened on its own
     example: str = "demo.yaml"
+    #: workbooks whose output this one reads, when they are in the same run
+    after: tuple[str, ...] = ()
 
 
 CATALOG: tuple[Workbook, ...] = (
@@ -33,9 +38,11 @@ CATALOG: tuple[Workbook, ...] = (
     Workbook("cohort_balance", "02_cohort_balance.ipynb", ("claims", "person"),
              about="propensity design, balance, diagnostics, negative controls, adjusted effects"),
     Workbook("utilization", "03_utilization.ipynb", ("claims", "person"),
-             about="use of care per 1,000 member-months: crude, adjusted, pre/post"),
+             about="use of care per 1,000 member-months: crude, adjusted, pre/post",
+             after=("cohort_balance",)),
     Workbook("costs", "04_costs.ipynb", ("claims", "person"),
-             about="two-part cost model, PMPM, bootstrap intervals"),
+             about="two-part cost model, PMPM, bootstrap intervals",
+             after=("cohort_balance",)),
     Workbook("cost_benefit", "05_cost_benefit.ipynb", ("claims", "person"),
              about="savings against program cost, ROI, break-even, uncertainty"),
     Workbook("time_to_event", "06_time_to_event.ipynb", ("claims",),

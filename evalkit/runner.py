@@ -4,8 +4,14 @@
 
 1. validate the params (overrides included) before any work;
 2. prepare the analysis database (:func:`evalkit.prepare.prepare`);
-3. execute each workbook in order with papermill in a real Jupyter kernel, injecting
-   the path of the validated params; save each executed notebook and its HTML;
+3. execute each workbook with papermill in a real Jupyter kernel, injecting the path of
+   the validated params; save each executed notebook and its HTML. The kernels start
+   (and import evalkit) while step 2 runs and are reused from workbook to workbook,
+   reset in between to a new kernel's state (:mod:`evalkit.kernels`); two workbooks
+   execute at once when the machine has the cores and the memory
+   (:func:`default_workers`), each after the workbooks whose output it reads (``after``
+   in :mod:`evalkit.catalog`). The numbers are those of one workbook at a time, each in
+   a kernel of its own (``workers=1, shared_kernels=False``);
 4. write the brief, ``brief.html`` and ``brief.pdf`` (:mod:`evalkit.report`);
 5. write the tables as ``tables/<name>.csv`` and ``tables.xlsx`` (:mod:`evalkit.export`);
 6. in a public run, scan every output (:func:`_privacy_scan`);
@@ -26,7 +32,7 @@ that holds it. Every output carries the run's id (``run_id`` in ``results.json``
 
 Notebooks are executed into a hidden temporary file, saved atomically after every cell,
 and renamed into place only when the workbook succeeded. A failing workbook stops the
-run: its partial notebook is kept as ``<name>.failed.ipynb`` (valid JSON, the failing
+run (a workbook executing beside it is let finish and recorded): its partial notebook is kept as ``<name>.failed.ipynb`` (valid JSON, the failing
 cell marked), ``results.json`` records ``status: failed`` with the step, notebook and
 cell, and a :class:`~evalkit.errors.WorkbookError` is raised (the CLI exits non-zero).
 The step being worked on (``prepare``, a workbook, ``brief``, ``privacy scan``) is
@@ -36,10 +42,14 @@ failed in the right step.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import html
 import json
+import os
+import queue
 import shutil
 import sys
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -48,6 +58,7 @@ from pathlib import Path
 import duckdb
 import nbformat
 import papermill as pm
+import psutil
 from nbconvert import HTMLExporter
 from papermill.iorw import papermill_io
 
@@ -55,6 +66,7 @@ from . import params as _params
 from ._version import __version__
 from .data.source import describe_source
 from .errors import EvalkitError, EvalkitWarning, WorkbookError
+from .kernels import ENGINE, WorkbookKernel
 from .export import TABLES_DIR, XLSX_NAME, export_tables
 from .limits import check_disk
 from .provenance import provenance
@@ -188,7 +200,8 @@ def _failed_cell(notebook: Path) -> str:
 def run(params_path: str | Path | None = None, out: str | Path | None = None,
         overrides: list[str] | dict | None = None, quiet: bool = False,
         params: _params.Params | None = None, kernel_name: str = "python3",
-        only: list[str] | str | None = None) -> RunResult:
+        only: list[str] | str | None = None, workers: int | None = None,
+        shared_kernels: bool = True) -> RunResult:
     """Run the workbooks named in the params; see the module docstring.
 
     Parameters
@@ -200,6 +213,13 @@ def run(params_path: str | Path | None = None, out: str | Path | None = None,
     only : re-run just these workbooks (``03_utilization`` or ``utilization``; a list or
         a comma-separated string) into the finished run in ``out``, keeping its other
         notebooks and estimates (:func:`rerun_checks` says what must match).
+    workers : how many workbooks may execute at once (each in its own kernel); default
+        :func:`default_workers`. A workbook that reads another's output (``after`` in
+        :mod:`evalkit.catalog`) waits for it.
+    shared_kernels : execute several workbooks one after another in the same kernel
+        (reset between them, :mod:`evalkit.kernels`), started while the data are
+        prepared; False starts a new kernel for each workbook. ``workers=1,
+        shared_kernels=False`` is the plain sequential run (same numbers, slower).
 
     Returns
     -------
@@ -212,14 +232,15 @@ def run(params_path: str | Path | None = None, out: str | Path | None = None,
         params = _params.validate(_params.apply_overrides(params.to_dict(), overrides))
     stem = Path(params_path).stem if params_path else "default"
     out_dir = Path(out) if out else Path("runs") / stem
+    how = _Execution(kernel_name, workers, shared_kernels)
     if only:
-        return _rerun(params, out_dir, workbook_names(only), quiet, kernel_name)
+        return _rerun(params, out_dir, workbook_names(only), quiet, how)
     _check_output_dir(out_dir)
     check_disk(params, out_dir)                   # an absurd size is refused before any work
     run_id = new_run_id()
     lock = RunLock(out_dir, run_id).acquire()     # a second run into the folder stops here
     try:
-        return _run_locked(params, out_dir, run_id, lock.identity, started, quiet, kernel_name)
+        return _run_locked(params, out_dir, run_id, lock.identity, started, quiet, how)
     finally:
         lock.release()
 
@@ -305,7 +326,7 @@ def rerun_checks(params: _params.Params, out_dir: Path, names: list[str]) -> tup
     return prior, full
 
 
-def _rerun(params, out_dir: Path, names: list[str], quiet: bool, kernel_name: str) -> RunResult:
+def _rerun(params, out_dir: Path, names: list[str], quiet: bool, how: _Execution) -> RunResult:
     """Re-run ``names`` into the finished run in ``out_dir`` (see :func:`run`'s ``only``)."""
     started = _now()
     if not (out_dir / "results.json").is_file():
@@ -336,13 +357,13 @@ def _rerun(params, out_dir: Path, names: list[str], quiet: bool, kernel_name: st
         _say(f"evalkit {__version__}: re-running {', '.join(names)} into the run {run_id} "
              "(its other workbooks are kept)", quiet)
         return _run_guarded(params, out_dir, out_dir / "params.json", results_path, run_info,
-                            secrets, quiet, kernel_name, only=names)
+                            secrets, quiet, how, only=names)
     finally:
         lock.release()
 
 
 def _run_locked(params, out_dir: Path, run_id: str, identity: RunIdentity, started: str,
-                quiet: bool, kernel_name: str) -> RunResult:
+                quiet: bool, how: _Execution) -> RunResult:
     """The run itself, with the output folder locked."""
     results_path = out_dir / "results.json"
     _warn_unlisted(out_dir, params.workbooks)
@@ -372,16 +393,16 @@ def _run_locked(params, out_dir: Path, run_id: str, identity: RunIdentity, start
                 **{k: v for k, v in identity.to_dict().items() if k != "run_id"}}
     write_json_atomic(results_path, {"run": run_info, "estimates": [], "tables": {}})
     return _run_guarded(params, out_dir, params_file, results_path, run_info, secrets, quiet,
-                        kernel_name)
+                        how)
 
 
 def _run_guarded(params, out_dir, params_file, results_path, run_info, secrets, quiet,
-                 kernel_name, only=()) -> RunResult:
+                 how, only=()) -> RunResult:
     """The run's steps; on any error or interruption the run is recorded as failed."""
     run_id = run_info["run_id"]
     try:
         return _run_steps(params, out_dir, params_file, results_path, run_info, secrets,
-                          quiet, kernel_name, only)
+                          quiet, how, only)
     except BaseException as err:   # Ctrl-C or an unexpected error: never leave "running"
         if run_info["status"] == "running":
             for w in run_info["workbooks"]:
@@ -427,8 +448,209 @@ def _step(run_info: dict, results_path: Path, step: str) -> None:
     write_json_atomic(results_path, {"run": run_info, "estimates": [], "tables": {}})
 
 
+@dataclass(frozen=True)
+class _Execution:
+    """How the workbooks are executed (see :func:`run`)."""
+    kernel_name: str = "python3"
+    workers: int | None = None
+    shared_kernels: bool = True
+
+
+#: Options of every kernel: its own log only for errors that stop it.
+_KERNEL_ARGS = ["--IPKernelApp.log_level=CRITICAL"]
+
+#: A kernel's peak memory per byte of the run's database, from the demo plan (20,000
+#: members: 16 MB of database, its largest kernel peaking at 0.55 GB, 35 bytes a byte)
+#: with a margin: two workbooks execute at once only if two such kernels fit in the
+#: memory available (:func:`default_workers`), so on a 24 GB machine a plan of a million
+#: members (about 0.8 GB of database) runs one workbook at a time.
+KERNEL_BYTES_PER_DB_BYTE = 40
+
+
+def default_workers(out_dir: Path) -> int:
+    """Workbooks executed at once by default: 2 on a machine of 2 cores or more when two
+    kernels of the size this run's database asks (``KERNEL_BYTES_PER_DB_BYTE``) fit in
+    the memory available now, else 1. More than 2 does not pay: the workbooks wait on
+    one another (``after`` in :mod:`evalkit.catalog`) and their statistics use more than
+    one core at times."""
+    db = out_dir / "work" / DB_NAME
+    need = 2 * KERNEL_BYTES_PER_DB_BYTE * (db.stat().st_size if db.is_file() else 0)
+    return 2 if (os.cpu_count() or 1) >= 2 and need < psutil.virtual_memory().available else 1
+
+
+class _KernelPool:
+    """Worker threads, each owning one :class:`~evalkit.kernels.WorkbookKernel` (started in
+    the thread, which alone talks to it), executing the workbooks handed to
+    :meth:`submit`; :meth:`next_done` returns them as they finish. The first kernel starts
+    when the pool is made, so it starts and imports evalkit while the data are prepared."""
+
+    def __init__(self, how: _Execution, out_dir: Path):
+        self._how, self._cwd = how, out_dir.resolve()
+        self._tasks: queue.SimpleQueue = queue.SimpleQueue()
+        self._done: queue.SimpleQueue = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self.grow(1)
+
+    @property
+    def size(self) -> int:
+        return len(self._threads)
+
+    def grow(self, size: int) -> None:
+        """Have ``size`` kernels (never fewer than now)."""
+        while len(self._threads) < size:
+            t = threading.Thread(target=self._work, daemon=True,
+                                 name=f"evalkit-kernel-{len(self._threads) + 1}")
+            t.start()
+            self._threads.append(t)
+
+    def _work(self) -> None:
+        kernel = start_error = None
+        try:
+            kernel = WorkbookKernel(self._how.kernel_name, self._cwd, _KERNEL_ARGS)
+        except BaseException as err:  # noqa: BLE001 - each workbook given to it fails with it
+            start_error = err
+        try:
+            for name, task in iter(self._tasks.get, None):
+                if kernel is None:
+                    self._done.put((name, start_error))
+                    continue
+                try:
+                    task(kernel)
+                    self._done.put((name, None))
+                except BaseException as err:  # noqa: BLE001 - the runner handles it
+                    self._done.put((name, err))
+        finally:
+            if kernel is not None:
+                kernel.shutdown()
+
+    def submit(self, name: str, task) -> None:
+        """Execute ``task(kernel)`` on the next free kernel."""
+        self._tasks.put((name, task))
+
+    def next_done(self) -> tuple[str, BaseException | None]:
+        """The next task to finish, and its error (None if it succeeded)."""
+        return self._done.get()
+
+    def close(self, wait: bool = True) -> None:
+        """Stop each kernel once its workbook is done, waiting for that with ``wait``;
+        without (the run was interrupted or failed) a kernel still executing stops when
+        its workbook ends or, at the latest, when the runner's process does (a kernel
+        ends when its parent process has gone)."""
+        for _ in self._threads:
+            self._tasks.put(None)
+        for t in self._threads if wait else ():
+            t.join()
+
+
+def _execute(wb: str, out_dir: Path, params_file: Path, how: _Execution, progress: bool,
+             kernel: WorkbookKernel | None = None) -> None:
+    """Execute workbook ``wb`` into its hidden running notebook, in ``kernel`` (reset
+    first) or, without one, in a kernel of its own started in ``out_dir``."""
+    src = WORKBOOK_DIR / BY_NAME[wb].file
+    tmp = _running_name(out_dir / BY_NAME[wb].file)
+    common = {"kernel_name": how.kernel_name, "progress_bar": progress, "log_output": False,
+              "parameters": {"params_path": str(params_file.resolve())}}
+    if kernel is None:
+        pm.execute_notebook(str(src), _ATOMIC + str(tmp.resolve()), cwd=str(out_dir),
+                            extra_arguments=_KERNEL_ARGS, **common)
+    else:
+        kernel.prepare_workbook()
+        pm.execute_notebook(str(src), _ATOMIC + str(tmp.resolve()), engine_name=ENGINE,
+                            kernel=kernel, **common)
+
+
+def _execute_workbooks(order, params, out_dir, params_file, results_path, run_info, secrets,
+                       quiet, how, pool) -> list[Path]:
+    """Execute the workbooks of ``order``: one by one in kernels of their own without a
+    ``pool``; else on the pool's kernels, as many at once as it has, each workbook after
+    those it reads (``after`` in the catalogue). A failure stops the run once the
+    workbooks already executing have finished; see the module docstring."""
+    running: dict[str, tuple[dict, float]] = {}
+    progress = not quiet and (pool is None or pool.size == 1)
+
+    def start(i: int, wb: str) -> None:
+        status = {"workbook": wb, "notebook": BY_NAME[wb].file, "status": "running"}
+        _put_status(run_info["workbooks"], status, order)
+        running[wb] = (status, time.perf_counter())
+        _step(run_info, results_path, ", ".join(w for w in order if w in running))
+        _say(f"[{i}/{len(order)}] {wb}: executing {BY_NAME[wb].file}", quiet)
+
+    def end(wb: str, err: BaseException | None) -> WorkbookError | None:
+        status, t1 = running.pop(wb)
+        if err is not None and not isinstance(err, Exception):
+            raise err                   # Ctrl-C, or an exit: not the workbook's failure
+        failure = _workbook_ended(wb, err, status, out_dir, run_info["run_id"], secrets,
+                                  params.report.show_code)
+        if failure is None:
+            status.update(seconds=round(time.perf_counter() - t1, 2))
+            _say(f"      {wb} done in {status['seconds']:.1f}s", quiet)
+        return failure
+
+    if pool is None:
+        for i, wb in enumerate(order, start=1):
+            start(i, wb)
+            try:
+                _execute(wb, out_dir, params_file, how, progress)
+                err = None
+            except Exception as e:  # noqa: BLE001 - papermill re-raises the kernel's error
+                err = e
+            failure = end(wb, err)
+            if failure is not None:
+                _finish(run_info, results_path, out_dir, params, "failed", failed_step=wb)
+                raise failure
+        return [out_dir / BY_NAME[wb].file for wb in order]
+
+    waiting, finished, failures = list(order), set(), []
+    while waiting or running:
+        ready = [w for w in waiting
+                 if all(d in finished for d in BY_NAME[w].after if d in order)]
+        while ready and not failures and len(running) < pool.size:
+            wb = ready.pop(0)
+            waiting.remove(wb)
+            start(len(order) - len(waiting), wb)
+            pool.submit(wb, functools.partial(_execute, wb, out_dir, params_file, how,
+                                              progress))
+        if not running:
+            break
+        wb, err = pool.next_done()
+        failure = end(wb, err)
+        finished.add(wb)
+        if failure is not None:
+            failures.append((wb, failure))
+    if failures:
+        wb, failure = failures[0]
+        _finish(run_info, results_path, out_dir, params, "failed", failed_step=wb)
+        raise failure
+    return [out_dir / BY_NAME[wb].file for wb in order]
+
+
+def _workbook_ended(wb: str, err: Exception | None, status: dict, out_dir: Path, run_id: str,
+                    secrets, show_code: bool) -> WorkbookError | None:
+    """Seal an executed workbook's notebook and export its HTML; on ``err``, keep it as
+    ``.failed.ipynb``, record where and why in ``status`` and return the error to raise."""
+    dest = out_dir / BY_NAME[wb].file
+    tmp = _running_name(dest)
+    if err is None:
+        _seal_notebook(tmp, dest, run_id, "ok", secrets)
+        _html(dest, show_code)
+        status.update(status="ok")
+        return None
+    kept = _seal_notebook(tmp, failed_name(dest), run_id, "failed", secrets)
+    cell = _failed_cell(kept)
+    detail = scrub(f"{getattr(err, 'ename', type(err).__name__)}: "
+                   f"{getattr(err, 'evalue', err)}", secrets)
+    if _kernel_died(err):
+        detail = ("the Jupyter kernel died (killed, or out of memory) while running "
+                  f"the workbook: {detail}")
+    status.update(status="failed", notebook=kept.name, cell=cell, error=detail)
+    _html(kept)
+    return WorkbookError(
+        f"workbook '{wb}' failed in {cell}: {detail}. The partial notebook is kept "
+        f"as {kept} with the failing cell marked; results.json records the failure.")
+
+
 def _run_steps(params, out_dir, params_file, results_path, run_info, secrets, quiet,
-               kernel_name, only=()) -> RunResult:
+               how, only=()) -> RunResult:
     """Prepare the data, execute the workbooks, write the brief and the tables, scan a
     public run; with ``only`` (a re-run into a finished run) just those workbooks run, on
     the run's prepared data."""
@@ -436,50 +658,22 @@ def _run_steps(params, out_dir, params_file, results_path, run_info, secrets, qu
     def finish(status: str, **extra) -> None:
         _finish(run_info, results_path, out_dir, params, status, **extra)
 
-    if not only:
-        _prepare(params, out_dir, run_info, secrets, quiet, finish)
-
-    _register_atomic()
-    notebooks = []
     order = in_run_order(only or params.workbooks)
-    run_id = run_info["run_id"]
-    for i, wb in enumerate(order, start=1):
-        src = WORKBOOK_DIR / BY_NAME[wb].file
-        dest = out_dir / BY_NAME[wb].file
-        tmp = _running_name(dest)
-        _say(f"[{i}/{len(order)}] {wb}: executing {src.name}", quiet)
-        t1 = time.perf_counter()
-        status = {"workbook": wb, "notebook": dest.name, "status": "running"}
-        _put_status(run_info["workbooks"], status)
-        _step(run_info, results_path, wb)
-        try:
-            pm.execute_notebook(
-                str(src), _ATOMIC + str(tmp.resolve()), kernel_name=kernel_name,
-                progress_bar=not quiet,
-                parameters={"params_path": str(params_file.resolve())},
-                cwd=str(out_dir), log_output=False,
-                extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
-            )
-        except Exception as err:  # papermill re-raises the kernel's error
-            kept = _seal_notebook(tmp, failed_name(dest), run_id, "failed", secrets)
-            cell = _failed_cell(kept)
-            detail = scrub(f"{getattr(err, 'ename', type(err).__name__)}: "
-                            f"{getattr(err, 'evalue', err)}", secrets)
-            if _kernel_died(err):
-                detail = ("the Jupyter kernel died (killed, or out of memory) while running "
-                          f"the workbook: {detail}")
-            status.update(status="failed", notebook=kept.name, cell=cell, error=detail)
-            _html(kept)
-            finish("failed", failed_step=wb)
-            raise WorkbookError(
-                f"workbook '{wb}' failed in {cell}: {detail}. The partial notebook is kept "
-                f"as {kept} with the failing cell marked; results.json records the "
-                "failure.") from None
-        _seal_notebook(tmp, dest, run_id, "ok", secrets)
-        notebooks.append(dest)
-        _html(dest, params.report.show_code)
-        status.update(status="ok", seconds=round(time.perf_counter() - t1, 2))
-        _say(f"      done in {status['seconds']:.1f}s", quiet)
+    pool = _KernelPool(how, out_dir) if how.shared_kernels else None  # starts during prepare
+    try:
+        if not only:
+            _prepare(params, out_dir, run_info, secrets, quiet, finish)
+        _register_atomic()
+        if pool is not None:
+            pool.grow(min(how.workers or default_workers(out_dir), len(order)))
+        notebooks = _execute_workbooks(order, params, out_dir, params_file, results_path,
+                                       run_info, secrets, quiet, how, pool)
+    except BaseException:
+        if pool is not None:
+            pool.close(wait=False)
+        raise
+    if pool is not None:
+        pool.close()
     _step(run_info, results_path, "brief")
     # the brief sees the params as published (secrets redacted), like the workbooks
     _write_brief(_params.validate(run_info["params"]), out_dir, run_info, results_path, quiet,
@@ -528,14 +722,18 @@ def _prepare(params, out_dir: Path, run_info: dict, secrets, quiet: bool, finish
         _say(f"  {sentence}", quiet)
 
 
-def _put_status(statuses: list[dict], status: dict) -> None:
+def _put_status(statuses: list[dict], status: dict, order=()) -> None:
     """Put a workbook's status in the run's list: in place of its earlier one (a re-run),
-    else at the end."""
+    else before the first of the workbooks after it in ``order`` (the run order), else
+    at the end."""
     for i, w in enumerate(statuses):
         if w["workbook"] == status["workbook"]:
             statuses[i] = status
             return
-    statuses.append(status)
+    later = set(order[order.index(status["workbook"]) + 1:]) if status["workbook"] in order \
+        else set()
+    at = next((i for i, w in enumerate(statuses) if w["workbook"] in later), len(statuses))
+    statuses.insert(at, status)
 
 
 def _kernel_died(err: Exception) -> bool:

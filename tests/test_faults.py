@@ -66,7 +66,9 @@ def test_interrupt_in_the_process_is_recorded(tmp_path, monkeypatch):
         runner.run(_params(tmp_path), out=tmp_path / "out", quiet=True)
     status = runner.read_status(tmp_path / "out")
     assert status["status"] == "failed" and "KeyboardInterrupt" in status["error"]
-    assert [w["status"] for w in status["workbooks"]] == ["failed"]
+    # the workbooks executing at the time (one, or two at once) are the ones that failed
+    statuses = [w["status"] for w in status["workbooks"]]
+    assert statuses and set(statuses) == {"failed"}
 
 
 def test_run_killed_midway_says_it_failed_and_can_be_rerun(tmp_path):

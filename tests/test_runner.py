@@ -101,8 +101,8 @@ def test_failing_workbook_is_reported_and_kept(tmp_path, monkeypatch):
     nb.cells.insert(4, nbformat.v4.new_code_cell("raise RuntimeError('planted failure')"))
     nbformat.write(nb, wb_dir / "03_utilization.ipynb")
     monkeypatch.setattr(runner, "WORKBOOK_DIR", wb_dir)
-    with pytest.raises(WorkbookError) as e:
-        runner.run(_write_params(tmp_path), out=tmp_path / "out", quiet=True)
+    with pytest.raises(WorkbookError) as e:     # one at a time: what ran before it is known
+        runner.run(_write_params(tmp_path), out=tmp_path / "out", quiet=True, workers=1)
     msg = str(e.value)
     assert "utilization" in msg and "planted failure" in msg and "code cell" in msg
     res = json.loads((tmp_path / "out" / "results.json").read_text())
@@ -166,3 +166,71 @@ def test_public_run_refuses_small_cells(tmp_path):
     ok = runner.run(_write_params(tmp_path), out=tmp_path / "private", quiet=True,
                      overrides={"workbooks": ["data_quality"], "data.members": 300})
     assert "privacy" not in json.loads(ok.results_path.read_text())["run"]
+
+
+def test_reused_kernel_starts_each_workbook_fresh(tmp_path):
+    """Two notebooks executed one after the other in one WorkbookKernel: the second sees
+    no name of the first, counts cells from 1, sees again a warning the first was shown
+    (Python shows a warning once per place), and finds matplotlib's settings and warning
+    filters as a new kernel has them, whatever the first changed."""
+    import threading
+
+    import papermill as pm
+
+    from evalkit.kernels import ENGINE, WorkbookKernel
+    (tmp_path / "warner.py").write_text(
+        "import warnings\n\ndef go():\n    warnings.warn('said from a module', UserWarning)\n")
+    first = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in (
+        "import matplotlib, warnings, warner\nleft_behind = 1\nwarner.go()",
+        "matplotlib.rcParams['axes.titlesize'] = 31\nwarnings.simplefilter('error')",
+        "import matplotlib.pyplot as plt\nplt.plot([1, 2]);")])
+    second = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in (
+        "import matplotlib, warnings, warner\nwarner.go()",
+        ("print('left_behind' in dir(), matplotlib.rcParams['axes.titlesize'],"
+         " warnings.filters[0][0])"),
+        "import matplotlib.pyplot as plt\nplt.plot([1, 2]);")])
+    for name, nb in (("first", first), ("second", second)):
+        nbformat.write(nb, tmp_path / f"{name}.ipynb")
+    done, errors = {}, []
+
+    def work():         # the kernel's messages go through the thread that started it
+        kernel = WorkbookKernel("python3", tmp_path, ["--IPKernelApp.log_level=CRITICAL"])
+        try:
+            for name in ("first", "second"):
+                kernel.prepare_workbook()
+                done[name] = pm.execute_notebook(
+                    str(tmp_path / f"{name}.ipynb"), str(tmp_path / f"{name}.out.ipynb"),
+                    engine_name=ENGINE, kernel=kernel, kernel_name="python3",
+                    progress_bar=False)
+        except Exception as err:  # noqa: BLE001 - re-raised by the test below
+            errors.append(err)
+        finally:
+            kernel.shutdown()
+
+    t = threading.Thread(target=work)
+    t.start()
+    t.join()
+    assert not errors, errors
+    fresh_rc = nbformat.read(tmp_path / "first.out.ipynb", as_version=4)
+    assert [c.execution_count for c in fresh_rc.cells] == [1, 2, 3]
+    cells = done["second"]["cells"]
+    assert [c["execution_count"] for c in cells] == [1, 2, 3]
+    for nb in (fresh_rc, done["second"]):      # figures show in both (the inline backend)
+        assert any("image/png" in o.get("data", {}) for o in nb["cells"][2]["outputs"])
+    warned = "".join(o.get("text", "") for o in cells[0]["outputs"])
+    assert "said from a module" in warned
+    printed = "".join(o.get("text", "") for o in cells[1]["outputs"]).split()
+    # matplotlib's default title size, as a new kernel has it (the inline backend keeps it)
+    assert printed[:2] == ["False", "large"]
+    assert printed[2] != "error"
+
+
+def test_status_list_keeps_run_order():
+    """Workbooks executing at once finish in any order; the run's list keeps run order."""
+    order = ["data_quality", "cohort_balance", "utilization", "cost_benefit"]
+    statuses = []
+    for wb in ("cohort_balance", "cost_benefit", "data_quality", "utilization"):
+        runner._put_status(statuses, {"workbook": wb, "status": "running"}, order)
+    assert [s["workbook"] for s in statuses] == order
+    runner._put_status(statuses, {"workbook": "utilization", "status": "ok"}, order)
+    assert len(statuses) == 4 and statuses[2]["status"] == "ok"

@@ -6,6 +6,7 @@ import fcntl
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -235,9 +236,15 @@ def public_run(tmp_path_factory):
         if results.is_file() and json.loads(results.read_text())["run"].get("status") == "running":
             break
         time.sleep(0.2)
-    second = subprocess.run([sys.executable, "-m", "evalkit.cli", "run", str(p), "--out",
-                             str(out), "--set", "seed=8"], env=_env(), capture_output=True,
-                            text=True, timeout=300)
+    # the first run is held still (it keeps its lock) while the second one tries the folder,
+    # so the second always meets a run in progress however fast the first would finish
+    first.send_signal(signal.SIGSTOP)
+    try:
+        second = subprocess.run([sys.executable, "-m", "evalkit.cli", "run", str(p), "--out",
+                                 str(out), "--set", "seed=8"], env=_env(), capture_output=True,
+                                text=True, timeout=300)
+    finally:
+        first.send_signal(signal.SIGCONT)
     stdout, stderr = first.communicate(timeout=900)
     return {"out": out, "first": (first.returncode, stdout, stderr), "second": second}
 

@@ -23,8 +23,8 @@ from evalkit.causal.propensity import (
     split_formula,
 )
 from evalkit.errors import DataValidationError, ParamsError
-from evalkit.terms import r_term_name
 from evalkit.style import ARM_COLORS, MUTED_COLOR, PASS_COLOR
+from evalkit.terms import r_term_name
 
 _TOL = np.sqrt(np.finfo(float).eps)
 STAT_COLUMNS = ["means_treated", "means_control", "smd", "var_ratio", "ecdf_mean", "ecdf_max"]

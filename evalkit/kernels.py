@@ -1,0 +1,155 @@
+"""Jupyter kernels that execute several workbooks of a run, one after another.
+
+Starting a kernel and importing the scientific stack (pandas, statsmodels, scipy,
+matplotlib, DuckDB and evalkit) costs about 4-5 s, as much as a small workbook's analysis.
+The runner starts a :class:`WorkbookKernel` once (while the data are prepared), imports
+evalkit in it, and executes its workbooks in it one at a time. Before each workbook the
+kernel is put back in the state of a kernel that has just started and imported evalkit
+(:func:`fresh`), so that a workbook sees what it would see in a kernel of its own:
+
+* an empty namespace, execution counts from 1 (IPython's ``reset(new_session=True)``);
+* the warning filters of the fresh kernel, every module's record of warnings already
+  shown cleared (Python shows a warning once per place in the code; a workbook must see
+  its own warnings, not miss the ones an earlier workbook saw) and the warning display
+  hook of the fresh kernel (a workbook's :class:`~evalkit.analysis.show.RunNotes`
+  replaces it);
+* matplotlib's settings of the fresh kernel (a workbook's theme changes them) and no
+  open figure.
+
+Random numbers are not reset: a new kernel's global generators are seeded from the
+operating system, so no workbook may rely on them; evalkit draws from generators
+seeded from the params. :func:`remember` and :func:`fresh` run inside the kernel; the
+rest of the module runs in the runner.
+"""
+from __future__ import annotations
+
+import gc
+import sys
+import warnings
+from pathlib import Path
+
+import matplotlib
+import matplotlib.pyplot as plt
+import nbformat
+from IPython import get_ipython
+from nbclient import NotebookClient
+from papermill.clientwrap import PapermillNotebookClient
+from papermill.engines import NBClientEngine, papermill_engines
+
+from .errors import EvalkitError
+
+#: What the kernel imports when it starts: everything a workbook's first cells import.
+WARM_UP = "import evalkit, evalkit.analysis.plots, evalkit.analysis.show"
+
+#: The fresh kernel's state, recorded by :func:`remember` (in the kernel).
+_FRESH: dict = {}
+
+
+def remember() -> None:
+    """In the kernel, after the warm-up imports: record the state :func:`fresh` restores.
+
+    matplotlib's backend is loaded first: a new kernel loads it with the first figure
+    of its first workbook (the inline backend then turns matplotlib's interactive mode
+    on, which makes figures show); a reused kernel has it loaded already, so the state
+    it returns to must be the one after loading."""
+    plt.switch_backend(matplotlib.get_backend())
+    _FRESH.update(filters=list(warnings.filters), showwarning=warnings.showwarning,
+                  rc=matplotlib.rcParams.copy())
+    gc.collect()
+    gc.freeze()     # the imported modules live as long as the kernel: never scan them again
+
+
+def fresh() -> None:
+    """In the kernel, before a workbook: back to the state :func:`remember` recorded (see
+    the module docstring); then free what the previous workbook held."""
+    if not _FRESH:
+        raise RuntimeError("evalkit.kernels.fresh() before remember()")
+    plt.close("all")
+    get_ipython().reset(new_session=True)
+    warnings.filters[:] = _FRESH["filters"]
+    warnings.showwarning = _FRESH["showwarning"]
+    warnings._filters_mutated()         # every module's __warningregistry__ is stale now
+    warnings.onceregistry.clear()
+    for module in list(sys.modules.values()):
+        registry = getattr(module, "__warningregistry__", None)
+        if isinstance(registry, dict):
+            registry.clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")     # deprecated settings are copied back silently
+        matplotlib.rcParams.clear()
+        matplotlib.rcParams.update(_FRESH["rc"])
+    gc.collect()
+
+
+class SharedKernelEngine(NBClientEngine):
+    """papermill's nbclient engine, executing in a :class:`WorkbookKernel` given as
+    ``kernel=`` through its client (papermill's own engine would open a second client on
+    the kernel, which then takes the replies meant for the first)."""
+
+    @classmethod
+    def execute_managed_notebook(cls, nb_man, kernel_name, log_output=False, stdout_file=None,
+                                 stderr_file=None, start_timeout=60, execution_timeout=None,
+                                 kernel: WorkbookKernel | None = None, **kwargs):
+        """Execute ``nb_man``'s notebook in ``kernel`` (papermill's engine interface)."""
+        client = PapermillNotebookClient(nb_man, km=kernel.manager, kernel_name=kernel_name,
+                                         log_output=log_output, stdout_file=stdout_file,
+                                         stderr_file=stderr_file, startup_timeout=start_timeout,
+                                         timeout=execution_timeout)
+        client.kc = kernel.client
+        return client.execute()
+
+
+#: Name of :class:`SharedKernelEngine` for ``papermill.execute_notebook(engine_name=...)``.
+ENGINE = "evalkit-shared-kernel"
+papermill_engines.register(ENGINE, SharedKernelEngine)
+
+
+class WorkbookKernel:
+    """A Jupyter kernel started in ``cwd`` (the run's output folder) with evalkit imported,
+    for executing workbooks one after another (:meth:`prepare_workbook` between them).
+
+    The kernel and its client belong to the thread that made them (their messages go
+    through that thread's event loop): use them from that thread only.
+    """
+
+    def __init__(self, kernel_name: str, cwd: str | Path, extra_arguments: list[str]):
+        self._client = NotebookClient(nbformat.v4.new_notebook(), kernel_name=kernel_name,
+                                      extra_arguments=list(extra_arguments),
+                                      startup_timeout=60, shutdown_kernel="immediate")
+        self._client.km = self._client.create_kernel_manager()
+        try:
+            self._client.start_new_kernel(cwd=str(cwd))
+            self._client.start_new_kernel_client()
+            self._run(f"{WARM_UP}\nimport evalkit.kernels\nevalkit.kernels.remember()")
+        except BaseException:
+            self.shutdown()
+            raise
+
+    @property
+    def manager(self):
+        """The kernel manager (papermill's ``km``)."""
+        return self._client.km
+
+    @property
+    def client(self):
+        """The kernel client (papermill's ``kc``)."""
+        return self._client.kc
+
+    def _run(self, code: str) -> None:
+        """Execute ``code`` in the kernel silently (no output, no execution count)."""
+        msg_id = self._client.kc.execute(code, silent=True, store_history=False,
+                                         allow_stdin=False)
+        reply = self._client.wait_for_reply(msg_id)
+        content = (reply or {}).get("content", {})
+        if content.get("status") != "ok":
+            raise EvalkitError(f"the Jupyter kernel could not be prepared for a workbook: "
+                               f"{content.get('ename', 'no reply')}: {content.get('evalue', '')}")
+
+    def prepare_workbook(self) -> None:
+        """Put the kernel back in its just-started state (:func:`fresh`)."""
+        self._run("__import__('evalkit.kernels').kernels.fresh()")
+
+    def shutdown(self) -> None:
+        """Stop the kernel (at once) and its client; safe to call twice or on a dead kernel."""
+        if self._client.km is not None:
+            self._client._cleanup_kernel()      # nbclient's own stop: kill, close channels
