@@ -16,7 +16,7 @@ import re
 import pandas as pd
 import pytest
 from test_brief import pdf_text
-from test_workbook_html import PARAMS_FILES, PATHS, WARNING, _code_names, _params_run
+from test_workbook_html import PATHS, WARNING, _code_names, _params_run, known_defects
 
 from evalkit.models.bootstrap import FAILED_SHARE_LIMIT
 from evalkit.params import validate
@@ -173,7 +173,9 @@ def test_spec_lists_program_costs_left_to_defaults():
 RAW_VALUE = re.compile(r"(?<![\w-])(nan|NaN|-?inf|-?Infinity|<NA>)(?![\w-])")
 
 
-@pytest.mark.parametrize("name", PARAMS_FILES)
+@pytest.mark.parametrize("name", known_defects({
+    "humphreys_moos": "the cost-benefit table and the assumed-costs note say 'per referred "
+                      "member' of a comparison of two treatment programs"}))
 def test_every_params_files_brief_reads_as_published(shared_runs, name):
     """The brief of every params file's run (demo.yaml: the shared claims run, the same
     workbooks on a smaller plan): its title, no raw missing value, Python warning,

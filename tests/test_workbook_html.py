@@ -109,6 +109,14 @@ def test_claims_workbooks_read_as_published(claims_run):
 PARAMS_FILES = sorted(p.stem for p in (ROOT / "params").glob("*.yaml"))
 
 
+def known_defects(defects: dict[str, str]) -> list:
+    """:data:`PARAMS_FILES` as test parameters, those named in ``defects`` (name ->
+    what is wrong) marked as failing until evalkit is fixed (strict: a fix makes them
+    fail until the mark is removed)."""
+    return [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=defects[n]))
+            if n in defects else n for n in PARAMS_FILES]
+
+
 def _params_run(shared_runs, name: str) -> evalkit.runner.RunResult:
     """The session's run of params/NAME.yaml; for demo.yaml the shared claims run (the
     same workbooks, scenario and seed on a smaller plan)."""
@@ -116,7 +124,9 @@ def _params_run(shared_runs, name: str) -> evalkit.runner.RunResult:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", PARAMS_FILES)
+@pytest.mark.parametrize("name", known_defects({
+    "healthwise_er": "Table 1 of 01_data_quality shows SMD 'inf' for the community "
+                     "covariate, which is the arm itself"}))
 def test_every_params_file_reads_as_published(shared_runs, name):
     """Every params file's workbooks: nothing a reader should not see (the code only
     where the run asks for it with report.show_code)."""
