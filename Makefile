@@ -34,9 +34,13 @@ demo: $(STAMP)
 	$(VENV)/bin/evalkit run params/demo.yaml --out $(OUT)
 	@echo "Open $(OUT)/brief.html or $(OUT)/03_utilization.html in a browser, or $(OUT)/results.json."
 
+# the suite in two processes (pytest-xdist), each test file in one of them; the runs that
+# several files read are made once and shared through the session's temporary folder
+# (tests/shared_runs.py). TEST_WORKERS=0 runs it in this process alone.
+TEST_WORKERS ?= 2
 test: $(DEVSTAMP)
 	.ci/system-packages
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile
 
 # JupyterLab on the first workbook, its built-in example prepared beforehand
 lab: $(DEVSTAMP)

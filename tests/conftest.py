@@ -3,9 +3,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
-from evalkit import runner
-from shared_runs import confounded_plan, write_params
+from shared_runs import SharedRuns, confounded_plan
 
 REFERENCE = Path(__file__).parent / "reference"
 
@@ -30,12 +28,18 @@ def ref_data():
 
 
 @pytest.fixture(scope="session")
-def claims_run(tmp_path_factory):
+def shared_runs(tmp_path_factory) -> SharedRuns:
+    """The session's shared runs (:class:`shared_runs.SharedRuns`): ``.claims()`` and
+    ``.params_file(NAME)``, each made once, also across pytest-xdist workers."""
+    return SharedRuns(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def claims_run(shared_runs):
     """One run of the default claims workbooks on the small plan of
     :data:`shared_runs.CLAIMS_RUN_PARAMS`, shared by every test module that only reads
     its outputs (copy the folder with :func:`shared_runs.copy_run_folder` to change it)."""
-    tmp = tmp_path_factory.mktemp("claims_run")
-    return runner.run(write_params(tmp), out=tmp / "out", quiet=True)
+    return shared_runs.claims()
 
 
 @pytest.fixture(scope="session")
@@ -46,9 +50,9 @@ def confounded(tmp_path_factory):
 
 # Property tests draw the same examples on every run, so a CI result can be reproduced;
 # set HYPOTHESIS_PROFILE=explore to search new examples locally.
-import os  # noqa: E402
+import os
 
-from hypothesis import settings  # noqa: E402
+from hypothesis import settings
 
 settings.register_profile("repeatable", derandomize=True, deadline=None)
 settings.register_profile("explore", deadline=None)

@@ -1,7 +1,7 @@
 """Each kind of study gets a brief in its own words: read back from the PDF.
 
 The runs are the project's own params files (params/*.yaml), run end to end once per
-module: planning (er_power), survey proportions (parent_survey), a randomized trial with
+session and shared with the other tests that read them (tests/shared_runs.py): planning (er_power), survey proportions (parent_survey), a randomized trial with
 a time-to-event outcome (support_group_survival), a comparison of three kinds of groups
 (group_types) and a synthesis projected onto a plan (clearinghouse_brief). The numbers
 the tests look for are taken from each run's results.json, never typed in; the words
@@ -12,26 +12,23 @@ confounding limitation where assignment was randomized).
 """
 import json
 import re
-from pathlib import Path
 
 import pandas as pd
 import pytest
 from test_brief import pdf_text
+from test_workbook_html import PATHS, WARNING, _code_names, _params_run, known_defects
 
-from evalkit.runner import run
 from evalkit.models.bootstrap import FAILED_SHARE_LIMIT
 from evalkit.params import validate
 from evalkit.report import build_context, findings, story, tables
+from evalkit.report.story import DEFAULT_ARMS
 
-PARAMS = Path(__file__).resolve().parent.parent / "params"
 
-
-def _run(tmp_path_factory, name: str):
-    out = tmp_path_factory.mktemp(name) / "out"
-    result = run(PARAMS / f"{name}.yaml", out=out, quiet=True)
+def _run(shared_runs, name: str):
+    result = shared_runs.params_file(name)
     res = json.loads(result.results_path.read_text())
     assert res["run"]["status"] == "ok"
-    return res, pdf_text(out / "brief.pdf")
+    return res, pdf_text(result.output_dir / "brief.pdf")
 
 
 def _findings_text(text: str) -> str:
@@ -56,8 +53,8 @@ def _pick(res, **want):
 
 # ---------------------------------------------------------------------- planning
 @pytest.fixture(scope="module")
-def planning(tmp_path_factory):
-    return _run(tmp_path_factory, "er_power")
+def planning(shared_runs):
+    return _run(shared_runs, "er_power")
 
 
 def test_planning_brief_reads_as_power_and_sample_size(planning):
@@ -79,8 +76,8 @@ def test_planning_brief_reads_as_power_and_sample_size(planning):
 
 # ---------------------------------------------------------------------- survey
 @pytest.fixture(scope="module")
-def survey(tmp_path_factory):
-    return _run(tmp_path_factory, "parent_survey")
+def survey(shared_runs):
+    return _run(shared_runs, "parent_survey")
 
 
 def test_survey_brief_gives_points_and_no_referral(survey):
@@ -98,8 +95,8 @@ def test_survey_brief_gives_points_and_no_referral(survey):
 
 # ---------------------------------------------------------------------- time to event
 @pytest.fixture(scope="module")
-def trial(tmp_path_factory):
-    return _run(tmp_path_factory, "support_group_survival")
+def trial(shared_runs):
+    return _run(shared_runs, "support_group_survival")
 
 
 def test_randomized_survival_brief_tells_the_trial(trial):
@@ -121,8 +118,8 @@ def test_randomized_survival_brief_tells_the_trial(trial):
 
 # ---------------------------------------------------------------------- k groups
 @pytest.fixture(scope="module")
-def groups(tmp_path_factory):
-    return _run(tmp_path_factory, "group_types")
+def groups(shared_runs):
+    return _run(shared_runs, "group_types")
 
 
 def test_group_comparison_brief_names_every_group(groups):
@@ -142,8 +139,8 @@ def test_group_comparison_brief_names_every_group(groups):
 
 # ---------------------------------------------------------------------- synthesis
 @pytest.fixture(scope="module")
-def synthesis(tmp_path_factory):
-    return _run(tmp_path_factory, "clearinghouse_brief")
+def synthesis(shared_runs):
+    return _run(shared_runs, "clearinghouse_brief")
 
 
 def test_synthesis_brief_names_assumptions_and_totals(synthesis):
@@ -169,6 +166,40 @@ def test_spec_lists_program_costs_left_to_defaults():
     s = spec.resolve(validate({"econ": {"coordination": 150, "materials": 20}}))
     assert [a["input"] for a in s.assumed] == ["econ.facilitation", "econ.fixed_startup"]
     assert spec.AnalysisSpec.from_dict(s.to_dict()).assumed == s.assumed
+
+
+# ---------------------------------------------------------------------- every params file
+#: a figure that could not be computed, printed as it came out of Python
+RAW_VALUE = re.compile(r"(?<![\w-])(nan|NaN|-?inf|-?Infinity|<NA>)(?![\w-])")
+
+
+@pytest.mark.parametrize("name", known_defects({
+    "humphreys_moos": "the cost-benefit table and the assumed-costs note say 'per referred "
+                      "member' of a comparison of two treatment programs"}))
+def test_every_params_files_brief_reads_as_published(shared_runs, name):
+    """The brief of every params file's run (demo.yaml: the shared claims run, the same
+    workbooks on a smaller plan): its title, no raw missing value, Python warning,
+    traceback, install path or code name; a study whose arms are not referral vs none
+    is told in its own words, and not as referral."""
+    run = _params_run(shared_runs, name)
+    params = json.loads((run.output_dir / "params.json").read_text())
+    res = json.loads(run.results_path.read_text())
+    text = pdf_text(run.output_dir / "brief.pdf")
+    assert params["title"] in text
+    for what, pattern in (("raw value", RAW_VALUE), ("python warning", WARNING),
+                          ("install path", PATHS)):
+        found = [text[max(0, m.start() - 60):m.end() + 60] for m in pattern.finditer(text)]
+        assert found == [], what
+    assert "Traceback" not in text
+    for code in _code_names(run):
+        assert not re.search(rf"\b{re.escape(code)}\b", text), code
+    study = res["spec"]["study"]
+    arms = (study["intervention"], study["comparison"])
+    if params["mode"] != "summary" and arms != DEFAULT_ARMS:
+        assert f"{study['unit']} {study['intervention']}" in text
+        own = " ".join(arms).lower()
+        for word in ("referral", "referred"):
+            assert word in own or word not in text.lower(), word
 
 
 # ---------------------------------------------------------------------- units

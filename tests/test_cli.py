@@ -7,9 +7,10 @@ import pytest
 import yaml
 
 import evalkit
-from evalkit import params as P, runner
+from evalkit import params as P
 from evalkit.cli import main
 from evalkit.errors import ParamsError
+from shared_runs import copy_run_folder
 
 ROOT = Path(__file__).parents[1]
 TINY = ROOT / "tests" / "fixtures" / "tiny"
@@ -119,9 +120,9 @@ def test_params_schema_printed_and_committed(capsys):
 
 
 @pytest.mark.slow
-def test_brief_for_another_audience_leaves_the_runs_own(tmp_path, capsys):
-    out = tmp_path / "run"
-    runner.run(ROOT / "params" / "er_power.yaml", out=out, quiet=True)
+def test_brief_for_another_audience_leaves_the_runs_own(shared_runs, tmp_path, capsys):
+    """params/er_power.yaml's run (a copy of the session's, tests/shared_runs.py)."""
+    out = copy_run_folder(shared_runs.params_file("er_power"), tmp_path / "run")
     own_html, own_pdf = (out / "brief.html").read_bytes(), (out / "brief.pdf").read_bytes()
     record = json.loads((out / "results.json").read_text())["run"]["brief"]
     assert main(["brief", str(out), "--audience", "research"]) == 0

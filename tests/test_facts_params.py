@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from evalkit import runner
 from conftest import assert_structured_records
 
 N_ARM = 887                                   # patients per cohort (Humphreys & Moos 2001)
@@ -27,9 +26,9 @@ ER_RATIO = 0.82                               # Healthwise: ER use 18% lower
 
 
 @pytest.fixture(scope="module")
-def brief(tmp_path_factory):
-    out = tmp_path_factory.mktemp("clearinghouse") / "out"
-    run = runner.run("params/clearinghouse_brief.yaml", out=out, quiet=True)
+def brief(shared_runs):
+    """The session's run of the params file as shipped (tests/shared_runs.py)."""
+    run = shared_runs.params_file("clearinghouse_brief")
     return run, json.loads(run.results_path.read_text())
 
 

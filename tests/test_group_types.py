@@ -17,7 +17,7 @@ import pytest
 from scipy import stats
 from statsmodels.duration.survfunc import survdiff
 
-from evalkit import params as P, runner
+from evalkit import params as P
 from evalkit.analysis.comparisons import compare_groups
 from evalkit.data import synthetic_person as sp
 from evalkit.data.load import scan_sql
@@ -221,11 +221,11 @@ def test_load_person_keeps_a_k_level_group_column(tmp_path):
 
 # ----------------------------------------------------------------------------- end to end
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(shared_runs):
     """The shipped params file, run as a public release: every output is scanned for
-    small counts of people (counts of groups are labelled as such and pass)."""
-    return runner.run(PARAMS_FILE, out=tmp_path_factory.mktemp("gt") / "out", quiet=True,
-                       overrides={"report.public": True})
+    small counts of people (counts of groups are labelled as such and pass). The
+    session's run of it (tests/shared_runs.py)."""
+    return shared_runs.params_file("group_types")
 
 
 def test_params_file_end_to_end(run):

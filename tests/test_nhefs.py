@@ -24,14 +24,12 @@ import pandas as pd
 import pytest
 import statsmodels.api as sm
 import statsmodels.formula.api as smf
+from conftest import assert_structured_records
 from scipy import stats
 
-from evalkit import runner
 from evalkit.report import build_context
-from conftest import assert_structured_records
 
 ROOT = Path(__file__).resolve().parent.parent
-PARAMS = ROOT / "params" / "nhefs_ipw.yaml"
 DATA = ROOT / "tests" / "reference" / "data" / "nhefs.csv"
 FORMULA = ("C(sex) + C(race) + age + I(age**2) + C(education) + smokeintensity"
            " + I(smokeintensity**2) + smokeyrs + I(smokeyrs**2) + C(exercise) + C(active)"
@@ -39,9 +37,9 @@ FORMULA = ("C(sex) + C(race) + age + I(age**2) + C(education) + smokeintensity"
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("nhefs") / "out"
-    result = runner.run(PARAMS, out=out, quiet=True)
+def run(shared_runs):
+    """The session's run of the params file as shipped (tests/shared_runs.py)."""
+    result = shared_runs.params_file("nhefs_ipw")
     res = json.loads(result.results_path.read_text())
     assert_structured_records(res)
     return res

@@ -8,22 +8,19 @@ with 2,000 per arm.
 """
 import json
 import math
-import shutil
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
 
-from evalkit import catalog, runner
+from evalkit import catalog
 from evalkit import params as P
 from evalkit.errors import DataValidationError, ParamsError
 from evalkit.params import PlanningParams
 from evalkit.analysis.planning import estimate_baseline, plan_study
 from conftest import assert_structured_records
 
-ROOT = Path(__file__).resolve().parent.parent
 Z975 = 1.959963984540054
 Z80 = 0.8416212335729143
 V1 = 1 / 0.35 + 1 / 0.287 + 3.0
@@ -147,10 +144,10 @@ def test_planning_is_catalogued_but_not_run_by_default():
     assert (catalog.WORKBOOK_DIR / w.file).is_file()
 
 
-def test_er_power_params_end_to_end(tmp_path):
-    """params/er_power.yaml through the runner: summary mode, no member data."""
-    shutil.copy(ROOT / "params" / "er_power.yaml", tmp_path / "er_power.yaml")
-    run = runner.run(tmp_path / "er_power.yaml", out=tmp_path / "out", quiet=True)
+def test_er_power_params_end_to_end(shared_runs):
+    """params/er_power.yaml through the runner (the session's run of it, as shipped:
+    tests/shared_runs.py): summary mode, no member data."""
+    run = shared_runs.params_file("er_power")
     res = json.loads(run.results_path.read_text())
     assert res["run"]["status"] == "ok"
     assert res["run"]["params"]["mode"] == "summary"

@@ -28,6 +28,17 @@ def _strip_times(results):
     return {**results, "run": run}
 
 
+def test_same_params_same_results(request, tmp_path):
+    """A second run of the shared run's params gives the same results.json. It is made
+    before the shared run is asked for, so that with pytest-xdist the two can be made at
+    once by two workers."""
+    again = runner.run(_write_params(tmp_path), out=tmp_path / "again", quiet=True)
+    tiny_run = request.getfixturevalue("claims_run")
+    a = _strip_times(json.loads(tiny_run.results_path.read_text()))
+    b = _strip_times(json.loads(again.results_path.read_text()))
+    assert a == b
+
+
 def test_run_writes_contract_outputs(tiny_run):
     out = tiny_run.output_dir
     expected = [catalog.BY_NAME[w].file for w in catalog.default_workbooks("claims")]
@@ -74,13 +85,6 @@ def test_run_writes_contract_outputs(tiny_run):
     assert not any(c.get("outputs") for c in src.cells if c.cell_type == "code")
     done = nbformat.read(out / "01_data_quality.ipynb", as_version=4)
     assert any(c.get("outputs") for c in done.cells if c.cell_type == "code")
-
-
-def test_same_params_same_results(tiny_run, tmp_path):
-    again = runner.run(_write_params(tmp_path), out=tmp_path / "again", quiet=True)
-    a = _strip_times(json.loads(tiny_run.results_path.read_text()))
-    b = _strip_times(json.loads(again.results_path.read_text()))
-    assert a == b
 
 
 def test_rerun_into_same_folder_is_safe(tiny_run, tmp_path):

@@ -3,7 +3,8 @@
 One synthetic plan of 300 members is read five ways (generated in the run, contract CSV
 files, a DuckDB database, an OMOP CDM database and a Synthea CSV export; the last
 two written by tests/plan_forms.py from the CDM and Synthea layouts), plus a person-level
-file and published figures (summary mode). Each run executes the one workbook its mode
+file and published figures (summary mode: params/parent_survey.yaml, the session's run of
+it, tests/shared_runs.py). Each run executes the one workbook its mode
 needs and writes the brief; each must end with status ok and name its source in the
 brief, in results.json and in the data-quality workbook. The OMOP and Synthea runs must
 give the contract run's member x window table value for value.
@@ -24,7 +25,6 @@ from plan_forms import OMOP_EXTRA, SYNTHEA_EXTRA, omop_member_id, to_omop, to_sy
 MEMBERS, SEED = 300, 7
 TABLES = ("members", "enrollment", "encounters", "exposure")
 REFERENCE_CSV = Path(__file__).parent / "reference" / "data" / "synthetic_costs.csv"
-PARENT_SURVEY = Path(__file__).parent.parent / "params" / "parent_survey.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -68,9 +68,7 @@ def _params(kind: str, plan: dict) -> dict:
             "person": {"path": str(plan["persons"]), "id": "member_id", "treatment": "treated",
                        "outcomes": ["er_visits", "total_cost"], "exposure": "member_months",
                        "covariates": ["age", "female"]}}}
-    assert kind == "summary"
-    import yaml
-    return yaml.safe_load(PARENT_SURVEY.read_text())
+    raise ValueError(kind)
 
 
 KINDS = {  # kind -> what the brief's "Data" line must say
@@ -86,10 +84,10 @@ KINDS = {  # kind -> what the brief's "Data" line must say
 
 
 @pytest.fixture(scope="module")
-def runs(plan, tmp_path_factory):
-    out = {}
+def runs(plan, shared_runs, tmp_path_factory):
+    out = {"summary": shared_runs.params_file("parent_survey")}
     root = tmp_path_factory.mktemp("runs")
-    for kind in KINDS:
+    for kind in [k for k in KINDS if k not in out]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             out[kind] = runner.run(params=validate(_params(kind, plan)),

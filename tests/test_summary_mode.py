@@ -24,7 +24,7 @@ import pytest
 from conftest import reference_data, reference_json
 from scipy import stats
 
-from evalkit import params as P, runner
+from evalkit import params as P
 from evalkit.analysis import spec as SPEC, summary as S
 from evalkit.errors import DataValidationError, ParamsError
 from evalkit.synthesis import compare_proportions, effect_size, proportion_ci
@@ -398,9 +398,9 @@ def test_study_in_summary_mode_refuses_member_level_methods(tmp_path):
 
 # ----------------------------------------------------------------------------- parent survey
 @pytest.fixture(scope="module")
-def parent_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("parents") / "out"
-    return runner.run("params/parent_survey.yaml", out=out, quiet=True)
+def parent_run(shared_runs):
+    """The session's run of the params file as shipped (tests/shared_runs.py)."""
+    return shared_runs.params_file("parent_survey")
 
 
 def test_parent_survey_end_to_end(parent_run):

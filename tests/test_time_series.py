@@ -1,7 +1,6 @@
 """Monthly series per arm and the interrupted time series fitted to them
 (evalkit.analysis.time_series, Study.monthly_rates / interrupted_time_series, workbook 07)."""
 import json
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -9,7 +8,7 @@ import pytest
 import statsmodels.api as sm
 from scipy import stats
 
-from evalkit import params as P, runner
+from evalkit import params as P
 from evalkit.analysis import time_series as ts
 from evalkit.cohort import DAYS_PER_MONTH
 from evalkit.errors import DataDroppedWarning, DataValidationError, ParamsError
@@ -203,11 +202,10 @@ def test_dummy_seasons_cannot_fit_one_year_each_side_but_harmonics_can(healthwis
                                rtol=1e-7, atol=1e-9)
 
 
-def test_workbook_runs_end_to_end(tmp_path):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        run = runner.run("params/healthwise_er.yaml", out=tmp_path / "out", quiet=True,
-                          overrides={"data.members": 3000, "workbooks": ["time_series"]})
+def test_workbook_runs_end_to_end(shared_runs):
+    """params/healthwise_er.yaml on 3,000 members (the session's run of it, every
+    workbook: tests/shared_runs.py)."""
+    run = shared_runs.params_file("healthwise_er")
     res = json.loads(run.results_path.read_text())
     assert res["run"]["status"] == "ok"
     est = [e for e in res["estimates"] if e["workbook"] == "time_series"]

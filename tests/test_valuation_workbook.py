@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from evalkit import params as P, runner
+from evalkit import params as P
 from evalkit.errors import ParamsError, StatisticalWarning
 from evalkit.params import BudgetParams, EconParams
 from evalkit.analysis.valuation import (EffectWords, JointReplicates, budget_for_plan,
@@ -291,13 +291,10 @@ def test_existing_params_files_still_validate():
 
 # ------------------------------------------------------------------ end to end
 @pytest.fixture(scope="module")
-def hm_run(tmp_path_factory):
-    from pathlib import Path
-    tmp = tmp_path_factory.mktemp("hm")
-    params = Path(__file__).resolve().parent.parent / "params" / "humphreys_moos.yaml"
-    return runner.run(params, out=tmp / "out", quiet=True,
-                       overrides={"workbooks": ["cost_benefit"], "econ.joint_replicates": 60,
-                                  "econ.psa_draws": 1000})
+def hm_run(shared_runs):
+    """params/humphreys_moos.yaml, every workbook, with 60 joint replicates and 1,000 PSA
+    draws (the session's run of it: tests/shared_runs.py)."""
+    return shared_runs.params_file("humphreys_moos")
 
 
 def test_cost_benefit_workbook_end_to_end(hm_run):
