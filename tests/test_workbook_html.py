@@ -23,6 +23,7 @@ from pathlib import Path
 import nbformat
 import pytest
 from bs4 import BeautifulSoup
+from conftest import assert_structured_records
 
 import evalkit
 from evalkit.analysis import show
@@ -134,6 +135,9 @@ def test_every_params_file_reads_as_published(shared_runs, name):
     shown = json.loads((run.output_dir / "params.json").read_text())["report"]["show_code"]
     problems = _problems(run)
     assert [p for p in problems if not (shown and p.endswith("code shown"))] == []
+    # the report reads the structured records: each one complete, one main result per
+    # outcome and scale
+    assert_structured_records(json.loads(run.results_path.read_text()))
 
 
 @pytest.mark.slow
