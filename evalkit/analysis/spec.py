@@ -467,7 +467,7 @@ def _covariates(params, data: pd.DataFrame | None, extra_columns: list[str]
         if missing:
             raise DataValidationError(f"covariate(s) {missing} are not in the data (columns: "
                                       f"{', '.join(map(str, data.columns[:30]))})")
-        treated = data["treated"] if "treated" in data else None
+        treated = data.get("treated")
         categorical = {t.column for t in terms if t.transform == "C"}
         kept = []
         for t in terms:
