@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from evalkit import describe
 from evalkit import params as P
 from evalkit.analysis import outcomes, spec
 from evalkit.errors import DataValidationError, EvalkitError, ParamsError
@@ -224,28 +225,69 @@ def test_person_run_cost_effect_uses_the_columns_as_written(tmp_path):
         assert diff[c] == pytest.approx(ref[c], abs=1e-6), c
 
 
-def test_claims_extra_member_columns_are_written_out_or_listed():
-    """Extra members-table columns: numeric ones join the defaults as written (they did
-    before the spec existed, so old numbers stay), text ones are listed as not adjusted."""
-    rng = np.random.default_rng(2)
-    n = 40
-    data = pd.DataFrame({"treated": np.r_[np.zeros(20), np.ones(20)].astype(int),
+def _claims_members(n=40, seed=2):
+    """A claims analysis frame (20 members per arm) with two extra members-table columns:
+    ``program`` (one program per arm) and ``region`` (both regions in both arms)."""
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({"treated": np.r_[np.zeros(20), np.ones(20)].astype(int),
                          "age_at_index": rng.integers(20, 70, n), "female": rng.integers(0, 2, n),
                          "comorbidity": rng.integers(0, 5, n),
                          "program": np.r_[["a"] * 20, ["b"] * 20],
+                         "region": np.tile(["north", "south"], n // 2),
                          "baseline_er_visits": rng.integers(0, 3, n),
                          "baseline_outpatient_mh_visits": rng.integers(0, 9, n),
                          "baseline_inpatient_days": rng.integers(0, 2, n),
                          "baseline_total_cost": rng.gamma(1, 900, n)})
-    s = spec.resolve(P.validate({}), data, ["comorbidity", "program"])
+
+
+def test_claims_extra_member_columns_are_written_out_or_listed():
+    """Extra members-table columns: numeric ones join the defaults as written (they did
+    before the spec existed, so old numbers stay), text ones are listed as not adjusted."""
+    data = _claims_members()
+    s = spec.resolve(P.validate({}), data, ["comorbidity", "region", "program"])
     assert s.terms == ["age_at_index", "female", "comorbidity", *spec.CLAIMS_BASELINE]
     assert [c.source for c in s.covariates][2] == "default: members table column"
-    assert s.not_adjusted[0]["term"] == "program" and "C(program)" in s.not_adjusted[0]["reason"]
-    assert s.described == ("age_at_index", "female", "comorbidity", "program",   # Table 1
+    assert s.not_adjusted[0]["term"] == "region" and "C(region)" in s.not_adjusted[0]["reason"]
+    assert s.not_adjusted[1] == {"term": "program",          # adding C(program) would not help
+                                 "reason": "nested in the arms (every level in one arm only)"}
+    assert s.described == ("age_at_index", "female", "comorbidity", "region",   # Table 1
                            *spec.term_columns(spec.CLAIMS_BASELINE))
     nested = spec.resolve(P.validate({"study": {"covariates": ["age_at_index", "C(program)"]}}),
                           data, ["program"])
     assert nested.terms == ["age_at_index"]                 # program is nested in the arms
     assert "nested" in nested.not_adjusted[0]["reason"]
-    with pytest.raises(DataValidationError, match="region"):
-        spec.resolve(P.validate({"study": {"covariates": ["C(region)"]}}), data, [])
+    with pytest.raises(DataValidationError, match="district"):
+        spec.resolve(P.validate({"study": {"covariates": ["C(district)"]}}), data, [])
+
+
+def test_table1_never_describes_the_column_that_tells_the_arm():
+    """A members-table column that is the arm under another name (the community of a
+    communities comparison, a program nested in an arm, the treatment coded 0/1) is
+    what is compared, not a characteristic: Table 1 leaves it out, whatever its name,
+    so it never shows a share of 100% vs 0% with an infinite SMD. A column that merely
+    differs between the arms stays."""
+    data = _claims_members().assign(
+        site=lambda d: np.where(d["treated"] == 1, "intervention", "comparison"),
+        arm_code=lambda d: 1 - d["treated"],                       # 0/1, the arm reversed
+        # both values in both arms, but far apart: an imbalance Table 1 must show
+        urban=np.r_[np.ones(18), np.zeros(2), np.ones(2), np.zeros(18)].astype(int))
+    extra = ["comorbidity", "region", "program", "site", "arm_code", "urban"]
+    s = spec.resolve(P.validate({}), data, extra)
+    assert s.described == ("age_at_index", "female", "comorbidity", "region", "urban",
+                           *spec.term_columns(spec.CLAIMS_BASELINE))
+    assert {d["term"]: d["reason"] for d in s.not_adjusted} == {
+        "region": "text column of the members table; add C(region) to study.covariates "
+                  "to adjust for it",
+        "program": "nested in the arms (every level in one arm only)",
+        "site": "nested in the arms (every level in one arm only)",
+        "arm_code": "identical to the treatment"}
+    # the same when the params name the covariates: C(site) and a numeric code read by levels
+    given = spec.resolve(P.validate({"study": {"covariates": [
+        "age_at_index", "C(site)", "C(comorbidity)", "arm_code", "urban"]}}), data, [])
+    assert given.described == ("age_at_index", "comorbidity", "urban")
+    assert given.terms == ["age_at_index", "C(comorbidity)", "urban"]
+    t1 = describe.table1(data.assign(group=np.where(data["treated"] == 1, "self_help",
+                                                    "control")), "group", list(s.described))
+    assert np.isfinite(t1["smd"].dropna()).all()
+    # the imbalance is still shown: shares 0.1 vs 0.9, SMD -0.8 / sqrt((0.09 + 0.09) / 2)
+    assert t1.set_index("covariate").loc["urban", "smd"] == pytest.approx(-0.8 / 0.3)

@@ -125,9 +125,7 @@ def _params_run(shared_runs, name: str) -> evalkit.runner.RunResult:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", known_defects({
-    "healthwise_er": "Table 1 of 01_data_quality shows SMD 'inf' for the community "
-                     "covariate, which is the arm itself"}))
+@pytest.mark.parametrize("name", known_defects({}))
 def test_every_params_file_reads_as_published(shared_runs, name):
     """Every params file's workbooks: nothing a reader should not see (the code only
     where the run asks for it with report.show_code)."""

@@ -28,9 +28,10 @@ sees them; they reproduce what evalkit did before the spec existed:
   of the members table beyond the contract's (e.g. ``comorbidity``) as written, then
   ``log1p`` of the baseline use and cost, whose long right tails would otherwise let a few
   members dominate a fit. Extra *text* columns are not adjusted for by default (in the
-  built-in plans they name the program, which is nested in the arm); the spec lists them
-  under ``not_adjusted``
-  with the reason, and ``study.covariates: [..., C(region)]`` adds one;
+  built-in plans they name the program or the community, which tell the arm); the spec
+  lists them under ``not_adjusted`` with the reason, and
+  ``study.covariates: [..., C(region)]`` adds one. A column that tells the arm is not
+  described in Table 1 either;
 * person mode, covariates: ``data.person.covariates`` as written (a text column as
   ``C(column)``); outcomes: a count when the data have an exposure column or the values
   are whole numbers >= 0, else continuous (``study.outcomes.<name>.kind`` or
@@ -217,17 +218,25 @@ def _is_numeric(x: pd.Series) -> bool:
     return pd.api.types.is_numeric_dtype(x) and not pd.api.types.is_bool_dtype(x)
 
 
+def _arm_itself(x: pd.Series, treated: pd.Series | None, levels: bool) -> str | None:
+    """Why column ``x`` tells the arm (None when it does not): it is the 0/1 treatment
+    recoded, or, read by its ``levels`` (a text column or a ``C()`` term), every level
+    is in one arm only (the arm's own name, or programs nested in the arms)."""
+    if treated is None or x.nunique(dropna=True) < 2:
+        return None
+    if _is_numeric(x) and x.nunique() == 2 and \
+            abs(np.corrcoef(x.astype(float), treated.astype(float))[0, 1]) > 0.999:
+        return "identical to the treatment"
+    if levels and (pd.crosstab(x, treated) > 0).sum(axis=1).max() < 2:
+        return "nested in the arms (every level in one arm only)"
+    return None
+
+
 def _unusable(x: pd.Series, treated: pd.Series | None, term: Term) -> str | None:
     """Why a term cannot be estimated on these rows (None when it can)."""
     if x.nunique(dropna=True) < 2:
         return "constant in these rows"
-    if treated is not None and _is_numeric(x) and x.nunique() == 2 and \
-            abs(np.corrcoef(x.astype(float), treated.astype(float))[0, 1]) > 0.999:
-        return "identical to the treatment"
-    if term.transform == "C" and treated is not None and \
-            (pd.crosstab(x, treated) > 0).sum(axis=1).max() < 2:
-        return "nested in the arms (every level in one arm only)"
-    return None
+    return _arm_itself(x, treated, term.transform == "C")
 
 
 # ------------------------------------------------------------------------------ spec
@@ -266,7 +275,9 @@ class AnalysisSpec:
     outcomes : dict name -> OutcomeSpec, in order.
     covariates : the adjustment set, as :class:`Term` objects.
     not_adjusted : columns or terms left out of the adjustment set, with the reason.
-    described : the baseline columns Table 1 describes, adjusted for or not.
+    described : the baseline columns Table 1 describes, adjusted for or not; never a
+        column that tells the arm (the 0/1 treatment recoded, or a text column every level
+        of which is in one arm only, such as the arm's own name or a program nested in it).
     propensity : the propensity model's right-hand side, as written (the adjustment set
         unless ``design.covariates`` or ``design.formula`` say otherwise).
     windows : baseline_days, followup_days (claims).
@@ -439,8 +450,9 @@ def _covariates(params, data: pd.DataFrame | None, extra_columns: list[str]
         terms = [parse_term(t, "default") for t in CLAIMS_DEMOGRAPHICS]
         for c in extra_columns:
             if data is not None and c in data and not _is_numeric(data[c]):
-                not_adjusted.append({"term": c, "reason": "text column of the members table; "
-                                     f"add C({c}) to study.covariates to adjust for it"})
+                arm = _arm_itself(data[c], data.get("treated"), levels=True)
+                not_adjusted.append({"term": c, "reason": arm or "text column of the members "
+                                     f"table; add C({c}) to study.covariates to adjust for it"})
             else:
                 terms.append(Term(c, None, "default: members table column"))
         terms += [parse_term(t, "default") for t in CLAIMS_BASELINE]
@@ -455,7 +467,8 @@ def _covariates(params, data: pd.DataFrame | None, extra_columns: list[str]
         if missing:
             raise DataValidationError(f"covariate(s) {missing} are not in the data (columns: "
                                       f"{', '.join(map(str, data.columns[:30]))})")
-        treated = data["treated"] if "treated" in data else None
+        treated = data.get("treated")
+        categorical = {t.column for t in terms if t.transform == "C"}
         kept = []
         for t in terms:
             if t.transform is None and not _is_numeric(data[t.column]):
@@ -466,6 +479,10 @@ def _covariates(params, data: pd.DataFrame | None, extra_columns: list[str]
             else:
                 kept.append(t)
         terms = kept
+        # a column that tells the arm is what is compared, not a characteristic of the
+        # people compared: Table 1 leaves it out (its reason is under not_adjusted)
+        described = [c for c in described if c not in data or not _arm_itself(
+            data[c], treated, levels=c in categorical or not _is_numeric(data[c]))]
     return terms, not_adjusted, described
 
 
