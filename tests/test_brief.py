@@ -321,7 +321,7 @@ def test_hmo_brief_shows_budget_impact_when_recorded():
                "estimates": json.loads(est.to_json(orient="records")), "tables": {}}
     ctx = build_context(results, validate({"title": "Budget plan"}), "hmo")
     budget = next(t for t in ctx["tables"] if t.key == "budget")
-    first = bi.table.iloc[0]
+    first = bi.by_year.iloc[0]
     assert list(budget.frame["year"]) == ["year 1", "year 2"]
     # savings are positive in the brief: net savings = minus the net budget impact
     assert budget.frame["net savings"].iloc[0] == total(-first["net_budget_impact"])

@@ -60,10 +60,10 @@ def planning(shared_runs):
 def test_planning_brief_reads_as_power_and_sample_size(planning):
     res, text = planning
     power = _pick(res, analysis="power", scale="proportion")
-    size = res["tables"]["planning.sample_size"][0]
+    size = {r["term"]: r["estimate"] for r in res["tables"]["planning.sample_size"]}
     mdr = _pick(res, analysis="power", scale="rate_ratio")
     assert f"{100 * power['estimate']:.0f}% power to detect an 18% drop in ER visits" in text
-    assert (f"{size['n_control']:,} members per arm ({size['n_total']:,} in all) give 80% "
+    assert (f"{size['n_control']:,.0f} members per arm ({size['n_total']:,.0f} in all) give 80% "
             "power") in text
     assert f"smallest drop the planned study detects with 80% power is " \
            f"{100 * (1 - mdr['estimate']):.1f}%" in text

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import pytest
 
 from evalkit import catalog, runner
@@ -150,22 +151,43 @@ def test_cli_reports_errors_and_exit_code(tmp_path, capsys):
     assert "windows.baseline_days" in capsys.readouterr().err
 
 
-def test_public_run_refuses_small_cells(tmp_path):
-    """With report.public the outputs are scanned; the hand-made tiny plan has one member
-    per arm, so the attrition table holds cells of 1 person and the run must refuse to
-    call itself done."""
+def test_public_run_refuses_small_cells(tmp_path, monkeypatch):
+    """With report.public the outputs are scanned. The hand-made tiny plan has one member
+    per arm: the data-quality workbook suppresses its counts of people, so the public run
+    publishes none of them; a table of the same counts left unsuppressed among the outputs
+    (planted just before the scan) makes the run refuse to call itself done."""
     from evalkit.privacy import DisclosureError
     tiny = Path(__file__).parent / "fixtures" / "tiny"
     tables = {t: str(tiny / f"{t}.csv") for t in ("members", "enrollment", "encounters", "exposure")}
+    tiny_public = {"report.public": True, "workbooks": ["data_quality"], "data.source": "files",
+                   "data.tables": tables, "data.category_map": {"ED": "er", "IP": "inpatient"},
+                   "data.group_map": {"T": "self_help", "C": "control"}, "data.members": None,
+                   "data.plant_problems": False}
+    fine = runner.run(_write_params(tmp_path), out=tmp_path / "fine", quiet=True,
+                      overrides=tiny_public)
+    res = json.loads(fine.results_path.read_text())
+    assert res["run"]["status"] == "ok" and res["run"]["privacy"]["ok"]
+    attrition = res["tables"]["data_quality.attrition"]
+    counts = [v for row in attrition for k, v in row.items() if k.endswith("_members")]
+    assert counts and all(v is None or v == 0 for v in counts)    # 1 or 2 people: hidden
+    # the internal run's attrition of the same plan, copied among the public run's outputs
+    internal = runner.run(_write_params(tmp_path), out=tmp_path / "internal", quiet=True,
+                          overrides={**tiny_public, "report.public": False})
+    raw = json.loads(internal.results_path.read_text())["tables"]["data_quality.attrition"]
+    assert any(0 < v < 11 for row in raw for k, v in row.items() if k.endswith("_members"))
+    exported = runner.export_tables
+
+    def export_and_plant(out_dir, tables_):
+        got = exported(out_dir, tables_)
+        pd.DataFrame(raw).to_csv(Path(out_dir) / "tables" / "attrition_copy.csv", index=False)
+        return got
+    monkeypatch.setattr(runner, "export_tables", export_and_plant)
     with pytest.raises(DisclosureError):
-        runner.run(_write_params(tmp_path), out=tmp_path / "out", quiet=True, overrides={
-            "report.public": True, "workbooks": ["data_quality"], "data.source": "files",
-            "data.tables": tables, "data.category_map": {"ED": "er", "IP": "inpatient"},
-            "data.group_map": {"T": "self_help", "C": "control"}, "data.members": None,
-            "data.plant_problems": False})
+        runner.run(_write_params(tmp_path), out=tmp_path / "out", quiet=True,
+                   overrides=tiny_public)
     res = json.loads((tmp_path / "out" / "results.json").read_text())
     assert res["run"]["status"] == "failed" and res["run"]["failed_step"] == "privacy scan"
-    assert res["run"]["privacy"]["findings"]
+    assert any("attrition_copy.csv" in f for f in res["run"]["privacy"]["findings"])
     assert res["run"]["privacy"]["member_ids_checked"] == "context"   # ids 1, 2 are short
     ok = runner.run(_write_params(tmp_path), out=tmp_path / "private", quiet=True,
                      overrides={"workbooks": ["data_quality"], "data.members": 300})
