@@ -249,3 +249,15 @@ def test_claims_extra_member_columns_are_written_out_or_listed():
     assert "nested" in nested.not_adjusted[0]["reason"]
     with pytest.raises(DataValidationError, match="region"):
         spec.resolve(P.validate({"study": {"covariates": ["C(region)"]}}), data, [])
+
+
+def test_figures_are_per_the_treated_unit_in_the_specs_words():
+    """'referred member' for the claims default arms and published summaries only."""
+    default = spec.resolve(P.validate({}), None).study
+    assert default.per_treated("claims") == ("referred member", "referred members")
+    named = spec.resolve(P.validate({"study": {
+        "intervention": "treated in 12-step programs",
+        "comparison": "treated in cognitive-behavioral programs", "unit": "patients"}}), None).study
+    assert named.per_treated("claims") == ("patient treated in 12-step programs",
+                                           "patients treated in 12-step programs")
+    assert spec.per_treated("summary", "a", "b", "studies")[0] == "referred member"
