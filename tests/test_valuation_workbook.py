@@ -15,6 +15,7 @@ import pytest
 from evalkit import params as P
 from evalkit.errors import ParamsError, StatisticalWarning
 from evalkit.params import BudgetParams, EconParams
+from evalkit.analysis.spec import per_treated
 from evalkit.analysis.valuation import (EffectWords, JointReplicates, budget_for_plan,
                                        er_effect, sensitivity, value_program)
 
@@ -365,7 +366,12 @@ def test_cost_benefit_workbook_end_to_end(hm_run):
     assert [e["period"] for e in years] == ["year 1", "year 2", "year 3"]
     assert all(e["scenario_low"] <= e["estimate"] <= e["scenario_high"] for e in years)
     eff = {r["figure"]: r for r in t["cost_benefit.effectiveness"]}
-    per_year = eff["ER visits avoided per referred member per year"]
+    # per the spec's own treated unit: the params compare two treatment programs
+    s = res["spec"]["study"]
+    one, _ = per_treated(res["spec"]["mode"], s["intervention"], s["comparison"], s["unit"])
+    assert one == "patient treated in 12-step-oriented programs"
+    assert not any("referred" in f for f in eff)
+    per_year = eff[f"ER visits avoided per {one} per year"]
     assert per_year["ci_low"] < per_year["estimate"] < per_year["ci_high"]
     assert per_year["estimate"] > 0
     # the ICER table holds the point estimates the NMB records are built from
