@@ -173,9 +173,7 @@ def test_spec_lists_program_costs_left_to_defaults():
 RAW_VALUE = re.compile(r"(?<![\w-])(nan|NaN|-?inf|-?Infinity|<NA>)(?![\w-])")
 
 
-@pytest.mark.parametrize("name", known_defects({
-    "humphreys_moos": "the cost-benefit table and the assumed-costs note say 'per referred "
-                      "member' of a comparison of two treatment programs"}))
+@pytest.mark.parametrize("name", known_defects({}))
 def test_every_params_files_brief_reads_as_published(shared_runs, name):
     """The brief of every params file's run (demo.yaml: the shared claims run, the same
     workbooks on a smaller plan): its title, no raw missing value, Python warning,
@@ -366,3 +364,43 @@ def test_headline_figures_are_per_the_studys_own_unit():
                    "net savings per patient who joined a group over 2 years"]
     claims = list(tables.headline_table(results, "hmo", story.CLAIMS_STUDY, 1).frame["figure"])
     assert claims == [h["figure"] for h in head]
+
+
+def test_cost_notes_and_tables_are_per_the_studys_own_unit():
+    """A claims study of two treatment programs (humphreys_moos.yaml's spec): the
+    assumed-costs note and the sensitivity table say per whom in the spec's words;
+    'referred member' is kept for the default arms only."""
+    p = validate({"title": "t", "data": {"members": 1500},
+                  "study": {"intervention": "treated in 12-step programs",
+                            "comparison": "treated in cognitive-behavioral programs",
+                            "unit": "patients"},
+                  "econ": {"coordination": 150, "materials": 20, "fixed_startup": 20000}})
+    e = pd.DataFrame([{"analysis": "valuation", "outcome": "total_cost"}])
+    results = {"spec": {"study": {"intervention": "treated in 12-step programs",
+                                  "comparison": "treated in cognitive-behavioral programs",
+                                  "unit": "patients"},
+                        "assumed": [{"input": "econ.facilitation", "value": 0.0}]},
+               "estimates": [{"analysis": "valuation"}],
+               "tables": {"cost_benefit.cost_benefit": [
+                   {"term": "net_savings_per_member", "unit": "$ per referred member over "
+                    "the horizon", "estimate": 850.0, "at_ci_low": 800.0, "at_ci_high": 900.0},
+                   {"term": "total_net_savings", "unit": "$, all referred members",
+                    "estimate": 850000.0, "at_ci_low": 8e5, "at_ci_high": 9e5},
+                   {"term": "break_even_cost_per_referred", "unit": "$ per referred member",
+                    "estimate": 1000.0, "at_ci_low": 950.0, "at_ci_high": 1050.0}]}}
+    st = story.study_of(results, p)
+    assert st.per_treated == "patient treated in 12-step programs"
+    note = " ".join(story.assumptions(p, results, e, st))
+    assert "$0 facilitation per patient treated in 12-step programs" in note
+    table = tables.sensitivity_table(results, st).frame
+    assert list(table["figure"]) == ["net savings", "total net savings", "break even cost"]
+    units = list(table["unit"])
+    assert units == ["$ per patient treated in 12-step programs over the horizon",
+                     "$, all patients treated in 12-step programs",
+                     "$ per patient treated in 12-step programs per year"]
+    # the claims default arms keep the words evalkit always used
+    assert "$0 facilitation per referred member" in " ".join(
+        story.assumptions(p, results, e))
+    assert list(tables.sensitivity_table(results).frame["unit"]) == [
+        "$ per referred member over the horizon", "$, all referred members",
+        "$ per referred member per year"]

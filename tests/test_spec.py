@@ -291,3 +291,15 @@ def test_table1_never_describes_the_column_that_tells_the_arm():
     assert np.isfinite(t1["smd"].dropna()).all()
     # the imbalance is still shown: shares 0.1 vs 0.9, SMD -0.8 / sqrt((0.09 + 0.09) / 2)
     assert t1.set_index("covariate").loc["urban", "smd"] == pytest.approx(-0.8 / 0.3)
+
+
+def test_figures_are_per_the_treated_unit_in_the_specs_words():
+    """'referred member' for the claims default arms and published summaries only."""
+    default = spec.resolve(P.validate({}), None).study
+    assert default.per_treated("claims") == ("referred member", "referred members")
+    named = spec.resolve(P.validate({"study": {
+        "intervention": "treated in 12-step programs",
+        "comparison": "treated in cognitive-behavioral programs", "unit": "patients"}}), None).study
+    assert named.per_treated("claims") == ("patient treated in 12-step programs",
+                                           "patients treated in 12-step programs")
+    assert spec.per_treated("summary", "a", "b", "studies")[0] == "referred member"

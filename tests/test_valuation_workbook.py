@@ -15,6 +15,7 @@ import pytest
 from evalkit import params as P
 from evalkit.errors import ParamsError, StatisticalWarning
 from evalkit.params import BudgetParams, EconParams
+from evalkit.analysis.spec import per_treated
 from evalkit.analysis.valuation import (EffectWords, JointReplicates, budget_for_plan,
                                        er_effect, sensitivity, value_program)
 
@@ -136,6 +137,34 @@ def test_the_effect_is_named_from_the_spec_outcome_and_its_good_direction():
     assert er.quadrant("NE").startswith("the program costs more and ER visits fell")
     assert "dominates" in er.quadrant("SE") and er.per == "per visit avoided"
 
+
+
+def test_figures_are_per_the_studys_own_treated_unit():
+    """A study of two treatment programs (the spec's words, as in humphreys_moos.yaml):
+    every figure name, unit, estimand and sentence is per its own treated unit, never 'per
+    referred member'; the numbers are those of the default wording."""
+    who = ("patient treated in 12-step programs", "patients treated in 12-step programs")
+    words = EffectWords("ER visits", "visits", who=who)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", StatisticalWarning)
+        v = value_program(_cost_records(1000.0), _econ(), 1000, 365, seed=7,
+                          effect=_effect(0.25), words=words)
+    rec = v.estimates()
+    text = " | ".join([*map(str, rec[["estimand", "method"]].to_numpy().ravel()),
+                       *v.headline["figure"], *v.effectiveness["figure"],
+                       *v.cost_benefit.table["unit"], v.icer_sentence()])
+    assert "referred" not in text
+    assert "net savings per patient treated in 12-step programs over 1 year" in text
+    assert "$, all patients treated in 12-step programs" in text
+    assert "ER visits avoided per patient treated in 12-step programs per year" in text
+    assert "net monetary benefit per patient treated in 12-step programs at $1,000" in text
+    # NS = 1000 - 150 = 850 and V = 0.25 visits: it dominates
+    assert "saves money (net $850 per patient treated in 12-step programs over 1 year)" \
+        in v.icer_sentence()
+    default = _value(1000.0, _effect(0.25))
+    assert "net savings per referred member over 1 year" in list(default.headline["figure"])
+    pd.testing.assert_frame_equal(rec[["estimate", "ci_low", "ci_high"]],
+                                  default.estimates()[["estimate", "ci_low", "ci_high"]])
 
 def test_uptake_and_discounting_enter_cost_and_effect_alike():
     # u = 0.5, 2 years at 10%: sum d = 1/1.1 + 1/1.21 = 1.735537; start-up 20,000 / 1,000
@@ -337,7 +366,12 @@ def test_cost_benefit_workbook_end_to_end(hm_run):
     assert [e["period"] for e in years] == ["year 1", "year 2", "year 3"]
     assert all(e["scenario_low"] <= e["estimate"] <= e["scenario_high"] for e in years)
     eff = {r["figure"]: r for r in t["cost_benefit.effectiveness"]}
-    per_year = eff["ER visits avoided per referred member per year"]
+    # per the spec's own treated unit: the params compare two treatment programs
+    s = res["spec"]["study"]
+    one, _ = per_treated(res["spec"]["mode"], s["intervention"], s["comparison"], s["unit"])
+    assert one == "patient treated in 12-step-oriented programs"
+    assert not any("referred" in f for f in eff)
+    per_year = eff[f"ER visits avoided per {one} per year"]
     assert per_year["ci_low"] < per_year["estimate"] < per_year["ci_high"]
     assert per_year["estimate"] > 0
     # the ICER table holds the point estimates the NMB records are built from

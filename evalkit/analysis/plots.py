@@ -222,9 +222,10 @@ def visits_distribution_plot(frame: pd.DataFrame, outcomes: list[str], axes=None
     return axes
 
 
-def net_savings_plot(draws, ax=None):
-    """Distribution of simulated net savings per referred member, the break-even line,
-    and the share of draws in which the program saves money."""
+def net_savings_plot(draws, ax=None, per: str = "per referred member"):
+    """Distribution of simulated net savings per treated unit, the break-even line, and
+    the share of draws in which the program saves money. ``per`` names the unit
+    (``Valuation.words.per_member``: 'per referred member', 'per patient treated in ...')."""
     x = np.asarray(draws, dtype=float)
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 3.4))
@@ -232,7 +233,7 @@ def net_savings_plot(draws, ax=None):
     ax.axvline(0, color="k", lw=1)
     share = float((x > 0).mean())
     ax.set_title(f"Program saves money in {share:.0%} of simulations", fontsize=10)
-    ax.set_xlabel("net savings per referred member, dollars (negative = net cost)")
+    ax.set_xlabel(f"net savings {per}, dollars (negative = net cost)")
     ax.set_ylabel("simulations")
     ax.spines[["top", "right"]].set_visible(False)
     return ax
@@ -351,13 +352,15 @@ def sd_sensitivity_plot(table: pd.DataFrame, ax=None, spec=None):
     return ax
 
 
-def nmb_plot(curve: pd.DataFrame, per: str = "per visit avoided", ax=None):
-    """Net monetary benefit per referred member against willingness to pay for the
+def nmb_plot(curve: pd.DataFrame, per: str = "per visit avoided", ax=None,
+             per_member: str = "per referred member"):
+    """Net monetary benefit per treated unit against willingness to pay for the
     effect: the line at the estimates and the 95% band of the PSA draws.
 
     ``curve`` is :meth:`evalkit.analysis.valuation.Valuation.nmb_curve`; ``per`` names
-    the effect's unit (``Valuation.words.per``: 'per visit avoided'). Above zero the
-    program is worth its cost at that price of the effect.
+    the effect's unit (``Valuation.words.per``: 'per visit avoided'), ``per_member`` the
+    treated unit (``Valuation.words.per_member``). Above zero the program is worth its
+    cost at that price of the effect.
     """
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 3.8))
@@ -366,7 +369,7 @@ def nmb_plot(curve: pd.DataFrame, per: str = "per visit avoided", ax=None):
     ax.plot(curve["wtp"], curve["nmb"], color="#2166ac", lw=2, label="at the estimates")
     ax.axhline(0, color="grey", lw=0.8)
     ax.set_xlabel(f"value the plan puts on one unit of effect, $ {per}")
-    ax.set_ylabel("net monetary benefit per referred member ($)")
+    ax.set_ylabel(f"net monetary benefit {per_member} ($)")
     ax.legend(frameon=False, fontsize=8)
     ax.spines[["top", "right"]].set_visible(False)
     return ax

@@ -60,6 +60,10 @@ KINDS = ("count", "cost", "continuous", "binary", "time_to_event")
 #: Program costs (``econ``) that, when the params leave them out, are evalkit's defaults:
 #: assumptions, not the program's own costs (listed in the spec's ``assumed``).
 ECON_COST_FIELDS = ("coordination", "facilitation", "materials", "fixed_startup")
+#: The arms of a claims study whose params do not name them: referral vs none.
+CLAIMS_ARMS = ("referred to self-help groups", "not referred")
+#: Whom a per-person figure of the claims default arms is per (one, all).
+CLAIMS_PER = ("referred member", "referred members")
 
 
 @dataclass(frozen=True)
@@ -263,6 +267,28 @@ class StudySpec:
     unit: str
     randomized: bool
 
+    def per_treated(self, mode: str) -> tuple[str, str]:
+        """Whom a per-person figure (a saving, a program cost) is per, one and all
+        (:func:`per_treated`)."""
+        return per_treated(mode, self.intervention, self.comparison, self.unit)
+
+
+def singular(unit: str) -> str:
+    """One of a study's units: 'members' -> 'member', 'patients' -> 'patient'."""
+    u = unit or "members"
+    return u[:-1] if u.endswith("s") and not u.endswith("ss") else u
+
+
+def per_treated(mode: str, intervention: str, comparison: str, unit: str) -> tuple[str, str]:
+    """Whom a per-person figure is per, one and all: ('referred member', 'referred
+    members') for the claims default arms (referral vs none) and for published summaries,
+    else the intervention arm in the spec's words ('patient treated in 12-step-oriented
+    programs', 'patients treated in 12-step-oriented programs')."""
+    if mode == "summary" or (mode == "claims" and (intervention, comparison) == CLAIMS_ARMS):
+        return CLAIMS_PER
+    return (f"{singular(unit)} {intervention}".strip(),
+            f"{unit or 'members'} {intervention}".strip())
+
 
 @dataclass(frozen=True)
 class AnalysisSpec:
@@ -358,7 +384,7 @@ def load(run_dir: str | Path) -> AnalysisSpec | None:
 def _study(params) -> StudySpec:
     s = params.study
     if params.mode == "claims":
-        iv, cmp_, unit = "referred to self-help groups", "not referred", "members"
+        (iv, cmp_), unit = CLAIMS_ARMS, "members"
     elif params.mode == "person":
         p = params.data.person
         iv = (str(p.treated_value).replace("_", " ") if p.treatment else "")

@@ -53,7 +53,7 @@ from .outcomes import (
 from .planning import plan_study
 from .readmission import readmission_effects
 from .spec import AnalysisSpec
-from .valuation import ER_WORDS, EffectWords, er_effect, joint_bootstrap, value_program
+from .valuation import EffectWords, er_effect, joint_bootstrap, value_program
 
 
 def _spell_end_sql(relation: str, anchor: str) -> str:
@@ -290,9 +290,10 @@ class Study:
                                         self.params.windows.followup_days, econ.joint_replicates,
                                         self.params.seed, progress=progress, count_outcome=er,
                                         cost_outcome=self.cost_outcome())
+        named = self.spec.outcomes[er] if eff else _spec.CLAIMS_OUTCOMES[er]
+        words = EffectWords.of(named, self.spec.study.per_treated(self.params.mode))
         return value_program(cost.effects, econ, referred, self.params.windows.followup_days,
-                             self.params.seed, effect=eff, joint=joint,
-                             words=EffectWords.of(self.spec.outcomes[er]) if eff else ER_WORDS)
+                             self.params.seed, effect=eff, joint=joint, words=words)
 
     def plan_study(self):
         """Study planning from the params' ``planning`` section (see

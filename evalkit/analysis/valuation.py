@@ -26,25 +26,34 @@ from ..models.bootstrap import bootstrap, replicate_fields, replicates_sentence
 from ..models.count_bootstrap import BATCHED_COUNT_FAMILIES, bootstrap_count_effect
 from ..models.twopart_bootstrap import bootstrap_two_part
 from ..models.count import count_model
-from .spec import CLAIMS_EFFECT_OUTCOME, CLAIMS_OUTCOMES, model_frame
+from .spec import CLAIMS_EFFECT_OUTCOME, CLAIMS_OUTCOMES, CLAIMS_PER, model_frame
 
 
 @dataclass(frozen=True)
 class EffectWords:
     """How the economics name their effect: the effect outcome's label, unit and good
-    direction, from the spec (:class:`evalkit.analysis.spec.OutcomeSpec`). The effect
-    is the change in that outcome per referred member, counted positive when it goes the
-    good way: fewer visits when lower is good ("visits avoided"), more when higher is.
+    direction, from the spec (:class:`evalkit.analysis.spec.OutcomeSpec`), and whom the
+    figures are per (``who``: one and all, :meth:`evalkit.analysis.spec.StudySpec.per_treated`).
+    The effect is the change in that outcome per treated unit ('per referred member'),
+    counted positive when it goes the good way: fewer visits when lower is good ("visits
+    avoided"), more when higher is.
     """
 
     label: str
     unit: str
     good: str = "lower"
+    who: tuple[str, str] = CLAIMS_PER
 
     @classmethod
-    def of(cls, outcome) -> EffectWords:
-        """From a spec outcome (anything with ``label``, ``unit`` and ``good``)."""
-        return cls(outcome.label, outcome.unit, outcome.good)
+    def of(cls, outcome, who: tuple[str, str] = CLAIMS_PER) -> EffectWords:
+        """From a spec outcome (anything with ``label``, ``unit`` and ``good``) and whom
+        the figures are per."""
+        return cls(outcome.label, outcome.unit, outcome.good, tuple(who))
+
+    @property
+    def per_member(self) -> str:
+        """'per referred member', or 'per patient treated in ...' (the spec's words)."""
+        return f"per {self.who[0]}"
 
     @property
     def one(self) -> str:
@@ -215,13 +224,13 @@ class Valuation:
             what = f"no ICER: {where}"
         effect_outcome = self.effect.get("outcome", "effect")
         rows = [{"outcome": effect_outcome, "contrast": contrast, "estimand": what,
-                 "method": f"ICER = incremental cost / {words.measure} per referred member",
+                 "method": f"ICER = incremental cost / {words.measure} {words.per_member}",
                  "scale": "icer", "estimate": t["estimate"], "ci_low": lo, "ci_high": hi,
                  "quadrant": t["quadrant"], "status": t["status"]}]
         for w in self.wtp_values:
             r = self.nmb_at(w)
             rows.append({"outcome": effect_outcome, "contrast": contrast,
-                         "estimand": f"net monetary benefit per referred member at ${w:,.0f} "
+                         "estimand": f"net monetary benefit {words.per_member} at ${w:,.0f} "
                                      f"{words.per}",
                          "method": f"NMB = WTP x {words.measure} + net savings; probabilistic "
                                    f"sensitivity analysis, {draws}",
@@ -268,7 +277,7 @@ class Valuation:
             return f"No effect on {w.label} was estimated, so there is no cost {w.per}."
         t = self.icer.table.iloc[0]
         net, v = -t["delta_cost"], t["delta_effect"]
-        per = f"per referred member over {_years(self.cost_benefit.program_costs.horizon_years)}"
+        per = f"{w.per_member} over {_years(self.cost_benefit.program_costs.horizon_years)}"
         amount = f"{abs(v):.3f} {w.unit or 'units'} {per}"
         up, down = w.moved(True), w.moved(False)
         share = self.psa.quadrants.set_index("quadrant")["share"]
@@ -441,8 +450,10 @@ def _program_costs(econ, **over) -> ProgramCosts:
     return ProgramCosts(**kw)
 
 
-def sensitivity(econ, savings: dict, referred_members: int):
-    """One-way sensitivity of net savings per referred member (over the horizon).
+def sensitivity(econ, savings: dict, referred_members: int,
+                who: tuple[str, str] = CLAIMS_PER):
+    """One-way sensitivity of net savings per treated unit (over the horizon); ``who``
+    names the unit, one and all (:meth:`evalkit.analysis.spec.StudySpec.per_treated`).
 
     Each input moves over its range with the others at their base values:
 
@@ -479,17 +490,19 @@ def sensitivity(econ, savings: dict, referred_members: int):
     ranges["saving"] = (savings["ci_low"], savings["ci_high"])
     ranges["discount_rate"] = (0.0, 0.05)
     ranges["horizon_years"] = (1.0, float(max(3, econ.horizon_years + 2)))
-    res = one_way(model, base, ranges, output="net savings per referred member ($)")
+    res = one_way(model, base, ranges, output=f"net savings per {who[0]} ($)")
     table = res.table.copy()
-    table.insert(1, "parameter", table["term"].map(_SENSITIVITY_LABELS))
+    table.insert(1, "parameter", table["term"].map(_sensitivity_labels(who[0])))
     return type(res)(table=table, base_output=res.base_output, output=res.output)
 
 
-_SENSITIVITY_LABELS = {
-    "uptake": "uptake (share taking part)", "coordination": "coordination ($ per referred)",
-    "facilitation": "facilitation ($ per referred)", "materials": "materials ($ per referred)",
-    "fixed_startup": "start-up cost ($)", "saving": "saving ($ per member-year)",
-    "discount_rate": "discount rate", "horizon_years": "horizon (years)"}
+def _sensitivity_labels(one: str) -> dict[str, str]:
+    """The one-way sensitivity's inputs in words, per ``one`` ('referred member')."""
+    return {
+        "uptake": "uptake (share taking part)", "coordination": f"coordination ($ per {one})",
+        "facilitation": f"facilitation ($ per {one})", "materials": f"materials ($ per {one})",
+        "fixed_startup": "start-up cost ($)", "saving": f"saving ($ per {one} a year)",
+        "discount_rate": "discount rate", "horizon_years": "horizon (years)"}
 
 
 def budget_for_plan(budget, econ, savings: dict):
@@ -552,7 +565,7 @@ def value_program(cost_records: pd.DataFrame, econ, referred_members: int, follo
         distributions with their standard errors, which ignores their correlation.
     words : EffectWords
         How the effect is named in records, tables and sentences (the spec's effect
-        outcome; default ER visits, fewer is better).
+        outcome; default ER visits, fewer is better), and whom the figures are per.
 
     Notes
     -----
@@ -575,7 +588,8 @@ def value_program(cost_records: pd.DataFrame, econ, referred_members: int, follo
     cb = cost_benefit(savings["estimate"], costs, members=referred_members,
                       savings_ci=(savings["ci_low"], savings["ci_high"]),
                       effect_per_member=None if effect is None else effect["estimate"],
-                      effect_ci=None if effect is None else (effect["ci_low"], effect["ci_high"]))
+                      effect_ci=None if effect is None else (effect["ci_low"], effect["ci_high"]),
+                      who=words.who)
     per_ref = costs.cost_per_referred
     pairs = None
     if effect is not None and joint is not None:
@@ -628,13 +642,13 @@ def value_program(cost_records: pd.DataFrame, econ, referred_members: int, follo
     net = sim.draws["net_savings"].to_numpy()
     lo, hi = np.percentile(net, [2.5, 97.5])
     headline = pd.DataFrame([
-        {"figure": "gross savings per referred member per year", "estimate": savings["estimate"],
+        {"figure": f"gross savings {words.per_member} per year", "estimate": savings["estimate"],
          "ci_low": savings["ci_low"], "ci_high": savings["ci_high"],
          "quantity": "gross_savings", "unit": "dollars"},
-        {"figure": "program cost per referred member (incl. start-up share)",
+        {"figure": f"program cost {words.per_member} (incl. start-up share)",
          "estimate": per_ref * annuity + startup, "ci_low": np.nan, "ci_high": np.nan,
          "quantity": "program_cost", "unit": "dollars"},
-        {"figure": f"net savings per referred member over {_years(econ.horizon_years)}",
+        {"figure": f"net savings {words.per_member} over {_years(econ.horizon_years)}",
          "estimate": cb.net_savings_per_member, "ci_low": lo, "ci_high": hi,
          "quantity": "net_savings", "unit": "dollars"},
         {"figure": "return on investment", "estimate": cb.roi, "ci_low": np.nan, "ci_high": np.nan,
@@ -650,10 +664,10 @@ def value_program(cost_records: pd.DataFrame, econ, referred_members: int, follo
         nm = nmb(-cb.net_savings_per_member, v, wtp)
         ev = sim.draws["delta_effect"].to_numpy()
         effectiveness = pd.DataFrame([
-            {"figure": f"{words.measure} per referred member per year",
+            {"figure": f"{words.measure} {words.per_member} per year",
              "estimate": effect["estimate"], "ci_low": effect["ci_low"], "ci_high": effect["ci_high"],
              "source": effect.get("method", "")},
-            {"figure": f"{words.measure} per referred member over {_years(econ.horizon_years)}"
+            {"figure": f"{words.measure} {words.per_member} over {_years(econ.horizon_years)}"
                        + (" (discounted)" if econ.discount_rate > 0 else ""),
              "estimate": v, "ci_low": float(np.quantile(ev, 0.025)),
              "ci_high": float(np.quantile(ev, 0.975)),
@@ -666,7 +680,7 @@ def value_program(cost_records: pd.DataFrame, econ, referred_members: int, follo
                           "correlation is ignored, which "
                           "usually overstates the spread of the cost-effectiveness results",
                           StatisticalWarning, stacklevel=2)
-    ow = sensitivity(econ, savings, referred_members)
+    ow = sensitivity(econ, savings, referred_members, words.who)
     described = pd.DataFrame([{"input": k, "distribution": v.describe() if hasattr(v, "describe")
                                else repr(v)} for k, v in inputs.items()])
     return Valuation(savings, cb, sim, headline, described, effect=effect,

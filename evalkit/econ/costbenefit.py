@@ -283,23 +283,37 @@ def _figures(savings: float, effect: float | None, pc: ProgramCosts, members: in
 
 
 _UNITS = {
-    "gross_savings_per_member": "$ per referred member over the horizon",
-    "program_cost_per_member": "$ per referred member over the horizon",
-    "net_savings_per_member": "$ per referred member over the horizon",
-    "gross_savings_pmpm": "$ per referred member-month",
-    "program_cost_pmpm": "$ per referred member-month",
-    "net_savings_pmpm": "$ per referred member-month",
-    "total_gross_savings": "$, all referred members",
-    "total_program_cost": "$, all referred members",
-    "total_net_savings": "$, all referred members",
+    "gross_savings_per_member": "$ per {who} over the horizon",
+    "program_cost_per_member": "$ per {who} over the horizon",
+    "net_savings_per_member": "$ per {who} over the horizon",
+    "gross_savings_pmpm": "$ per {who} per month",
+    "program_cost_pmpm": "$ per {who} per month",
+    "net_savings_pmpm": "$ per {who} per month",
+    "total_gross_savings": "$, all {whom}",
+    "total_program_cost": "$, all {whom}",
+    "total_net_savings": "$, all {whom}",
     "roi": "(savings - cost) / cost",
     "benefit_cost_ratio": "savings / cost",
     "payback_months": "months (inf: not within the horizon)",
-    "break_even_uptake": "share of referred members who attend",
-    "break_even_cost_per_referred": "$ per referred member",
-    "er_visits_averted_per_member": "ER visits per referred member over the horizon",
+    "break_even_uptake": "share of {whom} who attend",
+    "break_even_cost_per_referred": "$ per {who}",
+    "er_visits_averted_per_member": "ER visits per {who} over the horizon",
     "cost_per_er_visit_averted": "$ of programme cost per ER visit averted",
 }
+#: Whom the per-person figures are per unless told otherwise (one, all).
+PER_REFERRED = ("referred member", "referred members")
+
+
+def figure_units(who: tuple[str, str] = PER_REFERRED, recurring: bool = False) -> dict[str, str]:
+    """The unit of each cost-benefit figure (by ``term``), per ``who`` (one, all):
+    ('referred member', 'referred members') by default, or e.g. ('patient treated in
+    12-step-oriented programs', 'patients treated in ...'). With a recurring cost the
+    break-even cost is per year."""
+    who, whom = who
+    out = {k: v.format(who=who, whom=whom) for k, v in _UNITS.items()}
+    if recurring:
+        out["break_even_cost_per_referred"] += " per year"
+    return out
 
 
 @dataclass(frozen=True, eq=False)
@@ -336,6 +350,7 @@ class CostBenefitResult(RecordsEffect):
     effect_per_participant: float | None = None
     effect_ci: tuple[float, float] | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    who: tuple[str, str] = PER_REFERRED
 
     def _get(self, figure: str) -> float:
         row = self.table.loc[self.table["term"] == figure, "estimate"]
@@ -394,7 +409,7 @@ class CostBenefitResult(RecordsEffect):
             lo, hi = (min(a, b), max(a, b)) if math.isfinite(a) and math.isfinite(b) \
                 else (math.nan, math.nan)
             rows.append({"outcome": outcome, "contrast": contrast,
-                         "estimand": f"{figure} ({_UNITS[figure]})",
+                         "estimand": f"{figure} ({r['unit']})",
                          "method": "cost-benefit, " + _describe(self.program_costs),
                          "scale": scale, "estimate": float(r["estimate"]),
                          "ci_low": lo, "ci_high": hi})
@@ -409,7 +424,8 @@ def _describe(pc: ProgramCosts) -> str:
 def cost_benefit(savings_per_member: float, program_costs: ProgramCosts, *, members: int,
                  effect_per_member: float | None = None,
                  savings_ci: tuple[float, float] | None = None,
-                 effect_ci: tuple[float, float] | None = None) -> CostBenefitResult:
+                 effect_ci: tuple[float, float] | None = None,
+                 who: tuple[str, str] = PER_REFERRED) -> CostBenefitResult:
     """Savings, costs, ROI, payback and break-even of a referral programme.
 
     Parameters
@@ -430,6 +446,10 @@ def cost_benefit(savings_per_member: float, program_costs: ProgramCosts, *, memb
     savings_ci, effect_ci : (low, high), optional
         Confidence limits of the saving (and of the effect); every figure is also
         reported with the input at each limit.
+    who : (str, str)
+        Whom the per-person figures are per, one and all, in the table's units:
+        ('referred member', 'referred members') by default, or the study's own words
+        ('patient treated in ...', 'patients treated in ...').
 
     Returns
     -------
@@ -499,13 +519,11 @@ def cost_benefit(savings_per_member: float, program_costs: ProgramCosts, *, memb
         e_hi = _figures(s, e_ci[1], program_costs, members) if e_ci else nan_row
         for k in er_keys:
             lo[k], hi[k] = e_lo[k], e_hi[k]
+    units = figure_units(who, program_costs.recurring)
     table = pd.DataFrame({
-        "term": list(at_est), "unit": [_UNITS[k] for k in at_est],
+        "term": list(at_est), "unit": [units[k] for k in at_est],
         "estimate": [at_est[k] for k in at_est], "at_ci_low": [lo[k] for k in at_est],
         "at_ci_high": [hi[k] for k in at_est]})
-    if program_costs.recurring:
-        table.loc[table["term"] == "break_even_cost_per_referred", "unit"] = \
-            "$ per referred member per year"
 
     pc = program_costs
     d = pc.discount_factors
@@ -520,7 +538,8 @@ def cost_benefit(savings_per_member: float, program_costs: ProgramCosts, *, memb
     by_year["cumulative_net"] = by_year["net"].cumsum()
     return CostBenefitResult(table=table, by_year=by_year, program_costs=pc, members=members,
                              savings_per_participant=s, savings_ci=s_ci,
-                             effect_per_participant=e, effect_ci=e_ci, notes=tuple(notes))
+                             effect_per_participant=e, effect_ci=e_ci, notes=tuple(notes),
+                             who=who)
 
 
 # --------------------------------------------------------------------------------------

@@ -343,7 +343,7 @@ def build_context(results: dict, params, audience: str | None = None) -> dict:
         tabs.append(tables.model_choice_table(results))
         tabs.append(tables.survival_table(results, hide=linked.get("survival", ()), study=st,
                                           **kw))
-        tabs.append(tables.sensitivity_table(results))
+        tabs.append(tables.sensitivity_table(results, st))
         for name, rows in (results.get("tables") or {}).items():
             if any(w in name for w in tables.SENSITIVITY_WORDS):
                 tabs.append(tables.generic_table(name, rows, **kw))
@@ -398,7 +398,7 @@ def build_context(results: dict, params, audience: str | None = None) -> dict:
         "sections": _sections(findings), "shape": st.shape,
         "charts": chart_list, "tables": tabs, "methods": story.methods(st, p, est_all, audience),
         "limitations": story.limitations(st, p, est_all, audience),
-        "assumptions": story.assumptions(p, results, est_all),
+        "assumptions": story.assumptions(p, results, est_all, st),
         "guidance": _guidance(findings, audience, st, est), "provenance": provenance,
         "notes": notes, "public": public, "min_cell": min_cell, "mode": p.mode,
         "cells_suppressed": cells, "estimates_withheld": withheld,

@@ -29,12 +29,13 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from ..params import EconParams
-from ..analysis.spec import CLAIMS_OUTCOMES, CLAIMS_TIME_OUTCOMES
+from ..analysis.spec import (CLAIMS_ARMS, CLAIMS_OUTCOMES, CLAIMS_TIME_OUTCOMES, per_treated,
+                             singular)
 from ..terms import parse_term
 
 SHAPES = ("two_arm", "time_to_event", "k_groups", "survey", "planning", "synthesis")
 #: The words evalkit uses for a claims study whose params do not name the arms.
-DEFAULT_ARMS = ("referred to self-help groups", "not referred")
+DEFAULT_ARMS = CLAIMS_ARMS
 #: Program-cost fields of the params whose defaults are assumptions, not the program's.
 COST_FIELDS = ("coordination", "facilitation", "materials", "fixed_startup")
 
@@ -129,15 +130,18 @@ class Study:
     @property
     def one(self) -> str:
         """One unit, singular: 'member', 'patient', 'group'."""
-        u = self.unit or "members"
-        return u[:-1] if u.endswith("s") and not u.endswith("ss") else u
+        return singular(self.unit)
 
     @property
     def per_treated(self) -> str:
         """Who a per-person cost is per: 'referred member', 'patient treated in ...'."""
-        if self.default_arms or self.mode == "summary":
-            return "referred member"
-        return f"{self.one} {self.intervention}"
+        return self.per_treated_all[0]
+
+    @property
+    def per_treated_all(self) -> tuple[str, str]:
+        """Whom per-person figures are per, one and all: ('referred member', 'referred
+        members'), or ('patient treated in ...', 'patients treated in ...')."""
+        return per_treated(self.mode, self.intervention, self.comparison, self.unit)
 
     @property
     def arms(self) -> tuple[str, str]:
@@ -514,10 +518,10 @@ def replicate_notes(study: Study, e: pd.DataFrame, limit: float) -> list[str]:
     return out
 
 
-def assumptions(p, results: dict, e: pd.DataFrame) -> list[str]:
+def assumptions(p, results: dict, e: pd.DataFrame, study: Study = CLAIMS_STUDY) -> list[str]:
     """Inputs assumed rather than given: the workbooks' ``*.assumptions`` tables, records'
     ``assumed`` fields, and program costs left at evalkit's defaults where they drive a
-    savings or budget figure."""
+    savings or budget figure (per the study's own treated unit)."""
     out = []
     for name, rows in (results.get("tables") or {}).items():
         if name.endswith(".assumptions"):
@@ -534,10 +538,9 @@ def assumptions(p, results: dict, e: pd.DataFrame) -> list[str]:
         costs = {k: getattr(p.econ, k) for k in COST_FIELDS
                  if getattr(p.econ, k) == EconParams.model_fields[k].default}
     if costs:
-        words = {"coordination": "coordination per referred member",
-                 "facilitation": "facilitation per referred member",
-                 "materials": "materials per referred member",
-                 "fixed_startup": "start-up"}
+        per = f"per {study.per_treated}"
+        words = {"coordination": f"coordination {per}", "facilitation": f"facilitation {per}",
+                 "materials": f"materials {per}", "fixed_startup": "start-up"}
         given = listed([f"${float(v):,.0f} {words.get(k, k)}" for k, v in costs.items()])
         out.append(f"Assumed program costs: the params do not give them, so evalkit's defaults "
                    f"are used ({given}); the net savings and budget figures rest on them. "

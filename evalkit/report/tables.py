@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from ..econ.costbenefit import figure_units
 from ..privacy import DEFAULT_ID_HEADERS, PrivacyError, suppress, suppress_together
 from .findings import comparable, money, num, pct, pvalue, ratio, total
 from .story import CLAIMS_STUDY, Study
@@ -505,14 +506,28 @@ def model_choice_table(results: dict):
                       numeric=("AIC", "ΔAIC"))
 
 
-def sensitivity_table(results: dict):
-    """The cost-benefit figures at the ends of the cost effect's interval."""
+def _figure_name(term) -> str:
+    """A cost-benefit figure's name from its term, without whom it is per (the unit says
+    that): 'net_savings_per_member' -> 'net savings', 'net_savings_pmpm' -> 'monthly net
+    savings'."""
+    name = re.sub(r"_per_(member|referred)$", "", str(term))
+    if name.endswith("_pmpm"):
+        name = "monthly_" + name[:-len("_pmpm")]
+    return name.replace("_", " ")
+
+
+def sensitivity_table(results: dict, study: Study = CLAIMS_STUDY, recurring: bool = True):
+    """The cost-benefit figures at the ends of the cost effect's interval, each in its unit
+    per the study's own treated unit (a figure of another term keeps its recorded unit).
+    ``recurring``: program costs recur each year (as the params' ``econ`` costs do)."""
     rows = results.get("tables", {}).get("cost_benefit.cost_benefit") or []
     if not rows:
         return None
     c = pd.DataFrame(rows)
     if not {"term", "unit", "estimate", "at_ci_low", "at_ci_high"} <= set(c):
         return None
+    units = figure_units(study.per_treated_all, recurring)
+    c["unit"] = [units.get(t, u) for t, u in zip(c["term"], c["unit"])]
 
     def fmt(unit, v):
         if _missing(v) or (isinstance(v, float) and math.isinf(v)):
@@ -524,7 +539,7 @@ def sensitivity_table(results: dict):
             return pct(v)
         return num(v)
     out = pd.DataFrame({
-        "figure": [str(f).replace("_", " ") for f in c["term"]], "unit": [str(u) for u in c["unit"]],
+        "figure": [_figure_name(f) for f in c["term"]], "unit": [str(u) for u in c["unit"]],
         "estimate": [fmt(u, v) for u, v in zip(c["unit"], c["estimate"])],
         "at low end of cost effect": [fmt(u, v) for u, v in zip(c["unit"], c["at_ci_low"])],
         "at high end": [fmt(u, v) for u, v in zip(c["unit"], c["at_ci_high"])]})
