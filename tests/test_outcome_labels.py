@@ -106,3 +106,24 @@ def test_params_label_reaches_the_synthesis_charts():
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["Emergency visits"]
     assert show.table(S.sd_sensitivity(p.summary), spec=s).frame["outcome"].iloc[0] == \
         "Emergency visits"
+
+
+def test_tables_name_the_studys_arms_and_unit():
+    """A comparison of two programs among patients: the arm columns are headed by the
+    programs, and figures per member read per patient; the claims default keeps
+    'referred' and 'member'."""
+    study = SPEC.resolve(P.validate({"study": {
+        "intervention": "12-step-oriented programs",
+        "comparison": "cognitive-behavioral programs", "unit": "patients"}}), None)
+    df = pd.DataFrame({"scale": ["net_savings_per_member", "rate_difference_per_1000_mm"],
+                       "estimate": [10.0, 2.0], "self_help_members": [20, 30],
+                       "control_members": [25, 35]})
+    shown = show.readable(df, spec=study)
+    assert list(shown.columns) == ["scale", "estimate", "12-step-oriented programs",
+                                   "cognitive-behavioral programs"]
+    assert list(shown["scale"]) == ["net savings per patient ($)",
+                                    "difference per 1,000 patient-months"]
+    default = show.readable(df, spec=SPEC.resolve(P.validate({}), None))
+    assert list(default.columns) == ["scale", "estimate", "referred", "comparison"]
+    assert list(default["scale"]) == ["net savings per member ($)",
+                                      "difference per 1,000 member-months"]

@@ -23,7 +23,7 @@ from IPython.display import Markdown
 from ..data.notes import NOTE_TEXT
 
 from .plots import ARM_LABELS
-from .spec import CLAIMS_OUTCOMES, outcome_title
+from .spec import CLAIMS_ARMS, CLAIMS_OUTCOMES, outcome_title, singular
 
 #: Readers' words (with units) for the results vocabulary's scales.
 SCALE_LABELS = {
@@ -380,9 +380,35 @@ def readable(df: pd.DataFrame, *, spec=None, hide=(), money_columns=(), labels=N
             out[col] = [_cell(v, k) for v, k in zip(t[col], kinds)]
         else:
             out[col] = [_cell(v) for v in t[col]]
-    names = {**COLUMN_LABELS, **(labels or {})}
+    names = {**COLUMN_LABELS, **_study_labels(spec), **(labels or {})}
     out.columns = [names.get(str(c), words(c)) for c in out.columns]
+    if spec is not None:
+        for col in ("scale", "term"):
+            if col in t.columns:
+                out[names.get(col, words(col))] = [
+                    _per_unit(v, spec) for v in out[names.get(col, words(col))]]
+        out.columns = [_per_unit(c, spec) for c in out.columns]
     return out.reset_index(drop=True)
+
+
+def _study_labels(spec) -> dict:
+    """The arm columns' headers in the study's words (``referred`` and ``comparison``
+    are the claims default arms' own)."""
+    if spec is None or (spec.study.intervention, spec.study.comparison) == CLAIMS_ARMS:
+        return {}
+    return {"self_help_members": spec.study.intervention,
+            "control_members": spec.study.comparison}
+
+
+def _per_unit(label, spec) -> str:
+    """A label of evalkit's vocabulary ('net savings per member ($)', 'difference per
+    1,000 member-months') with the study's own unit (per patient, patient-months) when
+    the study's unit is not members."""
+    one = singular(spec.study.unit)
+    text = str(label)
+    if one == "member":
+        return text
+    return re.sub(r"\bmember(?=[- ]months?\b|\b)", one, text.replace("members", spec.study.unit))
 
 
 def _outcome_label(name, spec=None) -> str:
