@@ -76,12 +76,16 @@ class BudgetParams(_Strict):
 class EconParams(_WithUptake):
     """Program costs and how the economics are judged (cost-benefit workbook)."""
 
-    uptake: float = Field(1.0, gt=0, le=1, description="share of referred members who take "
-                          "part; keep 1 when the cost effect was measured per referred member")
+    uptake: float = Field(1.0, gt=0, le=1, description="share of the intervention arm (referred "
+                          "members in the claims default) who take part; keep 1 when the cost "
+                          "effect was measured per member of that arm")
     uptake_sd: float = Field(0.0, ge=0, description="uncertainty of uptake (beta SD) in the PSA")
-    coordination: float = Field(120.0, ge=0, description="$ per referred member: staff time")
-    facilitation: float = Field(0.0, ge=0, description="$ per referred member: group facilitation")
-    materials: float = Field(30.0, ge=0, description="$ per referred member: materials")
+    coordination: float = Field(120.0, ge=0, description="$ per member of the intervention "
+                                "arm (a referred member in the claims default): staff time")
+    facilitation: float = Field(0.0, ge=0, description="$ per member of the "
+                                "intervention arm: group facilitation")
+    materials: float = Field(30.0, ge=0, description="$ per member of the intervention arm: "
+                             "materials")
     fixed_startup: float = Field(25000.0, ge=0, description="$ one-off start-up cost")
     cost_uncertainty: float = Field(0.2, ge=0, description="coefficient of variation of the "
                                     "per-referred cost in the PSA")
@@ -95,11 +99,11 @@ class EconParams(_WithUptake):
                                   "so the PSA draws saving and effect jointly (0: independent "
                                   "draws from each estimate's standard error)")
     wtp_max: float = Field(5000.0, gt=0, description="largest willingness to pay per ER visit "
-                           "averted shown ($)")
+                           "avoided shown ($)")
     wtp_values: Annotated[list[float], each(lambda x: x >= 0, "willingness to pay cannot be "
                                             "negative")] = Field(
         [0.0, 1000.0, 2000.0], min_length=1, description="willingness-"
-                                    "to-pay values ($ per ER visit averted) at which net monetary "
+                                    "to-pay values ($ per ER visit avoided) at which net monetary "
                                     "benefit is recorded")
     budget: BudgetParams = Field(BudgetParams(), description="budget impact for a named plan")
 
