@@ -127,3 +127,33 @@ def test_tables_name_the_studys_arms_and_unit():
     assert list(default.columns) == ["scale", "estimate", "referred", "comparison"]
     assert list(default["scale"]) == ["net savings per member ($)",
                                       "difference per 1,000 member-months"]
+
+
+def test_chart_legends_and_rate_tables_name_the_studys_arms():
+    """Two programs compared: every chart legend and the rates table name the programs,
+    never 'Self-help referral' (the claims default's own legend)."""
+    programs = SPEC.resolve(P.validate({"study": {
+        "intervention": "12-step-oriented programs",
+        "comparison": "cognitive-behavioral programs", "unit": "patients"}}), None)
+    own = ["12-step-oriented programs", "Cognitive-behavioral programs"]
+    rng = np.random.default_rng(5)
+    frame = pd.DataFrame({"group": np.repeat(["self_help", "control"], 200),
+                          "er_visits": rng.poisson(1.0, 400),
+                          "total_cost": rng.gamma(1.0, 500.0, 400)})
+    attrition = pd.DataFrame({"step": ["a", "b"], "self_help_members": [500, 480],
+                              "control_members": [900, 880], "total_members": [1400, 1360],
+                              "excluded_members": [0, 40]})
+    figures = [plots.rate_plot(_rates(), spec=programs)[0].figure,
+               plots.visits_distribution_plot(frame, ["er_visits"], spec=programs)[0].figure,
+               plots.cost_distribution_plot(frame, spec=programs).figure,
+               plots.attrition_plot(attrition, spec=programs).figure]
+    for fig in figures:
+        legends = [lg for ax in fig.axes for lg in [ax.get_legend()] if lg] + fig.legends
+        texts = [t.get_text() for lg in legends for t in lg.get_texts()]
+        assert texts and all(any(t.startswith(o) for o in own) for t in texts), texts
+    table = show.rates_table(_rates(), spec=programs)
+    assert not any("Self-help" in str(c) for c in table.columns)
+    assert any(str(c).startswith(own[0]) for c in table.columns)
+    default = plots.attrition_plot(attrition).figure
+    assert "Self-help referral" in [t.get_text() for ax in default.axes
+                                    for lg in [ax.get_legend()] if lg for t in lg.get_texts()]

@@ -17,11 +17,21 @@ import seaborn as sns
 from matplotlib import ticker
 
 from ..style import ARM_COLORS, RATIO_TICKS, ratio_axes, ratio_axis, theme
-from .spec import outcome_title
+from .spec import CLAIMS_ARMS, outcome_title
 
 __all__ = ["ARM_COLORS", "RATIO_TICKS", "ratio_axes", "ratio_axis", "theme"]
 
 ARM_LABELS = {"self_help": "Self-help referral", "control": "Comparison"}
+
+
+def arm_labels(spec=None) -> dict:
+    """The arms as a chart's legend names them: the study's intervention and comparison
+    from ``spec`` (the run's analysis spec), :data:`ARM_LABELS` for the claims default
+    arms or without a spec."""
+    if spec is None or (spec.study.intervention, spec.study.comparison) == CLAIMS_ARMS:
+        return dict(ARM_LABELS)
+    return {arm: text[:1].upper() + text[1:] for arm, text in
+            (("self_help", spec.study.intervention), ("control", spec.study.comparison))}
 
 
 def _legend_above(ax, ncol: int = 2) -> None:
@@ -52,7 +62,7 @@ def rate_plot(rates: pd.DataFrame, outcomes: list[str] | None = None, by: str = 
             y = s["rate"].to_numpy()
             err = np.vstack([y - s["ci_low"].to_numpy(), s["ci_high"].to_numpy() - y])
             ax.bar(x + (k - 0.5) * width, y, width, yerr=err, capsize=3,
-                   color=ARM_COLORS[arm], label=ARM_LABELS[arm], alpha=0.85)
+                   color=ARM_COLORS[arm], label=arm_labels(spec)[arm], alpha=0.85)
         ax.set_xticks(x, [str(lv).replace("followup", "follow-up") for lv in levels])
         ax.set_title(outcome_title(outcome, spec), fontsize=10)
         ax.set_ylabel("per 1,000 member-months")
@@ -63,7 +73,7 @@ def rate_plot(rates: pd.DataFrame, outcomes: list[str] | None = None, by: str = 
     return axes
 
 
-def attrition_plot(attrition: pd.DataFrame, ax=None):
+def attrition_plot(attrition: pd.DataFrame, ax=None, spec=None):
     """Horizontal bars of members kept at each cohort step, by arm. A count hidden in a
     public run (NaN: a small cell, :func:`evalkit.analysis.study.public_attrition`) is
     not drawn, and a note under the axis says so."""
@@ -75,7 +85,7 @@ def attrition_plot(attrition: pd.DataFrame, ax=None):
     for arm in ("self_help", "control"):
         counts = attrition[f"{arm}_members"].astype(float)
         hidden |= bool(counts.isna().any())
-        ax.barh(y, counts, left=left, color=ARM_COLORS[arm], label=ARM_LABELS[arm])
+        ax.barh(y, counts, left=left, color=ARM_COLORS[arm], label=arm_labels(spec)[arm])
         left = left + counts.fillna(0).to_numpy()
     if hidden:
         ax.text(0, -0.5 / len(attrition) - 0.25, "A count hidden to protect a small number "
@@ -138,7 +148,7 @@ def _hide_small(counts: np.ndarray, min_cell: int | None) -> np.ndarray:
 
 
 def cost_distribution_plot(frame: pd.DataFrame, outcome: str = "total_cost", ax=None,
-                           min_cell: int | None = None, bins: int = 40):
+                           min_cell: int | None = None, bins: int = 40, spec=None):
     """Distribution of follow-up cost per member by arm (log dollar axis; zeros noted).
 
     Each arm's members with any cost are counted in ``bins`` bins of equal width on the
@@ -156,7 +166,7 @@ def cost_distribution_plot(frame: pd.DataFrame, outcome: str = "total_cost", ax=
         if positive.size else (0.0, 1.0)
     edges = np.logspace(lo, max(hi, lo + 1), bins + 1)
     hidden = 0
-    for arm, name in ARM_LABELS.items():
+    for arm, name in arm_labels(spec).items():
         mine = cost[(frame["group"] == arm).to_numpy()]
         zero = int((mine == 0).sum())
         counts, _ = np.histogram(mine[mine > 0], bins=edges)
@@ -197,7 +207,8 @@ def visits_distribution_plot(frame: pd.DataFrame, outcomes: list[str], axes=None
         _, axes = plt.subplots(1, len(outcomes), figsize=(4.2 * len(outcomes), 3.4),
                                squeeze=False)
         axes = axes[0]
-    names = {ARM_LABELS[a]: c for a, c in ARM_COLORS.items()}
+    labels = arm_labels(spec)
+    names = {labels[a]: c for a, c in ARM_COLORS.items()}
     for ax, outcome in zip(axes, outcomes):
         top = min(max(int(np.ceil(frame[outcome].quantile(0.99))), 1), 10)
         value = frame[outcome].clip(upper=top).round().astype(int)
@@ -205,7 +216,7 @@ def visits_distribution_plot(frame: pd.DataFrame, outcomes: list[str], axes=None
         share = 100 * counts / counts.sum()
         if min_cell:
             share = share.where(counts >= min_cell)
-        long = (share.rename(columns=ARM_LABELS).rename_axis(index="value", columns="arm")
+        long = (share.rename(columns=labels).rename_axis(index="value", columns="arm")
                 .reset_index().melt(id_vars="value", var_name="arm", value_name="percent"))
         sns.barplot(long, x="value", y="percent", hue="arm", hue_order=list(names),
                     palette=names, ax=ax, legend=ax is axes[0])

@@ -21,8 +21,7 @@ import pandas as pd
 from IPython.display import Markdown
 
 from ..data.notes import NOTE_TEXT
-
-from .plots import ARM_LABELS
+from .plots import ARM_LABELS, arm_labels
 from .spec import CLAIMS_ARMS, CLAIMS_OUTCOMES, outcome_title, singular
 
 #: Readers' words (with units) for the results vocabulary's scales.
@@ -117,7 +116,7 @@ def rates_table(rates: pd.DataFrame, spec=None) -> pd.DataFrame:
     r = rates.copy()
     r["value"] = [f"{v:,.1f} ({lo:,.1f}-{hi:,.1f})" for v, lo, hi in
                   zip(r["rate"], r["ci_low"], r["ci_high"])]
-    r["arm"] = r["arm"].map(ARM_LABELS)
+    r["arm"] = r["arm"].map(arm_labels(spec))
     index = [c for c in ("outcome", "period") if c in r]
     wide = r.pivot_table(index=index, columns="arm", values="value", aggfunc="first")
     members = r.pivot_table(index=index, columns="arm", values="members", aggfunc="first")
