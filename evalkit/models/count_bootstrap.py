@@ -19,7 +19,7 @@ from evalkit.models.count import (
     _TAU_MARGIN, _TAU_MAX, _TAU_MIN, _maximize, _Mixture, count_model, gamma_differences,
 )
 from evalkit.models.effects import (
-    binary_columns, build_matrix, counterfactual_frames, one_blas_thread,
+    binary_columns, build_matrix, counterfactual_frames, design_matrices, one_blas_thread,
 )
 from evalkit.models.resample import _design, _design_extra, _design_text, _summaries
 
@@ -421,8 +421,7 @@ def bootstrap_count_effect(data: pd.DataFrame, formula: str, treatment: str,
     model = fit.model
     y, X, names, _ = build_matrix(formula, frame, what)
     f1, f0 = counterfactual_frames(frame, treatment, what)
-    _, X1, _, _ = build_matrix(model.count_info, f1)
-    _, X0, _, _ = build_matrix(model.count_info, f0)
+    X1, X0 = design_matrices(model.count_info, f1, f0)
     k = X.shape[1]
     iu = np.triu_indices(k)
     XX = np.ascontiguousarray((X[:, :, None] * X[:, None, :])[:, iu[0], iu[1]])
@@ -438,9 +437,7 @@ def bootstrap_count_effect(data: pd.DataFrame, formula: str, treatment: str,
                  scale=1000.0 if exposure is not None else 1.0, uy=uy,
                  Y=_indicator(ycode, len(uy)))
     if family in ("zip", "zinb"):
-        _, Z, _, _ = build_matrix(model.zero_info, frame)
-        _, Z1, _, _ = build_matrix(model.zero_info, f1)
-        _, Z0, _, _ = build_matrix(model.zero_info, f0)
+        Z, Z1, Z0 = design_matrices(model.zero_info, frame, f1, f0)
         state.update(lik=_Mixture("zi", "negbin" if family == "zinb" else "poisson", y, X,
                                   off[:, 0], Z),
                      kx=k, kz=Z.shape[1], Z=Z, Z1=Z1, Z0=Z0,

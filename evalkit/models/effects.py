@@ -510,6 +510,12 @@ def sandwich(scores: np.ndarray, bread: np.ndarray, kind: str, groups=None,
 
 
 # --------------------------------------------------------------------------- effects
+def design_matrices(info, *frames: pd.DataFrame) -> list[np.ndarray]:
+    """The model matrix of ``info`` (a fitted model's design information) for each of
+    ``frames``, e.g. the counterfactual frames of :func:`counterfactual_frames`."""
+    return [build_matrix(info, f)[1] for f in frames]
+
+
 def counterfactual_frames(frame: pd.DataFrame, treatment: str, what: str):
     """Copies of ``frame`` with ``treatment`` set to 1 (True) and to 0 (False) for all rows."""
     if not isinstance(treatment, str) or treatment not in frame.columns:

@@ -16,7 +16,7 @@ from evalkit.models.batched import (
 )
 from evalkit.models.bootstrap import BootstrapResult
 from evalkit.models.effects import (
-    binary_columns, build_matrix, counterfactual_frames, one_blas_thread,
+    binary_columns, build_matrix, counterfactual_frames, design_matrices, one_blas_thread,
 )
 from evalkit.models.resample import _design, _design_extra, _design_text, _summaries
 from evalkit.models.twopart import two_part
@@ -412,8 +412,7 @@ def bootstrap_two_part(data: pd.DataFrame, formula: str, treatment: str, n_boot:
     outcome = formula.split("~", 1)[0].strip()
     y, X, names, spec = build_matrix(formula, frame, what)
     f1, f0 = counterfactual_frames(frame, treatment, what)
-    _, X1, _, _ = build_matrix(model.info, f1)
-    _, X0, _, _ = build_matrix(model.info, f0)
+    X1, X0 = design_matrices(model.info, f1, f0)
     k = X.shape[1]
     iu = np.triu_indices(k)
     pos = y > 0
