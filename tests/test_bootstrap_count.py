@@ -87,6 +87,31 @@ def test_resamples_without_overdispersion_get_the_poisson_fit():
     assert res.n_failed == 0
 
 
+def test_resamples_whose_zero_part_separates_the_zeros_fail():
+    """NB counts with no excess zeros, except that five of the six oldest members have
+    none: the full sample cannot single them out (the oldest has three visits), but a
+    resample without the oldest member can, and there the zero part predicts those zeros
+    with probability numerically 1 and its coefficients run off. Such replicates are
+    counted as failed, with the reason; their effect would turn on where the maximiser
+    stops (it moved by 4e-4 between two OpenBLAS kernels on the demo plan)."""
+    df = _members(n=600, theta=3.0, zeros=0.0, level=0.5, seed=1)
+    oldest = df.index[np.argsort(-df["age"].to_numpy())[:6]]
+    df.loc[oldest, "er_visits"] = 0
+    df.loc[oldest[0], "er_visits"] = 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = bootstrap_count_effect(df, FORMULA, "treated", family="zinb",
+                                     exposure="member_months", n_boot=30, seed=3,
+                                     ci="percentile", n_jobs=1)
+    reason = ("the zero part separates the zeros in the resample (zero-inflation "
+              "probabilities numerically 1): its coefficients and the effect are not identified")
+    assert res.failures == {reason: res.n_failed} and res.n_failed > 0
+    failed = set(np.flatnonzero(res.replicates["rate_ratio"].isna()))
+    without_oldest = {b for b, idx in enumerate(bootstrap_indices(df, 30, seed=3, strata="treated"))
+                      if oldest[0] not in idx}
+    assert failed <= without_oldest
+
+
 def test_bca_and_failed_replicates_are_reported():
     df = _members(n=300, seed=2)
     df.loc[df["treated"] == 1, "er_visits"] = 0

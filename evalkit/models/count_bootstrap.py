@@ -306,6 +306,11 @@ def _zero_inflated_effects(state, C, N):
         for j in np.flatnonzero(Pm[-1] > math.log(1e8)):
             if reasons[j] is None:
                 reasons[j] = "theta grows without bound in the resample (no overdispersion)"
+    for j in np.flatnonzero(_zero_part_separates(state, C, Pm)):
+        if reasons[j] is None:
+            reasons[j] = ("the zero part separates the zeros in the resample (zero-inflation "
+                          "probabilities numerically 1): its coefficients and the effect are "
+                          "not identified")
     # recycled predictions: A_t = scale * sum_i c_i (1 - pi_i(t)) exp(x_i(t)'beta) / sum c
     A = []
     with np.errstate(over="ignore", invalid="ignore"):
@@ -315,6 +320,28 @@ def _zero_inflated_effects(state, C, N):
         a1, a0 = A
         vals = np.column_stack([a1 - a0, a1 / a0, a1, a0])
     return vals, reasons, (it, 0)
+
+
+def _zero_part_separates(state, C, Pm) -> np.ndarray:
+    """Whether each replicate's zero part gives some resampled row a zero-inflation
+    probability numerically 1 (``1 - pi`` below R's ``glm.fit`` threshold of 10 machine
+    epsilons), one boolean per column of ``C``.
+
+    There the zero part predicts those zeros perfectly (quasi-complete separation): its
+    coefficients run off (to thousands, where an identified fit stays within tens), the
+    likelihood is flat along them, and the counterfactual predictions ``(1 - pi) mu`` turn
+    on where a maximiser happens to stop, down to the rounding of the linear algebra. Such a
+    replicate is counted as failed rather than given an arbitrary effect. Probabilities
+    numerically 0 are not a failure: ``(1 - pi)`` then tends to 1 and the predictions
+    converge as the coefficients run off."""
+    kx, kz = state["kx"], state["kz"]
+    present = C > 0
+    out = np.zeros(C.shape[1], dtype=bool)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for j in range(C.shape[1]):
+            eta = state["Z"][present[:, j]] @ Pm[kx:kx + kz, j]
+            out[j] = not np.all(special.expit(-eta) >= 10 * np.finfo(float).eps)
+    return out
 
 
 def _refit_one_by_one(state, C, Pm, reasons):
@@ -369,12 +396,12 @@ def bootstrap_count_effect(data: pd.DataFrame, formula: str, treatment: str,
     steps (:func:`_zi_newton`) with the exact derivatives of
     :class:`evalkit.models.count._Mixture`, weighted by each replicate's row counts, with
     ``(1 - pi) mu`` as the predicted mean; a replicate they do not carry to convergence is
-    refitted alone by ``count_model``'s maximiser. Where a resample leaves the zero part
-    unidentified (its coefficients run off towards -infinity and the likelihood is flat
-    along them), the replicate's effect depends on where a maximiser stops, and the two
-    routes can differ there. The replicates equal refitting :func:`count_model` on the resampled
-    rows (about 1e-8 relative) at a small part of the cost: a refit at 1M members takes
-    15-20 s.
+    refitted alone by ``count_model``'s maximiser. A resample whose zero part separates some
+    zeros (zero-inflation probabilities numerically 1; :func:`_zero_part_separates`) is a
+    failed replicate: its zero part is not identified and its effect would depend on where
+    a maximiser stops. The other replicates equal refitting :func:`count_model` on the
+    resampled rows (about 1e-8 relative) at a small part of the cost: a refit at 1M members
+    takes 15-20 s.
 
     Parameters
     ----------
