@@ -10,6 +10,7 @@ predictor, gradient and information come from a few matrix products. Used by
 from __future__ import annotations
 
 import math
+import threading
 import warnings
 from collections import Counter
 
@@ -61,6 +62,10 @@ _P_EPS = float(np.finfo(float).eps)
 #: coefficient's Newton steps are rounding noise: where they stop, at 1 - 1e-15 or at
 #: 1 - 1e-16, depends on the BLAS kernel, and must not decide whether the fit counts.
 _P_EDGE = 1e-8
+
+
+#: guards the creation of each thread's buffers in a bootstrap's shared state
+_BUFFERS_LOCK = threading.Lock()
 
 
 class _Work:
@@ -268,12 +273,13 @@ def _row_count_matrix(state, payload):
 
     ``payload`` is ``("boot", counts)`` with counts (b, n), or ``("jack", rows)`` with the
     rows each jackknife value leaves out. Buffers are kept from block to block in
-    ``state["_buffers"]`` (fresh large arrays page-fault).
+    ``state["_buffers"]``, one set per thread (fresh large arrays page-fault).
     """
     kind, data = payload
     n = state["X"].shape[0]
     b = data.shape[0] if kind == "boot" else len(data)
-    cache = state.setdefault("_buffers", {})
+    with _BUFFERS_LOCK:
+        cache = state.setdefault("_buffers", {}).setdefault(threading.get_ident(), {})
     if cache.get("size", 0) < n * b:
         cache.clear()
         cache.update(size=n * b, C=np.empty(n * b), C2=np.empty(len(state.get("pos", ())) * b),
@@ -333,7 +339,9 @@ def _block_size(block_size, n, n_boot, what) -> int:
 def _run_blocks(fit, state, design, n_boot, seed, block_size, methods, max_jackknife, n_jobs,
                 progress, desc, n_stats, what):
     """Draw the resamples (and jackknife leave-outs for BCa) as row-count blocks, fit
-    each block with ``fit(state, payload)`` in ``n_jobs`` processes, and gather the values.
+    each block with ``fit(state, payload)`` in ``n_jobs`` threads (the fits are array
+    algebra that releases the GIL; threads share the data instead of copying it into
+    worker processes), and gather the values.
 
     Returns ``reps`` (n_boot, n_stats), ``jack`` and its stratum ``labels`` (None without
     BCa), the failure reasons (Counter), the largest iteration counts and the jackknife's
@@ -363,7 +371,8 @@ def _run_blocks(fit, state, design, n_boot, seed, block_size, methods, max_jackk
                 yield ("jack", start), ("jack", part), len(part)
 
     with _progress(progress, n_boot + n_jack, desc) as bar:
-        results = _execute(fit, state, tasks(), min(n_jobs, math.ceil(n_boot / block_size)), bar)
+        results = _execute(fit, state, tasks(), min(n_jobs, math.ceil(n_boot / block_size)), bar,
+                           threads=True)
 
     reps = np.full((n_boot, n_stats), np.nan)
     jack_parts = []

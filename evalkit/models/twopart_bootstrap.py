@@ -320,7 +320,7 @@ def bootstrap_two_part(data: pd.DataFrame, formula: str, treatment: str, n_boot:
     ``X'CX``) would converge only linearly; Fisher scoring for the probit and the inverse
     Gaussian; Newton (= Fisher scoring) for quasi-Poisson. Four or five iterations
     suffice. Blocks of ``b`` replicates bound memory (``2**25`` row counts, 64 MB, by
-    default) and go to ``n_jobs`` processes with one BLAS thread each. No library fits many weighted
+    default) and go to ``n_jobs`` threads with one BLAS thread each. No library fits many weighted
     GLMs at once, so this loop is written here; the estimates equal refitting
     :func:`two_part` with statsmodels on the resampled rows (to about 1e-10 relative;
     both stop when every step is below ``tol`` standard errors). On 100,000 members,
