@@ -304,7 +304,9 @@ def _claims_sources(con, params: Params, work: Path, progress: bool = False
                                   **d.scenario_options)
         truth = plan.truth
         if d.plant_problems:
-            truth = {**truth, "planted_problems": plant_problems(syn_dir, params.seed)}
+            truth = {**truth, "planted_problems": plant_problems(
+                syn_dir, params.seed, params.engine.memory_limit or default_memory_limit(),
+                params.engine.threads)}
         paths = {t: str(syn_dir / f"{t}.parquet") for t in
                  ("members", "enrollment", "encounters", "exposure")}
         sources = {t: scan_sql(pth, t) for t, pth in paths.items()}

@@ -87,6 +87,26 @@ def test_planted_problems_are_quarantined_exactly(tmp_path):
     assert prep.report.balanced()
 
 
+def test_planted_problems_write_the_same_files_whatever_the_engine_settings(tmp_path):
+    """The rewrite of the encounters honours the run's DuckDB memory limit and threads (at
+    1M members it sorts 50M lines) and writes the same bytes: the data fingerprint hashes
+    them. The spill folder is removed."""
+    import hashlib
+    import shutil
+
+    from evalkit.data import synthetic
+    from evalkit.data.problems import plant_problems
+    synthetic.generate(tmp_path / "a", scenario="demo", members=2500, seed=3)
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    plant_problems(tmp_path / "a", 3)
+    plant_problems(tmp_path / "b", 3, memory_limit="150MB", threads=1)
+    for f in ("encounters.parquet", "enrollment.parquet", "truth.json"):
+        a, b = ((tmp_path / d / f).read_bytes() for d in "ab")
+        assert hashlib.sha256(a).digest() == hashlib.sha256(b).digest(), f
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == sorted(
+        p.name for p in (tmp_path / "a").iterdir())
+
+
 def test_member_batches_do_not_change_the_result(tmp_path):
     """Aggregating in batches of members gives the same table as one pass."""
     import duckdb

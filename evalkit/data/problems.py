@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import duckdb
@@ -26,15 +27,26 @@ PLANTED = {
 }
 
 
-def plant_problems(folder: str | Path, seed: int = 1) -> dict:
+def plant_problems(folder: str | Path, seed: int = 1, memory_limit: str | None = None,
+                   threads: int | None = None) -> dict:
     """Append planted bad rows to ``encounters.parquet`` and ``enrollment.parquet``.
 
     Rows are chosen by a seeded hash of the claim id, so the same plan and seed always
     get the same problems. Returns ``{table: {reason: count}}`` (also in truth.json).
+    ``memory_limit`` and ``threads`` are DuckDB's settings for the rewrite (the run's
+    ``engine`` settings; DuckDB's own defaults when None): the encounters are sorted
+    again, and beyond the limit the sort spills to a folder beside them, removed after.
+    The files written are the same whatever the settings.
     """
     folder = Path(folder)
     enc, enr = folder / "encounters.parquet", folder / "enrollment.parquet"
-    con = duckdb.connect()
+    spill = folder / ".spill"
+    config = {"temp_directory": str(spill)}
+    if memory_limit:
+        config["memory_limit"] = memory_limit
+    if threads:
+        config["threads"] = int(threads)
+    con = duckdb.connect(config=config)
     con.execute(f"CREATE VIEW e AS SELECT * FROM read_parquet('{enc}')")
     n, max_claim, max_member = con.execute(
         f"SELECT count(*), max(claim_id), max(CAST(member_id[{len(MEMBER_ID_PREFIX) + 1}:] "
@@ -70,6 +82,7 @@ def plant_problems(folder: str | Path, seed: int = 1) -> dict:
                 f"SELECT {new_id(max_member + 999999)}, DATE '2020-01-01', DATE '2020-12-31') "
                 f"TO '{tmp_enr}' (FORMAT parquet, COMPRESSION zstd)")
     con.close()
+    shutil.rmtree(spill, ignore_errors=True)
     os.replace(tmp, enc)
     os.replace(tmp_enr, enr)
     counts = {"encounters": dict(k), "enrollment": {"unknown_member": 1}}
