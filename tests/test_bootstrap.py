@@ -442,3 +442,23 @@ def test_resample_where_one_arm_all_has_cost_is_kept():
             assert res.replicates["mean_control"].iloc[b] == pytest.approx(expected, rel=1e-6)
             checked += 1
     assert checked >= 3                  # 4 of these 60 resamples (seed 2)
+
+
+@pytest.mark.parametrize("strata,cluster", [(None, None), ("arm", None), (None, "site"),
+                                            ("arm", "site")])
+def test_counting_draws_by_position_gives_the_same_resamples(strata, cluster):
+    """The batched bootstraps count each replicate's draws straight from the random
+    numbers (``draw_counts``); the counts equal those of the drawn unit ids, from the same
+    generator state, for every design."""
+    from evalkit.models.resample import _design
+    rng = np.random.default_rng(8)
+    site = rng.integers(0, 40, 3000)
+    df = pd.DataFrame({"site": site, "arm": site % 2})
+    design = _design(df, strata, cluster, "test")
+    a, b = np.random.default_rng(3), np.random.default_rng(3)
+    for _ in range(4):
+        want = design.row_counts(design.draw(a))
+        got = design.draw_counts(b)
+        np.testing.assert_array_equal(got, want)
+        assert got.sum() == len(df) or cluster
+    assert a.integers(0, 10**9) == b.integers(0, 10**9)       # same numbers consumed

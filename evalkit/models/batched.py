@@ -358,7 +358,7 @@ def _run_blocks(fit, state, design, n_boot, seed, block_size, methods, max_jackk
             m = min(block_size, n_boot - start)
             counts = np.empty((m, n), dtype=np.uint16)
             for r in range(m):
-                c = design.row_counts(design.draw(rng))
+                c = design.draw_counts(rng)
                 if c.max() > np.iinfo(np.uint16).max:      # only with enormous clusters counts
                     counts = counts.astype(np.int64)
                 counts[r] = c

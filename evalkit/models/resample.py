@@ -114,6 +114,16 @@ class _Design:
         counts = np.bincount(units, minlength=self.n_units)
         return counts if self.unit_of_row is None else counts[self.unit_of_row]
 
+    def draw_counts(self, rng: np.random.Generator) -> np.ndarray:
+        """``row_counts(draw(rng))`` from the same random numbers, without gathering the
+        drawn unit ids: each stratum's draws are counted by position and the counts put
+        at its units (at 1M members a third of the time of drawing a replicate)."""
+        counts = np.zeros(self.n_units, dtype=np.int64)
+        for units in self.strata_units:
+            g = len(units)
+            counts[units] = np.bincount(rng.integers(0, g, g), minlength=g)
+        return counts if self.unit_of_row is None else counts[self.unit_of_row]
+
 
 def _design(data: pd.DataFrame, strata, cluster, what) -> _Design:
     n = len(data)
