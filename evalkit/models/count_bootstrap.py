@@ -414,7 +414,8 @@ def bootstrap_count_effect(data: pd.DataFrame, formula: str, treatment: str,
         Person-time column (member-months), entered as ``log(exposure)`` offset; the
         statistics are then rates per 1,000 units of it.
     n_boot, seed, strata, ci, alpha, n_jobs, progress, max_jackknife, block_size, tol, maxiter
-        As for :func:`bootstrap_two_part` (strata default: the treatment, fixing arm sizes).
+        As for :func:`bootstrap_two_part` (``n_jobs`` threads; strata default: the treatment,
+        fixing arm sizes).
 
     Returns
     -------

@@ -337,8 +337,9 @@ def bootstrap_two_part(data: pd.DataFrame, formula: str, treatment: str, n_boot:
     treatment : str
         The 0/1 (or True/False) column of the formula whose effect is wanted.
     n_boot, seed, ci, alpha, n_jobs, progress, max_jackknife
-        As for :func:`bootstrap`; the same seed, strata and cluster give the same
-        resamples as :func:`bootstrap` and :func:`bootstrap_indices` on the complete rows.
+        As for :func:`bootstrap` (``n_jobs`` threads here rather than processes); the same
+        seed, strata and cluster give the same resamples as :func:`bootstrap` and
+        :func:`bootstrap_indices` on the complete rows.
     strata : str or None
         Default: the treatment column, so arm sizes are fixed as in the study -- unless
         ``cluster`` is given and some cluster holds both arms (sites, matched pairs);
