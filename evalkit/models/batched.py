@@ -328,11 +328,12 @@ def _complete_rows(data, formula, treatment, strata, extra, extra_role, what):
     return frame, dropped
 
 
-def _block_size(block_size, n, n_boot, what) -> int:
-    """Replicates fitted together: about 10**7 / n (a few (n, b) float buffers), at most
-    n_boot / 8 (so blocks spread over workers) and 2,000."""
+def _block_size(block_size, n, n_boot, what, cells: int = 10_000_000) -> int:
+    """Replicates fitted together: about ``cells / n`` (a few (n, b) float buffers; fits
+    that hold many per-row terms at once pass fewer cells), at most n_boot / 8 (so blocks
+    spread over workers) and 2,000."""
     if block_size is None:
-        block_size = max(1, min(10_000_000 // max(n, 1), math.ceil(n_boot / 8), 2000))
+        block_size = max(1, min(cells // max(n, 1), math.ceil(n_boot / 8), 2000))
     return _check_positive_int(block_size, "block_size", what)
 
 
