@@ -58,7 +58,7 @@ def test_replicates_equal_refits_on_the_same_resamples(family, exposure, scale, 
         want = _refit(df.iloc[idx[b]].reset_index(drop=True), family, exposure, scale)
         assert res.replicates[scale].iloc[b] == pytest.approx(want, rel=1e-7, abs=1e-9), b
     assert res.n_failed == 0
-    # the same seed gives the same replicates whatever the blocks and processes
+    # the same seed gives the same replicates whatever the blocks and threads
     again = bootstrap_count_effect(df, FORMULA, "treated", family=family, exposure=exposure,
                                    n_boot=40, seed=11, ci="percentile", n_jobs=2, block_size=7)
     np.testing.assert_allclose(again.replicates.to_numpy(), res.replicates.to_numpy(),
