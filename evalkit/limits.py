@@ -5,8 +5,8 @@
   at once instead of filling the disk; :func:`check_synth_disk` does the same for
   ``evalkit synth``, which writes the Parquet tables only.
 * :func:`default_memory_limit`: DuckDB's memory limit when ``engine.memory_limit`` is
-  unset, half of the machine's memory (DuckDB's own default is 80%, too much on a
-  shared server).
+  unset, half of the machine's memory and at most 2 GiB (DuckDB's own default is 80%,
+  too much on a shared server).
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import psutil
 
 from .errors import ParamsError
 
-__all__ = ["BYTES_PER_MEMBER", "DISK_MARGIN", "PARQUET_BYTES_PER_MEMBER", "check_disk",
+__all__ = ["BYTES_PER_MEMBER", "DEFAULT_MEMORY_CAP_MIB", "DISK_MARGIN", "PARQUET_BYTES_PER_MEMBER", "check_disk",
            "check_synth_disk", "default_memory_limit", "estimate_synthetic_bytes"]
 
 #: Disk taken by one synthetic member (demo scenario, default ``lines_scale``): its
@@ -91,6 +91,15 @@ def _size(n: float) -> str:
     return f"{n:,.1f} PB"
 
 
+#: The most DuckDB may use by default (``engine.memory_limit`` unset), in MiB. Beyond its
+#: limit DuckDB spills to disk; the steps that need memory (the member x window
+#: aggregation in batches of about 4M claim lines, the sort of a synthetic plan's
+#: claims) fit in it, and a million-member run stays within a few GB in all instead of
+#: the runner alone taking half the machine (12.7 GB of 24 GB).
+DEFAULT_MEMORY_CAP_MIB = 2048
+
+
 def default_memory_limit() -> str:
-    """Half of this machine's memory, as a DuckDB size (``'12GiB'``-style, in MiB)."""
-    return f"{psutil.virtual_memory().total // 2 // 2**20}MiB"
+    """Half of this machine's memory, at most :data:`DEFAULT_MEMORY_CAP_MIB`, as a DuckDB
+    size (``'2048MiB'``-style)."""
+    return f"{min(psutil.virtual_memory().total // 2 // 2**20, DEFAULT_MEMORY_CAP_MIB)}MiB"

@@ -184,7 +184,8 @@ class EngineParams(_Strict):
     threads: int | None = Field(None, gt=0, description="engine threads (default: all cores)")
     memory_limit: str | None = Field(None, description="e.g. '3GB' (a positive size with a "
                                      "unit: KB, MB, GB, TB or KiB ... TiB); DuckDB spills to "
-                                     "disk beyond it (unset: half of the machine's memory)")
+                                     "disk beyond it (unset: half of the machine's memory, at "
+                                     "most 2 GiB)")
     spark_master: str = Field("local[2]", description="spark: `local[N]` (N cores of this "
                               "machine) or a cluster URL such as spark://host:7077 or yarn")
     spark_conf: dict[str, str | bool | int | float] = Field(
