@@ -69,11 +69,7 @@ def member_windows_sql(members: tuple | None = None) -> str:
     2. ``agg``: one filtered aggregate per category over (member, window) pairs;
     3. ``stays`` and ``nights``: inpatient lines only (a small share), merged into stays
        by admission date and cut into nights per window; a stay admitted before the
-       baseline window still counts its nights inside it. Stays are merged before the
-       join with the cohort and kept when admitted before the follow-up window ends and
-       some line's last date (discharge, else admission) is on or after the baseline
-       start: the same stays, discharge dates and nights as judging each inpatient line
-       against the cohort first, with one join of the cohort to every line fewer;
+       baseline window still counts its nights inside it;
     4. every member x window of the cohort, joined to ``agg`` and ``nights``.
 
     Cents are summed as integer-valued doubles: every partial sum below 2**53 cents
@@ -109,18 +105,17 @@ def member_windows_sql(members: tuple | None = None) -> str:
     ),
     agg AS (SELECT member_id, w, {visits}, {costs} FROM visits GROUP BY 1, 2),
     stays AS (
-      SELECT member_id, service_date, greatest(max(end_date), service_date + 1) AS stay_end,
-             max(coalesce(end_date, service_date)) AS last_date
-      FROM main.encounters
-      WHERE {where} AND category = 'inpatient'
+      SELECT e.member_id, e.service_date,
+             greatest(max(e.end_date), e.service_date + 1) AS stay_end
+      FROM {lines}
+      WHERE e.category = 'inpatient' AND e.service_date < c.fu_end
+        AND coalesce(e.end_date, e.service_date) >= c.bl_start
       GROUP BY 1, 2
     ),
     nights AS (
       SELECT s.member_id, sum({nights.format(lo="bl_start", hi="fu_start")}) AS bl_nights,
              sum({nights.format(lo="fu_start", hi="fu_end")}) AS fu_nights
-      FROM stays s JOIN cohort c USING (member_id)
-      WHERE s.service_date < c.fu_end AND s.last_date >= c.bl_start
-      GROUP BY 1
+      FROM stays s JOIN cohort c USING (member_id) GROUP BY 1
     )
     SELECT c.member_id, c."group", p.period,
            CASE p.w WHEN 0 THEN c.bl_start ELSE c.fu_start END AS window_start,
