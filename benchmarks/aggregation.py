@@ -69,7 +69,7 @@ def run_duckdb(con) -> None:
 
 
 def run_scan(con) -> pd.DataFrame:
-    return con.execute("SELECT count(*), sum(member_id), count(category), max(service_date), "
+    return con.execute("SELECT count(*), max(member_id), count(category), max(service_date), "
                        "max(end_date), sum(allowed_amount) FROM encounters").df()
 
 

@@ -82,6 +82,43 @@ def test_boundaries_by_hand():
     assert mw.loc[(2, "baseline")].outpatient_mh_visits == 1   # 2022-05-31 is before baseline
 
 
+def test_stays_merge_their_lines_before_the_windows_by_hand():
+    """Lines of one stay (same admission date) are merged whatever window each line's
+    discharge date falls in; stays outside both windows count no nights."""
+    members = pd.DataFrame({"member_id": [1, 2], "birth_year": [1960, 1970], "sex": ["F", "M"]})
+    enrollment = pd.DataFrame({"member_id": [1, 2], "start_date": [D(2022, 1, 1)] * 2,
+                               "end_date": [D(2024, 12, 31)] * 2})
+    encounters = pd.DataFrame({
+        "claim_id": [1, 2, 3, 4, 5, 6, 7],
+        "member_id": [1, 1, 1, 1, 1, 1, 2],
+        # A: admitted before the baseline window, one line discharged before it and one
+        # inside it; B: wholly before the baseline window; D: crossing the index date, two
+        # lines; C: admitted on the first day after follow-up; member 2: outside the cohort
+        "service_date": [D(2022, 5, 20), D(2022, 5, 20), D(2022, 5, 1), D(2023, 5, 30),
+                         D(2023, 5, 30), D(2024, 5, 31), D(2023, 1, 1)],
+        "end_date": [D(2022, 5, 25), D(2022, 6, 3), D(2022, 5, 10), D(2023, 6, 2),
+                     D(2023, 6, 4), D(2024, 6, 9), D(2023, 1, 5)],
+        "category": ["inpatient"] * 7,
+        "allowed_amount": [100.0, 200.0, 300.0, 400.0, 500.0, 600.0, 700.0],
+        "paid_amount": [None] * 7,
+    })
+    exposure = pd.DataFrame({"member_id": [1], "group": ["self_help"],
+                             "index_date": [D(2023, 6, 1)], "dose": [3.0]})
+    con = _con_from_frames(members, enrollment, encounters, exposure)
+    mw = _windows(con).set_index(["member_id", "period"])
+    b, f = mw.loc[(1, "baseline")], mw.loc[(1, "followup")]
+    # A: nights 2022-06-01, 06-02; D: 2023-05-30, 05-31 before the index, 06-01..06-03 after
+    assert (b.inpatient_days, f.inpatient_days) == (2 + 2, 3)
+    # only D is admitted inside a window (the baseline); its two lines are one admission
+    assert (b.inpatient_admissions, f.inpatient_admissions) == (1, 0)
+    assert (b.cost_inpatient, f.cost_inpatient) == (900.0, 0.0)
+    assert list(mw.index.get_level_values("member_id").unique()) == [1]
+    cohort = con.execute("SELECT * FROM cohort").df()
+    ref = member_windows_pandas(cohort, encounters.astype(
+        {"service_date": "datetime64[ns]", "end_date": "datetime64[ns]"}))
+    pd.testing.assert_frame_equal(mw.reset_index()[NUMERIC], ref[NUMERIC], check_dtype=False)
+
+
 # -- property tests on generated clean claims --------------------------------------------
 
 @st.composite
