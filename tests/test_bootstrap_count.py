@@ -112,6 +112,44 @@ def test_resamples_whose_zero_part_separates_the_zeros_fail():
     assert failed <= without_oldest
 
 
+
+def test_replicates_stop_where_their_zero_part_separates(monkeypatch):
+    """The batched Newton steps stop a replicate at the first point it accepts where its
+    zero part separates the zeros (count_bootstrap._zi_newton): it is failed with that
+    reason and never refitted one by one, and no replicate the steps stopped so is valid."""
+    from evalkit.models import count_bootstrap as cb
+
+    df = _members(n=600, theta=3.0, zeros=0.0, level=0.5, seed=1)
+    oldest = df.index[np.argsort(-df["age"].to_numpy())[:6]]
+    df.loc[oldest, "er_visits"] = 0
+    df.loc[oldest[0], "er_visits"] = 3
+    stopped, refitted = [], []
+    newton, refit = cb._zi_newton, cb._refit_one_by_one
+
+    def spy_newton(state, C):
+        out = newton(state, C)
+        assert not np.any(out[1] & out[2])              # separated replicates are not converged
+        assert np.all(cb._zero_part_separates(state, C[:, out[2]], out[0][:, out[2]]))
+        stopped.append(out[2].copy())
+        return out
+
+    def spy_refit(state, C, Pm, reasons):
+        refitted.append([r is not None and "did not converge" in r for r in reasons])
+        return refit(state, C, Pm, reasons)
+
+    monkeypatch.setattr(cb, "_zi_newton", spy_newton)
+    monkeypatch.setattr(cb, "_refit_one_by_one", spy_refit)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = bootstrap_count_effect(df, FORMULA, "treated", family="zinb",
+                                     exposure="member_months", n_boot=30, seed=3,
+                                     ci="percentile", n_jobs=1, block_size=30)
+    (sep,), (to_refit,) = stopped, refitted
+    assert sep.any()                                    # the case this test is about did occur
+    assert not np.any(sep & np.asarray(to_refit))
+    assert set(np.flatnonzero(sep)) <= set(np.flatnonzero(res.replicates["rate_ratio"].isna()))
+    assert res.failures == {cb._SEPARATES: res.n_failed}
+
 def test_bca_and_failed_replicates_are_reported():
     df = _members(n=300, seed=2)
     df.loc[df["treated"] == 1, "er_visits"] = 0
