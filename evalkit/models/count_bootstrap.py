@@ -345,13 +345,9 @@ def _zero_part_separates(state, C, Pm) -> np.ndarray:
     numerically 0 are not a failure: ``(1 - pi)`` then tends to 1 and the predictions
     converge as the coefficients run off."""
     kx, kz = state["kx"], state["kz"]
-    present = C > 0
-    out = np.zeros(C.shape[1], dtype=bool)
     with np.errstate(over="ignore", invalid="ignore"):
-        for j in range(C.shape[1]):
-            eta = state["Z"][present[:, j]] @ Pm[kx:kx + kz, j]
-            out[j] = not np.all(special.expit(-eta) >= 10 * np.finfo(float).eps)
-    return out
+        kept = special.expit(-(state["Z"] @ Pm[kx:kx + kz])) >= 10 * np.finfo(float).eps
+    return np.any(~kept & (C > 0), axis=0)              # some resampled row not kept
 
 
 def _refit_one_by_one(state, C, Pm, reasons):
