@@ -226,3 +226,28 @@ def test_trust_region_steps_solve_the_subproblem():
         pts *= (radius[a] * rng.uniform(size=(20000, 1)) ** (1 / P)
                 / np.linalg.norm(pts, axis=1, keepdims=True))
         assert model(a, d[a]) >= model(a, pts).max() - 1e-12
+
+
+def test_shared_design_products_give_the_same_hessian():
+    """With the zero part on the count part's terms, the zero-inflated bootstrap sums the
+    count, zero and cross Hessian blocks with one product of the count block's design
+    products (count_bootstrap._shared_blocks); the derivatives equal those of the three
+    separate products (to rounding; on the machines measured, bit for bit)."""
+    from evalkit.models import count_bootstrap as cb
+    from evalkit.models.count import _Mixture
+
+    rng = np.random.default_rng(5)
+    n, a = 400, 3
+    X = np.column_stack([np.ones(n), rng.integers(0, 2, n), rng.normal(size=n)])
+    y = rng.negative_binomial(2, 0.5, n) * (rng.random(n) < 0.6)
+    lik = _Mixture("zi", "negbin", y.astype(float), X, np.log(rng.integers(1, 13, n)), X)
+    C = rng.multinomial(n, np.full(n, 1.0 / n), size=a).T.astype(float)
+    Pm = np.column_stack([np.r_[-1.0, 0.2, 0.1, -0.5, 0.3, -0.2, 0.4] + 0.05 * r for r in range(a)])
+    segs = cb._zi_segments(lik, C)
+    assert all(seg["shared"] is not None for seg in segs)
+    shared = cb._zi_derivatives(lik, segs, Pm, np.arange(a), 2)
+    separate = cb._zi_derivatives(lik, [dict(seg, shared=None) for seg in segs], Pm,
+                                  np.arange(a), 2)
+    for got, want in zip(shared, separate):
+        np.testing.assert_allclose(got, want, rtol=1e-13, atol=0)
+    assert np.abs(shared[2][:, :3, 3:6]).max() > 0       # the cross block is filled

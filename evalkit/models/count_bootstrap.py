@@ -152,6 +152,12 @@ def _zi_segments(lik, C):
                 i, j = np.triu_indices(D[ki].shape[1]) if ki == kj else np.indices(
                     (D[ki].shape[1], D[kj].shape[1])).reshape(2, -1)
                 seg["pairs"][(ki, kj)] = (D[ki][:, i] * D[kj][:, j], cols[ki][i], cols[kj][j])
+            if lik.kind == "zi" and np.array_equal(seg["X"], seg["Z"]):
+                # the zero part has the count part's terms: the products of both blocks and
+                # across them are the same numbers, those of the count block (x_i x_j)
+                i, j = np.indices((kx, kz)).reshape(2, -1)
+                pos = {pair: r for r, pair in enumerate(zip(*np.triu_indices(kx)))}
+                seg["shared"] = np.array([pos[min(p, q), max(p, q)] for p, q in zip(i, j)])
         segs.append(seg)
     return segs
 
@@ -182,6 +188,8 @@ def _zi_derivatives(lik, segs, Pm, active, order):
             D = seg["D"]
             for key, v in d.items():
                 g[sl[key]] += D[key].T @ (Cs * v)
+            if a > 1 and seg.get("shared") is not None and ("e", "z") in dd:
+                _shared_blocks(H, seg, Cs, dd)
             for (ki, kj), v in dd.items():
                 w = Cs * v
                 if seg["pairs"] is not None:
@@ -195,6 +203,25 @@ def _zi_derivatives(lik, segs, Pm, active, order):
             upper = np.triu(H)
             H = upper + np.transpose(np.triu(H, 1), (0, 2, 1))
     return ll, g, H
+
+
+def _shared_blocks(H, seg, Cs, dd) -> None:
+    """Add a segment's count, zero and count-by-zero Hessian blocks to ``H`` with one
+    matrix product of the count block's design products (the zero part has the same terms,
+    :func:`_zi_segments`), and take their weights out of ``dd``: a third of the products of
+    three separate ones, the same sums (the product of one design row by one weight column
+    does not depend on the other columns; needs two or more replicates, as one is a
+    matrix-vector product that sums in another order)."""
+    a = Cs.shape[1]
+    keys = (("e", "e"), ("z", "z"), ("e", "z"))
+    W = np.empty((Cs.shape[0], 3 * a))
+    for r, key in enumerate(keys):
+        np.multiply(Cs, dd.pop(key), out=W[:, r * a:(r + 1) * a])
+    R = seg["pairs"][keys[0]][0].T @ W
+    for r, key in enumerate(keys):
+        _, i, j = seg["pairs"][key]
+        rows = seg["shared"] if key == ("e", "z") else slice(None)
+        H[:, i, j] += R[rows, r * a:(r + 1) * a].T
 
 
 def _trust_steps(A, gs, radius):
