@@ -236,13 +236,17 @@ def _trust_steps(A, gs, radius):
     c = np.einsum("api,ap->ai", V, gs)                            # gradient in the eigenbasis
     with np.errstate(divide="ignore", invalid="ignore"):
         newton = (ev[:, 0] > 0) & (np.sqrt(np.sum((c / ev) ** 2, axis=1)) <= radius)
-    lo = np.maximum(0.0, -ev[:, 0])
-    hi = lo + np.sqrt(np.sum(c * c, axis=1)) / radius + 1e-300
-    for _ in range(60):                                           # ||d(lam)|| falls in lam
-        mid = 0.5 * (lo + hi)
-        too_long = np.sum((c / (ev + mid[:, None])) ** 2, axis=1) > radius ** 2
-        lo, hi = np.where(too_long, mid, lo), np.where(too_long, hi, mid)
-    lam = np.where(newton, 0.0, hi)
+    lam = np.zeros(len(gs))
+    bound = np.flatnonzero(~newton)                               # steps on the boundary
+    if len(bound):
+        cb, eb, rb = c[bound], ev[bound], radius[bound]
+        lo = np.maximum(0.0, -eb[:, 0])
+        hi = lo + np.sqrt(np.sum(cb * cb, axis=1)) / rb + 1e-300
+        for _ in range(60):                                       # ||d(lam)|| falls in lam
+            mid = 0.5 * (lo + hi)
+            too_long = np.sum((cb / (eb + mid[:, None])) ** 2, axis=1) > rb ** 2
+            lo, hi = np.where(too_long, mid, lo), np.where(too_long, hi, mid)
+        lam[bound] = hi
     d = np.einsum("api,ai->ap", V, c / (ev + lam[:, None]))
     return d, newton
 
