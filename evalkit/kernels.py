@@ -16,6 +16,15 @@ kernel is put back in the state of a kernel that has just started and imported e
 * matplotlib's settings of the fresh kernel (a workbook's theme changes them) and no
   open figure.
 
+BLAS runs one thread in these kernels (:func:`remember`): two workbooks execute at once on
+two cores, and a model's tall-skinny linear algebra is faster on one thread anyway (see
+:func:`evalkit.models.effects.one_blas_thread`); parallel statistics use processes.
+
+The kernels keep freed memory for reuse (:data:`MALLOC_ENV`): the analyses allocate and
+free arrays of a few megabytes by the thousand (a bootstrap's per-row terms), and glibc by
+default returns such memory to the system each time, so that every new array page-faults
+afresh (at 20,000 members about a tenth of the zero-inflated bootstrap's time).
+
 Random numbers are not reset: a new kernel's global generators are seeded from the
 operating system, so no workbook may rely on them; evalkit draws from generators
 seeded from the params. :func:`remember` and :func:`fresh` run inside the kernel; the
@@ -24,6 +33,7 @@ rest of the module runs in the runner.
 from __future__ import annotations
 
 import gc
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -35,11 +45,18 @@ from IPython import get_ipython
 from nbclient import NotebookClient
 from papermill.clientwrap import PapermillNotebookClient
 from papermill.engines import NBClientEngine, papermill_engines
+from threadpoolctl import threadpool_limits
 
 from .errors import EvalkitError
 
 #: What the kernel imports when it starts: everything a workbook's first cells import.
 WARM_UP = "import evalkit, evalkit.analysis.plots, evalkit.analysis.show"
+
+#: glibc's malloc settings of the kernels (where the environment does not set them):
+#: arrays up to 32 MB come from the heap (glibc's own ceiling for its adaptive threshold),
+#: and up to 128 MB free at the heap's top is kept rather than given back. Other C
+#: libraries ignore them.
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(128 * 2**20)}
 
 #: The fresh kernel's state, recorded by :func:`remember` (in the kernel).
 _FRESH: dict = {}
@@ -51,7 +68,9 @@ def remember() -> None:
     matplotlib's backend is loaded first: a new kernel loads it with the first figure
     of its first workbook (the inline backend then turns matplotlib's interactive mode
     on, which makes figures show); a reused kernel has it loaded already, so the state
-    it returns to must be the one after loading."""
+    it returns to must be the one after loading. BLAS is limited to one thread for the
+    kernel's life (see the module docstring)."""
+    threadpool_limits(limits=1, user_api="blas")
     plt.switch_backend(matplotlib.get_backend())
     _FRESH.update(filters=list(warnings.filters), showwarning=warnings.showwarning,
                   rc=matplotlib.rcParams.copy())
@@ -118,7 +137,7 @@ class WorkbookKernel:
                                       startup_timeout=60, shutdown_kernel="immediate")
         self._client.km = self._client.create_kernel_manager()
         try:
-            self._client.start_new_kernel(cwd=str(cwd))
+            self._client.start_new_kernel(cwd=str(cwd), env={**MALLOC_ENV, **os.environ})
             self._client.start_new_kernel_client()
             self._run(f"{WARM_UP}\nimport evalkit.kernels\nevalkit.kernels.remember()")
         except BaseException:

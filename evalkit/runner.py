@@ -97,6 +97,18 @@ def _say(msg: str, quiet: bool) -> None:
         print(msg, file=sys.stderr, flush=True)
 
 
+@functools.lru_cache(maxsize=2)
+def _exporter(show_code: bool) -> HTMLExporter:
+    """One HTML exporter per setting, kept: making one (loading and compiling its
+    templates) costs more than exporting a workbook with it."""
+    return HTMLExporter(exclude_input=not show_code, exclude_input_prompt=not show_code,
+                        exclude_output_prompt=not show_code)
+
+
+#: The kept exporters export one notebook at a time.
+_EXPORT_LOCK = threading.Lock()
+
+
 def _html(notebook: Path, show_code: bool = True) -> Path:
     """Export a notebook to HTML next to it; the run id of its metadata goes into a
     ``<meta name="evalkit-run-id">`` tag. Without ``show_code`` (``report.show_code``)
@@ -107,9 +119,8 @@ def _html(notebook: Path, show_code: bool = True) -> Path:
     nb = nbformat.read(notebook, as_version=4)
     nb.cells = [c for c in nb.cells
                 if "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
-    body, _ = HTMLExporter(exclude_input=not show_code,
-                           exclude_input_prompt=not show_code,
-                           exclude_output_prompt=not show_code).from_notebook_node(nb)
+    with _EXPORT_LOCK:
+        body, _ = _exporter(show_code).from_notebook_node(nb)
     run_id = (nb.metadata.get("evalkit") or {}).get("run_id")
     if run_id:
         body = body.replace("<head>", f'<head>\n<meta name="{RUN_ID_META}" '

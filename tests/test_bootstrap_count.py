@@ -112,6 +112,44 @@ def test_resamples_whose_zero_part_separates_the_zeros_fail():
     assert failed <= without_oldest
 
 
+
+def test_replicates_stop_where_their_zero_part_separates(monkeypatch):
+    """The batched Newton steps stop a replicate at the first point it accepts where its
+    zero part separates the zeros (count_bootstrap._zi_newton): it is failed with that
+    reason and never refitted one by one, and no replicate the steps stopped so is valid."""
+    from evalkit.models import count_bootstrap as cb
+
+    df = _members(n=600, theta=3.0, zeros=0.0, level=0.5, seed=1)
+    oldest = df.index[np.argsort(-df["age"].to_numpy())[:6]]
+    df.loc[oldest, "er_visits"] = 0
+    df.loc[oldest[0], "er_visits"] = 3
+    stopped, refitted = [], []
+    newton, refit = cb._zi_newton, cb._refit_one_by_one
+
+    def spy_newton(state, C):
+        out = newton(state, C)
+        assert not np.any(out[1] & out[2])              # separated replicates are not converged
+        assert np.all(cb._zero_part_separates(state, C[:, out[2]], out[0][:, out[2]]))
+        stopped.append(out[2].copy())
+        return out
+
+    def spy_refit(state, C, Pm, reasons):
+        refitted.append([r is not None and "did not converge" in r for r in reasons])
+        return refit(state, C, Pm, reasons)
+
+    monkeypatch.setattr(cb, "_zi_newton", spy_newton)
+    monkeypatch.setattr(cb, "_refit_one_by_one", spy_refit)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = bootstrap_count_effect(df, FORMULA, "treated", family="zinb",
+                                     exposure="member_months", n_boot=30, seed=3,
+                                     ci="percentile", n_jobs=1, block_size=30)
+    (sep,), (to_refit,) = stopped, refitted
+    assert sep.any()                                    # the case this test is about did occur
+    assert not np.any(sep & np.asarray(to_refit))
+    assert set(np.flatnonzero(sep)) <= set(np.flatnonzero(res.replicates["rate_ratio"].isna()))
+    assert res.failures == {cb._SEPARATES: res.n_failed}
+
 def test_bca_and_failed_replicates_are_reported():
     df = _members(n=300, seed=2)
     df.loc[df["treated"] == 1, "er_visits"] = 0
@@ -188,3 +226,28 @@ def test_trust_region_steps_solve_the_subproblem():
         pts *= (radius[a] * rng.uniform(size=(20000, 1)) ** (1 / P)
                 / np.linalg.norm(pts, axis=1, keepdims=True))
         assert model(a, d[a]) >= model(a, pts).max() - 1e-12
+
+
+def test_shared_design_products_give_the_same_hessian():
+    """With the zero part on the count part's terms, the zero-inflated bootstrap sums the
+    count, zero and cross Hessian blocks with one product of the count block's design
+    products (count_bootstrap._shared_blocks); the derivatives equal those of the three
+    separate products (to rounding; on the machines measured, bit for bit)."""
+    from evalkit.models import count_bootstrap as cb
+    from evalkit.models.count import _Mixture
+
+    rng = np.random.default_rng(5)
+    n, a = 400, 3
+    X = np.column_stack([np.ones(n), rng.integers(0, 2, n), rng.normal(size=n)])
+    y = rng.negative_binomial(2, 0.5, n) * (rng.random(n) < 0.6)
+    lik = _Mixture("zi", "negbin", y.astype(float), X, np.log(rng.integers(1, 13, n)), X)
+    C = rng.multinomial(n, np.full(n, 1.0 / n), size=a).T.astype(float)
+    Pm = np.column_stack([np.r_[-1.0, 0.2, 0.1, -0.5, 0.3, -0.2, 0.4] + 0.05 * r for r in range(a)])
+    segs = cb._zi_segments(lik, C)
+    assert all(seg["shared"] is not None for seg in segs)
+    shared = cb._zi_derivatives(lik, segs, Pm, np.arange(a), 2)
+    separate = cb._zi_derivatives(lik, [dict(seg, shared=None) for seg in segs], Pm,
+                                  np.arange(a), 2)
+    for got, want in zip(shared, separate):
+        np.testing.assert_allclose(got, want, rtol=1e-13, atol=0)
+    assert np.abs(shared[2][:, :3, 3:6]).max() > 0       # the cross block is filled

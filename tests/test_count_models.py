@@ -482,3 +482,26 @@ def test_effect_errors(synth):
         fit.effect("group")
     with pytest.raises(ParamsError, match="0/1"):
         fit.effect("comorbidity")
+
+
+def test_matrices_are_reused_only_for_the_same_values(synth):
+    """The count models' memo of model matrices (count._matrix) returns what patsy builds
+    (effects.build_matrix) for the same formula and values, as fresh copies, and builds
+    again when a value changes."""
+    from evalkit.models import count as cm
+    from evalkit.models.effects import build_matrix
+
+    frame = synth[["er_visits", "treated", "age", "female", "comorbidity"]].copy()
+    cm._MATRICES.clear()
+    y, X, names, _ = build_matrix(F_SYNTH, frame)
+    y1, X1, names1, spec1 = cm._matrix(F_SYNTH, frame)
+    assert np.array_equal(y1, y) and np.array_equal(X1, X) and names1 == names
+    X1[:] = -1.0                                        # a caller's change stays its own
+    _, X2, _, spec2 = cm._matrix(F_SYNTH, frame.copy())
+    assert len(cm._MATRICES) == 1 and spec2 is spec1 and np.array_equal(X2, X)
+    changed = frame.assign(age=frame["age"] + 1)
+    _, X3, _, _ = cm._matrix(F_SYNTH, changed)
+    assert len(cm._MATRICES) == 2
+    assert np.array_equal(X3, build_matrix(F_SYNTH, changed)[1]) and not np.array_equal(X3, X)
+    _, X4, _, _ = cm._matrix(spec1, changed)            # a rebuild on new rows, by its spec
+    assert np.array_equal(X4, X3)

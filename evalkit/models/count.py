@@ -15,7 +15,9 @@ member-months and a rate ratio.
 """
 from __future__ import annotations
 
+import hashlib
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -132,6 +134,54 @@ class CountResult(ModelResult):
 
 
 # =========================================================================== internals
+#: Model matrices built in this process (:func:`_matrix`), the most recent last.
+_MATRICES: OrderedDict = OrderedDict()
+#: At most this many bytes of them are kept, and only for frames of at most
+#: ``_MATRIX_ROWS`` rows (larger ones are built each time: the memory is worth more).
+_MATRIX_BYTES = 64 * 2**20
+_MATRIX_ROWS = 200_000
+
+
+def _fingerprint(frame: pd.DataFrame) -> bytes:
+    """A digest of ``frame``'s column names, types and values (not its index)."""
+    h = hashlib.blake2b(digest_size=20)
+    h.update(repr((list(frame.columns), [repr(t) for t in frame.dtypes], frame.shape)).encode())
+    for name in frame.columns:
+        col = frame[name]
+        values = col.to_numpy()
+        if values.dtype.kind in "biuf":
+            h.update(np.ascontiguousarray(values).view(np.uint8))
+        else:
+            h.update(pd.util.hash_pandas_object(col, index=False).to_numpy().view(np.uint8))
+    return h.digest()
+
+
+def _matrix(formula_or_spec, frame: pd.DataFrame, what: str = "model"):
+    """:func:`evalkit.models.effects.build_matrix`, reusing the matrices of an earlier call
+    with the same formula (or the same ``MatrixSpec``) on a frame of the same values.
+
+    Choosing a count family fits up to six models of one formula on one frame, and
+    each effect rebuilds the counterfactual matrices; patsy's build is the larger part of
+    such a fit at 20,000 rows. The result is the same arrays (copies: callers may change
+    them)."""
+    if len(frame) > _MATRIX_ROWS:
+        return build_matrix(formula_or_spec, frame, what)
+    key = (formula_or_spec if isinstance(formula_or_spec, str) else id(formula_or_spec),
+           _fingerprint(frame))
+    if key not in _MATRICES:
+        built = build_matrix(formula_or_spec, frame, what)
+        size = sum(a.nbytes for a in built[:2] if a is not None)
+        if size > _MATRIX_BYTES:
+            return built
+        _MATRICES[key] = (built, size)         # the spec in it keeps its id from being reused
+        while sum(v[1] for v in _MATRICES.values()) > _MATRIX_BYTES:
+            _MATRICES.popitem(last=False)
+    _MATRICES.move_to_end(key)
+    y, X, names, spec = _MATRICES[key][0]
+    return (None if y is None else y.copy(), X.copy(), None if names is None else list(names),
+            spec)
+
+
 @dataclass
 class _CountFit:
     """What :meth:`CountResult.effect` needs to predict on counterfactual data."""
@@ -154,7 +204,7 @@ class _CountFit:
 
     def mean_and_gradient(self, frame, s):
         """Average of ``s * E[y | x]`` over ``frame`` and its gradient in ``params``."""
-        _, X, _, _ = build_matrix(self.count_info, frame)
+        _, X, _, _ = _matrix(self.count_info, frame)
         n = X.shape[0]
         b = self.params[: self.kx]
         eta = X @ b + self._offset(frame)
@@ -164,7 +214,7 @@ class _CountFit:
             m = mu
             A = np.mean(s * m)
             return A, X.T @ (s * m) / n
-        _, Z, _, _ = build_matrix(self.zero_info, frame)
+        _, Z, _, _ = _matrix(self.zero_info, frame)
         g = self.params[self.kx: self.kx + self.kz]
         zeta = Z @ g
         tau = self.params[-1] if fam in ("zinb", "hurdle_negbin") else None
@@ -978,7 +1028,7 @@ def count_model(data: pd.DataFrame, formula: str, family: str = "poisson",
         frame, dropped = drop_bad_exposure(frame, exposure, dropped, what)
 
     outcome = count_formula.split("~", 1)[0].strip()
-    y, X, xnames, xinfo = build_matrix(count_formula, frame, what)
+    y, X, xnames, xinfo = _matrix(count_formula, frame, what)
     _check_counts(y, what, outcome)
     check_full_rank(X, xnames, what + " count part")
     offset = np.log(frame[exposure].to_numpy(dtype=float)) if exposure else np.zeros(len(y))
@@ -995,7 +1045,7 @@ def count_model(data: pd.DataFrame, formula: str, family: str = "poisson",
     elif family == "negbin":
         fit = _fit_negbin(y, X, offset, what)
     else:
-        _, Z, znames, zinfo = build_matrix(zero_rhs, frame, what)
+        _, Z, znames, zinfo = _matrix(zero_rhs, frame, what)
         check_full_rank(Z, znames, what + " zero part")
         if not (y == 0).any():
             raise DataValidationError(
