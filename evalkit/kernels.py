@@ -18,7 +18,8 @@ kernel is put back in the state of a kernel that has just started and imported e
 
 BLAS runs one thread in these kernels (:func:`remember`): two workbooks execute at once on
 two cores, and a model's tall-skinny linear algebra is faster on one thread anyway (see
-:func:`evalkit.models.effects.one_blas_thread`); parallel statistics use processes.
+:func:`evalkit.models.effects.one_blas_thread`); the bootstraps run their blocks in threads
+or processes of their own.
 
 The kernels keep freed memory for reuse (:data:`MALLOC_ENV`): the analyses allocate and
 free arrays of a few megabytes by the thousand (a bootstrap's per-row terms), and glibc by
