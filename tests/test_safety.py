@@ -249,6 +249,7 @@ def public_run(tmp_path_factory):
     return {"out": out, "first": (first.returncode, stdout, stderr), "second": second}
 
 
+@pytest.mark.xdist_group("public-run")
 def test_second_run_into_a_folder_in_use_is_refused(public_run):
     code, _, stderr = public_run["first"]
     assert code == 0, stderr
@@ -267,6 +268,7 @@ def test_second_run_into_a_folder_in_use_is_refused(public_run):
     assert not (public_run["out"] / runlock.LOCK_NAME).exists()
 
 
+@pytest.mark.xdist_group("public-run")
 def test_planted_secrets_reach_no_output_file(public_run):
     out = public_run["out"]
     files = [f for f in out.rglob("*") if f.is_file() and "work" not in f.relative_to(out).parts]
@@ -284,6 +286,7 @@ def test_planted_secrets_reach_no_output_file(public_run):
     assert res["run"]["privacy"]["ok"] and res["run"]["privacy"]["member_ids_checked"] is True
 
 
+@pytest.mark.xdist_group("public-run")
 def test_status_finds_outputs_of_another_run(public_run, tmp_path):
     import shutil
     copy = tmp_path / "copy"
@@ -328,6 +331,7 @@ def test_public_run_with_short_ids_and_a_date_of_service_in_the_title_is_refused
         assert {(f, "member_id"), (f, "date_of_service")} <= kinds, f
 
 
+@pytest.mark.xdist_group("public-run")
 def test_public_synthetic_run_refuses_a_member_id_in_the_title_not_a_small_number(
         public_run, tmp_path):
     """Synthetic members are named M and nine digits, so a small number in the title
