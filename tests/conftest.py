@@ -18,26 +18,28 @@ def reference_data(name: str) -> pd.DataFrame:
     return pd.read_csv(REFERENCE / "data" / f"{name}.csv")
 
 
-#: Groups of tests that take the longest (seconds on a quiet 2-core machine, about a third
-#: of those measured on a busy one), longest first. `make test` hands whole groups to the
-#: two pytest-xdist workers (``--dist loadgroup``), in this order, so the long ones start
-#: at once and neither worker is left with one of them at the end. A test is in the group
-#: its ``xdist_group`` mark names, else in its file's; the runs of tests/shared_runs.py are
-#: made by the first worker that asks for them.
+#: Groups of tests that take the longest, roughly longest first (seconds measured in a full
+#: run on a busy 2-core machine, about three times those of a quiet one); the claims run
+#: that many groups read comes first, beside the test that makes a second run of it.
+#: `make test` hands whole groups to the two pytest-xdist workers (``--dist loadgroup``) in
+#: this order, so the long ones start early and neither worker is left with one of them at
+#: the end. A test is in the group its ``xdist_group`` mark names, else in its file's; the
+#: runs of tests/shared_runs.py are made by the first worker that asks for them.
 LONGEST_FIRST = (
-    "wheel",                 # build, install and run the wheel (~75 s)
-    "run-demo",              # the shared claims run and what reads only it (~40 s)
-    "sources-1", "sources-2",   # three and four data sources run end to end (~25 s each)
-    "runner-same-params",    # a second run of the claims plan (~25 s)
-    "runner-small-cells",    # three runs of the tiny plan (~25 s)
-    "test_spark_cluster.py", "test_spark.py",   # a Spark cluster, a Spark session (~35 s each)
-    "faults-killed", "test_faults.py", "public-run", "test_safety.py",
+    "run-demo",              # the shared claims run and the tests that read only it
+    "runner-same-params",    # a second run of the claims plan (70 s)
+    "wheel",                 # build, install and run the wheel (220 s)
+    "test_spark.py", "test_spark_cluster.py",   # a Spark session, a Spark cluster (110 s each)
+    "public-run",            # a public run from the command line, and one refused (90 s)
+    "runner-small-cells",    # three runs of the tiny plan (80 s)
+    "test_faults.py", "test_cli_extras.py", "test_runner.py",   # (85-100 s each)
+    "sources-1", "sources-2",   # three and four data sources run end to end (60 s each)
+    "test_layout.py", "test_bad_inputs.py", "faults-killed", "test_readmission.py",
+    "bad-inputs-runs", "test_cohort_balance_workbook.py", "examples-papermill",
+    "test_valuation_workbook.py", "test_secrets.py", "test_examples.py",   # (50-70 s each)
     "run-healthwise_er", "run-humphreys_moos", "run-nhefs_ipw", "run-support_group_survival",
     "run-group_types", "run-clearinghouse_brief", "run-parent_survey", "run-er_power",
-    "test_bad_inputs.py", "bad-inputs-runs", "test_examples.py", "examples-papermill",
-    "test_runner.py", "test_cli_extras.py", "test_brief_stories.py", "test_readmission.py",
-    "test_cohort_balance_workbook.py", "test_valuation_workbook.py", "test_secrets.py",
-    "test_layout.py", "test_brief.py", "test_packaging.py",
+    "test_brief.py", "test_packaging.py", "test_safety.py",
 )
 GROUPS_FILE = "test-groups-{}.json"
 
