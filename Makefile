@@ -34,13 +34,15 @@ demo: $(STAMP)
 	$(VENV)/bin/evalkit run params/demo.yaml --out $(OUT)
 	@echo "Open $(OUT)/brief.html or $(OUT)/03_utilization.html in a browser, or $(OUT)/results.json."
 
-# the suite in two processes (pytest-xdist), each test file in one of them; the runs that
-# several files read are made once and shared through the session's temporary folder
-# (tests/shared_runs.py). TEST_WORKERS=0 runs it in this process alone.
+# the suite in two processes (pytest-xdist), each group of tests in one of them (a test
+# file, or the part of one its xdist_group marks name), the longest groups first
+# (tests/conftest.py); the runs that several groups read are made once and shared through
+# the session's temporary folder (tests/shared_runs.py). TEST_WORKERS=0 runs it in this
+# process alone.
 TEST_WORKERS ?= 2
 test: $(DEVSTAMP)
 	.ci/system-packages
-	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 # JupyterLab on the first workbook, its built-in example prepared beforehand
 lab: $(DEVSTAMP)

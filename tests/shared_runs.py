@@ -7,7 +7,9 @@ project's params files (:data:`PARAMS_RUNS`, through the ``shared_runs`` fixture
 test that changes a run folder works on a copy of it (:func:`copy_run_folder`), so the
 shared run stays as it was made. The confounded plan with its fitted design
 (``confounded_plan``) is shared the same way by the cohort-balance and negative-control
-tests.
+tests. tests/test_sources_end_to_end.py keeps its plan and its run of each
+kind of data source with :meth:`SharedRuns.get`, so the two pytest-xdist groups of that
+file can each make some of them.
 
 With pytest-xdist (``pytest -n 2``) the runs are kept in the folder the workers share
 (the parent of each worker's base temporary folder): the first worker that needs a run

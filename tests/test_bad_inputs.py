@@ -140,6 +140,7 @@ def test_impossible_dates_are_quarantined_and_the_run_goes_on(tmp_path, base_pla
     assert counts["encounters"] == n + 4 == accepted + 4
 
 
+@pytest.mark.xdist_group("bad-inputs-runs")
 def test_csv_fault_is_exit_2_without_a_traceback(tmp_path):
     """A Latin-1 file through the command line: the contract's voice, exit status 2."""
     import subprocess
@@ -164,6 +165,7 @@ def test_csv_fault_is_exit_2_without_a_traceback(tmp_path):
     assert "line 5: bytes that are not utf-8 text: set data.encoding" in proc.stderr
 
 
+@pytest.mark.xdist_group("bad-inputs-runs")
 def test_person_mode_counts_agree_with_nan_and_inf_planted(tmp_path):
     """NaN, inf and empty values and arms written 1 / 1.0: the rows loaded, the members per
     arm and the rows the count model used are the same numbers."""

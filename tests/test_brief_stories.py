@@ -57,6 +57,7 @@ def planning(shared_runs):
     return _run(shared_runs, "er_power")
 
 
+@pytest.mark.xdist_group("run-er_power")
 def test_planning_brief_reads_as_power_and_sample_size(planning):
     res, text = planning
     power = _pick(res, analysis="power", scale="proportion")
@@ -80,6 +81,7 @@ def survey(shared_runs):
     return _run(shared_runs, "parent_survey")
 
 
+@pytest.mark.xdist_group("run-parent_survey")
 def test_survey_brief_gives_points_and_no_referral(survey):
     res, text = survey
     rd = _pick(res, scale="risk_difference")
@@ -99,6 +101,7 @@ def trial(shared_runs):
     return _run(shared_runs, "support_group_survival")
 
 
+@pytest.mark.xdist_group("run-support_group_survival")
 def test_randomized_survival_brief_tells_the_trial(trial):
     res, text = trial
     study = res["spec"]["study"]
@@ -122,6 +125,7 @@ def groups(shared_runs):
     return _run(shared_runs, "group_types")
 
 
+@pytest.mark.xdist_group("run-group_types")
 def test_group_comparison_brief_names_every_group(groups):
     res, text = groups
     f = _findings_text(text)
@@ -143,6 +147,7 @@ def synthesis(shared_runs):
     return _run(shared_runs, "clearinghouse_brief")
 
 
+@pytest.mark.xdist_group("run-clearinghouse_brief")
 def test_synthesis_brief_names_assumptions_and_totals(synthesis):
     res, text = synthesis
     cost = _pick(res, analysis="projection", outcome="total_cost", scale="difference")
@@ -319,6 +324,7 @@ def _research_tables(res) -> dict:
     return {t.key: t for t in ctx["tables"]}
 
 
+@pytest.mark.xdist_group("run-support_group_survival")
 def test_research_tables_name_the_trials_arms_unit_and_outcome(trial):
     res, _ = trial
     tabs = _research_tables(res)
@@ -339,6 +345,7 @@ def test_research_tables_name_the_trials_arms_unit_and_outcome(trial):
         assert untrue not in shown, untrue
 
 
+@pytest.mark.xdist_group("run-group_types")
 def test_research_tables_of_groups_name_the_contrast_not_two_arms(groups):
     res, _ = groups
     est = _research_tables(res)["estimates.group_comparison"].frame

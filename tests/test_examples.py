@@ -103,6 +103,7 @@ def test_nbconvert_executes_a_workbook_as_it_is(cache, tmp_path):
     assert (folder / "parts").is_dir()          # what the workbook recorded went there
 
 
+@pytest.mark.xdist_group("examples-papermill")
 @pytest.mark.slow
 def test_papermill_takes_a_params_yaml(cache, tmp_path):
     """papermill WORKBOOK OUT -p params_path plan.yaml, from the folder of the plan."""

@@ -71,6 +71,7 @@ def test_interrupt_in_the_process_is_recorded(tmp_path, monkeypatch):
     assert statuses and set(statuses) == {"failed"}
 
 
+@pytest.mark.xdist_group("faults-killed")
 def test_run_killed_midway_says_it_failed_and_can_be_rerun(tmp_path):
     """SIGKILL the whole `evalkit run` process group while a workbook executes."""
     out = tmp_path / "out"

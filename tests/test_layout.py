@@ -10,6 +10,7 @@ apply fail the test, so the lists only shrink.
 from __future__ import annotations
 
 import ast
+import functools
 import graphlib
 import sys
 from pathlib import Path
@@ -84,7 +85,14 @@ def _targets(node: ast.Import | ast.ImportFrom, module: str, is_package: bool,
 
 def import_graph() -> tuple[dict[str, set[str]], dict[str, set[str]]]:
     """(module -> evalkit modules it imports when loaded, module -> every module it
-    imports inside a function)."""
+    imports inside a function), built once per package folder (tests read, never change,
+    it)."""
+    return _import_graph(PACKAGE)
+
+
+@functools.cache
+def _import_graph(package: Path) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    assert package == PACKAGE
     mods = modules()
     known = set(mods)
     loaded, deferred = {m: set() for m in mods}, {m: set() for m in mods}

@@ -197,6 +197,7 @@ def installed(wheel, tmp_path_factory) -> Path:
     return venv
 
 
+@pytest.mark.xdist_group("wheel")
 def test_wheel_carries_workbooks_examples_and_templates(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     for w in CATALOG:
@@ -211,6 +212,7 @@ def test_wheel_carries_workbooks_examples_and_templates(wheel):
     assert re.search(r"Requires-Dist: pyspark.*extra == \"spark\"", meta)
 
 
+@pytest.mark.xdist_group("wheel")
 @pytest.mark.slow
 def test_installed_wheel_runs_a_plan_outside_the_checkout(installed, tmp_path):
     evalkit = str(installed / "bin" / "evalkit")

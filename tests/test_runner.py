@@ -29,6 +29,7 @@ def _strip_times(results):
     return {**results, "run": run}
 
 
+@pytest.mark.xdist_group("runner-same-params")
 def test_same_params_same_results(request, tmp_path):
     """A second run of the shared run's params gives the same results.json. It is made
     before the shared run is asked for, so that with pytest-xdist the two can be made at
@@ -151,6 +152,7 @@ def test_cli_reports_errors_and_exit_code(tmp_path, capsys):
     assert "windows.baseline_days" in capsys.readouterr().err
 
 
+@pytest.mark.xdist_group("runner-small-cells")
 def test_public_run_refuses_small_cells(tmp_path, monkeypatch):
     """With report.public the outputs are scanned. The hand-made tiny plan has one member
     per arm: the data-quality workbook suppresses its counts of people, so the public run
@@ -173,7 +175,9 @@ def test_public_run_refuses_small_cells(tmp_path, monkeypatch):
     # the internal run's attrition of the same plan, copied among the public run's outputs
     internal = runner.run(_write_params(tmp_path), out=tmp_path / "internal", quiet=True,
                           overrides={**tiny_public, "report.public": False})
-    raw = json.loads(internal.results_path.read_text())["tables"]["data_quality.attrition"]
+    internal_res = json.loads(internal.results_path.read_text())
+    assert "privacy" not in internal_res["run"]            # an internal run is not scanned
+    raw = internal_res["tables"]["data_quality.attrition"]
     assert any(0 < v < 11 for row in raw for k, v in row.items() if k.endswith("_members"))
     exported = runner.export_tables
 
@@ -189,9 +193,6 @@ def test_public_run_refuses_small_cells(tmp_path, monkeypatch):
     assert res["run"]["status"] == "failed" and res["run"]["failed_step"] == "privacy scan"
     assert any("attrition_copy.csv" in f for f in res["run"]["privacy"]["findings"])
     assert res["run"]["privacy"]["member_ids_checked"] == "context"   # ids 1, 2 are short
-    ok = runner.run(_write_params(tmp_path), out=tmp_path / "private", quiet=True,
-                     overrides={"workbooks": ["data_quality"], "data.members": 300})
-    assert "privacy" not in json.loads(ok.results_path.read_text())["run"]
 
 
 def test_reused_kernel_starts_each_workbook_fresh(tmp_path):

@@ -4,10 +4,11 @@ One synthetic plan of 300 members is read five ways (generated in the run, contr
 files, a DuckDB database, an OMOP CDM database and a Synthea CSV export; the last
 two written by tests/plan_forms.py from the CDM and Synthea layouts), plus a person-level
 file and published figures (summary mode: params/parent_survey.yaml, the session's run of
-it, tests/shared_runs.py). Each run executes the one workbook its mode
-needs and writes the brief; each must end with status ok and name its source in the
-brief, in results.json and in the data-quality workbook. The OMOP and Synthea runs must
-give the contract run's member x window table value for value.
+it, tests/shared_runs.py). The plan's files and each run are made once per session as
+the shared runs are, in two pytest-xdist groups that run side by side. Each run executes
+the one workbook its mode needs and writes the brief; each must end with status ok and
+name its source in the brief, in results.json and in the data-quality workbook. The OMOP
+and Synthea runs must give the contract run's member x window table value for value.
 """
 import json
 import warnings
@@ -27,9 +28,8 @@ TABLES = ("members", "enrollment", "encounters", "exposure")
 REFERENCE_CSV = Path(__file__).parent / "reference" / "data" / "synthetic_costs.csv"
 
 
-@pytest.fixture(scope="module")
-def plan(tmp_path_factory):
-    root = tmp_path_factory.mktemp("plan")
+def _write_plan(root: Path) -> dict:
+    """The plan in every form the runs read, written in ``root``."""
     folder = root / "contract"
     synthetic.generate(folder, scenario="demo", members=MEMBERS, seed=SEED)
     db, csv = root / "plan.duckdb", root / "csv"
@@ -83,21 +83,35 @@ KINDS = {  # kind -> what the brief's "Data" line must say
 }
 
 
-@pytest.fixture(scope="module")
-def runs(plan, shared_runs, tmp_path_factory):
-    out = {"summary": shared_runs.params_file("parent_survey")}
-    root = tmp_path_factory.mktemp("runs")
-    for kind in [k for k in KINDS if k not in out]:
+def _run(shared_runs, kind: str) -> runner.RunResult:
+    """The session's run of the plan read as ``kind`` (tests/shared_runs.py: made once,
+    by whichever pytest-xdist worker asks first; the plan is written once the same way)."""
+    if kind == "summary":
+        return shared_runs.params_file("parent_survey")
+    plan = shared_runs.get("sources-plan", _write_plan)
+
+    def make(folder: Path) -> runner.RunResult:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            out[kind] = runner.run(params=validate(_params(kind, plan)),
-                                    out=root / kind.replace(" ", "_"), quiet=True)
-    return out
+            return runner.run(params=validate(_params(kind, plan)), out=folder / "out",
+                              quiet=True)
+    return shared_runs.get("source-" + kind.replace(" ", "_"), make)
 
 
-@pytest.mark.parametrize("kind", list(KINDS))
-def test_every_source_reaches_the_brief(runs, kind):
-    r = runs[kind]
+#: The kinds whose runs each pytest-xdist group makes: the two groups run side by side.
+GROUPS = {"sources-1": ("files", "synthetic", "duckdb"),
+          "sources-2": ("omop", "synthea", "person file", "summary")}
+
+
+def _grouped(kinds) -> list:
+    """``kinds`` as test parameters, each in the group that makes its run."""
+    return [pytest.param(k, marks=pytest.mark.xdist_group(g))
+            for g, members in GROUPS.items() for k in members if k in kinds]
+
+
+@pytest.mark.parametrize("kind", _grouped(KINDS))
+def test_every_source_reaches_the_brief(shared_runs, kind):
+    r = _run(shared_runs, kind)
     assert r.status == "ok"
     run = json.loads(r.results_path.read_text())["run"]
     assert run["status"] == "ok" and run["brief"]["html"] == "brief.html"
@@ -115,12 +129,12 @@ def _windows(run) -> pd.DataFrame:
         return con.execute("SELECT * FROM member_windows ORDER BY member_id, period").df()
 
 
-@pytest.mark.parametrize("kind", ["omop", "synthea", "duckdb", "synthetic"])
-def test_other_forms_give_the_contract_tables_member_x_window_table(runs, kind):
+@pytest.mark.parametrize("kind", _grouped(["omop", "synthea", "duckdb", "synthetic"]))
+def test_other_forms_give_the_contract_tables_member_x_window_table(shared_runs, kind):
     """The contract CSV files, the same plan as a DuckDB database, an OMOP CDM and a
     Synthea export, and the plan generated inside the run: one member x window table."""
-    want = _windows(runs["files"])
-    got = _windows(runs[kind])
+    want = _windows(_run(shared_runs, "files"))
+    got = _windows(_run(shared_runs, kind))
     if kind == "omop":                           # OMOP's person ids are the ids' numbers
         got["member_id"] = got["member_id"].map(omop_member_id)
     assert len(want) == 2 * want["member_id"].nunique() and len(want) > 300

@@ -85,6 +85,7 @@ def _problems(run) -> list[str]:
     return found
 
 
+@pytest.mark.xdist_group("run-demo")
 def test_claims_workbooks_read_as_published(claims_run):
     """Every workbook of the shared claims run: readable tables, no stray output."""
     assert _problems(claims_run) == []
@@ -113,9 +114,12 @@ PARAMS_FILES = sorted(p.stem for p in (ROOT / "params").glob("*.yaml"))
 def known_defects(defects: dict[str, str]) -> list:
     """:data:`PARAMS_FILES` as test parameters, those named in ``defects`` (name ->
     what is wrong) marked as failing until evalkit is fixed (strict: a fix makes them
-    fail until the mark is removed)."""
-    return [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=defects[n]))
-            if n in defects else n for n in PARAMS_FILES]
+    fail until the mark is removed). Each is in the pytest-xdist group ``run-NAME``, with
+    the other tests of that run, so the worker that makes the run reads it too."""
+    return [pytest.param(n, marks=[pytest.mark.xdist_group(f"run-{n}"),
+                                   *([pytest.mark.xfail(strict=True, reason=defects[n])]
+                                     if n in defects else [])])
+            for n in PARAMS_FILES]
 
 
 def _params_run(shared_runs, name: str) -> evalkit.runner.RunResult:
@@ -138,6 +142,7 @@ def test_every_params_file_reads_as_published(shared_runs, name):
     assert_structured_records(json.loads(run.results_path.read_text()))
 
 
+@pytest.mark.xdist_group("run-support_group_survival")
 @pytest.mark.slow
 def test_person_run_can_show_its_code(shared_runs):
     """A person-level run (two workbooks, 86 people) with report.show_code: its HTML keeps
