@@ -64,10 +64,6 @@ _P_EPS = float(np.finfo(float).eps)
 _P_EDGE = 1e-8
 
 
-#: guards the creation of each thread's buffers in a bootstrap's shared state
-_BUFFERS_LOCK = threading.Lock()
-
-
 class _Work:
     """Two reusable float buffers, viewed as contiguous (m, a) arrays."""
 
@@ -278,8 +274,7 @@ def _row_count_matrix(state, payload):
     kind, data = payload
     n = state["X"].shape[0]
     b = data.shape[0] if kind == "boot" else len(data)
-    with _BUFFERS_LOCK:
-        cache = state.setdefault("_buffers", {}).setdefault(threading.get_ident(), {})
+    cache = state.setdefault("_buffers", {}).setdefault(threading.get_ident(), {})
     if cache.get("size", 0) < n * b:
         cache.clear()
         cache.update(size=n * b, C=np.empty(n * b), C2=np.empty(len(state.get("pos", ())) * b),

@@ -109,15 +109,11 @@ class _Design:
         offset = np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths)
         return self.order[first + offset]
 
-    def row_counts(self, units: np.ndarray) -> np.ndarray:
-        """How often each row appears in the resample made of ``units``."""
-        counts = np.bincount(units, minlength=self.n_units)
-        return counts if self.unit_of_row is None else counts[self.unit_of_row]
-
     def draw_counts(self, rng: np.random.Generator) -> np.ndarray:
-        """``row_counts(draw(rng))`` from the same random numbers, without gathering the
-        drawn unit ids: each stratum's draws are counted by position and the counts put
-        at its units (at 1M members a third of the time of drawing a replicate)."""
+        """How often each row appears in the resample ``draw(rng)`` would make, from the
+        same random numbers but without gathering the drawn unit ids: each stratum's draws
+        are counted by position and the counts put at its units (at 1M members about half
+        the time of drawing the ids and counting them)."""
         counts = np.zeros(self.n_units, dtype=np.int64)
         for units in self.strata_units:
             g = len(units)
@@ -343,7 +339,7 @@ def _execute(fit, state, tasks, n_jobs, bar, threads: bool = False) -> dict:
     processes: for fits that spend their time in NumPy's array operations and BLAS (which
     release the GIL), such as the batched bootstraps. The data are then not copied into,
     or counted again in the resident memory of, forked workers (at 1M members each worker
-    showed the kernel's 1.7 GB), and no process starts. Each task's result is the same
+    showed the kernel's 1.7-2.7 GB), and no process starts. Each task's result is the same
     either way.
     """
     results = {}
