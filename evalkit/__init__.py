@@ -4,9 +4,17 @@ professional care, and what is it worth?
 Entry points: :func:`evalkit.runner.run` (same as ``evalkit run`` on the command line)
 and :class:`evalkit.Study` (what the workbooks use to read a prepared run). The runner
 is not imported here, so that a workbook's kernel does not load the notebook tooling
-(papermill, nbconvert, WeasyPrint) it never uses.
+(papermill, nbconvert, WeasyPrint) it never uses; :class:`Study` is imported on first use,
+so that the command line and the runner do not load the statistics stack (statsmodels,
+SciPy's distributions, the plotting libraries) they never use.
 """
 from ._version import __version__
-from .analysis.study import Study
 
 __all__ = ["Study", "__version__"]
+
+
+def __getattr__(name: str):
+    if name == "Study":
+        from .analysis.study import Study
+        return Study
+    raise AttributeError(f"module 'evalkit' has no attribute {name!r}")

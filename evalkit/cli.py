@@ -1,6 +1,11 @@
 """Command line: ``evalkit run`` (``--only`` to re-run some workbooks of a finished run),
 ``validate``, ``status``, ``synth``, ``brief``, ``diff``, ``params-schema`` and
-``--version``."""
+``--version``.
+
+Each command imports what it uses when it runs (the runner, the brief, data preparation),
+so that ``--help``, ``status`` or ``params-schema`` answer at once instead of loading
+the notebook and PDF tooling first.
+"""
 from __future__ import annotations
 
 import argparse
@@ -8,14 +13,8 @@ import sys
 import textwrap
 
 from ._version import __version__
-from .data.synthetic import SCENARIOS, generate, scenario
-from .diff import diff_runs
+from .data.synthetic import SCENARIOS
 from .errors import EvalkitError
-from .limits import check_synth_disk
-from .params import load, schema_json
-from .prepare import check_data
-from .report import write_brief
-from .runner import read_status, run
 
 
 def _failed_step(run: dict) -> str | None:
@@ -99,16 +98,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
+            from .runner import run
             result = run(args.params, out=args.out, overrides=args.overrides, quiet=args.quiet,
                          only=args.only)
             print(f"outputs in {result.output_dir.resolve()}")
             print(f"results:  {result.results_path.resolve()}")
         elif args.command == "brief":
+            from .report import write_brief
             brief = write_brief(args.run_dir, audience=args.audience,
                                 stem=f"brief-{args.audience}" if args.audience else "brief")
             print(f"brief ({brief.audience}): {brief.html.resolve()}")
             print(f"                {brief.pdf.resolve()}")
         elif args.command == "validate":
+            from .params import load
+            from .prepare import check_data
             p = load(args.params, args.overrides)
             print(f"params ok ({p.mode} mode, workbooks: {', '.join(p.workbooks)}); "
                   f"hash {p.digest()[:12]}")
@@ -121,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
                           + (f" ({r.accepted:,} accepted, {r.quarantined:,} quarantined)"
                              if "accepted" in tables else "") for r in tables.itertuples()))
         elif args.command == "diff":
+            from .diff import diff_runs
             d = diff_runs(args.run_a, args.run_b)
             print(d.summary())
             table = d.table(changed_only=args.changed)
@@ -130,8 +134,10 @@ def main(argv: list[str] | None = None) -> int:
                 d.estimates.to_csv(args.csv, index=False)
                 print(f"all {len(d.estimates)} estimates: {args.csv}")
         elif args.command == "params-schema":
+            from .params import schema_json
             sys.stdout.write(schema_json())
         elif args.command == "status":
+            from .runner import read_status
             st = read_status(args.run_dir)
             print(f"{args.run_dir}: {st['status']}"
                   + (f" in step '{step}'" if (step := _failed_step(st)) else "")
@@ -143,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
                       + (f"  {w.get('cell', '')}: {w['error']}" if w.get("error") else ""))
             return 0 if st["status"] == "ok" else 1
         elif args.command == "synth":
+            from .data.synthetic import generate, scenario
+            from .limits import check_synth_disk
             sc = scenario(args.scenario)
             check_synth_disk(sc.members if args.members is None else args.members,
                              sc.lines_scale, args.out)

@@ -23,9 +23,7 @@ import pandas as pd
 from . import cohort as _cohort
 from . import utilization
 from .analysis import spec as _spec
-from .analysis.design import DESIGN_FILE, DESIGN_META
-from .analysis.outcomes import with_treatment
-from .analysis.spec import SPEC_FILE, AnalysisSpec
+from .analysis.spec import SPEC_FILE, AnalysisSpec, with_treatment
 from .data import synthetic, synthetic_person
 from .data.load import (
     LoadReport,
@@ -40,12 +38,11 @@ from .data.omop import omop_sources
 from .data.person import load_person
 from .data.problems import plant_problems
 from .data.synthea import MH_CODES, synthea_sources
-from .engines import spark as _spark
 from .errors import DataValidationError
 from .limits import default_memory_limit
 from .params import OmopParams, Params
 from .privacy import redact_params, scrub
-from .results import write_json_atomic
+from .results import DESIGN_FILE, DESIGN_META, write_json_atomic
 
 DB_NAME = "analysis.duckdb"
 
@@ -158,6 +155,7 @@ def prepare(params: Params, out_dir: str | Path, progress: bool = False) -> Prep
             con.execute("CREATE TABLE attrition AS SELECT * FROM _attrition")
             con.unregister("_attrition")
             if params.engine.name == "spark":   # same SQL, translated and run by Spark
+                from .engines import spark as _spark     # optional: pyspark, sqlglot
                 session = _spark.spark_session(params.engine.spark_master,
                                                params.engine.spark_conf)
                 _spark.build_member_windows_spark(con, session, work)

@@ -36,6 +36,13 @@ from .errors import EvalkitError
 
 #: The analysis spec's file in a run folder (:mod:`evalkit.analysis.spec`).
 SPEC_FILE = "spec.json"
+#: Files of the stored design in a run's ``work`` folder (:mod:`evalkit.analysis.design`).
+DESIGN_FILE = "design.parquet"
+DESIGN_META = "design.json"
+#: Above this share of failed replicates an estimate is flagged: in the workbook
+#: (:func:`evalkit.models.bootstrap.replicates_sentence`), in results.json
+#: (``replicates_flag``) and in the brief.
+FAILED_SHARE_LIMIT = 0.05
 #: What an estimate record's ``analysis`` says it is (docs/results.md).
 ANALYSES = ("adjusted", "design", "crude", "prepost", "its", "survival", "descriptive",
             "valuation", "budget", "power", "synthesis", "projection", "survey")

@@ -46,10 +46,21 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
 #: are not installed with evalkit (``pip install evalkit[spark]``).
 OPTIONAL_ENGINES = {"pyspark"}
 
-#: Imports still made inside functions, by module, beside the optional engines: none
-#: today; an entry here needs a reason (an import so heavy that the workbooks' kernels
-#: must not pay for it).
-DEFERRED_IMPORTS: dict[str, set[str]] = {}
+#: Imports still made inside functions, by module, beside the optional engines; an entry
+#: here needs a reason (an import so heavy that a process that never uses it must not pay
+#: for it).
+DEFERRED_IMPORTS: dict[str, set[str]] = {
+    # Study (the statistics stack, ~2 s) on first use: the runner and the command line
+    # import the package without analysing anything
+    "evalkit": {"evalkit.analysis.study"},
+    # each command loads what it runs: --help, status and params-schema answer in about
+    # 1 s instead of 5 (the runner alone loads papermill, nbconvert and WeasyPrint)
+    "evalkit.cli": {"evalkit.data.synthetic", "evalkit.diff", "evalkit.limits",
+                    "evalkit.params", "evalkit.params.load", "evalkit.prepare",
+                    "evalkit.report", "evalkit.runner"},
+    # the Spark engine's SQL translation (sqlglot) only when the run uses Spark
+    "evalkit.prepare": {"evalkit.engines.spark"},
+}
 
 MAX_FUNCTION_LINES = 150
 #: Functions longer than MAX_FUNCTION_LINES, with their length today (a ceiling).

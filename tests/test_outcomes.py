@@ -9,6 +9,7 @@ from evalkit import params as P
 from evalkit.errors import DataValidationError
 from evalkit.results import write_json_atomic
 from evalkit.analysis.study import Study
+from evalkit.analysis.spec import with_treatment
 from evalkit.prepare import prepare
 
 
@@ -27,7 +28,7 @@ def test_family_choice_prefers_negbin_for_overdispersed_counts():
 
 def test_with_treatment_needs_both_arms():
     with pytest.raises(DataValidationError, match="both arms"):
-        O.with_treatment(pd.DataFrame({"group": ["self_help"] * 3}))
+        with_treatment(pd.DataFrame({"group": ["self_help"] * 3}))
 
 
 def test_unusable_covariates_are_left_out_with_the_reason():

@@ -56,13 +56,11 @@ from ..causal import evalue
 from ..causal.estimate import _fit_weighted_ols, _fit_weighted_poisson
 from ..data.load import _lit, _q
 from ..errors import DataValidationError, ParamsError, StatisticalWarning
+from ..results import DESIGN_FILE, DESIGN_META
 from ..style import FAIL_COLOR, PASS_COLOR, ratio_axis
 from ..terms import Term, formula_names, parse_term, term_columns
 from .spec import model_frame
 
-#: Files of the stored design in a run's ``work`` folder.
-DESIGN_FILE = "design.parquet"
-DESIGN_META = "design.json"
 #: Prefix of negative-control outcome columns built from condition codes.
 NC_PREFIX = "nc_"
 TREATMENT = "treated"

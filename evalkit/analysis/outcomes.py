@@ -31,16 +31,6 @@ RATIO_SCALES = {"rate_ratio", "ratio", "hazard_ratio", "odds_ratio"}
 MAX_SE = 20.0
 
 
-def with_treatment(frame: pd.DataFrame, group: str = "group", treated="self_help") -> pd.DataFrame:
-    """A copy of ``frame`` with a 0/1 ``treated`` column (1 = self-help arm)."""
-    out = frame.copy()
-    out["treated"] = (out[group] == treated).astype(int)
-    if out["treated"].nunique() < 2:
-        raise DataValidationError("both arms are needed for a comparison, but only one arm "
-                                  f"has members: {out[group].unique().tolist()}")
-    return out
-
-
 def _records(effect: EffectResult, outcome: str, method: str, n_t: int, n_c: int,
              alpha: float, *, analysis: str, model: str, family: str | None,
              adjusted_for: list[str]) -> pd.DataFrame:
@@ -145,7 +135,7 @@ def adjusted_count_effects(frame: pd.DataFrame, outcomes: list[str], covariates:
     model's predictions with everyone referred and with no one referred (recycled
     predictions), giving the difference in events per 1,000 member-months and the rate
     ratio with delta-method CIs at level ``1 - alpha``. ``frame`` needs a 0/1 ``treated``
-    column (:func:`with_treatment`); ``covariates`` are terms as written
+    column (:func:`evalkit.analysis.spec.with_treatment`); ``covariates`` are terms as written
     (:func:`evalkit.analysis.spec.model_frame`): each enters exactly so.
     """
     mf = model_frame(frame, covariates)

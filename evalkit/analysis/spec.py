@@ -168,6 +168,16 @@ class ModelFrame:
     adjusted_for: list   # the terms kept, as written (results' ``adjusted_for``)
 
 
+def with_treatment(frame: pd.DataFrame, group: str = "group", treated="self_help") -> pd.DataFrame:
+    """A copy of ``frame`` with a 0/1 ``treated`` column (1 = self-help arm)."""
+    out = frame.copy()
+    out["treated"] = (out[group] == treated).astype(int)
+    if out["treated"].nunique() < 2:
+        raise DataValidationError("both arms are needed for a comparison, but only one arm "
+                                  f"has members: {out[group].unique().tolist()}")
+    return out
+
+
 def model_frame(frame: pd.DataFrame, terms, treatment: str = "treated") -> ModelFrame:
     """``frame`` with the columns the terms need, the formula names, and what was left out.
 

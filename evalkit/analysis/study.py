@@ -48,11 +48,10 @@ from .outcomes import (
     prepost_effects,
     time_to_event_effects,
     true_ratios,
-    with_treatment,
 )
 from .planning import plan_study
 from .readmission import readmission_effects
-from .spec import AnalysisSpec
+from .spec import AnalysisSpec, with_treatment
 from .valuation import EffectWords, er_effect, joint_bootstrap, value_program
 
 

@@ -7,7 +7,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import statsmodels.api as sm
+from statsmodels.genmod import families
+from statsmodels.genmod.generalized_linear_model import GLM
+from statsmodels.regression.linear_model import WLS
 from statsmodels.tools.sm_exceptions import SpecificationWarning
 
 from evalkit.causal.balance import Balance, balance
@@ -162,7 +164,7 @@ def _fit_weighted_ols(df: pd.DataFrame, outcome: str, treatment: str, adjust_rhs
     rhs = treatment + (f" + {adjust_rhs}" if adjust_rhs else "")
     X = design_matrix(rhs, work, "estimate")
     y = work[outcome].astype(float).to_numpy()
-    fit = sm.WLS(y, X.to_numpy(float), weights=w).fit()
+    fit = WLS(y, X.to_numpy(float), weights=w).fit()
     n, k = X.shape
     if vcov in ("cluster", "cluster_HC0"):
         rob = fit.get_robustcov_results(cov_type="cluster", groups=groups, use_correction=True)
@@ -217,7 +219,7 @@ def _fit_weighted_poisson(df: pd.DataFrame, outcome: str, treatment: str, adjust
     X = design_matrix(rhs, work, "estimate")
     y = work[outcome].astype(float).to_numpy()
     offset = None if exposure is None else np.log(work[exposure].astype(float).to_numpy())
-    model = sm.GLM(y, X.to_numpy(float), family=sm.families.Poisson(), offset=offset,
+    model = GLM(y, X.to_numpy(float), family=families.Poisson(), offset=offset,
                    var_weights=w)
     n, k = X.shape
     with warnings.catch_warnings():

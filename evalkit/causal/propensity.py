@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import patsy
-import statsmodels.api as sm
+from statsmodels.genmod import families
+from statsmodels.genmod.generalized_linear_model import GLM
 from statsmodels.tools.sm_exceptions import PerfectSeparationWarning
 from threadpoolctl import threadpool_limits
 
@@ -226,7 +227,7 @@ def _fit_logit_like_r(y: np.ndarray, X: np.ndarray, maxit: int = 25, epsilon: fl
     which is statsmodels' allclose test with atol = 0.1 eps and rtol = eps. Using the same
     rule makes the scores agree with R's to ~1e-12 rather than ~1e-8.
     """
-    model = sm.GLM(y, X, family=sm.families.Binomial())
+    model = GLM(y, X, family=families.Binomial())
     # one BLAS thread: tall-skinny least squares is faster single-threaded here
     with warnings.catch_warnings(), threadpool_limits(limits=1):
         warnings.simplefilter("ignore", PerfectSeparationWarning)

@@ -93,6 +93,7 @@ import pandas as pd
 from evalkit.errors import DataValidationError, EvalkitError, ParamsError, StatisticalWarning
 from evalkit.models.base import TermTable
 from evalkit.models.effects import check_alpha
+from evalkit.results import FAILED_SHARE_LIMIT
 from evalkit.models.resample import (
     CI_METHODS, _check_ci, _check_n_boot, _check_n_jobs, _check_positive_int, _check_seed,
     _design, _design_extra, _design_text, _execute, _failure_warning, _jackknife_plan,
@@ -102,9 +103,6 @@ from evalkit.models.resample import (
 __all__ = ["BootstrapResult", "bootstrap", "bootstrap_indices", "CI_METHODS",
            "FAILED_SHARE_LIMIT", "replicate_fields", "replicates_sentence"]
 
-#: Above this share of failed replicates an estimate is flagged: in the workbook (see
-#: :func:`replicates_sentence`) and in results.json (``replicates_flag``).
-FAILED_SHARE_LIMIT = 0.05
 
 
 def replicates_sentence(n_replicates: int, n_failed: int, what: str = "bootstrap") -> str:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import statsmodels.api as sm
+from statsmodels.genmod import families
 from scipy import optimize, special
 
 from evalkit.errors import (
@@ -431,13 +431,13 @@ def _theta_ml(cnt: _Counts, mu, start=None, what="negbin"):
 def _fit_negbin(y, X, offset, what):
     """MASS::glm.nb: alternate IRLS for beta at fixed theta and ML for theta."""
     cnt = _Counts(y)
-    pois = fit_glm(y, X, sm.families.Poisson(), offset=offset, what=what, rtol=1e-8)
+    pois = fit_glm(y, X, families.Poisson(), offset=offset, what=what, rtol=1e-8)
     beta, mu = pois.params, pois.fittedvalues
     theta, _ = _theta_ml(cnt, mu, what=what)
     L = _nb_loglik(cnt, mu, theta)
     d1 = np.sqrt(2 * max(1, len(y) - X.shape[1]))
     for it in range(1, 101):
-        res = fit_glm(y, X, sm.families.NegativeBinomial(alpha=1.0 / theta), offset=offset,
+        res = fit_glm(y, X, families.NegativeBinomial(alpha=1.0 / theta), offset=offset,
                    start=beta, what=what)
         beta_old = beta
         beta, mu = res.params, res.fittedvalues
@@ -848,7 +848,7 @@ def _maximize(lik: _Mixture, start: np.ndarray, what: str):
 # per-row scores, the log-likelihood and facts for ``extra``.
 
 def _fit_poisson(y, X, offset, what):
-    res = fit_glm(y, X, sm.families.Poisson(), offset=offset, what=what)
+    res = fit_glm(y, X, families.Poisson(), offset=offset, what=what)
     mu = res.fittedvalues
     pearson = float(np.sum((y - mu) ** 2 / mu))
     df = len(y) - X.shape[1]
@@ -862,8 +862,8 @@ def _fit_zero_inflated(y, X, Z, offset, dist, what):
     kx, kz = X.shape[1], Z.shape[1]
     zero = y == 0
     # starting values as pscl: separate Poisson and binomial GLMs, theta = 1
-    pois = fit_glm(y, X, sm.families.Poisson(), offset=offset, what=what, rtol=1e-6)
-    binom = fit_glm(zero.astype(float), Z, sm.families.Binomial(), what=what, rtol=1e-6)
+    pois = fit_glm(y, X, families.Poisson(), offset=offset, what=what, rtol=1e-6)
+    binom = fit_glm(zero.astype(float), Z, families.Binomial(), what=what, rtol=1e-6)
     start = np.concatenate([pois.params, binom.params] + ([[0.0]] if dist == "negbin" else []))
     lik = _Mixture("zi", dist, y, X, offset, Z)
     params, H = _maximize(lik, start, what)
@@ -884,9 +884,9 @@ def _fit_hurdle(y, X, Z, offset, dist, what):
     likelihood factorises, so the parts are fitted apart (pscl's ``separate = TRUE``)."""
     n, kx, kz = len(y), X.shape[1], Z.shape[1]
     pos = y > 0
-    binom = fit_glm(pos.astype(float), Z, sm.families.Binomial(), what=what)
+    binom = fit_glm(pos.astype(float), Z, families.Binomial(), what=what)
     check_fitted_probabilities(binom.fittedvalues, what + " zero hurdle")
-    pstart = fit_glm(y[pos], X[pos], sm.families.Poisson(), offset=offset[pos], what=what,
+    pstart = fit_glm(y[pos], X[pos], families.Poisson(), offset=offset[pos], what=what,
                      rtol=1e-6)
     start = np.concatenate([pstart.params] + ([[0.0]] if dist == "negbin" else []))
     lik = _Mixture("truncated", dist, y[pos], X[pos], offset[pos])

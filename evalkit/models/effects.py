@@ -26,7 +26,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 import patsy
-import statsmodels.api as sm
+from statsmodels.genmod.generalized_linear_model import GLM
 from scipy import linalg, stats
 from threadpoolctl import threadpool_limits
 
@@ -370,7 +370,7 @@ def fit_glm(y, X, family, offset=None, start=None, what: str = "model",
     try:
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore")
-            res = sm.GLM(y, X, family=family, offset=offset).fit(
+            res = GLM(y, X, family=family, offset=offset).fit(
                 method="IRLS", start_params=start, tol=1e-300, atol=0.0, rtol=rtol,
                 maxiter=maxiter)
     except (ValueError, FloatingPointError, ZeroDivisionError, np.linalg.LinAlgError):

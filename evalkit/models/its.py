@@ -21,8 +21,10 @@ from dataclasses import dataclass, field
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import statsmodels.api as sm
 from scipy import stats
+from statsmodels.genmod import families
+from statsmodels.genmod.generalized_linear_model import GLM
+from statsmodels.regression.linear_model import OLS
 
 from evalkit.errors import (
     ConvergenceError,
@@ -576,9 +578,9 @@ def _hac_fit(y, X, offset, family, t_codes, lags, comparative, what):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if family == "gaussian":
-            res = sm.OLS(y, X).fit(cov_type=cov_type, cov_kwds=cov_kwds)
+            res = OLS(y, X).fit(cov_type=cov_type, cov_kwds=cov_kwds)
         else:
-            model = sm.GLM(y, X, family=sm.families.Poisson(), offset=offset)
+            model = GLM(y, X, family=families.Poisson(), offset=offset)
             res = model.fit(method="IRLS", atol=1e-10, rtol=1e-12, maxiter=100,
                             cov_type=cov_type, cov_kwds=cov_kwds)
     if family == "poisson" and not res.converged:

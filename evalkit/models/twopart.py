@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-import statsmodels.api as sm
+from statsmodels.genmod import families
 from scipy import stats
 
 from evalkit.errors import DataValidationError, ParamsError
@@ -29,11 +29,11 @@ from evalkit.models.effects import (
 
 __all__ = ["two_part", "TwoPartResult", "park_test", "ParkTestResult"]
 
-_FIRST = {"logit": sm.families.links.Logit, "probit": sm.families.links.Probit}
+_FIRST = {"logit": families.links.Logit, "probit": families.links.Probit}
 _SECOND = {
-    "gamma": sm.families.Gamma,
-    "poisson": sm.families.Poisson,            # quasi-Poisson: Pearson dispersion
-    "inverse_gaussian": sm.families.InverseGaussian,
+    "gamma": families.Gamma,
+    "poisson": families.Poisson,            # quasi-Poisson: Pearson dispersion
+    "inverse_gaussian": families.InverseGaussian,
 }
 _PARK_FAMILIES = {0: "gaussian", 1: "poisson", 2: "gamma", 3: "inverse_gaussian"}
 
@@ -221,11 +221,11 @@ def two_part(data: pd.DataFrame, formula: str, first: str = "logit", second: str
     n, k = X.shape
     n_pos = int(pos.sum())
 
-    fam1 = sm.families.Binomial(link=_FIRST[first]())
+    fam1 = families.Binomial(link=_FIRST[first]())
     r1 = fit_glm(pos.astype(float), X, fam1, what=what + " (any)")
     p = r1.fittedvalues
     extreme = check_fitted_probabilities(p, f"{what} ({first} part)", stacklevel=4)
-    fam2 = _SECOND[second](link=sm.families.links.Log())
+    fam2 = _SECOND[second](link=families.links.Log())
     y2, X2 = y[pos], X[pos]
     r2 = fit_glm(y2, X2, fam2, what=what + " (positive)")
     mu2 = np.asarray(r2.fittedvalues)
@@ -374,7 +374,7 @@ def park_test(data: pd.DataFrame, formula: str, family: str = "gamma", method: s
         raise DataValidationError(f"{what}: the outcome must be finite and > 0 in the rows used "
                                   "(use positive_only=True).")
     check_full_rank(X, names, what)
-    fam = _SECOND[family](link=sm.families.links.Log())
+    fam = _SECOND[family](link=families.links.Log())
     r = fit_glm(y, X, fam, what=what)
     mu = np.asarray(r.fittedvalues)
     r2 = (y - mu) ** 2
@@ -383,7 +383,7 @@ def park_test(data: pd.DataFrame, formula: str, family: str = "gamma", method: s
     if np.ptp(W[:, 1]) == 0:
         raise DataValidationError(f"{what}: the fitted means are all equal; add covariates.")
     if method == "glm":
-        fam_p = sm.families.Gamma(link=sm.families.links.Log())
+        fam_p = families.Gamma(link=families.links.Log())
         if np.any(r2 == 0):
             raise DataValidationError(f"{what}: some residuals are exactly 0; use method='ols' "
                                       "or check for duplicated fitted values.")

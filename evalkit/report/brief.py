@@ -54,11 +54,10 @@ from markupsafe import Markup
 from .._version import __version__
 from ..data.source import describe_source
 from ..errors import EvalkitError
-from ..models.bootstrap import FAILED_SHARE_LIMIT
 from ..params import validate
 from ..prepare import scan_targets
 from ..privacy import DisclosureError, scan_outputs
-from ..results import write_json_atomic
+from ..results import FAILED_SHARE_LIMIT, write_json_atomic
 from . import charts, story, tables
 from .findings import (
     APART,
