@@ -9,10 +9,11 @@ the run) both ways, interleaved, each run in a fresh child process:
 * ``shared``: the default, kernels started while the data are prepared, reused between
   workbooks and two workbooks at once when memory allows (``runner.run()``).
 
-It prints the seconds of data preparation and of each workbook (from results.json; with
-two at once a workbook's seconds overlap another's), the run's wall time and CPU time
-(the runner and its kernels), its peak memory (the runner, its largest kernel and the two
-together, sampled every half second), medians over the repeats, and the ratios
+It prints the seconds and the peak memory of data preparation and of each workbook (from
+results.json; with two at once a workbook's seconds overlap another's), the run's wall
+time and CPU time (the runner and its kernels), its peak memory (the runner, its largest
+kernel and the two together, sampled every half second), medians over the repeats, and
+the ratios
 shared / sequential. The bare start of a kernel that imports evalkit's dependencies and
 runs nothing is measured too, as the unit of what a workbook costs beyond its analysis.
 
@@ -117,6 +118,11 @@ def child(members: int, bootstrap: int, out: str, path: str) -> None:
                    if x.startswith("VmHWM")).split()[1]) * 1024
     print(json.dumps({"total": total, "cpu": cpu, "prepare": run["prepare_seconds"],
                       "workbooks": {w["workbook"]: w["seconds"] for w in run["workbooks"]},
+                      # each step's own peak as results.json records it (the runner's
+                      # sampler: a workbook's kernel and its children while it executed)
+                      "step_peaks_mb": {"prepare": run.get("prepare_peak_memory_mb", 0),
+                                        **{w["workbook"]: w.get("peak_memory_mb", 0)
+                                           for w in run["workbooks"]}},
                       "peak_runner_mb": max(hwm, peak.runner) / 2**20,
                       "peak_kernel_mb": peak.kernel / 2**20,
                       "peak_total_mb": peak.total / 2**20}))
@@ -128,6 +134,8 @@ def _median_run(runs: list[dict]) -> dict:
     out = {k: statistics.median(r[k] for r in runs) for k in keys}
     out["workbooks"] = {w: statistics.median(r["workbooks"][w] for r in runs)
                         for w in runs[0]["workbooks"]}
+    out["step_peaks_mb"] = {s: statistics.median(r["step_peaks_mb"][s] for r in runs)
+                            for s in runs[0]["step_peaks_mb"]}
     return out
 
 
@@ -176,6 +184,9 @@ def main():
         for key, label in (("peak_runner_mb", "peak, runner"), ("peak_kernel_mb", "peak, a kernel"),
                            ("peak_total_mb", "peak, together")):
             print(_row(label, [r[key] / 1024 for r in med.values()], ".2f", " GB"))
+        for step in first["step_peaks_mb"]:                 # 10^6 bytes in results.json
+            print(_row(f"peak, {step}"[:18], [r["step_peaks_mb"][step] / 1e3
+                                              for r in med.values()], ".2f", " GB"))
 
 
 if __name__ == "__main__":

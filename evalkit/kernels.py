@@ -146,6 +146,12 @@ class WorkbookKernel:
             raise
 
     @property
+    def pid(self) -> int | None:
+        """The kernel's process id (None once it has stopped)."""
+        km = self._client.km
+        return getattr(getattr(km, "provisioner", None), "pid", None) if km is not None else None
+
+    @property
     def manager(self):
         """The kernel manager (papermill's ``km``)."""
         return self._client.km

@@ -553,10 +553,90 @@ class _KernelPool:
             t.join()
 
 
+class PeakMemory:
+    """Peak resident memory of the processes doing each step of a run, sampled every
+    ``interval`` seconds in a background thread: a workbook's kernel and the processes it
+    started (the generic bootstrap's workers), or the runner alone while it prepares the
+    data. The way ``benchmarks/end_to_end.py`` measures a whole run; a peak shorter than
+    the interval can be missed. Use :meth:`watch` when a step starts and :meth:`done`
+    when it ends; :meth:`close` stops the thread."""
+
+    def __init__(self, interval: float = 0.25):
+        self._interval = interval
+        self._watched: dict[str, tuple[int | None, bool]] = {}
+        self._peaks: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True,
+                                        name="evalkit-memory")
+        self._thread.start()
+
+    @staticmethod
+    def resident(pid: int | None, children: bool = True) -> int:
+        """Bytes resident now in process ``pid`` (None: this process's children only) and,
+        with ``children``, in the processes it started; processes gone count 0."""
+        try:
+            root = psutil.Process(pid) if pid is not None else psutil.Process()
+            procs = ([root] if pid is not None else []) + (root.children(recursive=True)
+                                                           if children else [])
+        except psutil.Error:
+            return 0
+        total = 0
+        for proc in procs:
+            try:
+                total += proc.memory_info().rss
+            except psutil.Error:
+                pass
+        return total
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self._interval):
+            with self._lock:
+                watched = dict(self._watched)
+            for key, (pid, children) in watched.items():
+                rss = self.resident(pid, children)
+                with self._lock:
+                    if key in self._peaks:
+                        self._peaks[key] = max(self._peaks[key], rss)
+
+    def watch(self, key: str, pid: int | None, children: bool = True) -> None:
+        """Start following step ``key``: process ``pid`` (None: this process's children)
+        and, with ``children``, its descendants."""
+        with self._lock:
+            self._watched[key] = (pid, children)
+            self._peaks[key] = self.resident(pid, children)
+
+    def done(self, key: str) -> int | None:
+        """Stop following ``key``; its peak in bytes (None if it was never watched)."""
+        with self._lock:
+            pid_children = self._watched.pop(key, None)
+            peak = self._peaks.pop(key, None)
+        if pid_children is None:
+            return None
+        return max(peak or 0, self.resident(*pid_children))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _megabytes(peak: int | None) -> dict:
+    """``{"peak_memory_mb": ...}`` (10^6 bytes) for a status record; nothing if unknown."""
+    return {} if not peak else {"peak_memory_mb": round(peak / 1e6)}
+
+
+def _peak_text(status: dict, key: str = "peak_memory_mb") -> str:
+    return f", peak memory {status[key] / 1e3:.2f} GB" if status.get(key) else ""
+
+
 def _execute(wb: str, out_dir: Path, params_file: Path, how: _Execution, progress: bool,
-             kernel: WorkbookKernel | None = None) -> None:
+             peaks: PeakMemory, kernel: WorkbookKernel | None = None) -> None:
     """Execute workbook ``wb`` into its hidden running notebook, in ``kernel`` (reset
-    first) or, without one, in a kernel of its own started in ``out_dir``."""
+    first) or, without one, in a kernel of its own started in ``out_dir``; ``peaks``
+    follows the kernel's memory (the runner's children when the kernel is its own: one
+    workbook executes at a time then)."""
+    if kernel is None or kernel.pid is not None:
+        peaks.watch(wb, kernel.pid if kernel is not None else None)
     src = WORKBOOK_DIR / BY_NAME[wb].file
     tmp = _running_name(out_dir / BY_NAME[wb].file)
     common = {"kernel_name": how.kernel_name, "progress_bar": progress, "log_output": False,
@@ -571,7 +651,7 @@ def _execute(wb: str, out_dir: Path, params_file: Path, how: _Execution, progres
 
 
 def _execute_workbooks(order, params, out_dir, params_file, results_path, run_info, secrets,
-                       quiet, how, pool) -> list[Path]:
+                       quiet, how, pool, peaks: PeakMemory) -> list[Path]:
     """Execute the workbooks of ``order``: one by one in kernels of their own without a
     ``pool``; else on the pool's kernels, as many at once as it has, each workbook after
     those it reads (``after`` in the catalogue). A failure stops the run once the
@@ -588,20 +668,21 @@ def _execute_workbooks(order, params, out_dir, params_file, results_path, run_in
 
     def end(wb: str, err: BaseException | None) -> WorkbookError | None:
         status, t1 = running.pop(wb)
+        peak = peaks.done(wb)
         if err is not None and not isinstance(err, Exception):
             raise err                   # Ctrl-C, or an exit: not the workbook's failure
         failure = _workbook_ended(wb, err, status, out_dir, run_info["run_id"], secrets,
                                   params.report.show_code)
         if failure is None:
-            status.update(seconds=round(time.perf_counter() - t1, 2))
-            _say(f"      {wb} done in {status['seconds']:.1f}s", quiet)
+            status.update(seconds=round(time.perf_counter() - t1, 2), **_megabytes(peak))
+            _say(f"      {wb} done in {status['seconds']:.1f}s{_peak_text(status)}", quiet)
         return failure
 
     if pool is None:
         for i, wb in enumerate(order, start=1):
             start(i, wb)
             try:
-                _execute(wb, out_dir, params_file, how, progress)
+                _execute(wb, out_dir, params_file, how, progress, peaks)
                 err = None
             except Exception as e:  # noqa: BLE001 - papermill re-raises the kernel's error
                 err = e
@@ -620,7 +701,7 @@ def _execute_workbooks(order, params, out_dir, params_file, results_path, run_in
             waiting.remove(wb)
             start(len(order) - len(waiting), wb)
             pool.submit(wb, functools.partial(_execute, wb, out_dir, params_file, how,
-                                              progress))
+                                              progress, peaks))
         if not running:
             break
         wb, err = pool.next_done()
@@ -671,18 +752,21 @@ def _run_steps(params, out_dir, params_file, results_path, run_info, secrets, qu
 
     order = in_run_order(only or params.workbooks)
     pool = _KernelPool(how, out_dir) if how.shared_kernels else None  # starts during prepare
+    peaks = PeakMemory()
     try:
         if not only:
-            _prepare(params, out_dir, run_info, secrets, quiet, finish)
+            _prepare(params, out_dir, run_info, secrets, quiet, finish, peaks)
         _register_atomic()
         if pool is not None:
             pool.grow(min(how.workers or default_workers(out_dir), len(order)))
         notebooks = _execute_workbooks(order, params, out_dir, params_file, results_path,
-                                       run_info, secrets, quiet, how, pool)
+                                       run_info, secrets, quiet, how, pool, peaks)
     except BaseException:
         if pool is not None:
             pool.close(wait=False)
         raise
+    finally:
+        peaks.close()
     if pool is not None:
         pool.close()
     _step(run_info, results_path, "brief")
@@ -709,14 +793,18 @@ def _run_steps(params, out_dir, params_file, results_path, run_info, secrets, qu
     return RunResult(out_dir, results_path, "ok", notebooks)
 
 
-def _prepare(params, out_dir: Path, run_info: dict, secrets, quiet: bool, finish) -> None:
-    """Build the run's database (:func:`evalkit.prepare.prepare`), recording its fingerprint."""
+def _prepare(params, out_dir: Path, run_info: dict, secrets, quiet: bool, finish,
+             peaks: PeakMemory) -> None:
+    """Build the run's database (:func:`evalkit.prepare.prepare`), recording its
+    fingerprint, its seconds and the runner's peak memory meanwhile."""
     _say(f"evalkit {__version__}: preparing data ({params.mode} mode, source "
          f"{describe_source(params).kind})", quiet)
     t0 = time.perf_counter()
+    peaks.watch("prepare", os.getpid(), children=False)
     try:
         prepared = prepare(params, out_dir, progress=not quiet)
     except EvalkitError as err:
+        peaks.done("prepare")
         message = scrub(str(err), secrets)
         finish("failed", error=message, failed_step="prepare")
         if message != str(err):
@@ -724,8 +812,12 @@ def _prepare(params, out_dir: Path, run_info: dict, secrets, quiet: bool, finish
         raise
     run_info["data_fingerprint"] = prepared.fingerprint
     run_info["prepare_seconds"] = round(time.perf_counter() - t0, 2)
+    peak = peaks.done("prepare")
+    if peak:
+        run_info["prepare_peak_memory_mb"] = round(peak / 1e6)
     counts = prepared.report.counts
-    _say(f"  data ready in {time.perf_counter() - t0:.1f}s: "
+    _say(f"  data ready in {time.perf_counter() - t0:.1f}s"
+         f"{_peak_text(run_info, 'prepare_peak_memory_mb')}: "
          + ", ".join(f"{r.table} {r.accepted:,} accepted / {r.quarantined:,} quarantined"
                      for r in counts.itertuples()), quiet)
     # counts and dollars, no member ids; small cells hidden in public runs

@@ -3,11 +3,15 @@
 The default run of the small plan is the session's shared ``claims_run``
 (tests/conftest.py, tests/shared_runs.py); tests that need a run of their own make it."""
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
 import pandas as pd
+import psutil
 import pytest
 
 from evalkit import catalog, runner
@@ -24,8 +28,10 @@ def tiny_run(claims_run):
 
 def _strip_times(results):
     run = dict(results["run"])
-    run.pop("started"), run.pop("finished"), run.pop("prepare_seconds"), run.pop("run_id")
-    run["workbooks"] = [{k: v for k, v in w.items() if k != "seconds"} for w in run["workbooks"]]
+    for key in ("started", "finished", "prepare_seconds", "prepare_peak_memory_mb", "run_id"):
+        run.pop(key)
+    run["workbooks"] = [{k: v for k, v in w.items() if k not in ("seconds", "peak_memory_mb")}
+                        for w in run["workbooks"]]
     return {**results, "run": run}
 
 
@@ -52,6 +58,10 @@ def test_run_writes_contract_outputs(tiny_run):
     assert res["run"]["status"] == "ok"
     assert [w["notebook"] for w in res["run"]["workbooks"]] == expected
     assert [w["status"] for w in res["run"]["workbooks"]] == ["ok"] * len(expected)
+    # each kernel holds Python, the scientific stack and evalkit: well over 50 MB
+    total_mb = psutil.virtual_memory().total / 1e6
+    assert all(50 < w["peak_memory_mb"] < total_mb for w in res["run"]["workbooks"])
+    assert 50 < res["run"]["prepare_peak_memory_mb"] < total_mb
     assert any(e["scale"] == "hazard_ratio" for e in res["estimates"])
     assert all(e["contrast"] for e in res["estimates"])
     assert len(res["run"]["params_hash"]) == 64 and len(res["run"]["data_fingerprint"]) == 64
@@ -115,6 +125,7 @@ def test_failing_workbook_is_reported_and_kept(tmp_path, monkeypatch):
     assert res["run"]["status"] == "failed"
     before = catalog.default_workbooks("claims").index("utilization")   # costs never ran
     assert [w["status"] for w in res["run"]["workbooks"]] == ["ok"] * before + ["failed"]
+    assert all(w["peak_memory_mb"] > 50 for w in res["run"]["workbooks"][:before])
     assert res["run"]["failed_step"] == "utilization"
     # the partial notebook is kept under a name that says so, never as the finished one
     assert not (tmp_path / "out" / "03_utilization.ipynb").exists()
@@ -261,3 +272,21 @@ def test_status_list_keeps_run_order():
     assert [s["workbook"] for s in statuses] == order
     runner._put_status(statuses, {"workbook": "utilization", "status": "ok"}, order)
     assert len(statuses) == 4 and statuses[2]["status"] == "ok"
+
+
+def test_peak_memory_follows_a_process_or_the_children_it_started():
+    """The sampler behind each workbook's ``peak_memory_mb``: a child that holds 320 MB for
+    a moment is seen among this process's children, and not in this process alone."""
+    peaks = runner.PeakMemory(interval=0.05)
+    try:
+        code = "import time, numpy as np; a = np.ones(40_000_000); time.sleep(1.5)"
+        peaks.watch("children", None)
+        peaks.watch("me", os.getpid(), children=False)
+        subprocess.run([sys.executable, "-c", code], check=True)
+        children, me = peaks.done("children"), peaks.done("me")
+        assert peaks.done("never watched") is None
+    finally:
+        peaks.close()
+    assert children >= 320e6
+    assert me < psutil.Process().memory_info().rss + 200e6
+
