@@ -51,7 +51,7 @@ from threadpoolctl import threadpool_limits
 from .errors import EvalkitError
 
 #: What the kernel imports when it starts: everything a workbook's first cells import.
-WARM_UP = "import evalkit, evalkit.analysis.plots, evalkit.analysis.show"
+WARM_UP = "import evalkit, evalkit.analysis.study, evalkit.analysis.plots, evalkit.analysis.show"
 
 #: glibc's malloc settings of the kernels (where the environment does not set them):
 #: arrays up to 32 MB come from the heap (glibc's own ceiling for its adaptive threshold),

@@ -9,7 +9,7 @@
    (and import evalkit) while step 2 runs and are reused from workbook to workbook,
    reset in between to a new kernel's state (:mod:`evalkit.kernels`); two workbooks
    execute at once when the machine has the cores and the memory
-   (:func:`default_workers`), each after the workbooks whose output it reads (``after``
+   (:func:`default_workers`; a kernel started for nothing is stopped), each after the workbooks whose output it reads (``after``
    in :mod:`evalkit.catalog`). The numbers are those of one workbook at a time, each in
    a kernel of its own (``workers=1, shared_kernels=False``);
 4. write the brief, ``brief.html`` and ``brief.pdf`` (:mod:`evalkit.report`);
@@ -492,27 +492,34 @@ def default_workers(out_dir: Path) -> int:
 class _KernelPool:
     """Worker threads, each owning one :class:`~evalkit.kernels.WorkbookKernel` (started in
     the thread, which alone talks to it), executing the workbooks handed to
-    :meth:`submit`; :meth:`next_done` returns them as they finish. The first kernel starts
-    when the pool is made, so it starts and imports evalkit while the data are prepared."""
+    :meth:`submit`; :meth:`next_done` returns them as they finish. The ``size`` kernels
+    start when the pool is made, so they start and import evalkit while the data are
+    prepared; :meth:`resize` then sets how many execute workbooks."""
 
-    def __init__(self, how: _Execution, out_dir: Path):
+    def __init__(self, how: _Execution, out_dir: Path, size: int = 1):
         self._how, self._cwd = how, out_dir.resolve()
         self._tasks: queue.SimpleQueue = queue.SimpleQueue()
         self._done: queue.SimpleQueue = queue.SimpleQueue()
-        self._threads: list[threading.Thread] = []
-        self.grow(1)
+        self._threads: list[threading.Thread] = []      # every one started, ended or not
+        self._size = 0
+        self.resize(size)
 
     @property
     def size(self) -> int:
-        return len(self._threads)
+        return self._size
 
-    def grow(self, size: int) -> None:
-        """Have ``size`` kernels (never fewer than now)."""
-        while len(self._threads) < size:
+    def resize(self, size: int) -> None:
+        """Have ``size`` kernels: start more, or stop idle ones (call it before any
+        workbook is submitted: a kernel stops when it takes the next task off the queue)."""
+        while self._size < size:
             t = threading.Thread(target=self._work, daemon=True,
                                  name=f"evalkit-kernel-{len(self._threads) + 1}")
             t.start()
             self._threads.append(t)
+            self._size += 1
+        while self._size > max(size, 1):
+            self._tasks.put(None)
+            self._size -= 1
 
     def _work(self) -> None:
         kernel = start_error = None
@@ -547,7 +554,7 @@ class _KernelPool:
         without (the run was interrupted or failed) a kernel still executing stops when
         its workbook ends or, at the latest, when the runner's process does (a kernel
         ends when its parent process has gone)."""
-        for _ in self._threads:
+        for _ in range(self._size):
             self._tasks.put(None)
         for t in self._threads if wait else ():
             t.join()
@@ -751,14 +758,17 @@ def _run_steps(params, out_dir, params_file, results_path, run_info, secrets, qu
         _finish(run_info, results_path, out_dir, params, status, **extra)
 
     order = in_run_order(only or params.workbooks)
-    pool = _KernelPool(how, out_dir) if how.shared_kernels else None  # starts during prepare
+    # kernels start while the data are prepared: as many as may execute at once, unless
+    # the memory check after preparation (default_workers) says fewer
+    early = min(how.workers or (2 if (os.cpu_count() or 1) >= 2 else 1), len(order))
+    pool = _KernelPool(how, out_dir, early) if how.shared_kernels else None
     peaks = PeakMemory()
     try:
         if not only:
             _prepare(params, out_dir, run_info, secrets, quiet, finish, peaks)
         _register_atomic()
         if pool is not None:
-            pool.grow(min(how.workers or default_workers(out_dir), len(order)))
+            pool.resize(min(how.workers or default_workers(out_dir), len(order)))
         notebooks = _execute_workbooks(order, params, out_dir, params_file, results_path,
                                        run_info, secrets, quiet, how, pool, peaks)
     except BaseException:

@@ -290,3 +290,21 @@ def test_peak_memory_follows_a_process_or_the_children_it_started():
     assert children >= 320e6
     assert me < psutil.Process().memory_info().rss + 200e6
 
+
+def test_kernels_started_during_preparation_but_not_needed_are_stopped(tmp_path):
+    """Two kernels start while the data are prepared; when the memory check then allows one
+    workbook at a time, the other stops and every workbook goes to the one left."""
+    pool = runner._KernelPool(runner._Execution(), tmp_path, 2)
+    pids = []
+    try:
+        assert pool.size == 2
+        pool.resize(1)
+        for name in ("first", "second", "third"):
+            pool.submit(name, lambda kernel: pids.append(kernel.pid))
+        done = {pool.next_done() for _ in range(3)}
+    finally:
+        pool.close()
+    assert pool.size == 1
+    assert done == {("first", None), ("second", None), ("third", None)}
+    assert len(set(pids)) == 1 and pids[0] is not None
+
