@@ -146,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  run id {st['run_id']}")
             for w in st.get("workbooks", []):
                 print(f"  {w['workbook']:<16} {w['status']}"
+                      + (f"  {w['seconds']:.1f} s" if w.get("seconds") is not None else "")
+                      + (f", peak memory {w['peak_memory_mb'] / 1e3:.2f} GB"
+                         if w.get("peak_memory_mb") else "")
                       + (f"  {w.get('cell', '')}: {w['error']}" if w.get("error") else ""))
             return 0 if st["status"] == "ok" else 1
         elif args.command == "synth":

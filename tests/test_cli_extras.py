@@ -247,3 +247,14 @@ def test_only_accepts_notebook_or_workbook_names():
     assert workbook_names("03_utilization.ipynb, costs") == ["utilization", "costs"]
     with pytest.raises(EvalkitError, match="no such workbook; give one of 01_data_quality"):
         workbook_names(["utilisation"])
+
+
+def test_status_of_a_finished_run_lists_each_workbooks_time_and_memory(runs, capsys):
+    assert main(["status", str(runs["a"])]) == 0
+    out = capsys.readouterr().out.splitlines()
+    run = json.loads((runs["a"] / "results.json").read_text())["run"]
+    assert out[0] == f"{runs['a']}: ok" and out[1] == f"  run id {run['run_id']}"
+    for line, w in zip(out[2:], run["workbooks"], strict=True):
+        assert line.split()[:2] == [w["workbook"], "ok"]
+        assert f"{w['seconds']:.1f} s, peak memory {w['peak_memory_mb'] / 1e3:.2f} GB" in line
+
