@@ -7,9 +7,12 @@
 * :func:`default_memory_limit`: DuckDB's memory limit when ``engine.memory_limit`` is
   unset, half of the machine's memory and at most 2 GiB (DuckDB's own default is 80%,
   too much on a shared server).
+* :func:`release_fits`: before a model fit on many rows, free the arrays of earlier fits
+  that only reference cycles still hold.
 """
 from __future__ import annotations
 
+import gc
 import shutil
 from pathlib import Path
 
@@ -103,3 +106,23 @@ def default_memory_limit() -> str:
     """Half of this machine's memory, at most :data:`DEFAULT_MEMORY_CAP_MIB`, as a DuckDB
     size (``'2048MiB'``-style)."""
     return f"{min(psutil.virtual_memory().total // 2 // 2**20, DEFAULT_MEMORY_CAP_MIB)}MiB"
+
+
+#: Rows from which a model fit first frees what earlier fits left in reference cycles.
+LARGE_FIT_ROWS = 100_000
+
+
+def release_fits(rows: int) -> None:
+    """Before fitting a model on ``rows`` rows: run the garbage collector when they are
+    at least :data:`LARGE_FIT_ROWS`.
+
+    A statsmodels fit and its results refer to each other, so the arrays of a fit that is
+    no longer used (design matrices, weights, fitted values: tens of MB each at a million
+    members) are freed only by the cyclic garbage collector, which runs after so many new
+    objects, whatever their size. A loop of fits (families, outcomes, negative controls)
+    then holds several fits' worth at once: at a million members the cohort-balance
+    workbook's negative controls peaked at 3.9 GB instead of 3.1 GB. Smaller fits skip
+    it: a full collection takes about 0.1 s where the kernel has not frozen its imports.
+    """
+    if rows >= LARGE_FIT_ROWS:
+        gc.collect()

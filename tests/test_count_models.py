@@ -4,7 +4,9 @@ Reference values: tests/reference/expected/*.json, produced by the R scripts in
 tests/reference/r/ (R 4.2.2, MASS 7.3-58.2, pscl 1.5.5, sandwich 3.0-2; see
 tests/reference/README.md). Each test names the R call and JSON block it compares to.
 """
+import gc
 import warnings
+import weakref
 
 import numpy as np
 import pandas as pd
@@ -16,6 +18,7 @@ from scipy import stats
 from evalkit.errors import (
     ConvergenceError, DataDroppedWarning, DataValidationError, ParamsError,
 )
+from evalkit import limits
 from evalkit.models.count import CountResult, _Mixture, count_model
 from evalkit.models.effects import r_term_name
 
@@ -505,3 +508,33 @@ def test_matrices_are_reused_only_for_the_same_values(synth):
     assert np.array_equal(X3, build_matrix(F_SYNTH, changed)[1]) and not np.array_equal(X3, X)
     _, X4, _, _ = cm._matrix(spec1, changed)            # a rebuild on new rows, by its spec
     assert np.array_equal(X4, X3)
+
+
+def test_large_fits_first_free_what_earlier_fits_left_in_cycles(monkeypatch):
+    """A statsmodels fit and its results refer to each other, so their arrays wait for the
+    cyclic garbage collector: a fit of at least LARGE_FIT_ROWS rows (count_model, two_part,
+    the causal estimates) runs it first, a smaller one does not."""
+    class Node:
+        pass
+
+    def cycle():
+        a, b = Node(), Node()
+        a.other, b.other = b, a
+        return weakref.ref(a)
+
+    enabled = gc.isenabled()
+    gc.disable()                     # only release_fits may collect during the test
+    try:
+        left = cycle()
+        limits.release_fits(limits.LARGE_FIT_ROWS - 1)
+        assert left() is not None
+        limits.release_fits(limits.LARGE_FIT_ROWS)
+        assert left() is None
+        calls = []
+        monkeypatch.setattr("evalkit.models.count.release_fits", calls.append)
+        count_model(pd.DataFrame({"y": [0, 1, 2, 0, 3, 1], "x": [0, 1, 0, 1, 0, 1]}), "y ~ x")
+        assert calls == [6]
+    finally:
+        if enabled:
+            gc.enable()
+

@@ -56,6 +56,7 @@ from ..causal import evalue
 from ..causal.estimate import _fit_weighted_ols, _fit_weighted_poisson
 from ..data.load import _lit, _q
 from ..errors import DataValidationError, ParamsError, StatisticalWarning
+from ..limits import release_fits
 from ..results import DESIGN_FILE, DESIGN_META
 from ..style import FAIL_COLOR, PASS_COLOR, ratio_axis
 from ..terms import Term, formula_names, parse_term, term_columns
@@ -533,6 +534,7 @@ def _fit_scaled(d: pd.DataFrame, outcome: str, k: str, adjust, w, vcov, groups, 
     """One weighted outcome model, read on its results scale: rate ratios and ratios of
     means (``k`` count/ratio: weighted Poisson, exponentiated; ``std_error`` of the log)
     or differences (weighted least squares)."""
+    release_fits(len(d))   # earlier fits' arrays, before this one's
     if k in ("count", "ratio"):
         _, t, j, _ = _fit_weighted_poisson(d, outcome, TREATMENT, adjust, w, vcov, groups,
                                            alpha, exposure if k == "count" else None)

@@ -24,6 +24,7 @@ from evalkit.causal.propensity import (
 )
 from evalkit.causal.weighting import WeightResult, ess, weights
 from evalkit.errors import DataValidationError, ParamsError, StatisticalWarning
+from evalkit.limits import release_fits
 from evalkit.models.base import EffectResult, TermTable, effect_table, wald_table
 from evalkit.models.effects import sandwich
 from evalkit.terms import r_term_name
@@ -393,6 +394,7 @@ def estimate(data: pd.DataFrame, outcome: str, treatment: str, formula: str,
     Walker AM et al. (2013). A tool for assessing the feasibility of comparative
     effectiveness research. Comp Eff Res 3:11-20.
     """
+    release_fits(len(data))   # earlier fits' arrays, before this one's
     _check_arguments(data, outcome, treatment, method, outcome_type, vcov, exposure, design,
                      options)
     rhs = split_formula(formula, treatment)

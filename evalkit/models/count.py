@@ -22,12 +22,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from statsmodels.genmod import families
 from scipy import optimize, special
+from statsmodels.genmod import families
 
 from evalkit.errors import (
     ConvergenceError, DataValidationError, ParamsError, StatisticalWarning,
 )
+from evalkit.limits import release_fits
 from evalkit.models.base import ModelResult, wald_table
 from evalkit.models.effects import (
     EffectResult, build_matrix, check_alpha, check_fitted_probabilities, check_full_rank,
@@ -998,6 +999,7 @@ def count_model(data: pd.DataFrame, formula: str, family: str = "poisson",
     Analysis of Count Data*, 2nd ed. Zeileis (2006), "Object-oriented computation of
     sandwich estimators", *JSS* 16(9).
     """
+    release_fits(len(data))   # earlier fits' arrays, before this one's
     what = f"count_model({family})"
     if family not in FAMILIES:
         raise ParamsError(f"count_model: family must be one of {list(FAMILIES)}, got {family!r}.")

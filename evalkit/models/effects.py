@@ -26,8 +26,8 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 import patsy
-from statsmodels.genmod.generalized_linear_model import GLM
 from scipy import linalg, stats
+from statsmodels.genmod.generalized_linear_model import GLM
 from threadpoolctl import threadpool_limits
 
 from evalkit.errors import (

@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from statsmodels.genmod import families
 from scipy import stats
+from statsmodels.genmod import families
 
 from evalkit.errors import DataValidationError, ParamsError
+from evalkit.limits import release_fits
 from evalkit.models.base import ModelResult, wald_table
 from evalkit.models.effects import (
     EffectResult, build_matrix, check_alpha, check_fitted_probabilities, check_full_rank,
@@ -186,6 +187,7 @@ def two_part(data: pd.DataFrame, formula: str, first: str = "logit", second: str
     health care expenditures and use", *Annu Rev Public Health* 39. Belotti, Deb, Manning
     & Norton (2015), "twopm: Two-part models", *Stata Journal* 15(1).
     """
+    release_fits(len(data))   # earlier fits' arrays, before this one's
     what = "two_part"
     if first not in _FIRST:
         raise ParamsError(f"{what}: first must be one of {list(_FIRST)}, got {first!r}.")
