@@ -80,6 +80,15 @@ REASONS["person"] = ("missing_value", "non_finite", "negative_value", "nonpositi
                      "invalid_event", "duplicate_member")
 
 
+#: Per contract column kind, the source types whose every value reads as that kind: their
+#: columns need no check for unreadable values.
+_ALWAYS_READ = {
+    "float": ("DOUBLE", "FLOAT", "REAL", "DECIMAL", "HUGEINT", "UHUGEINT", "BIGINT", "UBIGINT",
+              "INTEGER", "UINTEGER", "SMALLINT", "USMALLINT", "TINYINT", "UTINYINT"),
+    "int": ("BIGINT", "INTEGER", "UINTEGER", "SMALLINT", "USMALLINT", "TINYINT", "UTINYINT"),
+}
+
+
 def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -213,7 +222,7 @@ def _structural_checks(con, spec: TableSpec, src: str, mapping: dict[str, str],
             expr = f"TRY_CAST({ref} AS {target})"
         else:
             expr = ref
-        if expr != ref:
+        if expr != ref and dtype.split("(")[0] not in _ALWAYS_READ.get(col.kind, ()):
             unread = f"{ref} IS NOT NULL AND ({expr}) IS NULL"
             if col.name in scoped:
                 select.append(f"coalesce(NOT ({scoped[col.name]}) AND {unread}, false) "
@@ -223,12 +232,14 @@ def _structural_checks(con, spec: TableSpec, src: str, mapping: dict[str, str],
             # source rows, never its value: the message reaches the console and results.json
             shown = (f"regexp_replace(regexp_replace(CAST({ref} AS VARCHAR), '[0-9]', '9', 'g'), "
                      f"'[A-Za-z]', 'a', 'g')" if col.kind == "date" else f"CAST({ref} AS VARCHAR)")
-            bad_sql = (f"SELECT count(*) FILTER (WHERE {unread}), "
-                       f"list(DISTINCT {shown} ORDER BY {shown}) FILTER (WHERE {unread})[1:5], "
-                       f"list(_source_row ORDER BY _source_row) FILTER (WHERE {unread})[1:5], "
-                       f"count({ref}) "
-                       f"FROM (SELECT row_number() OVER () AS _source_row, * FROM {src})")
-            nbad, examples, rows, given = con.execute(bad_sql).fetchall()[0]
+            nbad, given = con.execute(f"SELECT count(*) FILTER (WHERE {unread}), count({ref}) "
+                                      f"FROM {src}").fetchall()[0]
+            if nbad:        # examples and source rows of the values that cannot be read
+                examples, rows = con.execute(
+                    f"SELECT list(DISTINCT {shown} ORDER BY {shown})[1:5], "
+                    f"list(_source_row ORDER BY _source_row)[1:5] "
+                    f"FROM (SELECT row_number() OVER () AS _source_row, * FROM {src}) "
+                    f"WHERE {unread}").fetchall()[0]
             if nbad and col.kind == "date":
                 examples = [f"pattern {e}" for e in examples or []] + [
                     f"source row{'s' if len(rows) > 1 else ''} "
@@ -327,18 +338,21 @@ def _check_encounters(con: duckdb.DuckDBPyConnection, max_line_amount: float) ->
     nan = " OR ".join(f"coalesce(isnan({c}), false)" for c in amounts)
     inf = " OR ".join(f"coalesce(isinf({c}), false)" for c in amounts)
     limit = f"{float(max_line_amount)!r}"
+    # Accepted spells never overlap (a spell that starts before an earlier one ends is
+    # quarantined as overlapping_spell), so a line lies in one accepted spell at most and
+    # the join on the spell keeps one row per line.
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE chk_encounters AS
         WITH e AS (
           SELECT r.*, cm.category AS _mapped,
-                 (m.member_id IS NOT NULL) AS _known,
-                 EXISTS (SELECT 1 FROM ok_spells s WHERE s.member_id = r.member_id
-                         AND r.service_date BETWEEN s.start_date AND s.end_date) AS _enrolled
+                 (m.member_id IS NOT NULL) AS _known, (s.member_id IS NOT NULL) AS _enrolled
           FROM raw_encounters r
           LEFT JOIN _category_map cm ON cm.code = CAST(r.category AS VARCHAR)
-          LEFT JOIN ok_members m USING (member_id)
-        ), f AS (
-          SELECT *, CASE
+          LEFT JOIN ok_members m ON m.member_id = r.member_id
+          LEFT JOIN ok_spells s ON s.member_id = r.member_id
+                                AND r.service_date BETWEEN s.start_date AND s.end_date
+        )
+        SELECT * EXCLUDE (_known, _enrolled, _unread_end_date), CASE
             WHEN _invalid_date IS NOT NULL THEN 'invalid_date'
             WHEN member_id IS NULL OR service_date IS NULL OR category IS NULL
                  OR allowed_amount IS NULL OR {nan} THEN 'missing_value'
@@ -351,21 +365,26 @@ def _check_encounters(con: duckdb.DuckDBPyConnection, max_line_amount: float) ->
                  OR (_mapped = 'inpatient' AND end_date > {_LAST_DATE}) THEN 'implausible_date'
             WHEN _mapped = 'inpatient' AND end_date < service_date THEN 'end_before_start'
             WHEN NOT _known THEN 'unknown_member'
-          END AS _first
-          FROM e
-        )
-        SELECT * EXCLUDE (_known, _enrolled, _first, _unread_end_date), CASE
-            WHEN _first IS NOT NULL THEN _first
-            -- duplicates among the lines not already set aside
-            WHEN row_number() OVER (PARTITION BY _first IS NULL, {_dup_key(con)}
-                                    ORDER BY _row) > 1 THEN 'duplicate_line'
+            -- duplicate_line comes next: set below, on the lines not set aside so far
             WHEN NOT _enrolled THEN 'service_outside_enrollment'
           END AS _reason,
           -- only inpatient stays read the end date: an impossible or unreadable one on
           -- another line is noted (load_notes) and cleared, and the visit is kept
           coalesce(_mapped <> 'inpatient' AND (end_date < service_date OR end_date > {_LAST_DATE}
                                                OR _unread_end_date), false) AS _end_unused
-        FROM f""")
+        FROM e""")
+    # duplicates among the lines not set aside by an earlier reason: every line of a key
+    # after its first (by source row). A grouping finds the keys that repeat (few), so
+    # the lines need no sort.
+    key = _dup_key(con)
+    same = " AND ".join(f"c.{k} IS NOT DISTINCT FROM d.{k}" for k in key)
+    candidate = "(_reason IS NULL OR _reason = 'service_outside_enrollment')"
+    con.execute(f"""
+        UPDATE chk_encounters c SET _reason = 'duplicate_line'
+        FROM (SELECT {", ".join(key)}, min(_row) AS _first_row FROM chk_encounters
+              WHERE {candidate} GROUP BY ALL HAVING count(*) > 1) d
+        WHERE {candidate.replace("_reason", "c._reason")} AND {same}
+          AND c._row > d._first_row""")
     # a stay's discharge date is read from its accepted lines only: an undated line is
     # set aside when no accepted line of the same stay has a discharge date
     con.execute("""
@@ -530,11 +549,13 @@ def load_claims(con: duckdb.DuckDBPyConnection, sources: dict[str, str],
     return load_report(con)
 
 
-def _dup_key(con) -> str:
+def _dup_key(con) -> list[str]:
+    """The columns that make two claim lines the same line: the claim id, or without one
+    every column of the source."""
     cols = _columns(con, "raw_encounters")
     if "claim_id" in cols:
-        return "claim_id"
-    return ", ".join(_q(c) for c in cols if c not in ("_row", "_invalid_date", "_unread_end_date"))
+        return ["claim_id"]
+    return [_q(c) for c in cols if c not in ("_row", "_invalid_date", "_unread_end_date")]
 
 
 def load_report(con: duckdb.DuckDBPyConnection) -> LoadReport:
