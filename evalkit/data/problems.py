@@ -48,9 +48,11 @@ def plant_problems(folder: str | Path, seed: int = 1, memory_limit: str | None =
         config["threads"] = int(threads)
     con = duckdb.connect(config=config)
     con.execute(f"CREATE VIEW e AS SELECT * FROM read_parquet('{enc}')")
-    n, max_claim, max_member = con.execute(
-        f"SELECT count(*), max(claim_id), max(CAST(member_id[{len(MEMBER_ID_PREFIX) + 1}:] "
-        "AS BIGINT)) FROM e").fetchall()[0]
+    n, max_claim = con.execute("SELECT count(*), max(claim_id) FROM e").fetchall()[0]
+    # the number of each distinct id (far fewer than the lines) is read
+    max_member = con.execute(
+        f"SELECT max(CAST(m[{len(MEMBER_ID_PREFIX) + 1}:] AS BIGINT)) "
+        "FROM (SELECT DISTINCT member_id AS m FROM e)").fetchall()[0][0]
     new_id = (f"'{MEMBER_ID_PREFIX}' || lpad(CAST({{}} AS VARCHAR), {MEMBER_ID_DIGITS}, '0')"
               .format)    # a synthetic id (evalkit.data.synthetic.member_id) from SQL
     k = {reason: max(1, int(round(share * n))) for reason, (_, share) in PLANTED.items()}
