@@ -6,7 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-import evalkit.data.problems as problems
+from evalkit.data import problems
 from evalkit.data.problems import PLANTED, plant_problems
 from evalkit.data.synthetic import generate
 
