@@ -1309,7 +1309,8 @@ def generate(out_dir: str | os.PathLike, scenario: str | Scenario = "demo",
     Measured on a 2-core machine: 1M ``demo`` members (50.4M lines, 380 MB of
     Parquet) took about 60 s with a peak resident memory of 0.9 GB; with
     ``lines_scale=0.2`` (10M lines) about 20 s and 0.5 GB. Memory grows with
-    ``chunk_members``, not with ``members``.
+    ``chunk_members``, not with ``members``: a chunk is converted and written in a
+    thread while the next is simulated, so two chunks are held at most.
 
     Examples
     --------
