@@ -72,6 +72,9 @@ def _merge(path: Path, rows: pa.Table):
     for batch in pq.ParquetFile(path).iter_batches(batch_size=ROW_GROUP_ROWS):
         t = pa.Table.from_batches([batch])
         keys = _keys(t)
+        if keys.dtype != new.dtype:              # ids of another width: compare as the wider
+            common = max(keys.dtype, new.dtype, key=lambda d: d["m"].itemsize)
+            keys, new = keys.astype(common), new.astype(common)
         if len(keys) and not (_ascending(keys) and (last is None or _ascending(
                 np.concatenate([last, keys[:1]])))):
             raise ValueError(f"plant_problems: the claim lines of {path} are not in order of "
