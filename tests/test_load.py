@@ -534,3 +534,59 @@ def test_a_missing_category_column_is_reported_with_unreadable_end_dates(tmp_pat
         load_tiny(folder=d)
     assert ("encounters", "category", "missing_column") in {
         (f["table"], f["column"], f["reason"]) for f in e.value.failures}
+
+
+@pytest.mark.parametrize("claim_ids", [True, False])
+def test_accepted_lines_keep_source_order_and_the_first_of_repeated_lines(tmp_path, claim_ids):
+    """Many row groups, lines in no particular order, bad lines and repeats scattered
+    through the file (a repeat can come long before or after its first line): the
+    accepted lines come out in source order, and of repeated lines the first by source
+    row is kept. Expected values are worked out in pandas from the rules of REASONS."""
+    rng = np.random.default_rng(7)
+    n_members, n = 400, 60_000
+    members = pd.DataFrame({"member_id": np.arange(1, n_members + 1), "birth_year": 1970,
+                            "sex": "F"})
+    enrollment = pd.DataFrame({"member_id": np.arange(1, n_members + 1),
+                               "start_date": pd.Timestamp("2021-01-01"),
+                               "end_date": pd.Timestamp("2023-12-31")})
+    exposure = pd.DataFrame({"member_id": np.arange(1, n_members + 1),
+                             "group": np.where(np.arange(n_members) % 2, "T", "C"),
+                             "index_date": pd.Timestamp("2022-06-01")})
+    enc = pd.DataFrame({
+        "claim_id": rng.permutation(n) + 1,
+        "member_id": rng.integers(1, n_members + 1, n),
+        "service_date": pd.Timestamp("2021-01-01") + pd.to_timedelta(rng.integers(0, 1095, n), "D"),
+        "category": rng.choice(["ED", "outpatient_mh", "primary_care"], n),
+        "allowed_amount": np.round(rng.uniform(1, 500, n), 2),
+    })
+    rows = rng.choice(n, 600, replace=False)
+    enc.loc[rows[:150], "member_id"] = n_members + 7                          # unknown member
+    enc.loc[rows[150:300], "service_date"] = pd.Timestamp("2025-03-01")     # outside coverage
+    enc.loc[rows[300:450], "allowed_amount"] = -1.0                          # negative amount
+    repeats = enc.iloc[rows[450:]].copy()                                    # repeated lines,
+    enc = pd.concat([repeats.iloc[:75], enc, repeats.iloc[75:]], ignore_index=True)  # both ends
+    if not claim_ids:
+        enc = enc.drop(columns="claim_id")
+    for name, frame in (("members", members), ("enrollment", enrollment),
+                        ("encounters", enc), ("exposure", exposure)):
+        frame.to_parquet(tmp_path / f"{name}.parquet", row_group_size=2_000)
+    con = duckdb.connect()
+    con.execute("SET threads = 2")
+    rep = load_claims(con, sources(tmp_path, ".parquet"), **MAPS)
+    assert rep.balanced()
+
+    src = enc.assign(source_row=np.arange(1, len(enc) + 1))
+    bad_first = (~src.member_id.between(1, n_members)) | (src.allowed_amount < 0)
+    key = "claim_id" if claim_ids else list(enc.columns)
+    repeat = src[~bad_first].duplicated(key, keep="first").reindex(src.index, fill_value=False)
+    outside = src.service_date > pd.Timestamp("2023-12-31")
+    accepted = src[~bad_first & ~repeat & ~outside]
+    q = con.execute("SELECT source_row, reason FROM quarantine WHERE \"table\" = 'encounters' "
+                    "ORDER BY source_row").df()
+    assert q.source_row.tolist() == src[bad_first | repeat | outside].source_row.tolist()
+    assert (q.reason == "duplicate_line").sum() == repeat.sum() >= 150
+    got = con.execute("SELECT * FROM encounters").df()        # no ORDER BY: stored order
+    assert got.member_id.tolist() == accepted.member_id.tolist()
+    assert got.allowed_amount.tolist() == accepted.allowed_amount.tolist()
+    if claim_ids:
+        assert got.claim_id.tolist() == accepted.claim_id.tolist()

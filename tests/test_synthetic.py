@@ -214,6 +214,15 @@ def test_byte_identical_whatever_the_chunk_size(tmp_path, monkeypatch):
     assert digest(other.paths["encounters"]) != digests[0]["encounters"]
 
 
+def test_member_ids_are_member_id_of_each_number():
+    # the reference is member_id(), one number at a time; numbers beyond the id width
+    # (and negative ones) take the general path and are written as Arrow pads them
+    numbers = np.array([1, 9, 10, 123, 999_999_999, 0, 40_000_000])
+    assert syn.member_ids(numbers).to_pylist() == [syn.member_id(x) for x in numbers]
+    assert syn.member_ids(np.zeros(0, np.int64)).to_pylist() == []
+    assert syn.member_ids(np.array([10 ** 9, 5])).to_pylist() == ["M1000000000", "M000000005"]
+
+
 def test_first_members_do_not_depend_on_the_total(tmp_path):
     small = generate(tmp_path / "small", members=1500, seed=3)
     large = generate(tmp_path / "large", members=2300, seed=3)

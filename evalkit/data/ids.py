@@ -88,9 +88,9 @@ def _inspect(con: duckdb.DuckDBPyConnection, table: str, column: str, relation: 
     dtype = con.execute(f"DESCRIBE SELECT member_id FROM {relation}").fetchall()[0][1].upper()
     base = dtype.split("(")[0]
 
-    def first(where: str):
-        """The smallest id meeting ``where`` (None when no id does)."""
-        return con.execute(f"SELECT min(member_id) FROM {relation} WHERE {where}").fetchall()[0][0]
+    def first(where: str, ids: str = relation):
+        """The smallest id of ``ids`` meeting ``where`` (None when no id does)."""
+        return con.execute(f"SELECT min(member_id) FROM {ids} WHERE {where}").fetchall()[0][0]
 
     if base in _INTEGER_TYPES:
         return _Ids(table, column, dtype, True, first("true"), False)
@@ -110,10 +110,12 @@ def _inspect(con: duckdb.DuckDBPyConnection, table: str, column: str, relation: 
         return _Ids(table, column, dtype, True, first("true"), False)
     text = "CAST(member_id AS VARCHAR)"
     odd = f"NOT regexp_full_match({text}, '{PLAIN_INTEGER}')"
-    not_plain = first(odd)
+    # text is matched once per distinct id (a member has many claim lines)
+    distinct = f"(SELECT DISTINCT member_id FROM {relation})"
+    not_plain = first(odd, distinct)
     if not_plain is None:
         return _Ids(table, column, dtype, True, first("true"), False)
-    padded = first(f"{odd} AND TRY_CAST({text} AS DOUBLE) IS NOT NULL")
+    padded = first(f"{odd} AND TRY_CAST({text} AS DOUBLE) IS NOT NULL", distinct)
     return _Ids(table, column, dtype, False, not_plain if padded is None else padded,
                 padded is not None)
 

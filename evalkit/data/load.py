@@ -80,6 +80,15 @@ REASONS["person"] = ("missing_value", "non_finite", "negative_value", "nonpositi
                      "invalid_event", "duplicate_member")
 
 
+#: Per contract column kind, the source types whose every value reads as that kind: their
+#: columns need no check for unreadable values.
+_ALWAYS_READ = {
+    "float": ("DOUBLE", "FLOAT", "REAL", "DECIMAL", "HUGEINT", "UHUGEINT", "BIGINT", "UBIGINT",
+              "INTEGER", "UINTEGER", "SMALLINT", "USMALLINT", "TINYINT", "UTINYINT"),
+    "int": ("BIGINT", "INTEGER", "UINTEGER", "SMALLINT", "USMALLINT", "TINYINT", "UTINYINT"),
+}
+
+
 def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -213,7 +222,7 @@ def _structural_checks(con, spec: TableSpec, src: str, mapping: dict[str, str],
             expr = f"TRY_CAST({ref} AS {target})"
         else:
             expr = ref
-        if expr != ref:
+        if expr != ref and dtype.split("(")[0] not in _ALWAYS_READ.get(col.kind, ()):
             unread = f"{ref} IS NOT NULL AND ({expr}) IS NULL"
             if col.name in scoped:
                 select.append(f"coalesce(NOT ({scoped[col.name]}) AND {unread}, false) "
@@ -223,12 +232,14 @@ def _structural_checks(con, spec: TableSpec, src: str, mapping: dict[str, str],
             # source rows, never its value: the message reaches the console and results.json
             shown = (f"regexp_replace(regexp_replace(CAST({ref} AS VARCHAR), '[0-9]', '9', 'g'), "
                      f"'[A-Za-z]', 'a', 'g')" if col.kind == "date" else f"CAST({ref} AS VARCHAR)")
-            bad_sql = (f"SELECT count(*) FILTER (WHERE {unread}), "
-                       f"list(DISTINCT {shown} ORDER BY {shown}) FILTER (WHERE {unread})[1:5], "
-                       f"list(_source_row ORDER BY _source_row) FILTER (WHERE {unread})[1:5], "
-                       f"count({ref}) "
-                       f"FROM (SELECT row_number() OVER () AS _source_row, * FROM {src})")
-            nbad, examples, rows, given = con.execute(bad_sql).fetchall()[0]
+            nbad, given = con.execute(f"SELECT count(*) FILTER (WHERE {unread}), count({ref}) "
+                                      f"FROM {src}").fetchall()[0]
+            if nbad:        # examples and source rows of the values that cannot be read
+                examples, rows = con.execute(
+                    f"SELECT list(DISTINCT {shown} ORDER BY {shown})[1:5], "
+                    f"list(_source_row ORDER BY _source_row)[1:5] "
+                    f"FROM (SELECT row_number() OVER () AS _source_row, * FROM {src}) "
+                    f"WHERE {unread}").fetchall()[0]
             if nbad and col.kind == "date":
                 examples = [f"pattern {e}" for e in examples or []] + [
                     f"source row{'s' if len(rows) > 1 else ''} "
@@ -319,26 +330,28 @@ def check_claims_tables(con: duckdb.DuckDBPyConnection, sources: dict[str, str],
     return typed
 
 
-def _check_encounters(con: duckdb.DuckDBPyConnection, max_line_amount: float) -> None:
-    """Judge every claim line of ``raw_encounters`` (table ``chk_encounters``: the
-    line, its mapped category, its quarantine reason or NULL, and whether its end date
-    goes unused); needs ``ok_members``, ``ok_spells`` and ``_category_map``."""
+def _check_encounters(con: duckdb.DuckDBPyConnection, raw: str, max_line_amount: float,
+                      category_map: dict[str, str]) -> None:
+    """Judge every claim line of the relation ``raw`` (the source lines numbered by
+    ``_row``, in source order) into the table ``chk_encounters``: the line, its mapped
+    category, its quarantine reason or NULL, and whether its end date goes unused; needs
+    ``ok_members`` and ``ok_spells``. ``category_map``: every category code -> contract
+    category.
+
+    ``chk_encounters`` keeps the lines in source order (it is made from ``raw`` alone,
+    then updated in place), so the accepted lines can be copied out without a sort, and
+    the lines are copied once. Each reason is set on the lines that have none yet, in
+    the order of ``REASONS``: a line gets its first failing reason."""
     amounts = ("allowed_amount", "paid_amount")
     nan = " OR ".join(f"coalesce(isnan({c}), false)" for c in amounts)
     inf = " OR ".join(f"coalesce(isinf({c}), false)" for c in amounts)
     limit = f"{float(max_line_amount)!r}"
+    mapped = ("CASE CAST(category AS VARCHAR) "
+              + " ".join(f"WHEN {_lit(k)} THEN {_lit(v)}" for k, v in category_map.items())
+              + " END")
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE chk_encounters AS
-        WITH e AS (
-          SELECT r.*, cm.category AS _mapped,
-                 (m.member_id IS NOT NULL) AS _known,
-                 EXISTS (SELECT 1 FROM ok_spells s WHERE s.member_id = r.member_id
-                         AND r.service_date BETWEEN s.start_date AND s.end_date) AS _enrolled
-          FROM raw_encounters r
-          LEFT JOIN _category_map cm ON cm.code = CAST(r.category AS VARCHAR)
-          LEFT JOIN ok_members m USING (member_id)
-        ), f AS (
-          SELECT *, CASE
+        SELECT * EXCLUDE (_unread_end_date), CASE
             WHEN _invalid_date IS NOT NULL THEN 'invalid_date'
             WHEN member_id IS NULL OR service_date IS NULL OR category IS NULL
                  OR allowed_amount IS NULL OR {nan} THEN 'missing_value'
@@ -350,22 +363,36 @@ def _check_encounters(con: duckdb.DuckDBPyConnection, max_line_amount: float) ->
             WHEN service_date < DATE '1900-01-01' OR service_date > {_LAST_DATE}
                  OR (_mapped = 'inpatient' AND end_date > {_LAST_DATE}) THEN 'implausible_date'
             WHEN _mapped = 'inpatient' AND end_date < service_date THEN 'end_before_start'
-            WHEN NOT _known THEN 'unknown_member'
-          END AS _first
-          FROM e
-        )
-        SELECT * EXCLUDE (_known, _enrolled, _first, _unread_end_date), CASE
-            WHEN _first IS NOT NULL THEN _first
-            -- duplicates among the lines not already set aside
-            WHEN row_number() OVER (PARTITION BY _first IS NULL, {_dup_key(con)}
-                                    ORDER BY _row) > 1 THEN 'duplicate_line'
-            WHEN NOT _enrolled THEN 'service_outside_enrollment'
           END AS _reason,
           -- only inpatient stays read the end date: an impossible or unreadable one on
           -- another line is noted (load_notes) and cleared, and the visit is kept
           coalesce(_mapped <> 'inpatient' AND (end_date < service_date OR end_date > {_LAST_DATE}
                                                OR _unread_end_date), false) AS _end_unused
-        FROM f""")
+        FROM (SELECT *, {mapped} AS _mapped FROM {raw})""")
+
+    def flag(reason: str, rows: str) -> None:
+        con.execute(f"UPDATE chk_encounters SET _reason = {_lit(reason)} "
+                    f"WHERE _reason IS NULL AND _row IN ({rows})")
+
+    flag("unknown_member", """
+        SELECT c._row FROM chk_encounters c LEFT JOIN ok_members m ON m.member_id = c.member_id
+        WHERE c._reason IS NULL AND m.member_id IS NULL""")
+    # every line of a key after its first (by source row); a grouping finds the keys that
+    # repeat (few), so the lines need no sort
+    key = _dup_key(con)
+    same = " AND ".join(f"c.{k} IS NOT DISTINCT FROM d.{k}" for k in key)
+    flag("duplicate_line", f"""
+        SELECT c._row FROM chk_encounters c
+        JOIN (SELECT {", ".join(key)}, min(_row) AS _first_row FROM chk_encounters
+              WHERE _reason IS NULL GROUP BY ALL HAVING count(*) > 1) d ON {same}
+        WHERE c._reason IS NULL AND c._row > d._first_row""")
+    # accepted spells never overlap (a spell that starts before an earlier one ends is
+    # quarantined as overlapping_spell): a line lies in one of them at most
+    flag("service_outside_enrollment", """
+        SELECT c._row FROM chk_encounters c
+        LEFT JOIN ok_spells s ON s.member_id = c.member_id
+                              AND c.service_date BETWEEN s.start_date AND s.end_date
+        WHERE c._reason IS NULL AND s.member_id IS NULL""")
     # a stay's discharge date is read from its accepted lines only: an undated line is
     # set aside when no accepted line of the same stay has a discharge date
     con.execute("""
@@ -392,8 +419,11 @@ def _split_accepted(con: duckdb.DuckDBPyConnection) -> None:
         elif name in mapped:
             keep = (f'* EXCLUDE (_row, _reason, _mapped, _invalid_date) '
                     f'REPLACE (_mapped AS "{mapped[name]}")')
+        # chk_encounters is in source order already (_check_encounters), and a filter of
+        # one table keeps its order: only the other (small) tables are sorted
+        order = "" if name == "encounters" else " ORDER BY _row"
         con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT {keep} "
-                    f"FROM chk_{name} WHERE _reason IS NULL ORDER BY _row")
+                    f"FROM chk_{name} WHERE _reason IS NULL{order}")
         hidden = ", _mapped" if name in mapped else ""
         hidden += ", _end_unused" if name == "encounters" else ""
         parts.append(f"SELECT {_lit(name)} AS \"table\", _row AS source_row, _reason AS reason, "
@@ -445,21 +475,17 @@ def load_claims(con: duckdb.DuckDBPyConnection, sources: dict[str, str],
     ids = member_id_sql(con, {n: f"(SELECT {typed[n]} FROM {sources[n]})" for n in CLAIMS_TABLES},
                         {n: columns.get(n, {}).get("member_id", "member_id") for n in CLAIMS_TABLES})
 
+    # the source rows numbered in source order; the claim lines are read straight into
+    # their check table (_check_encounters), the other tables into raw_<name>
+    raw = {name: f"(SELECT row_number() OVER () AS _row, * REPLACE ({ids[name]} AS member_id) "
+                 f"FROM (SELECT {typed[name]} FROM {sources[name]}))" for name in CLAIMS_TABLES}
     for name in CLAIMS_TABLES:
-        con.execute(f"CREATE OR REPLACE TEMP TABLE raw_{name} AS "
-                    f"SELECT row_number() OVER () AS _row, * REPLACE "
-                    f"({ids[name]} AS member_id) "
-                    f"FROM (SELECT {typed[name]} FROM {sources[name]})")
-
-    con.execute("CREATE OR REPLACE TABLE load_counts AS " + " UNION ALL ".join(
-        f"SELECT {_lit(name)} AS \"table\", count(*) AS rows_in FROM raw_{name}"
-        for name in CLAIMS_TABLES))
+        if name != "encounters":
+            con.execute(f"CREATE OR REPLACE TEMP TABLE raw_{name} AS SELECT * FROM {raw[name]}")
 
     cmap = {c: c for c in CATEGORIES} | dict(category_map or {})
     gmap = {a: a for a in ARMS} | dict(group_map or {})
     values = lambda m: ", ".join(f"({_lit(k)}, {_lit(v)})" for k, v in m.items())  # noqa: E731
-    con.execute(f"CREATE OR REPLACE TEMP TABLE _category_map AS "
-                f"SELECT * FROM (VALUES {values(cmap)}) t(code, category)")
     con.execute(f"CREATE OR REPLACE TEMP TABLE _group_map AS "
                 f"SELECT * FROM (VALUES {values(gmap)}) t(code, arm)")
 
@@ -497,7 +523,10 @@ def load_claims(con: duckdb.DuckDBPyConnection, sources: dict[str, str],
         CREATE OR REPLACE TEMP TABLE ok_spells AS
         SELECT member_id, start_date, end_date FROM chk_enrollment WHERE _reason IS NULL""")
 
-    _check_encounters(con, max_line_amount)
+    _check_encounters(con, raw["encounters"], max_line_amount, cmap)
+    con.execute("CREATE OR REPLACE TABLE load_counts AS " + " UNION ALL ".join(
+        f"SELECT {_lit(name)} AS \"table\", count(*) AS rows_in FROM "
+        f"{'chk' if name == 'encounters' else 'raw'}_{name}" for name in CLAIMS_TABLES))
 
     con.execute("""
         CREATE OR REPLACE TEMP TABLE chk_exposure AS
@@ -530,11 +559,14 @@ def load_claims(con: duckdb.DuckDBPyConnection, sources: dict[str, str],
     return load_report(con)
 
 
-def _dup_key(con) -> str:
-    cols = _columns(con, "raw_encounters")
+def _dup_key(con) -> list[str]:
+    """The columns of ``chk_encounters`` that make two claim lines the same line: the
+    claim id, or without one every column of the source."""
+    cols = _columns(con, "chk_encounters")
     if "claim_id" in cols:
-        return "claim_id"
-    return ", ".join(_q(c) for c in cols if c not in ("_row", "_invalid_date", "_unread_end_date"))
+        return ["claim_id"]
+    return [_q(c) for c in cols
+            if c not in ("_row", "_invalid_date", "_mapped", "_reason", "_end_unused")]
 
 
 def load_report(con: duckdb.DuckDBPyConnection) -> LoadReport:

@@ -15,6 +15,9 @@ import shutil
 from pathlib import Path
 
 import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from .synthetic import MEMBER_ID_DIGITS, MEMBER_ID_PREFIX
 
@@ -27,6 +30,85 @@ PLANTED = {
 }
 
 
+#: the order of the claim lines in a plan (generate writes them so)
+ORDER = ("member_id", "service_date", "claim_id")
+#: rows per row group of the rewritten claim lines (DuckDB's default row group size)
+ROW_GROUP_ROWS = 122_880
+
+
+def _keys(t: pa.Table) -> np.ndarray:
+    """The :data:`ORDER` columns of ``t`` as a structured array, which numpy compares
+    field by field as DuckDB sorts them (text byte by byte, shorter first on a tie)."""
+    if any(t.column(c).null_count for c in ORDER):
+        raise ValueError("plant_problems: a claim line has no member, date of service or "
+                         "claim id; the plan was not written by evalkit.data.synthetic")
+    ids = t.column("member_id").combine_chunks()
+    offsets = np.frombuffer(ids.buffers()[1], np.int32)[ids.offset:ids.offset + len(ids) + 1]
+    widths = np.diff(offsets)
+    if len(ids) and widths.min() == widths.max() > 0:   # ids of one width (synthetic ids)
+        member = np.frombuffer(ids.buffers()[2], f"S{widths[0]}", len(ids), offsets[0])
+    else:
+        member = np.array([v.encode() for v in ids.to_pylist()], dtype=bytes)
+    keys = np.empty(len(ids), [("m", member.dtype), ("d", np.int32), ("c", np.int64)])
+    keys["m"] = member
+    keys["d"] = t.column("service_date").combine_chunks().cast(pa.int32()).to_numpy()
+    keys["c"] = t.column("claim_id").combine_chunks().to_numpy()
+    return keys
+
+
+def _ascending(keys: np.ndarray) -> bool:
+    """Whether ``keys`` (:func:`_keys`) never decrease."""
+    a, b = keys[:-1], keys[1:]
+    return bool(np.all((a["m"] < b["m"]) | ((a["m"] == b["m"]) & (
+        (a["d"] < b["d"]) | ((a["d"] == b["d"]) & (a["c"] <= b["c"]))))))
+
+
+def _merge(path: Path, rows: pa.Table):
+    """Record batches of the claim lines in ``path`` with ``rows`` (sorted by
+    :data:`ORDER`) merged in by :data:`ORDER`: the order a sort of both would give (a
+    planted line equal to a claim line on every key is a copy of it)."""
+    new = _keys(rows)
+    done, last = 0, None
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=ROW_GROUP_ROWS):
+        t = pa.Table.from_batches([batch])
+        keys = _keys(t)
+        if keys.dtype != new.dtype:              # ids of another width: compare as the wider
+            common = max(keys.dtype, new.dtype, key=lambda d: d["m"].itemsize)
+            keys, new = keys.astype(common), new.astype(common)
+        if len(keys) and not (_ascending(keys) and (last is None or _ascending(
+                np.concatenate([last, keys[:1]])))):
+            raise ValueError(f"plant_problems: the claim lines of {path} are not in order of "
+                             f"{', '.join(ORDER)} (as evalkit.data.synthetic writes them)")
+        upto = int(np.searchsorted(new, keys[-1:], side="right")[0]) if len(keys) else done
+        at = np.searchsorted(keys, new[done:upto])          # planted line -> line before it
+        k = upto - done
+        slots = at + np.arange(k)                            # their places in the output
+        take = np.empty(len(keys) + k, np.int64)
+        take[slots] = len(keys) + np.arange(k)
+        rest = np.ones(len(take), bool)
+        rest[slots] = False
+        take[rest] = np.arange(len(keys))
+        yield from pa.concat_tables([t, rows.slice(done, k)]).take(take).to_batches()
+        done, last = upto, keys[-1:] if len(keys) else last
+    yield from rows.slice(done).to_batches()
+
+
+def _row_groups(batches, schema: pa.Schema):
+    """``batches`` regrouped into batches of :data:`ROW_GROUP_ROWS` rows (the last
+    shorter), so that the file's row groups do not depend on how the rows arrived."""
+    pending, n = [], 0
+    for b in batches:
+        pending.append(b)
+        n += b.num_rows
+        if n >= ROW_GROUP_ROWS:
+            t = pa.Table.from_batches(pending, schema).combine_chunks()
+            full = n // ROW_GROUP_ROWS * ROW_GROUP_ROWS
+            yield from t.slice(0, full).to_batches(max_chunksize=ROW_GROUP_ROWS)
+            pending, n = t.slice(full).to_batches(), n - full
+    if n:
+        yield from pa.Table.from_batches(pending, schema).combine_chunks().to_batches()
+
+
 def plant_problems(folder: str | Path, seed: int = 1, memory_limit: str | None = None,
                    threads: int | None = None) -> dict:
     """Append planted bad rows to ``encounters.parquet`` and ``enrollment.parquet``.
@@ -34,9 +116,14 @@ def plant_problems(folder: str | Path, seed: int = 1, memory_limit: str | None =
     Rows are chosen by a seeded hash of the claim id, so the same plan and seed always
     get the same problems. Returns ``{table: {reason: count}}`` (also in truth.json).
     ``memory_limit`` and ``threads`` are DuckDB's settings for the rewrite (the run's
-    ``engine`` settings; DuckDB's own defaults when None): the encounters are sorted
-    again, and beyond the limit the sort spills to a folder beside them, removed after.
+    ``engine`` settings; DuckDB's own defaults when None): beyond the limit DuckDB spills
+    to a folder beside the files, removed after.
     The files written are the same whatever the settings.
+
+    The planted lines are merged into the claim lines, which ``generate`` writes in order
+    of member, date of service and claim id: the file stays in that order, and only the
+    few planted lines are sorted (a ``ValueError`` says so when the lines are not in
+    that order).
     """
     folder = Path(folder)
     enc, enr = folder / "encounters.parquet", folder / "enrollment.parquet"
@@ -48,9 +135,11 @@ def plant_problems(folder: str | Path, seed: int = 1, memory_limit: str | None =
         config["threads"] = int(threads)
     con = duckdb.connect(config=config)
     con.execute(f"CREATE VIEW e AS SELECT * FROM read_parquet('{enc}')")
-    n, max_claim, max_member = con.execute(
-        f"SELECT count(*), max(claim_id), max(CAST(member_id[{len(MEMBER_ID_PREFIX) + 1}:] "
-        "AS BIGINT)) FROM e").fetchall()[0]
+    n, max_claim = con.execute("SELECT count(*), max(claim_id) FROM e").fetchall()[0]
+    # the number of each distinct id (far fewer than the lines) is read
+    max_member = con.execute(
+        f"SELECT max(CAST(m[{len(MEMBER_ID_PREFIX) + 1}:] AS BIGINT)) "
+        "FROM (SELECT DISTINCT member_id AS m FROM e)").fetchall()[0][0]
     new_id = (f"'{MEMBER_ID_PREFIX}' || lpad(CAST({{}} AS VARCHAR), {MEMBER_ID_DIGITS}, '0')"
               .format)    # a synthetic id (evalkit.data.synthetic.member_id) from SQL
     k = {reason: max(1, int(round(share * n))) for reason, (_, share) in PLANTED.items()}
@@ -73,9 +162,27 @@ def plant_problems(folder: str | Path, seed: int = 1, memory_limit: str | None =
         FROM ({pick(4, k['unknown_member'])})
     """
     tmp = folder / ".encounters.parquet.partial"
-    con.execute(f"COPY (SELECT * FROM (SELECT * FROM e UNION ALL {planted}) "
-                f"ORDER BY member_id, service_date, claim_id) TO '{tmp}' "
-                f"(FORMAT parquet, COMPRESSION zstd)")
+    rows = con.sql(f"SELECT * FROM ({planted}) ORDER BY {', '.join(ORDER)}").to_arrow_table()
+    schema = pq.read_schema(enc)
+    refused: list[ValueError] = []
+
+    def merged():
+        try:
+            yield from _row_groups(_merge(enc, rows.cast(schema)), schema)
+        except ValueError as err:        # DuckDB reports it as its own error: kept
+            refused.append(err)
+            raise
+
+    con.register("_merged", pa.RecordBatchReader.from_batches(schema, merged()))
+    try:
+        con.execute(f"COPY (SELECT * FROM _merged) TO '{tmp}' (FORMAT parquet, COMPRESSION zstd)")
+    except duckdb.Error:
+        con.close()
+        tmp.unlink(missing_ok=True)
+        shutil.rmtree(spill, ignore_errors=True)
+        if refused:
+            raise refused[0] from None
+        raise
     # one coverage spell for a member who does not exist
     tmp_enr = folder / ".enrollment.parquet.partial"
     con.execute(f"COPY (SELECT * FROM read_parquet('{enr}') UNION ALL "

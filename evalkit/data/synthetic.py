@@ -109,6 +109,7 @@ import dataclasses
 import json
 import math
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -1080,10 +1081,25 @@ def member_id(number: int) -> str:
 
 
 def member_ids(numbers) -> pa.Array:
-    """:func:`member_id` of each of ``numbers`` (an integer array), as an Arrow string array."""
-    digits = pc.utf8_lpad(pc.cast(pa.array(numbers, pa.int64()), pa.string()),
-                          MEMBER_ID_DIGITS, "0")
-    return pc.binary_join_element_wise(MEMBER_ID_PREFIX, digits, "")
+    """:func:`member_id` of each of ``numbers`` (an integer array), as an Arrow string array.
+
+    Ids are all of one width when every number has at most ``MEMBER_ID_DIGITS`` digits:
+    their characters are then written straight into the array's buffers, digit by digit."""
+    n = np.asarray(numbers, dtype=np.int64)
+    if n.size and (n.min() < 0 or n.max() >= 10 ** MEMBER_ID_DIGITS):
+        digits = pc.utf8_lpad(pc.cast(pa.array(n, pa.int64()), pa.string()),
+                              MEMBER_ID_DIGITS, "0")
+        return pc.binary_join_element_wise(MEMBER_ID_PREFIX, digits, "")
+    prefix = np.frombuffer(MEMBER_ID_PREFIX.encode(), np.uint8)
+    width = prefix.size + MEMBER_ID_DIGITS
+    chars = np.empty((n.size, width), np.uint8)
+    chars[:, :prefix.size] = prefix
+    rest = n.copy()
+    for col in range(width - 1, prefix.size - 1, -1):
+        chars[:, col] = ord("0") + rest % 10
+        rest //= 10
+    offsets = np.arange(0, (n.size + 1) * width, width, dtype=np.int32)
+    return pa.StringArray.from_buffers(n.size, pa.py_buffer(offsets), pa.py_buffer(chars))
 
 
 def _dates(x: np.ndarray, null: np.ndarray | None = None) -> pa.Array:
@@ -1293,7 +1309,8 @@ def generate(out_dir: str | os.PathLike, scenario: str | Scenario = "demo",
     Measured on a 2-core machine: 1M ``demo`` members (50.4M lines, 380 MB of
     Parquet) took about 60 s with a peak resident memory of 0.9 GB; with
     ``lines_scale=0.2`` (10M lines) about 20 s and 0.5 GB. Memory grows with
-    ``chunk_members``, not with ``members``.
+    ``chunk_members``, not with ``members``: a chunk is converted and written in a
+    thread while the next is simulated, so two chunks are held at most.
 
     Examples
     --------
@@ -1331,6 +1348,16 @@ def generate(out_dir: str | os.PathLike, scenario: str | Scenario = "demo",
                "enrollment": [pq.SortingColumn(0), pq.SortingColumn(1)],
                "members": [pq.SortingColumn(0)], "exposure": [pq.SortingColumn(0)]}
     sinks: dict[str, _Sink] = {}
+
+    def write(parts: list[dict], claim_offset: int) -> None:
+        tables = _to_arrow(cfg, parts, claim_offset)
+        for t in _TABLES:
+            sinks[t].add(tables[t].replace_schema_metadata(meta))
+
+    # one chunk is converted and written (in a thread: Arrow and Parquet release the GIL)
+    # while the next is simulated; chunks reach the files in order, so the bytes are the same
+    writer = ThreadPoolExecutor(max_workers=1)
+    written = None
     try:
         sinks = {t: _Sink(partial[t], schemas[t], sorting[t]) for t in _TABLES}
         bar = None
@@ -1340,18 +1367,21 @@ def generate(out_dir: str | os.PathLike, scenario: str | Scenario = "demo",
         for blocks in chunks:
             parts = [_simulate_block(cfg, b, min(BLOCK_MEMBERS, n - b * BLOCK_MEMBERS))
                      for b in blocks]
-            tables = _to_arrow(cfg, parts, claim_offset)
-            claim_offset += tables["encounters"].num_rows
-            for t in _TABLES:
-                sinks[t].add(tables[t].replace_schema_metadata(meta))
-            del parts, tables
+            if written is not None:
+                written.result()
+            written = writer.submit(write, parts, claim_offset)
+            claim_offset += sum(p["encounters"]["member_id"].shape[0] for p in parts)
+            del parts
             if bar is not None:
                 bar.update(1)
+        if written is not None:
+            written.result()
         if bar is not None:
             bar.close()
         for t in _TABLES:
             sinks[t].close()
     except BaseException:
+        writer.shutdown(wait=True)
         for sink in sinks.values():
             try:
                 sink.writer.close()
@@ -1360,6 +1390,7 @@ def generate(out_dir: str | os.PathLike, scenario: str | Scenario = "demo",
         for path in partial.values():
             path.unlink(missing_ok=True)
         raise
+    writer.shutdown()
     rows = {t: sinks[t].rows for t in _TABLES}
     paths = {t: out / f"{t}.parquet" for t in _TABLES}
     for t in _TABLES:
