@@ -3,8 +3,8 @@
 ``--version``.
 
 Each command imports what it uses when it runs (the runner, the brief, data preparation),
-so that ``--help``, ``status`` or ``params-schema`` answer at once instead of loading
-the notebook and PDF tooling first.
+so that ``--help`` or ``params-schema`` answer at once instead of loading the notebook and
+PDF tooling first.
 """
 from __future__ import annotations
 

@@ -53,8 +53,8 @@ DEFERRED_IMPORTS: dict[str, set[str]] = {
     # Study (the statistics stack, ~2 s) on first use: the runner and the command line
     # import the package without analysing anything
     "evalkit": {"evalkit.analysis.study"},
-    # each command loads what it runs: --help, status and params-schema answer in about
-    # 1 s instead of 5 (the runner alone loads papermill, nbconvert and WeasyPrint)
+    # each command loads what it runs: --help and params-schema answer in about 1 s
+    # instead of 5 (the runner alone loads papermill, nbconvert and WeasyPrint)
     "evalkit.cli": {"evalkit.data.synthetic", "evalkit.diff", "evalkit.limits",
                     "evalkit.params", "evalkit.params.load", "evalkit.prepare",
                     "evalkit.report", "evalkit.runner"},
