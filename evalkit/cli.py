@@ -3,8 +3,8 @@
 ``--version``.
 
 Each command imports what it uses when it runs (the runner, the brief, data preparation),
-so that ``--help`` or ``params-schema`` answer at once instead of loading the notebook and
-PDF tooling first.
+so that ``--help``, ``status`` or ``params-schema`` answer at once instead of loading the
+notebook and PDF tooling first.
 """
 from __future__ import annotations
 
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             from .params import schema_json
             sys.stdout.write(schema_json())
         elif args.command == "status":
-            from .runner import read_status
+            from .status import read_status
             st = read_status(args.run_dir)
             print(f"{args.run_dir}: {st['status']}"
                   + (f" in step '{step}'" if (step := _failed_step(st)) else "")

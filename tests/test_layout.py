@@ -26,7 +26,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "evalkit"
 #: data contract and the synthetic scenarios, below them.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("entry: run a params file, the command line",
-     ("evalkit", "evalkit.cli", "evalkit.runner", "evalkit.diff")),
+     ("evalkit", "evalkit.cli", "evalkit.runner", "evalkit.status", "evalkit.diff")),
     ("run steps: prepare the database, analyse (the spec and the workbook sections), report",
      ("evalkit.prepare", "evalkit.examples", "evalkit.analysis", "evalkit.report")),
     ("params: the schema and its validation",
@@ -53,11 +53,11 @@ DEFERRED_IMPORTS: dict[str, set[str]] = {
     # Study (the statistics stack, ~2 s) on first use: the runner and the command line
     # import the package without analysing anything
     "evalkit": {"evalkit.analysis.study"},
-    # each command loads what it runs: --help and params-schema answer in about 1 s
-    # instead of 5 (the runner alone loads papermill, nbconvert and WeasyPrint)
+    # each command loads what it runs: --help, status and params-schema answer in about
+    # 1 s instead of 5 (the runner alone loads papermill, nbconvert and WeasyPrint)
     "evalkit.cli": {"evalkit.data.synthetic", "evalkit.diff", "evalkit.limits",
                     "evalkit.params", "evalkit.params.load", "evalkit.prepare",
-                    "evalkit.report", "evalkit.runner"},
+                    "evalkit.report", "evalkit.runner", "evalkit.status"},
     # the Spark engine's SQL translation (sqlglot) only when the run uses Spark
     "evalkit.prepare": {"evalkit.engines.spark"},
 }

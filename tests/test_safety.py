@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from evalkit import limits, params, runner, runlock
+from evalkit import limits, params, runner, runlock, status
 from evalkit.cli import main
 from evalkit.errors import ParamsError
 from evalkit.privacy import DisclosureError, redact_params, scan_outputs, suppress_shares
@@ -263,7 +263,7 @@ def test_second_run_into_a_folder_in_use_is_refused(public_run):
     assert res["run"]["seed"] == 20240611 and res["run"]["status"] == "ok"
     assert json.loads((public_run["out"] / "params.json").read_text())["run_id"] == run_id
     assert json.loads((public_run["out"] / "params.json").read_text())["seed"] == 20240611
-    assert runner.notebook_run_id(public_run["out"] / "01_data_quality.ipynb") == run_id
+    assert status.notebook_run_id(public_run["out"] / "01_data_quality.ipynb") == run_id
     assert run_id in (public_run["out"] / "brief.html").read_text()
     assert runner.read_status(public_run["out"])["status"] == "ok"
     assert not (public_run["out"] / runlock.LOCK_NAME).exists()
