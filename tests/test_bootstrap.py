@@ -303,6 +303,57 @@ def test_two_part_bca_and_jackknife_over_clusters(synth):
     assert "fit" in res.extra and res.n_failed == 0
 
 
+def _jackknife_block(data, formula, groups, **parts):
+    """The batched two-part fits of ``data`` without each of ``groups`` (row positions),
+    as bootstrap_two_part's BCa jackknife computes them."""
+    from evalkit.models.twopart_bootstrap import (
+        _jackknife_full, _two_part_block, _two_part_state,
+    )
+    fit = two_part(data, formula, **parts)
+    state = _two_part_state(data, formula, "treated", fit, parts.get("first", "logit"),
+                            parts.get("second", "gamma"), 1e-10, 100, "test")
+    state["jack_full"] = _jackknife_full(state)
+    return _two_part_block(state, ("jack", groups))
+
+
+@pytest.mark.parametrize("parts", [{}, {"second": "poisson"},
+                                   {"first": "probit", "second": "inverse_gaussian"}])
+def test_jackknife_fits_equal_statsmodels_refits_without_each_group(synth, parts):
+    """The jackknife values for BCa start from full-sample sums minus the group's and take
+    chord steps; each must still be the two-part effect fitted from scratch by two_part()
+    (statsmodels IRLS + polish) on the data without the group. Groups as BCa draws them:
+    random groups of rows within the treatment strata."""
+    from evalkit.models.resample import _design, _jackknife_plan
+    design = _design(synth, "treated", None, "test")
+    drops, labels, text = _jackknife_plan(design, 40, np.random.default_rng(3))
+    assert text == "grouped jackknife: 40 random groups of rows (within strata)"
+    groups = [design.rows(d) for d in drops]
+    values, reasons, _ = _jackknife_block(synth, F, groups, **parts)
+    assert reasons == [None] * len(groups)
+    for j, rows in enumerate(groups):
+        e = two_part(synth.drop(index=rows).reset_index(drop=True), F, **parts).effect("treated")
+        want = [e.at("cost_difference"), e.at("ratio"), e.mean_treated, e.mean_control]
+        np.testing.assert_allclose(values[j], want, rtol=1e-8, err_msg=f"group {j}")
+
+
+def test_jackknife_group_leaving_a_term_constant_is_reported(synth):
+    """A group holding every row with rare = 1 leaves that 0/1 term constant: its value is
+    NaN with the reason two_part's checks give; the groups around it are fitted (checked
+    against statsmodels refits)."""
+    d = synth.assign(rare=0)
+    d.loc[[5, 17, 40], "rare"] = 1
+    f = F + " + rare"
+    groups = [np.array([3, 5, 17, 40, 41]), np.arange(100, 160), np.arange(1000, 1030)]
+    values, reasons, _ = _jackknife_block(d, f, groups)
+    assert reasons[0] == "rare is constant (0) in the resample"
+    assert np.isnan(values[0]).all()
+    assert reasons[1:] == [None, None]
+    for j in (1, 2):
+        e = two_part(d.drop(index=groups[j]).reset_index(drop=True), f).effect("treated")
+        assert values[j][0] == pytest.approx(e.at("cost_difference"), rel=1e-8)
+        assert values[j][1] == pytest.approx(e.at("ratio"), rel=1e-8)
+
+
 # --------------------------------------------------------------------------- bad input
 def test_bad_input_gives_clear_errors(arms, synth):
     with pytest.raises(ParamsError, match="n_boot must be an integer >= 2"):
