@@ -44,14 +44,50 @@ _BLOCK_COUNTS = 2 ** 25
 def _two_part_block(state, payload):
     """Fit one block of replicates; returns (values (b, 4), reasons, iterations)."""
     kind, data = payload
-    n = state["X"].shape[0]
     if kind == "boot":
         C = np.ascontiguousarray(data.T)                  # (n, b) row counts
-        return _fit_two_part_counts(state, C)
-    C = np.ones((n, len(data)), dtype=np.uint8)           # jackknife: rows left out
-    for j, rows in enumerate(data):
-        C[rows, j] = 0
-    return _fit_two_part_counts(state, C, groups=data)
+    else:                                                 # jackknife: rows left out
+        C = _LeftOut(data, state["X"].shape[0])
+    return _fit_two_part_counts(state, C)
+
+
+class _LeftOut:
+    """The row counts of jackknife fits -- 1 on every row, 0 on the rows each fit leaves
+    out -- kept as the left-out ``groups`` (row positions) rather than an (n, b) matrix.
+
+    Any count-weighted sum over the rows is then the sum over all rows with counts 1
+    minus the sum over the group's rows: ``rows`` holds every group's rows one after
+    another and ``ind`` (rows, b) the 0/1 counts under which column ``j`` sums over group
+    ``j``'s rows alone (see :func:`_pass`).
+    """
+
+    def __init__(self, groups, n: int):
+        self.groups = [np.asarray(r, dtype=np.intp) for r in groups]
+        self.shape = (n, len(self.groups))
+        self.rows = np.concatenate(self.groups) if self.groups else np.zeros(0, np.intp)
+        self.ind = np.zeros((len(self.rows), len(self.groups)), dtype=np.uint8)
+        self.ind[np.arange(len(self.rows)),
+                 np.repeat(np.arange(len(self.groups)), [len(r) for r in self.groups])] = 1
+
+    def take(self, cols) -> _LeftOut:
+        """The fits ``cols`` alone."""
+        return _LeftOut([self.groups[j] for j in cols], self.shape[0])
+
+    def within(self, keep) -> _LeftOut:
+        """The same fits on the rows where the (n,) mask ``keep`` is true (the positive
+        part's rows): each group's rows among them, numbered as positions among them."""
+        rows = np.flatnonzero(keep)
+        return _LeftOut([np.searchsorted(rows, r[keep[r]]) for r in self.groups], len(rows))
+
+    def sums(self, A) -> np.ndarray:
+        """``A' C`` (columns of ``A``, (n, m), summed under each fit's counts): (m, b)."""
+        return A.sum(axis=0)[:, None] - A[self.rows].T @ self.ind
+
+    def parts(self, cols, *arrays):
+        """The groups' rows of ``arrays`` (None stays None), and the 0/1 counts of the
+        fits ``cols`` (None: all) on them."""
+        sub = tuple(None if a is None else a[self.rows] for a in arrays)
+        return sub, (self.ind if cols is None else self.ind[:, cols])
 
 
 class _Chunks:
@@ -79,84 +115,87 @@ class _Chunks:
 
 def _pass(kind, X, iu, C, y, z, B, cols, chunks, first, info=True):
     """One walk over the rows: gradient sums (without the constant part), packed
-    information (k(k+1)/2, a; None unless ``info``), for the logit which replicates have
-    a fitted probability within ``_P_EDGE`` of 0 or 1 on a resampled row, and on the
-    first pass the packed resampled design X'CX (rank check)."""
+    information (k(k+1)/2, a; None unless ``info``), for the logit on how many resampled
+    rows each replicate has a fitted probability within ``_P_EDGE`` of 0 or 1, and on the
+    first pass the packed resampled design X'CX (rank check).
+
+    ``C`` is the (n, b) count matrix (of which the replicates ``cols``; None: all), None
+    for counts 1 on every row, or a :class:`_LeftOut`: the walk with counts 1 minus a
+    walk over the left-out rows alone.
+    """
+    if isinstance(C, _LeftOut):
+        (Xg, yg, zg), ind = C.parts(cols, X, y, z)
+        whole = _pass(kind, X, iu, None, y, z, B, None, chunks, first, info)
+        left = _pass(kind, Xg, iu, ind, yg, zg, B, None, chunks, first, info)
+        return tuple(None if w is None else w - v for w, v in zip(whole, left))
     k, a = B.shape
     p = k * (k + 1) // 2
     g, h = np.zeros((k, a)), (np.zeros((p, a)) if info else None)
-    edge = np.zeros(a, dtype=bool)
+    edge = np.zeros(a, dtype=np.int64)
     design = np.zeros((p, a)) if first else None
     for sl in chunks.spans(X.shape[0]):
-        Cc = chunks.counts(C, sl, cols)
-        r = Cc.shape[0]
+        ones = C is None                     # counts 1: no count matrix, no products
+        Cc = 1.0 if ones else chunks.counts(C, sl, cols)
+        r = sl.stop - sl.start
         ctx = {"C": Cc, "g0": 0.0}
         if y is not None:
-            ctx["Cy"] = np.multiply(Cc, y[sl], out=chunks.cy[:r * a].reshape(r, a))
+            ctx["Cy"] = y[sl] if ones else np.multiply(Cc, y[sl],
+                                                       out=chunks.cy[:r * a].reshape(r, a))
         if z is not None:
             ctx["z"] = z[sl]
         u, v = chunks.work.views(r, a)
         g += _grad(kind, X[sl], B, ctx, u, v)
         if kind == "logit" and (u.min() <= _P_EDGE or u.max() >= 1.0 - _P_EDGE):
-            edge |= np.any(((u <= _P_EDGE) | (u >= 1.0 - _P_EDGE)) & (Cc > 0), axis=0)
+            edge += np.count_nonzero(((u <= _P_EDGE) | (u >= 1.0 - _P_EDGE)) & (Cc > 0),
+                                     axis=0)
         if first or info:                    # the chunk's x_i x_i' (upper triangles)
             Xs = X[sl]
             XX = Xs[:, iu[0]] * Xs[:, iu[1]]
         if first:
-            design += XX.T @ Cc
+            design += XX.sum(axis=0)[:, None] if ones else XX.T @ Cc
         if info:
             h += _info(kind, XX, ctx, u, v)
     return g, h, edge, design
 
 
-def _group_rows(groups):
-    """The rows of all ``groups`` one after another, and the (rows, groups) 0/1 matrix
-    saying which group each belongs to: a count matrix whose column ``j`` sums over
-    group ``j``'s rows alone."""
-    rows = np.concatenate(groups).astype(np.intp, copy=False)
-    ind = np.zeros((len(rows), len(groups)), dtype=np.uint8)
-    ind[np.arange(len(rows)), np.repeat(np.arange(len(groups)), [len(r) for r in groups])] = 1
-    return rows, ind
-
-
 def _jackknife_full(state) -> dict:
-    """The sums over all rows that every jackknife fit downdates (:func:`_jackknife_start`):
-    the tallies and constant gradient parts of :func:`_fit_two_part_counts`, and each
-    part's first-walk sums at the full-sample estimate (counts 1, one replicate)."""
-    X, M, Xz, yz, iu = state["X"], state["M"], state["Xz"], state["yz"], state["iu"]
-    ones = np.ones((X.shape[0], 1), dtype=np.uint8)
-    chunks = _Chunks(1)
-    first = _pass(state["first"], X, iu, ones, None, state["z"][:, None],
+    """Each part's first-walk sums (gradient, information, design; :func:`_pass`) at the
+    full-sample estimate with counts 1 on every row: what the first step of every
+    jackknife fit downdates (:func:`_jackknife_start`)."""
+    iu, chunks = state["iu"], _Chunks(1)
+    first = _pass(state["first"], state["X"], iu, None, None, state["z"][:, None],
                   state["beta1"][:, None], None, chunks, True)
-    second = _pass(state["second"], state["X2"], iu, ones[:len(state["pos"])], state["y2"],
-                   None, state["beta2"][:, None], None, chunks, True)
-    return {"M": M.sum(axis=0)[:, None], "Xz": Xz.sum(axis=0)[:, None],
-            "Xy": (X * yz).sum(axis=0)[:, None],
-            "first": (first[0], first[1], first[3]), "second": (second[0], second[1], second[3])}
+    second = _pass(state["second"], state["X2"], iu, None, state["y2"], None,
+                   state["beta2"][:, None], None, chunks, True)
+    return {"first": (first[0], first[1], first[3]), "second": (second[0], second[1], second[3])}
 
 
-def _jackknife_start(kind, X, iu, groups, y, z, beta0, full):
+def _jackknife_start(kind, X, iu, left, y, z, beta0, full, chunks):
     """The first walk's sums (gradient, information, design; see :func:`_pass`) of the
-    jackknife fits that leave out ``groups`` (row positions in ``X``), at ``beta0``.
+    jackknife fits ``left`` (a :class:`_LeftOut`) at ``beta0``.
 
-    A jackknife fit has counts 1 except 0 on its group's rows, and every fit starts at
-    the full-sample estimate, so there each sum is the sum over all rows (``full``,
-    computed once by :func:`_jackknife_full`) minus the sum over the group's rows: the
-    first Newton step of every fit walks ~1,000 rows instead of all of them.
+    Every jackknife fit starts at the full-sample estimate, where each sum is the sum
+    over all rows with counts 1 (``full``, computed once by :func:`_jackknife_full`)
+    minus the sum over the group's rows: the first Newton step of every fit walks the
+    left-out rows (~1,000 a fit) instead of all rows.
     """
-    rows, ind = _group_rows(groups)
-    B0 = np.repeat(np.asarray(beta0, dtype=float)[:, None], len(groups), axis=1)
-    g, h, _, design = _pass(kind, X[rows], iu, ind, None if y is None else y[rows],
-                            None if z is None else z[rows], B0, None, _Chunks(len(groups)), True)
+    (Xg, yg, zg), ind = left.parts(None, X, y, z)
+    B0 = np.repeat(np.asarray(beta0, dtype=float)[:, None], ind.shape[1], axis=1)
+    g, h, _, design = _pass(kind, Xg, iu, ind, yg, zg, B0, None, chunks, True)
     return full[0] - g, full[1] - h, full[2] - design
 
 
 def _logit_loglik(X, C, z, B, cols, chunks):
-    """Log-likelihood of logit fits ``B`` (k, a) under the counts of replicates ``cols``."""
+    """Log-likelihood of logit fits ``B`` (k, a) under the counts of replicates ``cols``
+    (``C`` as for :func:`_pass`)."""
+    if isinstance(C, _LeftOut):
+        (Xg, zg), ind = C.parts(cols, X, z)
+        return (_logit_loglik(X, None, z, B, None, chunks)
+                - _logit_loglik(Xg, ind, zg, B, None, chunks))
     ll = np.zeros(B.shape[1])
     with np.errstate(over="ignore", divide="ignore"):
         for sl in chunks.spans(X.shape[0]):
-            Cc = chunks.counts(C, sl, cols)
+            Cc = 1.0 if C is None else chunks.counts(C, sl, cols)
             mu = np.clip(special.expit(X[sl] @ B), _P_EPS, 1.0 - _P_EPS)
             ll += np.sum(Cc * np.where(z[sl] > 0, np.log(mu), np.log1p(-mu)), axis=0)
     return ll
@@ -246,13 +285,13 @@ def _chunked_fit(kind, X, C, y, z, g0, beta0, tol, maxiter, iu, chunks, start=No
     return B, status, it
 
 
-def _fit_two_part_counts(state, C, groups=None):
+def _fit_two_part_counts(state, C):
     """Two-part effects for each column of the (n, b) row-count matrix ``C``.
 
-    ``groups`` (jackknife blocks): the rows each column leaves out (``C`` is 1 elsewhere).
-    The sums that do not change during the fits, and the first Newton step of each part,
-    are then the full sums minus the group's (:func:`_jackknife_start`), and the fits
-    take chord steps (:func:`_chunked_fit`).
+    For jackknife fits ``C`` is a :class:`_LeftOut`: every count-weighted sum is the sum
+    over all rows minus the group's, the first Newton step of each part needs no walk over
+    the rows (:func:`_jackknife_start`), and the fits take chord steps
+    (:func:`_chunked_fit`), so that every later walk sums gradients only.
     """
     X, X1, X0 = state["X"], state["X1"], state["X0"]
     pos, iu, first, second = state["pos"], state["iu"], state["first"], state["second"]
@@ -265,24 +304,21 @@ def _fit_two_part_counts(state, C, groups=None):
     # both), and the constant parts of the gradients.
     chunks = _Chunks(b)
     M, Xz, yz = state["M"], state["Xz"], state["yz"]
-    tally = np.zeros((M.shape[1], b))               # rows: N, N_pos, n1 (per 0/1 term), e1
-    g01, g02 = np.zeros((k, b)), np.zeros((k, b))   # X'Cz; X2'C2 (or X2'C2y2 for poisson)
-    if groups is None:
+    jack = isinstance(C, _LeftOut)
+    if jack:
+        tally, g01 = C.sums(M), C.sums(Xz)
+        g02 = C.sums(X * yz) if second == "poisson" else g01
+    else:
+        tally = np.zeros((M.shape[1], b))           # rows: N, N_pos, n1 (per 0/1 term), e1
+        g01, g02 = np.zeros((k, b)), np.zeros((k, b))  # X'Cz; X2'C2 (or X2'C2y2 for poisson)
         for sl in chunks.spans(n):
             Cc = chunks.counts(C, sl, None)
             tally += M[sl].T @ Cc
             g01 += Xz[sl].T @ Cc
             if second == "poisson":
                 g02 += X[sl].T @ (Cc * yz[sl])
-    else:
-        full = state["jack_full"]
-        rows, ind = _group_rows(groups)
-        tally = full["M"] - M[rows].T @ ind
-        g01 = full["Xz"] - Xz[rows].T @ ind
-        if second == "poisson":
-            g02 = full["Xy"] - X[rows].T @ (ind * yz[rows])
-    if second != "poisson":
-        g02 = g01
+        if second != "poisson":
+            g02 = g01
     N, Npos = tally[0], tally[1]
     bins = state["binary"]
     nb = len(bins)
@@ -306,50 +342,36 @@ def _fit_two_part_counts(state, C, groups=None):
     values = np.full((b, 4), np.nan)
     if not good.any():
         return values, reasons, (0, 0)
+    g_cols = np.flatnonzero(good)
     if not good.all():
-        C = np.ascontiguousarray(C[:, good])
+        C = C.take(g_cols) if jack else np.ascontiguousarray(C[:, good])
         chunks = _Chunks(C.shape[1])
         g01, g02 = g01[:, good], g02[:, good]
-    g_cols = np.flatnonzero(good)
     bg = C.shape[1]
     tol, maxiter = state["tol"], state["maxiter"]
 
-    start1 = start2 = None
-    if groups is not None:
-        groups = [groups[j] for j in g_cols]
-        start1 = _jackknife_start(first, X, iu, groups, None, state["z"][:, None],
-                                  state["beta1"], full["first"])
-        z = state["z"]
-        start2 = _jackknife_start(second, state["X2"], iu,
-                                  [np.searchsorted(pos, r[z[r] > 0]) for r in groups],
-                                  state["y2"], None, state["beta2"], full["second"])
-    B1, st1, it1 = _chunked_fit(first, X, C, None, state["z"][:, None], g01,
-                                state["beta1"], tol, maxiter, iu, chunks, start1)
-    C2 = np.take(C, pos, axis=0)
+    z = state["z"][:, None]
+    if jack:
+        full = state["jack_full"]
+        C2 = C.within(state["z"] > 0)
+        start1 = _jackknife_start(first, X, iu, C, None, z, state["beta1"], full["first"],
+                                  chunks)
+        start2 = _jackknife_start(second, state["X2"], iu, C2, state["y2"], None,
+                                  state["beta2"], full["second"], chunks)
+    else:
+        C2 = start1 = start2 = None
+    B1, st1, it1 = _chunked_fit(first, X, C, None, z, g01, state["beta1"], tol, maxiter, iu,
+                                chunks, start1)
+    if C2 is None:
+        C2 = np.take(C, pos, axis=0)
     B2, st2, it2 = _chunked_fit(second, state["X2"], C2, state["y2"], None, g02,
                                 state["beta2"], tol, maxiter, iu, chunks, start2)
     del C2
     # Fitted probabilities numerically 0 or 1 (quasi-separation, or an extreme covariate
     # value in the resample) are not a failure: the logit converged and its predictions,
     # hence the recycled effect, are well defined; R's glm warns and keeps such a fit.
-    # recycled predictions: A_t = sum_i c_i p_i(t) m_i(t) / sum_i c_i
-    A = np.zeros((2, bg))
-    with np.errstate(over="ignore", divide="ignore"):
-        for sl in chunks.spans(n):
-            Cc = chunks.counts(C, sl, None)
-            u, v = chunks.work.views(Cc.shape[0], bg)
-            for t, Xt in enumerate((X1[sl], X0[sl])):
-                if first == "logit":
-                    np.matmul(Xt, -B1, out=u)
-                    np.exp(u, out=u)
-                    u += 1.0                        # 1 / p
-                else:
-                    np.reciprocal(special.ndtr(Xt @ B1), out=u)
-                np.matmul(Xt, -B2, out=v)
-                np.exp(v, out=v)                    # 1 / m
-                u *= v
-                np.divide(Cc, u, out=u)             # c p m
-                A[t] += u.sum(axis=0)
+    # Recycled predictions: A_t = sum_i c_i p_i(t) m_i(t) / sum_i c_i
+    A = _recycled(first, X1, X0, C, B1, B2, chunks)
     a1, a0 = A / N[good]
     with np.errstate(divide="ignore", invalid="ignore"):
         vals = np.column_stack([a1 - a0, a1 / a0, a1, a0])
@@ -366,6 +388,34 @@ def _fit_two_part_counts(state, C, groups=None):
         else:
             values[j] = vals[r]
     return values, reasons, (it1, it2)
+
+
+def _recycled(first, X1, X0, C, B1, B2, chunks):
+    """Recycled-prediction sums ``A_t = sum_i c_i p_i(t) m_i(t)`` (2, b) of the fits
+    ``B1``, ``B2`` with the treatment set to 1 (``X1``) and to 0 (``X0``); ``C`` as for
+    :func:`_pass`."""
+    if isinstance(C, _LeftOut):
+        (X1g, X0g), ind = C.parts(None, X1, X0)
+        return (_recycled(first, X1, X0, None, B1, B2, chunks)
+                - _recycled(first, X1g, X0g, ind, B1, B2, chunks))
+    A = np.zeros((2, B1.shape[1]))
+    with np.errstate(over="ignore", divide="ignore"):
+        for sl in chunks.spans(X1.shape[0]):
+            Cc = 1.0 if C is None else chunks.counts(C, sl, None)
+            u, v = chunks.work.views(sl.stop - sl.start, B1.shape[1])
+            for t, Xt in enumerate((X1[sl], X0[sl])):
+                if first == "logit":
+                    np.matmul(Xt, -B1, out=u)
+                    np.exp(u, out=u)
+                    u += 1.0                        # 1 / p
+                else:
+                    np.reciprocal(special.ndtr(Xt @ B1), out=u)
+                np.matmul(Xt, -B2, out=v)
+                np.exp(v, out=v)                    # 1 / m
+                u *= v
+                np.divide(Cc, u, out=u)             # c p m
+                A[t] += u.sum(axis=0)
+    return A
 
 
 def _two_part_state(frame, formula, treatment, fit, first, second, tol, maxiter, what) -> dict:
