@@ -336,6 +336,61 @@ def test_jackknife_fits_equal_statsmodels_refits_without_each_group(synth, parts
         np.testing.assert_allclose(values[j], want, rtol=1e-8, err_msg=f"group {j}")
 
 
+@pytest.mark.parametrize("parts", [{}, {"second": "poisson"},
+                                   {"first": "probit", "second": "inverse_gaussian"}])
+def test_jackknife_sums_equal_those_under_the_count_matrix(synth, parts):
+    """A jackknife fit's sums are taken as all rows minus the left-out rows, the first
+    step's from sums over all rows computed once; each must equal the same sum under the
+    explicit 0/1 row-count matrix (what a bootstrap block walks): gradient, information,
+    design, log-likelihood and recycled predictions, at the full-sample estimate and
+    elsewhere."""
+    from evalkit.models.twopart_bootstrap import (
+        _Chunks, _jackknife_full, _jackknife_start, _LeftOut, _logit_loglik, _pass, _recycled,
+        _two_part_state,
+    )
+    first, second = parts.get("first", "logit"), parts.get("second", "gamma")
+    fit = two_part(synth, F, **parts)
+    state = _two_part_state(synth, F, "treated", fit, first, second, 1e-10, 100, "test")
+    full = _jackknife_full(state)
+    n = len(synth)
+    groups = [np.arange(j, n, 7)[:40] for j in range(5)] + [np.array([3, 9]), np.arange(0)]
+    left = _LeftOut(groups, n)
+    C = np.ones((n, len(groups)))
+    for j, rows in enumerate(groups):
+        C[rows, j] = 0.0
+    pos = state["pos"]
+    chunks = _Chunks(len(groups))
+    rng = np.random.default_rng(1)
+    for kind, X, counts, jack, y, z, beta, part in (
+            (first, state["X"], C, left, None, state["z"][:, None], state["beta1"], "first"),
+            (second, state["X2"], C[pos], left.within(state["z"] > 0), state["y2"], None,
+             state["beta2"], "second")):
+        B0 = np.repeat(beta[:, None], len(groups), axis=1)
+        want = _pass(kind, X, state["iu"], counts, y, z, B0, None, chunks, True)
+        got = _jackknife_start(kind, X, state["iu"], jack, y, z, beta, full[part], chunks)
+        for w, g in zip((want[0], want[1], want[3]), got[:3]):
+            np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-9 * np.abs(w).max())
+        B = B0 + 0.01 * rng.standard_normal(B0.shape) * np.abs(B0)
+        cols = np.array([0, 2, 5, 6])
+        want = _pass(kind, X, state["iu"], counts, y, z, B[:, cols], cols, chunks, True)
+        got = _pass(kind, X, state["iu"], jack, y, z, B[:, cols], cols, chunks, True)
+        for w, g in zip(want, got):
+            np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-9 * np.abs(w).max())
+        if kind == "logit":
+            np.testing.assert_allclose(_logit_loglik(X, jack, z, B[:, cols], cols, chunks),
+                                       _logit_loglik(X, counts, z, B[:, cols], cols, chunks),
+                                       rtol=1e-12)
+        if part == "first":
+            B1 = B
+        else:
+            B2 = B
+    assert state["shift"] is not None            # "treated" enters without interactions
+    for shift in (None, state["shift"]):
+        np.testing.assert_allclose(
+            _recycled(first, state["X1"], state["X0"], left, B1, B2, chunks, shift),
+            _recycled(first, state["X1"], state["X0"], C, B1, B2, chunks), rtol=1e-12)
+
+
 def test_jackknife_group_leaving_a_term_constant_is_reported(synth):
     """A group holding every row with rare = 1 leaves that 0/1 term constant: its value is
     NaN with the reason two_part's checks give; the groups around it are fitted (checked

@@ -126,6 +126,29 @@ def _info(kind, XX, ctx, u, v):
     return XX.T @ ctx.pop("_w")
 
 
+def _info_slope(kind, eta, y=None):
+    """Derivative in ``eta`` of each row's weight ``w`` in the information
+    ``X' diag(C w) X`` of :func:`_info` (counts 1), at the linear predictors ``eta``:
+    how the information moves with the coefficients,
+    ``dH / d beta_q = X' diag(w' x_q) X``. ``y``: the outcome (gamma part)."""
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        if kind == "logit":                         # w = mu (1 - mu)
+            mu = np.clip(special.expit(eta), _P_EPS, 1.0 - _P_EPS)
+            return mu * (1.0 - mu) * (1.0 - 2.0 * mu)
+        if kind == "gamma":                         # w = y / mu (observed information)
+            return -y * np.exp(-eta)
+        if kind == "poisson":                       # w = mu
+            return np.exp(eta)
+        if kind == "inverse_gaussian":              # w = 1 / mu (Fisher)
+            return -np.exp(-eta)
+        if kind == "probit":                        # w = phi^2 / (Phi (1 - Phi)) (Fisher)
+            mu = special.ndtr(eta)
+            dens = np.exp(-0.5 * eta * eta) / math.sqrt(2 * math.pi)
+            var = mu * (1.0 - mu)
+            return dens * dens / var * (-2.0 * eta + dens * (2.0 * mu - 1.0) / var)
+    raise ValueError(kind)
+
+
 def _unpack(h: np.ndarray, k: int, iu) -> np.ndarray:
     """(k(k+1)/2, b) upper-triangle sums -> (b, k, k) symmetric matrices."""
     H = np.empty((h.shape[1], k, k))
