@@ -25,7 +25,12 @@ from scipy import stats
 from evalkit.errors import DataValidationError, ParamsError, StatisticalWarning
 from evalkit.models import bootstrap_two_part
 from evalkit.models.bootstrap import BootstrapResult, bootstrap, bootstrap_indices
+from evalkit.models.resample import _design, _jackknife_plan
 from evalkit.models.twopart import two_part
+from evalkit.models.twopart_bootstrap import (
+    _Chunks, _jackknife_full, _jackknife_start, _LeftOut, _logit_loglik, _pass, _recycled,
+    _two_part_block, _two_part_state,
+)
 
 F = "total_cost ~ treated + age + female + comorbidity + baseline_cost"
 
@@ -306,9 +311,6 @@ def test_two_part_bca_and_jackknife_over_clusters(synth):
 def _jackknife_block(data, formula, groups, **parts):
     """The batched two-part fits of ``data`` without each of ``groups`` (row positions),
     as bootstrap_two_part's BCa jackknife computes them."""
-    from evalkit.models.twopart_bootstrap import (
-        _jackknife_full, _two_part_block, _two_part_state,
-    )
     fit = two_part(data, formula, **parts)
     state = _two_part_state(data, formula, "treated", fit, parts.get("first", "logit"),
                             parts.get("second", "gamma"), 1e-10, 100, "test")
@@ -323,9 +325,8 @@ def test_jackknife_fits_equal_statsmodels_refits_without_each_group(synth, parts
     chord steps; each must still be the two-part effect fitted from scratch by two_part()
     (statsmodels IRLS + polish) on the data without the group. Groups as BCa draws them:
     random groups of rows within the treatment strata."""
-    from evalkit.models.resample import _design, _jackknife_plan
     design = _design(synth, "treated", None, "test")
-    drops, labels, text = _jackknife_plan(design, 40, np.random.default_rng(3))
+    drops, _, text = _jackknife_plan(design, 40, np.random.default_rng(3))
     assert text == "grouped jackknife: 40 random groups of rows (within strata)"
     groups = [design.rows(d) for d in drops]
     values, reasons, _ = _jackknife_block(synth, F, groups, **parts)
@@ -344,10 +345,6 @@ def test_jackknife_sums_equal_those_under_the_count_matrix(synth, parts):
     explicit 0/1 row-count matrix (what a bootstrap block walks): gradient, information,
     design, log-likelihood and recycled predictions, at the full-sample estimate and
     elsewhere."""
-    from evalkit.models.twopart_bootstrap import (
-        _Chunks, _jackknife_full, _jackknife_start, _LeftOut, _logit_loglik, _pass, _recycled,
-        _two_part_state,
-    )
     first, second = parts.get("first", "logit"), parts.get("second", "gamma")
     fit = two_part(synth, F, **parts)
     state = _two_part_state(synth, F, "treated", fit, first, second, 1e-10, 100, "test")
@@ -557,7 +554,6 @@ def test_counting_draws_by_position_gives_the_same_resamples(strata, cluster):
     numbers (``draw_counts``); the counts equal those of the rows of the drawn units
     (``rows(draw())``, what the generic bootstrap resamples), from the same generator
     state, for every design."""
-    from evalkit.models.resample import _design
     rng = np.random.default_rng(8)
     site = rng.integers(0, 40, 3000)
     df = pd.DataFrame({"site": site, "arm": site % 2})

@@ -365,7 +365,6 @@ def _fit_two_part_counts(state, C):
         C = C.take(g_cols) if jack else np.ascontiguousarray(C[:, good])
         chunks = _Chunks(C.shape[1])
         g01, g02 = g01[:, good], g02[:, good]
-    bg = C.shape[1]
     tol, maxiter = state["tol"], state["maxiter"]
 
     z = state["z"][:, None]
