@@ -449,21 +449,28 @@ def _recycled_shifted(X0, s1, s2, B1, B2, chunks):
     """:func:`_recycled` of logit fits over all rows (counts 1) where setting the
     treatment to 1 multiplies ``exp(-eta)`` by ``s1`` (first part) and ``s2`` (second)
     on every row. Row 0 of the result is the treated, row 1 the untreated sum."""
-    A = np.zeros((2, B1.shape[1]))
+    a = B1.shape[1]
+    A = np.zeros((2, a))
+    ones = np.ones(chunks.rows)           # sums over a chunk's rows as one matrix product
     with np.errstate(over="ignore", divide="ignore"):
         for sl in chunks.spans(X0.shape[0]):
-            u, v = chunks.work.views(sl.stop - sl.start, B1.shape[1])
+            r = sl.stop - sl.start
+            u, v = chunks.work.views(r, a)
+            w = chunks.cy[:r * a].reshape(r, a)
             np.matmul(X0[sl], -B1, out=u)
             np.exp(u, out=u)                        # 1 / p(0) - 1
             np.matmul(X0[sl], -B2, out=v)
             np.exp(v, out=v)                        # 1 / m(0)
-            A[1] += np.reciprocal((u + 1.0) * v).sum(axis=0)
+            np.add(u, 1.0, out=w)
+            w *= v
+            np.reciprocal(w, out=w)                 # p(0) m(0)
+            A[1] += ones[:r] @ w
             u *= s1
             u += 1.0                                # 1 / p(1)
             u *= v
-            u *= s2                                 # 1 / (p(1) m(1))
-            np.reciprocal(u, out=u)
-            A[0] += u.sum(axis=0)
+            u *= s2
+            np.reciprocal(u, out=u)                 # p(1) m(1)
+            A[0] += ones[:r] @ u
     return A
 
 
