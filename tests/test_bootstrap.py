@@ -388,6 +388,18 @@ def test_jackknife_sums_equal_those_under_the_count_matrix(synth, parts):
             _recycled(first, state["X1"], state["X0"], C, B1, B2, chunks), rtol=1e-12)
 
 
+def test_jackknife_of_large_groups_walks_the_count_matrix(synth):
+    """Groups that leave out more than half the rows of a block (a few large clusters)
+    are fitted under the 0/1 count matrix instead; the values are the same refits."""
+    groups = [np.arange(0, 1200), np.arange(800, 2000)]
+    values, reasons, _ = _jackknife_block(synth, F, groups)
+    assert reasons == [None, None]
+    for j, rows in enumerate(groups):
+        e = two_part(synth.drop(index=rows).reset_index(drop=True), F).effect("treated")
+        assert values[j][0] == pytest.approx(e.at("cost_difference"), rel=1e-8)
+        assert values[j][2] == pytest.approx(e.mean_treated, rel=1e-8)
+
+
 def test_jackknife_group_leaving_a_term_constant_is_reported(synth):
     """A group holding every row with rare = 1 leaves that 0/1 term constant: its value is
     NaN with the reason two_part's checks give; the groups around it are fitted (checked

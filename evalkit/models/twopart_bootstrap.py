@@ -45,10 +45,15 @@ _BLOCK_COUNTS = 2 ** 25
 def _two_part_block(state, payload):
     """Fit one block of replicates; returns (values (b, 4), reasons, iterations)."""
     kind, data = payload
+    n = state["X"].shape[0]
     if kind == "boot":
         C = np.ascontiguousarray(data.T)                  # (n, b) row counts
-    else:                                                 # jackknife: rows left out
-        C = _LeftOut(data, state["X"].shape[0])
+    elif sum(map(len, data)) <= n // 2:                   # jackknife: rows left out
+        C = _LeftOut(data, n)
+    else:       # large groups (a few big clusters): walking their rows saves little
+        C = np.ones((n, len(data)), dtype=np.uint8)
+        for j, rows in enumerate(data):
+            C[rows, j] = 0
     return _fit_two_part_counts(state, C)
 
 
