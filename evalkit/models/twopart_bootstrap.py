@@ -85,9 +85,11 @@ class _LeftOut:
         rows = np.flatnonzero(keep)
         return _LeftOut([np.searchsorted(rows, r[keep[r]]) for r in self.groups], len(rows))
 
-    def sums(self, A) -> np.ndarray:
-        """``A' C`` (columns of ``A``, (n, m), summed under each fit's counts): (m, b)."""
-        return A.sum(axis=0)[:, None] - A[self.rows].T @ self.ind
+    def sums(self, total, A, w=None) -> np.ndarray:
+        """``A' C`` (columns of ``A`` (n, m), times the rows' ``w`` (n, 1) if given, summed
+        under each fit's counts; ``total`` their sums over all rows): (m, b)."""
+        part = A[self.rows] if w is None else A[self.rows] * w[self.rows]
+        return total[:, None] - part.T @ self.ind
 
     def parts(self, cols, *arrays):
         """The groups' rows of ``arrays`` (None stays None), and the 0/1 counts of the
@@ -169,7 +171,8 @@ def _jackknife_full(state) -> dict:
     full-sample estimate with counts 1 on every row -- what the first step of every
     jackknife fit downdates (:func:`_jackknife_start`) -- and the information's slope
     there (:func:`_info_slope`), with which the fits' chord steps carry the information
-    along (:func:`_chunked_fit`)."""
+    along (:func:`_chunked_fit`); and the column sums of the tallies and constant
+    gradient parts of :func:`_fit_two_part_counts` (``M``, ``Xz``, ``Xy``)."""
     iu, chunks = state["iu"], _Chunks(1)
     out = {}
     for part, kind, X, y, z, beta in (
@@ -182,6 +185,8 @@ def _jackknife_full(state) -> dict:
             w = _info_slope(kind, Xs @ beta, None if y is None else y[sl, 0])
             slope += (Xs[:, iu[0]] * Xs[:, iu[1]] * w[:, None]).T @ Xs
         out[part] = (g, h, design, slope)
+    out.update(M=state["M"].sum(axis=0), Xz=state["Xz"].sum(axis=0),
+               Xy=(state["X"] * state["yz"]).sum(axis=0))
     return out
 
 
@@ -329,8 +334,9 @@ def _fit_two_part_counts(state, C):
     M, Xz, yz = state["M"], state["Xz"], state["yz"]
     jack = isinstance(C, _LeftOut)
     if jack:
-        tally, g01 = C.sums(M), C.sums(Xz)
-        g02 = C.sums(X * yz) if second == "poisson" else g01
+        full = state["jack_full"]
+        tally, g01 = C.sums(full["M"], M), C.sums(full["Xz"], Xz)
+        g02 = C.sums(full["Xy"], X, yz) if second == "poisson" else g01
     else:
         tally = np.zeros((M.shape[1], b))           # rows: N, N_pos, n1 (per 0/1 term), e1
         g01, g02 = np.zeros((k, b)), np.zeros((k, b))  # X'Cz; X2'C2 (or X2'C2y2 for poisson)
@@ -374,7 +380,6 @@ def _fit_two_part_counts(state, C):
 
     z = state["z"][:, None]
     if jack:
-        full = state["jack_full"]
         C2 = C.within(state["z"] > 0)
         start1 = _jackknife_start(first, X, iu, C, None, z, state["beta1"], full["first"],
                                   chunks)
