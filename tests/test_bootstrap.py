@@ -28,8 +28,15 @@ from evalkit.models.bootstrap import BootstrapResult, bootstrap, bootstrap_indic
 from evalkit.models.resample import _design, _jackknife_plan
 from evalkit.models.twopart import two_part
 from evalkit.models.twopart_bootstrap import (
-    _Chunks, _jackknife_full, _jackknife_start, _LeftOut, _logit_loglik, _pass, _recycled,
-    _two_part_block, _two_part_state,
+    _Chunks,
+    _jackknife_full,
+    _jackknife_start,
+    _LeftOut,
+    _logit_loglik,
+    _pass,
+    _recycled,
+    _two_part_block,
+    _two_part_state,
 )
 
 F = "total_cost ~ treated + age + female + comorbidity + baseline_cost"
