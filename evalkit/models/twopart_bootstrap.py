@@ -239,8 +239,8 @@ def _chunked_fit(kind, X, C, y, z, g0, beta0, tol, maxiter, iu, chunks, start=No
     at ``beta0``. The fits then take chord steps: the later walks sum gradients only,
     and the step uses the first information carried to the current coefficients to first
     order, ``H(beta0) + S (beta - beta0)`` (a jackknife fit moves a fraction of a
-    standard error, so this is the information there up to a relative 1e-7 or so, and
-    the steps shrink nearly as fast as Newton's). A step is kept while it is below
+    standard error, so on large data this is the information there to about six digits,
+    and the steps shrink nearly as fast as Newton's). A step is kept while it is below
     ``_CHORD`` times the replicate's previous step (in standard errors); otherwise the
     information is summed afresh (a second walk) and a Newton step taken. The stopping
     rule is unchanged.
@@ -566,11 +566,14 @@ def bootstrap_two_part(data: pd.DataFrame, formula: str, treatment: str, n_boot:
     rows sums the gradients only, and the step uses the first step's information
     carried to the current coefficients to first order (its slope in the coefficients is
     summed once over all rows). A jackknife fit moves a fraction of a standard error, so
-    these steps shrink nearly as fast as Newton's (two walks a part where Newton took
-    three, two with the information); a fit whose steps do not shrink at least a
-    hundredfold gets a Newton step. The stopping rule is the same, so a jackknife value
-    is still the converged fit without its group (to within ``tol`` of the previous
-    Newton path's).
+    these steps shrink nearly as fast as Newton's (usually two walks a part, gradients
+    only, where the Newton steps took three, two of them with the information); a fit
+    whose steps do not shrink at least a hundredfold gets a Newton step. Blocks whose
+    groups hold more than half the rows (a few large clusters) are fitted under the
+    count matrix like the replicates. The stopping rule is the same, so a jackknife value
+    is still the converged fit without its group; it differs from the value Newton steps
+    reach only within the tolerance (below 1e-13 relative on the benchmark's 100,000
+    members and on the demo study).
 
     Parameters
     ----------
