@@ -24,6 +24,7 @@ from scipy import stats
 
 from evalkit.errors import DataValidationError, ParamsError, StatisticalWarning
 from evalkit.models import bootstrap_two_part
+from evalkit.models.batched import _info_slope
 from evalkit.models.bootstrap import BootstrapResult, bootstrap, bootstrap_indices
 from evalkit.models.resample import _design, _jackknife_plan
 from evalkit.models.twopart import two_part
@@ -393,6 +394,24 @@ def test_jackknife_sums_equal_those_under_the_count_matrix(synth, parts):
         np.testing.assert_allclose(
             _recycled(first, state["X1"], state["X0"], left, B1, B2, chunks, shift),
             _recycled(first, state["X1"], state["X0"], C, B1, B2, chunks), rtol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["logit", "probit", "gamma", "poisson", "inverse_gaussian"])
+def test_information_slope_is_the_derivative_of_the_information(kind):
+    """The chord steps carry the information along with its slope: the information of
+    one row per linear predictor, summed by _pass at eta +- h, differenced, must match
+    _info_slope (central differences, h = 1e-5)."""
+    eta = np.linspace(-2.5, 2.5, 11)
+    y, z = np.linspace(0.5, 5.0, 11)[:, None], (eta > 0).astype(float)[:, None]
+    X = np.ones((1, 1))
+    iu = np.triu_indices(1)
+
+    def info(e):                       # each row alone: X = 1, beta = its eta
+        return np.array([_pass(kind, X, iu, None, y[i:i + 1], z[i:i + 1], np.array([[v]]),
+                               None, _Chunks(1), False)[1][0, 0] for i, v in enumerate(e)])
+    h = 1e-5
+    want = (info(eta + h) - info(eta - h)) / (2 * h)
+    np.testing.assert_allclose(_info_slope(kind, eta, y[:, 0]), want, rtol=1e-6, atol=1e-9)
 
 
 def test_jackknife_of_large_groups_walks_the_count_matrix(synth):
