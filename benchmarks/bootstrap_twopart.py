@@ -10,8 +10,9 @@ when positive), then, in this one process and interleaved over ``--repeats`` rou
   all of them would take several minutes;
 * **batched**: :func:`evalkit.models.twopart_bootstrap.bootstrap_two_part` with all ``--n-boot``
   replicates, once with percentile intervals only (the replicates alone, like the naive
-  loop) and once with the default percentile + BCa (adds the jackknife for the
-  acceleration).
+  loop) and once with the default percentile + BCa (adds the grouped jackknife for the
+  acceleration: 1,000 fits without a group of rows each, whose sums are taken as the
+  sums over all rows minus the group's, with chord steps; see ``bootstrap_two_part``).
 
 Both use the same seed and strata, hence the same resampling counts
 (:func:`evalkit.models.bootstrap.bootstrap_indices`), so the naive replicates can be

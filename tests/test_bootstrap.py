@@ -24,8 +24,21 @@ from scipy import stats
 
 from evalkit.errors import DataValidationError, ParamsError, StatisticalWarning
 from evalkit.models import bootstrap_two_part
+from evalkit.models.batched import _info_slope
 from evalkit.models.bootstrap import BootstrapResult, bootstrap, bootstrap_indices
+from evalkit.models.resample import _design, _jackknife_plan
 from evalkit.models.twopart import two_part
+from evalkit.models.twopart_bootstrap import (
+    _Chunks,
+    _jackknife_full,
+    _jackknife_start,
+    _LeftOut,
+    _logit_loglik,
+    _pass,
+    _recycled,
+    _two_part_block,
+    _two_part_state,
+)
 
 F = "total_cost ~ treated + age + female + comorbidity + baseline_cost"
 
@@ -303,6 +316,134 @@ def test_two_part_bca_and_jackknife_over_clusters(synth):
     assert "fit" in res.extra and res.n_failed == 0
 
 
+def _jackknife_block(data, formula, groups, **parts):
+    """The batched two-part fits of ``data`` without each of ``groups`` (row positions),
+    as bootstrap_two_part's BCa jackknife computes them."""
+    fit = two_part(data, formula, **parts)
+    state = _two_part_state(data, formula, "treated", fit, parts.get("first", "logit"),
+                            parts.get("second", "gamma"), 1e-10, 100, "test")
+    state["jack_full"] = _jackknife_full(state)
+    return _two_part_block(state, ("jack", groups))
+
+
+@pytest.mark.parametrize("parts", [{}, {"second": "poisson"},
+                                   {"first": "probit", "second": "inverse_gaussian"}])
+def test_jackknife_fits_equal_statsmodels_refits_without_each_group(synth, parts):
+    """The jackknife values for BCa start from full-sample sums minus the group's and take
+    chord steps; each must still be the two-part effect fitted from scratch by two_part()
+    (statsmodels IRLS + polish) on the data without the group. Groups as BCa draws them:
+    random groups of rows within the treatment strata."""
+    design = _design(synth, "treated", None, "test")
+    drops, _, text = _jackknife_plan(design, 40, np.random.default_rng(3))
+    assert text == "grouped jackknife: 40 random groups of rows (within strata)"
+    groups = [design.rows(d) for d in drops]
+    values, reasons, _ = _jackknife_block(synth, F, groups, **parts)
+    assert reasons == [None] * len(groups)
+    for j, rows in enumerate(groups):
+        e = two_part(synth.drop(index=rows).reset_index(drop=True), F, **parts).effect("treated")
+        want = [e.at("cost_difference"), e.at("ratio"), e.mean_treated, e.mean_control]
+        np.testing.assert_allclose(values[j], want, rtol=1e-8, err_msg=f"group {j}")
+
+
+@pytest.mark.parametrize("parts", [{}, {"second": "poisson"},
+                                   {"first": "probit", "second": "inverse_gaussian"}])
+def test_jackknife_sums_equal_those_under_the_count_matrix(synth, parts):
+    """A jackknife fit's sums are taken as all rows minus the left-out rows, the first
+    step's from sums over all rows computed once; each must equal the same sum under the
+    explicit 0/1 row-count matrix (what a bootstrap block walks): gradient, information,
+    design, log-likelihood and recycled predictions, at the full-sample estimate and
+    elsewhere."""
+    first, second = parts.get("first", "logit"), parts.get("second", "gamma")
+    fit = two_part(synth, F, **parts)
+    state = _two_part_state(synth, F, "treated", fit, first, second, 1e-10, 100, "test")
+    full = _jackknife_full(state)
+    n = len(synth)
+    groups = [np.arange(j, n, 7)[:40] for j in range(5)] + [np.array([3, 9]), np.arange(0)]
+    left = _LeftOut(groups, n)
+    C = np.ones((n, len(groups)))
+    for j, rows in enumerate(groups):
+        C[rows, j] = 0.0
+    pos = state["pos"]
+    chunks = _Chunks(len(groups))
+    rng = np.random.default_rng(1)
+    for kind, X, counts, jack, y, z, beta, part in (
+            (first, state["X"], C, left, None, state["z"][:, None], state["beta1"], "first"),
+            (second, state["X2"], C[pos], left.within(state["z"] > 0), state["y2"], None,
+             state["beta2"], "second")):
+        B0 = np.repeat(beta[:, None], len(groups), axis=1)
+        want = _pass(kind, X, state["iu"], counts, y, z, B0, None, chunks, True)
+        got = _jackknife_start(kind, X, state["iu"], jack, y, z, beta, full[part], chunks)
+        for w, g in zip((want[0], want[1], want[3]), got[:3]):
+            np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-9 * np.abs(w).max())
+        B = B0 + 0.01 * rng.standard_normal(B0.shape) * np.abs(B0)
+        cols = np.array([0, 2, 5, 6])
+        want = _pass(kind, X, state["iu"], counts, y, z, B[:, cols], cols, chunks, True)
+        got = _pass(kind, X, state["iu"], jack, y, z, B[:, cols], cols, chunks, True)
+        for w, g in zip(want, got):
+            np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-9 * np.abs(w).max())
+        if kind == "logit":
+            np.testing.assert_allclose(_logit_loglik(X, jack, z, B[:, cols], cols, chunks),
+                                       _logit_loglik(X, counts, z, B[:, cols], cols, chunks),
+                                       rtol=1e-12)
+        if part == "first":
+            B1 = B
+        else:
+            B2 = B
+    assert state["shift"] is not None            # "treated" enters without interactions
+    for shift in (None, state["shift"]):
+        np.testing.assert_allclose(
+            _recycled(first, state["X1"], state["X0"], left, B1, B2, chunks, shift),
+            _recycled(first, state["X1"], state["X0"], C, B1, B2, chunks), rtol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["logit", "probit", "gamma", "poisson", "inverse_gaussian"])
+def test_information_slope_is_the_derivative_of_the_information(kind):
+    """The chord steps carry the information along with its slope: the information of
+    one row per linear predictor, summed by _pass at eta +- h, differenced, must match
+    _info_slope (central differences, h = 1e-5)."""
+    eta = np.linspace(-2.5, 2.5, 11)
+    y, z = np.linspace(0.5, 5.0, 11)[:, None], (eta > 0).astype(float)[:, None]
+    X = np.ones((1, 1))
+    iu = np.triu_indices(1)
+
+    def info(e):                       # each row alone: X = 1, beta = its eta
+        return np.array([_pass(kind, X, iu, None, y[i:i + 1], z[i:i + 1], np.array([[v]]),
+                               None, _Chunks(1), False)[1][0, 0] for i, v in enumerate(e)])
+    h = 1e-5
+    want = (info(eta + h) - info(eta - h)) / (2 * h)
+    np.testing.assert_allclose(_info_slope(kind, eta, y[:, 0]), want, rtol=1e-6, atol=1e-9)
+
+
+def test_jackknife_of_large_groups_walks_the_count_matrix(synth):
+    """Groups that leave out more than half the rows of a block (a few large clusters)
+    are fitted under the 0/1 count matrix instead; the values are the same refits."""
+    groups = [np.arange(0, 1200), np.arange(800, 2000)]
+    values, reasons, _ = _jackknife_block(synth, F, groups)
+    assert reasons == [None, None]
+    for j, rows in enumerate(groups):
+        e = two_part(synth.drop(index=rows).reset_index(drop=True), F).effect("treated")
+        assert values[j][0] == pytest.approx(e.at("cost_difference"), rel=1e-8)
+        assert values[j][2] == pytest.approx(e.mean_treated, rel=1e-8)
+
+
+def test_jackknife_group_leaving_a_term_constant_is_reported(synth):
+    """A group holding every row with rare = 1 leaves that 0/1 term constant: its value is
+    NaN with the reason two_part's checks give; the groups around it are fitted (checked
+    against statsmodels refits)."""
+    d = synth.assign(rare=0)
+    d.loc[[5, 17, 40], "rare"] = 1
+    f = F + " + rare"
+    groups = [np.array([3, 5, 17, 40, 41]), np.arange(100, 160), np.arange(1000, 1030)]
+    values, reasons, _ = _jackknife_block(d, f, groups)
+    assert reasons[0] == "rare is constant (0) in the resample"
+    assert np.isnan(values[0]).all()
+    assert reasons[1:] == [None, None]
+    for j in (1, 2):
+        e = two_part(d.drop(index=groups[j]).reset_index(drop=True), f).effect("treated")
+        assert values[j][0] == pytest.approx(e.at("cost_difference"), rel=1e-8)
+        assert values[j][1] == pytest.approx(e.at("ratio"), rel=1e-8)
+
+
 # --------------------------------------------------------------------------- bad input
 def test_bad_input_gives_clear_errors(arms, synth):
     with pytest.raises(ParamsError, match="n_boot must be an integer >= 2"):
@@ -451,7 +592,6 @@ def test_counting_draws_by_position_gives_the_same_resamples(strata, cluster):
     numbers (``draw_counts``); the counts equal those of the rows of the drawn units
     (``rows(draw())``, what the generic bootstrap resamples), from the same generator
     state, for every design."""
-    from evalkit.models.resample import _design
     rng = np.random.default_rng(8)
     site = rng.integers(0, 40, 3000)
     df = pd.DataFrame({"site": site, "arm": site % 2})

@@ -126,6 +126,29 @@ def _info(kind, XX, ctx, u, v):
     return XX.T @ ctx.pop("_w")
 
 
+def _info_slope(kind, eta, y=None):
+    """Derivative in ``eta`` of each row's weight ``w`` in the information
+    ``X' diag(C w) X`` of :func:`_info` (counts 1), at the linear predictors ``eta``:
+    how the information moves with the coefficients,
+    ``dH / d beta_q = X' diag(w' x_q) X``. ``y``: the outcome (gamma part)."""
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        if kind == "logit":                         # w = mu (1 - mu)
+            mu = np.clip(special.expit(eta), _P_EPS, 1.0 - _P_EPS)
+            return mu * (1.0 - mu) * (1.0 - 2.0 * mu)
+        if kind == "gamma":                         # w = y / mu (observed information)
+            return -y * np.exp(-eta)
+        if kind == "poisson":                       # w = mu
+            return np.exp(eta)
+        if kind == "inverse_gaussian":              # w = 1 / mu (Fisher)
+            return -np.exp(-eta)
+        if kind == "probit":                        # w = phi^2 / (Phi (1 - Phi)) (Fisher)
+            mu = special.ndtr(eta)
+            dens = np.exp(-0.5 * eta * eta) / math.sqrt(2 * math.pi)
+            var = mu * (1.0 - mu)
+            return dens * dens / var * (-2.0 * eta + dens * (2.0 * mu - 1.0) / var)
+    raise ValueError(kind)
+
+
 def _unpack(h: np.ndarray, k: int, iu) -> np.ndarray:
     """(k(k+1)/2, b) upper-triangle sums -> (b, k, k) symmetric matrices."""
     H = np.empty((h.shape[1], k, k))
@@ -161,22 +184,27 @@ RUNNING, CONVERGED, RANK, FAILED = 0, 1, 2, 3
 POISSON = 4          # a negbin replicate at its Poisson limit (theta -> infinity)
 
 
-def _newton_step(g, Hinv, tol, status, active, information, design):
+def _newton_step(g, Hinv, tol, status, active, information, design, chord=None):
     """Newton / Fisher-scoring steps ``H^-1 g`` (k, a) of the ``active`` replicates.
 
     With the previous inverse information ``Hinv`` (a, k, k) a step is tried first; the
     information (``information()``: (a, k, k)) is computed only if some step is not
     below ``tol`` standard errors. On the first iteration (``Hinv`` None) the replicates
-    whose ``design(H)`` is not of full rank are marked ``RANK`` in ``status``. Returns
-    the steps, which are below ``tol`` standard errors, and the inverse information.
+    whose ``design(H)`` is not of full rank are marked ``RANK`` in ``status``. With
+    ``chord`` (a,), a step with the previous information whose largest coefficient is
+    below ``chord`` standard errors is kept too (a chord step: the previous information
+    still contracts the steps fast enough). Returns the steps, which are below ``tol``
+    standard errors, and the inverse information.
     """
     if Hinv is not None:
         step = np.einsum("aij,ja->ia", Hinv, g)
-        small = np.all(np.abs(step) <= tol * np.sqrt(np.einsum("aii->ia", Hinv)), axis=0)
+        se = np.sqrt(np.einsum("aii->ia", Hinv))
+        small = np.all(np.abs(step) <= tol * se, axis=0)
+        kept = small if chord is None else small | np.all(np.abs(step) <= chord * se, axis=0)
     else:
         step = np.zeros_like(g)
-        small = np.zeros(len(active), dtype=bool)
-    if not small.all():
+        small = kept = np.zeros(len(active), dtype=bool)
+    if not kept.all():
         H = information()
         if Hinv is None:                          # first iteration: rank of the design
             ok = _rank_ok(design(H))
@@ -186,8 +214,8 @@ def _newton_step(g, Hinv, tol, status, active, information, design):
                 Hinv[ok] = _inv(H[ok])
         else:
             ok = np.ones(len(active), dtype=bool)
-            Hinv[~small] = _inv(H[~small])
-        redo = ~small & ok
+            Hinv[~kept] = _inv(H[~kept])
+        redo = ~kept & ok
         step[:, redo] = np.einsum("aij,ja->ia", Hinv[redo], g[:, redo])
         small = np.all(np.abs(step) <= tol * np.sqrt(np.einsum("aii->ia", Hinv)), axis=0)
     return step, small, Hinv
