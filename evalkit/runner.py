@@ -9,8 +9,8 @@
    (and import evalkit) while step 2 runs and are reused from workbook to workbook,
    reset in between to a new kernel's state (:mod:`evalkit.kernels`); two workbooks
    execute at once when the machine has the cores and the memory
-   (:func:`default_workers`; a kernel started for nothing is stopped), each after the workbooks whose output it reads (``after``
-   in :mod:`evalkit.catalog`). The numbers are those of one workbook at a time, each in
+   (:func:`default_workers`; a kernel started for nothing is stopped), each after the
+   workbooks whose output it reads (``after`` in :mod:`evalkit.catalog`). The numbers are those of one workbook at a time, each in
    a kernel of its own (``workers=1, shared_kernels=False``);
 4. write the brief, ``brief.html`` and ``brief.pdf`` (:mod:`evalkit.report`);
 5. write the tables as ``tables/<name>.csv`` and ``tables.xlsx`` (:mod:`evalkit.export`);
