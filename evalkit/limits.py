@@ -121,8 +121,9 @@ def release_fits(rows: int) -> None:
     members) are freed only by the cyclic garbage collector, which runs after so many new
     objects, whatever their size. A loop of fits (families, outcomes, negative controls)
     then holds several fits' worth at once: at a million members the cohort-balance
-    workbook's negative controls peaked at 3.9 GB instead of 3.1 GB. Smaller fits skip
-    it: a full collection takes about 0.1 s where the kernel has not frozen its imports.
+    workbook's negative controls peaked at 3.9 GB without this and 3.1 GB with it. Smaller
+    fits skip it: a full collection takes about 0.1 s where the imports are not frozen
+    (the runner's kernels freeze theirs, :func:`evalkit.kernels.remember`).
     """
     if rows >= LARGE_FIT_ROWS:
         gc.collect()
