@@ -617,9 +617,9 @@ class PeakMemory:
         self._thread.join()
 
 
-def _megabytes(peak: int | None) -> dict:
-    """``{"peak_memory_mb": ...}`` (10^6 bytes) for a status record; nothing if unknown."""
-    return {} if not peak else {"peak_memory_mb": round(peak / 1e6)}
+def _megabytes(peak: int | None, key: str = "peak_memory_mb") -> dict:
+    """``{key: ...}`` (10^6 bytes) for a status record; nothing if unknown."""
+    return {} if not peak else {key: round(peak / 1e6)}
 
 
 def _peak_text(status: dict, key: str = "peak_memory_mb") -> str:
@@ -812,9 +812,7 @@ def _prepare(params, out_dir: Path, run_info: dict, secrets, quiet: bool, finish
         raise
     run_info["data_fingerprint"] = prepared.fingerprint
     run_info["prepare_seconds"] = round(time.perf_counter() - t0, 2)
-    peak = peaks.done("prepare")
-    if peak:
-        run_info["prepare_peak_memory_mb"] = round(peak / 1e6)
+    run_info.update(_megabytes(peaks.done("prepare"), "prepare_peak_memory_mb"))
     counts = prepared.report.counts
     _say(f"  data ready in {time.perf_counter() - t0:.1f}s"
          f"{_peak_text(run_info, 'prepare_peak_memory_mb')}: "
