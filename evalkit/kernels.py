@@ -5,7 +5,8 @@ matplotlib, DuckDB and evalkit) costs about 4-5 s, as much as a small workbook's
 The runner starts a :class:`WorkbookKernel` once (while the data are prepared), imports
 evalkit in it, and executes its workbooks in it one at a time. Before each workbook the
 kernel is put back in the state of a kernel that has just started and imported evalkit
-(:func:`fresh`), so that a workbook sees what it would see in a kernel of its own:
+(:func:`evalkit.kernel_state.fresh`), so that a workbook sees what it would see in a
+kernel of its own:
 
 * an empty namespace, execution counts from 1 (IPython's ``reset(new_session=True)``);
 * the warning filters of the fresh kernel, every module's record of warnings already
@@ -16,8 +17,9 @@ kernel is put back in the state of a kernel that has just started and imported e
 * matplotlib's settings of the fresh kernel (a workbook's theme changes them) and no
   open figure.
 
-BLAS runs one thread in these kernels (:func:`remember`): two workbooks execute at once on
-two cores, and a model's tall-skinny linear algebra is faster on one thread anyway (see
+BLAS runs one thread in these kernels (:func:`evalkit.kernel_state.remember`): two
+workbooks execute at once on two cores, and a model's tall-skinny linear algebra is
+faster on one thread anyway (see
 :func:`evalkit.models.effects.one_blas_thread`); the bootstraps run their blocks in threads
 or processes of their own.
 
@@ -28,25 +30,20 @@ afresh (at 20,000 members about a tenth of the zero-inflated bootstrap's time).
 
 Random numbers are not reset: a new kernel's global generators are seeded from the
 operating system, so no workbook may rely on them; evalkit draws from generators
-seeded from the params. :func:`remember` and :func:`fresh` run inside the kernel; the
-rest of the module runs in the runner.
+seeded from the params. This module runs in the runner; what runs inside the kernel is
+in :mod:`evalkit.kernel_state`, which imports no more than the workbooks do (this
+module's nbclient, nbformat and papermill would cost each kernel 0.15 s, and about 2 s
+where jsonschema's format checkers are installed, as in the development environment).
 """
 from __future__ import annotations
 
-import gc
 import os
-import sys
-import warnings
 from pathlib import Path
 
-import matplotlib
-import matplotlib.pyplot as plt
 import nbformat
-from IPython import get_ipython
 from nbclient import NotebookClient
 from papermill.clientwrap import PapermillNotebookClient
 from papermill.engines import NBClientEngine, papermill_engines
-from threadpoolctl import threadpool_limits
 
 from .errors import EvalkitError
 
@@ -58,48 +55,6 @@ WARM_UP = "import evalkit, evalkit.analysis.study, evalkit.analysis.plots, evalk
 #: and up to 128 MB free at the heap's top is kept rather than given back. Other C
 #: libraries ignore them.
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(128 * 2**20)}
-
-#: The fresh kernel's state, recorded by :func:`remember` (in the kernel).
-_FRESH: dict = {}
-
-
-def remember() -> None:
-    """In the kernel, after the warm-up imports: record the state :func:`fresh` restores.
-
-    matplotlib's backend is loaded first: a new kernel loads it with the first figure
-    of its first workbook (the inline backend then turns matplotlib's interactive mode
-    on, which makes figures show); a reused kernel has it loaded already, so the state
-    it returns to must be the one after loading. BLAS is limited to one thread for the
-    kernel's life (see the module docstring)."""
-    threadpool_limits(limits=1, user_api="blas")
-    plt.switch_backend(matplotlib.get_backend())
-    _FRESH.update(filters=list(warnings.filters), showwarning=warnings.showwarning,
-                  rc=matplotlib.rcParams.copy())
-    gc.collect()
-    gc.freeze()     # the imported modules live as long as the kernel: never scan them again
-
-
-def fresh() -> None:
-    """In the kernel, before a workbook: back to the state :func:`remember` recorded (see
-    the module docstring); then free what the previous workbook held."""
-    if not _FRESH:
-        raise RuntimeError("evalkit.kernels.fresh() before remember()")
-    plt.close("all")
-    get_ipython().reset(new_session=True)
-    warnings.filters[:] = _FRESH["filters"]
-    warnings.showwarning = _FRESH["showwarning"]
-    warnings._filters_mutated()         # every module's __warningregistry__ is stale now
-    warnings.onceregistry.clear()
-    for module in list(sys.modules.values()):
-        registry = getattr(module, "__warningregistry__", None)
-        if isinstance(registry, dict):
-            registry.clear()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")     # deprecated settings are copied back silently
-        matplotlib.rcParams.clear()
-        matplotlib.rcParams.update(_FRESH["rc"])
-    gc.collect()
-
 
 class SharedKernelEngine(NBClientEngine):
     """papermill's nbclient engine, executing in a :class:`WorkbookKernel` given as
@@ -140,7 +95,7 @@ class WorkbookKernel:
         try:
             self._client.start_new_kernel(cwd=str(cwd), env={**MALLOC_ENV, **os.environ})
             self._client.start_new_kernel_client()
-            self._run(f"{WARM_UP}\nimport evalkit.kernels\nevalkit.kernels.remember()")
+            self._run(f"{WARM_UP}\nimport evalkit.kernel_state\nevalkit.kernel_state.remember()")
         except BaseException:
             self.shutdown()
             raise
@@ -172,8 +127,9 @@ class WorkbookKernel:
                                f"{content.get('ename', 'no reply')}: {content.get('evalue', '')}")
 
     def prepare_workbook(self) -> None:
-        """Put the kernel back in its just-started state (:func:`fresh`)."""
-        self._run("__import__('evalkit.kernels').kernels.fresh()")
+        """Put the kernel back in its just-started state
+        (:func:`evalkit.kernel_state.fresh`)."""
+        self._run("__import__('evalkit.kernel_state').kernel_state.fresh()")
 
     def shutdown(self) -> None:
         """Stop the kernel (at once) and its client; safe to call twice or on a dead kernel."""

@@ -123,7 +123,7 @@ def release_fits(rows: int) -> None:
     then holds several fits' worth at once: at a million members the cohort-balance
     workbook's negative controls peaked at 3.9 GB without this and 3.1 GB with it. Smaller
     fits skip it: a full collection takes about 0.1 s where the imports are not frozen
-    (the runner's kernels freeze theirs, :func:`evalkit.kernels.remember`).
+    (the runner's kernels freeze theirs, :func:`evalkit.kernel_state.remember`).
     """
     if rows >= LARGE_FIT_ROWS:
         gc.collect()

@@ -10,8 +10,10 @@
    reset in between to a new kernel's state (:mod:`evalkit.kernels`); two workbooks
    execute at once when the machine has the cores and the memory
    (:func:`default_workers`; a kernel started for nothing is stopped), each after the
-   workbooks whose output it reads (``after`` in :mod:`evalkit.catalog`). The numbers are those of one workbook at a time, each in
-   a kernel of its own (``workers=1, shared_kernels=False``);
+   workbooks whose output it reads (``after`` in :mod:`evalkit.catalog`), the longest
+   chain of work first (:func:`evalkit.catalog.critical_first`). The numbers are those
+   of one workbook at a time, each in a kernel of its own (``workers=1,
+   shared_kernels=False``);
 4. write the brief, ``brief.html`` and ``brief.pdf`` (:mod:`evalkit.report`);
 5. write the tables as ``tables/<name>.csv`` and ``tables.xlsx`` (:mod:`evalkit.export`);
 6. in a public run, scan every output (:func:`_privacy_scan`);
@@ -70,7 +72,6 @@ from .kernels import ENGINE, WorkbookKernel
 from .export import TABLES_DIR, XLSX_NAME, export_tables
 from .limits import check_disk
 from .provenance import provenance
-from .report import BriefError, write_brief
 from .results import assemble, write_json_atomic, write_text_atomic
 from .privacy import (Finding, ScanReport, redact_notebook, redact_params, scan_outputs,
                       scan_text, scrub)
@@ -78,7 +79,7 @@ from .runlock import LOCK_NAME, RunIdentity, RunLock, new_run_id
 from .status import RUN_ID_META, read_status
 from .prepare import DB_NAME, prepare, scan_targets
 
-from .catalog import BY_NAME, CATALOG, WORKBOOK_DIR, in_run_order
+from .catalog import BY_NAME, CATALOG, WORKBOOK_DIR, critical_first, in_run_order
 
 
 @dataclass(frozen=True)
@@ -651,8 +652,10 @@ def _execute_workbooks(order, params, out_dir, params_file, results_path, run_in
                        quiet, how, pool, peaks: PeakMemory) -> list[Path]:
     """Execute the workbooks of ``order``: one by one in kernels of their own without a
     ``pool``; else on the pool's kernels, as many at once as it has, each workbook after
-    those it reads (``after`` in the catalogue). A failure stops the run once the
-    workbooks already executing have finished; see the module docstring."""
+    those it reads (``after`` in the catalogue), the longest chain of work first when
+    there are several kernels (:func:`~evalkit.catalog.critical_first`). A failure stops
+    the run once the workbooks already executing have finished; see the module
+    docstring."""
     running: dict[str, tuple[dict, float]] = {}
     progress = not quiet and (pool is None or pool.size == 1)
 
@@ -689,7 +692,9 @@ def _execute_workbooks(order, params, out_dir, params_file, results_path, run_in
                 raise failure
         return [out_dir / BY_NAME[wb].file for wb in order]
 
-    waiting, finished, failures = list(order), set(), []
+    # one kernel: the catalogue's order; several: the longest chain of work first
+    waiting = critical_first(order) if pool.size > 1 else list(order)
+    finished, failures, preloading = set(), [], None
     while waiting or running:
         ready = [w for w in waiting
                  if all(d in finished for d in BY_NAME[w].after if d in order)]
@@ -704,6 +709,8 @@ def _execute_workbooks(order, params, out_dir, params_file, results_path, run_in
         wb, err = pool.next_done()
         failure = end(wb, err)
         finished.add(wb)
+        if not waiting and len(running) < pool.size and preloading is None:
+            preloading = preload_report()       # a kernel is done for good: a core is free
         if failure is not None:
             failures.append((wb, failure))
     if failures:
@@ -841,11 +848,27 @@ def _kernel_died(err: Exception) -> bool:
     return type(err).__name__ == "DeadKernelError" or "Kernel died" in str(err)
 
 
+def preload_report() -> threading.Thread:
+    """Import :mod:`evalkit.report` (WeasyPrint and the brief's charts: about 1.4 s) in a
+    background thread, and return the thread. The runner imports it only for the brief, so
+    that its kernels start that much sooner; it calls this once a kernel has no workbook
+    left (a core would idle), and :func:`_write_brief`'s own import waits for this one."""
+    def load():
+        try:
+            from . import report  # noqa: F401
+        except Exception:  # noqa: BLE001 - the brief's own import raises it again, in place
+            pass
+    t = threading.Thread(target=load, daemon=True, name="evalkit-report-import")
+    t.start()
+    return t
+
+
 def _write_brief(params, out_dir: Path, run_info: dict, results_path: Path, quiet: bool,
                  secrets=()) -> None:
     """Render brief.html and brief.pdf (:mod:`evalkit.report`); a failure fails the run."""
     _say(f"writing the brief ({params.report.audience} audience): brief.html, brief.pdf", quiet)
     t0 = time.perf_counter()
+    from .report import BriefError, write_brief     # see preload_report
     try:
         brief = write_brief(out_dir, results=assemble(out_dir, run_info, params.workbooks),
                             params=params, secrets=secrets)

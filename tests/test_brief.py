@@ -20,7 +20,7 @@ from bs4 import BeautifulSoup
 from PIL import Image
 
 import evalkit
-from evalkit import cli, runner
+from evalkit import cli, report, runner
 from evalkit.params import validate
 from evalkit.privacy import DisclosureError, scan_outputs
 from evalkit.report import BriefError, write_brief
@@ -296,7 +296,7 @@ def test_a_brief_that_cannot_be_rendered_fails_the_run(run, tmp_path, monkeypatc
 
     def broken(*args, **kwargs):
         raise RuntimeError("no fonts")
-    monkeypatch.setattr(runner, "write_brief", broken)
+    monkeypatch.setattr(report, "write_brief", broken)     # the runner imports it when called
     with pytest.raises(BriefError, match="no fonts"):
         runner._write_brief(params, folder, info, folder / "results.json", True)
     res = json.loads((folder / "results.json").read_text())

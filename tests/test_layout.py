@@ -58,6 +58,9 @@ DEFERRED_IMPORTS: dict[str, set[str]] = {
     "evalkit.cli": {"evalkit.data.synthetic", "evalkit.diff", "evalkit.limits",
                     "evalkit.params", "evalkit.params.load", "evalkit.prepare",
                     "evalkit.report", "evalkit.runner", "evalkit.status"},
+    # the brief's WeasyPrint and charts (~1.4 s) after the workbooks: the kernels start
+    # that much sooner (runner.preload_report)
+    "evalkit.runner": {"evalkit.report"},
     # the Spark engine's SQL translation (sqlglot) only when the run uses Spark
     "evalkit.prepare": {"evalkit.engines.spark"},
 }

@@ -15,6 +15,7 @@ import psutil
 import pytest
 
 from evalkit import catalog, runner
+from evalkit.catalog import BY_NAME, critical_first
 from evalkit.errors import EvalkitError, ParamsError, WorkbookError
 from conftest import assert_structured_records
 from shared_runs import copy_run_folder
@@ -210,7 +211,8 @@ def test_reused_kernel_starts_each_workbook_fresh(tmp_path):
     """Two notebooks executed one after the other in one WorkbookKernel: the second sees
     no name of the first, counts cells from 1, sees again a warning the first was shown
     (Python shows a warning once per place), and finds matplotlib's settings and warning
-    filters as a new kernel has them, whatever the first changed."""
+    filters as a new kernel has them, whatever the first changed. The kernel never
+    imported the runner's side of the kernels (nbclient, nbformat, papermill)."""
     import threading
 
     import papermill as pm
@@ -223,9 +225,10 @@ def test_reused_kernel_starts_each_workbook_fresh(tmp_path):
         "matplotlib.rcParams['axes.titlesize'] = 31\nwarnings.simplefilter('error')",
         "import matplotlib.pyplot as plt\nplt.plot([1, 2]);")])
     second = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in (
-        "import matplotlib, warnings, warner\nwarner.go()",
+        ("import matplotlib, sys, warnings, warner\nwarner.go()\n"
+         "RUNNER_SIDE = ('nbformat', 'nbclient', 'papermill', 'evalkit.kernels')"),
         ("print('left_behind' in dir(), matplotlib.rcParams['axes.titlesize'],"
-         " warnings.filters[0][0])"),
+         " warnings.filters[0][0], any(m in sys.modules for m in RUNNER_SIDE))"),
         "import matplotlib.pyplot as plt\nplt.plot([1, 2]);")])
     for name, nb in (("first", first), ("second", second)):
         nbformat.write(nb, tmp_path / f"{name}.ipynb")
@@ -261,6 +264,23 @@ def test_reused_kernel_starts_each_workbook_fresh(tmp_path):
     # matplotlib's default title size, as a new kernel has it (the inline backend keeps it)
     assert printed[:2] == ["False", "large"]
     assert printed[2] != "error"
+    assert printed[3] == "False"        # the kernel never loaded the runner's side
+
+
+def test_workbooks_start_longest_chain_of_work_first():
+    """With two kernels the runner starts the longest chain of work first: the demo's
+    cost-benefit workbook (the longest alone) and the cohort-balance design that the
+    utilization and costs workbooks wait for; a workbook's chain counts only the
+    workbooks of the run that wait for it."""
+    demo = ["data_quality", "cohort_balance", "utilization", "costs", "cost_benefit",
+            "time_to_event"]
+    assert critical_first(demo) == ["cost_benefit", "cohort_balance", "costs", "utilization",
+                                    "time_to_event", "data_quality"]
+    chain = BY_NAME["cohort_balance"].effort + BY_NAME["costs"].effort
+    assert chain < BY_NAME["cost_benefit"].effort       # why cost-benefit comes first
+    alone = ["data_quality", "cohort_balance", "time_to_event"]     # nothing waits for it
+    assert critical_first(alone) == ["cohort_balance", "time_to_event", "data_quality"]
+    assert critical_first(list(reversed(demo))) == critical_first(demo)
 
 
 def test_status_list_keeps_run_order():
