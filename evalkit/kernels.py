@@ -38,12 +38,13 @@ where jsonschema's format checkers are installed, as in the development environm
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
 from papermill.clientwrap import PapermillNotebookClient
-from papermill.engines import NBClientEngine, papermill_engines
+from papermill.engines import NBClientEngine, NotebookExecutionManager, papermill_engines
 
 from .errors import EvalkitError
 
@@ -56,10 +57,64 @@ WARM_UP = "import evalkit, evalkit.analysis.study, evalkit.analysis.plots, evalk
 #: libraries ignore them.
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(128 * 2**20)}
 
-class SharedKernelEngine(NBClientEngine):
+#: Seconds between two saves of an executing notebook (see :class:`ThrottledSaves`).
+SAVE_EVERY = 1.0
+
+
+class _SavingManager(NotebookExecutionManager):
+    """papermill's execution manager, saving the executing notebook at its start, then at
+    most every :data:`SAVE_EVERY` seconds, and always when it ends (however it ends)."""
+
+    _last_save = -float("inf")
+    _ending = False
+
+    def save(self, **kwargs):
+        if not self._ending and time.monotonic() - self._last_save < SAVE_EVERY:
+            return
+        super().save(**kwargs)
+        self._last_save = time.monotonic()
+
+    def notebook_complete(self, **kwargs):
+        self._ending = True
+        super().notebook_complete(**kwargs)
+
+
+class ThrottledSaves:
+    """An engine mixin: papermill's own bookkeeping, but the executing notebook is saved as
+    :class:`_SavingManager` says rather than at the start and the end of every cell.
+
+    papermill saves twice per cell, markdown cells included, and each save validates and
+    serialises the whole notebook, figures and all: on the demo some 360 saves, about 2.5 s
+    of the runner's time while its kernel waits for the next cell. A save at most every
+    second keeps what the saves are for: a notebook on disk that shows how far the
+    workbook got, and a complete one (failing cell marked) when it ends, fails or its
+    kernel dies, which papermill's engine saves whatever happened."""
+
+    @classmethod
+    def execute_notebook(cls, nb, kernel_name, output_path=None, progress_bar=True,
+                         log_output=False, autosave_cell_every=30, **kwargs):
+        """papermill's :meth:`Engine.execute_notebook`, with :class:`_SavingManager`."""
+        nb_man = _SavingManager(nb, output_path=output_path, progress_bar=progress_bar,
+                                log_output=log_output, autosave_cell_every=autosave_cell_every)
+        nb_man.notebook_start()
+        try:
+            cls.execute_managed_notebook(nb_man, kernel_name, log_output=log_output, **kwargs)
+        finally:
+            nb_man.cleanup_pbar()
+            nb_man.notebook_complete()
+        return nb_man.nb
+
+
+class OwnKernelEngine(ThrottledSaves, NBClientEngine):
+    """papermill's nbclient engine (a new kernel for the notebook), with
+    :class:`ThrottledSaves`."""
+
+
+class SharedKernelEngine(ThrottledSaves, NBClientEngine):
     """papermill's nbclient engine, executing in a :class:`WorkbookKernel` given as
     ``kernel=`` through its client (papermill's own engine would open a second client on
-    the kernel, which then takes the replies meant for the first)."""
+    the kernel, which then takes the replies meant for the first); with
+    :class:`ThrottledSaves`."""
 
     @classmethod
     def execute_managed_notebook(cls, nb_man, kernel_name, log_output=False, stdout_file=None,
@@ -74,9 +129,12 @@ class SharedKernelEngine(NBClientEngine):
         return client.execute()
 
 
-#: Name of :class:`SharedKernelEngine` for ``papermill.execute_notebook(engine_name=...)``.
+#: Names of :class:`SharedKernelEngine` and :class:`OwnKernelEngine` for
+#: ``papermill.execute_notebook(engine_name=...)``.
 ENGINE = "evalkit-shared-kernel"
+OWN_ENGINE = "evalkit-own-kernel"
 papermill_engines.register(ENGINE, SharedKernelEngine)
+papermill_engines.register(OWN_ENGINE, OwnKernelEngine)
 
 
 class WorkbookKernel:

@@ -32,8 +32,9 @@ that holds it. Every output carries the run's id (``run_id`` in ``results.json``
 ``<meta name="evalkit-run-id">`` tag in its HTML, the brief's provenance table);
 :func:`read_status` checks that they agree.
 
-Notebooks are executed into a hidden temporary file, saved atomically after every cell,
-and renamed into place only when the workbook succeeded. A failing workbook stops the
+Notebooks are executed into a hidden temporary file, saved atomically as they go (at most
+every second, :class:`~evalkit.kernels.ThrottledSaves`) and when they end, and renamed
+into place only when the workbook succeeded. A failing workbook stops the
 run (a workbook executing beside it is let finish and recorded): its partial notebook is kept as ``<name>.failed.ipynb`` (valid JSON, the failing
 cell marked), ``results.json`` records ``status: failed`` with the step, notebook and
 cell, and a :class:`~evalkit.errors.WorkbookError` is raised (the CLI exits non-zero).
@@ -46,6 +47,7 @@ from __future__ import annotations
 import datetime as _dt
 import functools
 import html
+import itertools
 import json
 import os
 import queue
@@ -68,7 +70,7 @@ from . import params as _params
 from ._version import __version__
 from .data.source import describe_source
 from .errors import EvalkitError, EvalkitWarning, WorkbookError
-from .kernels import ENGINE, WorkbookKernel
+from .kernels import ENGINE, OWN_ENGINE, WorkbookKernel
 from .export import TABLES_DIR, XLSX_NAME, export_tables
 from .limits import check_disk
 from .provenance import provenance
@@ -557,10 +559,15 @@ class PeakMemory:
     started (the generic bootstrap's workers), or the runner alone while it prepares the
     data. The way ``benchmarks/end_to_end.py`` measures a whole run; a peak shorter than
     the interval can be missed. Use :meth:`watch` when a step starts and :meth:`done`
-    when it ends; :meth:`close` stops the thread."""
+    when it ends; :meth:`close` stops the thread.
 
-    def __init__(self, interval: float = 0.25):
-        self._interval = interval
+    A step's processes are listed anew every ``relist`` samples, their memory read at
+    every sample: listing a process's descendants reads every process of the machine
+    (about 1 ms), reading one process's memory a hundredth of that, and the kernels
+    seldom start processes of their own."""
+
+    def __init__(self, interval: float = 0.25, relist: int = 4):
+        self._interval, self._relist = interval, relist
         self._watched: dict[str, tuple[int | None, bool]] = {}
         self._peaks: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -570,15 +577,19 @@ class PeakMemory:
         self._thread.start()
 
     @staticmethod
-    def resident(pid: int | None, children: bool = True) -> int:
-        """Bytes resident now in process ``pid`` (None: this process's children only) and,
-        with ``children``, in the processes it started; processes gone count 0."""
+    def processes(pid: int | None, children: bool = True) -> list[psutil.Process]:
+        """Process ``pid`` (None: none, only this process's children) and, with
+        ``children``, the processes it started; none if it has gone."""
         try:
             root = psutil.Process(pid) if pid is not None else psutil.Process()
-            procs = ([root] if pid is not None else []) + (root.children(recursive=True)
-                                                           if children else [])
+            return ([root] if pid is not None else []) + (root.children(recursive=True)
+                                                          if children else [])
         except psutil.Error:
-            return 0
+            return []
+
+    @staticmethod
+    def rss(procs: list[psutil.Process]) -> int:
+        """Bytes resident now in ``procs``; processes gone count 0."""
         total = 0
         for proc in procs:
             try:
@@ -587,12 +598,25 @@ class PeakMemory:
                 pass
         return total
 
+    @classmethod
+    def resident(cls, pid: int | None, children: bool = True) -> int:
+        """Bytes resident now in process ``pid`` (None: this process's children only) and,
+        with ``children``, in the processes it started; processes gone count 0."""
+        return cls.rss(cls.processes(pid, children))
+
     def _sample(self) -> None:
-        while not self._stop.wait(self._interval):
+        listed: dict[tuple[int | None, bool], list[psutil.Process]] = {}
+        for n in itertools.count(1):
+            if self._stop.wait(self._interval):
+                return
             with self._lock:
                 watched = dict(self._watched)
-            for key, (pid, children) in watched.items():
-                rss = self.resident(pid, children)
+            if n % self._relist == 0:
+                listed.clear()
+            for key, how in watched.items():
+                if how not in listed:
+                    listed[how] = self.processes(*how)
+                rss = self.rss(listed[how])
                 with self._lock:
                     if key in self._peaks:
                         self._peaks[key] = max(self._peaks[key], rss)
@@ -641,7 +665,7 @@ def _execute(wb: str, out_dir: Path, params_file: Path, how: _Execution, progres
               "parameters": {"params_path": str(params_file.resolve())}}
     if kernel is None:
         pm.execute_notebook(str(src), _ATOMIC + str(tmp.resolve()), cwd=str(out_dir),
-                            extra_arguments=_KERNEL_ARGS, **common)
+                            engine_name=OWN_ENGINE, extra_arguments=_KERNEL_ARGS, **common)
     else:
         kernel.prepare_workbook()
         pm.execute_notebook(str(src), _ATOMIC + str(tmp.resolve()), engine_name=ENGINE,

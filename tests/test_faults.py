@@ -49,7 +49,12 @@ def test_killed_kernel_fails_the_run_clearly(tmp_path, monkeypatch, capsys):
     assert [w["status"] for w in status["workbooks"]] == ["ok", "failed"]
     assert "pid" not in status and status["failed_step"] == "utilization"
     kept = tmp_path / "out" / "03_utilization.failed.ipynb"          # partial notebook kept
-    assert nbformat.read(kept, as_version=4).metadata["evalkit"]["status"] == "failed"
+    partial = nbformat.read(kept, as_version=4)
+    assert partial.metadata["evalkit"]["status"] == "failed"
+    # saved when the kernel died: the cells before the fatal one with their outputs
+    fatal = next(i for i, c in enumerate(partial.cells) if "SIGKILL" in c.source)
+    before = [c for c in partial.cells[:fatal] if c.cell_type == "code"]
+    assert len(before) >= 3 and all(c.execution_count for c in before)
     assert (tmp_path / "out" / "03_utilization.failed.html").is_file()
     assert not (tmp_path / "out" / "03_utilization.ipynb").exists()
     assert main(["status", str(tmp_path / "out")]) == 1

@@ -283,6 +283,35 @@ def test_workbooks_start_longest_chain_of_work_first():
     assert critical_first(list(reversed(demo))) == critical_first(demo)
 
 
+def test_executing_notebook_is_saved_at_most_every_second_and_when_it_ends(tmp_path,
+                                                                             monkeypatch):
+    """papermill asks for a save at the start and the end of every cell; the runner's
+    engines write at most one a second (:data:`evalkit.kernels.SAVE_EVERY`) and always
+    the last, whatever ended the notebook."""
+    import papermill.engines
+
+    from evalkit import kernels
+    written = []
+    monkeypatch.setattr(papermill.engines, "write_ipynb",
+                        lambda nb, path: written.append(nb.cells[0].source))
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1")],
+                                  metadata={"papermill": {}})     # as papermill loads it
+    man = kernels._SavingManager(nb, output_path=str(tmp_path / "x.ipynb"), progress_bar=False)
+    man.notebook_start()
+    for _ in range(50):
+        man.cell_start(nb.cells[0], 0)
+        man.cell_complete(nb.cells[0], 0)
+    assert written == ["1"]                     # the first save only: all within a second
+    nb.cells[0].source = "2"
+    man.notebook_complete()
+    assert written == ["1", "2"]                # the end is always saved
+    man = kernels._SavingManager(nb, output_path=str(tmp_path / "x.ipynb"), progress_bar=False)
+    man.notebook_start()
+    monkeypatch.setattr(kernels, "SAVE_EVERY", 0.0)
+    man.cell_complete(nb.cells[0], 0)
+    assert len(written) == 4                    # once the interval has passed
+
+
 def test_status_list_keeps_run_order():
     """Workbooks executing at once finish in any order; the run's list keeps run order."""
     order = ["data_quality", "cohort_balance", "utilization", "cost_benefit"]
