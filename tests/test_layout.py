@@ -61,6 +61,9 @@ DEFERRED_IMPORTS: dict[str, set[str]] = {
     # the brief's WeasyPrint and charts (~1.4 s) after the workbooks: the kernels start
     # that much sooner (runner.preload_report)
     "evalkit.runner": {"evalkit.report"},
+    # the output scanner's HTML parser and spreadsheet reader (~0.2 s) only where outputs
+    # are scanned: the workbooks' kernels only suppress
+    "evalkit.privacy": {"evalkit.privacy.scan"},
     # the Spark engine's SQL translation (sqlglot) only when the run uses Spark
     "evalkit.prepare": {"evalkit.engines.spark"},
 }

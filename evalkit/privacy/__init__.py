@@ -24,15 +24,21 @@ from __future__ import annotations
 
 from .errors import DisclosureError, PrivacyError
 from .redact import DEFAULT_SECRET_KEYS, REDACTED, redact_notebook, redact_params, scrub
-from .scan import (
-                   DEFAULT_COUNT_HEADERS,
-                   DEFAULT_ID_HEADERS,
-                   Finding,
-                   ScanReport,
-                   scan_outputs,
-                   scan_text,
-)
 from .suppress import SuppressionResult, suppress, suppress_shares, suppress_together
+
+#: The scanner's names, imported from :mod:`evalkit.privacy.scan` when first asked for
+#: (PEP 562): it loads an HTML parser and a spreadsheet reader (~0.2 s) that the
+#: analyses, which only suppress, never use.
+_SCAN_NAMES = ("DEFAULT_COUNT_HEADERS", "DEFAULT_ID_HEADERS", "Finding", "ScanReport",
+               "scan_outputs", "scan_text")
+
+
+def __getattr__(name: str):
+    """The scanner's names (:data:`_SCAN_NAMES`), imported on first use."""
+    if name in _SCAN_NAMES:
+        from . import scan
+        return getattr(scan, name)
+    raise AttributeError(f"module 'evalkit.privacy' has no attribute {name!r}")
 
 __all__ = [
                    "DEFAULT_COUNT_HEADERS",
