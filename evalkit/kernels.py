@@ -84,7 +84,7 @@ class ThrottledSaves:
     :class:`_SavingManager` says rather than at the start and the end of every cell.
 
     papermill saves twice per cell, markdown cells included, and each save validates and
-    serialises the whole notebook, figures and all: on the demo some 360 saves, about 2.5 s
+    serialises the whole notebook, figures and all: on the demo some 330 saves, about 2.5 s
     of the runner's time while its kernel waits for the next cell. A save at most every
     second keeps what the saves are for: a notebook on disk that shows how far the
     workbook got, and a complete one (failing cell marked) when it ends, fails or its

@@ -251,3 +251,26 @@ def test_shared_design_products_give_the_same_hessian():
     for got, want in zip(shared, separate):
         np.testing.assert_allclose(got, want, rtol=1e-13, atol=0)
     assert np.abs(shared[2][:, :3, 3:6]).max() > 0       # the cross block is filled
+
+
+def test_replicates_running_off_take_the_remaining_steps_at_once():
+    """A Newton step equal to the previous one whose decrement fell by e (the signature of
+    coefficients running off along a line, where the log-likelihood rises like
+    ``L* - k exp(eta)``) is stretched to where the decrement would fall below 1e-12;
+    other steps are left alone."""
+    from evalkit.models.count_bootstrap import _run_off
+    step = np.array([0.3, -2.9, -1.6])
+    d = np.tile(step, (5, 1))
+    last = d.copy()
+    last[4] = [1.0, -2.0, 0.5]                              # another direction
+    decrement = np.array([1e-3, 1e-3, 1e-3, 5e-13, 1e-3])
+    last_decrement = decrement * np.e
+    last_decrement[1] = decrement[1] * 2                    # falling, not by e
+    newton = np.array([True, True, False, True, True])      # 2: a step on the boundary
+    out = _run_off(d, newton, decrement, last * (1 + 1e-4), last_decrement)
+    m = np.ceil(np.log(1e-3 / 1e-12))                       # 21 steps of one unit of eta
+    np.testing.assert_array_equal(out[0], m * step)
+    np.testing.assert_array_equal(out[1:], d[1:])
+    # along L* - k exp(eta) each step cuts the decrement by e: after the stretched step
+    # it is below the threshold, as after the 21 steps it replaces
+    assert 1e-12 / np.e < 1e-3 * np.exp(-m) <= 1e-12
