@@ -97,7 +97,7 @@ def main():
         for rep in range(args.repeats):             # interleaved, same process
             for C in Cs:
                 t = time.perf_counter()
-                Pm_new, conv, _ = cb._zi_newton(state, C)
+                Pm_new, conv, _, _ = cb._zi_newton(state, C)
                 t_new.append(time.perf_counter() - t)
                 Pm_old = np.repeat(state["p0"][:, None], C.shape[1], axis=1)
                 reasons = [f"the {state['family']} model did not converge"] * C.shape[1]
