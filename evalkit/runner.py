@@ -690,15 +690,21 @@ def _execute_workbooks(order, params, out_dir, params_file, results_path, run_in
         _step(run_info, results_path, ", ".join(w for w in order if w in running))
         _say(f"[{i}/{len(order)}] {wb}: executing {BY_NAME[wb].file}", quiet)
 
-    def end(wb: str, err: BaseException | None) -> WorkbookError | None:
+    def stop(wb: str, err: BaseException | None) -> tuple[dict, dict]:
+        """The workbook's kernel is done with it: its status and figures."""
         status, t1 = running.pop(wb)
-        peak = peaks.done(wb)
+        figures = {"seconds": round(time.perf_counter() - t1, 2), **_megabytes(peaks.done(wb))}
         if err is not None and not isinstance(err, Exception):
             raise err                   # Ctrl-C, or an exit: not the workbook's failure
+        return status, figures
+
+    def end(wb: str, err: BaseException | None, status: dict,
+            figures: dict) -> WorkbookError | None:
+        """Seal the workbook's notebook and export its HTML (:func:`_workbook_ended`)."""
         failure = _workbook_ended(wb, err, status, out_dir, run_info["run_id"], secrets,
                                   params.report.show_code)
         if failure is None:
-            status.update(seconds=round(time.perf_counter() - t1, 2), **_megabytes(peak))
+            status.update(figures)
             _say(f"      {wb} done in {status['seconds']:.1f}s{_peak_text(status)}", quiet)
         return failure
 
@@ -710,7 +716,7 @@ def _execute_workbooks(order, params, out_dir, params_file, results_path, run_in
                 err = None
             except Exception as e:  # noqa: BLE001 - papermill re-raises the kernel's error
                 err = e
-            failure = end(wb, err)
+            failure = end(wb, err, *stop(wb, err))
             if failure is not None:
                 _finish(run_info, results_path, out_dir, params, "failed", failed_step=wb)
                 raise failure
@@ -719,7 +725,8 @@ def _execute_workbooks(order, params, out_dir, params_file, results_path, run_in
     # one kernel: the catalogue's order; several: the longest chain of work first
     waiting = critical_first(order) if pool.size > 1 else list(order)
     finished, failures, preloading = set(), [], None
-    while waiting or running:
+
+    def submit_ready() -> None:
         ready = [w for w in waiting
                  if all(d in finished for d in BY_NAME[w].after if d in order)]
         while ready and not failures and len(running) < pool.size:
@@ -728,15 +735,22 @@ def _execute_workbooks(order, params, out_dir, params_file, results_path, run_in
             start(len(order) - len(waiting), wb)
             pool.submit(wb, functools.partial(_execute, wb, out_dir, params_file, how,
                                               progress, peaks))
-        if not running:
-            break
+
+    submit_ready()
+    while running:
         wb, err = pool.next_done()
-        failure = end(wb, err)
-        finished.add(wb)
+        status, figures = stop(wb, err)
+        if err is None:
+            # its kernel takes the next workbook while this one's notebook is sealed
+            # and exported; those that read its output may start
+            finished.add(wb)
+            submit_ready()
         if not waiting and len(running) < pool.size and preloading is None:
             preloading = preload_report()       # a kernel is done for good: a core is free
+        failure = end(wb, err, status, figures)
         if failure is not None:
             failures.append((wb, failure))
+        submit_ready()
     if failures:
         wb, failure = failures[0]
         _finish(run_info, results_path, out_dir, params, "failed", failed_step=wb)
