@@ -8,7 +8,8 @@ benchmarks/_data/, or ``--data``), then, for each size:
   bounds: a scan summing the needed columns (no grouping, so not reachable) and one
   GROUP BY of the claim lines into visits (member, category, date of service), which no
   correct implementation of the counting rules avoids; evalkit's time is reported as a
-  ratio to each;
+  ratio to each (the bounds are single queries over every line with all of DuckDB's
+  threads; evalkit runs batches of members side by side, one thread each);
 * measures each contender's peak memory in a fresh child process (peak RSS, which counts
   DuckDB's and Arrow's native memory, unlike tracemalloc);
 * checks that DuckDB and pandas give the same member x window table.

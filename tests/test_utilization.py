@@ -209,3 +209,26 @@ def test_member_without_claims_gets_zero_rows():
     assert list(mw.period) == ["baseline", "followup"]
     assert (mw.total_cost == 0).all() and (mw.er_visits == 0).all()
     assert mw.member_months.tolist() == pytest.approx([30 / DAYS_PER_MONTH] * 2)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(claims())
+def test_batches_side_by_side_one_after_the_other_and_one_pass_agree(data):
+    """Batches run side by side on cursors (tables every cursor sees), one after the
+    other (temporary tables, which only their connection sees) and one pass give the same
+    table; DuckDB's thread setting is restored."""
+    members, enr, enc, exp, b, f = data
+    con = _con_from_frames(members, enr, enc, exp)
+    con.execute("SET threads = 2")
+    one = _windows(con, baseline_days=b, followup_days=f)
+    build_member_windows(con, "mw_side_by_side", lines_per_batch=3)
+    assert con.execute("SELECT current_setting('threads')").fetchall()[0][0] == 2
+    side = con.execute("SELECT * FROM mw_side_by_side ORDER BY member_id, period").df()
+    pd.testing.assert_frame_equal(side, one)
+    for t in ("cohort", "encounters"):
+        con.execute(f"CREATE TEMP TABLE tmp_{t} AS SELECT * FROM main.{t}")
+        con.execute(f"DROP TABLE main.{t}")
+        con.execute(f"ALTER TABLE tmp_{t} RENAME TO {t}")
+    build_member_windows(con, "mw_in_turn", lines_per_batch=3)
+    in_turn = con.execute("SELECT * FROM mw_in_turn ORDER BY member_id, period").df()
+    pd.testing.assert_frame_equal(in_turn, one)
