@@ -42,6 +42,7 @@ import time
 from pathlib import Path
 
 import nbformat
+import psutil
 from nbclient import NotebookClient
 from papermill.clientwrap import PapermillNotebookClient
 from papermill.engines import NBClientEngine, NotebookExecutionManager, papermill_engines
@@ -163,6 +164,15 @@ class WorkbookKernel:
         """The kernel's process id (None once it has stopped)."""
         km = self._client.km
         return getattr(getattr(km, "provisioner", None), "pid", None) if km is not None else None
+
+    @property
+    def alive(self) -> bool:
+        """Whether the kernel's process is running (False once it died or stopped)."""
+        try:
+            return self.pid is not None and \
+                psutil.Process(self.pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
 
     @property
     def manager(self):

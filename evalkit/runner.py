@@ -518,15 +518,23 @@ class _KernelPool:
             self._tasks.put(None)
             self._size -= 1
 
-    def _work(self) -> None:
-        kernel = start_error = None
+    def _start(self) -> tuple[WorkbookKernel | None, BaseException | None]:
+        """A new kernel (after any other that is starting), or the error that stopped it."""
         try:
             with self._starting:
-                kernel = WorkbookKernel(self._how.kernel_name, self._cwd, _KERNEL_ARGS)
+                return WorkbookKernel(self._how.kernel_name, self._cwd, _KERNEL_ARGS), None
         except BaseException as err:  # noqa: BLE001 - each workbook given to it fails with it
-            start_error = err
+            return None, err
+
+    def _work(self) -> None:
+        kernel, start_error = self._start()
         try:
             for name, task in iter(self._tasks.get, None):
+                if kernel is not None and not kernel.alive:
+                    # it died in its last workbook (which failed with it): a workbook
+                    # handed over before that failure gets a new kernel
+                    kernel.shutdown()
+                    kernel, start_error = self._start()
                 if kernel is None:
                     self._done.put((name, start_error))
                     continue
@@ -686,6 +694,7 @@ def _execute_workbooks(order, params, out_dir, params_file, results_path, run_in
     the run once the workbooks already executing have finished; see the module
     docstring."""
     running: dict[str, tuple[dict, float]] = {}
+    began: dict[str, float] = {}            # when a kernel took the workbook
     progress = not quiet and (pool is None or pool.size == 1)
 
     def start(i: int, wb: str) -> None:
@@ -696,8 +705,10 @@ def _execute_workbooks(order, params, out_dir, params_file, results_path, run_in
         _say(f"[{i}/{len(order)}] {wb}: executing {BY_NAME[wb].file}", quiet)
 
     def stop(wb: str, err: BaseException | None) -> tuple[dict, dict]:
-        """The workbook's kernel is done with it: its status and figures."""
+        """The workbook's kernel is done with it: its status and figures (its seconds from
+        when its kernel took it, which may be after it was handed over)."""
         status, t1 = running.pop(wb)
+        t1 = began.pop(wb, t1)
         figures = {"seconds": round(time.perf_counter() - t1, 2), **_megabytes(peaks.done(wb))}
         if err is not None and not isinstance(err, Exception):
             raise err                   # Ctrl-C, or an exit: not the workbook's failure
@@ -738,8 +749,11 @@ def _execute_workbooks(order, params, out_dir, params_file, results_path, run_in
             wb = ready.pop(0)
             waiting.remove(wb)
             start(len(order) - len(waiting), wb)
-            pool.submit(wb, functools.partial(_execute, wb, out_dir, params_file, how,
-                                              progress, peaks))
+            pool.submit(wb, functools.partial(begin, wb))
+
+    def begin(wb: str, kernel: WorkbookKernel) -> None:       # in the kernel's thread
+        began[wb] = time.perf_counter()
+        _execute(wb, out_dir, params_file, how, progress, peaks, kernel)
 
     submit_ready()
     while running:
