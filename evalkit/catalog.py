@@ -39,22 +39,22 @@ class Workbook:
 CATALOG: tuple[Workbook, ...] = (
     Workbook("data_quality", "01_data_quality.ipynb", ("claims", "person"),
              about="what came in, what was quarantined and why, attrition, Table 1",
-             effort=1.0),
+             effort=0.5),
     Workbook("cohort_balance", "02_cohort_balance.ipynb", ("claims", "person"),
              about="propensity design, balance, diagnostics, negative controls, adjusted effects",
-             effort=2.5),
+             effort=2.3),
     Workbook("utilization", "03_utilization.ipynb", ("claims", "person"),
              about="use of care per 1,000 member-months: crude, adjusted, pre/post",
-             after=("cohort_balance",), effort=4.0),
+             after=("cohort_balance",), effort=3.8),
     Workbook("costs", "04_costs.ipynb", ("claims", "person"),
              about="two-part cost model, PMPM, bootstrap intervals",
-             after=("cohort_balance",), effort=4.5),
+             after=("cohort_balance",), effort=4.6),
     Workbook("cost_benefit", "05_cost_benefit.ipynb", ("claims", "person"),
              about="savings against program cost, ROI, break-even, uncertainty",
-             effort=9.5),
+             effort=8.1),
     Workbook("time_to_event", "06_time_to_event.ipynb", ("claims",),
              about="days to the first ER visit: Kaplan-Meier, log-rank, Cox",
-             effort=1.7),
+             effort=1.4),
     Workbook("time_series", "07_time_series.ipynb", ("claims",), default=False,
              about="monthly ER rates per arm: interrupted time series, controlled and not",
              example="healthwise_er.yaml"),
@@ -78,22 +78,26 @@ def default_workbooks(mode: str) -> list[str]:
 
 def critical_first(names: list[str]) -> list[str]:
     """``names`` in the order to start them when several workbooks execute at once: the
-    longest chain of work first (its own ``effort`` and, after it, the longest chain of
-    the workbooks among ``names`` that wait for it), ties in catalogue order.
+    most work first, counting with a workbook's own ``effort`` that of every workbook
+    among ``names`` that waits for it (directly or through another), ties in catalogue
+    order.
 
-    Starting the longest chain first keeps the kernels busy to the end: on the demo the
-    cost-benefit workbook (the longest alone) and the cohort-balance design (which two
-    others wait for) start together, and the short data-quality and time-to-event
+    A workbook that others wait for goes first: on the demo the cohort-balance design,
+    which the utilization and costs workbooks wait for, then the cost-benefit workbook
+    (the longest alone) on the next kernel, and the short data-quality and time-to-event
     workbooks fill the gaps. The order changes no result: each workbook starts in a
     kernel reset to its just-started state."""
     wanted = in_run_order(names)
 
     @functools.cache
-    def chain(name: str) -> float:
-        waiting = [w for w in wanted if name in BY_NAME[w].after]
-        return BY_NAME[name].effort + max(map(chain, waiting), default=0.0)
+    def waiting(name: str) -> frozenset[str]:
+        direct = {w for w in wanted if name in BY_NAME[w].after}
+        return frozenset(direct.union(*map(waiting, direct)))
 
-    return sorted(wanted, key=lambda n: -chain(n))
+    def work(name: str) -> float:
+        return BY_NAME[name].effort + sum(BY_NAME[w].effort for w in waiting(name))
+
+    return sorted(wanted, key=lambda n: -work(n))
 
 
 def in_run_order(names: list[str]) -> list[str]:

@@ -10,8 +10,8 @@
    reset in between to a new kernel's state (:mod:`evalkit.kernels`); two workbooks
    execute at once when the machine has the cores and the memory
    (:func:`default_workers`; a kernel started for nothing is stopped), each after the
-   workbooks whose output it reads (``after`` in :mod:`evalkit.catalog`), the longest
-   chain of work first (:func:`evalkit.catalog.critical_first`). The numbers are those
+   workbooks whose output it reads (``after`` in :mod:`evalkit.catalog`), the most
+   work first (:func:`evalkit.catalog.critical_first`). The numbers are those
    of one workbook at a time, each in a kernel of its own (``workers=1,
    shared_kernels=False``);
 4. write the brief, ``brief.html`` and ``brief.pdf`` (:mod:`evalkit.report`);
@@ -557,11 +557,12 @@ class _KernelPool:
 
     def close(self, wait: bool = True) -> None:
         """Stop each kernel once its workbook is done, waiting for that with ``wait``;
-        without (the run was interrupted or failed) a kernel still executing stops when
-        its workbook ends or, at the latest, when the runner's process does (a kernel
-        ends when its parent process has gone)."""
+        without, a kernel still executing stops when its workbook ends or, at the latest,
+        when the runner's process does (a kernel ends when its parent process has gone).
+        Calling it again (with ``wait``) waits for the kernels a first call stopped."""
         for _ in range(self._size):
             self._tasks.put(None)
+        self._size = 0
         for t in self._threads if wait else ():
             t.join()
 
@@ -689,7 +690,7 @@ def _execute_workbooks(order, params, out_dir, params_file, results_path, run_in
                        quiet, how, pool, peaks: PeakMemory) -> list[Path]:
     """Execute the workbooks of ``order``: one by one in kernels of their own without a
     ``pool``; else on the pool's kernels, as many at once as it has, each workbook after
-    those it reads (``after`` in the catalogue), the longest chain of work first when
+    those it reads (``after`` in the catalogue), the most work first when
     there are several kernels (:func:`~evalkit.catalog.critical_first`). A failure stops
     the run once the workbooks already executing have finished; see the module
     docstring."""
@@ -738,7 +739,7 @@ def _execute_workbooks(order, params, out_dir, params_file, results_path, run_in
                 raise failure
         return [out_dir / BY_NAME[wb].file for wb in order]
 
-    # one kernel: the catalogue's order; several: the longest chain of work first
+    # one kernel: the catalogue's order; several: the most work first
     waiting = critical_first(order) if pool.size > 1 else list(order)
     finished, failures, preloading = set(), [], None
 
@@ -832,7 +833,7 @@ def _run_steps(params, out_dir, params_file, results_path, run_info, secrets, qu
     finally:
         peaks.close()
     if pool is not None:
-        pool.close()
+        pool.close(wait=False)      # the kernels stop while the brief is written
     _step(run_info, results_path, "brief")
     # the brief sees the params as published (secrets redacted), like the workbooks
     _write_brief(_params.validate(run_info["params"]), out_dir, run_info, results_path, quiet,
@@ -853,6 +854,8 @@ def _run_steps(params, out_dir, params_file, results_path, run_info, secrets, qu
             finish("failed", failed_step="privacy scan")
             report.raise_if_found()
     finish("ok")
+    if pool is not None:
+        pool.close()                # they have stopped when the run returns
     _say(f"done: {results_path}", quiet)
     return RunResult(out_dir, results_path, "ok", notebooks)
 

@@ -267,19 +267,19 @@ def test_reused_kernel_starts_each_workbook_fresh(tmp_path):
     assert printed[3] == "False"        # the kernel never loaded the runner's side
 
 
-def test_workbooks_start_longest_chain_of_work_first():
-    """With two kernels the runner starts the longest chain of work first: the demo's
-    cost-benefit workbook (the longest alone) and the cohort-balance design that the
-    utilization and costs workbooks wait for; a workbook's chain counts only the
-    workbooks of the run that wait for it."""
+def test_workbooks_start_most_work_first():
+    """With two kernels the runner starts the most work first, counting with a workbook
+    the workbooks of the run that wait for it: the demo's cohort-balance design (the
+    utilization and costs workbooks wait for it), then its cost-benefit workbook (the
+    longest alone); without the workbooks that wait for it the design goes after."""
     demo = ["data_quality", "cohort_balance", "utilization", "costs", "cost_benefit",
             "time_to_event"]
-    assert critical_first(demo) == ["cost_benefit", "cohort_balance", "costs", "utilization",
+    assert critical_first(demo) == ["cohort_balance", "cost_benefit", "costs", "utilization",
                                     "time_to_event", "data_quality"]
-    chain = BY_NAME["cohort_balance"].effort + BY_NAME["costs"].effort
-    assert chain < BY_NAME["cost_benefit"].effort       # why cost-benefit comes first
-    alone = ["data_quality", "cohort_balance", "time_to_event"]     # nothing waits for it
-    assert critical_first(alone) == ["cohort_balance", "time_to_event", "data_quality"]
+    design = sum(BY_NAME[w].effort for w in ("cohort_balance", "costs", "utilization"))
+    assert BY_NAME["cohort_balance"].effort < BY_NAME["cost_benefit"].effort < design
+    assert critical_first(["cohort_balance", "cost_benefit", "time_to_event"]) == [
+        "cost_benefit", "cohort_balance", "time_to_event"]
     assert critical_first(list(reversed(demo))) == critical_first(demo)
 
 
@@ -348,12 +348,13 @@ def test_kernels_started_during_preparation_but_not_needed_are_stopped(tmp_path)
     try:
         assert pool.size == 2
         pool.resize(1)
+        assert pool.size == 1
         for name in ("first", "second", "third"):
             pool.submit(name, lambda kernel: pids.append(kernel.pid))
         done = {pool.next_done() for _ in range(3)}
     finally:
         pool.close()
-    assert pool.size == 1
+    assert pool.size == 0
     assert done == {("first", None), ("second", None), ("third", None)}
     assert len(set(pids)) == 1 and pids[0] is not None
 
