@@ -16,7 +16,7 @@ import pytest
 
 from evalkit import catalog, runner
 from evalkit.catalog import BY_NAME, critical_first
-from evalkit.errors import EvalkitError, ParamsError, WorkbookError
+from evalkit.errors import EvalkitError, EvalkitWarning, ParamsError, WorkbookError
 from conftest import assert_structured_records
 from shared_runs import copy_run_folder
 from shared_runs import write_params as _write_params
@@ -103,8 +103,9 @@ def test_run_writes_contract_outputs(tiny_run):
 def test_rerun_into_same_folder_is_safe(tiny_run, tmp_path):
     folder = copy_run_folder(tiny_run, tmp_path / "out")      # the shared run stays as made
     assert (folder / "03_utilization.ipynb").exists()
-    res = runner.run(_write_params(tmp_path), out=folder, quiet=True,
-                      overrides=["workbooks=[data_quality]"])
+    with pytest.warns(EvalkitWarning, match="03_utilization.ipynb.*are removed"):
+        res = runner.run(_write_params(tmp_path), out=folder, quiet=True,
+                         overrides=["workbooks=[data_quality]"])
     data = json.loads(res.results_path.read_text())
     assert data["run"]["status"] == "ok" and [w["workbook"] for w in data["run"]["workbooks"]] == ["data_quality"]
     assert not any(e["workbook"] == "utilization" for e in data["estimates"])
