@@ -32,7 +32,7 @@ class Workbook:
     #: workbooks whose output this one reads, when they are in the same run
     after: tuple[str, ...] = ()
     #: seconds it takes on the demo plan (20,000 members, two workbooks at once on two
-    #: cores): what :func:`critical_first` orders by; it changes no result
+    #: cores): what :func:`most_work_first` orders by; it changes no result
     effort: float = 1.0
 
 
@@ -76,7 +76,7 @@ def default_workbooks(mode: str) -> list[str]:
     return [w.name for w in CATALOG if w.default and mode in w.modes]
 
 
-def critical_first(names: list[str]) -> list[str]:
+def most_work_first(names: list[str]) -> list[str]:
     """``names`` in the order to start them when several workbooks execute at once: the
     most work first, counting with a workbook's own ``effort`` that of every workbook
     among ``names`` that waits for it (directly or through another), ties in catalogue

@@ -11,7 +11,7 @@
    execute at once when the machine has the cores and the memory
    (:func:`default_workers`; a kernel started for nothing is stopped), each after the
    workbooks whose output it reads (``after`` in :mod:`evalkit.catalog`), the most
-   work first (:func:`evalkit.catalog.critical_first`). The numbers are those
+   work first (:func:`evalkit.catalog.most_work_first`). The numbers are those
    of one workbook at a time, each in a kernel of its own (``workers=1,
    shared_kernels=False``);
 4. write the brief, ``brief.html`` and ``brief.pdf`` (:mod:`evalkit.report`);
@@ -81,7 +81,7 @@ from .runlock import LOCK_NAME, RunIdentity, RunLock, new_run_id
 from .status import RUN_ID_META, read_status
 from .prepare import DB_NAME, prepare, scan_targets
 
-from .catalog import BY_NAME, CATALOG, WORKBOOK_DIR, critical_first, in_run_order
+from .catalog import BY_NAME, CATALOG, WORKBOOK_DIR, most_work_first, in_run_order
 
 
 @dataclass(frozen=True)
@@ -691,7 +691,7 @@ def _execute_workbooks(order, params, out_dir, params_file, results_path, run_in
     """Execute the workbooks of ``order``: one by one in kernels of their own without a
     ``pool``; else on the pool's kernels, as many at once as it has, each workbook after
     those it reads (``after`` in the catalogue), the most work first when
-    there are several kernels (:func:`~evalkit.catalog.critical_first`). A failure stops
+    there are several kernels (:func:`~evalkit.catalog.most_work_first`). A failure stops
     the run once the workbooks already executing have finished; see the module
     docstring."""
     running: dict[str, tuple[dict, float]] = {}
@@ -740,7 +740,7 @@ def _execute_workbooks(order, params, out_dir, params_file, results_path, run_in
         return [out_dir / BY_NAME[wb].file for wb in order]
 
     # one kernel: the catalogue's order; several: the most work first
-    waiting = critical_first(order) if pool.size > 1 else list(order)
+    waiting = most_work_first(order) if pool.size > 1 else list(order)
     finished, failures, preloading = set(), [], None
 
     def submit_ready() -> None:
@@ -770,7 +770,6 @@ def _execute_workbooks(order, params, out_dir, params_file, results_path, run_in
         failure = end(wb, err, status, figures)
         if failure is not None:
             failures.append((wb, failure))
-        submit_ready()
     if failures:
         wb, failure = failures[0]
         _finish(run_info, results_path, out_dir, params, "failed", failed_step=wb)

@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from evalkit import catalog, runner
-from evalkit.catalog import BY_NAME, critical_first
+from evalkit.catalog import BY_NAME, most_work_first
 from evalkit.errors import EvalkitError, EvalkitWarning, ParamsError, WorkbookError
 from conftest import assert_structured_records
 from shared_runs import copy_run_folder
@@ -275,13 +275,13 @@ def test_workbooks_start_most_work_first():
     longest alone); without the workbooks that wait for it the design goes after."""
     demo = ["data_quality", "cohort_balance", "utilization", "costs", "cost_benefit",
             "time_to_event"]
-    assert critical_first(demo) == ["cohort_balance", "cost_benefit", "costs", "utilization",
+    assert most_work_first(demo) == ["cohort_balance", "cost_benefit", "costs", "utilization",
                                     "time_to_event", "data_quality"]
     design = sum(BY_NAME[w].effort for w in ("cohort_balance", "costs", "utilization"))
     assert BY_NAME["cohort_balance"].effort < BY_NAME["cost_benefit"].effort < design
-    assert critical_first(["cohort_balance", "cost_benefit", "time_to_event"]) == [
+    assert most_work_first(["cohort_balance", "cost_benefit", "time_to_event"]) == [
         "cost_benefit", "cohort_balance", "time_to_event"]
-    assert critical_first(list(reversed(demo))) == critical_first(demo)
+    assert most_work_first(list(reversed(demo))) == most_work_first(demo)
 
 
 def test_executing_notebook_is_saved_at_most_every_second_and_when_it_ends(tmp_path,
