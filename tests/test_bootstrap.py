@@ -252,7 +252,7 @@ def test_grouped_jackknife_for_many_units():
     {"second": "inverse_gaussian", "strata": None},
 ])
 def test_batched_two_part_equals_statsmodels_refits(synth, options):
-    """Replicates b = 0, 1, n_boot-1 refitted by two_part() (statsmodels IRLS + polish) on
+    """Replicates b = 0, 1, n_boot-1 refitted by two_part() (IRLS + polish) on
     data.iloc[idx] with idx from bootstrap_indices (the same counts)."""
     n_boot = 12
     res = bootstrap_two_part(synth, F, "treated", n_boot=n_boot, seed=9, ci="percentile",

@@ -258,3 +258,32 @@ def test_bad_options(synth):
         two_part(synth, F, first="cloglog")
     with pytest.raises(ParamsError, match="0/1"):
         two_part(synth, F).effect("age")
+
+
+@pytest.mark.parametrize("family", ["poisson", "binomial", "gamma", "negbin"])
+def test_irls_is_statsmodels_iteration(synth, family):
+    """evalkit's IRLS (normal equations) takes statsmodels' IRLS steps (least squares by
+    SVD): the same number of iterations to the same deviance rule, the same coefficients
+    to rounding, with and without starting values and an offset."""
+    from statsmodels.genmod import families
+
+    from evalkit.models.effects import _irls
+    X = sm.add_constant(synth[COVS[:-1]].to_numpy(float))
+    X = np.column_stack([X, synth["baseline_cost"].to_numpy(float) / 1000])
+    cost = synth["total_cost"].to_numpy(float)
+    fam, y = {"poisson": (families.Poisson(), np.floor(cost / 500)),
+              "binomial": (families.Binomial(), (cost > 0).astype(float)),
+              "gamma": (families.Gamma(families.links.Log()), cost),
+              "negbin": (families.NegativeBinomial(alpha=0.7), np.floor(cost / 500))}[family]
+    if family == "gamma":
+        X, y = X[y > 0], y[y > 0]
+    off = np.log(np.linspace(6, 12, len(y))) if family in ("poisson", "negbin") else None
+    rough = sm.GLM(y, X, family=fam, offset=off).fit(method="IRLS", rtol=1e-3).params
+    for start in (None, rough):
+        sm_fit = sm.GLM(y, X, family=fam, offset=off).fit(
+            method="IRLS", start_params=start, tol=1e-300, atol=0.0, rtol=1e-12, maxiter=200)
+        beta, iterations, converged = _irls(y, X, fam, 0.0 if off is None else off, start,
+                                            1e-12, 200)
+        assert converged and sm_fit.converged
+        assert iterations == sm_fit.fit_history["iteration"]
+        np.testing.assert_allclose(beta, sm_fit.params, rtol=1e-9, atol=1e-12)

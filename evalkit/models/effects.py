@@ -7,8 +7,8 @@ What :mod:`evalkit.models.count` and :mod:`evalkit.models.twopart` both need:
   incomplete rows with a :class:`~evalkit.errors.DataDroppedWarning`
   (:func:`prepare_frame`, :func:`build_matrix`), and checks that name the offending term
   (constant or collinear terms, separation);
-* GLM fits converged to the optimum (:func:`fit_glm`: statsmodels' IRLS plus a few
-  Fisher-scoring steps);
+* GLM fits converged to the optimum (:func:`fit_glm`: statsmodels' IRLS iteration, its
+  steps solved from the normal equations, plus a few Fisher-scoring steps);
 * sandwich (heteroskedasticity- and cluster-robust) variances scaled as R's ``sandwich``
   package scales them (:func:`sandwich`);
 * average treatment effects by *recycled predictions* with delta-method standard errors,
@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import patsy
 from scipy import linalg, stats
-from statsmodels.genmod.generalized_linear_model import GLM
+from statsmodels.genmod import families
 from threadpoolctl import threadpool_limits
 
 from evalkit.errors import (
@@ -350,12 +350,65 @@ class GLMFit:
     iterations: int
 
 
+def _irls(y, X, family, off, start, rtol: float, maxiter: int) -> tuple[np.ndarray, int, bool]:
+    """statsmodels' IRLS (``GLM.fit(method="IRLS")``, unit weights), each weighted least
+    squares step solved from its normal equations: coefficients, iterations, converged.
+
+    The same iteration as statsmodels': the same starting means (``family.starting_mu``
+    or ``start``), the same working response and weights, and the same stopping rule (the
+    deviance, divided for families whose scale is estimated by the Pearson scale at the
+    previous means, changed by at most ``rtol`` relative). statsmodels solves each step by an SVD of the weighted
+    rows (``lstsq``) and ends with a pseudo-inverse of them, 0.2 s and 0.8 s at a million
+    rows by eight columns; the normal equations take 0.02 s, and the Fisher-scoring steps
+    of :func:`fit_glm`, which already use them, fix the optimum. A step whose normal
+    equations are not positive definite (collinear columns) is solved as statsmodels
+    solves it.
+    """
+    n, p = X.shape
+    fixed = isinstance(family, (families.Binomial, families.Poisson, families.NegativeBinomial))
+
+    def scale(mu):          # statsmodels' Pearson estimate, 1 for families with none
+        return 1.0 if fixed else np.sum((y - mu) ** 2 / family.variance(mu)) / (n - p)
+
+    if start is None:
+        mu = family.starting_mu(y)
+        eta = family.predict(mu)
+    else:
+        eta = X @ start + off
+        mu = family.fitted(eta)
+    phi = scale(mu)
+    dev = family.deviance(y, mu) / phi
+    if np.isnan(dev):
+        raise ValueError("the deviance at the starting values is not a number")
+    for it in range(1, maxiter + 1):
+        w = family.weights(mu)
+        z = eta + family.link.deriv(mu) * (y - mu) - off
+        if not (np.all(np.isfinite(w)) and np.all(np.isfinite(z))):
+            raise ValueError("IRLS weights or working response are not finite")
+        Xw = X * w[:, None]
+        try:
+            beta = linalg.cho_solve(linalg.cho_factor(Xw.T @ X, check_finite=False),
+                                    Xw.T @ z, check_finite=False)
+        except linalg.LinAlgError:
+            sw = np.sqrt(w)
+            beta = np.linalg.lstsq(X * sw[:, None], z * sw, rcond=-1)[0]
+        eta = X @ beta + off
+        mu = family.fitted(eta)
+        # as statsmodels: the new deviance over the scale of the previous means
+        dev, previous = family.deviance(y, mu) / phi, dev
+        phi = scale(mu)
+        if np.allclose(previous, dev, atol=0.0, rtol=rtol):
+            return beta, it, True
+    return beta, maxiter, False
+
+
 def fit_glm(y, X, family, offset=None, start=None, what: str = "model",
             rtol: float = 1e-12, maxiter: int = 200) -> GLMFit:
-    """Fit a GLM by statsmodels' IRLS, then finish with Fisher-scoring steps.
+    """Fit a GLM by IRLS (:func:`_irls`, statsmodels' iteration), then finish with
+    Fisher-scoring steps.
 
-    statsmodels stops IRLS when the deviance changes by less than ``rtol`` (relative),
-    as R's ``glm`` does. For non-canonical links (gamma/log, probit, NB2/log) Fisher
+    IRLS stops when the deviance changes by less than ``rtol`` (relative), as R's
+    ``glm`` does. For non-canonical links (gamma/log, probit, NB2/log) Fisher
     scoring converges only linearly, so that rule can leave coefficients ~1e-7 (relative)
     short of the optimum; a few extra scoring steps, stopped when every step is below
     1e-10 standard errors, remove that. The returned ``bread`` is ``(X'WX)^-1`` at the
@@ -367,20 +420,18 @@ def fit_glm(y, X, family, offset=None, start=None, what: str = "model",
         f"{what}: IRLS reached means or weights that are not finite (a linear predictor "
         "overflows). Rescale large covariates (dollars in thousands), merge sparse "
         "categories, or simplify the formula.")
+    y = np.asarray(y, dtype=float)
+    X = np.asarray(X, dtype=float)
     try:
-        with warnings.catch_warnings(), np.errstate(all="ignore"):
-            warnings.simplefilter("ignore")
-            res = GLM(y, X, family=family, offset=offset).fit(
-                method="IRLS", start_params=start, tol=1e-300, atol=0.0, rtol=rtol,
-                maxiter=maxiter)
+        with np.errstate(all="ignore"):
+            b, it, converged = _irls(y, X, family, off, start, rtol, maxiter)
     except (ValueError, FloatingPointError, ZeroDivisionError, np.linalg.LinAlgError):
         raise failed from None
-    if not res.converged:
+    if not converged:
         raise ConvergenceError(
             f"{what}: IRLS did not converge in {maxiter} iterations. Rescale large "
             "covariates (dollars in thousands), merge sparse categories, or simplify the formula."
         )
-    b = np.asarray(res.params, dtype=float)
     link, variance = family.link, family.variance
 
     def pieces(beta):
@@ -398,7 +449,6 @@ def fit_glm(y, X, family, offset=None, start=None, what: str = "model",
             raise failed from None
 
     mu, dmu, w, bread = pieces(b)
-    it = int(res.fit_history.get("iteration", 0))
     if rtol <= 1e-10:                           # starting-value fits skip the polish
         for _ in range(25):
             with np.errstate(all="ignore"):

