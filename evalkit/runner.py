@@ -463,22 +463,33 @@ class _Execution:
 #: Options of every kernel: its own log only for errors that stop it.
 _KERNEL_ARGS = ["--IPKernelApp.log_level=CRITICAL"]
 
-#: A kernel's peak memory per byte of the run's database, from the demo plan (20,000
-#: members: 16 MB of database, its largest kernel peaking at 0.55 GB, 35 bytes a byte)
-#: with a margin: two workbooks execute at once only if two such kernels fit in the
-#: memory available (:func:`default_workers`), so on a 24 GB machine a plan of a million
-#: members (about 0.8 GB of database) runs one workbook at a time.
-KERNEL_BYTES_PER_DB_BYTE = 40
+#: A kernel's peak memory, estimated from the size of the run's database: what a kernel
+#: holds before any data (evalkit and its libraries, ~0.4 GB) plus so many bytes per byte
+#: of database. Measured: the demo plan (20,000 members, 16 MB of database), largest
+#: kernel 0.55 GB; a million members (0.64 GB of database), largest kernel 5.2-5.6 GB
+#: (one kernel executing every workbook in turn, before kernels gave back what a workbook
+#: freed; the costs workbook alone peaks at 2.4 GB): about 8 bytes a byte, taken here
+#: with a margin.
+#: (A flat 40 bytes a byte, fitted to the demo alone, asked 51 GB for two kernels at a
+#: million members, so such a run executed one workbook at a time on a 24 GB machine
+#: where two fit.)
+KERNEL_BASE_BYTES = 0.5 * 2**30
+KERNEL_BYTES_PER_DB_BYTE = 10
+
+
+def kernel_memory(db_bytes: int) -> float:
+    """Bytes a kernel may peak at on a run whose database has ``db_bytes`` bytes."""
+    return KERNEL_BASE_BYTES + KERNEL_BYTES_PER_DB_BYTE * db_bytes
 
 
 def default_workers(out_dir: Path) -> int:
     """Workbooks executed at once by default: 2 on a machine of 2 cores or more when two
-    kernels of the size this run's database asks (``KERNEL_BYTES_PER_DB_BYTE``) fit in
-    the memory available now, else 1. More than 2 does not pay: the workbooks wait on
+    kernels of the size this run's database asks (:func:`kernel_memory`) fit in the
+    memory available now, else 1. More than 2 does not pay: the workbooks wait on
     one another (``after`` in :mod:`evalkit.catalog`) and their statistics use more than
     one core at times."""
     db = out_dir / "work" / DB_NAME
-    need = 2 * KERNEL_BYTES_PER_DB_BYTE * (db.stat().st_size if db.is_file() else 0)
+    need = 2 * kernel_memory(db.stat().st_size if db.is_file() else 0)
     return 2 if (os.cpu_count() or 1) >= 2 and need < psutil.virtual_memory().available else 1
 
 

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import nbformat
 import pandas as pd
@@ -322,6 +323,30 @@ def test_status_list_keeps_run_order():
     assert [s["workbook"] for s in statuses] == order
     runner._put_status(statuses, {"workbook": "utilization", "status": "ok"}, order)
     assert len(statuses) == 4 and statuses[2]["status"] == "ok"
+
+
+@pytest.mark.parametrize("db_mb, available_gb, cores, expected", [
+    (16, 2.0, 2, 2),        # the demo plan: two kernels of ~0.66 GB
+    (16, 1.0, 2, 1),
+    (640, 22.0, 2, 2),      # a million members on a 24 GB machine: two of ~6.9 GB
+    (640, 12.0, 2, 1),
+    (640, 22.0, 1, 1),      # one core: one at a time
+    (3_000, 22.0, 2, 1),    # five million members
+])
+def test_two_workbooks_at_once_where_two_kernels_fit(tmp_path, monkeypatch, db_mb,
+                                                     available_gb, cores, expected):
+    """The memory check after preparation: a kernel is estimated at 0.5 GB plus 10 bytes
+    per byte of the run's database (measured: 0.55 GB on the 16 MB demo database, up to
+    5.6 GB on the 0.64 GB database of a million members)."""
+    work = tmp_path / "work"
+    work.mkdir()
+    with open(work / runner.DB_NAME, "wb") as f:
+        f.truncate(db_mb * 2**20)                    # a sparse file of that size
+    monkeypatch.setattr(runner.os, "cpu_count", lambda: cores)
+    monkeypatch.setattr(runner.psutil, "virtual_memory", lambda: SimpleNamespace(
+        available=int(available_gb * 2**30)))
+    assert runner.default_workers(tmp_path) == expected
+    assert runner.kernel_memory(0) == pytest.approx(0.5 * 2**30)
 
 
 def test_peak_memory_follows_a_process_or_the_children_it_started():
