@@ -357,12 +357,13 @@ def _irls(y, X, family, off, start, rtol: float, maxiter: int) -> tuple[np.ndarr
     The same iteration as statsmodels': the same starting means (``family.starting_mu``
     or ``start``), the same working response and weights, and the same stopping rule (the
     deviance, divided for families whose scale is estimated by the Pearson scale at the
-    previous means, changed by at most ``rtol`` relative). statsmodels solves each step by an SVD of the weighted
-    rows (``lstsq``) and ends with a pseudo-inverse of them, 0.2 s and 0.8 s at a million
-    rows by eight columns; the normal equations take 0.02 s, and the Fisher-scoring steps
-    of :func:`fit_glm`, which already use them, fix the optimum. A step whose normal
-    equations are not positive definite (collinear columns) is solved as statsmodels
-    solves it.
+    previous means, changed by at most ``rtol`` relative). statsmodels solves each step
+    by an SVD of the weighted rows (``lstsq``) and ends with a pseudo-inverse of them,
+    0.2 s and 0.8 s at a million rows by eight columns; the normal equations take 0.02 s,
+    and the Fisher-scoring steps of :func:`fit_glm`, which already use them, fix the
+    optimum. A step whose normal equations are not positive definite (collinear columns)
+    is solved as statsmodels solves it. statsmodels has no option for this (its ``qr``
+    and ``pinv`` methods decompose the weighted rows too), hence this loop.
     """
     n, p = X.shape
     fixed = isinstance(family, (families.Binomial, families.Poisson, families.NegativeBinomial))

@@ -33,8 +33,6 @@ TWO_PART_STATISTICS = ("cost_difference", "ratio", "mean_treated", "mean_control
 #: -- happens while the chunk is in the processor's cache, instead of one pass over
 #: (rows, replicates) arrays in memory per operation.
 _CHUNK = 2 ** 17
-#: Steps below this many standard errors: the next one is expected below ``tol``.
-_CLOSE = 1e-5
 #: Chord steps (jackknife fits): a step with the previous information is kept while it is
 #: below this fraction of the replicate's previous step.
 _CHORD = 1e-2
@@ -222,8 +220,7 @@ def _logit_loglik(X, C, z, B, cols, chunks):
     return ll
 
 
-def _chunked_fit(kind, X, C, y, z, g0, beta0, tol, maxiter, iu, chunks, start=None,
-                 chords: bool = False):
+def _chunked_fit(kind, X, C, y, z, g0, beta0, tol, maxiter, iu, chunks, start=None):
     """Fit one GLM per replicate (column of the count matrix ``C``), all at once.
 
     The rules of :func:`evalkit.models.batched._batched_fit` -- Newton / Fisher scoring
@@ -246,14 +243,14 @@ def _chunked_fit(kind, X, C, y, z, g0, beta0, tol, maxiter, iu, chunks, start=No
     information is summed afresh (a second walk) and a Newton step taken. The stopping
     rule is unchanged.
 
-    ``chords`` (bootstrap replicates): two Newton steps, then chord steps with the
-    information of the second (the later walks sum gradients only), under the same rule
-    of ``_CHORD``. A replicate starts about a standard error from its estimate; after two
-    Newton steps it is about 1e-6 standard errors away, where the information differs from
-    its value at the estimate by about a thousandth at a million members, so each chord
-    step divides the error by about a thousand, where a Newton step would square it: one
-    more walk, but walks that sum no information cost a quarter as much (on the 1M-member
-    demo plan the walks of a block of replicates took 35% less time).
+    Without ``start`` (bootstrap replicates): two Newton steps, then chord steps with
+    the information of the second (the later walks sum gradients only), under the same
+    rule of ``_CHORD``. A replicate starts about a standard error from its estimate;
+    after two Newton steps it is about 1e-6 standard errors away, where the information
+    differs from its value at the estimate by about a thousandth at a million members, so
+    each chord step divides the error by about a thousand, where a Newton step would
+    square it: one more walk, but walks that sum no information cost a quarter as much
+    (on the 1M-member demo plan the walks of a block of replicates took 35% less time).
 
     Returns (B (k, b), status (b,), iterations).
     """
@@ -266,9 +263,7 @@ def _chunked_fit(kind, X, C, y, z, g0, beta0, tol, maxiter, iu, chunks, start=No
     status = np.full(b, RUNNING, dtype=np.int8)
     active = np.arange(b)
     Hinv = None
-    close = False
     chord = last = None
-    chords = chords or start is not None
     it = 0
     for it in range(1, maxiter + 1):
         cols = None if len(active) == b else active
@@ -277,14 +272,13 @@ def _chunked_fit(kind, X, C, y, z, g0, beta0, tol, maxiter, iu, chunks, start=No
             g, h, design = (np.array(a) for a in start[:3])
             edge = np.zeros(b, dtype=bool)
         else:
-            # The information is summed in the same walk, unless the last steps were so
-            # small that this one, with the previous information, will pass the test (it
-            # is then computed in a second walk only if some replicate still needs it),
-            # or the fits take chord steps.
-            fresh = Hinv is None or not (close or chords) or (start is None and it <= 2)
+            # The information is summed in the same walk for the first two (Newton) steps
+            # of a bootstrap fit; later walks sum gradients only, for chord steps (the
+            # information is computed in a second walk only if some replicate needs it).
+            fresh = Hinv is None or (start is None and it <= 2)
             g, h, edge, design = _pass(kind, X, iu, C, y, z, B[:, active], cols, chunks,
                                        Hinv is None, info=fresh)
-        if last is not None and chords and not fresh:
+        if last is not None and not fresh:
             chord = _CHORD * last
             if start is not None:
                 H = start[1][:, active] + start[3] @ (B[:, active] - B0[:, active])
@@ -308,12 +302,8 @@ def _chunked_fit(kind, X, C, y, z, g0, beta0, tol, maxiter, iu, chunks, start=No
             g, Hinv, tol, status, active, information,
             lambda H, d=design: _unpack(d, k, iu) if kind != "gamma" else H, chord)
         with np.errstate(invalid="ignore", divide="ignore"):
-            # Newton converges quadratically: after steps of 1e-5 standard errors, the
-            # next is about 1e-10
-            se = np.sqrt(np.einsum("aii->ia", Hinv))
-            close = bool(np.all(np.abs(step) <= _CLOSE * se))
-            if chords:                                  # the steps' sizes, for chord steps
-                last = np.max(np.abs(step) / se, axis=0, initial=0.0)
+            se = np.sqrt(np.einsum("aii->ia", Hinv))     # the steps' sizes, for chord steps
+            last = np.max(np.abs(step) / se, axis=0, initial=0.0)
         B_old = B[:, active].copy()
         keep = _advance(B, status, active, step, small | flat)
         if not keep.any():
@@ -402,11 +392,11 @@ def _fit_two_part_counts(state, C):
     else:
         C2 = start1 = start2 = None
     B1, st1, it1 = _chunked_fit(first, X, C, None, z, g01, state["beta1"], tol, maxiter, iu,
-                                chunks, start1, state["chords"])
+                                chunks, start1)
     if C2 is None:
         C2 = np.take(C, pos, axis=0)
     B2, st2, it2 = _chunked_fit(second, state["X2"], C2, state["y2"], None, g02,
-                                state["beta2"], tol, maxiter, iu, chunks, start2, state["chords"])
+                                state["beta2"], tol, maxiter, iu, chunks, start2)
     del C2
     # Fitted probabilities numerically 0 or 1 (quasi-separation, or an extreme covariate
     # value in the resample) are not a failure: the logit converged and its predictions,
@@ -519,7 +509,7 @@ def _two_part_state(frame, formula, treatment, fit, first, second, tol, maxiter,
         beta1=np.asarray(model.params1, dtype=float), beta2=np.asarray(model.params2, dtype=float),
         first=first, second=second, binary=binary, names=names,
         outcome=formula.split("~", 1)[0].strip(), iu=np.triu_indices(X.shape[1]),
-        tol=float(tol), maxiter=maxiter, chords=True,
+        tol=float(tol), maxiter=maxiter,
         shift=shift if np.array_equal(X1 - X0, np.broadcast_to(shift, X1.shape)) else None)
 
 
