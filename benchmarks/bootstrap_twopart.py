@@ -1,11 +1,11 @@
-"""Bootstrap of the two-part cost effect: statsmodels refits vs batched replicate weights.
+"""Bootstrap of the two-part cost effect: refits one by one vs batched replicate weights.
 
 Builds a synthetic cohort of members (numpy, seeded; the same data-generating process as
 tests/reference/make_synthetic.py: confounded treatment, ~30% zero costs, gamma costs
 when positive), then, in this one process and interleaved over ``--repeats`` rounds:
 
 * **naive** (the baseline): for a few replicates, resample the rows (within arms) and
-  refit :func:`evalkit.models.twopart.two_part` with statsmodels, then ``.effect()``;
+  refit :func:`evalkit.models.twopart.two_part`, then ``.effect()``;
   the time per replicate is extrapolated to ``--n-boot`` replicates (1,000) -- refitting
   all of them would take several minutes;
 * **batched**: :func:`evalkit.models.twopart_bootstrap.bootstrap_two_part` with all ``--n-boot``
@@ -18,8 +18,13 @@ Both use the same seed and strata, hence the same resampling counts
 (:func:`evalkit.models.bootstrap.bootstrap_indices`), so the naive replicates can be
 compared with the batched ones: the table reports the largest relative difference.
 
+With ``--run RUN_DIR`` (a finished or prepared run's output folder) the data are that
+run's members instead, with the cost outcome and the covariate terms its workbooks use
+(``Study.treated_frame``, ``Study.covariates``): e.g. the 1M-member default run, whose
+nine coefficients a part make each replicate more work than the synthetic six.
+
 Usage: python benchmarks/bootstrap_twopart.py [--members 100000] [--n-boot 1000]
-       [--naive 5] [--repeats 3] [--n-jobs 2] [--seed 20240611]
+       [--naive 5] [--repeats 3] [--n-jobs 2] [--seed 20240611] [--run RUN_DIR]
 Prints medians over the repeats; wall seconds are what a user waits, CPU seconds
 (this process and its workers) show the work done when the machine is shared.
 """
@@ -31,6 +36,7 @@ import resource
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -70,21 +76,32 @@ def cpu_seconds() -> float:
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def naive(data, which, indices):
+def run_members(run: str) -> tuple[pd.DataFrame, str]:
+    """A run's members and the two-part formula its costs workbook fits."""
+    import evalkit
+    from evalkit.analysis.spec import model_frame
+    study = evalkit.Study(str(Path(run) / "params.json"))
+    mf = model_frame(study.treated_frame(), study.covariates())
+    outcome = study.cost_outcome()
+    return (mf.frame[["treated", outcome, *mf.names]],
+            f"{outcome} ~ " + " + ".join(["treated", *mf.names]))
+
+
+def naive(data, which, indices, formula):
     """Refit two_part on the explicitly resampled rows of the replicates ``which``."""
     out, times = {}, []
     for b in which:
         t = time.perf_counter()
-        eff = two_part(data.iloc[indices[b]].reset_index(drop=True), FORMULA).effect("treated")
+        eff = two_part(data.iloc[indices[b]].reset_index(drop=True), formula).effect("treated")
         times.append(time.perf_counter() - t)
         out[b] = [eff.at("cost_difference"), eff.at("ratio"), eff.mean_treated,
                   eff.mean_control]
     return out, times
 
 
-def batched(data, args, ci):
+def batched(data, args, ci, formula):
     t, c = time.perf_counter(), cpu_seconds()
-    res = bootstrap_two_part(data, FORMULA, "treated", n_boot=args.n_boot, seed=args.seed,
+    res = bootstrap_two_part(data, formula, "treated", n_boot=args.n_boot, seed=args.seed,
                              ci=ci, n_jobs=args.n_jobs)
     return res, time.perf_counter() - t, cpu_seconds() - c
 
@@ -97,9 +114,16 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--n-jobs", type=int, default=2)
     ap.add_argument("--seed", type=int, default=20240611)
+    ap.add_argument("--run", help="a run's output folder: its members, outcome and covariates "
+                                  "instead of synthetic ones (--members is then ignored)")
     args = ap.parse_args(argv)
 
-    data = members(args.members, args.seed)
+    if args.run:
+        data, formula = run_members(args.run)
+        args.members = len(data)
+        print(f"{args.run}: {formula}", file=sys.stderr)
+    else:
+        data, formula = members(args.members, args.seed), FORMULA
     print(f"{args.members:,} members, {args.n_boot:,} replicates, resampling within arms, "
           f"n_jobs={args.n_jobs}, {os.cpu_count()} cores; load average at start "
           f"{os.getloadavg()[0]:.1f}", file=sys.stderr)
@@ -115,13 +139,14 @@ def main(argv=None):
     wall_pct, cpu_pct, wall_bca, cpu_bca = [], [], [], []
     res = None
     for r in range(args.repeats):
-        vals, times = naive(data, range(r * args.naive, (r + 1) * args.naive), indices)
+        vals, times = naive(data, range(r * args.naive, (r + 1) * args.naive), indices,
+                            formula)
         naive_vals.update(vals)
         naive_times.extend(times)
-        res, w, c = batched(data, args, "percentile")
+        res, w, c = batched(data, args, "percentile", formula)
         wall_pct.append(w)
         cpu_pct.append(c)
-        res_bca, w, c = batched(data, args, ("percentile", "bca"))
+        res_bca, w, c = batched(data, args, ("percentile", "bca"), formula)
         wall_bca.append(w)
         cpu_bca.append(c)
         print(f"round {r + 1}: naive {statistics.median(times):.2f} s/replicate; batched "
@@ -136,7 +161,7 @@ def main(argv=None):
     same = np.array_equal(res.replicates.to_numpy(), res_bca.replicates.to_numpy(), equal_nan=True)
 
     rows = [
-        ("naive: two_part() refit per replicate (statsmodels, 1 process)",
+        ("naive: two_part() refit per replicate (1 process)",
          f"{naive_total:8.1f}", f"extrapolated from {len(naive_times)} replicates "
          f"(median {per_rep:.3f} s each) x {args.n_boot}"),
         ("batched replicate weights, percentile only",

@@ -11,7 +11,7 @@ independent computation on the *same resamples*:
 * for stratified designs, scipy's multi-sample BCa (each sample resampled on its own =
   resampling within strata) is fed our replicates through ``bootstrap_result``;
 * BCa is also coded by hand below from Efron & Tibshirani (1993), eqs. 14.14-14.15;
-* each two-part replicate must equal refitting :func:`two_part` (statsmodels) on the
+* each two-part replicate must equal refitting :func:`two_part` on the
   explicitly resampled rows given by :func:`bootstrap_indices`.
 """
 import warnings
@@ -73,7 +73,7 @@ def arm_difference(d):
 
 
 def effect_statistic(formula):
-    """The two-part effect refitted by statsmodels: what bootstrap_two_part batches."""
+    """The two-part effect refitted by two_part(): what bootstrap_two_part batches."""
     def statistic(d):
         e = two_part(d, formula).effect("treated")
         return {"cost_difference": e.at("cost_difference"), "ratio": e.at("ratio"),

@@ -11,7 +11,7 @@ Three entry points share one resampling scheme and one set of interval methods:
   mean cost). Resampling a data set is the same as giving each row a *count* (how often it
   was drawn), so every replicate is a weighted fit; all replicates are fitted together by
   batched Newton / Fisher scoring in numpy, warm-started from the full-sample fit, which
-  is more than ten times faster than refitting with statsmodels and gives the same
+  is more than ten times faster than refitting one replicate at a time and gives the same
   numbers (the batched solvers are in :mod:`evalkit.models.batched`, the resampling
   engine shared by all three in :mod:`evalkit.models.resample`);
 * :func:`evalkit.models.count_bootstrap.bootstrap_count_effect` -- the same for the
