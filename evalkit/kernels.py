@@ -28,6 +28,11 @@ free arrays of a few megabytes by the thousand (a bootstrap's per-row terms), an
 default returns such memory to the system each time, so that every new array page-faults
 afresh (at 20,000 members about a tenth of the zero-inflated bootstrap's time).
 
+The runner talks to its kernels through Unix sockets in a private folder
+(:class:`LocalSocketKernelManager`), not TCP ports: a TCP port is picked by the runner and
+bound by the kernel a moment later, and another process on the machine (another run's
+kernel, a Spark worker) may take it in between, which kills the kernel at start.
+
 Random numbers are not reset: a new kernel's global generators are seeded from the
 operating system, so no workbook may rely on them; evalkit draws from generators
 seeded from the params. This module runs in the runner; what runs inside the kernel is
@@ -37,12 +42,18 @@ where jsonschema's format checkers are installed, as in the development environm
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import tempfile
 import time
+import uuid
+import weakref
 from pathlib import Path
 
 import nbformat
 import psutil
+from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
 from papermill.clientwrap import PapermillNotebookClient
 from papermill.engines import NBClientEngine, NotebookExecutionManager, papermill_engines
@@ -60,6 +71,53 @@ MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TRIM_THRESHOLD_
 
 #: Seconds between two saves of an executing notebook (see :class:`ThrottledSaves`).
 SAVE_EVERY = 1.0
+
+
+#: The longest socket path a Unix socket takes everywhere (Linux 107 bytes, macOS 103).
+_SOCKET_PATH_MAX = 100
+
+
+def _remove_sockets(manager: weakref.ref, folder: str) -> None:
+    """Remove a :class:`LocalSocketKernelManager`'s socket folder; when the runner's
+    process exits with the manager's kernel still running or starting, kill that kernel
+    first (it would otherwise bind in a folder that is gone and print the error, or stop
+    by itself a moment later, when it sees its parent gone, leaving its sockets)."""
+    process = getattr(getattr(manager(), "provisioner", None), "process", None)
+    if process is not None:         # a Popen: kill() signals only a process not yet reaped
+        with contextlib.suppress(OSError):
+            process.kill()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+class LocalSocketKernelManager(AsyncKernelManager):
+    """nbclient's kernel manager, connected to its kernel through Unix sockets in a folder
+    of its own (mode 0700, removed when the kernel stops) rather than through TCP ports.
+
+    With TCP, jupyter_client picks free ports and the kernel binds them when it has
+    started, a second or so later; a port taken in between by another process (only the
+    runner's own kernels are kept apart) kills the kernel with "Address already in use".
+    Socket files cannot be taken that way. A kernel still running (or starting) when the
+    runner's process exits, as after a run that failed early, is stopped then and its
+    folder removed (:func:`_remove_sockets`). TCP stays where Unix sockets are not available
+    (Windows) or the temporary folder's path is too long for one."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        if os.name != "posix":
+            return
+        folder = tempfile.mkdtemp(prefix="evalkit-kernel-")
+        ip = os.path.join(folder, uuid.uuid4().hex[:8])
+        if len(ip) + len("-5") > _SOCKET_PATH_MAX:
+            os.rmdir(folder)
+            return
+        self.transport, self.ip = "ipc", ip
+        self._socket_folder = weakref.finalize(self, _remove_sockets, weakref.ref(self), folder)
+
+    async def _async_cleanup_resources(self, restart: bool = False) -> None:
+        """jupyter_client's clean-up, then the sockets' folder (unless restarting)."""
+        await super()._async_cleanup_resources(restart=restart)
+        if not restart and getattr(self, "_socket_folder", None) is not None:
+            self._socket_folder()
 
 
 class _SavingManager(NotebookExecutionManager):
@@ -108,7 +166,13 @@ class ThrottledSaves:
 
 class OwnKernelEngine(ThrottledSaves, NBClientEngine):
     """papermill's nbclient engine (a new kernel for the notebook), with
-    :class:`ThrottledSaves`."""
+    :class:`ThrottledSaves` and a :class:`LocalSocketKernelManager`."""
+
+    @classmethod
+    def execute_managed_notebook(cls, nb_man, kernel_name, **kwargs):
+        """papermill's engine, its kernel started by a :class:`LocalSocketKernelManager`."""
+        return super().execute_managed_notebook(
+            nb_man, kernel_name, kernel_manager_class=LocalSocketKernelManager, **kwargs)
 
 
 class SharedKernelEngine(ThrottledSaves, NBClientEngine):
@@ -149,7 +213,8 @@ class WorkbookKernel:
     def __init__(self, kernel_name: str, cwd: str | Path, extra_arguments: list[str]):
         self._client = NotebookClient(nbformat.v4.new_notebook(), kernel_name=kernel_name,
                                       extra_arguments=list(extra_arguments),
-                                      startup_timeout=60, shutdown_kernel="immediate")
+                                      startup_timeout=60, shutdown_kernel="immediate",
+                                      kernel_manager_class=LocalSocketKernelManager)
         self._client.km = self._client.create_kernel_manager()
         try:
             self._client.start_new_kernel(cwd=str(cwd), env={**MALLOC_ENV, **os.environ})

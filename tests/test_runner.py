@@ -384,3 +384,39 @@ def test_kernels_started_during_preparation_but_not_needed_are_stopped(tmp_path)
     assert done == {("first", None), ("second", None), ("third", None)}
     assert len(set(pids)) == 1 and pids[0] is not None
 
+
+
+def test_kernels_listen_on_socket_files_not_tcp_ports(tmp_path):
+    """Both ways the runner starts a kernel (a WorkbookKernel kept for several workbooks, and
+    a kernel of a workbook's own) connect through Unix sockets in a private folder, so that
+    no other process can take a kernel's port between its choice and the kernel's start
+    ("Address already in use" killed kernels of two runs started at once); the folder goes
+    when the kernel stops."""
+    import threading
+
+    import papermill as pm
+
+    from evalkit.kernels import OWN_ENGINE, WorkbookKernel
+    seen = {}
+
+    def work():         # the kernel's messages go through the thread that started it
+        kernel = WorkbookKernel("python3", tmp_path, ["--IPKernelApp.log_level=CRITICAL"])
+        try:
+            seen["transport"], seen["ip"] = kernel.manager.transport, kernel.manager.ip
+            seen["mode"] = os.stat(os.path.dirname(kernel.manager.ip)).st_mode & 0o777
+        finally:
+            kernel.shutdown()
+
+    t = threading.Thread(target=work)
+    t.start()
+    t.join()
+    assert seen["transport"] == "ipc" and seen["mode"] == 0o700
+    assert not os.path.exists(os.path.dirname(seen["ip"]))
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "from ipykernel.connect import get_connection_info\n"
+        "print(get_connection_info(unpack=True)['transport'])")])
+    nbformat.write(nb, tmp_path / "own.ipynb")
+    out = pm.execute_notebook(str(tmp_path / "own.ipynb"), str(tmp_path / "own.out.ipynb"),
+                              engine_name=OWN_ENGINE, kernel_name="python3",
+                              progress_bar=False, cwd=str(tmp_path))
+    assert out["cells"][0]["outputs"][0]["text"].strip() == "ipc"
