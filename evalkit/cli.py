@@ -29,6 +29,17 @@ def _failed_step(run: dict) -> str | None:
     return f"workbook {wb[0]}" if wb else None
 
 
+def _positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {text!r}")
+    return n
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="evalkit", description=(
         "Evaluate self-help referral programs on health-plan data: run parameterized workbooks."))
@@ -46,6 +57,11 @@ def main(argv: list[str] | None = None) -> int:
                             "repeat or separate with commas) into the finished run in --out, "
                             "keeping its other notebooks and estimates; then results.json, "
                             "the brief and the tables are rewritten")
+    p_run.add_argument("--workers", type=_positive_int, metavar="N",
+                       help="workbooks executed at once, each in a kernel of its own "
+                            "(default: 2 on a machine of 2 cores or more where two kernels "
+                            "fit in the memory available, else 1); 1 needs the least memory "
+                            "(same numbers either way)")
 
     p_val = sub.add_parser("validate", help="check a params file without running anything")
     p_val.add_argument("params")
@@ -100,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             from .runner import run
             result = run(args.params, out=args.out, overrides=args.overrides, quiet=args.quiet,
-                         only=args.only)
+                         only=args.only, workers=args.workers)
             print(f"outputs in {result.output_dir.resolve()}")
             print(f"results:  {result.results_path.resolve()}")
         elif args.command == "brief":

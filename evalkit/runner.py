@@ -236,6 +236,10 @@ def run(params_path: str | Path | None = None, out: str | Path | None = None,
         params = _params.validate(_params.apply_overrides(params.to_dict(), overrides))
     stem = Path(params_path).stem if params_path else "default"
     out_dir = Path(out) if out else Path("runs") / stem
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
+                                or workers < 1):
+        raise EvalkitError(f"workers must be a whole number of at least 1 (or None for the "
+                           f"default), not {workers!r}")
     how = _Execution(kernel_name, workers, shared_kernels)
     if only:
         return _rerun(params, out_dir, workbook_names(only), quiet, how)
@@ -707,6 +711,7 @@ def _execute_workbooks(order, params, out_dir, params_file, results_path, run_in
     docstring."""
     running: dict[str, tuple[dict, float]] = {}
     began: dict[str, float] = {}            # when a kernel took the workbook
+    run_info["workbooks_at_once"] = pool.size if pool is not None else 1
     progress = not quiet and (pool is None or pool.size == 1)
 
     def start(i: int, wb: str) -> None:

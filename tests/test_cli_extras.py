@@ -57,7 +57,7 @@ def runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("extras")
     a_params, b_params = _params(tmp, "a"), _params(tmp, "b", _run_b)
     a, b = tmp / "A", tmp / "B"
-    assert main(["run", str(a_params), "--out", str(a), "--quiet"]) == 0
+    assert main(["run", str(a_params), "--out", str(a), "--quiet", "--workers", "1"]) == 0
     shutil.copytree(a, b)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -232,6 +232,29 @@ def test_provenance_in_results(runs):
         assert isinstance(run["git"]["dirty"], bool)
     else:
         assert "git" not in run
+
+
+def test_workers_sets_how_many_workbooks_execute_at_once(runs, capsys):
+    """Run A was made with ``--workers 1`` (the least memory); B, re-run into a copy of it
+    without, got the default. A number of workbooks below 1, or not a number, is refused
+    before anything runs."""
+    a = json.loads((runs["a"] / "results.json").read_text())["run"]
+    assert a["workbooks_at_once"] == 1 and a["status"] == "ok"
+    b = json.loads((runs["b"] / "results.json").read_text())["run"]
+    assert b["workbooks_at_once"] == 1      # B executes one workbook: no second kernel
+    for bad in ("0", "-1", "two", "1.5"):
+        with pytest.raises(SystemExit) as stop:
+            main(["run", str(runs["a_params"]), "--out", str(runs["tmp"] / "never"),
+                  "--workers", bad])
+        assert stop.value.code == 2
+        assert f"--workers: must be a whole number of at least 1, not '{bad}'" in \
+            capsys.readouterr().err
+    assert not (runs["tmp"] / "never").exists()
+    from evalkit.errors import EvalkitError
+    from evalkit.runner import run
+    with pytest.raises(EvalkitError, match="workers must be a whole number of at least 1"):
+        run(runs["a_params"], out=runs["tmp"] / "never", workers=0)
+    assert not (runs["tmp"] / "never").exists()
 
 
 def test_provenance_outside_a_checkout(tmp_path):
