@@ -16,7 +16,7 @@ from conftest import reference_data, reference_json
 from scipy import stats
 
 from evalkit.errors import (
-    ConvergenceError, DataDroppedWarning, DataValidationError, ParamsError,
+    ConvergenceError, DataDroppedWarning, DataValidationError, ParamsError, StatisticalWarning,
 )
 from evalkit import limits
 from evalkit.models.count import CountResult, _Mixture, count_model
@@ -468,6 +468,29 @@ def test_bad_options(synth):
         count_model(synth, F_SYNTH + " + offset(log(member_months))")
     with pytest.raises(ParamsError, match="alpha"):
         count_model(synth, F_SYNTH, alpha=5)
+
+
+def test_zero_part_that_separates_all_zero_rows_warns():
+    """A zero-part level whose members all have zero counts: the inflation probability runs
+    to 1 for them and the level's zero-part coefficient off to infinity (pscl gives the
+    same fit without a word); the fit is kept, with a warning naming what to do. A level
+    with a few non-zero counts keeps a finite coefficient and no warning."""
+    rng = np.random.default_rng(3)
+    n = 2000
+    df = pd.DataFrame({"treated": rng.integers(0, 2, n), "x": rng.normal(size=n),
+                       "g": rng.integers(0, 2, n)})
+    mu = np.exp(0.3 + 0.2 * df.x - 0.3 * df.treated)
+    df["y"] = np.where(rng.random(n) < 0.3, 0, rng.poisson(mu))
+    few = df.assign(y=np.where((df.g == 1) & (rng.random(n) < 0.97), 0, df.y))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", StatisticalWarning)
+        fit = count_model(few, "y ~ treated + x", family="zip", zero_formula="~ g")
+    assert fit.table.set_index(["part", "term"]).loc[("zero", "g"), "std_error"] < 1
+    none = df.assign(y=np.where(df.g == 1, 0, df.y))
+    with pytest.warns(StatisticalWarning, match=f"is 1 .* for {(df.g == 1).sum():,} rows, all "
+                                                "zeros.*Drop that term from the zero part"):
+        fit = count_model(none, "y ~ treated + x", family="zip", zero_formula="~ g")
+    assert fit.table.set_index(["part", "term"]).loc[("zero", "g"), "std_error"] > 1e3
 
 
 def test_no_overdispersion_in_negbin():

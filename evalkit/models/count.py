@@ -868,7 +868,17 @@ def _fit_zero_inflated(y, X, Z, offset, dist, what):
     start = np.concatenate([pois.params, binom.params] + ([[0.0]] if dist == "negbin" else []))
     lik = _Mixture("zi", dist, y, X, offset, Z)
     params, H = _maximize(lik, start, what)
-    pi_max = float(special.expit(Z @ params[kx:kx + kz]).max())
+    eta = Z @ params[kx:kx + kz]
+    pi_max = float(special.expit(eta.max()))
+    certain = int(np.count_nonzero((special.expit(-eta) < 1e-6) & zero))
+    if certain:
+        warnings.warn(
+            f"{what}: the zero-inflation probability is 1 (to within 1e-6) for {certain:,} "
+            "rows, all zeros: the zero part separates them from the rest, and the zero-part "
+            "coefficients that set them apart are not identified (they drift to +infinity, "
+            "their standard errors meaningless); the count part is estimated from the other "
+            "rows. Drop that term from the zero part, or merge its levels.",
+            StatisticalWarning, stacklevel=4)
     if pi_max < 1e-6:
         warnings.warn(
             f"{what}: the zero-inflation probability is below {pi_max:.1g} for every row: "
