@@ -15,9 +15,9 @@ every column, type, row and value.
 import ctypes
 import json
 import os
+import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -58,10 +58,10 @@ CLUSTER_CONF = {
 START_TIMEOUT = 180          # seconds for the master to see the worker (a busy machine)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+#: What the master's log says once it listens (port 0: the master picks free ports itself,
+#: so no other process can take a port chosen here before the JVM binds it).
+_MASTER_URL = re.compile(r"Starting Spark master at (spark://\S+)")
+_MASTER_UI = re.compile(r"MasterWebUI: .* started at http://[^:/\s]+:(\d+)")
 
 
 def _die_with_parent() -> None:
@@ -101,35 +101,44 @@ def standalone(tmp_path_factory):
     """A standalone master and one worker (1 core, 1 GB) on 127.0.0.1: yields the
     master URL and the worker's folder; both JVMs are stopped when the session ends."""
     root = tmp_path_factory.mktemp("spark-standalone")
-    port, ui = _free_port(), _free_port()
     env = {**os.environ, "SPARK_HOME": str(SPARK_HOME), "SPARK_LOCAL_IP": "127.0.0.1",
-           "SPARK_DAEMON_MEMORY": "256m", "SPARK_DAEMON_JAVA_OPTS": "-XX:TieredStopAtLevel=1",
+           "SPARK_DAEMON_MEMORY": "256m",
+           "SPARK_DAEMON_JAVA_OPTS": "-XX:TieredStopAtLevel=1 -Dspark.master.rest.enabled=false",
            "SPARK_LOCAL_DIRS": str(root / "local"),
            "SPARK_LOG_DIR": str(root), "SPARK_CONF_DIR": str(root / "conf")}
     (root / "conf").mkdir()
-    url = f"spark://127.0.0.1:{port}"
     procs: list[subprocess.Popen] = []
-    try:
-        procs.append(_launch("org.apache.spark.deploy.master.Master",
-                             ["--host", "127.0.0.1", "--port", str(port), "--webui-port", str(ui)],
-                             root / "master.log", env))
-        procs.insert(0, _launch("org.apache.spark.deploy.worker.Worker",
-                                ["--host", "127.0.0.1", "--port", str(_free_port()),
-                                 "--webui-port", str(_free_port()), "--cores", "1",
-                                 "--memory", "1g", "--work-dir", str(root / "worker"), url],
-                                root / "worker.log", env))
-        deadline = time.monotonic() + START_TIMEOUT
+    deadline = time.monotonic() + START_TIMEOUT
+
+    def wait(what: str, ready) -> object:
         while True:
-            state = _master_state(ui)
-            if state and state.get("aliveworkers", 0) >= 1:
-                break
+            found = ready()
+            if found:
+                return found
             dead = [p for p in procs if p.poll() is not None]
             if dead or time.monotonic() > deadline:
                 logs = "\n".join(f"--- {f.name}\n{f.read_text()[-3000:]}"
                                  for f in (root / "master.log", root / "worker.log") if f.exists())
-                pytest.fail(f"the standalone Spark master/worker did not come up "
+                pytest.fail(f"the standalone Spark {what} did not come up "
                             f"({'exited' if dead else 'timed out'}):\n{logs}")
-            time.sleep(1)
+            time.sleep(0.5)
+
+    def master_ports():
+        log = (root / "master.log").read_text(errors="replace")
+        url, ui = _MASTER_URL.search(log), _MASTER_UI.search(log)
+        return (url[1], int(ui[1])) if url and ui else None
+
+    try:
+        procs.append(_launch("org.apache.spark.deploy.master.Master",
+                             ["--host", "127.0.0.1", "--port", "0", "--webui-port", "0"],
+                             root / "master.log", env))
+        url, ui = wait("master", master_ports)
+        procs.insert(0, _launch("org.apache.spark.deploy.worker.Worker",
+                                ["--host", "127.0.0.1", "--port", "0", "--webui-port", "0",
+                                 "--cores", "1", "--memory", "1g",
+                                 "--work-dir", str(root / "worker"), url],
+                                root / "worker.log", env))
+        wait("worker", lambda: (_master_state(ui) or {}).get("aliveworkers", 0) >= 1)
         yield {"url": url, "ui_port": ui, "worker_dir": root / "worker"}
     finally:
         _stop(procs)
