@@ -12,7 +12,7 @@ from evalkit.analysis import design as D
 from evalkit import params as P
 from evalkit.causal import estimate
 from evalkit.causal.estimate import _fit_weighted_poisson
-from evalkit.errors import ParamsError
+from evalkit.errors import ParamsError, StatisticalWarning
 
 
 # ----------------------------------------------------------------------------- params
@@ -215,3 +215,16 @@ def test_other_methods_run_on_the_same_plan(demo):
         assert est["estimand"] == spec.estimand
         if spec.method != "regression":
             assert d.balance.max_abs_smd() < 0.1, prm
+
+
+def test_arm_columns_named_as_design_covariates_are_left_out_with_a_warning(demo):
+    """design.covariates naming the arm itself (the 0/1 treatment, or the group label as
+    categories) cannot be adjusted for: they are left out of the propensity model, listed
+    with the reason in the design, and named in a warning the workbook shows."""
+    st = demo[0]
+    prm = P.validate({"design": {"covariates": ["treated", "C(group)", "age_at_index"]}}).design
+    with pytest.warns(StatisticalWarning, match=r"treated \(identical to the treatment\); "
+                                                r"C\(group\) \(nested in the arms"):
+        frame, spec = D.design_frame(st.treated_frame(), prm, st.covariates())
+    assert spec.formula == "age_at_index"
+    assert [d["term"] for d in spec.left_out] == ["treated", "C(group)"]

@@ -6,7 +6,7 @@ import pytest
 
 from evalkit.analysis import outcomes as O
 from evalkit import params as P
-from evalkit.errors import DataValidationError
+from evalkit.errors import DataValidationError, StatisticalWarning
 from evalkit.results import write_json_atomic
 from evalkit.analysis.study import Study
 from evalkit.analysis.spec import with_treatment
@@ -35,7 +35,9 @@ def test_unusable_covariates_are_left_out_with_the_reason():
     from evalkit.analysis.spec import model_frame
     df = pd.DataFrame({"treated": [0, 1, 0, 1], "copy": [0, 1, 0, 1], "const": [1, 1, 1, 1],
                        "site": list("abab"), "age": [30, 40, 50, 60]})
-    mf = model_frame(df, ["copy", "const", "age"])
+    with pytest.warns(StatisticalWarning, match=r"left out of the model, which is not adjusted "
+                      r"for them: copy \(identical to the treatment\); const \(constant"):
+        mf = model_frame(df, ["copy", "const", "age"], "treated")
     assert mf.names == ["age"]
     assert [r["term"] for r in mf.left_out] == ["copy", "const"]
     with pytest.raises(DataValidationError, match="C\\(site\\)"):

@@ -10,7 +10,7 @@ import pytest
 from evalkit import describe
 from evalkit import params as P
 from evalkit.analysis import outcomes, spec
-from evalkit.errors import DataValidationError, EvalkitError, ParamsError
+from evalkit.errors import DataValidationError, EvalkitError, ParamsError, StatisticalWarning
 from evalkit.models.twopart import two_part
 from evalkit.results import Recorder, mark_primary
 
@@ -76,7 +76,8 @@ def test_text_and_constant_covariates_are_listed_not_dropped_silently():
                              plan="one")
     with pytest.raises(DataValidationError, match="write C\\(region\\)"):
         spec.model_frame(frame, ["region"])
-    mf = spec.model_frame(frame, ["C(region)", "C(plan)", "baseline_age"])
+    with pytest.warns(StatisticalWarning, match=r"left out .*: C\(plan\) \(constant in these"):
+        mf = spec.model_frame(frame, ["C(region)", "C(plan)", "baseline_age"])
     assert mf.names == ["C(region)", "baseline_age"]
     assert mf.left_out == [{"term": "C(plan)", "reason": "constant in these rows"}]
 

@@ -45,13 +45,14 @@ listed under ``not_adjusted`` with the reason, never dropped silently.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ..errors import DataValidationError, ParamsError
+from ..errors import DataValidationError, ParamsError, StatisticalWarning
 from ..results import SPEC_FILE
 from ..terms import Term, parse_term, term_columns
 
@@ -183,8 +184,9 @@ def model_frame(frame: pd.DataFrame, terms, treatment: str = "treated") -> Model
 
     Each term enters exactly as written: a column as it is, ``log1p(x)`` as a new
     ``log1p_x`` column, ``C(x)`` as categories. A term whose column is constant in these
-    rows, or identical to the treatment, cannot be estimated: it is left out and listed
-    (term, reason) so the caller can record what was adjusted for.
+    rows, or identical to the treatment, cannot be estimated: it is left out, listed
+    (term, reason) so the caller can record what was adjusted for, and named in a
+    :class:`~evalkit.errors.StatisticalWarning` (a workbook shows it).
 
     Parameters
     ----------
@@ -224,6 +226,10 @@ def model_frame(frame: pd.DataFrame, terms, treatment: str = "treated") -> Model
         names.append(t.name)
         columns.append(t.name if t.transform == "log1p" else t.column)
         written.append(t.expression)
+    if left_out:
+        warnings.warn("covariate term(s) left out of the model, which is not adjusted for "
+                      "them: " + "; ".join(f"{d['term']} ({d['reason']})" for d in left_out),
+                      StatisticalWarning, stacklevel=2)
     out = frame.assign(**added) if added else frame
     return ModelFrame(out, names, columns, left_out, written)
 
