@@ -67,6 +67,8 @@ def member_windows_sql(members: tuple | None = None) -> str:
 
     1. ``cohort``: each member numbered ``k`` (1, 2, ... in member id order), so that one
        integer ``kw = 2 k + w`` names a member's window (w = 0 baseline, 1 follow-up);
+       ``k`` is a join key only (any distinct integers would do: Spark reads them from
+       the staged cohort, :mod:`evalkit.engines.spark`);
     2. ``visits``: the claim lines dated inside a window, merged into one row per
        member-window ``kw``, category and date of service (the visit) with its summed
        cents; categories are coded as small integers;

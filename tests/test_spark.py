@@ -177,9 +177,40 @@ def test_prepare_with_spark_engine_matches_duckdb(spark, tmp_path):
     _assert_same(tables["duckdb"], tables["spark"])
 
 
+def test_members_are_numbered_in_one_partition_only_without_a_member_key(spark, tmp_path):
+    """The aggregation numbers the members (a join key). Given a cohort without
+    MEMBER_KEY (data already on a cluster), Spark numbers them with a window over the
+    whole cohort, which it computes in one partition; with the key (the cohort a run
+    stages has one), the plan has no window at all. The tables are the same."""
+    con, _ = load_tiny()
+    build_cohort(con)
+    paths = {}
+    for name, extra in (("cohort", ""), ("keyed", f", 100 + 7 * row_number() OVER "
+                                                  f"(ORDER BY member_id DESC) AS {sp.MEMBER_KEY}"),
+                        ("encounters", "")):
+        table = "cohort" if name == "keyed" else name
+        paths[name] = (tmp_path / f"{name}.parquet").as_uri()
+        cols = ", ".join(f'"{c}"' for c in sp.INPUT_COLUMNS[table])
+        con.execute(f"COPY (SELECT {cols}{extra} FROM {table}) TO '{tmp_path / name}.parquet' "
+                    "(FORMAT parquet)")
+    tables, plans = {}, {}
+    for name in ("cohort", "keyed"):
+        df = sp.member_windows_spark(spark, paths[name], paths["encounters"])
+        plans[name] = df._jdf.queryExecution().executedPlan().toString()
+        tables[name] = df.toPandas().sort_values(["member_id", "period"], ignore_index=True)
+    assert "Window" in plans["cohort"] and "Window" not in plans["keyed"]
+    assert len(tables["cohort"]) == 2 * con.execute("SELECT count(*) FROM cohort").fetchone()[0]
+    pd.testing.assert_frame_equal(tables["cohort"], tables["keyed"])
+
+
 def test_spark_sql_comes_from_the_one_definition(monkeypatch):
     sql = sp.spark_sql()
     assert sql == sp.to_spark(utilization.member_windows_sql())
+    # the members' numbering is the only part a member key replaces
+    keyed = sp.spark_sql(member_key=True)
+    assert sql.count("ROW_NUMBER() OVER (ORDER BY") == 1 and "ROW_NUMBER" not in keyed
+    assert keyed == sql.replace("ROW_NUMBER() OVER (ORDER BY `cohort`.`member_id` NULLS LAST)",
+                                sp.MEMBER_KEY)
     # the DuckDB-only constructs are rewritten
     assert "main." not in sql and "DATE_ADD(" in sql and "DATEDIFF(CAST(" in sql
     assert not re.search(r"/ 100\.0(?!\s+AS DOUBLE)", sql)        # no decimal division

@@ -25,6 +25,10 @@ Why a few rewrites are needed, and what they are (:func:`to_spark`):
   differ in the last digits); they are written as doubles.
 * ``main.cohort`` / ``main.encounters`` name the DuckDB schema; in Spark they become
   temporary views.
+* The members' numbering ``row_number() OVER (ORDER BY member_id)``, a join key only,
+  needs every cohort row in one partition in Spark (one task, however large the
+  cluster). When the cohort has a :data:`MEMBER_KEY` column (distinct integers, as the
+  staged cohort of :func:`build_member_windows_spark` has), that column is read instead.
 
 Filtered aggregates (``count(*) FILTER (WHERE ...)``) need no rewrite: Spark has had
 them since 3.0. Requires pyspark (``pip install 'evalkit[spark]'``) and Java 17+.
@@ -60,6 +64,10 @@ INPUT_COLUMNS = {
                    "category": "VARCHAR", "allowed_amount": "DOUBLE"},
 }
 
+#: An optional cohort column of distinct integers (from 1; below 2**62) naming each member,
+#: read in place of numbering the members in Spark (see the module docstring).
+MEMBER_KEY = "_member_key"
+
 #: Names of the temporary views the translated SQL reads in the Spark session.
 VIEWS = {"cohort": "evalkit_cohort", "encounters": "evalkit_encounters"}
 
@@ -71,8 +79,23 @@ def _schema(id_type: str = "BIGINT") -> dict:
     return {"main": {t: {**cols, "member_id": id_type} for t, cols in INPUT_COLUMNS.items()}}
 
 
-def _portable(node: exp.Expression, views: dict[str, str]) -> exp.Expression:
+def _numbers_members(node: exp.Expression) -> bool:
+    """Whether ``node`` is ``row_number() OVER (ORDER BY member_id)``: no partition, one
+    ascending key, the member id."""
+    if not isinstance(node, exp.Window) or not isinstance(node.this, exp.RowNumber) \
+            or node.args.get("partition_by"):
+        return False
+    order = node.args.get("order")
+    keys = order.expressions if order is not None else []
+    return len(keys) == 1 and isinstance(keys[0].this, exp.Column) \
+        and keys[0].this.name == "member_id" and not keys[0].args.get("desc")
+
+
+def _portable(node: exp.Expression, views: dict[str, str],
+              member_key: bool = False) -> exp.Expression:
     """Rewrite one DuckDB construct into its Spark form (see the module docstring)."""
+    if member_key and _numbers_members(node):
+        return exp.column(MEMBER_KEY)
     if isinstance(node, exp.Table) and node.name in views and node.args.get("db") is not None:
         return exp.Table(this=exp.to_identifier(views[node.name]), alias=node.args.get("alias"))
     if isinstance(node, (exp.Add, exp.Sub)) and node.left.is_type(exp.DataType.Type.DATE) \
@@ -87,7 +110,8 @@ def _portable(node: exp.Expression, views: dict[str, str]) -> exp.Expression:
     return node
 
 
-def to_spark(sql: str, id_type: str = "BIGINT", views: dict[str, str] | None = None) -> str:
+def to_spark(sql: str, id_type: str = "BIGINT", views: dict[str, str] | None = None,
+             member_key: bool = False) -> str:
     """Translate the DuckDB SQL of the aggregation into Spark SQL.
 
     Parameters
@@ -99,6 +123,9 @@ def to_spark(sql: str, id_type: str = "BIGINT", views: dict[str, str] | None = N
         DuckDB type of ``member_id`` (``BIGINT`` or ``VARCHAR``).
     views : dict, optional
         Table name -> the Spark view to read instead (default :data:`VIEWS`).
+    member_key : bool
+        The cohort has a :data:`MEMBER_KEY` column: it replaces the numbering of the
+        members by ``row_number() OVER (ORDER BY member_id)``.
 
     Returns
     -------
@@ -117,14 +144,15 @@ def to_spark(sql: str, id_type: str = "BIGINT", views: dict[str, str] | None = N
     tree = sqlglot.parse_one(sql, read="duckdb")
     tree = qualify(tree, schema=schema, dialect="duckdb", validate_qualify_columns=False)
     tree = annotate_types(tree, schema=schema, dialect="duckdb")
-    tree = tree.transform(lambda n: _portable(n, views), copy=False)
+    tree = tree.transform(lambda n: _portable(n, views, member_key), copy=False)
     return tree.sql(dialect="spark")
 
 
-def spark_sql(members: tuple | None = None, id_type: str = "BIGINT") -> str:
+def spark_sql(members: tuple | None = None, id_type: str = "BIGINT",
+              member_key: bool = False) -> str:
     """Spark SQL for the member x window table: :func:`~evalkit.utilization.member_windows_sql`
     translated by :func:`to_spark` (no second copy of the rules exists)."""
-    return to_spark(utilization.member_windows_sql(members), id_type)
+    return to_spark(utilization.member_windows_sql(members), id_type, member_key=member_key)
 
 
 def spark_session(master: str = "local[2]", conf: dict[str, str] | None = None,
@@ -208,7 +236,8 @@ def _frame(spark, source, table: str):
     if missing:
         raise SparkEngineError(f"{table}: missing column(s) {missing}; the aggregation needs "
                                f"{', '.join(INPUT_COLUMNS[table])} (see docs/data-contract.md)")
-    return df.select(*[f"`{c}`" for c in INPUT_COLUMNS[table]])
+    extra = [MEMBER_KEY] if table == "cohort" and MEMBER_KEY in df.columns else []
+    return df.select(*[f"`{c}`" for c in [*INPUT_COLUMNS[table], *extra]])
 
 
 def member_windows_spark(spark, cohort, encounters):
@@ -221,7 +250,9 @@ def member_windows_spark(spark, cohort, encounters):
         The analysed cohort (as built by :func:`evalkit.cohort.build_cohort`) and the
         accepted claim lines (as loaded by :func:`evalkit.data.load.load_claims`): a
         Spark DataFrame, a Parquet path (file, folder or URI) or the name of a table in
-        the session's catalog. Only the columns in :data:`INPUT_COLUMNS` are read.
+        the session's catalog. Only the columns in :data:`INPUT_COLUMNS` are read, and the
+        cohort's :data:`MEMBER_KEY` when it has one (then Spark does not number the
+        members in a single partition).
 
     Returns
     -------
@@ -231,10 +262,11 @@ def member_windows_spark(spark, cohort, encounters):
     """
     frames = {"cohort": _frame(spark, cohort, "cohort"),
               "encounters": _frame(spark, encounters, "encounters")}
-    id_type = "VARCHAR" if dict(frames["cohort"].dtypes)["member_id"] == "string" else "BIGINT"
+    types = dict(frames["cohort"].dtypes)
+    id_type = "VARCHAR" if types["member_id"] == "string" else "BIGINT"
     for name, df in frames.items():
         df.createOrReplaceTempView(VIEWS[name])
-    return spark.sql(spark_sql(None, id_type))
+    return spark.sql(spark_sql(None, id_type, member_key=MEMBER_KEY in types))
 
 
 def build_member_windows_spark(con: duckdb.DuckDBPyConnection, spark, work_dir: str | Path,
@@ -259,6 +291,8 @@ def build_member_windows_spark(con: duckdb.DuckDBPyConnection, spark, work_dir: 
     try:
         for name, cols in INPUT_COLUMNS.items():
             sel = ", ".join(_q(c) for c in cols)
+            if name == "cohort":        # numbered here, so Spark need not (one partition)
+                sel += f", row_number() OVER (ORDER BY member_id) AS {MEMBER_KEY}"
             con.execute(f"COPY (SELECT {sel} FROM {name}) TO {_lit(stage / f'{name}.parquet')} "
                         "(FORMAT parquet)")
         out = stage / "member_windows"
@@ -276,4 +310,5 @@ def build_member_windows_spark(con: duckdb.DuckDBPyConnection, spark, work_dir: 
 
 
 __all__ = ["to_spark", "spark_sql", "spark_session", "member_windows_spark",
-           "build_member_windows_spark", "SparkEngineError", "INPUT_COLUMNS", "VIEWS"]
+           "build_member_windows_spark", "SparkEngineError", "INPUT_COLUMNS", "MEMBER_KEY",
+           "VIEWS"]
