@@ -45,6 +45,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import socket
 import tempfile
 import time
 import uuid
@@ -77,6 +78,41 @@ SAVE_EVERY = 1.0
 _SOCKET_PATH_MAX = 100
 
 
+#: The socket folders' names in the temporary folder.
+_FOLDER_PREFIX = "evalkit-kernel-"
+
+#: Seconds after which a socket folder that nothing listens in is taken as left behind.
+_STALE_AFTER = 300
+
+
+def _remove_stale_folders() -> None:
+    """Remove this user's socket folders that a runner killed outright (SIGKILL, SIGTERM:
+    no clean-up runs) left behind: older than :data:`_STALE_AFTER` seconds, with no socket
+    a process still listens on (its kernel stopped by itself when it saw its parent
+    gone, leaving its socket files)."""
+    root = Path(tempfile.gettempdir())
+    for folder in root.glob(_FOLDER_PREFIX + "*"):
+        try:
+            info = folder.lstat()
+            if not folder.is_dir() or info.st_uid != os.getuid() or \
+                    time.time() - info.st_mtime < _STALE_AFTER or \
+                    any(_listening(s) for s in folder.iterdir()):
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _listening(path: Path) -> bool:
+    """Whether a process accepts connections on the Unix socket ``path``."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        try:
+            s.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
 def _remove_sockets(manager: weakref.ref, folder: str) -> None:
     """Remove a :class:`LocalSocketKernelManager`'s socket folder; when the runner's
     process exits with the manager's kernel still running or starting, kill that kernel
@@ -98,16 +134,19 @@ class LocalSocketKernelManager(AsyncKernelManager):
     runner's own kernels are kept apart) kills the kernel with "Address already in use".
     Socket files cannot be taken that way. A kernel still running (or starting) when the
     runner's process exits, as after a run that failed early, is stopped then and its
-    folder removed (:func:`_remove_sockets`). TCP stays where Unix sockets are not available
-    (Windows) or the temporary folder's path is too long for one."""
+    folder removed (:func:`_remove_sockets`); the folders of a runner killed outright are
+    removed by a later one (:func:`_remove_stale_folders`). TCP stays where Unix sockets
+    are not available (Windows) or the temporary folder's path is too long for one (its
+    length counted in bytes)."""
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         if os.name != "posix":
             return
-        folder = tempfile.mkdtemp(prefix="evalkit-kernel-")
+        _remove_stale_folders()
+        folder = tempfile.mkdtemp(prefix=_FOLDER_PREFIX)
         ip = os.path.join(folder, uuid.uuid4().hex[:8])
-        if len(ip) + len("-5") > _SOCKET_PATH_MAX:
+        if len(os.fsencode(ip)) + len("-5") > _SOCKET_PATH_MAX:
             os.rmdir(folder)
             return
         self.transport, self.ip = "ipc", ip
@@ -118,6 +157,10 @@ class LocalSocketKernelManager(AsyncKernelManager):
         await super()._async_cleanup_resources(restart=restart)
         if not restart and getattr(self, "_socket_folder", None) is not None:
             self._socket_folder()
+
+    # jupyter_client's async manager binds this name to its own coroutine function, not
+    # to the method above; nbclient calls it directly for a kernel that died
+    cleanup_resources = _async_cleanup_resources
 
 
 class _SavingManager(NotebookExecutionManager):
@@ -171,8 +214,8 @@ class OwnKernelEngine(ThrottledSaves, NBClientEngine):
     @classmethod
     def execute_managed_notebook(cls, nb_man, kernel_name, **kwargs):
         """papermill's engine, its kernel started by a :class:`LocalSocketKernelManager`."""
-        return super().execute_managed_notebook(
-            nb_man, kernel_name, kernel_manager_class=LocalSocketKernelManager, **kwargs)
+        kwargs.setdefault("kernel_manager_class", LocalSocketKernelManager)
+        return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
 
 
 class SharedKernelEngine(ThrottledSaves, NBClientEngine):

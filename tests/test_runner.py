@@ -422,3 +422,69 @@ def test_kernels_listen_on_socket_files_not_tcp_ports(tmp_path):
                               engine_name=OWN_ENGINE, kernel_name="python3",
                               progress_bar=False, cwd=str(tmp_path))
     assert out["cells"][0]["outputs"][0]["text"].strip() == "ipc"
+
+
+def test_socket_folders_go_when_a_kernel_dies_or_its_runner_was_killed(tmp_path, monkeypatch):
+    """A kernel killed in mid-run: its folder goes when the kernel is shut down (nbclient
+    then cleans up without a shutdown request). Folders a killed runner left (old, nothing
+    listening) go when the next kernel manager is made; a folder a kernel still listens
+    in, or a new one, stays."""
+    import socket
+    import tempfile
+    import threading
+    import time
+
+    from evalkit import kernels
+    seen = {}
+
+    def work():
+        kernel = kernels.WorkbookKernel("python3", tmp_path, ["--IPKernelApp.log_level=CRITICAL"])
+        seen["folder"] = os.path.dirname(kernel.manager.ip)
+        psutil.Process(kernel.pid).kill()
+        psutil.Process(kernel.pid).wait(timeout=30)
+        kernel.shutdown()
+
+    t = threading.Thread(target=work)
+    t.start()
+    t.join()
+    assert not os.path.exists(seen["folder"])
+
+    # a temporary folder of the test's own, with a short path (socket paths are short)
+    short = tempfile.mkdtemp(prefix="ek")
+    monkeypatch.setattr(tempfile, "tempdir", short)
+    old = time.time() - 2 * kernels._STALE_AFTER
+    sockets = []
+
+    def folder(name: str, listen: bool | None, age: float) -> Path:
+        f = Path(short) / f"{kernels._FOLDER_PREFIX}{name}"
+        f.mkdir()
+        if listen is not None:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sockets.append(s)
+            s.bind(str(f / "k-1"))
+            s.listen() if listen else s.close()
+        os.utime(f, (age, age))
+        return f
+
+    try:
+        left = folder("left", False, old)            # sockets of a kernel that is gone
+        empty = folder("empty", None, old)
+        live = folder("live", True, old)             # a kernel still listening
+        new = folder("new", False, time.time())      # too recent to judge
+        km = kernels.LocalSocketKernelManager()
+        assert km.transport == "ipc" and km.ip.startswith(short)
+        assert not left.exists() and not empty.exists() and live.exists() and new.exists()
+        # a socket path too long in bytes (not characters) for a Unix socket: TCP instead
+        tail = len(kernels._FOLDER_PREFIX) + 8 + 1 + 8 + len("-5")   # mkdtemp, name, -N
+        n = kernels._SOCKET_PATH_MAX - len(short) - 2 - tail          # two separators
+        accents = os.path.join(short, "é" * n)
+        os.mkdir(accents)
+        assert len(os.path.join(accents, "x" * tail)) <= kernels._SOCKET_PATH_MAX \
+            < len(os.fsencode(os.path.join(accents, "x" * tail)))
+        monkeypatch.setattr(tempfile, "tempdir", accents)
+        km = kernels.LocalSocketKernelManager()
+        assert km.transport == "tcp" and os.listdir(accents) == []
+    finally:
+        for s in sockets:
+            s.close()
+        shutil.rmtree(short)

@@ -197,7 +197,9 @@ def test_members_are_numbered_in_one_partition_only_without_a_member_key(spark, 
     for name in ("cohort", "keyed"):
         df = sp.member_windows_spark(spark, paths[name], paths["encounters"])
         plans[name] = df._jdf.queryExecution().executedPlan().toString()
-        tables[name] = df.toPandas().sort_values(["member_id", "period"], ignore_index=True)
+        df.write.parquet((tmp_path / f"out_{name}").as_uri())
+        tables[name] = con.execute(f"SELECT * FROM read_parquet('{tmp_path}/out_{name}/*.parquet') "
+                                   "ORDER BY member_id, period").df()
     assert "Window" in plans["cohort"] and "Window" not in plans["keyed"]
     assert len(tables["cohort"]) == 2 * con.execute("SELECT count(*) FROM cohort").fetchone()[0]
     pd.testing.assert_frame_equal(tables["cohort"], tables["keyed"])
