@@ -814,7 +814,7 @@ def _workbook_ended(wb: str, err: Exception | None, status: dict, out_dir: Path,
     status.update(status="failed", notebook=kept.name, cell=cell, error=detail)
     _html(kept)
     return WorkbookError(
-        f"workbook '{wb}' failed in {cell}: {detail}. The partial notebook is kept "
+        f"workbook '{wb}' failed in {cell}: {detail.rstrip('.')}. The partial notebook is kept "
         f"as {kept} with the failing cell marked; results.json records the failure.")
 
 

@@ -119,13 +119,14 @@ def test_failing_workbook_is_reported_and_kept(tmp_path, monkeypatch):
     wb_dir = tmp_path / "workbooks"
     shutil.copytree(runner.WORKBOOK_DIR, wb_dir)
     nb = nbformat.read(wb_dir / "03_utilization.ipynb", as_version=4)
-    nb.cells.insert(4, nbformat.v4.new_code_cell("raise RuntimeError('planted failure')"))
+    nb.cells.insert(4, nbformat.v4.new_code_cell("raise RuntimeError('planted failure.')"))
     nbformat.write(nb, wb_dir / "03_utilization.ipynb")
     monkeypatch.setattr(runner, "WORKBOOK_DIR", wb_dir)
     with pytest.raises(WorkbookError) as e:     # one at a time: what ran before it is known
         runner.run(_write_params(tmp_path), out=tmp_path / "out", quiet=True, workers=1)
     msg = str(e.value)
     assert "utilization" in msg and "planted failure" in msg and "code cell" in msg
+    assert "planted failure. The partial notebook" in msg       # one full stop, not two
     res = json.loads((tmp_path / "out" / "results.json").read_text())
     assert res["run"]["status"] == "failed"
     before = catalog.default_workbooks("claims").index("utilization")   # costs never ran
