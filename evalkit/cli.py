@@ -31,10 +31,7 @@ def _failed_step(run: dict) -> str | None:
 
 def _positive_int(text: str) -> int:
     """An argparse type: a whole number of at least 1."""
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
+    n = int(text) if text.strip().isdecimal() else 0     # no signs, points or 1_000
     if n < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {text!r}")
     return n

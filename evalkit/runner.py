@@ -49,6 +49,7 @@ import functools
 import html
 import itertools
 import json
+import operator
 import os
 import queue
 import shutil
@@ -236,10 +237,14 @@ def run(params_path: str | Path | None = None, out: str | Path | None = None,
         params = _params.validate(_params.apply_overrides(params.to_dict(), overrides))
     stem = Path(params_path).stem if params_path else "default"
     out_dir = Path(out) if out else Path("runs") / stem
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
-                                or workers < 1):
-        raise EvalkitError(f"workers must be a whole number of at least 1 (or None for the "
-                           f"default), not {workers!r}")
+    if workers is not None:
+        try:
+            if isinstance(workers, bool) or operator.index(workers) < 1:
+                raise TypeError
+        except TypeError:
+            raise EvalkitError(f"workers must be a whole number of at least 1 (or None for "
+                               f"the default), not {workers!r}") from None
+        workers = operator.index(workers)
     how = _Execution(kernel_name, workers, shared_kernels)
     if only:
         return _rerun(params, out_dir, workbook_names(only), quiet, how)
@@ -711,7 +716,10 @@ def _execute_workbooks(order, params, out_dir, params_file, results_path, run_in
     docstring."""
     running: dict[str, tuple[dict, float]] = {}
     began: dict[str, float] = {}            # when a kernel took the workbook
-    run_info["workbooks_at_once"] = pool.size if pool is not None else 1
+    # a re-run (--only) records its own figure with it; the run's is the first run's
+    at_once = pool.size if pool is not None else 1
+    record = run_info["reruns"][-1] if run_info.get("reruns") else run_info
+    record["workbooks_at_once"] = at_once
     progress = not quiet and (pool is None or pool.size == 1)
 
     def start(i: int, wb: str) -> None:

@@ -15,6 +15,7 @@ import subprocess
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -178,6 +179,8 @@ def test_only_reruns_one_workbook_and_keeps_the_others(runs, tmp_path, capsys):
     run = tmp_path / "run"
     shutil.copytree(runs["a"], run)
     before = json.loads((run / "results.json").read_text())
+    before["run"]["workbooks_at_once"] = 2      # as if the first run had executed two at once
+    (run / "results.json").write_text(json.dumps(before))
     synthesis_nb = (run / "09_synthesis.ipynb").read_bytes()
     # mark both workbooks' records: the re-run one must be replaced, the other kept
     parts = run / "parts"
@@ -198,6 +201,9 @@ def test_only_reruns_one_workbook_and_keeps_the_others(runs, tmp_path, capsys):
     assert after["run"]["run_id"] == before["run"]["run_id"]
     assert [w["workbook"] for w in after["run"]["workbooks"]] == ["synthesis", "proportions"]
     assert after["run"]["reruns"][0]["workbooks"] == ["proportions"]
+    # the first run's figure stays; the re-run's (one workbook) is recorded with it
+    assert after["run"]["workbooks_at_once"] == 2
+    assert after["run"]["reruns"][0]["workbooks_at_once"] == 1
     assert after["run"]["params"] == before["run"]["params"]
     syn_after = [e for e in after["estimates"] if e["workbook"] == "synthesis"]
     assert syn_after[0].get("kept_marker") is True
@@ -242,7 +248,7 @@ def test_workers_sets_how_many_workbooks_execute_at_once(runs, capsys):
     assert a["workbooks_at_once"] == 1 and a["status"] == "ok"
     b = json.loads((runs["b"] / "results.json").read_text())["run"]
     assert b["workbooks_at_once"] == 1      # B executes one workbook: no second kernel
-    for bad in ("0", "-1", "two", "1.5"):
+    for bad in ("0", "-1", "two", "1.5", "1_0", "+2"):
         with pytest.raises(SystemExit) as stop:
             main(["run", str(runs["a_params"]), "--out", str(runs["tmp"] / "never"),
                   "--workers", bad])
@@ -252,8 +258,9 @@ def test_workers_sets_how_many_workbooks_execute_at_once(runs, capsys):
     assert not (runs["tmp"] / "never").exists()
     from evalkit.errors import EvalkitError
     from evalkit.runner import run
-    with pytest.raises(EvalkitError, match="workers must be a whole number of at least 1"):
-        run(runs["a_params"], out=runs["tmp"] / "never", workers=0)
+    for bad in (0, np.int64(0), 2.0, True, "2"):
+        with pytest.raises(EvalkitError, match="workers must be a whole number of at least 1"):
+            run(runs["a_params"], out=runs["tmp"] / "never", workers=bad)
     assert not (runs["tmp"] / "never").exists()
 
 

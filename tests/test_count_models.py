@@ -486,6 +486,16 @@ def test_zero_part_that_separates_all_zero_rows_warns():
         warnings.simplefilter("error", StatisticalWarning)
         fit = count_model(few, "y ~ treated + x", family="zip", zero_formula="~ g")
     assert fit.table.set_index(["part", "term"]).loc[("zero", "g"), "std_error"] < 1
+    # a continuous zero-part term with a clear effect: its extreme values give pi near 1
+    # for a few zero rows, but the coefficient is well estimated: no warning
+    z = rng.normal(0, 3, n)
+    spread = df.assign(z=z, y=np.where(rng.random(n) < 1 / (1 + np.exp(1 - 3 * z)), 0, df.y))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", StatisticalWarning)
+        fit = count_model(spread, "y ~ treated + x", family="zip", zero_formula="~ z")
+    eta = fit.table.query("part == 'zero'").estimate.to_numpy() @ np.vstack([np.ones(n), z])
+    assert (1 / (1 + np.exp(eta)) < 1e-6).any()             # rows at pi = 1, to 1e-6
+    assert fit.table.set_index(["part", "term"]).loc[("zero", "z"), "std_error"] < 1
     none = df.assign(y=np.where(df.g == 1, 0, df.y))
     with pytest.warns(StatisticalWarning, match=f"is 1 .* for {(df.g == 1).sum():,} rows, all "
                                                 "zeros.*Drop that term from the zero part"):

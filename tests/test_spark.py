@@ -203,6 +203,20 @@ def test_members_are_numbered_in_one_partition_only_without_a_member_key(spark, 
     assert "Window" in plans["cohort"] and "Window" not in plans["keyed"]
     assert len(tables["cohort"]) == 2 * con.execute("SELECT count(*) FROM cohort").fetchone()[0]
     pd.testing.assert_frame_equal(tables["cohort"], tables["keyed"])
+    # a key that would merge members or overflow is refused before anything is counted
+    cols = ", ".join(f'"{c}"' for c in sp.INPUT_COLUMNS["cohort"])
+    n = con.execute("SELECT count(*) FROM cohort").fetchone()[0]
+    first = "member_id = (SELECT min(member_id) FROM cohort)"
+    for key, why in (("1", f"name each member once: {n - 1} of {n}"),
+                     (f"CASE WHEN {first} THEN 5 END", f"once: {n - 1} of {n}"),
+                     ("member_id + 0.5", "whole numbers .* not decimal"),
+                     (f"CASE WHEN {first} THEN 4611686018427387904 ELSE member_id END",
+                      "within \\+-2\\*\\*62")):
+        bad = tmp_path / "bad.parquet"
+        con.execute(f"COPY (SELECT {cols}, {key} AS {sp.MEMBER_KEY} FROM cohort) TO '{bad}' "
+                    "(FORMAT parquet)")
+        with pytest.raises(sp.SparkEngineError, match=why):
+            sp.member_windows_spark(spark, bad.as_uri(), paths["encounters"])
 
 
 def test_spark_sql_comes_from_the_one_definition(monkeypatch):
@@ -212,7 +226,13 @@ def test_spark_sql_comes_from_the_one_definition(monkeypatch):
     keyed = sp.spark_sql(member_key=True)
     assert sql.count("ROW_NUMBER() OVER (ORDER BY") == 1 and "ROW_NUMBER" not in keyed
     assert keyed == sql.replace("ROW_NUMBER() OVER (ORDER BY `cohort`.`member_id` NULLS LAST)",
-                                sp.MEMBER_KEY)
+                                f"CAST({sp.MEMBER_KEY} AS BIGINT)")
+    # the key stands for one numbering: a second (say, to order rows) is refused
+    twice = "SELECT row_number() OVER (ORDER BY member_id) AS a, row_number() OVER " \
+            "(ORDER BY member_id) AS b FROM main.cohort"
+    assert sp.to_spark(twice).count("ROW_NUMBER") == 2
+    with pytest.raises(sp.SparkEngineError, match="numbers the members 2 times"):
+        sp.to_spark(twice, member_key=True)
     # the DuckDB-only constructs are rewritten
     assert "main." not in sql and "DATE_ADD(" in sql and "DATEDIFF(CAST(" in sql
     assert not re.search(r"/ 100\.0(?!\s+AS DOUBLE)", sql)        # no decimal division

@@ -18,7 +18,7 @@ from .. import survival
 from ..errors import ConvergenceError, DataValidationError, EvalkitError, StatisticalWarning
 from ..models.bootstrap import replicates_sentence
 from ..models.base import TABLE_COLUMNS, EffectResult
-from ..models.count import count_model
+from ..models.count import MAX_SE, count_model
 from ..models.did import did
 from ..models.twopart import park_test, two_part
 from ..models.twopart_bootstrap import bootstrap_two_part
@@ -27,8 +27,6 @@ from .spec import CLAIMS_OUTCOMES, model_frame
 #: Families compared for count outcomes, from the simplest.
 COUNT_FAMILIES = ("poisson", "negbin", "zinb", "hurdle_negbin")
 RATIO_SCALES = {"rate_ratio", "ratio", "hazard_ratio", "odds_ratio"}
-#: A coefficient SE (log scale) above this means the model is not identified by the data.
-MAX_SE = 20.0
 
 
 def _records(effect: EffectResult, outcome: str, method: str, n_t: int, n_c: int,

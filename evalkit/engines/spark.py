@@ -95,7 +95,7 @@ def _portable(node: exp.Expression, views: dict[str, str],
               member_key: bool = False) -> exp.Expression:
     """Rewrite one DuckDB construct into its Spark form (see the module docstring)."""
     if member_key and _numbers_members(node):
-        return exp.column(MEMBER_KEY)
+        return exp.cast(exp.column(MEMBER_KEY), "BIGINT")
     if isinstance(node, exp.Table) and node.name in views and node.args.get("db") is not None:
         return exp.Table(this=exp.to_identifier(views[node.name]), alias=node.args.get("alias"))
     if isinstance(node, (exp.Add, exp.Sub)) and node.left.is_type(exp.DataType.Type.DATE) \
@@ -144,6 +144,10 @@ def to_spark(sql: str, id_type: str = "BIGINT", views: dict[str, str] | None = N
     tree = sqlglot.parse_one(sql, read="duckdb")
     tree = qualify(tree, schema=schema, dialect="duckdb", validate_qualify_columns=False)
     tree = annotate_types(tree, schema=schema, dialect="duckdb")
+    numberings = sum(1 for n in tree.walk() if _numbers_members(n))
+    if member_key and numberings != 1:
+        raise SparkEngineError(f"the aggregation's SQL numbers the members {numberings} times; "
+                               f"{MEMBER_KEY} can stand for exactly one such numbering")
     tree = tree.transform(lambda n: _portable(n, views, member_key), copy=False)
     return tree.sql(dialect="spark")
 
@@ -252,7 +256,8 @@ def member_windows_spark(spark, cohort, encounters):
         Spark DataFrame, a Parquet path (file, folder or URI) or the name of a table in
         the session's catalog. Only the columns in :data:`INPUT_COLUMNS` are read, and the
         cohort's :data:`MEMBER_KEY` when it has one (then Spark does not number the
-        members in a single partition).
+        members in a single partition; the key is checked first: integers, one per member,
+        none missing, within +-2**62, else :class:`SparkEngineError`).
 
     Returns
     -------
@@ -262,6 +267,36 @@ def member_windows_spark(spark, cohort, encounters):
     """
     frames = {"cohort": _frame(spark, cohort, "cohort"),
               "encounters": _frame(spark, encounters, "encounters")}
+    if MEMBER_KEY in frames["cohort"].columns:
+        _check_member_key(frames["cohort"])
+    return _member_windows(spark, frames)
+
+
+#: Spark's integer types, which a member key may have.
+_SPARK_INTEGERS = ("tinyint", "smallint", "int", "bigint")
+
+
+def _check_member_key(cohort) -> None:
+    """Refuse a cohort whose :data:`MEMBER_KEY` would merge members or overflow: it must
+    be an integer column, one value per row, none missing, each within +-2**62 (the
+    aggregation's window key is twice it plus one)."""
+    from pyspark.sql import functions as F
+    dtype = dict(cohort.dtypes)[MEMBER_KEY]
+    if dtype not in _SPARK_INTEGERS:
+        raise SparkEngineError(f"cohort: {MEMBER_KEY} must hold whole numbers (an integer "
+                               f"column), not {dtype}")
+    n, distinct, lo, hi = cohort.agg(F.count(F.lit(1)), F.count_distinct(MEMBER_KEY),
+                                     F.min(MEMBER_KEY), F.max(MEMBER_KEY)).first()
+    if distinct != n:
+        raise SparkEngineError(f"cohort: {MEMBER_KEY} must name each member once: {n - distinct:,} "
+                               f"of {n:,} rows repeat another's value or have none")
+    if n and (lo <= -2**62 or hi >= 2**62):
+        raise SparkEngineError(f"cohort: {MEMBER_KEY} must lie within +-2**62 "
+                               f"(found {lo} to {hi}); number the members 1, 2, ...")
+
+
+def _member_windows(spark, frames: dict):
+    """The aggregation on ``frames`` (:func:`_frame`'s cohort and encounters)."""
     types = dict(frames["cohort"].dtypes)
     id_type = "VARCHAR" if types["member_id"] == "string" else "BIGINT"
     for name, df in frames.items():
@@ -296,9 +331,10 @@ def build_member_windows_spark(con: duckdb.DuckDBPyConnection, spark, work_dir: 
             con.execute(f"COPY (SELECT {sel} FROM {name}) TO {_lit(stage / f'{name}.parquet')} "
                         "(FORMAT parquet)")
         out = stage / "member_windows"
-        member_windows_spark(spark, (stage / "cohort.parquet").as_uri(),
-                             (stage / "encounters.parquet").as_uri()
-                             ).write.mode("overwrite").parquet(out.as_uri())
+        # the staged key is right by construction: not checked again
+        frames = {name: _frame(spark, (stage / f"{name}.parquet").as_uri(), name)
+                  for name in INPUT_COLUMNS}
+        _member_windows(spark, frames).write.mode("overwrite").parquet(out.as_uri())
         # DuckDB's own types for the same query (planned, not run), so both engines
         # leave an identical table behind
         types = con.execute(f"DESCRIBE {utilization.member_windows_sql()}").fetchall()

@@ -845,6 +845,10 @@ def _maximize(lik: _Mixture, start: np.ndarray, what: str):
 
 
 # --------------------------------------------------------------------------- fits
+#: A coefficient SE (log scale) above this means the data do not identify it (a
+#: coefficient running off: separation, no excess zeros).
+MAX_SE = 20.0
+
 # Each returns params, the model-based covariance ("vcov", also the sandwich's bread),
 # per-row scores, the log-likelihood and facts for ``extra``.
 
@@ -868,10 +872,14 @@ def _fit_zero_inflated(y, X, Z, offset, dist, what):
     start = np.concatenate([pois.params, binom.params] + ([[0.0]] if dist == "negbin" else []))
     lik = _Mixture("zi", dist, y, X, offset, Z)
     params, H = _maximize(lik, start, what)
+    V = np.linalg.inv(-H)
     eta = Z @ params[kx:kx + kz]
     pi_max = float(special.expit(eta.max()))
     certain = int(np.count_nonzero((special.expit(-eta) < 1e-6) & zero))
-    if certain:
+    # rows at pi = 1 are separation only when a zero-part coefficient has run off (an
+    # extreme value of a well-estimated continuous term also gives pi near 1)
+    runaway = np.sqrt(np.abs(np.diag(V)[kx:kx + kz])).max() > MAX_SE
+    if certain and runaway:
         warnings.warn(
             f"{what}: the zero-inflation probability is 1 (to within 1e-6) for {certain:,} "
             "rows, all zeros: the zero part separates them from the rest, and the zero-part "
@@ -885,7 +893,6 @@ def _fit_zero_inflated(y, X, Z, offset, dist, what):
             "the data show no excess zeros and the zero-part coefficients are not "
             "identified (they drift to -infinity). Use family='poisson' or 'negbin'.",
             StatisticalWarning, stacklevel=4)
-    V = np.linalg.inv(-H)
     return dict(params=params, vcov=V, scores=lik.score_obs(params), loglik=lik.loglik(params),
                 extra=_theta_extra(params, V, dist))
 
