@@ -64,8 +64,9 @@ INPUT_COLUMNS = {
                    "category": "VARCHAR", "allowed_amount": "DOUBLE"},
 }
 
-#: An optional cohort column of distinct integers (from 1; below 2**62) naming each member,
-#: read in place of numbering the members in Spark (see the module docstring).
+#: An optional cohort column of distinct integers (within +-2**62; the staged cohort's are
+#: 1, 2, ...) naming each member, read in place of numbering the members in Spark (see the
+#: module docstring).
 MEMBER_KEY = "_member_key"
 
 #: Names of the temporary views the translated SQL reads in the Spark session.
@@ -288,8 +289,9 @@ def _check_member_key(cohort) -> None:
     n, distinct, lo, hi = cohort.agg(F.count(F.lit(1)), F.count_distinct(MEMBER_KEY),
                                      F.min(MEMBER_KEY), F.max(MEMBER_KEY)).first()
     if distinct != n:
-        raise SparkEngineError(f"cohort: {MEMBER_KEY} must name each member once: {n - distinct:,} "
-                               f"of {n:,} rows repeat another's value or have none")
+        raise SparkEngineError(f"cohort: {MEMBER_KEY} must name each member once: "
+                               f"{n - distinct:,} of {n:,} rows repeat another's value or "
+                               "have none")
     if n and (lo <= -2**62 or hi >= 2**62):
         raise SparkEngineError(f"cohort: {MEMBER_KEY} must lie within +-2**62 "
                                f"(found {lo} to {hi}); number the members 1, 2, ...")
