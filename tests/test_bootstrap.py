@@ -276,6 +276,23 @@ def test_batched_two_part_equals_statsmodels_refits(synth, options):
                                                                 rel=1e-12)
 
 
+def test_quasi_poisson_part_converges_whatever_the_cost_unit(synth):
+    """Quasi-Poisson is unchanged by the unit of the cost but for its dispersion, which
+    grows with it: the same resamples with costs in hundredths of a cent (x 10,000) give
+    the same effects times 10,000 and ratios. Measured in unscaled standard errors, the
+    positive part's steps stopped at the rounding noise of its sums above the tolerance
+    (dispersion ~3e7 here): 16 of these 20 replicates ran to ``maxiter`` and failed."""
+    kw = dict(n_boot=20, seed=4, second="poisson", ci="percentile", n_jobs=1)
+    dollars = bootstrap_two_part(synth, F, "treated", **kw)
+    cents = bootstrap_two_part(synth.assign(total_cost=synth["total_cost"] * 1e4), F,
+                               "treated", **kw)
+    assert dollars.extra["fit"].extra["dispersion"] > 1e3
+    assert dollars.n_failed == cents.n_failed == 0
+    assert cents.extra["max_iterations"]["second"] <= 10
+    scaled = dollars.replicates.to_numpy() * [1e4, 1.0, 1e4, 1e4]
+    np.testing.assert_allclose(cents.replicates.to_numpy(), scaled, rtol=1e-9)
+
+
 def test_two_part_matches_generic_bootstrap_and_warns_on_arm_without_costs():
     """A small arm with two members with cost: some resamples have no treated member
     with positive cost. Both paths must flag the same replicates (NaN, counted, warned)
