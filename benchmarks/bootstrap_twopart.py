@@ -20,8 +20,10 @@ compared with the batched ones: the table reports the largest relative differenc
 
 With ``--run RUN_DIR`` (a finished or prepared run's output folder) the data are that
 run's members instead, with the cost outcome and the covariate terms its workbooks use
-(``Study.treated_frame``, ``Study.covariates``): e.g. the 1M-member default run, whose
-nine coefficients a part make each replicate more work than the synthetic six.
+(``Study.treated_frame``, ``Study.covariates``) and the positive part's family the Park
+test chooses there, as the costs workbook fits it (``analysis.outcomes.cost_effect``):
+e.g. the 1M-member default run, whose nine coefficients a part make each replicate more
+work than the synthetic six, and whose positive part is quasi-Poisson.
 
 Usage: python benchmarks/bootstrap_twopart.py [--members 100000] [--n-boot 1000]
        [--naive 5] [--repeats 3] [--n-jobs 2] [--seed 20240611] [--run RUN_DIR]
@@ -76,33 +78,37 @@ def cpu_seconds() -> float:
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def run_members(run: str) -> tuple[pd.DataFrame, str]:
-    """A run's members and the two-part formula its costs workbook fits."""
+def run_members(run: str) -> tuple[pd.DataFrame, str, str]:
+    """A run's members, the two-part formula its costs workbook fits and the family of the
+    positive part the Park test chooses there."""
     import evalkit
+    from evalkit.analysis.outcomes import positive_part_family
     from evalkit.analysis.spec import model_frame
     study = evalkit.Study(str(Path(run) / "params.json"))
     mf = model_frame(study.treated_frame(), study.covariates())
     outcome = study.cost_outcome()
-    return (mf.frame[["treated", outcome, *mf.names]],
-            f"{outcome} ~ " + " + ".join(["treated", *mf.names]))
+    data = mf.frame[["treated", outcome, *mf.names]]
+    formula = f"{outcome} ~ " + " + ".join(["treated", *mf.names])
+    return data, formula, positive_part_family(data, formula)[1]
 
 
-def naive(data, which, indices, formula):
+def naive(data, which, indices, formula, second):
     """Refit two_part on the explicitly resampled rows of the replicates ``which``."""
     out, times = {}, []
     for b in which:
         t = time.perf_counter()
-        eff = two_part(data.iloc[indices[b]].reset_index(drop=True), formula).effect("treated")
+        eff = two_part(data.iloc[indices[b]].reset_index(drop=True), formula,
+                       second=second).effect("treated")
         times.append(time.perf_counter() - t)
         out[b] = [eff.at("cost_difference"), eff.at("ratio"), eff.mean_treated,
                   eff.mean_control]
     return out, times
 
 
-def batched(data, args, ci, formula):
+def batched(data, args, ci, formula, second):
     t, c = time.perf_counter(), cpu_seconds()
     res = bootstrap_two_part(data, formula, "treated", n_boot=args.n_boot, seed=args.seed,
-                             ci=ci, n_jobs=args.n_jobs)
+                             ci=ci, n_jobs=args.n_jobs, second=second)
     return res, time.perf_counter() - t, cpu_seconds() - c
 
 
@@ -119,11 +125,12 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     if args.run:
-        data, formula = run_members(args.run)
+        data, formula, second = run_members(args.run)
         args.members = len(data)
-        print(f"{args.run}: {formula}", file=sys.stderr)
+        print(f"{args.run}: {formula}; positive part {second} (the Park test's choice)",
+              file=sys.stderr)
     else:
-        data, formula = members(args.members, args.seed), FORMULA
+        data, formula, second = members(args.members, args.seed), FORMULA, "gamma"
     print(f"{args.members:,} members, {args.n_boot:,} replicates, resampling within arms, "
           f"n_jobs={args.n_jobs}, {os.cpu_count()} cores; load average at start "
           f"{os.getloadavg()[0]:.1f}", file=sys.stderr)
@@ -140,13 +147,13 @@ def main(argv=None):
     res = None
     for r in range(args.repeats):
         vals, times = naive(data, range(r * args.naive, (r + 1) * args.naive), indices,
-                            formula)
+                            formula, second)
         naive_vals.update(vals)
         naive_times.extend(times)
-        res, w, c = batched(data, args, "percentile", formula)
+        res, w, c = batched(data, args, "percentile", formula, second)
         wall_pct.append(w)
         cpu_pct.append(c)
-        res_bca, w, c = batched(data, args, ("percentile", "bca"), formula)
+        res_bca, w, c = batched(data, args, ("percentile", "bca"), formula, second)
         wall_bca.append(w)
         cpu_bca.append(c)
         print(f"round {r + 1}: naive {statistics.median(times):.2f} s/replicate; batched "

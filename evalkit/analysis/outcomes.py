@@ -168,6 +168,19 @@ class CostEffect:
                                    "cost bootstrap")
 
 
+def positive_part_family(frame: pd.DataFrame, formula: str):
+    """The modified Park test of ``formula`` on ``frame`` and the family of the two-part
+    model's positive part it suggests (gamma unless it points to Poisson or inverse
+    Gaussian): what :func:`cost_effect` fits."""
+    try:
+        park = park_test(frame, formula)
+    except (ValueError, EvalkitError):   # the GLM form can fail on extreme residuals
+        park = park_test(frame, formula, method="ols")
+    second = park.suggested_family if park.suggested_family in ("gamma", "poisson",
+                                                                "inverse_gaussian") else "gamma"
+    return park, second
+
+
 def cost_effect(frame: pd.DataFrame, covariates: list[str], outcome: str = "total_cost",
                 months: float = 12.0, alpha: float = 0.05, n_boot: int = 0,
                 seed: int | None = None) -> CostEffect:
@@ -190,12 +203,7 @@ def cost_effect(frame: pd.DataFrame, covariates: list[str], outcome: str = "tota
     mf = model_frame(frame, covariates)
     frame, covs = mf.frame, mf.names
     formula = f"{outcome} ~ " + " + ".join(["treated", *covs])
-    try:
-        park = park_test(frame, formula)
-    except (ValueError, EvalkitError):   # the GLM form can fail on extreme residuals
-        park = park_test(frame, formula, method="ols")
-    second = park.suggested_family if park.suggested_family in ("gamma", "poisson",
-                                                                "inverse_gaussian") else "gamma"
+    park, second = positive_part_family(frame, formula)
     fit = two_part(frame, formula, second=second)
     eff = fit.effect("treated", alpha=alpha)
     n_t, n_c = int(frame["treated"].sum()), int((1 - frame["treated"]).sum())
