@@ -564,7 +564,7 @@ def bootstrap_two_part(data: pd.DataFrame, formula: str, treatment: str, n_boot:
     default) and go to ``n_jobs`` threads with one BLAS thread each. No library fits many weighted
     GLMs at once, so this loop is written here; the estimates equal refitting
     :func:`two_part` on the resampled rows (to about 1e-10 relative;
-    both stop when every step is below ``tol`` standard errors). On 100,000 members,
+    both stop when every step is below ``tol`` standard errors, see ``tol``). On 100,000 members,
     1,000 replicates take well under a minute on two cores where refitting takes several
     (``benchmarks/bootstrap_twopart.py``).
 
