@@ -281,7 +281,7 @@ def test_quasi_poisson_part_converges_whatever_the_cost_unit(synth):
     grows with it: the same resamples with costs in hundredths of a cent (x 10,000) give
     the same effects times 10,000 and ratios. Measured in unscaled standard errors, the
     positive part's steps stopped at the rounding noise of its sums above the tolerance
-    (dispersion ~3e7 here): 16 of these 20 replicates ran to ``maxiter`` and failed."""
+    (dispersion 2.6e7 here): 16 of these 20 replicates ran to ``maxiter`` and failed."""
     kw = dict(n_boot=20, seed=4, second="poisson", ci="percentile", n_jobs=1)
     dollars = bootstrap_two_part(synth, F, "treated", **kw)
     cents = bootstrap_two_part(synth.assign(total_cost=synth["total_cost"] * 1e4), F,
