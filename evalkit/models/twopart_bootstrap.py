@@ -380,8 +380,7 @@ def _fit_two_part_counts(state, C):
         C = C.take(g_cols) if jack else np.ascontiguousarray(C[:, good])
         chunks = _Chunks(C.shape[1])
         g01, g02 = g01[:, good], g02[:, good]
-    tol, maxiter = state["tol"], state["maxiter"]
-    tol2 = tol * state["se_scale2"]
+    tol, tol2, maxiter = state["tol"], state["tol2"], state["maxiter"]
 
     z = state["z"][:, None]
     if jack:
@@ -514,7 +513,7 @@ def _two_part_state(frame, formula, treatment, fit, first, second, tol, maxiter,
         # the positive part's steps are measured in the standard errors two_part reports,
         # which carry its dispersion (quasi-Poisson on dollars: thousands), not in the
         # unscaled sqrt(diag(H^-1)); never in smaller ones (see bootstrap_two_part)
-        se_scale2=math.sqrt(max(float(fit.extra["dispersion"]), 1.0)),
+        tol2=float(tol) * math.sqrt(max(float(fit.extra["dispersion"]), 1.0)),
         shift=shift if np.array_equal(X1 - X0, np.broadcast_to(shift, X1.shape)) else None)
 
 
@@ -621,8 +620,8 @@ def bootstrap_two_part(data: pd.DataFrame, formula: str, treatment: str, n_boot:
         standard errors, its steps reach the rounding noise of the sums over the rows
         (about 1e-10 of them at a million members) before the tolerance, and a replicate
         then walked the rows until a step fell below it by chance (up to 67 walks
-        instead of 5 or 6; 1,000 replicates at a million members took several times
-        as long as with a gamma part).
+        instead of 5-7; at a million members its replicates took about twice as long as
+        a gamma part's).
 
     Returns
     -------
