@@ -52,6 +52,7 @@ import uuid
 import weakref
 from pathlib import Path
 
+from . import _jsonschema  # noqa: F401  (before nbformat: see that module)
 import nbformat
 import psutil
 from jupyter_client.manager import AsyncKernelManager

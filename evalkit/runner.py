@@ -61,6 +61,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+from . import _jsonschema  # noqa: F401  (before nbformat: see that module)
 import nbformat
 import papermill as pm
 import psutil

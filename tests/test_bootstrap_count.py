@@ -253,6 +253,42 @@ def test_shared_design_products_give_the_same_hessian():
     assert np.abs(shared[2][:, :3, 3:6]).max() > 0       # the cross block is filled
 
 
+def test_derivatives_summed_chunk_by_chunk_are_those_of_whole_segments(monkeypatch):
+    """The zero-inflated bootstrap sums its per-row derivatives over chunks of rows, with
+    the row-wise design products kept (small segments) or, above the memory limit, formed
+    chunk by chunk one replicate at a time; all ways give the log-likelihood, score and
+    Hessian of the whole segments (to rounding), and those of ``_Mixture`` itself."""
+    from evalkit.models import count_bootstrap as cb
+    from evalkit.models.count import _Mixture
+
+    rng = np.random.default_rng(8)
+    n, a = 1000, 3
+    X = np.column_stack([np.ones(n), rng.integers(0, 2, n), rng.normal(size=n)])
+    y = rng.negative_binomial(2, 0.5, n) * (rng.random(n) < 0.6)
+    lik = _Mixture("zi", "negbin", y.astype(float), X, np.log(rng.integers(1, 13, n)), X)
+    C = rng.multinomial(n, np.full(n, 1.0 / n), size=a).T.astype(float)
+    Pm = np.column_stack([np.r_[-1.0, 0.2, 0.1, -0.5, 0.3, -0.2, 0.4] + 0.05 * r for r in range(a)])
+    whole = cb._zi_derivatives(lik, cb._zi_segments(lik, C), Pm, np.arange(a), 2)
+    assert len(cb._zi_segments(lik, C)) == 2                   # zeros and positive counts
+    monkeypatch.setattr(cb, "_CHUNK_ROWS", 64)
+    for limit in (cb._PAIR_LIMIT, 0):
+        monkeypatch.setattr(cb, "_PAIR_LIMIT", limit)
+        segs = cb._zi_segments(lik, C)
+        assert len(segs) > 10 and all((s["pairs"] is None) == (limit == 0) for s in segs)
+        for active in (np.arange(a), np.array([1])):
+            got = cb._zi_derivatives(lik, segs, Pm, active, 2)
+            for g_, w_ in zip(got, whole):
+                w_ = w_[..., active] if w_.ndim == 2 else w_[active]
+                np.testing.assert_allclose(g_, w_, rtol=1e-11, atol=1e-9)
+    # the replicate with all row counts 1 is the model itself
+    ones = np.ones((n, 1))
+    segs = cb._zi_segments(lik, ones)
+    ll, g, H = cb._zi_derivatives(lik, segs, Pm[:, :1], np.arange(1), 2)
+    np.testing.assert_allclose(ll[0], lik.loglik(Pm[:, 0]), rtol=1e-12)
+    np.testing.assert_allclose(g[:, 0], lik.score(Pm[:, 0]), rtol=1e-10, atol=1e-9)
+    np.testing.assert_allclose(H[0], lik.hessian(Pm[:, 0]), rtol=1e-10, atol=1e-9)
+
+
 def test_replicates_running_off_take_the_remaining_steps_at_once():
     """A Newton step equal to the previous one whose decrement fell by e (the signature of
     coefficients running off along a line, where the log-likelihood rises like

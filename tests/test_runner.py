@@ -2,6 +2,7 @@
 
 The default run of the small plan is the session's shared ``claims_run``
 (tests/conftest.py, tests/shared_runs.py); tests that need a run of their own make it."""
+import importlib.util
 import json
 import os
 import shutil
@@ -39,6 +40,26 @@ def _strip_times(results):
 
 
 @pytest.mark.xdist_group("runner-same-params")
+def test_runner_loads_without_compiling_the_iri_grammars():
+    """jsonschema's optional checker of the "iri" formats (the rfc3987-syntax package,
+    which JupyterLab brings) compiles 38 grammars when imported, 1.4 s of each run's
+    start; the runner loads jsonschema with it hidden (evalkit/_jsonschema.py). nbformat
+    still validates notebooks, and the package stays importable for others."""
+    if importlib.util.find_spec("rfc3987_syntax") is None:
+        pytest.skip("rfc3987-syntax is not installed here: there is nothing to keep out")
+    code = ("import sys, evalkit.runner, nbformat\n"
+            "print('rfc3987_syntax' not in sys.modules)\n"
+            "nbformat.validate(nbformat.v4.new_notebook())\n"
+            "bad = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell('1')])\n"
+            "del bad.cells[0]['outputs']\n"
+            "try:\n    nbformat.validate(bad)\nexcept nbformat.ValidationError:\n"
+            "    print('refused')\n"
+            "import rfc3987_syntax\nprint('importable')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["True", "refused", "importable"]
+
+
 def test_same_params_same_results(request, tmp_path):
     """A second run of the shared run's params gives the same results.json. It is made
     before the shared run is asked for, so that with pytest-xdist the two can be made at

@@ -112,54 +112,90 @@ def _fit_count_counts(state, C, cache):
 
 class _ColumnCounts:
     """A count outcome as a column, for the NB terms of many replicates at once:
-    ``gamma_terms`` takes one theta per replicate and returns (n, replicates) arrays."""
+    ``gamma_terms`` takes one theta per replicate and returns (rows, replicates) arrays.
 
-    def __init__(self, cnt):
-        self.y, self.lfact = cnt.y[:, None], cnt.lfact[:, None]
-        self.values, self.index = cnt.values, cnt.index
+    ``part`` picks the rows of one chunk of a segment (:func:`_zi_segments`); the chunks of
+    a segment share ``memo``, so the gamma differences of the distinct counts are computed
+    once per theta, not once per chunk."""
+
+    def __init__(self, cnt, part=slice(None), memo=None):
+        self.y, self.lfact = cnt.y[part, None], cnt.lfact[part, None]
+        self.values, self.index = cnt.values, cnt.index[part]
+        self._memo = {} if memo is None else memo
 
     def gamma_terms(self, th, order):
-        return [g[self.index] for g in gamma_differences(self.values, th, order)]
+        key = (np.asarray(th).tobytes(), order)
+        if self._memo.get("key") != key:
+            self._memo.update(key=key, value=gamma_differences(self.values, th, order))
+        return [g[self.index] for g in self._memo["value"]]
 
 
-#: Largest (rows x distinct Hessian entries) for which a block's row-wise design products
-#: are kept (100 MB of floats): each Hessian is then one matrix product per block.
+#: Largest (rows x distinct Hessian entries) for which a segment's row-wise design
+#: products are kept (100 MB of floats); above it each chunk forms its own when the
+#: Hessian is wanted (:func:`_pair_products`).
 _PAIR_LIMIT = 12_500_000
+#: Rows of a segment in one chunk (:func:`_zi_segments`).
+_CHUNK_ROWS = 4096
 #: The Hessian blocks of a zero-inflated model (count, zero part, log theta), each on or
 #: above the diagonal.
 _BLOCKS = (("e", "e"), ("z", "z"), ("e", "z"), ("t", "t"), ("e", "t"), ("z", "t"))
 
 
 def _zi_segments(lik, C):
-    """The likelihood's segments (zero and positive counts) with what the batched
-    derivatives reuse: log exposure as a column, ``theta``'s design (a column of ones),
-    the segment's row counts and, where small enough, the row-wise products of the designs
-    of each Hessian block (``pairs``: block -> (products (n, q), rows, columns))."""
+    """The likelihood's segments (zero and positive counts) cut into chunks of rows, each
+    with what the batched derivatives reuse: log exposure as a column, ``theta``'s design
+    (a column of ones), the chunk's row counts and, where the segment is small enough, the
+    row-wise products of the designs of each Hessian block (``pairs``: block -> (products
+    (rows, q), Hessian rows, Hessian columns); else None, and :func:`_zi_derivatives`
+    forms them chunk by chunk).
+
+    A chunk has :data:`_CHUNK_ROWS` rows, so that the twenty-odd (rows, replicates) arrays
+    of per-row terms of a derivative stay in the processor's cache while they are computed
+    and summed: at a million rows and two replicates, the derivatives of whole segments,
+    streamed through memory, took 1.45 times as long (0.71 s against 0.49 s)."""
     kx, kz = lik.kx, lik.kz
     P = kx + kz + int(lik.has_theta)
     cols = {"e": np.arange(kx), "z": kx + np.arange(kz), "t": np.array([P - 1])}
+    width = {"e": kx, "z": kz, "t": 1}
+    index = {}                  # block -> (design columns i, j; Hessian rows, columns)
+    for ki, kj in _BLOCKS:
+        if (kj == "t" and not lik.has_theta) or width[ki] == 0 or width[kj] == 0:
+            continue
+        i, j = (np.triu_indices(width[ki]) if ki == kj
+                else np.indices((width[ki], width[kj])).reshape(2, -1))
+        index[(ki, kj)] = (i, j, cols[ki][i], cols[kj][j])
     segs = []
     for seg in lik.segments:
         n = len(seg["rows"])
-        D = {"e": seg["X"], "z": seg["Z"], "t": np.ones((n, 1))}
-        seg = dict(seg, off=seg["off"][:, None], D=D, C=C[seg["rows"]],
-                   cnt=_ColumnCounts(seg["cnt"]) if "cnt" in seg else None, pairs=None)
-        if n * P * (P + 1) // 2 <= _PAIR_LIMIT:
-            seg["pairs"] = {}
-            for ki, kj in _BLOCKS:
-                if kj == "t" and not lik.has_theta:
-                    continue
-                i, j = np.triu_indices(D[ki].shape[1]) if ki == kj else np.indices(
-                    (D[ki].shape[1], D[kj].shape[1])).reshape(2, -1)
-                seg["pairs"][(ki, kj)] = (D[ki][:, i] * D[kj][:, j], cols[ki][i], cols[kj][j])
-            if lik.kind == "zi" and np.array_equal(seg["X"], seg["Z"]):
-                # the zero part has the count part's terms: the products of both blocks and
-                # across them are the same numbers, those of the count block (x_i x_j)
-                i, j = np.indices((kx, kz)).reshape(2, -1)
-                pos = {pair: r for r, pair in enumerate(zip(*np.triu_indices(kx)))}
-                seg["shared"] = np.array([pos[min(p, q), max(p, q)] for p, q in zip(i, j)])
-        segs.append(seg)
+        keep = n * P * (P + 1) // 2 <= _PAIR_LIMIT
+        shared = None
+        if lik.kind == "zi" and np.array_equal(seg["X"], seg["Z"]):
+            # the zero part has the count part's terms: the products of both blocks and
+            # across them are the same numbers, those of the count block (x_i x_j)
+            i, j = np.indices((kx, kz)).reshape(2, -1)
+            pos = {pair: r for r, pair in enumerate(zip(*np.triu_indices(kx)))}
+            shared = np.array([pos[min(p, q), max(p, q)] for p, q in zip(i, j)])
+        memo: dict = {}
+        for lo in range(0, n, _CHUNK_ROWS):
+            part = slice(lo, lo + _CHUNK_ROWS)
+            X = seg["X"][part]
+            D = {"e": X, "z": seg["Z"][part] if seg["Z"] is not None else None,
+                 "t": np.ones((X.shape[0], 1))}
+            chunk = dict(name=seg["name"], X=X, Z=D["z"], off=seg["off"][part, None], D=D,
+                         C=C[seg["rows"][part]], shared=shared, index=index,
+                         cnt=_ColumnCounts(seg["cnt"], part, memo) if "cnt" in seg else None)
+            chunk["pairs"] = _pair_products(chunk) if keep else None
+            segs.append(chunk)
     return segs
+
+
+def _pair_products(chunk) -> dict:
+    """The row-wise products of the designs of each Hessian block of one chunk (block ->
+    (rows, q) array; the columns ``i, j`` of :func:`_zi_segments`' ``index``: on and above
+    the diagonal of a block on the Hessian's diagonal)."""
+    D = chunk["D"]
+    return {(ki, kj): D[ki][:, i] * D[kj][:, j]
+            for (ki, kj), (i, j, _, _) in chunk["index"].items()}
 
 
 def _zi_derivatives(lik, segs, Pm, active, order):
@@ -169,8 +205,8 @@ def _zi_derivatives(lik, segs, Pm, active, order):
     The per-row derivatives are those of :class:`evalkit.models.count._Mixture`
     (``_segment_terms``) for every replicate's parameters at once, weighted by each
     replicate's row counts: score ``sum D_k' C d_k``, Hessian blocks
-    ``D_k' diag(C d_kl) D_l``, as one matrix product of the row-wise design products with
-    the weights of all replicates where :func:`_zi_segments` kept them."""
+    ``D_k' diag(C d_kl) D_l``, each one matrix product of the row-wise design products
+    (:func:`_zi_segments`) with the weights of all replicates, summed chunk by chunk."""
     kx, kz = lik.kx, lik.kz
     P = Pm.shape[0]
     a = len(active)
@@ -188,16 +224,25 @@ def _zi_derivatives(lik, segs, Pm, active, order):
             D = seg["D"]
             for key, v in d.items():
                 g[sl[key]] += D[key].T @ (Cs * v)
-            if a > 1 and seg.get("shared") is not None and ("e", "z") in dd:
+            if not dd:
+                continue
+            if seg["pairs"] is None:
+                # products formed chunk by chunk, one replicate at a time (the chunk is in
+                # the cache): at a million rows twice as fast as the whole segment's, and
+                # faster than forming the row-wise products of each chunk
+                for (ki, kj), v in dd.items():
+                    w = Cs * v
+                    if kj == "t":                          # theta's design is a column of 1
+                        H[:, sl[ki], P - 1] += (D[ki].T @ w).T
+                        continue
+                    for r in range(a):
+                        H[r, sl[ki], sl[kj]] += D[ki].T @ (D[kj] * w[:, r:r + 1])
+                continue
+            if a > 1 and seg["shared"] is not None and ("e", "z") in dd:
                 _shared_blocks(H, seg, Cs, dd)
-            for (ki, kj), v in dd.items():
-                w = Cs * v
-                if seg["pairs"] is not None:
-                    M, i, j = seg["pairs"][(ki, kj)]
-                    H[:, i, j] += (M.T @ w).T
-                    continue
-                for r in range(a):
-                    H[r, sl[ki], sl[kj]] += D[ki].T @ (D[kj] * w[:, r:r + 1])
+            for key, v in dd.items():
+                i, j = seg["index"][key][2:]
+                H[:, i, j] += (seg["pairs"][key].T @ (Cs * v)).T
         if order >= 2:
             # blocks were filled on and above the diagonal: mirror them
             upper = np.triu(H)
@@ -217,9 +262,9 @@ def _shared_blocks(H, seg, Cs, dd) -> None:
     W = np.empty((Cs.shape[0], 3 * a))
     for r, key in enumerate(keys):
         np.multiply(Cs, dd.pop(key), out=W[:, r * a:(r + 1) * a])
-    R = seg["pairs"][keys[0]][0].T @ W
+    R = seg["pairs"][keys[0]].T @ W
     for r, key in enumerate(keys):
-        _, i, j = seg["pairs"][key]
+        i, j = seg["index"][key][2:]
         rows = seg["shared"] if key == ("e", "z") else slice(None)
         H[:, i, j] += R[rows, r * a:(r + 1) * a].T
 
@@ -264,8 +309,10 @@ def _zi_newton(state, C):
     ``count_model``'s bounds counts as -inf); the radius shrinks after poor steps and
     grows after good ones on its boundary (the rule on actual over predicted gain). A
     replicate is done, as in :func:`evalkit.models.count._maximize`, after a full Newton
-    step taken from a Newton decrement below 1e-12; one that is not within ``maxiter``
-    steps is left to :func:`_refit_one_by_one`. A replicate whose zero part separates the
+    step taken from a Newton decrement below 1e-12 (where that step lands only the
+    log-likelihood is computed, to keep or refuse the step: at a million members the
+    derivatives there were a sixth of the bootstrap's time); one that is not within
+    ``maxiter`` steps is left to :func:`_refit_one_by_one`. A replicate whose zero part separates the
     zeros at a point it has accepted (:func:`_zero_part_separates`) stops there: it is a
     failed replicate, and its coefficients would only run off further (at 20,000 members
     such replicates took 40-90 more steps, and sometimes a refit, to stop the same way).
@@ -301,12 +348,21 @@ def _zi_newton(state, C):
         trial = Pm[:, act] + (d / s[None, :]).T
         Pt = Pm.copy()
         Pt[:, act] = trial
-        Lt, gt, Ht = _zi_derivatives(lik, segs, Pt, act, 2)
+        # a replicate's last step (a Newton step from a decrement below the threshold) needs
+        # only the log-likelihood where it lands, to be kept; the others the derivatives too
+        last = newton & (decrement < 1e-12)
+        Lt, gt, Ht = np.empty(len(act)), np.full((len(s), len(act)), np.nan), \
+            np.full((len(act), len(s), len(s)), np.nan)
+        if last.any():
+            Lt[last] = _zi_derivatives(lik, segs, Pt, act[last], 0)[0]
+        if not last.all():
+            Lt[~last], gt[:, ~last], Ht[~last] = _zi_derivatives(lik, segs, Pt, act[~last], 2)
         if lik.has_theta:
             Lt = np.where((trial[-1] > _TAU_MIN) & (trial[-1] < _TAU_MAX), Lt, -np.inf)
         La = L[act]
-        accept = (np.isfinite(Lt) & np.all(np.isfinite(gt), axis=0)
-                  & np.all(np.isfinite(Ht), axis=(1, 2)) & (Lt >= La - 1e-12 * np.abs(La)))
+        accept = (np.isfinite(Lt) & (last | np.all(np.isfinite(gt), axis=0)
+                                     & np.all(np.isfinite(Ht), axis=(1, 2)))
+                  & (Lt >= La - 1e-12 * np.abs(La)))
         with np.errstate(divide="ignore", invalid="ignore"):
             rho = np.where(pred > 1e-9, (Lt - La) / pred, 1.0)
         length = np.sqrt(np.sum(d * d, axis=1))
