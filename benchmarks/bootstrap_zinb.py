@@ -7,16 +7,24 @@ frame and terms the cost-benefit workbook's joint bootstrap uses for its ER mode
 times, interleaved in this one process on the same blocks of replicates:
 
 * batched: :func:`evalkit.models.count_bootstrap._zi_newton`, every replicate of a block
-  fitted together by the trust-region Newton method;
+  fitted together by the trust-region Newton method, its per-row derivatives summed over
+  chunks of rows (``_CHUNK_ROWS``);
+* batched, whole segments: the same with each segment of rows (zero and positive counts)
+  summed at once, as before the chunks (at a million rows their per-row terms no longer
+  fit in the processor's cache);
 * one by one: every replicate refitted alone by ``count_model``'s maximiser on its
   resampled rows (:func:`evalkit.models.count_bootstrap._refit_one_by_one`), the route
   the replicates took whose plain Newton steps from the full-sample estimates failed
   (87 of the demo's 100).
 
-Prints the median seconds per block, the ratio, the replicates that needed the one-by-one
-fallback and the largest difference between the two routes' effects.
+Prints the median seconds per block, the ratios, the replicates that needed the one-by-one
+fallback and the largest differences between the routes' effects. ``--run RUN_DIR`` takes
+the data of a finished run instead (such as a million-member run of params/demo.yaml, where
+blocks hold 2 replicates); ``--no-refit`` leaves out the one-by-one route (15-20 s a
+replicate at a million members).
 
-Usage: python benchmarks/bootstrap_zinb.py [--members 20000] [--blocks 2] [--repeats 3]
+Usage: python benchmarks/bootstrap_zinb.py [--members 20000 | --run RUN_DIR] [--blocks 2]
+       [--repeats 3] [--no-refit]
 """
 from __future__ import annotations
 
@@ -90,33 +98,59 @@ def main():
     ap.add_argument("--members", type=int, default=20_000)
     ap.add_argument("--blocks", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--run", type=Path, help="a finished run's folder, whose data to use")
+    ap.add_argument("--no-refit", action="store_true", help="leave out the one-by-one route")
     args = ap.parse_args()
-    state, Cs = blocks(study_for(args.members), args.blocks)
-    t_new, t_old, fallback, diff = [], [], 0, 0.0
+    study = evalkit.Study(args.run / "params.json") if args.run else study_for(args.members)
+    state, Cs = blocks(study, args.blocks)
+    chunk_rows = cb._CHUNK_ROWS
+    times = {"chunks": [], "whole": [], "refit": []}
+    fallback, n_separated, diff = 0, 0, {"whole": 0.0, "refit": 0.0}
     with threadpool_limits(limits=1, user_api="blas"):
         for rep in range(args.repeats):             # interleaved, same process
             for C in Cs:
-                t = time.perf_counter()
-                Pm_new, conv, _, _ = cb._zi_newton(state, C)
-                t_new.append(time.perf_counter() - t)
-                Pm_old = np.repeat(state["p0"][:, None], C.shape[1], axis=1)
-                reasons = [f"the {state['family']} model did not converge"] * C.shape[1]
-                t = time.perf_counter()
-                cb._refit_one_by_one(state, C, Pm_old, reasons)
-                t_old.append(time.perf_counter() - t)
+                Pm = {}
+                for route, rows in (("chunks", chunk_rows), ("whole", 2**62)):
+                    cb._CHUNK_ROWS = rows
+                    try:
+                        t = time.perf_counter()
+                        Pm[route], conv, sep, _ = cb._zi_newton(state, C)
+                        times[route].append(time.perf_counter() - t)
+                    finally:
+                        cb._CHUNK_ROWS = chunk_rows
+                    if route == "chunks":
+                        fitted = conv & ~sep            # failed replicates are not compared
+                        if rep == 0:
+                            fallback += int(np.sum(~conv))
+                            n_separated += int(np.sum(sep))
+                if not args.no_refit:
+                    Pm["refit"] = np.repeat(state["p0"][:, None], C.shape[1], axis=1)
+                    reasons = [f"the {state['family']} model did not converge"] * C.shape[1]
+                    t = time.perf_counter()
+                    cb._refit_one_by_one(state, C, Pm["refit"], reasons)
+                    times["refit"].append(time.perf_counter() - t)
                 if rep == 0:
-                    fallback += int(np.sum(~conv))
-                    a, b = effects(state, C, Pm_new), effects(state, C, Pm_old)
-                    diff = max(diff, float(np.max(np.abs(a / b - 1))))
-    a, b = statistics.median(t_new), statistics.median(t_old)
-    print(f"\nZINB bootstrap, {args.members:,} members, blocks of {Cs[0].shape[1]} replicates, "
-          f"median of {args.repeats * len(Cs)} blocks (seconds per block)\n")
-    print(f"{'batched trust region':<24} {a:>8.2f}")
-    print(f"{'one by one':<24} {b:>8.2f}")
-    print(f"{'ratio':<24} {b / a:>7.2f}x")
+                    a = effects(state, C, Pm["chunks"])
+                    for route in Pm.keys() - {"chunks"}:
+                        b = effects(state, C, Pm[route])
+                        diff[route] = max(diff[route],
+                                          float(np.max(np.abs(a / b - 1)[fitted], initial=0)))
+    n = len(state["y"])
+    print(f"\nZINB bootstrap, {n:,} members, blocks of {Cs[0].shape[1]} replicates, "
+          f"median of {args.repeats * len(Cs)} blocks (seconds per block; ratio to the "
+          "chunks)\n")
+    base = statistics.median(times["chunks"])
+    for route, label in (("chunks", "batched, chunks of rows"),
+                         ("whole", "batched, whole segments"), ("refit", "one by one")):
+        if times[route]:
+            t = statistics.median(times[route])
+            print(f"{label:<26} {t:>8.2f} {t / base:>7.2f}x"
+                  + (f"   effects differ by at most {diff[route]:.1e} relative "
+                     "(replicates the batched route fitted)"
+                     if route != "chunks" else ""))
     print(f"replicates left to the one-by-one fallback: {fallback} of "
-          f"{sum(C.shape[1] for C in Cs)}; largest relative difference of the rate "
-          f"difference between the routes: {diff:.1e}")
+          f"{sum(C.shape[1] for C in Cs)}; failed (zero part separating the zeros): "
+          f"{n_separated}")
 
 
 if __name__ == "__main__":
