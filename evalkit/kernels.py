@@ -52,9 +52,11 @@ import uuid
 import weakref
 from pathlib import Path
 
-from . import _jsonschema  # noqa: F401  (before nbformat: see that module)
-import nbformat
 import psutil
+
+# before the packages that load nbformat (see evalkit/_nbformat.py)
+from ._nbformat import nbformat  # noqa: I001
+
 from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
 from papermill.clientwrap import PapermillNotebookClient

@@ -61,8 +61,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
-from . import _jsonschema  # noqa: F401  (before nbformat: see that module)
-import nbformat
+
+# before the packages that load nbformat (see evalkit/_nbformat.py)
+from ._nbformat import nbformat  # noqa: I001
+
 import papermill as pm
 import psutil
 from nbconvert import HTMLExporter

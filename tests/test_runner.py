@@ -43,7 +43,7 @@ def _strip_times(results):
 def test_runner_loads_without_compiling_the_iri_grammars():
     """jsonschema's optional checker of the "iri" formats (the rfc3987-syntax package,
     which JupyterLab brings) compiles 38 grammars when imported, 1.4 s of each run's
-    start; the runner loads jsonschema with it hidden (evalkit/_jsonschema.py). nbformat
+    start; the runner loads nbformat with it hidden (evalkit/_nbformat.py). nbformat
     still validates notebooks, and the package stays importable for others."""
     if importlib.util.find_spec("rfc3987_syntax") is None:
         pytest.skip("rfc3987-syntax is not installed here: there is nothing to keep out")
