@@ -144,10 +144,11 @@ _BLOCKS = (("e", "e"), ("z", "z"), ("e", "z"), ("t", "t"), ("e", "t"), ("z", "t"
 def _zi_segments(lik, C):
     """The likelihood's segments (zero and positive counts) cut into chunks of rows, each
     with what the batched derivatives reuse: log exposure as a column, ``theta``'s design
-    (a column of ones), the chunk's row counts and, where the segment is small enough, the
-    row-wise products of the designs of each Hessian block (``pairs``: block -> (products
-    (rows, q), Hessian rows, Hessian columns); else None, and :func:`_zi_derivatives`
-    forms them chunk by chunk).
+    (a column of ones), the chunk's row counts, the design columns and Hessian positions of
+    each Hessian block (``index``: block -> (i, j, Hessian rows, Hessian columns)) and,
+    where the segment is small enough, the row-wise products of the designs of each block
+    (``pairs``: block -> (rows, q) array; else None, and :func:`_zi_derivatives` sums the
+    blocks one replicate at a time).
 
     A chunk has :data:`_CHUNK_ROWS` rows, so that the twenty-odd (rows, replicates) arrays
     of per-row terms of a derivative stay in the processor's cache while they are computed
@@ -227,9 +228,9 @@ def _zi_derivatives(lik, segs, Pm, active, order):
             if not dd:
                 continue
             if seg["pairs"] is None:
-                # products formed chunk by chunk, one replicate at a time (the chunk is in
-                # the cache): at a million rows twice as fast as the whole segment's, and
-                # faster than forming the row-wise products of each chunk
+                # each replicate's blocks from the chunk's designs (in the cache): at a
+                # million rows twice as fast as over whole segments, and faster than
+                # forming the chunk's row-wise products first
                 for (ki, kj), v in dd.items():
                     w = Cs * v
                     if kj == "t":                          # theta's design is a column of 1
@@ -312,10 +313,11 @@ def _zi_newton(state, C):
     step taken from a Newton decrement below 1e-12 (where that step lands only the
     log-likelihood is computed, to keep or refuse the step: at a million members the
     derivatives there were a sixth of the bootstrap's time); one that is not within
-    ``maxiter`` steps is left to :func:`_refit_one_by_one`. A replicate whose zero part separates the
-    zeros at a point it has accepted (:func:`_zero_part_separates`) stops there: it is a
-    failed replicate, and its coefficients would only run off further (at 20,000 members
-    such replicates took 40-90 more steps, and sometimes a refit, to stop the same way).
+    ``maxiter`` steps is left to :func:`_refit_one_by_one`. A replicate whose zero part
+    separates the zeros at a point it has accepted (:func:`_zero_part_separates`) stops
+    there: it is a failed replicate, and its coefficients would only run off further (at
+    20,000 members such replicates took 40-90 more steps, and sometimes a refit, to stop
+    the same way).
 
     Returns ``Pm`` (P, b), whether each replicate converged, whether its zero part
     separates, and the iterations.
@@ -351,8 +353,9 @@ def _zi_newton(state, C):
         # a replicate's last step (a Newton step from a decrement below the threshold) needs
         # only the log-likelihood where it lands, to be kept; the others the derivatives too
         last = newton & (decrement < 1e-12)
-        Lt, gt, Ht = np.empty(len(act)), np.full((len(s), len(act)), np.nan), \
-            np.full((len(act), len(s), len(s)), np.nan)
+        Lt = np.empty(len(act))
+        gt = np.full((len(s), len(act)), np.nan)
+        Ht = np.full((len(act), len(s), len(s)), np.nan)
         if last.any():
             Lt[last] = _zi_derivatives(lik, segs, Pt, act[last], 0)[0]
         if not last.all():
