@@ -39,7 +39,6 @@ def _strip_times(results):
     return {**results, "run": run}
 
 
-@pytest.mark.xdist_group("runner-same-params")
 def test_runner_loads_without_compiling_the_iri_grammars():
     """jsonschema's optional checker of the "iri" formats (the rfc3987-syntax package,
     which JupyterLab brings) compiles 38 grammars when imported, 1.4 s of each run's
@@ -60,6 +59,7 @@ def test_runner_loads_without_compiling_the_iri_grammars():
     assert out == ["True", "refused", "importable"]
 
 
+@pytest.mark.xdist_group("runner-same-params")
 def test_same_params_same_results(request, tmp_path):
     """A second run of the shared run's params gives the same results.json. It is made
     before the shared run is asked for, so that with pytest-xdist the two can be made at
