@@ -289,6 +289,43 @@ def test_derivatives_summed_chunk_by_chunk_are_those_of_whole_segments(monkeypat
     np.testing.assert_allclose(H[0], lik.hessian(Pm[:, 0]), rtol=1e-10, atol=1e-9)
 
 
+def test_a_refused_stretched_step_is_not_tried_again(monkeypatch):
+    """Where a stretched step (count_bootstrap._run_off) lowers the log-likelihood it is
+    refused, and the replicate's next step is a plain one: here every step after a Newton
+    step is stretched 50 times, too far, and the replicates still converge, to where they
+    converge without stretching (before, the same refused step was tried again until
+    ``maxiter``)."""
+    from evalkit.models import count_bootstrap as cb
+
+    df = _members(n=1500, seed=6)
+    fit_all = []
+    real_newton = cb._zi_newton
+
+    def spy_newton(state, C):
+        out = real_newton(state, C)
+        fit_all.append(out)
+        return out
+
+    monkeypatch.setattr(cb, "_zi_newton", spy_newton)
+    kw = dict(family="zinb", exposure="member_months", n_boot=6, seed=2, ci="percentile",
+              n_jobs=1, block_size=6)
+    plain = bootstrap_count_effect(df, FORMULA, "treated", **kw)
+    stretched_tries = []
+
+    def too_far(d, newton, decrement, last_step, last_decrement):
+        stretch = newton & (last_decrement > 0) & (decrement >= 1e-12)
+        stretched_tries.append(int(stretch.sum()))
+        return np.where(stretch[:, None], 50.0 * d, d)
+
+    monkeypatch.setattr(cb, "_run_off", too_far)
+    res = bootstrap_count_effect(df, FORMULA, "treated", **kw)
+    assert sum(stretched_tries) > 0                      # the case this test is about did occur
+    (_, conv_plain, _, _), (_, conv, _, it) = fit_all
+    assert conv.all() and conv_plain.all() and it < 100
+    np.testing.assert_allclose(res.replicates.to_numpy(), plain.replicates.to_numpy(),
+                               rtol=1e-9)
+
+
 def test_replicates_running_off_take_the_remaining_steps_at_once():
     """A Newton step equal to the previous one whose decrement fell by e (the signature of
     coefficients running off along a line, where the log-likelihood rises like

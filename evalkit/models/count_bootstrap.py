@@ -288,10 +288,11 @@ def _trust_steps(A, gs, radius):
         cb, eb, rb = c[bound], ev[bound], radius[bound]
         lo = np.maximum(0.0, -eb[:, 0])
         hi = lo + np.sqrt(np.sum(cb * cb, axis=1)) / rb + 1e-300
-        for _ in range(60):                                       # ||d(lam)|| falls in lam
-            mid = 0.5 * (lo + hi)
-            too_long = np.sum((cb / (eb + mid[:, None])) ** 2, axis=1) > rb ** 2
-            lo, hi = np.where(too_long, mid, lo), np.where(too_long, hi, mid)
+        with np.errstate(divide="ignore", invalid="ignore"):  # unbounded at -(least eigenvalue)
+            for _ in range(60):                                   # ||d(lam)|| falls in lam
+                mid = 0.5 * (lo + hi)
+                too_long = np.sum((cb / (eb + mid[:, None])) ** 2, axis=1) > rb ** 2
+                lo, hi = np.where(too_long, mid, lo), np.where(too_long, hi, mid)
         lam[bound] = hi
     d = np.einsum("api,ai->ap", V, c / (ev + lam[:, None]))
     return d, newton
@@ -373,6 +374,7 @@ def _zi_newton(state, C):
             if not accept[r]:
                 radius[j] = 0.25 * length[r]
                 alive[j] = radius[j] > 1e-10
+                last_decrement[j] = 0.0        # the next step is not stretched (_run_off)
                 continue
             Pm[:, j], L[j], g[:, j], H[j] = trial[:, r], Lt[r], gt[:, r], Ht[r]
             converged[j] = newton[r] and decrement[r] < 1e-12
@@ -404,8 +406,9 @@ def _run_off(d, newton, decrement, last_step, last_decrement):
     fifth of the ZINB replicates, about 45% of the bootstrap's time). A Newton step equal
     to the previous accepted one (to 1%) whose decrement fell by ``e`` (within 5%) is
     multiplied by the number of such steps still to take; the step is tried like any
-    other (kept only if the log-likelihood does not fall) and the replicate stops, as
-    before, after a full Newton step from a decrement below 1e-12. Both ways end inside
+    other (kept only if the log-likelihood does not fall; if refused, the replicate's next
+    step is a plain one) and the replicate stops, as before, after a full Newton step from
+    a decrement below 1e-12. Both ways end inside
     the convergence tolerance: on the demo's replicates the effects moved by at most
     4e-11 relative, and the same replicates failed."""
     same = np.linalg.norm(d - last_step, axis=1) <= 0.01 * np.linalg.norm(d, axis=1)
