@@ -284,7 +284,7 @@ def check_full_rank(X: np.ndarray, names, what: str) -> None:
     # Pivoted QR on column-scaled X names the columns that add nothing (R would report NA).
     scale = np.sqrt((X * X).sum(axis=0))
     scale[scale == 0] = 1.0
-    _, R, piv = linalg.qr(X / scale, mode="economic", pivoting=True)
+    R, piv = linalg.qr(X / scale, mode="r", pivoting=True)     # Q is not needed
     d = np.abs(np.diag(R))
     tol = max(X.shape) * np.finfo(float).eps * (d[0] if d.size else 0.0) * 1e3
     rank = int((d > tol).sum())
