@@ -408,9 +408,9 @@ def _run_off(d, newton, decrement, last_step, last_decrement):
     multiplied by the number of such steps still to take; the step is tried like any
     other (kept only if the log-likelihood does not fall; if refused, the replicate's next
     step is a plain one) and the replicate stops, as before, after a full Newton step from
-    a decrement below 1e-12. Both ways end inside
-    the convergence tolerance: on the demo's replicates the effects moved by at most
-    4e-11 relative, and the same replicates failed."""
+    a decrement below 1e-12. Both ways end inside the convergence tolerance: on the demo's
+    replicates the effects moved by at most 4e-11 relative, and the same replicates
+    failed."""
     same = np.linalg.norm(d - last_step, axis=1) <= 0.01 * np.linalg.norm(d, axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = decrement / last_decrement
