@@ -228,21 +228,32 @@ def test_trust_region_steps_solve_the_subproblem():
         assert model(a, d[a]) >= model(a, pts).max() - 1e-12
 
 
+def _zi_problem(n: int, seed: int, a: int = 3):
+    """A zero-inflated NB2 likelihood on ``n`` simulated rows (intercept, a 0/1 and a
+    normal covariate, the zero part on the same terms), row counts of ``a`` bootstrap
+    resamples and parameters near each other for them: what the tests of the batched
+    derivatives evaluate."""
+    from evalkit.models.count import _Mixture
+
+    rng = np.random.default_rng(seed)
+    X = np.column_stack([np.ones(n), rng.integers(0, 2, n), rng.normal(size=n)])
+    y = rng.negative_binomial(2, 0.5, n) * (rng.random(n) < 0.6)
+    lik = _Mixture("zi", "negbin", y.astype(float), X, np.log(rng.integers(1, 13, n)), X)
+    C = rng.multinomial(n, np.full(n, 1.0 / n), size=a).T.astype(float)
+    Pm = np.column_stack([np.r_[-1.0, 0.2, 0.1, -0.5, 0.3, -0.2, 0.4] + 0.05 * r
+                          for r in range(a)])
+    return lik, C, Pm
+
+
 def test_shared_design_products_give_the_same_hessian():
     """With the zero part on the count part's terms, the zero-inflated bootstrap sums the
     count, zero and cross Hessian blocks with one product of the count block's design
     products (count_bootstrap._shared_blocks); the derivatives equal those of the three
     separate products (to rounding; on the machines measured, bit for bit)."""
     from evalkit.models import count_bootstrap as cb
-    from evalkit.models.count import _Mixture
 
-    rng = np.random.default_rng(5)
-    n, a = 400, 3
-    X = np.column_stack([np.ones(n), rng.integers(0, 2, n), rng.normal(size=n)])
-    y = rng.negative_binomial(2, 0.5, n) * (rng.random(n) < 0.6)
-    lik = _Mixture("zi", "negbin", y.astype(float), X, np.log(rng.integers(1, 13, n)), X)
-    C = rng.multinomial(n, np.full(n, 1.0 / n), size=a).T.astype(float)
-    Pm = np.column_stack([np.r_[-1.0, 0.2, 0.1, -0.5, 0.3, -0.2, 0.4] + 0.05 * r for r in range(a)])
+    lik, C, Pm = _zi_problem(n=400, seed=5)
+    n, a = C.shape
     segs = cb._zi_segments(lik, C)
     assert all(seg["shared"] is not None for seg in segs)
     shared = cb._zi_derivatives(lik, segs, Pm, np.arange(a), 2)
@@ -259,17 +270,12 @@ def test_derivatives_summed_chunk_by_chunk_are_those_of_whole_segments(monkeypat
     chunk by chunk one replicate at a time; all ways give the log-likelihood, score and
     Hessian of the whole segments (to rounding), and those of ``_Mixture`` itself."""
     from evalkit.models import count_bootstrap as cb
-    from evalkit.models.count import _Mixture
 
-    rng = np.random.default_rng(8)
-    n, a = 1000, 3
-    X = np.column_stack([np.ones(n), rng.integers(0, 2, n), rng.normal(size=n)])
-    y = rng.negative_binomial(2, 0.5, n) * (rng.random(n) < 0.6)
-    lik = _Mixture("zi", "negbin", y.astype(float), X, np.log(rng.integers(1, 13, n)), X)
-    C = rng.multinomial(n, np.full(n, 1.0 / n), size=a).T.astype(float)
-    Pm = np.column_stack([np.r_[-1.0, 0.2, 0.1, -0.5, 0.3, -0.2, 0.4] + 0.05 * r for r in range(a)])
-    whole = cb._zi_derivatives(lik, cb._zi_segments(lik, C), Pm, np.arange(a), 2)
-    assert len(cb._zi_segments(lik, C)) == 2                   # zeros and positive counts
+    lik, C, Pm = _zi_problem(n=1000, seed=8)
+    n, a = C.shape
+    segs = cb._zi_segments(lik, C)
+    assert len(segs) == 2                                      # zeros and positive counts
+    whole = cb._zi_derivatives(lik, segs, Pm, np.arange(a), 2)
     monkeypatch.setattr(cb, "_CHUNK_ROWS", 64)
     for limit in (cb._PAIR_LIMIT, 0):
         monkeypatch.setattr(cb, "_PAIR_LIMIT", limit)
