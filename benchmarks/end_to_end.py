@@ -1,13 +1,19 @@
 """The whole default run (every default workbook), end to end: the plain sequential run
-against the run with shared kernels.
+against the run with shared kernels, or kernels started as processes of their own against
+kernels forked from the fork server.
 
 For each plan size, runs ``evalkit run params/demo.yaml`` (synthetic data generated inside
-the run) both ways, interleaved, each run in a fresh child process:
+the run) in each of the ways asked (``--paths``), interleaved, each run in a fresh child
+process:
 
-* ``sequential``: one workbook at a time, each in a kernel of its own
-  (``runner.run(workers=1, shared_kernels=False)``, how every run was made before);
-* ``shared``: the default, kernels started while the data are prepared, reused between
-  workbooks and two workbooks at once when memory allows (``runner.run()``).
+* ``sequential``: one workbook at a time, each in a kernel of its own, a process of its
+  own (``runner.run(workers=1, shared_kernels=False, fork_kernels=False)``, how every run
+  was made before);
+* ``unforked``: as ``shared`` below, but each kernel a Python process of its own that
+  imports the scientific stack itself (``runner.run(fork_kernels=False)``);
+* ``shared``: the default, kernels started while the data are prepared (forked from the
+  kernel fork server, which imported the stack once), reused between workbooks and two
+  workbooks at once when memory allows (``runner.run()``).
 
 It prints the seconds and the peak memory of data preparation and of each workbook (from
 results.json; with two at once a workbook's seconds overlap another's), the run's wall
@@ -18,7 +24,7 @@ shared / sequential. The bare start of a kernel that imports evalkit's dependenc
 runs nothing is measured too, as the unit of what a workbook costs beyond its analysis.
 
 Usage: python benchmarks/end_to_end.py [--members 20000 1000000] [--bootstrap 1000]
-       [--repeats 1] [--paths sequential shared]
+       [--repeats 1] [--paths sequential shared] (or unforked, in any order)
 """
 from __future__ import annotations
 
@@ -32,7 +38,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from evalkit import runner
+from evalkit import kernels, runner
 
 HERE = Path(__file__).resolve().parent
 PARAMS = HERE.parent / "params" / "demo.yaml"
@@ -97,7 +103,8 @@ class PeakSampler:
 
 
 #: How each path runs the workbooks (keyword arguments of ``runner.run``).
-PATHS = {"sequential": {"workers": 1, "shared_kernels": False}, "shared": {}}
+PATHS = {"sequential": {"workers": 1, "shared_kernels": False, "fork_kernels": False},
+         "unforked": {"fork_kernels": False}, "shared": {}}
 
 
 def child(members: int, bootstrap: int, out: str, path: str) -> None:
@@ -110,6 +117,9 @@ def child(members: int, bootstrap: int, out: str, path: str) -> None:
                           overrides={"data.members": members,
                                      "models.bootstrap_replicates": bootstrap})
     total = time.perf_counter() - t
+    # the fork server waited for its kernels: once it is waited for, their CPU time and
+    # its own count among this process's children
+    kernels.stop_fork_server()
     cpu = sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
                                                 resource.getrusage(resource.RUSAGE_CHILDREN)))
     run = json.loads(res.results_path.read_text())["run"]
@@ -140,7 +150,7 @@ def _median_run(runs: list[dict]) -> dict:
 
 
 def _row(name: str, values: list[float], fmt: str, unit: str) -> str:
-    """A table row: each path's value, then shared / sequential when both ran."""
+    """A table row: each path's value, then the last / the first when two ran."""
     cells = "".join(f"{format(v, fmt) + unit:>14}" for v in values)
     ratio = f"{values[-1] / values[0]:>9.2f}x" if len(values) == 2 and values[0] else ""
     return f"{name:<18}{cells}{ratio}"
@@ -151,7 +161,7 @@ def main():
     ap.add_argument("--members", type=int, nargs="+", default=[20_000, 1_000_000])
     ap.add_argument("--bootstrap", type=int, default=1000, help="cost bootstrap replicates")
     ap.add_argument("--repeats", type=int, default=1, help="runs of each path, interleaved")
-    ap.add_argument("--paths", nargs="+", default=list(PATHS), choices=list(PATHS))
+    ap.add_argument("--paths", nargs="+", default=["sequential", "shared"], choices=list(PATHS))
     ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:

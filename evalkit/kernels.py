@@ -28,6 +28,14 @@ free arrays of a few megabytes by the thousand (a bootstrap's per-row terms), an
 default returns such memory to the system each time, so that every new array page-faults
 afresh (at 20,000 members about a tenth of the zero-inflated bootstrap's time).
 
+A kernel is started as a fork of the process's kernel fork server
+(:mod:`evalkit.kernel_server`, :class:`ForkServer`), which imported the scientific stack
+once: ready in about 0.4 s instead of 3-5 s, so that the second kernel of a run is ready
+with the first, and a process that makes several runs imports the stack once. A kernel
+the server cannot serve (another Python, a kernel spec of its own, an environment the
+server did not import with while kernels of the server still run, a module of evalkit
+edited since the server started) is started the usual way, as its own process.
+
 The runner talks to its kernels through Unix sockets in a private folder
 (:class:`LocalSocketKernelManager`), not TCP ports: a TCP port is picked by the runner and
 bound by the kernel a moment later, and another process on the machine (another run's
@@ -43,10 +51,15 @@ where jsonschema's format checkers are installed, as in the development environm
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 import tempfile
+import threading
 import time
 import uuid
 import weakref
@@ -58,14 +71,13 @@ import psutil
 from ._nbformat import nbformat  # noqa: I001
 
 from jupyter_client.manager import AsyncKernelManager
+from jupyter_client.provisioning import LocalProvisioner
 from nbclient import NotebookClient
 from papermill.clientwrap import PapermillNotebookClient
 from papermill.engines import NBClientEngine, NotebookExecutionManager, papermill_engines
 
 from .errors import EvalkitError
-
-#: What the kernel imports when it starts: everything a workbook's first cells import.
-WARM_UP = "import evalkit, evalkit.analysis.study, evalkit.analysis.plots, evalkit.analysis.show"
+from .kernel_server import WARM_UP, kernel_environment
 
 #: glibc's malloc settings of the kernels (where the environment does not set them):
 #: arrays up to 32 MB come from the heap (glibc's own ceiling for its adaptive threshold),
@@ -128,6 +140,200 @@ def _remove_sockets(manager: weakref.ref, folder: str) -> None:
     shutil.rmtree(folder, ignore_errors=True)
 
 
+#: Environment variables a forked kernel may have other values of than its fork server
+#: had when it imported: set anew for each test by pytest, read at import by nothing.
+_PER_PROCESS_ENV = frozenset({"PYTEST_CURRENT_TEST"})
+
+#: Seconds the runner waits for the fork server's imports and then for each fork, before
+#: it starts its kernels the usual way.
+_FORK_TIMEOUT = 120
+
+_PACKAGE = Path(__file__).resolve().parent
+
+
+class ForkServer:
+    """The runner's side of :mod:`evalkit.kernel_server`: a server process started with
+    ``env`` in folder ``cwd``, talking over a socket pair, that forks kernels on request
+    (:meth:`fork`). A process has at most one running (:func:`fork_server`); it stops when
+    the process that started it does (its socket closes) or at :meth:`stop`."""
+
+    def __init__(self, env: dict[str, str], cwd: str | Path):
+        self.env = kernel_environment(dict(env))
+        self.started = time.time()
+        ours, theirs = socket.socketpair()
+        ours.settimeout(_FORK_TIMEOUT)
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-P", "-m", "evalkit.kernel_server", str(theirs.fileno())],
+                cwd=cwd, env=self.env, stdin=subprocess.DEVNULL, pass_fds=(theirs.fileno(),),
+                start_new_session=True)
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        self._socket, self._replies = ours, ours.makefile("rb")
+        self._lock = threading.Lock()
+        self._imports_set: set[str] | None = None   # None: not ready yet; see _ready()
+        self._failed = False
+
+    def _ready(self) -> bool:
+        """Wait for the server's imports (call with the lock held); False if it failed.
+        Its ``ready`` line carries its environment after the imports, which may have set
+        variables of their own (threadpoolctl sets ``KMP_DUPLICATE_LIB_OK``): a kernel's
+        environment may have those or not, as the runner's own imports set them or not."""
+        if self._imports_set is None and not self._failed:
+            try:
+                word, _, after = self._replies.readline().partition(b" ")
+                after = json.loads(after) if word == b"ready" else None
+            except (OSError, ValueError):
+                after = None
+            if not isinstance(after, dict):
+                self._failed = True
+                return False
+            self._imports_set = {k for k in after.keys() | self.env.keys()
+                                 if after.get(k) != self.env.get(k)}
+        return not self._failed
+
+    def serves(self, env: dict[str, str]) -> bool:
+        """Whether a kernel with environment ``env`` may be forked from this server (waits
+        for the server's imports): the server runs, it imported with that environment (the
+        variables of :data:`_PER_PROCESS_ENV`, and those its imports set, aside), and no
+        module of evalkit changed on disk since it started (an edited source is loaded by
+        a kernel started the usual way)."""
+        with self._lock:
+            if self.process.poll() is not None or not self._ready():
+                return False
+            aside = _PER_PROCESS_ENV | self._imports_set
+
+            def rest(e: dict) -> dict:
+                return {k: v for k, v in e.items() if k not in aside}
+            return rest(kernel_environment(env)) == rest(self.env) and \
+                not _changed_since(self.started)
+
+    def fork(self, argv: list[str], cwd: str | Path, env: dict[str, str]) -> int | None:
+        """Fork a kernel with command-line arguments ``argv`` (those after ``python -m
+        ipykernel_launcher``) in folder ``cwd`` with environment ``env``; its process id,
+        or None if the server failed or took too long (it is then not used again)."""
+        request = json.dumps({"argv": list(argv), "cwd": str(cwd),
+                              "env": kernel_environment(dict(env))})
+        with self._lock:
+            if not self._ready():
+                return None
+            try:
+                self._socket.sendall(request.encode() + b"\n")
+                reply = self._replies.readline()
+                if reply.strip().isdigit():
+                    return int(reply)
+            except OSError:
+                pass
+            self._failed = True
+            return None
+
+    def ended(self) -> bool:
+        """Whether the server's process has ended (:func:`fork_server` replaces it)."""
+        return self.process.poll() is not None
+
+    def has_kernels(self) -> bool:
+        """Whether a kernel forked from the server still runs (it would stop with it)."""
+        try:
+            return any(c.status() != psutil.STATUS_ZOMBIE
+                       for c in psutil.Process(self.process.pid).children())
+        except psutil.Error:
+            return False
+
+    def stop(self) -> None:
+        """Stop the server (its kernels stop when they see it gone)."""
+        self._replies.close()
+        self._socket.close()
+        with contextlib.suppress(OSError):
+            self.process.kill()
+        self.process.wait()
+
+
+_server: ForkServer | None = None
+_server_lock = threading.Lock()
+
+
+def fork_server(env: dict[str, str], cwd: str | Path) -> ForkServer | None:
+    """The process's :class:`ForkServer`, started (in ``cwd``, with ``env``) if none runs,
+    or None if it does not serve ``env`` (:meth:`ForkServer.serves`) and kernels forked
+    from it still run (they would stop with it): that kernel is then started the usual
+    way. A server that ended, or serves not ``env`` and has no kernel running, is replaced
+    by one started with ``env`` (the environment of a long-lived process changes: pyspark
+    sets variables of its own when a Spark session starts)."""
+    global _server
+    with _server_lock:
+        if _server is not None and (_server.ended() or not _server.serves(env)
+                                    and not _server.has_kernels()):
+            _server.stop()
+            _server = None
+        if _server is None:
+            _server = ForkServer(env, cwd)
+        return _server if _server.serves(env) else None
+
+
+def stop_fork_server() -> None:
+    """Stop the process's fork server, if one runs (it holds the imported libraries in
+    memory, a few hundred MB, for the next run's kernels)."""
+    global _server
+    with _server_lock:
+        if _server is not None:
+            _server.stop()
+            _server = None
+
+
+def _changed_since(t: float) -> bool:
+    """Whether a module of evalkit was written after time ``t``."""
+    return any(p.stat().st_mtime > t for p in _PACKAGE.rglob("*.py"))
+
+
+class ForkedKernelProcess:
+    """What jupyter_client's :class:`LocalProvisioner` uses of the :class:`subprocess.Popen`
+    of a kernel it started, for a kernel the fork server started: a child of the server,
+    not of the runner, which therefore sees it end but not its exit status
+    (``returncode`` is then minus the signal the runner sent, else 1)."""
+
+    stdin = stdout = stderr = None
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.returncode: int | None = None
+        self._process = psutil.Process(pid)
+        self._signal: int | None = None     # the last signal sent
+
+    def _running(self) -> bool:
+        try:
+            return self._process.is_running() and \
+                self._process.status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
+
+    def poll(self) -> int | None:
+        if self.returncode is None and not self._running():
+            self.returncode = -self._signal if self._signal else 1
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(f"kernel {self.pid}", timeout)
+            time.sleep(0.02)
+        return self.returncode
+
+    def send_signal(self, signum: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signum)
+            self._signal = signum
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+
 class LocalSocketKernelManager(AsyncKernelManager):
     """nbclient's kernel manager, connected to its kernel through Unix sockets in a folder
     of its own (mode 0700, removed when the kernel stops) rather than through TCP ports.
@@ -142,6 +348,10 @@ class LocalSocketKernelManager(AsyncKernelManager):
     are not available (Windows) or the temporary folder's path is too long for one (its
     length counted in bytes)."""
 
+    #: Start the kernel as a fork of the :class:`ForkServer` where it serves the kernel
+    #: (False: always as a process of its own).
+    fork = True
+
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         if os.name != "posix":
@@ -155,6 +365,25 @@ class LocalSocketKernelManager(AsyncKernelManager):
         self.transport, self.ip = "ipc", ip
         self._socket_folder = weakref.finalize(self, _remove_sockets, weakref.ref(self), folder)
 
+    async def _async_launch_kernel(self, kernel_cmd: list[str], **kw) -> None:
+        """Start the kernel as a fork of the process's :class:`ForkServer` where it is
+        the plain Python kernel of this interpreter (``python -m ipykernel_launcher``) and
+        the server serves its environment; otherwise jupyter_client's own launch."""
+        cwd, env = kw.get("cwd") or os.getcwd(), kw.get("env") or dict(os.environ)
+        pid = None
+        if self.fork and hasattr(os, "fork") and type(self.provisioner) is LocalProvisioner \
+                and kernel_cmd[:3] == [sys.executable, "-m", "ipykernel_launcher"]:
+            server = fork_server(env, cwd)
+            pid = server.fork(kernel_cmd[3:], cwd, env) if server is not None else None
+        if pid is None:
+            await super()._async_launch_kernel(kernel_cmd, **kw)
+            return
+        # what LocalProvisioner.launch_kernel records of the process it starts
+        provisioner = self.provisioner
+        provisioner.process, provisioner.pid, provisioner.pgid = ForkedKernelProcess(pid), pid, pid
+        provisioner.cwd = cwd
+        self._reconcile_connection_info(provisioner.connection_info)
+
     async def _async_cleanup_resources(self, restart: bool = False) -> None:
         """jupyter_client's clean-up, then the sockets' folder (unless restarting)."""
         await super()._async_cleanup_resources(restart=restart)
@@ -164,6 +393,12 @@ class LocalSocketKernelManager(AsyncKernelManager):
     # jupyter_client's async manager binds this name to its own coroutine function, not
     # to the method above; nbclient calls it directly for a kernel that died
     cleanup_resources = _async_cleanup_resources
+
+
+class OwnProcessKernelManager(LocalSocketKernelManager):
+    """A :class:`LocalSocketKernelManager` whose kernel is always a process of its own."""
+
+    fork = False
 
 
 class _SavingManager(NotebookExecutionManager):
@@ -215,9 +450,12 @@ class OwnKernelEngine(ThrottledSaves, NBClientEngine):
     :class:`ThrottledSaves` and a :class:`LocalSocketKernelManager`."""
 
     @classmethod
-    def execute_managed_notebook(cls, nb_man, kernel_name, **kwargs):
-        """papermill's engine, its kernel started by a :class:`LocalSocketKernelManager`."""
-        kwargs.setdefault("kernel_manager_class", LocalSocketKernelManager)
+    def execute_managed_notebook(cls, nb_man, kernel_name, fork_kernels: bool = True,
+                                 **kwargs):
+        """papermill's engine, its kernel started by a :class:`LocalSocketKernelManager`
+        (forked from the :class:`ForkServer` unless ``fork_kernels`` is False)."""
+        kwargs.setdefault("kernel_manager_class",
+                          LocalSocketKernelManager if fork_kernels else OwnProcessKernelManager)
         return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
 
 
@@ -250,17 +488,20 @@ papermill_engines.register(OWN_ENGINE, OwnKernelEngine)
 
 class WorkbookKernel:
     """A Jupyter kernel started in ``cwd`` (the run's output folder) with evalkit imported,
-    for executing workbooks one after another (:meth:`prepare_workbook` between them).
+    for executing workbooks one after another (:meth:`prepare_workbook` between them);
+    forked from the :class:`ForkServer` where it serves the kernel, unless ``fork`` is False.
 
     The kernel and its client belong to the thread that made them (their messages go
     through that thread's event loop): use them from that thread only.
     """
 
-    def __init__(self, kernel_name: str, cwd: str | Path, extra_arguments: list[str]):
-        self._client = NotebookClient(nbformat.v4.new_notebook(), kernel_name=kernel_name,
-                                      extra_arguments=list(extra_arguments),
-                                      startup_timeout=60, shutdown_kernel="immediate",
-                                      kernel_manager_class=LocalSocketKernelManager)
+    def __init__(self, kernel_name: str, cwd: str | Path, extra_arguments: list[str],
+                 fork: bool = True):
+        self._client = NotebookClient(
+            nbformat.v4.new_notebook(), kernel_name=kernel_name,
+            extra_arguments=list(extra_arguments), startup_timeout=60,
+            shutdown_kernel="immediate",
+            kernel_manager_class=LocalSocketKernelManager if fork else OwnProcessKernelManager)
         self._client.km = self._client.create_kernel_manager()
         try:
             self._client.start_new_kernel(cwd=str(cwd), env={**MALLOC_ENV, **os.environ})

@@ -209,7 +209,7 @@ def run(params_path: str | Path | None = None, out: str | Path | None = None,
         overrides: list[str] | dict | None = None, quiet: bool = False,
         params: _params.Params | None = None, kernel_name: str = "python3",
         only: list[str] | str | None = None, workers: int | None = None,
-        shared_kernels: bool = True) -> RunResult:
+        shared_kernels: bool = True, fork_kernels: bool = True) -> RunResult:
     """Run the workbooks named in the params; see the module docstring.
 
     Parameters
@@ -228,6 +228,9 @@ def run(params_path: str | Path | None = None, out: str | Path | None = None,
         (reset between them, :mod:`evalkit.kernels`), started while the data are
         prepared; False starts a new kernel for each workbook. ``workers=1,
         shared_kernels=False`` is the plain sequential run (same numbers, slower).
+    fork_kernels : start each kernel as a fork of the process's kernel fork server, which
+        imported the scientific stack once (:mod:`evalkit.kernel_server`); False starts
+        each as a Python process of its own, importing it anew (same numbers, slower).
 
     Returns
     -------
@@ -248,7 +251,7 @@ def run(params_path: str | Path | None = None, out: str | Path | None = None,
             raise EvalkitError(f"workers must be a whole number of at least 1 (or None for "
                                f"the default), not {workers!r}") from None
         workers = operator.index(workers)
-    how = _Execution(kernel_name, workers, shared_kernels)
+    how = _Execution(kernel_name, workers, shared_kernels, fork_kernels)
     if only:
         return _rerun(params, out_dir, workbook_names(only), quiet, how)
     _check_output_dir(out_dir)
@@ -470,6 +473,7 @@ class _Execution:
     kernel_name: str = "python3"
     workers: int | None = None
     shared_kernels: bool = True
+    fork_kernels: bool = True
 
 
 #: Options of every kernel: its own log only for errors that stop it.
@@ -545,7 +549,8 @@ class _KernelPool:
         """A new kernel (after any other that is starting), or the error that stopped it."""
         try:
             with self._starting:
-                return WorkbookKernel(self._how.kernel_name, self._cwd, _KERNEL_ARGS), None
+                return WorkbookKernel(self._how.kernel_name, self._cwd, _KERNEL_ARGS,
+                                      fork=self._how.fork_kernels), None
         except BaseException as err:  # noqa: BLE001 - each workbook given to it fails with it
             return None, err
 
@@ -702,7 +707,8 @@ def _execute(wb: str, out_dir: Path, params_file: Path, how: _Execution, progres
               "parameters": {"params_path": str(params_file.resolve())}}
     if kernel is None:
         pm.execute_notebook(str(src), _ATOMIC + str(tmp.resolve()), cwd=str(out_dir),
-                            engine_name=OWN_ENGINE, extra_arguments=_KERNEL_ARGS, **common)
+                            engine_name=OWN_ENGINE, extra_arguments=_KERNEL_ARGS,
+                            fork_kernels=how.fork_kernels, **common)
     else:
         kernel.prepare_workbook()
         pm.execute_notebook(str(src), _ATOMIC + str(tmp.resolve()), engine_name=ENGINE,
