@@ -38,7 +38,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from evalkit import kernels, runner
+from evalkit import kernel_server, runner
 
 HERE = Path(__file__).resolve().parent
 PARAMS = HERE.parent / "params" / "demo.yaml"
@@ -119,7 +119,7 @@ def child(members: int, bootstrap: int, out: str, path: str) -> None:
     total = time.perf_counter() - t
     # the fork server waited for its kernels: once it is waited for, their CPU time and
     # its own count among this process's children
-    kernels.stop_fork_server()
+    kernel_server.stop_fork_server()
     cpu = sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
                                                 resource.getrusage(resource.RUSAGE_CHILDREN)))
     run = json.loads(res.results_path.read_text())["run"]

@@ -111,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
+            from .kernel_server import start_fork_server
+            start_fork_server()         # the kernels' imports, beside the runner's own
             from .runner import run
             result = run(args.params, out=args.out, overrides=args.overrides, quiet=args.quiet,
                          only=args.only, workers=args.workers)

@@ -29,7 +29,7 @@ default returns such memory to the system each time, so that every new array pag
 afresh (at 20,000 members about a tenth of the zero-inflated bootstrap's time).
 
 A kernel is started as a fork of the process's kernel fork server
-(:mod:`evalkit.kernel_server`, :class:`ForkServer`), which imported the scientific stack
+(:mod:`evalkit.kernel_server`), which imported the scientific stack
 once: ready in about 0.4 s instead of 3-5 s, so that the second kernel of a run is ready
 with the first, and a process that makes several runs imports the stack once. A kernel
 the server cannot serve (another Python, a kernel spec of its own, an environment the
@@ -51,7 +51,6 @@ where jsonschema's format checkers are installed, as in the development environm
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -59,7 +58,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 import weakref
@@ -77,13 +75,7 @@ from papermill.clientwrap import PapermillNotebookClient
 from papermill.engines import NBClientEngine, NotebookExecutionManager, papermill_engines
 
 from .errors import EvalkitError
-from .kernel_server import WARM_UP, kernel_environment
-
-#: glibc's malloc settings of the kernels (where the environment does not set them):
-#: arrays up to 32 MB come from the heap (glibc's own ceiling for its adaptive threshold),
-#: and up to 128 MB free at the heap's top is kept rather than given back. Other C
-#: libraries ignore them.
-MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(128 * 2**20)}
+from .kernel_server import MALLOC_ENV, WARM_UP, fork_server, kernel_environment
 
 #: Seconds between two saves of an executing notebook (see :class:`ThrottledSaves`).
 SAVE_EVERY = 1.0
@@ -138,154 +130,6 @@ def _remove_sockets(manager: weakref.ref, folder: str) -> None:
         with contextlib.suppress(OSError):
             process.kill()
     shutil.rmtree(folder, ignore_errors=True)
-
-
-#: Environment variables a forked kernel may have other values of than its fork server
-#: had when it imported: set anew for each test by pytest, read at import by nothing.
-_PER_PROCESS_ENV = frozenset({"PYTEST_CURRENT_TEST"})
-
-#: Seconds the runner waits for the fork server's imports and then for each fork, before
-#: it starts its kernels the usual way.
-_FORK_TIMEOUT = 120
-
-_PACKAGE = Path(__file__).resolve().parent
-
-
-class ForkServer:
-    """The runner's side of :mod:`evalkit.kernel_server`: a server process started with
-    ``env`` in folder ``cwd``, talking over a socket pair, that forks kernels on request
-    (:meth:`fork`). A process has at most one running (:func:`fork_server`); it stops when
-    the process that started it does (its socket closes) or at :meth:`stop`."""
-
-    def __init__(self, env: dict[str, str], cwd: str | Path):
-        self.env = kernel_environment(dict(env))
-        self.started = time.time()
-        ours, theirs = socket.socketpair()
-        ours.settimeout(_FORK_TIMEOUT)
-        try:
-            self.process = subprocess.Popen(
-                [sys.executable, "-P", "-m", "evalkit.kernel_server", str(theirs.fileno())],
-                cwd=cwd, env=self.env, stdin=subprocess.DEVNULL, pass_fds=(theirs.fileno(),),
-                start_new_session=True)
-        except BaseException:
-            ours.close()
-            raise
-        finally:
-            theirs.close()
-        self._socket, self._replies = ours, ours.makefile("rb")
-        self._lock = threading.Lock()
-        self._imports_set: set[str] | None = None   # None: not ready yet; see _ready()
-        self._failed = False
-
-    def _ready(self) -> bool:
-        """Wait for the server's imports (call with the lock held); False if it failed.
-        Its ``ready`` line carries its environment after the imports, which may have set
-        variables of their own (threadpoolctl sets ``KMP_DUPLICATE_LIB_OK``): a kernel's
-        environment may have those or not, as the runner's own imports set them or not."""
-        if self._imports_set is None and not self._failed:
-            try:
-                word, _, after = self._replies.readline().partition(b" ")
-                after = json.loads(after) if word == b"ready" else None
-            except (OSError, ValueError):
-                after = None
-            if not isinstance(after, dict):
-                self._failed = True
-                return False
-            self._imports_set = {k for k in after.keys() | self.env.keys()
-                                 if after.get(k) != self.env.get(k)}
-        return not self._failed
-
-    def serves(self, env: dict[str, str]) -> bool:
-        """Whether a kernel with environment ``env`` may be forked from this server (waits
-        for the server's imports): the server runs, it imported with that environment (the
-        variables of :data:`_PER_PROCESS_ENV`, and those its imports set, aside), and no
-        module of evalkit changed on disk since it started (an edited source is loaded by
-        a kernel started the usual way)."""
-        with self._lock:
-            if self.process.poll() is not None or not self._ready():
-                return False
-            aside = _PER_PROCESS_ENV | self._imports_set
-
-            def rest(e: dict) -> dict:
-                return {k: v for k, v in e.items() if k not in aside}
-            return rest(kernel_environment(env)) == rest(self.env) and \
-                not _changed_since(self.started)
-
-    def fork(self, argv: list[str], cwd: str | Path, env: dict[str, str]) -> int | None:
-        """Fork a kernel with command-line arguments ``argv`` (those after ``python -m
-        ipykernel_launcher``) in folder ``cwd`` with environment ``env``; its process id,
-        or None if the server failed or took too long (it is then not used again)."""
-        request = json.dumps({"argv": list(argv), "cwd": str(cwd),
-                              "env": kernel_environment(dict(env))})
-        with self._lock:
-            if not self._ready():
-                return None
-            try:
-                self._socket.sendall(request.encode() + b"\n")
-                reply = self._replies.readline()
-                if reply.strip().isdigit():
-                    return int(reply)
-            except OSError:
-                pass
-            self._failed = True
-            return None
-
-    def ended(self) -> bool:
-        """Whether the server's process has ended (:func:`fork_server` replaces it)."""
-        return self.process.poll() is not None
-
-    def has_kernels(self) -> bool:
-        """Whether a kernel forked from the server still runs (it would stop with it)."""
-        try:
-            return any(c.status() != psutil.STATUS_ZOMBIE
-                       for c in psutil.Process(self.process.pid).children())
-        except psutil.Error:
-            return False
-
-    def stop(self) -> None:
-        """Stop the server (its kernels stop when they see it gone)."""
-        self._replies.close()
-        self._socket.close()
-        with contextlib.suppress(OSError):
-            self.process.kill()
-        self.process.wait()
-
-
-_server: ForkServer | None = None
-_server_lock = threading.Lock()
-
-
-def fork_server(env: dict[str, str], cwd: str | Path) -> ForkServer | None:
-    """The process's :class:`ForkServer`, started (in ``cwd``, with ``env``) if none runs,
-    or None if it does not serve ``env`` (:meth:`ForkServer.serves`) and kernels forked
-    from it still run (they would stop with it): that kernel is then started the usual
-    way. A server that ended, or serves not ``env`` and has no kernel running, is replaced
-    by one started with ``env`` (the environment of a long-lived process changes: pyspark
-    sets variables of its own when a Spark session starts)."""
-    global _server
-    with _server_lock:
-        if _server is not None and (_server.ended() or not _server.serves(env)
-                                    and not _server.has_kernels()):
-            _server.stop()
-            _server = None
-        if _server is None:
-            _server = ForkServer(env, cwd)
-        return _server if _server.serves(env) else None
-
-
-def stop_fork_server() -> None:
-    """Stop the process's fork server, if one runs (it holds the imported libraries in
-    memory, a few hundred MB, for the next run's kernels)."""
-    global _server
-    with _server_lock:
-        if _server is not None:
-            _server.stop()
-            _server = None
-
-
-def _changed_since(t: float) -> bool:
-    """Whether a module of evalkit was written after time ``t``."""
-    return any(p.stat().st_mtime > t for p in _PACKAGE.rglob("*.py"))
 
 
 class ForkedKernelProcess:
@@ -348,7 +192,7 @@ class LocalSocketKernelManager(AsyncKernelManager):
     are not available (Windows) or the temporary folder's path is too long for one (its
     length counted in bytes)."""
 
-    #: Start the kernel as a fork of the :class:`ForkServer` where it serves the kernel
+    #: Start the kernel as a fork of the kernel fork server where it serves the kernel
     #: (False: always as a process of its own).
     fork = True
 
@@ -366,9 +210,10 @@ class LocalSocketKernelManager(AsyncKernelManager):
         self._socket_folder = weakref.finalize(self, _remove_sockets, weakref.ref(self), folder)
 
     async def _async_launch_kernel(self, kernel_cmd: list[str], **kw) -> None:
-        """Start the kernel as a fork of the process's :class:`ForkServer` where it is
-        the plain Python kernel of this interpreter (``python -m ipykernel_launcher``) and
-        the server serves its environment; otherwise jupyter_client's own launch."""
+        """Start the kernel as a fork of the process's kernel fork server
+        (:func:`~evalkit.kernel_server.fork_server`) where it is the plain Python kernel of
+        this interpreter (``python -m ipykernel_launcher``) and the server serves its
+        environment; otherwise jupyter_client's own launch."""
         cwd, env = kw.get("cwd") or os.getcwd(), kw.get("env") or dict(os.environ)
         pid = None
         if self.fork and hasattr(os, "fork") and type(self.provisioner) is LocalProvisioner \
@@ -453,7 +298,7 @@ class OwnKernelEngine(ThrottledSaves, NBClientEngine):
     def execute_managed_notebook(cls, nb_man, kernel_name, fork_kernels: bool = True,
                                  **kwargs):
         """papermill's engine, its kernel started by a :class:`LocalSocketKernelManager`
-        (forked from the :class:`ForkServer` unless ``fork_kernels`` is False)."""
+        (forked from the :class:`~evalkit.kernel_server.ForkServer` unless ``fork_kernels`` is False)."""
         kwargs.setdefault("kernel_manager_class",
                           LocalSocketKernelManager if fork_kernels else OwnProcessKernelManager)
         return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
@@ -489,7 +334,7 @@ papermill_engines.register(OWN_ENGINE, OwnKernelEngine)
 class WorkbookKernel:
     """A Jupyter kernel started in ``cwd`` (the run's output folder) with evalkit imported,
     for executing workbooks one after another (:meth:`prepare_workbook` between them);
-    forked from the :class:`ForkServer` where it serves the kernel, unless ``fork`` is False.
+    forked from the :class:`~evalkit.kernel_server.ForkServer` where it serves the kernel, unless ``fork`` is False.
 
     The kernel and its client belong to the thread that made them (their messages go
     through that thread's event loop): use them from that thread only.

@@ -1,4 +1,4 @@
-"""The kernel fork server (evalkit.kernel_server, evalkit.kernels.ForkServer): kernels
+"""The kernel fork server (evalkit.kernel_server) and the kernels it forks: kernels
 forked from it are the processes ``python -m ipykernel_launcher`` would have started, and
 a kernel it cannot serve is started the usual way."""
 import json
@@ -15,7 +15,7 @@ import psutil
 import pytest
 from jupyter_core.utils import run_sync
 
-from evalkit import kernels
+from evalkit import kernel_server, kernels
 
 ARGS = ["--IPKernelApp.log_level=CRITICAL"]
 
@@ -74,7 +74,7 @@ def test_forked_kernels_are_the_processes_a_launch_would_start(tmp_path):
     b = _in_kernel(second, _inspect)
     assert a["forked"] and b["forked"]
     a, b = a["result"], b["result"]
-    server = kernels._server.process.pid
+    server = kernel_server._server.process.pid
     for info, folder in ((a, first), (b, second)):
         assert info["sid"] == info["pid"]
         assert info["cwd"] == info["path0"] == str(folder.resolve())
@@ -103,18 +103,18 @@ def test_another_environment_gets_a_server_of_its_own_once_no_kernel_needs_the_l
     holder.start()
     try:
         assert started.wait(120)
-        first = kernels._server
+        first = kernel_server._server
         monkeypatch.setenv("EVALKIT_PROBE", "other")
         seen = _in_kernel(tmp_path, _inspect)
         assert not seen["forked"] and seen["result"]["var"] == "other"
         assert seen["result"]["ppid"] == os.getpid()
-        assert kernels._server is first and first.has_kernels()
+        assert kernel_server._server is first and first.has_kernels()
     finally:
         stop.set()
         holder.join()
     seen = _in_kernel(tmp_path, _inspect)
     assert seen["forked"] and seen["result"]["var"] == "other"
-    assert kernels._server is not first and first.ended()
+    assert kernel_server._server is not first and first.ended()
 
 
 def test_a_module_edited_since_the_server_started_is_not_served(tmp_path, monkeypatch):
@@ -122,14 +122,14 @@ def test_a_module_edited_since_the_server_started_is_not_served(tmp_path, monkey
     serves (the next kernel then gets a new server, or the usual start while kernels of this
     one run: the test above)."""
     _in_kernel(tmp_path, lambda k: None)
-    server = kernels._server
-    env = {**kernels.MALLOC_ENV, **os.environ}
+    server = kernel_server._server
+    env = {**kernel_server.MALLOC_ENV, **os.environ}
     assert server.serves(env)
     package = tmp_path / "pkg"
     package.mkdir()
     edited = package / "module.py"
     edited.write_text("")
-    monkeypatch.setattr(kernels, "_PACKAGE", package)
+    monkeypatch.setattr(kernel_server, "_PACKAGE", package)
     os.utime(edited, (server.started - 1, server.started - 1))
     assert server.serves(env)
     os.utime(edited, (server.started + 0.01, server.started + 0.01))
@@ -164,9 +164,9 @@ def test_server_and_kernels_stop_when_the_runner_is_killed(tmp_path):
     """A runner killed outright (SIGKILL: no clean-up) leaves no server or kernel behind."""
     code = textwrap.dedent(f"""\
         import sys, time
-        from evalkit import kernels
+        from evalkit import kernel_server, kernels
         k = kernels.WorkbookKernel("python3", {str(tmp_path)!r}, {ARGS!r})
-        print(kernels._server.process.pid, k.pid, flush=True)
+        print(kernel_server._server.process.pid, k.pid, flush=True)
         time.sleep(600)
     """)
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
