@@ -63,7 +63,7 @@ def fresh() -> None:
 def _release_free_memory() -> None:
     """Give the memory the previous workbook freed back to the system (glibc's
     ``malloc_trim``; nothing elsewhere). The kernels keep up to 128 MB of freed heap and
-    serve arrays up to 32 MB from it (:data:`evalkit.kernels.MALLOC_ENV`), so a workbook
+    serve arrays up to 32 MB from it (:data:`evalkit.kernel_server.MALLOC_ENV`), so a workbook
     that freed gigabytes in small arrays left the kernel that size for the next one, whose
     own peak then came on top (at 1M members the costs workbook peaks at 2.4 GB in a
     process of its own, and at 5.6 GB in a kernel that had executed three workbooks

@@ -23,10 +23,11 @@ faster on one thread anyway (see
 :func:`evalkit.models.effects.one_blas_thread`); the bootstraps run their blocks in threads
 or processes of their own.
 
-The kernels keep freed memory for reuse (:data:`MALLOC_ENV`): the analyses allocate and
-free arrays of a few megabytes by the thousand (a bootstrap's per-row terms), and glibc by
-default returns such memory to the system each time, so that every new array page-faults
-afresh (at 20,000 members about a tenth of the zero-inflated bootstrap's time).
+The kernels keep freed memory for reuse (:data:`evalkit.kernel_server.MALLOC_ENV`): the
+analyses allocate and free arrays of a few megabytes by the thousand (a bootstrap's per-row
+terms), and glibc by default returns such memory to the system each time, so that every
+new array page-faults afresh (at 20,000 members about a tenth of the zero-inflated
+bootstrap's time).
 
 A kernel is started as a fork of the process's kernel fork server
 (:mod:`evalkit.kernel_server`), which imported the scientific stack
@@ -75,7 +76,7 @@ from papermill.clientwrap import PapermillNotebookClient
 from papermill.engines import NBClientEngine, NotebookExecutionManager, papermill_engines
 
 from .errors import EvalkitError
-from .kernel_server import MALLOC_ENV, WARM_UP, fork_server, kernel_environment
+from .kernel_server import MALLOC_ENV, WARM_UP, fork_server
 
 #: Seconds between two saves of an executing notebook (see :class:`ThrottledSaves`).
 SAVE_EVERY = 1.0
@@ -143,12 +144,15 @@ class ForkedKernelProcess:
     def __init__(self, pid: int):
         self.pid = pid
         self.returncode: int | None = None
-        self._process = psutil.Process(pid)
         self._signal: int | None = None     # the last signal sent
+        try:
+            self._process: psutil.Process | None = psutil.Process(pid)
+        except psutil.Error:                # ended already
+            self._process = None
 
     def _running(self) -> bool:
         try:
-            return self._process.is_running() and \
+            return self._process is not None and self._process.is_running() and \
                 self._process.status() != psutil.STATUS_ZOMBIE
         except psutil.Error:
             return False
