@@ -81,6 +81,10 @@ def kernel_environment(env: dict[str, str]) -> dict[str, str]:
     return env if env.get("MPLBACKEND") else {**env, "MPLBACKEND": INLINE_BACKEND}
 
 
+#: Whether kernels are forked here: on Linux. Windows has no fork, and macOS's system
+#: libraries are not safe to use in a forked child of a process that loaded them.
+AVAILABLE = sys.platform.startswith("linux")
+
 #: Environment variables a forked kernel may have other values of than its fork server
 #: had when it imported: set anew for each test by pytest, read at import by nothing.
 _PER_PROCESS_ENV = frozenset({"PYTEST_CURRENT_TEST"})
@@ -203,18 +207,24 @@ _server_lock = threading.Lock()
 def fork_server(env: dict[str, str], cwd: str | Path) -> ForkServer | None:
     """The process's :class:`ForkServer`, started (in ``cwd``, with ``env``) if none runs,
     or None if it does not serve ``env`` (:meth:`ForkServer.serves`) and kernels forked
-    from it still run (they would stop with it): that kernel is then started the usual
-    way. A server that ended, or serves not ``env`` and has no kernel running, is replaced
-    by one started with ``env`` (the environment of a long-lived process changes: pyspark
-    sets variables of its own when a Spark session starts)."""
+    from it still run (they would stop with it), or where kernels are not forked
+    (:data:`AVAILABLE`): that kernel is then started the usual way. A server that ended,
+    or serves not ``env`` and has no kernel running, is replaced by one started with
+    ``env`` (the environment of a long-lived process changes: pyspark sets variables of its
+    own when a Spark session starts)."""
     global _server
+    if not AVAILABLE:
+        return None
     with _server_lock:
         if _server is not None and (_server.ended() or not _server.serves(env)
                                     and not _server.has_kernels()):
             _server.stop()
             _server = None
         if _server is None:
-            _server = ForkServer(env, cwd)
+            try:
+                _server = ForkServer(env, cwd)
+            except OSError:     # no socket pair or process to be had: the usual start
+                return None
         return _server if _server.serves(env) else None
 
 
@@ -224,10 +234,20 @@ def start_fork_server(env: dict[str, str] | None = None) -> None:
     process's): ``evalkit run`` calls it first thing, so that the server's imports overlap
     its own."""
     global _server
+    if not AVAILABLE:
+        return
     with _server_lock:
         if _server is None or _server.ended():
-            _server = ForkServer({**MALLOC_ENV, **os.environ} if env is None else env,
-                                 os.getcwd())
+            with contextlib.suppress(OSError):      # fork_server tries again, or gives up
+                _server = ForkServer({**MALLOC_ENV, **os.environ} if env is None else env,
+                                     os.getcwd())
+
+
+def server_pid() -> int | None:
+    """The process id of the process's fork server while it runs, else None (the runner's
+    memory sampler leaves it out of a workbook's processes: it holds no workbook's data)."""
+    server = _server
+    return server.process.pid if server is not None and not server.ended() else None
 
 
 def stop_fork_server() -> None:

@@ -29,13 +29,13 @@ terms), and glibc by default returns such memory to the system each time, so tha
 new array page-faults afresh (at 20,000 members about a tenth of the zero-inflated
 bootstrap's time).
 
-A kernel is started as a fork of the process's kernel fork server
-(:mod:`evalkit.kernel_server`), which imported the scientific stack
-once: ready in about 0.4 s instead of 3-5 s, so that the second kernel of a run is ready
-with the first, and a process that makes several runs imports the stack once. A kernel
-the server cannot serve (another Python, a kernel spec of its own, an environment the
-server did not import with while kernels of the server still run, a module of evalkit
-edited since the server started) is started the usual way, as its own process.
+On Linux a kernel is started as a fork of the process's kernel fork server
+(:mod:`evalkit.kernel_server`), which imported the scientific stack once: ready in about
+0.4 s instead of 3-5 s, so that the second kernel of a run is ready with the first, and a
+process that makes several runs imports the stack once. A kernel the server cannot serve
+(another Python, a kernel spec of its own, an environment the server did not import with
+while kernels of the server still run, a module of evalkit edited since the server
+started), and every kernel on other systems, is started the usual way, as its own process.
 
 The runner talks to its kernels through Unix sockets in a private folder
 (:class:`LocalSocketKernelManager`), not TCP ports: a TCP port is picked by the runner and
@@ -220,7 +220,7 @@ class LocalSocketKernelManager(AsyncKernelManager):
         environment; otherwise jupyter_client's own launch."""
         cwd, env = kw.get("cwd") or os.getcwd(), kw.get("env") or dict(os.environ)
         pid = None
-        if self.fork and hasattr(os, "fork") and type(self.provisioner) is LocalProvisioner \
+        if self.fork and type(self.provisioner) is LocalProvisioner \
                 and kernel_cmd[:3] == [sys.executable, "-m", "ipykernel_launcher"]:
             server = fork_server(env, cwd)
             pid = server.fork(kernel_cmd[3:], cwd, env) if server is not None else None

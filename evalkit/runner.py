@@ -74,6 +74,7 @@ from . import params as _params
 from ._version import __version__
 from .data.source import describe_source
 from .errors import EvalkitError, EvalkitWarning, WorkbookError
+from .kernel_server import server_pid
 from .kernels import ENGINE, OWN_ENGINE, WorkbookKernel
 from .export import TABLES_DIR, XLSX_NAME, export_tables
 from .limits import check_disk
@@ -620,12 +621,14 @@ class PeakMemory:
 
     @staticmethod
     def processes(pid: int | None, children: bool = True) -> list[psutil.Process]:
-        """Process ``pid`` (None: none, only this process's children) and, with
-        ``children``, the processes it started; none if it has gone."""
+        """Process ``pid`` (None: none, only this process's children, the kernel fork
+        server aside but not the kernels it forked) and, with ``children``, the processes
+        it started; none if it has gone."""
         try:
             root = psutil.Process(pid) if pid is not None else psutil.Process()
-            return ([root] if pid is not None else []) + (root.children(recursive=True)
-                                                          if children else [])
+            return ([root] if pid is not None else []) + (
+                [p for p in root.children(recursive=True) if p.pid != server_pid()]
+                if children else [])
         except psutil.Error:
             return []
 

@@ -15,7 +15,7 @@ import psutil
 import pytest
 from jupyter_core.utils import run_sync
 
-from evalkit import kernel_server, kernels
+from evalkit import kernel_server, kernels, runner
 
 ARGS = ["--IPKernelApp.log_level=CRITICAL"]
 
@@ -164,7 +164,7 @@ def test_server_and_kernels_stop_when_the_runner_is_killed(tmp_path):
     """A runner killed outright (SIGKILL: no clean-up) leaves no server or kernel behind."""
     code = textwrap.dedent(f"""\
         import sys, time
-        from evalkit import kernel_server, kernels
+        from evalkit import kernel_server, kernels, runner
         k = kernels.WorkbookKernel("python3", {str(tmp_path)!r}, {ARGS!r})
         print(kernel_server._server.process.pid, k.pid, flush=True)
         time.sleep(600)
@@ -182,6 +182,17 @@ def test_server_and_kernels_stop_when_the_runner_is_killed(tmp_path):
                  and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
         time.sleep(0.2)
     assert alive == []
+
+
+def test_the_memory_of_a_runners_children_is_its_kernels_not_the_server(tmp_path):
+    """A workbook in a kernel of its own is measured as the runner's children
+    (PeakMemory.processes(None)): the forked kernel counts, the idle server does not."""
+    def work(kernel):
+        listed = {p.pid for p in runner.PeakMemory.processes(None)}
+        return kernel.pid in listed, kernel_server.server_pid() in listed
+    seen = _in_kernel(tmp_path, work)
+    assert seen["forked"] and seen["result"] == (True, False)
+    assert kernel_server.server_pid() is not None
 
 
 def test_forked_process_handle_reports_the_end_and_the_signal(tmp_path):
