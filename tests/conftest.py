@@ -37,6 +37,8 @@ LONGEST_FIRST = (
     "test_layout.py", "test_bad_inputs.py", "faults-killed", "test_readmission.py",
     "bad-inputs-runs", "test_cohort_balance_workbook.py", "examples-papermill",
     "test_valuation_workbook.py", "test_secrets.py", "test_examples.py",   # (50-70 s each)
+    "test_kernel_server.py", "test_bootstrap.py", "test_bootstrap_count.py",
+    "test_utilization.py", "test_load.py",              # (30-60 s each)
     "run-healthwise_er", "run-humphreys_moos", "run-nhefs_ipw", "run-support_group_survival",
     "run-group_types", "run-clearinghouse_brief", "run-parent_survey", "run-er_power",
     "test_brief.py", "test_packaging.py", "test_safety.py",

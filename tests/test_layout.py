@@ -56,9 +56,8 @@ DEFERRED_IMPORTS: dict[str, set[str]] = {
     # each command loads what it runs: --help, status and params-schema answer in about
     # 1 s instead of 5 (the runner alone loads papermill, nbconvert and WeasyPrint)
     "evalkit.cli": {"evalkit.data.synthetic", "evalkit.diff", "evalkit.kernel_server",
-                    "evalkit.limits",
-                    "evalkit.params", "evalkit.params.load", "evalkit.prepare",
-                    "evalkit.report", "evalkit.runner", "evalkit.status"},
+                    "evalkit.limits", "evalkit.params", "evalkit.params.load",
+                    "evalkit.prepare", "evalkit.report", "evalkit.runner", "evalkit.status"},
     # the brief's WeasyPrint and charts (~1.4 s) after the workbooks: the kernels start
     # that much sooner (runner.preload_report)
     "evalkit.runner": {"evalkit.report"},
