@@ -58,8 +58,8 @@ DEFERRED_IMPORTS: dict[str, set[str]] = {
     "evalkit.cli": {"evalkit.data.synthetic", "evalkit.diff", "evalkit.kernel_server",
                     "evalkit.limits", "evalkit.params", "evalkit.params.load",
                     "evalkit.prepare", "evalkit.report", "evalkit.runner", "evalkit.status"},
-    # the brief's WeasyPrint and charts (~1.4 s) after the workbooks: the kernels start
-    # that much sooner (runner.preload_report)
+    # the brief's WeasyPrint and charts (~1.4 s) once the workbooks execute: the kernels
+    # start and the data are prepared that much sooner (runner.preload_report)
     "evalkit.runner": {"evalkit.report"},
     # the output scanner's HTML parser and spreadsheet reader (~0.2 s) only where outputs
     # are scanned: the workbooks' kernels only suppress
