@@ -217,8 +217,11 @@ class LocalSocketKernelManager(AsyncKernelManager):
         """Start the kernel as a fork of the process's kernel fork server
         (:func:`~evalkit.kernel_server.fork_server`) where it is the plain Python kernel of
         this interpreter (``python -m ipykernel_launcher``) and the server serves its
-        environment; otherwise jupyter_client's own launch."""
-        cwd, env = kw.get("cwd") or os.getcwd(), kw.get("env") or dict(os.environ)
+        environment; otherwise jupyter_client's own launch. Either way the kernel keeps
+        freed memory for reuse (:data:`~evalkit.kernel_server.MALLOC_ENV`, where its
+        environment does not say otherwise), whether it executes several workbooks or one."""
+        cwd = kw.get("cwd") or os.getcwd()
+        env = kw["env"] = {**MALLOC_ENV, **(kw.get("env") or os.environ)}
         pid = None
         if self.fork and type(self.provisioner) is LocalProvisioner \
                 and kernel_cmd[:3] == [sys.executable, "-m", "ipykernel_launcher"]:
@@ -353,7 +356,7 @@ class WorkbookKernel:
             kernel_manager_class=LocalSocketKernelManager if fork else OwnProcessKernelManager)
         self._client.km = self._client.create_kernel_manager()
         try:
-            self._client.start_new_kernel(cwd=str(cwd), env={**MALLOC_ENV, **os.environ})
+            self._client.start_new_kernel(cwd=str(cwd), env=dict(os.environ))
             self._client.start_new_kernel_client()
             self._run(f"{WARM_UP}\nimport evalkit.kernel_state\nevalkit.kernel_state.remember()")
         except BaseException:

@@ -27,6 +27,7 @@ INSPECT = textwrap.dedent("""\
         json.dump({
             "pid": os.getpid(), "sid": os.getsid(0), "cwd": os.getcwd(), "path0": sys.path[0],
             "test": os.environ.get("PYTEST_CURRENT_TEST"), "var": os.environ.get("EVALKIT_PROBE"),
+            "malloc": os.environ.get("MALLOC_TRIM_THRESHOLD_"),
             "parent": os.environ.get("JPY_PARENT_PID"), "ppid": os.getppid(),
             "np": np.random.random(), "py": random.random(),
             "sigint": signal.getsignal(signal.SIGINT) is signal.default_int_handler,
@@ -86,6 +87,9 @@ def test_forked_kernels_are_the_processes_a_launch_would_start(tmp_path):
     own = _in_kernel(first, _inspect, fork=False)     # runner.run(fork_kernels=False)
     assert not own["forked"] and own["result"]["ppid"] == os.getpid()
     assert own["result"]["sid"] == own["result"]["pid"]
+    # every kernel keeps freed memory for reuse, forked or not
+    trim = kernel_server.MALLOC_ENV["MALLOC_TRIM_THRESHOLD_"]
+    assert a["malloc"] == b["malloc"] == own["result"]["malloc"] == trim
 
 
 def test_another_environment_gets_a_server_of_its_own_once_no_kernel_needs_the_last(
