@@ -39,6 +39,7 @@ error, each answer the kernel's process id.
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import gc
 import importlib.util
@@ -193,15 +194,23 @@ class ForkServer:
             return False
 
     def stop(self) -> None:
-        """Stop the server (its kernels stop when they see it gone)."""
+        """Stop the server (its kernels stop when they see it gone); again: nothing."""
         self._socket.close()
-        with contextlib.suppress(OSError):
-            self.process.kill()
-        self.process.wait()
+        if self.process.poll() is None:
+            with contextlib.suppress(OSError):
+                self.process.kill()
+            self.process.wait()
 
 
 _server: ForkServer | None = None
 _server_lock = threading.Lock()
+
+
+def _new_server(env: dict[str, str], cwd: str | Path) -> ForkServer:
+    """A :class:`ForkServer`, stopped when this process exits (at the latest)."""
+    server = ForkServer(env, cwd)
+    atexit.register(server.stop)
+    return server
 
 
 def fork_server(env: dict[str, str], cwd: str | Path) -> ForkServer | None:
@@ -222,7 +231,7 @@ def fork_server(env: dict[str, str], cwd: str | Path) -> ForkServer | None:
             _server = None
         if _server is None:
             try:
-                _server = ForkServer(env, cwd)
+                _server = _new_server(env, cwd)
             except OSError:     # no socket pair or process to be had: the usual start
                 return None
         return _server if _server.serves(env) else None
@@ -239,8 +248,8 @@ def start_fork_server(env: dict[str, str] | None = None) -> None:
     with _server_lock:
         if _server is None or _server.ended():
             with contextlib.suppress(OSError):      # fork_server tries again, or gives up
-                _server = ForkServer({**MALLOC_ENV, **os.environ} if env is None else env,
-                                     os.getcwd())
+                _server = _new_server({**MALLOC_ENV, **os.environ} if env is None else env,
+                                      os.getcwd())
 
 
 def server_pid() -> int | None:

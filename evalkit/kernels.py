@@ -305,7 +305,7 @@ class OwnKernelEngine(ThrottledSaves, NBClientEngine):
     def execute_managed_notebook(cls, nb_man, kernel_name, fork_kernels: bool = True,
                                  **kwargs):
         """papermill's engine, its kernel started by a :class:`LocalSocketKernelManager`
-        (forked from the :class:`~evalkit.kernel_server.ForkServer` unless ``fork_kernels`` is False)."""
+        (forked from the kernel fork server unless ``fork_kernels`` is False)."""
         kwargs.setdefault("kernel_manager_class",
                           LocalSocketKernelManager if fork_kernels else OwnProcessKernelManager)
         return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
@@ -341,7 +341,8 @@ papermill_engines.register(OWN_ENGINE, OwnKernelEngine)
 class WorkbookKernel:
     """A Jupyter kernel started in ``cwd`` (the run's output folder) with evalkit imported,
     for executing workbooks one after another (:meth:`prepare_workbook` between them);
-    forked from the :class:`~evalkit.kernel_server.ForkServer` where it serves the kernel, unless ``fork`` is False.
+    forked from the kernel fork server where it serves the kernel, unless ``fork`` is
+    False (:mod:`evalkit.kernel_server`).
 
     The kernel and its client belong to the thread that made them (their messages go
     through that thread's event loop): use them from that thread only.
