@@ -261,7 +261,7 @@ def server_pid() -> int | None:
 
 def stop_fork_server() -> None:
     """Stop the process's fork server, if one runs (it holds the imported libraries in
-    memory, a few hundred MB, for the next run's kernels)."""
+    memory, about 0.25 GB, for the next run's kernels)."""
     global _server
     with _server_lock:
         if _server is not None:
