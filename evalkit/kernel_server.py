@@ -225,15 +225,18 @@ def fork_server(env: dict[str, str], cwd: str | Path) -> ForkServer | None:
     if not AVAILABLE:
         return None
     with _server_lock:
-        if _server is not None and (_server.ended() or not _server.serves(env)
-                                    and not _server.has_kernels()):
+        if _server is not None and not _server.ended():
+            if _server.serves(env):
+                return _server
+            if _server.has_kernels():
+                return None
+        if _server is not None:
             _server.stop()
             _server = None
-        if _server is None:
-            try:
-                _server = _new_server(env, cwd)
-            except OSError:     # no socket pair or process to be had: the usual start
-                return None
+        try:
+            _server = _new_server(env, cwd)
+        except OSError:         # no socket pair or process to be had: the usual start
+            return None
         return _server if _server.serves(env) else None
 
 

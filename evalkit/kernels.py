@@ -357,7 +357,7 @@ class WorkbookKernel:
             kernel_manager_class=LocalSocketKernelManager if fork else OwnProcessKernelManager)
         self._client.km = self._client.create_kernel_manager()
         try:
-            self._client.start_new_kernel(cwd=str(cwd), env=dict(os.environ))
+            self._client.start_new_kernel(cwd=str(cwd))
             self._client.start_new_kernel_client()
             self._run(f"{WARM_UP}\nimport evalkit.kernel_state\nevalkit.kernel_state.remember()")
         except BaseException:
