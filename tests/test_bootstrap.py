@@ -29,7 +29,10 @@ from evalkit.models.bootstrap import BootstrapResult, bootstrap, bootstrap_indic
 from evalkit.models.resample import _design, _jackknife_plan
 from evalkit.models.twopart import two_part
 from evalkit.models.twopart_bootstrap import (
+    _bootstrap_start,
+    _chunked_fit,
     _Chunks,
+    _curved_step,
     _jackknife_full,
     _jackknife_start,
     _LeftOut,
@@ -411,6 +414,88 @@ def test_jackknife_sums_equal_those_under_the_count_matrix(synth, parts):
         np.testing.assert_allclose(
             _recycled(first, state["X1"], state["X0"], left, B1, B2, chunks, shift),
             _recycled(first, state["X1"], state["X0"], C, B1, B2, chunks), rtol=1e-12)
+
+
+@pytest.mark.parametrize("parts", [{}, {"second": "poisson"},
+                                   {"first": "probit", "second": "inverse_gaussian"}])
+def test_bootstrap_start_equals_the_first_walk(synth, parts):
+    """A replicate's first step is taken from sums at the full-sample estimate formed as
+    one product of the counts with fixed row terms; they must equal the sums _pass walks
+    (with every replicate's exponentials) under the same counts: gradient, information,
+    design, and the tallies beside them. And the recycled predictions of logit fits
+    with the treatment's shift equal those computed with four exponentials."""
+    first, second = parts.get("first", "logit"), parts.get("second", "gamma")
+    fit = two_part(synth, F, **parts)
+    state = _two_part_state(synth, F, "treated", fit, first, second, 1e-10, 100, "test")
+    n, b = len(synth), 6
+    C = np.random.default_rng(2).poisson(1.0, (n, b)).astype(np.uint16)
+    chunks = _Chunks(b)
+    chunks.rows = 500                                # several chunks, the last one short
+    pos = state["pos"]
+    rng = np.random.default_rng(3)
+    for part, kind, X, counts, y, z, beta in (
+            ("first", first, state["X"], C, None, state["z"][:, None], state["beta1"]),
+            ("second", second, state["X2"], C[pos], state["y2"], None, state["beta2"])):
+        B0 = np.repeat(beta[:, None], b, axis=1)
+        want = _pass(kind, X, state["iu"], counts, y, z, B0, None, chunks, True)
+        M = state["M"] if part == "first" else state["M"][pos]
+        *got, sums = _bootstrap_start(X, state["iu"], counts, state["terms"][part], chunks,
+                                      M.shape[1], lambda sl, M=M: [M[sl]])
+        for w, g in zip((want[0], want[1], want[3]), got[:3]):
+            np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-10 * np.abs(w).max())
+        assert got[3] is state["terms"][part][2]
+        np.testing.assert_array_equal(sums, M.T @ counts)
+        B = B0 + 0.05 * rng.standard_normal(B0.shape) * np.abs(B0)
+        if part == "first":
+            B1 = B
+        else:
+            B2 = B
+    if first == "logit":
+        np.testing.assert_allclose(
+            _recycled(first, state["X1"], state["X0"], C, B1, B2, chunks, state["shift"]),
+            _recycled(first, state["X1"], state["X0"], C, B1, B2, chunks), rtol=1e-13)
+
+
+@pytest.mark.parametrize("second", ["gamma", "poisson"])
+def test_curved_first_step_lands_closer_and_the_fits_converge_to_the_same(synth, second):
+    """From the full-sample estimate a replicate's first step allowing for the gradient's
+    curvature must land closer to the replicate's estimate than the Newton step (about a
+    standard error away, the Newton step leaves an error of the order of the curvature),
+    and the fits with and without it must stop at the same estimates. A step far from
+    the estimate, where the quadratic is no guide, is left as Newton's."""
+    fit = two_part(synth, F, second=second)
+    state = _two_part_state(synth, F, "treated", fit, "logit", second, 1e-10, 100, "test")
+    n, b = len(synth), 8
+    C = np.random.default_rng(5).poisson(1.0, (n, b)).astype(np.uint16)
+    chunks, iu = _Chunks(b), state["iu"]
+    X2, pos, tol2 = state["X2"], state["pos"], state["tol2"]
+    g2, h2, d2, S2, _ = _bootstrap_start(X2, iu, C[pos], state["terms"]["second"], chunks)
+    g0 = (X2.T @ (C[pos] * state["y2"]) if second == "poisson"
+          else state["Xz"].T @ C.astype(float))
+    start = (g2, h2, d2, S2)
+    fits = [_chunked_fit(second, X2, C[pos], state["y2"], None, g0, state["beta2"], tol2,
+                         100, iu, chunks, start, curved=curved) for curved in (False, True)]
+    for B, status, _ in fits:
+        assert (status == 1).all()
+    np.testing.assert_allclose(fits[1][0], fits[0][0], rtol=1e-11, atol=1e-14)
+    B = fits[0][0]
+    sign = 1.0 if second == "poisson" else -1.0
+    g = g2 + sign * g0
+    H = np.empty((b, X2.shape[1], X2.shape[1]))
+    H[:, iu[0], iu[1]] = h2.T
+    H[:, iu[1], iu[0]] = h2.T
+    Hinv = np.linalg.inv(H)
+    newton = np.einsum("aij,ja->ia", Hinv, g)
+    curved = _curved_step(g, Hinv, S2, newton, X2.shape[1], iu)
+    se = np.sqrt(np.einsum("aii->ia", Hinv))
+    target = B - state["beta2"][:, None]
+    err_newton = np.max(np.abs(newton - target) / se, axis=0)
+    err_curved = np.max(np.abs(curved - target) / se, axis=0)
+    assert np.max(np.abs(target) / se) > 0.3          # replicates start well away
+    assert np.all(err_curved < err_newton)
+    assert np.median(err_curved / err_newton) < 0.5
+    far = _curved_step(g, Hinv, 1e4 * S2, newton, X2.shape[1], iu)
+    np.testing.assert_array_equal(far, newton)
 
 
 @pytest.mark.parametrize("kind", ["logit", "probit", "gamma", "poisson", "inverse_gaussian"])

@@ -149,6 +149,32 @@ def _info_slope(kind, eta, y=None):
     raise ValueError(kind)
 
 
+def _row_terms(kind, eta, y=None, z=None):
+    """Each row's factors ``q`` and ``w`` at the linear predictors ``eta`` (n,): the
+    gradient of :func:`_grad` less its constant part ``g0`` is ``X'(C q)`` and the
+    information of :func:`_info` is ``X' diag(C w) X``, for any counts ``C``. ``y``: the
+    outcome (positive part), ``z``: the 0/1 outcome (first part)."""
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        if kind == "logit":
+            mu = np.clip(special.expit(eta), _P_EPS, 1.0 - _P_EPS)
+            return -mu, mu * (1.0 - mu)
+        if kind == "gamma":                         # g = X'(C y / mu) - X'C
+            w = y * np.exp(-eta)
+            return w, w
+        if kind == "poisson":                       # g = X'Cy - X'(C mu)
+            mu = np.exp(eta)
+            return -mu, mu
+        if kind == "inverse_gaussian":              # no constant part
+            inv = np.exp(-eta)
+            return y * inv * inv - inv, inv
+        if kind == "probit":
+            mu = special.ndtr(eta)
+            dens = np.exp(-0.5 * eta * eta) / math.sqrt(2 * math.pi)
+            var = mu * (1.0 - mu)
+            return (z - mu) * dens / var, dens * dens / var
+    raise ValueError(kind)
+
+
 def _unpack(h: np.ndarray, k: int, iu) -> np.ndarray:
     """(k(k+1)/2, b) upper-triangle sums -> (b, k, k) symmetric matrices."""
     H = np.empty((h.shape[1], k, k))
@@ -194,7 +220,8 @@ def _newton_step(g, Hinv, tol, status, active, information, design, chord=None):
     ``chord`` (a,), a step with the previous information whose largest coefficient is
     below ``chord`` standard errors is kept too (a chord step: the previous information
     still contracts the steps fast enough). Returns the steps, which are below ``tol``
-    standard errors, and the inverse information.
+    standard errors, the inverse information, and which replicates' information was
+    computed afresh (a, bool).
     """
     if Hinv is not None:
         step = np.einsum("aij,ja->ia", Hinv, g)
@@ -218,7 +245,7 @@ def _newton_step(g, Hinv, tol, status, active, information, design, chord=None):
         redo = ~kept & ok
         step[:, redo] = np.einsum("aij,ja->ia", Hinv[redo], g[:, redo])
         small = np.all(np.abs(step) <= tol * np.sqrt(np.einsum("aii->ia", Hinv)), axis=0)
-    return step, small, Hinv
+    return step, small, Hinv, ~kept
 
 
 def _advance(B, status, active, step, small):
@@ -274,7 +301,7 @@ def _batched_fit(kind, X, XX, ctx, beta0, tol, maxiter, work, iu):
         # the rank of the design is judged on the resampled design X'CX where the row
         # counts are known: the information of a logit with fitted probabilities near 0
         # or 1 is badly conditioned without any term being constant or collinear
-        step, small, Hinv = _newton_step(
+        step, small, Hinv, _ = _newton_step(
             g, Hinv, tol, status, active,
             lambda u=u, v=v: _unpack(_info(kind, XX, ctx, u, v), k, iu),
             lambda H: _unpack(XX.T @ ctx["C"], k, iu) if "C" in ctx else H)

@@ -12,8 +12,8 @@ from scipy import special
 from evalkit.errors import ParamsError
 from evalkit.models.batched import (
     _DEFAULT, _P_EDGE, _P_EPS, CONVERGED, FAILED, RANK, RUNNING, _advance, _block_size,
-    _check_batched, _complete_rows, _grad, _info, _info_slope, _inv, _newton_step, _run_blocks,
-    _unpack, _Work,
+    _check_batched, _complete_rows, _grad, _info, _info_slope, _inv, _newton_step, _row_terms,
+    _run_blocks, _unpack, _Work,
 )
 from evalkit.models.bootstrap import BootstrapResult
 from evalkit.models.effects import (
@@ -164,28 +164,72 @@ def _pass(kind, X, iu, C, y, z, B, cols, chunks, first, info=True):
     return g, h, edge, design
 
 
+def _full_sample_terms(kind, X, y, z, beta, iu) -> tuple:
+    """A part's row factors at the full-sample estimate ``beta`` (:func:`_row_terms`:
+    gradient ``q`` and information weight ``w``, (n,) each) and the information's slope
+    there, ``S = sum_i w'_i (x_i x_i') x_i'`` ((k(k+1)/2, k); :func:`_info_slope`), with
+    which chord steps carry the information along (:func:`_chunked_fit`)."""
+    q, w = np.empty(X.shape[0]), np.empty(X.shape[0])
+    slope = np.zeros((len(iu[0]), X.shape[1]))
+    for sl in _Chunks(1).spans(X.shape[0]):
+        Xs = X[sl]
+        eta = Xs @ beta
+        q[sl], w[sl] = _row_terms(kind, eta, None if y is None else y[sl, 0],
+                                  None if z is None else z[sl, 0])
+        d = _info_slope(kind, eta, None if y is None else y[sl, 0])
+        slope += (Xs[:, iu[0]] * Xs[:, iu[1]] * d[:, None]).T @ Xs
+    return q, w, slope
+
+
 def _jackknife_full(state) -> dict:
     """Each part's first-walk sums (gradient, information, design; :func:`_pass`) at the
     full-sample estimate with counts 1 on every row -- what the first step of every
     jackknife fit downdates (:func:`_jackknife_start`) -- and the information's slope
-    there (:func:`_info_slope`), with which the fits' chord steps carry the information
-    along (:func:`_chunked_fit`); and the column sums of the tallies and constant
-    gradient parts of :func:`_fit_two_part_counts` (``M``, ``Xz``, ``Xy``)."""
+    there (``state["terms"]``, :func:`_full_sample_terms`); and the column sums of the
+    tallies and constant gradient parts of :func:`_fit_two_part_counts` (``M``, ``Xz``,
+    ``Xy``)."""
     iu, chunks = state["iu"], _Chunks(1)
     out = {}
     for part, kind, X, y, z, beta in (
             ("first", state["first"], state["X"], None, state["z"][:, None], state["beta1"]),
             ("second", state["second"], state["X2"], state["y2"], None, state["beta2"])):
         g, h, _, design = _pass(kind, X, iu, None, y, z, beta[:, None], None, chunks, True)
-        slope = np.zeros((len(iu[0]), X.shape[1]))  # sum_i w'_i (x_i x_i') x_i'
-        for sl in chunks.spans(X.shape[0]):
-            Xs = X[sl]
-            w = _info_slope(kind, Xs @ beta, None if y is None else y[sl, 0])
-            slope += (Xs[:, iu[0]] * Xs[:, iu[1]] * w[:, None]).T @ Xs
-        out[part] = (g, h, design, slope)
+        out[part] = (g, h, design, state["terms"][part][2])
     out.update(M=state["M"].sum(axis=0), Xz=state["Xz"].sum(axis=0),
                Xy=(state["X"] * state["yz"]).sum(axis=0))
     return out
+
+
+def _bootstrap_start(X, iu, C, terms, chunks, m=0, extra=None) -> tuple:
+    """The first step's sums of the fits under the (n, b) counts ``C``, at the
+    full-sample estimate: gradient (less its constant part) ``X'(C q)``, information
+    ``X' diag(C w) X``, design ``X'CX`` (packed) and the information's slope, from the
+    rows' factors there (``terms``, :func:`_full_sample_terms`); and the sums ``A'C``
+    of ``m`` more columns, ``extra(sl)`` giving a chunk's rows of them (a list of
+    (rows, m_j) arrays).
+
+    Where :func:`_pass` computes every replicate's linear predictors and exponentials,
+    at the full-sample estimate they are the same for every replicate: the sums are
+    one matrix product of the counts per chunk of rows, as the tallies are.
+    """
+    q, w, slope = terms
+    k, p = X.shape[1], len(iu[0])
+    out = np.zeros((k + 2 * p + m, C.shape[1]))
+    rows = np.empty((k + 2 * p + m, min(chunks.rows, X.shape[0])))  # a column per row:
+    for sl in chunks.spans(X.shape[0]):     # products of contiguous rows, not of columns
+        r = sl.stop - sl.start
+        A, XT = rows[:, :r], np.ascontiguousarray(X[sl].T)
+        np.multiply(XT, q[sl], out=A[:k])
+        pairs = A[k + p:k + 2 * p]
+        o = 0
+        for j in range(k):                          # x_j x_l, l >= j: the order of iu
+            np.multiply(XT[j], XT[j:], out=pairs[o:o + k - j])
+            o += k - j
+        np.multiply(pairs, w[sl], out=A[k:k + p])
+        if m:
+            np.concatenate(extra(sl), axis=1, out=A[k + 2 * p:].T)
+        out += A @ chunks.counts(C, sl, None)
+    return out[:k], out[k:k + p], out[k + p:k + 2 * p], slope, out[k + 2 * p:]
 
 
 def _jackknife_start(kind, X, iu, left, y, z, beta0, full, chunks):
@@ -220,7 +264,41 @@ def _logit_loglik(X, C, z, B, cols, chunks):
     return ll
 
 
-def _chunked_fit(kind, X, C, y, z, g0, beta0, tol, maxiter, iu, chunks, start=None):
+#: The families whose information is the gradient's derivative (Newton's method; the
+#: others take Fisher-scoring steps), so that the information's slope gives the
+#: gradient's curvature (:func:`_curved_step`).
+_NEWTON = ("logit", "gamma", "poisson")
+
+
+def _curved_step(g, Hinv, S, step, k, iu, rounds: int = 3):
+    """A first step from the full-sample estimate that allows for the gradient's
+    curvature: ``d`` solving ``g - H d - T(d, d) / 2 = 0``, where ``g``, ``H`` (as
+    ``Hinv``) are a replicate's gradient and information there and
+    ``T(d, d) = sum_r d_r (dH / d beta_r) d`` is taken from the full-sample slope ``S``
+    of the information (:func:`_full_sample_terms`). Starting from the Newton step
+    ``step``, ``rounds`` fixed-point updates, each a few (k, k) products per replicate;
+    a replicate whose update is not finite or moves the Newton step by more than a
+    tenth of its size (in standard errors: far from the estimate, where the quadratic
+    is no guide) keeps the Newton step.
+
+    A bootstrap replicate starts about a standard error from its estimate, where the
+    Newton step leaves an error of about a hundredth of one (the curvature term); this
+    step leaves about a hundred times less (on the 1M-member demo plan), and the walks
+    over the rows that follow start that much closer."""
+    d = step
+    for _ in range(rounds):
+        T = np.einsum("aij,ja->ia", _unpack(S @ d, k, iu), d)
+        d = np.einsum("aij,ja->ia", Hinv, g - 0.5 * T)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        se = np.sqrt(np.einsum("aii->ia", Hinv))
+        moved = np.max(np.abs(d - step) / se, axis=0, initial=0.0)
+        size = np.max(np.abs(step) / se, axis=0, initial=0.0)
+        ok = np.all(np.isfinite(d), axis=0) & (moved <= 0.1 * size)
+    return np.where(ok, d, step)
+
+
+def _chunked_fit(kind, X, C, y, z, g0, beta0, tol, maxiter, iu, chunks, start,
+                 curved=False):
     """Fit one GLM per replicate (column of the count matrix ``C``), all at once.
 
     The rules of :func:`evalkit.models.batched._batched_fit` -- Newton / Fisher scoring
@@ -231,26 +309,26 @@ def _chunked_fit(kind, X, C, y, z, g0, beta0, tol, maxiter, iu, chunks, start=No
     not change (X'Cz for the logit, X'C for the gamma, X'Cy for the Poisson); ``y`` the
     outcome for the positive part, ``z`` the 0/1 outcome (n, 1) for the first part.
 
-    ``start`` (jackknife fits, see :func:`_jackknife_start`): the first walk's sums at
-    ``beta0`` -- gradient, information and design, as :func:`_pass` returns them --
-    computed without walking the rows, and the information's slope ``S`` (k(k+1)/2, k)
-    at ``beta0``. The fits then take chord steps: the later walks sum gradients only,
-    and the step uses the first information carried to the current coefficients to first
-    order, ``H(beta0) + S (beta - beta0)`` (a jackknife fit moves a fraction of a
-    standard error, so on large data this is the information there to about six digits,
-    and the steps shrink nearly as fast as Newton's). A step is kept while it is below
+    ``start``: the sums of the first step at ``beta0`` -- gradient, information and
+    design, as :func:`_pass` would return them -- found without walking the rows'
+    exponentials (:func:`_bootstrap_start`, :func:`_jackknife_start`), and the
+    information's slope ``S`` (k(k+1)/2, k) at ``beta0``. The first step is a Newton
+    step from them; with ``curved`` (bootstrap replicates, which start about a standard
+    error from their estimates) one that allows for the gradient's curvature
+    (:func:`_curved_step`). The fits then take chord steps: the later walks sum
+    gradients only, and the step uses the first information carried to the current
+    coefficients to first order, ``H(beta0) + S (beta - beta0)``: the full-sample slope
+    stands in for the replicate's, so each such step divides a bootstrap replicate's
+    error by about a thousand at a million members (a jackknife fit, a fraction of a
+    standard error from its estimate, by more). A step is kept while it is below
     ``_CHORD`` times the replicate's previous step (in standard errors); otherwise the
     information is summed afresh (a second walk) and a Newton step taken. The stopping
     rule is unchanged.
 
-    Without ``start`` (bootstrap replicates): two Newton steps, then chord steps with
-    the information of the second (the later walks sum gradients only), under the same
-    rule of ``_CHORD``. A replicate starts about a standard error from its estimate;
-    after two Newton steps it is about 1e-6 standard errors away, where the information
-    differs from its value at the estimate by about a thousandth at a million members, so
-    each chord step divides the error by about a thousand, where a Newton step would
-    square it: one more walk, but walks that sum no information cost a quarter as much
-    (on the 1M-member demo plan the walks of a block of replicates took 35% less time).
+    On the 1M-member demo plan a block of 33 bootstrap replicates took three walks of
+    the rows for the quasi-Poisson part and three or four for the logit, gradients only;
+    before, two Newton steps, each a walk summing the information too, and chord steps
+    after them took four and six (4.6 -> 3.0 s a block).
 
     Returns (B (k, b), status (b,), iterations).
     """
@@ -264,25 +342,29 @@ def _chunked_fit(kind, X, C, y, z, g0, beta0, tol, maxiter, iu, chunks, start=No
     active = np.arange(b)
     Hinv = None
     chord = last = None
+    carry = np.ones(b, dtype=bool)    # chord steps with the information carried from start
     it = 0
     for it in range(1, maxiter + 1):
         cols = None if len(active) == b else active
-        if start is not None and it == 1:
+        if it == 1:
             fresh = True
             g, h, design = (np.array(a) for a in start[:3])
             edge = np.zeros(b, dtype=bool)
         else:
-            # The information is summed in the same walk for the first two (Newton) steps
-            # of a bootstrap fit; later walks sum gradients only, for chord steps (the
-            # information is computed in a second walk only if some replicate needs it).
-            fresh = Hinv is None or (start is None and it <= 2)
+            # walks sum gradients only, for chord steps (the information is computed in a
+            # second walk only if some replicate needs it)
+            fresh = Hinv is None
             g, h, edge, design = _pass(kind, X, iu, C, y, z, B[:, active], cols, chunks,
                                        Hinv is None, info=fresh)
         if last is not None and not fresh:
             chord = _CHORD * last
-            if start is not None:
-                H = start[1][:, active] + start[3] @ (B[:, active] - B0[:, active])
-                Hinv = _inv(_unpack(H, k, iu))
+            if carry.any():
+                a = active[carry]
+                Hc = _inv(_unpack(start[1][:, a] + start[3] @ (B[:, a] - B0[:, a]), k, iu))
+                # carried far (a quasi-separated replicate drifts), the information may
+                # no longer be positive definite: no chord step then, it is summed afresh
+                Hc[~np.all(np.einsum("aii->ai", Hc) > 0, axis=1)] = np.nan
+                Hinv[carry] = Hc
         if sign:
             g += sign * g0[:, active]
         flat = np.zeros(len(active), dtype=bool)
@@ -298,9 +380,13 @@ def _chunked_fit(kind, X, C, y, z, g0, beta0, tol, maxiter, iu, chunks, start=No
                 h = _pass(kind, X, iu, C, y, z, B[:, act], cols, chunks, False)[1]
             return _unpack(h, k, iu)
 
-        step, small, Hinv = _newton_step(
+        step, small, Hinv, summed = _newton_step(
             g, Hinv, tol, status, active, information,
             lambda H, d=design: _unpack(d, k, iu) if kind != "gamma" else H, chord)
+        if it > 1:      # a replicate's own information, once summed, serves its chords
+            carry &= ~summed
+        if curved and it == 1 and kind in _NEWTON:
+            step = _curved_step(g, Hinv, start[3], step, k, iu)
         with np.errstate(invalid="ignore", divide="ignore"):
             se = np.sqrt(np.einsum("aii->ia", Hinv))     # the steps' sizes, for chord steps
             last = np.max(np.abs(step) / se, axis=0, initial=0.0)
@@ -311,6 +397,7 @@ def _chunked_fit(kind, X, C, y, z, g0, beta0, tol, maxiter, iu, chunks, start=No
         if not keep.all():
             active = active[keep]
             Hinv = Hinv[keep]
+            carry = carry[keep]
             B_old = B_old[:, keep]
             if last is not None:
                 last = last[keep]
@@ -328,7 +415,7 @@ def _fit_two_part_counts(state, C):
     X, X1, X0 = state["X"], state["X1"], state["X0"]
     pos, iu, first, second = state["pos"], state["iu"], state["first"], state["second"]
     names, outcome = state["names"], state["outcome"]
-    n, b = C.shape
+    b = C.shape[1]
     k = X.shape[1]
     reasons: list = [None] * b
     # One walk over the rows for what does not change during the fits: cheap checks
@@ -342,16 +429,15 @@ def _fit_two_part_counts(state, C):
         tally, g01 = C.sums(full["M"], M), C.sums(full["Xz"], Xz)
         g02 = C.sums(full["Xy"], X, yz) if second == "poisson" else g01
     else:
-        tally = np.zeros((M.shape[1], b))           # rows: N, N_pos, n1 (per 0/1 term), e1
-        g01, g02 = np.zeros((k, b)), np.zeros((k, b))  # X'Cz; X2'C2 (or X2'C2y2 for poisson)
-        for sl in chunks.spans(n):
-            Cc = chunks.counts(C, sl, None)
-            tally += M[sl].T @ Cc
-            g01 += Xz[sl].T @ Cc
-            if second == "poisson":
-                g02 += X[sl].T @ (Cc * yz[sl])
-        if second != "poisson":
-            g02 = g01
+        # tally rows: N, N_pos, n1 (per 0/1 term), e1; then X'Cz, and X'Cy for a poisson
+        # positive part (else its constant part X2'C2 is X'Cz); with the first part's
+        # first-step sums, in one walk
+        poisson = second == "poisson"
+        *start1, sums = _bootstrap_start(
+            X, iu, C, state["terms"]["first"], chunks, M.shape[1] + k * (1 + poisson),
+            lambda sl: [M[sl], Xz[sl]] + ([X[sl] * yz[sl]] if poisson else []))
+        tally, g01 = sums[:M.shape[1]], sums[M.shape[1]:M.shape[1] + k]
+        g02 = sums[M.shape[1] + k:] if second == "poisson" else g01
     N, Npos = tally[0], tally[1]
     bins = state["binary"]
     nb = len(bins)
@@ -380,6 +466,8 @@ def _fit_two_part_counts(state, C):
         C = C.take(g_cols) if jack else np.ascontiguousarray(C[:, good])
         chunks = _Chunks(C.shape[1])
         g01, g02 = g01[:, good], g02[:, good]
+        if not jack:
+            start1[:3] = (a[:, good] for a in start1[:3])
     tol, tol2, maxiter = state["tol"], state["tol2"], state["maxiter"]
 
     z = state["z"][:, None]
@@ -389,14 +477,14 @@ def _fit_two_part_counts(state, C):
                                   chunks)
         start2 = _jackknife_start(second, state["X2"], iu, C2, state["y2"], None,
                                   state["beta2"], full["second"], chunks)
-    else:
-        C2 = start1 = start2 = None
     B1, st1, it1 = _chunked_fit(first, X, C, None, z, g01, state["beta1"], tol, maxiter, iu,
-                                chunks, start1)
-    if C2 is None:
+                                chunks, start1, curved=not jack)
+    if not jack:
         C2 = np.take(C, pos, axis=0)
+        start2 = _bootstrap_start(state["X2"], iu, C2, state["terms"]["second"], chunks)[:4]
     B2, st2, it2 = _chunked_fit(second, state["X2"], C2, state["y2"], None, g02,
-                                state["beta2"], tol2, maxiter, iu, chunks, start2)
+                                state["beta2"], tol2, maxiter, iu, chunks, start2,
+                                curved=not jack)
     del C2
     # Fitted probabilities numerically 0 or 1 (quasi-separation, or an extreme covariate
     # value in the resample) are not a failure: the logit converged and its predictions,
@@ -426,19 +514,18 @@ def _recycled(first, X1, X0, C, B1, B2, chunks, shift=None):
     ``B1``, ``B2`` with the treatment set to 1 (``X1``) and to 0 (``X0``); ``C`` as for
     :func:`_pass`.
 
-    ``shift`` (jackknife fits): ``X1 - X0``, when it is the same on every row (the
-    treatment enters without interactions). The linear predictors with the treatment set
-    to 1 are then those set to 0 plus ``shift @ B``, so the sum over all rows takes two
-    exponentials per row and fit instead of four.
+    ``shift``: ``X1 - X0``, when it is the same on every row (the treatment enters
+    without interactions). The linear predictors with the treatment set to 1 are then
+    those set to 0 plus ``shift @ B``, so a logit first part takes two exponentials per
+    row and fit instead of four (:func:`_recycled_shifted`).
     """
     if isinstance(C, _LeftOut):
         (X1g, X0g), ind = C.parts(None, X1, X0)
-        if shift is None or first != "logit":
-            whole = _recycled(first, X1, X0, None, B1, B2, chunks)
-        else:
-            whole = _recycled_shifted(X0, np.exp(-(shift @ B1)), np.exp(-(shift @ B2)),
-                                      B1, B2, chunks)
+        whole = _recycled(first, X1, X0, None, B1, B2, chunks, shift)
         return whole - _recycled(first, X1g, X0g, ind, B1, B2, chunks)
+    if shift is not None and first == "logit":
+        return _recycled_shifted(X0, C, np.exp(-(shift @ B1)), np.exp(-(shift @ B2)), B1, B2,
+                                 chunks)
     A = np.zeros((2, B1.shape[1]))
     with np.errstate(over="ignore", divide="ignore"):
         for sl in chunks.spans(X1.shape[0]):
@@ -459,10 +546,10 @@ def _recycled(first, X1, X0, C, B1, B2, chunks, shift=None):
     return A
 
 
-def _recycled_shifted(X0, s1, s2, B1, B2, chunks):
-    """:func:`_recycled` of logit fits over all rows (counts 1) where setting the
-    treatment to 1 multiplies ``exp(-eta)`` by ``s1`` (first part) and ``s2`` (second)
-    on every row. Row 0 of the result is the treated, row 1 the untreated sum."""
+def _recycled_shifted(X0, C, s1, s2, B1, B2, chunks):
+    """:func:`_recycled` of logit fits under the counts ``C`` (None: 1 on every row) where
+    setting the treatment to 1 multiplies ``exp(-eta)`` by ``s1`` (first part) and ``s2``
+    (second) on every row. Row 0 of the result is the treated, row 1 the untreated sum."""
     a = B1.shape[1]
     A = np.zeros((2, a))
     ones = np.ones(chunks.rows)           # sums over a chunk's rows as one matrix product
@@ -477,13 +564,18 @@ def _recycled_shifted(X0, s1, s2, B1, B2, chunks):
             np.exp(v, out=v)                        # 1 / m(0)
             np.add(u, 1.0, out=w)
             w *= v
-            np.reciprocal(w, out=w)                 # p(0) m(0)
-            A[1] += ones[:r] @ w
             u *= s1
             u += 1.0                                # 1 / p(1)
             u *= v
             u *= s2
-            np.reciprocal(u, out=u)                 # p(1) m(1)
+            if C is None:
+                np.reciprocal(w, out=w)             # p(0) m(0)
+                np.reciprocal(u, out=u)             # p(1) m(1)
+            else:
+                Cc = chunks.counts(C, sl, None)
+                np.divide(Cc, w, out=w)             # c p(0) m(0)
+                np.divide(Cc, u, out=u)             # c p(1) m(1)
+            A[1] += ones[:r] @ w
             A[0] += ones[:r] @ u
     return A
 
@@ -501,14 +593,18 @@ def _two_part_state(frame, formula, treatment, fit, first, second, tol, maxiter,
     shift = X1[0] - X0[0]
     binary = binary_columns(X, names)
     Xb = X[:, binary]
+    X2, y2 = np.ascontiguousarray(X[pos]), y[pos][:, None]
+    iu = np.triu_indices(X.shape[1])
+    beta1 = np.asarray(model.params1, dtype=float)
+    beta2 = np.asarray(model.params2, dtype=float)
     return dict(
         X=X, X1=X1, X0=X0, z=z, pos=np.flatnonzero(pos), Xz=X * z[:, None],
         M=np.column_stack([np.ones(len(z)), z, Xb, Xb * z[:, None]]),
-        X2=np.ascontiguousarray(X[pos]), y2=y[pos][:, None],
-        yz=np.where(pos, y, 0.0)[:, None],
-        beta1=np.asarray(model.params1, dtype=float), beta2=np.asarray(model.params2, dtype=float),
+        X2=X2, y2=y2, yz=np.where(pos, y, 0.0)[:, None], beta1=beta1, beta2=beta2,
+        terms={"first": _full_sample_terms(first, X, None, z[:, None], beta1, iu),
+               "second": _full_sample_terms(second, X2, y2, None, beta2, iu)},
         first=first, second=second, binary=binary, names=names,
-        outcome=formula.split("~", 1)[0].strip(), iu=np.triu_indices(X.shape[1]),
+        outcome=formula.split("~", 1)[0].strip(), iu=iu,
         tol=float(tol), maxiter=maxiter,
         # the positive part's steps are measured in the standard errors two_part reports,
         # which carry its dispersion (quasi-Poisson on dollars: thousands), not in the
@@ -556,9 +652,14 @@ def bootstrap_two_part(data: pd.DataFrame, formula: str, treatment: str, n_boot:
     and for the gamma (log link) part, whose log-likelihood is convex in the
     coefficients, so Newton converges quadratically where Fisher scoring (information
     ``X'CX``) would converge only linearly; Fisher scoring for the probit and the inverse
-    Gaussian; Newton (= Fisher scoring) for quasi-Poisson. After two such steps the
-    replicates take chord steps, which reuse the information of the second and walk the
-    rows for gradients only (see :func:`_chunked_fit`); five or six iterations suffice.
+    Gaussian; Newton (= Fisher scoring) for quasi-Poisson. At the full-sample estimates
+    every replicate's linear predictors are the same, so the first step needs no
+    exponentials: its gradient and information are one product of the counts with
+    fixed row terms (:func:`_bootstrap_start`), and for the Newton families it allows
+    for the gradient's curvature, taken from the full-sample fit
+    (:func:`_curved_step`). The replicates then take chord steps, which carry that
+    information along and walk the rows for gradients only (see :func:`_chunked_fit`);
+    three or four walks a part suffice.
     Blocks of ``b`` replicates bound memory (``2**25`` row counts, 64 MB, by
     default) and go to ``n_jobs`` threads with one BLAS thread each. No library fits many weighted
     GLMs at once, so this loop is written here; the estimates equal refitting
