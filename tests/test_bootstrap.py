@@ -19,6 +19,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+import statsmodels.api as sm
 from conftest import reference_data
 from scipy import stats
 
@@ -422,7 +423,7 @@ def test_bootstrap_start_equals_the_first_walk(synth, parts):
     """A replicate's first step is taken from sums at the full-sample estimate formed as
     one product of the counts with fixed row terms; they must equal the sums _pass walks
     (with every replicate's exponentials) under the same counts: gradient, information,
-    design, and the tallies beside them. And the recycled predictions of logit fits
+    and the tallies beside them. And the recycled predictions of logit fits
     with the treatment's shift equal those computed with four exponentials."""
     first, second = parts.get("first", "logit"), parts.get("second", "gamma")
     fit = two_part(synth, F, **parts)
@@ -441,9 +442,11 @@ def test_bootstrap_start_equals_the_first_walk(synth, parts):
         M = state["M"] if part == "first" else state["M"][pos]
         *got, sums = _bootstrap_start(X, state["iu"], counts, state["terms"][part], chunks,
                                       M.shape[1], lambda sl, M=M: [M[sl]])
-        for w, g in zip((want[0], want[1], want[3]), got[:3]):
+        for w, g in zip(want[:2], got[:2]):
             np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-10 * np.abs(w).max())
+        assert got[2] is None                         # the design: see the rank test below
         assert got[3] is state["terms"][part][2]
+        assert 0 < got[4] < 1                         # weights' spread (min / max)^2
         np.testing.assert_array_equal(sums, M.T @ counts)
         B = B0 + 0.05 * rng.standard_normal(B0.shape) * np.abs(B0)
         if part == "first":
@@ -457,28 +460,71 @@ def test_bootstrap_start_equals_the_first_walk(synth, parts):
 
 
 @pytest.mark.parametrize("second", ["gamma", "poisson"])
-def test_curved_first_step_lands_closer_and_the_fits_converge_to_the_same(synth, second):
+def test_resample_losing_a_term_is_found_without_summing_every_design(synth, second):
+    """A continuous term that is nonzero on four rows only (two with costs, two without)
+    is lost (all zero) in a resample that draws none of them, and in the positive part
+    of one that draws neither of the two with costs: that part's design is singular and
+    the replicate is reported, as a refit would fail. The rank is judged on the
+    information where the rows' weights vouch for it, X'CX summed only for the others:
+    with the weights' spread set to 0 (every X'CX summed) the replicates are the same,
+    bit for bit, and so are the reasons."""
+    d = synth.assign(spike=0.0)
+    cost = d["total_cost"].to_numpy()
+    with_cost = np.flatnonzero(cost > 0)[[5, 1500]]
+    rows = np.r_[with_cost, np.flatnonzero(cost == 0)[[7, 700]]]
+    d.loc[rows, "spike"] = [1.3, 2.7, 0.4, 1.9]
+    f = F + " + spike"
+    kw = dict(n_boot=80, seed=3, second=second, ci="percentile", n_jobs=1)
+    with pytest.warns(StatisticalWarning):
+        res = bootstrap_two_part(d, f, "treated", **kw)
+    idx = list(bootstrap_indices(d, 80, 3, strata="treated"))
+    lost = np.array([not np.isin(rows, i).any() for i in idx])
+    lost_pos = np.array([not np.isin(with_cost, i).any() for i in idx]) & ~lost
+    assert lost.sum() >= 1 and lost_pos.sum() >= 1
+    want = {"the logit part has a constant or collinear term in the resample": lost.sum(),
+            f"the {second} part (rows with total_cost > 0) has a constant or collinear term "
+            "in the resample": lost_pos.sum()}
+    assert res.failures == want
+    np.testing.assert_array_equal(res.replicates["cost_difference"].isna(), lost | lost_pos)
+    fit = two_part(d, f, second=second)
+    state = _two_part_state(d, f, "treated", fit, "logit", second, 1e-10, 100, "test")
+    # the weights can vouch (a gamma part's rank is judged on its information anyway)
+    assert all(t[3] > 1e-6 for p, t in state["terms"].items() if (p, second) != ("second", "gamma"))
+    counts = np.array([np.bincount(i, minlength=len(d)) for i in idx[:30]], dtype=np.uint16)
+    values, reasons, _ = _two_part_block(state, ("boot", counts))
+    state["terms"] = {part: (*t[:3], 0.0) for part, t in state["terms"].items()}
+    every, every_reasons, _ = _two_part_block(state, ("boot", counts))
+    np.testing.assert_array_equal(every, values)
+    assert every_reasons == reasons
+    assert [r is not None for r in reasons] == list((lost | lost_pos)[:30])
+
+
+@pytest.mark.parametrize("second", ["gamma", "poisson"])
+def test_curved_first_step_lands_closer_and_the_fits_converge(synth, second):
     """From the full-sample estimate a replicate's first step allowing for the gradient's
     curvature must land closer to the replicate's estimate than the Newton step (about a
     standard error away, the Newton step leaves an error of the order of the curvature),
-    and the fits with and without it must stop at the same estimates. A step far from
-    the estimate, where the quadratic is no guide, is left as Newton's."""
+    and the fits must stop at the estimates statsmodels' IRLS finds with the counts as
+    frequency weights. A step far from the estimate, where the quadratic is no guide, is
+    left as Newton's."""
     fit = two_part(synth, F, second=second)
     state = _two_part_state(synth, F, "treated", fit, "logit", second, 1e-10, 100, "test")
     n, b = len(synth), 8
     C = np.random.default_rng(5).poisson(1.0, (n, b)).astype(np.uint16)
     chunks, iu = _Chunks(b), state["iu"]
     X2, pos, tol2 = state["X2"], state["pos"], state["tol2"]
-    g2, h2, d2, S2, _ = _bootstrap_start(X2, iu, C[pos], state["terms"]["second"], chunks)
+    *start, _ = _bootstrap_start(X2, iu, C[pos], state["terms"]["second"], chunks)
+    g2, h2, _, S2, _ = start
     g0 = (X2.T @ (C[pos] * state["y2"]) if second == "poisson"
           else state["Xz"].T @ C.astype(float))
-    start = (g2, h2, d2, S2)
-    fits = [_chunked_fit(second, X2, C[pos], state["y2"], None, g0, state["beta2"], tol2,
-                         100, iu, chunks, start, curved=curved) for curved in (False, True)]
-    for B, status, _ in fits:
-        assert (status == 1).all()
-    np.testing.assert_allclose(fits[1][0], fits[0][0], rtol=1e-11, atol=1e-14)
-    B = fits[0][0]
+    B, status, _ = _chunked_fit(second, X2, C[pos], state["y2"], None, g0, state["beta2"],
+                                tol2, 100, iu, chunks, start)
+    assert (status == 1).all()
+    family = sm.families.Gamma if second == "gamma" else sm.families.Poisson
+    for j in (0, b - 1):                 # the counts as frequency weights, fitted by IRLS
+        ref = sm.GLM(state["y2"][:, 0], X2, family=family(sm.families.links.Log()),
+                     freq_weights=C[pos, j]).fit(tol=1e-13, maxiter=200)
+        np.testing.assert_allclose(B[:, j], ref.params, rtol=1e-8)
     sign = 1.0 if second == "poisson" else -1.0
     g = g2 + sign * g0
     H = np.empty((b, X2.shape[1], X2.shape[1]))
@@ -656,7 +702,6 @@ def test_resample_where_one_arm_all_has_cost_is_kept():
     recycled prediction for 'nobody referred' is then the positive part's mean alone.
     Such replicates are kept; their mean_control equals that limit, computed here with a
     plain statsmodels gamma GLM on the resample's positive rows."""
-    import statsmodels.api as sm
     from evalkit.models.bootstrap import bootstrap_indices
     rng = np.random.default_rng(8)
     n = 300

@@ -183,14 +183,16 @@ def _unpack(h: np.ndarray, k: int, iu) -> np.ndarray:
     return H
 
 
-def _rank_ok(H: np.ndarray) -> np.ndarray:
-    """Which (b, k, k) information matrices are numerically of full rank."""
+def _rank_ok(H: np.ndarray, margin: float = 1.0) -> np.ndarray:
+    """Which (b, k, k) information matrices are numerically of full rank: the smallest
+    eigenvalue of the correlation-scaled matrix above 1e-12 (times ``margin``) of the
+    largest."""
     d = np.sqrt(np.clip(np.einsum("bii->bi", H), 0, None))
     ok = np.all(d > 0, axis=1) & np.all(np.isfinite(H), axis=(1, 2))
     dd = np.where(d > 0, d, 1.0)
     R = np.where(ok[:, None, None], H / (dd[:, :, None] * dd[:, None, :]), np.eye(H.shape[1]))
     ev = np.linalg.eigvalsh(R)
-    return ok & (ev[:, 0] > 1e-12 * ev[:, -1])
+    return ok & (ev[:, 0] > 1e-12 * margin * ev[:, -1])
 
 
 def _inv(H: np.ndarray) -> np.ndarray:

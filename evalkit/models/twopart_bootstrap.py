@@ -12,8 +12,8 @@ from scipy import special
 from evalkit.errors import ParamsError
 from evalkit.models.batched import (
     _DEFAULT, _P_EDGE, _P_EPS, CONVERGED, FAILED, RANK, RUNNING, _advance, _block_size,
-    _check_batched, _complete_rows, _grad, _info, _info_slope, _inv, _newton_step, _row_terms,
-    _run_blocks, _unpack, _Work,
+    _check_batched, _complete_rows, _grad, _info, _info_slope, _inv, _newton_step, _rank_ok,
+    _row_terms, _run_blocks, _unpack, _Work,
 )
 from evalkit.models.bootstrap import BootstrapResult
 from evalkit.models.effects import (
@@ -166,9 +166,11 @@ def _pass(kind, X, iu, C, y, z, B, cols, chunks, first, info=True):
 
 def _full_sample_terms(kind, X, y, z, beta, iu) -> tuple:
     """A part's row factors at the full-sample estimate ``beta`` (:func:`_row_terms`:
-    gradient ``q`` and information weight ``w``, (n,) each) and the information's slope
+    gradient ``q`` and information weight ``w``, (n,) each), the information's slope
     there, ``S = sum_i w'_i (x_i x_i') x_i'`` ((k(k+1)/2, k); :func:`_info_slope`), with
-    which chord steps carry the information along (:func:`_chunked_fit`)."""
+    which chord steps carry the information along (:func:`_chunked_fit`), and
+    ``(min w / max w)**2``, with which the information there vouches for the rank of the
+    design (:func:`_chunked_fit`; 0 where it cannot)."""
     q, w = np.empty(X.shape[0]), np.empty(X.shape[0])
     slope = np.zeros((len(iu[0]), X.shape[1]))
     for sl in _Chunks(1).spans(X.shape[0]):
@@ -178,7 +180,9 @@ def _full_sample_terms(kind, X, y, z, beta, iu) -> tuple:
                                   None if z is None else z[sl, 0])
         d = _info_slope(kind, eta, None if y is None else y[sl, 0])
         slope += (Xs[:, iu[0]] * Xs[:, iu[1]] * d[:, None]).T @ Xs
-    return q, w, slope
+    lo, hi = (w.min(), w.max()) if len(w) else (0.0, 0.0)
+    spread = float((lo / hi) ** 2) if np.isfinite(hi) and lo > 0 else 0.0
+    return q, w, slope, spread
 
 
 def _jackknife_full(state) -> dict:
@@ -202,34 +206,35 @@ def _jackknife_full(state) -> dict:
 
 def _bootstrap_start(X, iu, C, terms, chunks, m=0, extra=None) -> tuple:
     """The first step's sums of the fits under the (n, b) counts ``C``, at the
-    full-sample estimate: gradient (less its constant part) ``X'(C q)``, information
-    ``X' diag(C w) X``, design ``X'CX`` (packed) and the information's slope, from the
-    rows' factors there (``terms``, :func:`_full_sample_terms`); and the sums ``A'C``
-    of ``m`` more columns, ``extra(sl)`` giving a chunk's rows of them (a list of
-    (rows, m_j) arrays).
+    full-sample estimate: gradient (less its constant part) ``X'(C q)`` and information
+    ``X' diag(C w) X`` (packed) from the rows' factors there (``terms``,
+    :func:`_full_sample_terms`), then None for the design (the information vouches for
+    its rank, see :func:`_chunked_fit`), the information's slope and the weights'
+    spread; and the sums ``A'C`` of ``m`` more columns, ``extra(sl)`` giving a chunk's
+    rows of them (a list of (rows, m_j) arrays).
 
     Where :func:`_pass` computes every replicate's linear predictors and exponentials,
     at the full-sample estimate they are the same for every replicate: the sums are
     one matrix product of the counts per chunk of rows, as the tallies are.
     """
-    q, w, slope = terms
+    q, w, slope, spread = terms
     k, p = X.shape[1], len(iu[0])
-    out = np.zeros((k + 2 * p + m, C.shape[1]))
-    rows = np.empty((k + 2 * p + m, min(chunks.rows, X.shape[0])))  # a column per row:
+    out = np.zeros((k + p + m, C.shape[1]))
+    rows = np.empty((k + p + m, min(chunks.rows, X.shape[0])))   # a column per row:
+    pairs = np.empty((p, rows.shape[1]))
     for sl in chunks.spans(X.shape[0]):     # products of contiguous rows, not of columns
         r = sl.stop - sl.start
         A, XT = rows[:, :r], np.ascontiguousarray(X[sl].T)
         np.multiply(XT, q[sl], out=A[:k])
-        pairs = A[k + p:k + 2 * p]
         o = 0
         for j in range(k):                          # x_j x_l, l >= j: the order of iu
-            np.multiply(XT[j], XT[j:], out=pairs[o:o + k - j])
+            np.multiply(XT[j], XT[j:], out=pairs[o:o + k - j, :r])
             o += k - j
-        np.multiply(pairs, w[sl], out=A[k:k + p])
+        np.multiply(pairs[:, :r], w[sl], out=A[k:k + p])
         if m:
-            np.concatenate(extra(sl), axis=1, out=A[k + 2 * p:].T)
+            np.concatenate(extra(sl), axis=1, out=A[k + p:].T)
         out += A @ chunks.counts(C, sl, None)
-    return out[:k], out[k:k + p], out[k + p:k + 2 * p], slope, out[k + 2 * p:]
+    return out[:k], out[k:k + p], None, slope, spread, out[k + p:]
 
 
 def _jackknife_start(kind, X, iu, left, y, z, beta0, full, chunks):
@@ -297,8 +302,7 @@ def _curved_step(g, Hinv, S, step, k, iu, rounds: int = 3):
     return np.where(ok, d, step)
 
 
-def _chunked_fit(kind, X, C, y, z, g0, beta0, tol, maxiter, iu, chunks, start,
-                 curved=False):
+def _chunked_fit(kind, X, C, y, z, g0, beta0, tol, maxiter, iu, chunks, start):
     """Fit one GLM per replicate (column of the count matrix ``C``), all at once.
 
     The rules of :func:`evalkit.models.batched._batched_fit` -- Newton / Fisher scoring
@@ -313,9 +317,9 @@ def _chunked_fit(kind, X, C, y, z, g0, beta0, tol, maxiter, iu, chunks, start,
     design, as :func:`_pass` would return them -- found without walking the rows'
     exponentials (:func:`_bootstrap_start`, :func:`_jackknife_start`), and the
     information's slope ``S`` (k(k+1)/2, k) at ``beta0``. The first step is a Newton
-    step from them; with ``curved`` (bootstrap replicates, which start about a standard
-    error from their estimates) one that allows for the gradient's curvature
-    (:func:`_curved_step`). The fits then take chord steps: the later walks sum
+    step from them that allows for the gradient's curvature (:func:`_curved_step`;
+    Fisher scoring for the probit and inverse Gaussian). The fits then take chord
+    steps: the later walks sum
     gradients only, and the step uses the first information carried to the current
     coefficients to first order, ``H(beta0) + S (beta - beta0)``: the full-sample slope
     stands in for the replicate's, so each such step divides a bootstrap replicate's
@@ -348,7 +352,7 @@ def _chunked_fit(kind, X, C, y, z, g0, beta0, tol, maxiter, iu, chunks, start,
         cols = None if len(active) == b else active
         if it == 1:
             fresh = True
-            g, h, design = (np.array(a) for a in start[:3])
+            g, h, design = np.array(start[0]), np.array(start[1]), start[2]
             edge = np.zeros(b, dtype=bool)
         else:
             # walks sum gradients only, for chord steps (the information is computed in a
@@ -380,12 +384,33 @@ def _chunked_fit(kind, X, C, y, z, g0, beta0, tol, maxiter, iu, chunks, start,
                 h = _pass(kind, X, iu, C, y, z, B[:, act], cols, chunks, False)[1]
             return _unpack(h, k, iu)
 
-        step, small, Hinv, summed = _newton_step(
-            g, Hinv, tol, status, active, information,
-            lambda H, d=design: _unpack(d, k, iu) if kind != "gamma" else H, chord)
+        def design_of(H, d=design):
+            """What the rank of the first step's design is judged on: the information
+            for the gamma part (observed: positive weights y / mu), else X'CX."""
+            if kind == "gamma":
+                return H
+            if d is not None:
+                return _unpack(d, k, iu)
+            # From a bootstrap start: with weights w_i in [lo, hi] on the rows,
+            # v'Hv = sum c_i w_i (x_i'v)^2 lies within [lo, hi] v'(X'CX)v, so the ratio of
+            # the extreme eigenvalues of the correlation-scaled X'CX is at least
+            # (lo / hi)^2 (``start[4]``) times that of H. Where H clears the threshold
+            # by that (and a factor 10), X'CX does; the others' X'CX is summed.
+            sure = (_rank_ok(H, margin=10.0 / start[4]) if start[4] > 0
+                    else np.zeros(len(H), dtype=bool))
+            if sure.all():
+                return H
+            D = H.copy()
+            redo = np.flatnonzero(~sure)
+            D[redo] = _unpack(_pass(kind, X, iu, C, y, z, B0[:, redo], redo, chunks, True,
+                                    info=False)[3], k, iu)
+            return D
+
+        step, small, Hinv, summed = _newton_step(g, Hinv, tol, status, active, information,
+                                                 design_of, chord)
         if it > 1:      # a replicate's own information, once summed, serves its chords
             carry &= ~summed
-        if curved and it == 1 and kind in _NEWTON:
+        if it == 1 and kind in _NEWTON:
             step = _curved_step(g, Hinv, start[3], step, k, iu)
         with np.errstate(invalid="ignore", divide="ignore"):
             se = np.sqrt(np.einsum("aii->ia", Hinv))     # the steps' sizes, for chord steps
@@ -467,7 +492,7 @@ def _fit_two_part_counts(state, C):
         chunks = _Chunks(C.shape[1])
         g01, g02 = g01[:, good], g02[:, good]
         if not jack:
-            start1[:3] = (a[:, good] for a in start1[:3])
+            start1[:2] = (a[:, good] for a in start1[:2])
     tol, tol2, maxiter = state["tol"], state["tol2"], state["maxiter"]
 
     z = state["z"][:, None]
@@ -478,13 +503,12 @@ def _fit_two_part_counts(state, C):
         start2 = _jackknife_start(second, state["X2"], iu, C2, state["y2"], None,
                                   state["beta2"], full["second"], chunks)
     B1, st1, it1 = _chunked_fit(first, X, C, None, z, g01, state["beta1"], tol, maxiter, iu,
-                                chunks, start1, curved=not jack)
+                                chunks, start1)
     if not jack:
         C2 = np.take(C, pos, axis=0)
-        start2 = _bootstrap_start(state["X2"], iu, C2, state["terms"]["second"], chunks)[:4]
+        start2 = _bootstrap_start(state["X2"], iu, C2, state["terms"]["second"], chunks)[:5]
     B2, st2, it2 = _chunked_fit(second, state["X2"], C2, state["y2"], None, g02,
-                                state["beta2"], tol2, maxiter, iu, chunks, start2,
-                                curved=not jack)
+                                state["beta2"], tol2, maxiter, iu, chunks, start2)
     del C2
     # Fitted probabilities numerically 0 or 1 (quasi-separation, or an extreme covariate
     # value in the resample) are not a failure: the logit converged and its predictions,
