@@ -459,6 +459,26 @@ def test_bootstrap_start_equals_the_first_walk(synth, parts):
             _recycled(first, state["X1"], state["X0"], C, B1, B2, chunks), rtol=1e-13)
 
 
+def test_recycled_sums_of_drifted_fits_do_not_take_the_shift():
+    """A quasi-separated logit replicate's coefficients drift into the thousands, where
+    exp(-eta) overflows for the untreated rows and exp(-shift @ B) underflows: the sums
+    with the treatment's shift must still equal the direct ones, finite and without
+    warnings (the fit in column 0 is summed directly, column 1 with the shift)."""
+    x = np.array([-1.0, -0.5, 0.2, 1.0])
+    X0 = np.column_stack([np.ones(4), np.zeros(4), x])
+    X1 = np.column_stack([np.ones(4), np.ones(4), x])
+    B1 = np.array([[0.0, 0.1], [1000.0, 0.5], [1000.0, -0.3]])
+    B2 = np.array([[5.0, 5.0], [0.2, 0.1], [0.1, 0.2]])
+    C = np.array([[1, 2], [0, 1], [2, 0], [1, 1]], dtype=np.uint16)
+    chunks = _Chunks(2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = _recycled("logit", X1, X0, C, B1, B2, chunks, X1[0] - X0[0])
+    want = _recycled("logit", X1, X0, C, B1, B2, chunks)
+    assert np.all(np.isfinite(got))
+    np.testing.assert_allclose(got, want, rtol=1e-14)
+
+
 @pytest.mark.parametrize("second", ["gamma", "poisson"])
 def test_resample_losing_a_term_is_found_without_summing_every_design(synth, second):
     """A continuous term that is nonzero on four rows only (two with costs, two without)
