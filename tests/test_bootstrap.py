@@ -459,6 +459,33 @@ def test_bootstrap_start_equals_the_first_walk(synth, parts):
             _recycled(first, state["X1"], state["X0"], C, B1, B2, chunks), rtol=1e-13)
 
 
+def test_logit_replicate_that_runs_off_is_reported_not_kept():
+    """60 members, a strong predictor of any cost, unstratified draws: in one resample,
+    far from the full-sample fit, Newton's steps from the full-sample estimate overshoot
+    and run off to coefficients of ~1e15, where the fitted probabilities sit at 0 or 1
+    and the deviance stops changing as a quasi-separated fit's does. It was kept as
+    converged, with a cost difference of 207.8 where refitting the resample gives 157.6.
+    Its log-likelihood is below where it started, which a fit converging towards a
+    separation never is: it is reported as diverged (NaN, counted, warned)."""
+    rng = np.random.default_rng(71)
+    n = 60
+    t, age = rng.integers(0, 2, n), rng.normal(50, 10, n)
+    female, x = rng.integers(0, 2, n), rng.normal(0, 1, n)
+    any_cost = rng.random(n) < 1 / (1 + np.exp(-(0.3 + 0.5 * t + 4.0 * x)))
+    mu = np.exp(6 + 0.3 * t + 0.01 * (age - 50) + 0.2 * x)
+    d = pd.DataFrame(dict(total_cost=np.where(any_cost, rng.gamma(2.0, mu / 2.0), 0.0),
+                          treated=t, age=age, female=female, x=x))
+    f = "total_cost ~ treated + age + female + x"
+    with pytest.warns(StatisticalWarning, match="the logit part diverged"):
+        res = bootstrap_two_part(d, f, "treated", n_boot=40, seed=5, strata=None, n_jobs=1,
+                                 ci="percentile")
+    assert res.failures == {"the logit part diverged in the resample": 1}
+    assert res.replicates.iloc[38].isna().all()
+    rows = list(bootstrap_indices(d, 40, 5, strata=None))[38]
+    refit = two_part(d.iloc[rows].reset_index(drop=True), f).effect("treated")
+    assert refit.at("cost_difference") == pytest.approx(157.585, abs=1e-3)
+
+
 def test_recycled_sums_of_drifted_fits_do_not_take_the_shift():
     """A quasi-separated logit replicate's coefficients drift into the thousands, where
     exp(-eta) overflows for the untreated rows and exp(-shift @ B) underflows: the sums

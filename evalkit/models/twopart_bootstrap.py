@@ -377,8 +377,8 @@ def _chunked_fit(kind, X, C, y, z, g0, beta0, tol, maxiter, iu, chunks, start):
         if sign:
             g += sign * g0[:, active]
         flat = np.zeros(len(active), dtype=bool)
-        if edge.any() and B_old is not None:     # deviance of quasi-separated replicates
-            e = np.flatnonzero(edge)
+        e = np.flatnonzero(edge) if B_old is not None else np.zeros(0, dtype=np.intp)
+        if len(e):                               # deviance of quasi-separated replicates
             ecols = active[e]
             ll = _logit_loglik(X, C, z, B[:, ecols], ecols, chunks)
             ll_old = _logit_loglik(X, C, z, B_old[:, e], ecols, chunks)
@@ -417,6 +417,15 @@ def _chunked_fit(kind, X, C, y, z, g0, beta0, tol, maxiter, iu, chunks, start):
             carry &= ~summed
         if it == 1 and kind in _NEWTON:
             step = _curved_step(g, Hinv, start[3], step, k, iu)
+        stops = (small | flat)[e]
+        if stops.any():
+            # a fit that stops with fitted probabilities at 0 or 1 is quasi-separated, its
+            # log-likelihood up from where it started; below it, Newton's steps overshot
+            # and ran off (a small resample far from the full-sample fit): diverged
+            s_ = e[stops]
+            ll0 = _logit_loglik(X, C, z, B0[:, active[s_]], active[s_], chunks)
+            off = ll[stops] < ll0 - 1e-8 * (np.abs(ll0) + 0.1)
+            status[active[s_[off]]] = FAILED
         with np.errstate(invalid="ignore", divide="ignore"):
             se = np.sqrt(np.einsum("aii->ia", Hinv))     # the steps' sizes, for chord steps
             last = np.max(np.abs(step) / se, axis=0, initial=0.0)
