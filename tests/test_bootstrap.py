@@ -459,6 +459,42 @@ def test_bootstrap_start_equals_the_first_walk(synth, parts):
             _recycled(first, state["X1"], state["X0"], C, B1, B2, chunks), rtol=1e-13)
 
 
+def _near_separated(n: int = 60):
+    """Few members and a strong predictor x of any cost: resamples far from the
+    full-sample fit, some quasi-separated."""
+    rng = np.random.default_rng(71)
+    t, age = rng.integers(0, 2, n), rng.normal(50, 10, n)
+    female, x = rng.integers(0, 2, n), rng.normal(0, 1, n)
+    any_cost = rng.random(n) < 1 / (1 + np.exp(-(0.3 + 0.5 * t + 4.0 * x)))
+    mu = np.exp(6 + 0.3 * t + 0.01 * (age - 50) + 0.2 * x)
+    d = pd.DataFrame(dict(total_cost=np.where(any_cost, rng.gamma(2.0, mu / 2.0), 0.0),
+                          treated=t, age=age, female=female, x=x))
+    return d, "total_cost ~ treated + age + female + x"
+
+
+def test_probit_rows_at_probability_0_or_1_do_not_spoil_their_block():
+    """Probit rows whose linear predictor is beyond about 8.3 have fitted probabilities
+    of exactly 0 or 1: their weights were 0 / 0 and, NaN times 0 being NaN, every
+    replicate of their block failed as diverged (19 of 40 here). The binomial variance
+    keeps the means within [eps, 1 - eps], as statsmodels' family does in two_part:
+    every replicate is fitted, and those that failed equal two_part refits of the
+    resampled rows."""
+    d, f = _near_separated()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        res = bootstrap_two_part(d, f, "treated", n_boot=40, seed=5, strata=None, n_jobs=1,
+                                 ci="percentile", first="probit")
+    assert res.n_failed == 0
+    idx = list(bootstrap_indices(d, 40, 5, strata=None))
+    for b in (1, 8, 9, 17, 38):                     # failed before
+        with warnings.catch_warnings():             # probabilities at 0 or 1 on some rows
+            warnings.simplefilter("ignore", StatisticalWarning)
+            fit = two_part(d.iloc[idx[b]].reset_index(drop=True), f, first="probit")
+        e = fit.effect("treated")
+        assert res.replicates.iloc[b]["cost_difference"] == pytest.approx(
+            e.at("cost_difference"), rel=1e-8)
+
+
 def test_logit_replicate_that_runs_off_is_reported_not_kept():
     """60 members, a strong predictor of any cost, unstratified draws: in one resample,
     far from the full-sample fit, Newton's steps from the full-sample estimate overshoot
@@ -467,15 +503,7 @@ def test_logit_replicate_that_runs_off_is_reported_not_kept():
     converged, with a cost difference of 207.8 where refitting the resample gives 157.6.
     Its log-likelihood is below where it started, which a fit converging towards a
     separation never is: it is reported as diverged (NaN, counted, warned)."""
-    rng = np.random.default_rng(71)
-    n = 60
-    t, age = rng.integers(0, 2, n), rng.normal(50, 10, n)
-    female, x = rng.integers(0, 2, n), rng.normal(0, 1, n)
-    any_cost = rng.random(n) < 1 / (1 + np.exp(-(0.3 + 0.5 * t + 4.0 * x)))
-    mu = np.exp(6 + 0.3 * t + 0.01 * (age - 50) + 0.2 * x)
-    d = pd.DataFrame(dict(total_cost=np.where(any_cost, rng.gamma(2.0, mu / 2.0), 0.0),
-                          treated=t, age=age, female=female, x=x))
-    f = "total_cost ~ treated + age + female + x"
+    d, f = _near_separated()
     with pytest.warns(StatisticalWarning, match="the logit part diverged"):
         res = bootstrap_two_part(d, f, "treated", n_boot=40, seed=5, strata=None, n_jobs=1,
                                  ci="percentile")

@@ -75,6 +75,16 @@ class _Work:
         return self.one[:m * a].reshape(m, a), self.two[:m * a].reshape(m, a)
 
 
+def _probit(eta):
+    """Probit means, their derivative in ``eta`` and the binomial variance, the means
+    kept within [eps, 1 - eps] in the variance as statsmodels' binomial family keeps them
+    (which :func:`evalkit.models.twopart.two_part` fits with): beyond ``|eta|`` of about
+    8.3 the mean is 0 or 1 to double precision, and the weights would be 0 / 0."""
+    mu = special.ndtr(eta)
+    m = np.clip(mu, _P_EPS, 1.0 - _P_EPS)
+    return mu, np.exp(-0.5 * eta * eta) / math.sqrt(2 * math.pi), m * (1.0 - m)
+
+
 def _grad(kind, X, B, ctx, u, v):
     """Gradient (k, a); leaves what the information needs in the buffers ``u``, ``v``."""
     with np.errstate(over="ignore", divide="ignore"):
@@ -107,9 +117,7 @@ def _grad(kind, X, B, ctx, u, v):
             return X.T @ v - X.T @ u
         if kind == "probit":
             eta = X @ B
-            mu = special.ndtr(eta)
-            dens = np.exp(-0.5 * eta * eta) / math.sqrt(2 * math.pi)
-            var = mu * (1.0 - mu)
+            mu, dens, var = _probit(eta)
             ctx["_w"] = ctx["C"] * dens * dens / var
             return X.T @ (ctx["C"] * (ctx["z"] - mu) * dens / var)
     raise ValueError(kind)
@@ -142,9 +150,7 @@ def _info_slope(kind, eta, y=None):
         if kind == "inverse_gaussian":              # w = 1 / mu (Fisher)
             return -np.exp(-eta)
         if kind == "probit":                        # w = phi^2 / (Phi (1 - Phi)) (Fisher)
-            mu = special.ndtr(eta)
-            dens = np.exp(-0.5 * eta * eta) / math.sqrt(2 * math.pi)
-            var = mu * (1.0 - mu)
+            mu, dens, var = _probit(eta)
             return dens * dens / var * (-2.0 * eta + dens * (2.0 * mu - 1.0) / var)
     raise ValueError(kind)
 
@@ -168,9 +174,7 @@ def _row_terms(kind, eta, y=None, z=None):
             inv = np.exp(-eta)
             return y * inv * inv - inv, inv
         if kind == "probit":
-            mu = special.ndtr(eta)
-            dens = np.exp(-0.5 * eta * eta) / math.sqrt(2 * math.pi)
-            var = mu * (1.0 - mu)
+            mu, dens, var = _probit(eta)
             return (z - mu) * dens / var, dens * dens / var
     raise ValueError(kind)
 
