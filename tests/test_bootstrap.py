@@ -25,7 +25,7 @@ from scipy import stats
 
 from evalkit.errors import DataValidationError, ParamsError, StatisticalWarning
 from evalkit.models import bootstrap_two_part
-from evalkit.models.batched import _info_slope
+from evalkit.models.batched import CONVERGED, FAILED, _info_slope
 from evalkit.models.bootstrap import BootstrapResult, bootstrap, bootstrap_indices
 from evalkit.models.resample import _design, _jackknife_plan
 from evalkit.models.twopart import two_part
@@ -40,6 +40,7 @@ from evalkit.models.twopart_bootstrap import (
     _logit_loglik,
     _pass,
     _recycled,
+    _refit_failed,
     _two_part_block,
     _two_part_state,
 )
@@ -495,23 +496,34 @@ def test_probit_rows_at_probability_0_or_1_do_not_spoil_their_block():
             e.at("cost_difference"), rel=1e-8)
 
 
-def test_logit_replicate_that_runs_off_is_reported_not_kept():
+def test_logit_replicate_that_runs_off_is_refitted_not_kept():
     """60 members, a strong predictor of any cost, unstratified draws: in one resample,
     far from the full-sample fit, Newton's steps from the full-sample estimate overshoot
     and run off to coefficients of ~1e15, where the fitted probabilities sit at 0 or 1
     and the deviance stops changing as a quasi-separated fit's does. It was kept as
     converged, with a cost difference of 207.8 where refitting the resample gives 157.6.
     Its log-likelihood is below where it started, which a fit converging towards a
-    separation never is: it is reported as diverged (NaN, counted, warned)."""
+    separation never is: it is taken as diverged and refitted from two_part's own start,
+    as two_part fits the resample."""
     d, f = _near_separated()
-    with pytest.warns(StatisticalWarning, match="the logit part diverged"):
-        res = bootstrap_two_part(d, f, "treated", n_boot=40, seed=5, strata=None, n_jobs=1,
-                                 ci="percentile")
-    assert res.failures == {"the logit part diverged in the resample": 1}
-    assert res.replicates.iloc[38].isna().all()
+    res = bootstrap_two_part(d, f, "treated", n_boot=40, seed=5, strata=None, n_jobs=1,
+                             ci="percentile")
+    assert res.n_failed == 0
     rows = list(bootstrap_indices(d, 40, 5, strata=None))[38]
-    refit = two_part(d.iloc[rows].reset_index(drop=True), f).effect("treated")
+    refit_fit = two_part(d.iloc[rows].reset_index(drop=True), f)
+    refit = refit_fit.effect("treated")
     assert refit.at("cost_difference") == pytest.approx(157.585, abs=1e-3)
+    got = res.replicates.iloc[38]
+    assert got["cost_difference"] == pytest.approx(refit.at("cost_difference"), rel=1e-8)
+    assert got["mean_treated"] == pytest.approx(refit.mean_treated, rel=1e-8)
+    # the one-at-a-time refit itself: a replicate the batched steps fail is refitted
+    fit = two_part(d, f)
+    state = _two_part_state(d, f, "treated", fit, "logit", "gamma", 1e-10, 100, "test")
+    counts = np.bincount(rows, minlength=len(d)).astype(np.uint16)[:, None]
+    B, status = np.full((state["X"].shape[1], 1), np.nan), np.array([FAILED], dtype=np.int8)
+    _refit_failed("logit", state["X"], state["z"], counts, B, status)
+    assert status[0] == CONVERGED
+    np.testing.assert_allclose(B[:, 0], refit_fit.model.params1, rtol=1e-10)
 
 
 def test_recycled_sums_of_drifted_fits_do_not_take_the_shift():

@@ -39,6 +39,15 @@ _SECOND = {
 _PARK_FAMILIES = {0: "gaussian", 1: "poisson", 2: "gamma", 3: "inverse_gaussian"}
 
 
+def part_family(part: str):
+    """The statsmodels family :func:`two_part` fits a part with: ``"logit"`` or
+    ``"probit"`` (binomial, first part), ``"gamma"``, ``"poisson"`` or
+    ``"inverse_gaussian"`` (log link, positive part)."""
+    if part in _FIRST:
+        return families.Binomial(link=_FIRST[part]())
+    return _SECOND[part](link=families.links.Log())
+
+
 def _score_factor(family, y, mu):
     """Per-row quasi-score factor ``(y - mu) / V(mu) * dmu/deta`` (dispersion 1)."""
     return (y - mu) / family.variance(mu) / family.link.deriv(mu)
@@ -223,11 +232,11 @@ def two_part(data: pd.DataFrame, formula: str, first: str = "logit", second: str
     n, k = X.shape
     n_pos = int(pos.sum())
 
-    fam1 = families.Binomial(link=_FIRST[first]())
+    fam1 = part_family(first)
     r1 = fit_glm(pos.astype(float), X, fam1, what=what + " (any)")
     p = r1.fittedvalues
     extreme = check_fitted_probabilities(p, f"{what} ({first} part)", stacklevel=4)
-    fam2 = _SECOND[second](link=families.links.Log())
+    fam2 = part_family(second)
     y2, X2 = y[pos], X[pos]
     r2 = fit_glm(y2, X2, fam2, what=what + " (positive)")
     mu2 = np.asarray(r2.fittedvalues)

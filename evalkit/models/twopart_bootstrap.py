@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
-from evalkit.errors import ParamsError
+from evalkit.errors import ConvergenceError, ParamsError
 from evalkit.models.batched import (
     _DEFAULT, _P_EDGE, _P_EPS, CONVERGED, FAILED, RANK, RUNNING, _advance, _block_size,
     _check_batched, _complete_rows, _grad, _info, _info_slope, _inv, _newton_step, _rank_ok,
@@ -17,10 +17,11 @@ from evalkit.models.batched import (
 )
 from evalkit.models.bootstrap import BootstrapResult
 from evalkit.models.effects import (
-    binary_columns, build_matrix, counterfactual_frames, design_matrices, one_blas_thread,
+    binary_columns, build_matrix, counterfactual_frames, design_matrices, fit_glm,
+    one_blas_thread,
 )
 from evalkit.models.resample import _design, _design_extra, _design_text, _summaries
-from evalkit.models.twopart import two_part
+from evalkit.models.twopart import part_family, two_part
 
 __all__ = ["bootstrap_two_part", "TWO_PART_STATISTICS"]
 
@@ -443,6 +444,30 @@ def _chunked_fit(kind, X, C, y, z, g0, beta0, tol, maxiter, iu, chunks, start):
     return B, status, it
 
 
+def _refit_failed(kind, X, y, C, B, status):
+    """Refit one at a time, as :func:`two_part` fits the part (IRLS from its usual start,
+    on the resample's rows), the replicates the batched steps could not fit (``FAILED``:
+    a step not finite, or Newton's steps ran off; ``RUNNING``: not converged in
+    ``maxiter`` steps). They start at the full-sample estimates, which in a small
+    resample far from the full fit can be too far for unguarded Newton steps. ``C`` as
+    for :func:`_pass`. A replicate whose refit fails too keeps its status; ``B`` and
+    ``status`` are updated in place."""
+    for j in np.flatnonzero((status == FAILED) | (status == RUNNING)):
+        if isinstance(C, _LeftOut):
+            counts = np.ones(C.shape[0], dtype=np.intp)
+            counts[C.groups[j]] = 0
+        else:
+            counts = np.asarray(C[:, j], dtype=np.intp)
+        rows = np.repeat(np.arange(len(counts)), counts)
+        try:
+            fit = fit_glm(y[rows], X[rows], part_family(kind), what="bootstrap replicate")
+        except ConvergenceError:
+            continue
+        if np.all(np.isfinite(fit.params)):
+            B[:, j] = fit.params
+            status[j] = CONVERGED
+
+
 def _fit_two_part_counts(state, C):
     """Two-part effects for each column of the (n, b) row-count matrix ``C``.
 
@@ -518,11 +543,13 @@ def _fit_two_part_counts(state, C):
                                   state["beta2"], full["second"], chunks)
     B1, st1, it1 = _chunked_fit(first, X, C, None, z, g01, state["beta1"], tol, maxiter, iu,
                                 chunks, start1)
+    _refit_failed(first, X, state["z"], C, B1, st1)
     if not jack:
         C2 = np.take(C, pos, axis=0)
         start2 = _bootstrap_start(state["X2"], iu, C2, state["terms"]["second"], chunks)[:5]
     B2, st2, it2 = _chunked_fit(second, state["X2"], C2, state["y2"], None, g02,
                                 state["beta2"], tol2, maxiter, iu, chunks, start2)
+    _refit_failed(second, state["X2"], state["y2"][:, 0], C2, B2, st2)
     del C2
     # Fitted probabilities numerically 0 or 1 (quasi-separation, or an extreme covariate
     # value in the resample) are not a failure: the logit converged and its predictions,
