@@ -177,6 +177,33 @@ def test_bad_input():
         bootstrap_count_effect(df, FORMULA + " | age", "treated", n_boot=10)
 
 
+def test_a_given_full_sample_fit_is_used_as_it_is_and_checked():
+    """The caller's fit of the same model on the same rows gives the same numbers, bit for
+    bit, as the fit the bootstrap makes itself; another model or other rows are refused."""
+    df = _members(zeros=0.4, level=1.0, theta=2.0, n=600)
+    kw = dict(family="zinb", exposure="member_months", n_boot=6, seed=5, ci="percentile",
+              n_jobs=1)
+    own = bootstrap_count_effect(df, FORMULA, "treated", **kw)
+    fit = count_model(df, FORMULA, family="zinb", exposure="member_months")
+    given = bootstrap_count_effect(df, FORMULA, "treated", fit=fit, **kw)
+    pd.testing.assert_frame_equal(given.replicates, own.replicates, check_exact=True)
+    pd.testing.assert_series_equal(given.estimate, own.estimate, check_exact=True)
+    assert given.extra["fit"] is fit
+    nb = count_model(df, FORMULA, family="negbin", exposure="member_months")
+    with pytest.raises(ParamsError, match="family 'negbin'"):
+        bootstrap_count_effect(df, FORMULA, "treated", fit=nb, **kw)
+    with pytest.raises(ParamsError, match="is not count_model"):
+        bootstrap_count_effect(df, FORMULA.replace(" + age", ""), "treated", fit=fit, **kw)
+    with pytest.raises(ParamsError, match="other rows"):
+        bootstrap_count_effect(df.iloc[:500], FORMULA, "treated", fit=fit, **kw)
+    other = df.assign(age=df["age"].to_numpy()[::-1])
+    with pytest.raises(ParamsError, match="other rows"):
+        bootstrap_count_effect(other, FORMULA, "treated", fit=fit, **kw)
+    # the same rows under another index are the same rows
+    moved = bootstrap_count_effect(df.set_axis(df.index + 10), FORMULA, "treated", fit=fit, **kw)
+    pd.testing.assert_frame_equal(moved.replicates, own.replicates, check_exact=True)
+
+
 def test_joint_bootstrap_pairs_the_batched_er_effect_with_the_saving():
     """The cost-benefit joint bootstrap takes its ER effect from the batched fits; each
     replicate equals the refit-per-resample statistic it replaced, on the same members."""
@@ -197,6 +224,11 @@ def test_joint_bootstrap_pairs_the_batched_er_effect_with_the_saving():
     np.testing.assert_allclose(joint.replicates["er_visits_averted"].to_numpy(),
                                slow.replicates.iloc[:, 0].to_numpy(), rtol=1e-7)
     assert joint.n_failed == 0 and np.isfinite(joint.correlation)
+    # the count model the workbook already chose and fitted gives the same replicates
+    fit = count_model(df, FORMULA, family="negbin", exposure="member_months")
+    again = joint_bootstrap(df, covs, "negbin", "gamma", 365, n_boot=24, seed=3, n_jobs=1,
+                            count_outcome="er_visits", cost_outcome="total_cost", count_fit=fit)
+    pd.testing.assert_frame_equal(again.replicates, joint.replicates, check_exact=True)
 
 
 def test_trust_region_steps_solve_the_subproblem():

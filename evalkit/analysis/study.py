@@ -288,7 +288,8 @@ class Study:
                                         cost.fit.extra.get("second", "gamma"),
                                         self.params.windows.followup_days, econ.joint_replicates,
                                         self.params.seed, progress=progress, count_outcome=er,
-                                        cost_outcome=self.cost_outcome())
+                                        cost_outcome=self.cost_outcome(),
+                                        count_fit=adj.choices[er].fit)
         named = self.spec.outcomes[er] if eff else _spec.CLAIMS_OUTCOMES[er]
         words = EffectWords.of(named, self.spec.study.per_treated(self.params.mode))
         return value_program(cost.effects, econ, referred, self.params.windows.followup_days,

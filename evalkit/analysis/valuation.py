@@ -381,7 +381,7 @@ class JointReplicates:
 def joint_bootstrap(frame: pd.DataFrame, covariates: list[str], er_family: str,
                     cost_second: str, followup_days: int, n_boot: int, seed: int,
                     n_jobs: int = 2, progress: bool = False, *, count_outcome: str,
-                    cost_outcome: str) -> JointReplicates:
+                    cost_outcome: str, count_fit=None) -> JointReplicates:
     """Saving and ER effect on the same bootstrap resamples of members.
 
     Each replicate resamples members within arms (keeping the arm sizes) and refits both
@@ -396,7 +396,10 @@ def joint_bootstrap(frame: pd.DataFrame, covariates: list[str], er_family: str,
     correlation between cost and ER use (members who avoid the ER also cost less) that
     independent draws would lose. The model families are those chosen on the full data.
     ``count_outcome`` and ``cost_outcome`` name the visits and the cost columns (the
-    spec's effect and cost outcomes); ``covariates`` are the spec's terms.
+    spec's effect and cost outcomes); ``covariates`` are the spec's terms. ``count_fit``:
+    the count model of ``er_family`` already fitted on these members and terms (for
+    example the chosen fit of :func:`evalkit.analysis.outcomes.adjusted_count_effects`),
+    which the batched count bootstrap then does not fit again.
 
     Returns
     -------
@@ -418,7 +421,7 @@ def joint_bootstrap(frame: pd.DataFrame, covariates: list[str], er_family: str,
             er = bootstrap_count_effect(data, f"{count_outcome} ~ {rhs}", "treated", family=er_family,
                                         exposure="member_months", n_boot=n_boot, seed=seed,
                                         strata="treated", ci=("percentile",), n_jobs=n_jobs,
-                                        progress=progress)
+                                        progress=progress, fit=count_fit)
             averted = -er.replicates["rate_difference_per_1000_mm"].to_numpy() * 0.012
         else:
             er = bootstrap(data, functools.partial(_er_statistic, er_formula=f"{count_outcome} ~ {rhs}",

@@ -512,7 +512,7 @@ def bootstrap_count_effect(data: pd.DataFrame, formula: str, treatment: str,
                            ci: str | Sequence[str] = ("percentile", "bca"), alpha: float = 0.05,
                            n_jobs: int = 2, progress: bool = False, *, max_jackknife: int = 1000,
                            block_size: int | None = None, tol: float = 1e-10,
-                           maxiter: int = 100) -> BootstrapResult:
+                           maxiter: int = 100, fit=None) -> BootstrapResult:
     r"""Bootstrap the recycled-prediction effect of a Poisson or NB2 count model, fast.
 
     The statistic is :meth:`evalkit.models.count.CountResult.effect` of
@@ -553,6 +553,10 @@ def bootstrap_count_effect(data: pd.DataFrame, formula: str, treatment: str,
     n_boot, seed, strata, ci, alpha, n_jobs, progress, max_jackknife, block_size, tol, maxiter
         As for :func:`bootstrap_two_part` (``n_jobs`` threads; strata default: the treatment,
         fixing arm sizes).
+    fit : CountResult, optional
+        The full-sample fit, when the caller has it: :func:`count_model` of ``formula``,
+        ``family`` and ``exposure`` on the same rows (at a million members a zero-inflated
+        fit takes 10-20 s). A fit of another family, exposure, formula or rows is an error.
 
     Returns
     -------
@@ -577,7 +581,10 @@ def bootstrap_count_effect(data: pd.DataFrame, formula: str, treatment: str,
     if not strata_given:
         strata = treatment
 
-    fit = count_model(frame, formula, family=family, exposure=exposure)
+    if fit is None:
+        fit = count_model(frame, formula, family=family, exposure=exposure)
+    else:
+        _check_given_fit(what, fit, frame, formula, family, exposure)
     eff = fit.effect(treatment, alpha=alpha)
     names_out = COUNT_STATISTICS[exposure is not None]
     estimate = pd.Series(dict(zip(names_out, [eff.at(names_out[0]), eff.at(names_out[1]),
@@ -639,6 +646,25 @@ def bootstrap_count_effect(data: pd.DataFrame, formula: str, treatment: str,
         intervals=intervals, n_boot=n_boot, seed=seed, alpha=alpha, bias=bias, z0=z0,
         acceleration=acc, n_failed=int(sum(failures.values())), failures=dict(failures),
         strata=design.strata, cluster=None, n_units=design.n_units, method=method, extra=extra)
+
+
+def _check_given_fit(what, fit, frame, formula, family, exposure) -> None:
+    """Refuse a full-sample fit that is not ``count_model(frame, formula, family=family,
+    exposure=exposure)``: its family, exposure, terms and rows must be these."""
+    model = getattr(fit, "model", None)
+    expected = formula + (f" + offset(log({exposure}))" if exposure else "")
+    if family in ("zip", "zinb"):                  # the zero part has the same terms
+        expected += " | " + formula.split("~", 1)[1].strip()
+    found = (getattr(model, "family", None), getattr(model, "exposure", None),
+             getattr(fit, "formula", None))
+    if found != (family, exposure, expected):
+        raise ParamsError(f"{what}: the fit given is not count_model({expected!r}, "
+                          f"family={family!r}): it is {found[2]!r}, family {found[0]!r}.")
+    cols = [c for c in frame.columns if c in model.frame.columns]
+    if len(model.frame) != len(frame) or not model.frame[cols].reset_index(drop=True).equals(
+            frame[cols].reset_index(drop=True)):
+        raise ParamsError(f"{what}: the fit given was made on other rows ({len(model.frame):,}) "
+                          f"than the {len(frame):,} complete rows of the data.")
 
 
 def _count_means(fit, treatment) -> tuple[float, float]:
