@@ -435,12 +435,13 @@ def _split_accepted(con: duckdb.DuckDBPyConnection) -> None:
         order = "" if name == "encounters" else " ORDER BY _row"
         con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT {keep} "
                     f"FROM {rel} WHERE _reason IS NULL{order}")
-        hidden = ", _mapped" if name in mapped else ""
-        hidden += ", _end_unused" if name == "encounters" else ""
+        # the whole record but the check's own columns, as to_json of the row would give
+        hidden = {"_reason", *(["_mapped"] if name in mapped else []),
+                  *(["_end_unused"] if name == "encounters" else [])}
+        record = ", ".join(f"{_q(c)} := {_q(c)}" for c in _columns(con, rel) if c not in hidden)
         parts.append(f"SELECT {_lit(name)} AS \"table\", _row AS source_row, _reason AS reason, "
-                     f"CAST(to_json(t) AS VARCHAR) AS record "
-                     f"FROM (SELECT * EXCLUDE (_reason{hidden}) FROM {rel}) t "
-                     f"JOIN (SELECT _row, _reason FROM {rel} WHERE _reason IS NOT NULL) USING (_row)")
+                     f"CAST(to_json(struct_pack({record})) AS VARCHAR) AS record "
+                     f"FROM {rel} WHERE _reason IS NOT NULL")
     con.execute("CREATE OR REPLACE TABLE quarantine AS " + " UNION ALL ".join(parts)
                 + " ORDER BY \"table\", source_row")
 
