@@ -20,7 +20,7 @@ times, interleaved in this one process on the same blocks of replicates:
 Prints the median seconds per block, the ratios, the replicates that needed the one-by-one
 fallback and the largest differences between the routes' effects. ``--run RUN_DIR`` takes
 the data of a finished run instead (such as a million-member run of params/demo.yaml, where
-blocks hold 2 replicates); ``--no-refit`` leaves out the one-by-one route (15-20 s a
+blocks hold 6 replicates); ``--no-refit`` leaves out the one-by-one route (15-20 s a
 replicate at a million members).
 
 Usage: python benchmarks/bootstrap_zinb.py [--members 20000 | --run RUN_DIR] [--blocks 2]
