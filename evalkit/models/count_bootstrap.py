@@ -62,7 +62,7 @@ def _fit_count_counts(state, C, cache):
     values = np.full((b, 4), np.nan)
     if not len(good):
         return values, reasons, (0, 0)
-    Cg = np.ascontiguousarray(C[:, good])
+    Cg = C if len(good) == b else np.ascontiguousarray(C[:, good])
     if family in ("zip", "zinb"):
         vals, st, its = _zero_inflated_effects(state, Cg, N[good])
         for r, j in enumerate(good):
@@ -384,7 +384,7 @@ def _zi_newton(state, C):
             elif rho[r] > 0.75 and length[r] > 0.99 * radius[j]:
                 radius[j] *= 2.0
         moved = act[accept]
-        separated[moved] = _zero_part_separates(state, C[:, moved], Pm[:, moved])
+        separated[moved] = _zero_part_separates(state, C, Pm[:, moved], moved)
     return Pm, converged, separated, it
 
 
@@ -448,12 +448,16 @@ def _zero_inflated_effects(state, C, N):
     for j in np.flatnonzero(_zero_part_separates(state, C, Pm)):
         if reasons[j] is None:
             reasons[j] = _SEPARATES
-    # recycled predictions: A_t = scale * sum_i c_i (1 - pi_i(t)) exp(x_i(t)'beta) / sum c
+    # recycled predictions: A_t = scale * sum_i c_i (1 - pi_i(t)) exp(x_i(t)'beta) / sum c,
+    # summed over stretches of rows (a few (rows, b) arrays of per-row terms at a time)
     A = []
     with np.errstate(over="ignore", invalid="ignore"):
         for Xt, Zt in ((state["X1"], state["Z1"]), (state["X0"], state["Z0"])):
-            m = np.exp(Xt @ Pm[:kx]) * special.expit(-(Zt @ Pm[kx:kx + kz]))
-            A.append(state["scale"] * np.sum(C * m, axis=0) / N)
+            total = np.zeros(C.shape[1])
+            for rows in _stretches(C.shape[0]):
+                m = np.exp(Xt[rows] @ Pm[:kx]) * special.expit(-(Zt[rows] @ Pm[kx:kx + kz]))
+                total += np.sum(C[rows] * m, axis=0)
+            A.append(state["scale"] * total / N)
         a1, a0 = A
         vals = np.column_stack([a1 - a0, a1 / a0, a1, a0])
     return vals, reasons, (it, 0)
@@ -463,10 +467,11 @@ _SEPARATES = ("the zero part separates the zeros in the resample (zero-inflation
               "probabilities numerically 1): its coefficients and the effect are not identified")
 
 
-def _zero_part_separates(state, C, Pm) -> np.ndarray:
+def _zero_part_separates(state, C, Pm, cols=None) -> np.ndarray:
     """Whether each replicate's zero part gives some resampled row a zero-inflation
     probability numerically 1 (``1 - pi`` below R's ``glm.fit`` threshold of 10 machine
-    epsilons), one boolean per column of ``C``.
+    epsilons), one boolean per column of ``C`` (or of ``C[:, cols]``, the replicates
+    whose parameters ``Pm`` holds).
 
     There the zero part predicts those zeros perfectly (quasi-complete separation): its
     coefficients run off (to thousands, where an identified fit stays within tens), the
@@ -476,9 +481,25 @@ def _zero_part_separates(state, C, Pm) -> np.ndarray:
     numerically 0 are not a failure: ``(1 - pi)`` then tends to 1 and the predictions
     converge as the coefficients run off."""
     kx, kz = state["kx"], state["kz"]
+    out = np.zeros(Pm.shape[1], dtype=bool)
     with np.errstate(over="ignore", invalid="ignore"):
-        kept = special.expit(-(state["Z"] @ Pm[kx:kx + kz])) >= 10 * np.finfo(float).eps
-    return np.any(~kept & (C > 0), axis=0)              # some resampled row not kept
+        for rows in _stretches(C.shape[0]):
+            kept = special.expit(-(state["Z"][rows] @ Pm[kx:kx + kz])) >= 10 * np.finfo(float).eps
+            Cr = C[rows] if cols is None else C[rows][:, cols]
+            out |= np.any(~kept & (Cr > 0), axis=0)          # some resampled row not kept
+    return out
+
+
+#: Rows per stretch of the per-row sums outside the derivatives (:func:`_stretches`).
+_STRETCH_ROWS = 65_536
+
+
+def _stretches(n: int):
+    """Slices of at most :data:`_STRETCH_ROWS` rows covering ``range(n)``: the separation
+    check and the recycled predictions of a block walk the rows in stretches, so that
+    their (rows, replicates) arrays stay small whatever the block (at 1M members and
+    blocks of 6, ~50 MB each in a thread otherwise)."""
+    return [slice(lo, min(lo + _STRETCH_ROWS, n)) for lo in range(0, max(n, 1), _STRETCH_ROWS)]
 
 
 def _refit_one_by_one(state, C, Pm, reasons):
@@ -596,7 +617,10 @@ def bootstrap_count_effect(data: pd.DataFrame, formula: str, treatment: str,
     X1, X0 = design_matrices(model.count_info, f1, f0)
     k = X.shape[1]
     iu = np.triu_indices(k)
-    XX = np.ascontiguousarray((X[:, :, None] * X[:, None, :])[:, iu[0], iu[1]])
+    # the row-wise design products of the batched Poisson / NB information (the
+    # zero-inflated fits sum theirs chunk by chunk: 360 MB at 1M rows and 9 terms)
+    XX = (None if family in ("zip", "zinb") else
+          np.ascontiguousarray((X[:, :, None] * X[:, None, :])[:, iu[0], iu[1]]))
     y = np.asarray(y, dtype=float)
     off = (np.log(frame[exposure].to_numpy(dtype=float)) if exposure is not None
            else np.zeros(len(frame)))[:, None]
