@@ -48,10 +48,17 @@ DB_NAME = "analysis.duckdb"
 
 
 def _connect(path: Path, params: Params, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """A connection to the run's database with the params' engine settings.
+
+    DuckDB's allocator (jemalloc) returns freed memory to the system from a background
+    thread: without it, memory a query freed stays with the process until later
+    allocations purge it (at 1M members, reading the analysis frame, 155 MB, left a
+    workbook's kernel 883 MB, against 548 MB with the thread, two seconds on)."""
     con = duckdb.connect(str(path), read_only=read_only)
     if params.engine.threads:
         con.execute(f"SET threads = {int(params.engine.threads)}")
     con.execute(f"SET memory_limit = '{params.engine.memory_limit or default_memory_limit()}'")
+    con.execute("SET allocator_background_threads = true")
     return con
 
 
