@@ -72,6 +72,10 @@ class PeakSampler:
         import psutil
         self.proc, self.interval = psutil.Process(), interval
         self.runner = self.kernel = self.total = 0
+        # when the summed peak came (seconds from the start) and its parts: the runner's
+        # and each other process's resident memory, largest first
+        self.total_at, self.total_parts = 0.0, ()
+        self._t0 = time.perf_counter()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -86,13 +90,17 @@ class PeakSampler:
                 pass
         self.runner = max(self.runner, own)
         self.kernel = max([self.kernel, *kids])
-        self.total = max(self.total, own + sum(kids))
+        if own + sum(kids) > self.total:
+            self.total = own + sum(kids)
+            self.total_at = time.perf_counter() - self._t0
+            self.total_parts = (own, *sorted(kids, reverse=True))
 
     def _run(self):
         while not self._stop.wait(self.interval):
             self._sample()
 
     def __enter__(self):
+        self._t0 = time.perf_counter()
         self._thread.start()
         return self
 
@@ -135,7 +143,9 @@ def child(members: int, bootstrap: int, out: str, path: str) -> None:
                                            for w in run["workbooks"]}},
                       "peak_runner_mb": max(hwm, peak.runner) / 2**20,
                       "peak_kernel_mb": peak.kernel / 2**20,
-                      "peak_total_mb": peak.total / 2**20}))
+                      "peak_total_mb": peak.total / 2**20,
+                      "peak_total_at_s": round(peak.total_at, 1),
+                      "peak_total_parts_mb": [round(x / 2**20) for x in peak.total_parts]}))
 
 
 def _median_run(runs: list[dict]) -> dict:
