@@ -69,6 +69,21 @@ def test_prepost_recovers_true_effects_where_crude_fails(demo):
     assert set(pre.estimand) == {"ATT"}
 
 
+def test_prepost_reads_only_the_columns_it_models(demo):
+    """The pre/post models read the member x window table's identifiers, exposure and
+    outcomes only: the same estimates, bit for bit, as from the whole table."""
+    outs = ["er_visits", "total_cost"]
+    with pytest.warns(Warning):
+        whole = O.prepost_effects(demo.member_windows(), outs, alpha=demo.spec.alpha,
+                                  kinds={o: demo.spec.kind(o) for o in outs})
+    with pytest.warns(Warning):
+        picked = demo.prepost(outs)
+    pd.testing.assert_frame_equal(picked, whole, check_exact=True)
+    few = demo.member_windows(["member_id", "period", "er_visits", "er_visits"])
+    assert list(few.columns) == ["member_id", "period", "er_visits"]
+    assert few["member_id"].tolist() == demo.member_windows()["member_id"].tolist()
+
+
 def test_cost_effect_records_and_bootstrap(demo):
     ce = demo.cost_effect(n_boot=200)
     scales = ce.effects.scale.tolist()

@@ -15,7 +15,7 @@ import pandas as pd
 from .. import describe
 from .._version import __version__
 from ..data.contract import CATEGORIES
-from ..data.load import LoadReport, load_report
+from ..data.load import LoadReport, _q, load_report
 from ..data.notes import public_notes
 from ..data.source import describe_source
 from ..errors import DataDroppedWarning, DataValidationError
@@ -196,12 +196,14 @@ class Study:
             return list(self.params.data.person.outcomes)
         return [o for o in _spec.CLAIMS_OUTCOMES if self.spec.kind(o) != "cost"]
 
-    def member_windows(self) -> pd.DataFrame:
-        """One row per member x period (claims mode) or per member (person mode)."""
+    def member_windows(self, columns: list[str] | None = None) -> pd.DataFrame:
+        """One row per member x period (claims mode) or per member (person mode); with
+        ``columns``, only those (in claims mode; the rows and their order are the same)."""
         self._member_level("member_windows")
         if self.mode == "person":
             return self.sql("SELECT *, 'followup' AS period FROM persons")
-        return self.sql("SELECT * FROM member_windows ORDER BY member_id, period")
+        picked = "*" if columns is None else ", ".join(_q(c) for c in dict.fromkeys(columns))
+        return self.sql(f"SELECT {picked} FROM member_windows ORDER BY member_id, period")
 
     def analysis_frame(self) -> pd.DataFrame:
         """One row per member: follow-up outcomes plus baseline covariates.
@@ -241,7 +243,10 @@ class Study:
         if self.mode != "claims":
             return None
         outs = outcomes or self.outcomes()
-        return prepost_effects(self.member_windows(), outs,
+        # only the columns the models use (at 1M members the whole table is 2M rows of
+        # some twenty columns, copied again by the fits' frames)
+        mw = self.member_windows(["member_id", "group", "period", "member_months", *outs])
+        return prepost_effects(mw, outs,
                                kinds={o: self.spec.kind(o) for o in outs}, alpha=self.spec.alpha)
 
     def cost_effect(self, **kwargs):
