@@ -358,27 +358,30 @@ def _check_encounters(con: duckdb.DuckDBPyConnection, raw: str, max_line_amount:
               + " END")
     keep = con.execute("SELECT current_setting('preserve_insertion_order')").fetchall()[0][0]
     con.execute("SET preserve_insertion_order = true")     # the rowid is the source row
-    con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE chk_encounters AS
-        SELECT * EXCLUDE (_unread_end_date), CASE
-            WHEN _invalid_date IS NOT NULL THEN 'invalid_date'
-            WHEN member_id IS NULL OR service_date IS NULL OR category IS NULL
-                 OR allowed_amount IS NULL OR {nan} THEN 'missing_value'
-            WHEN {inf} THEN 'non_finite'
-            WHEN _mapped IS NULL THEN 'unknown_category'
-            WHEN allowed_amount < 0 OR coalesce(paid_amount, 0) < 0 THEN 'negative_amount'
-            WHEN allowed_amount > {limit} OR coalesce(paid_amount, 0) > {limit}
-                 THEN 'absurd_amount'
-            WHEN service_date < DATE '1900-01-01' OR service_date > {_LAST_DATE}
-                 OR (_mapped = 'inpatient' AND end_date > {_LAST_DATE}) THEN 'implausible_date'
-            WHEN _mapped = 'inpatient' AND end_date < service_date THEN 'end_before_start'
-          END AS _reason,
-          -- only inpatient stays read the end date: an impossible or unreadable one on
-          -- another line is noted (load_notes) and cleared, and the visit is kept
-          coalesce(_mapped <> 'inpatient' AND (end_date < service_date OR end_date > {_LAST_DATE}
-                                               OR _unread_end_date), false) AS _end_unused
-        FROM (SELECT *, {mapped} AS _mapped FROM {raw})""")
-    con.execute(f"SET preserve_insertion_order = {str(bool(keep)).lower()}")
+    try:
+        con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE chk_encounters AS
+            SELECT * EXCLUDE (_unread_end_date), CASE
+                WHEN _invalid_date IS NOT NULL THEN 'invalid_date'
+                WHEN member_id IS NULL OR service_date IS NULL OR category IS NULL
+                     OR allowed_amount IS NULL OR {nan} THEN 'missing_value'
+                WHEN {inf} THEN 'non_finite'
+                WHEN _mapped IS NULL THEN 'unknown_category'
+                WHEN allowed_amount < 0 OR coalesce(paid_amount, 0) < 0 THEN 'negative_amount'
+                WHEN allowed_amount > {limit} OR coalesce(paid_amount, 0) > {limit}
+                     THEN 'absurd_amount'
+                WHEN service_date < DATE '1900-01-01' OR service_date > {_LAST_DATE}
+                     OR (_mapped = 'inpatient' AND end_date > {_LAST_DATE}) THEN 'implausible_date'
+                WHEN _mapped = 'inpatient' AND end_date < service_date THEN 'end_before_start'
+              END AS _reason,
+              -- only inpatient stays read the end date: an impossible or unreadable one on
+              -- another line is noted (load_notes) and cleared, and the visit is kept
+              coalesce(_mapped <> 'inpatient'
+                       AND (end_date < service_date OR end_date > {_LAST_DATE}
+                            OR _unread_end_date), false) AS _end_unused
+            FROM (SELECT *, {mapped} AS _mapped FROM {raw})""")
+    finally:
+        con.execute(f"SET preserve_insertion_order = {str(bool(keep)).lower()}")
 
     def flag(reason: str, rows: str) -> None:
         con.execute(f"UPDATE chk_encounters SET _reason = {_lit(reason)} "
