@@ -58,7 +58,9 @@ def _connect(path: Path, params: Params, read_only: bool = False) -> duckdb.Duck
     if params.engine.threads:
         con.execute(f"SET threads = {int(params.engine.threads)}")
     con.execute(f"SET memory_limit = '{params.engine.memory_limit or default_memory_limit()}'")
-    con.execute("SET allocator_background_threads = true")
+    if con.execute("SELECT count(*) FROM duckdb_settings() "
+                   "WHERE name = 'allocator_background_threads'").fetchall()[0][0]:
+        con.execute("SET allocator_background_threads = true")   # not in every DuckDB
     return con
 
 
