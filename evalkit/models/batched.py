@@ -75,6 +75,12 @@ class _Work:
         return self.one[:m * a].reshape(m, a), self.two[:m * a].reshape(m, a)
 
 
+def row_spans(n: int, rows: int) -> list:
+    """Slices of at most ``rows`` rows covering ``range(n)``, in order: the stretches the
+    batched fits walk the rows in."""
+    return [slice(lo, min(lo + rows, n)) for lo in range(0, n, rows)]
+
+
 def _probit(eta):
     """Probit means, their derivative in ``eta`` and the binomial variance, the means
     kept within [eps, 1 - eps] in the variance as statsmodels' binomial family keeps them

@@ -12,7 +12,7 @@ from scipy import sparse, special
 from evalkit.errors import EvalkitError, ParamsError
 from evalkit.models.batched import (
     _DEFAULT, CONVERGED, FAILED, POISSON, RANK, RUNNING, _batched_fit, _batched_negbin,
-    _block_size, _check_batched, _complete_rows, _row_count_matrix, _run_blocks,
+    _block_size, _check_batched, _complete_rows, _row_count_matrix, _run_blocks, row_spans,
 )
 from evalkit.models.bootstrap import BootstrapResult
 from evalkit.models.count import (
@@ -177,8 +177,7 @@ def _zi_segments(lik, C):
             pos = {pair: r for r, pair in enumerate(zip(*np.triu_indices(kx)))}
             shared = np.array([pos[min(p, q), max(p, q)] for p, q in zip(i, j)])
         memo: dict = {}
-        for lo in range(0, n, _CHUNK_ROWS):
-            part = slice(lo, lo + _CHUNK_ROWS)
+        for part in row_spans(n, _CHUNK_ROWS):
             X = seg["X"][part]
             D = {"e": X, "z": seg["Z"][part] if seg["Z"] is not None else None,
                  "t": np.ones((X.shape[0], 1))}
@@ -454,7 +453,7 @@ def _zero_inflated_effects(state, C, N):
     with np.errstate(over="ignore", invalid="ignore"):
         for Xt, Zt in ((state["X1"], state["Z1"]), (state["X0"], state["Z0"])):
             total = np.zeros(C.shape[1])
-            for rows in _stretches(C.shape[0]):
+            for rows in row_spans(C.shape[0], _STRETCH_ROWS):
                 m = np.exp(Xt[rows] @ Pm[:kx]) * special.expit(-(Zt[rows] @ Pm[kx:kx + kz]))
                 total += np.sum(C[rows] * m, axis=0)
             A.append(state["scale"] * total / N)
@@ -483,23 +482,17 @@ def _zero_part_separates(state, C, Pm, cols=None) -> np.ndarray:
     kx, kz = state["kx"], state["kz"]
     out = np.zeros(Pm.shape[1], dtype=bool)
     with np.errstate(over="ignore", invalid="ignore"):
-        for rows in _stretches(C.shape[0]):
+        for rows in row_spans(C.shape[0], _STRETCH_ROWS):
             kept = special.expit(-(state["Z"][rows] @ Pm[kx:kx + kz])) >= 10 * np.finfo(float).eps
-            Cr = C[rows] if cols is None else C[rows][:, cols]
+            Cr = C[rows] if cols is None else C[rows, cols]
             out |= np.any(~kept & (Cr > 0), axis=0)          # some resampled row not kept
     return out
 
 
-#: Rows per stretch of the per-row sums outside the derivatives (:func:`_stretches`).
+#: Rows per stretch of the separation check and the recycled predictions of a block, so
+#: that their (rows, replicates) arrays stay small whatever the block (at 1M members and
+#: blocks of 6, ~50 MB each in a thread otherwise).
 _STRETCH_ROWS = 65_536
-
-
-def _stretches(n: int):
-    """Slices of at most :data:`_STRETCH_ROWS` rows covering ``range(n)``: the separation
-    check and the recycled predictions of a block walk the rows in stretches, so that
-    their (rows, replicates) arrays stay small whatever the block (at 1M members and
-    blocks of 6, ~50 MB each in a thread otherwise)."""
-    return [slice(lo, min(lo + _STRETCH_ROWS, n)) for lo in range(0, max(n, 1), _STRETCH_ROWS)]
 
 
 def _refit_one_by_one(state, C, Pm, reasons):

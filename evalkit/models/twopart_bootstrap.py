@@ -13,7 +13,7 @@ from evalkit.errors import ConvergenceError, ParamsError
 from evalkit.models.batched import (
     _DEFAULT, _P_EDGE, _P_EPS, CONVERGED, FAILED, RANK, RUNNING, _advance, _block_size,
     _check_batched, _complete_rows, _grad, _info, _info_slope, _inv, _newton_step, _rank_ok,
-    _row_terms, _run_blocks, _unpack, _Work,
+    _row_terms, _run_blocks, _unpack, _Work, row_spans,
 )
 from evalkit.models.bootstrap import BootstrapResult
 from evalkit.models.effects import (
@@ -113,7 +113,7 @@ class _Chunks:
 
     def spans(self, m: int) -> list:
         """The chunks' row slices over ``m`` rows."""
-        return [slice(s, min(s + self.rows, m)) for s in range(0, m, self.rows)]
+        return row_spans(m, self.rows)
 
     def counts(self, C, sl, cols):
         """Counts of rows ``sl`` and replicates ``cols`` (None: all) as a float array."""
@@ -371,10 +371,10 @@ def _chunked_fit(kind, X, C, y, z, g0, beta0, tol, maxiter, iu, chunks, start):
                 Hc = _unpack(start[1][:, a] + start[3] @ (B[:, a] - B0[:, a]), k, iu)
                 # carried far (a quasi-separated replicate drifts), the information may
                 # no longer be positive definite: no chord step then, it is summed afresh
-                pd = np.all(np.isfinite(Hc), axis=(1, 2))
-                pd[pd] = np.linalg.eigvalsh(Hc[pd])[:, 0] > 0
-                Hinv[carry] = np.where(pd[:, None, None],
-                                       _inv(np.where(pd[:, None, None], Hc, np.eye(k))), np.nan)
+                definite = np.all(np.isfinite(Hc), axis=(1, 2))
+                definite[definite] = np.linalg.eigvalsh(Hc[definite])[:, 0] > 0
+                posdef = definite[:, None, None]
+                Hinv[carry] = np.where(posdef, _inv(np.where(posdef, Hc, np.eye(k))), np.nan)
         if sign:
             g += sign * g0[:, active]
         flat = np.zeros(len(active), dtype=bool)
